@@ -1,0 +1,381 @@
+"""The cgroup v1 memory controller's files: the only place that parses and prints.
+
+File names, read formats, write parsing and errno values follow Linux 6.18
+(mm/memcontrol-v1.c: mem_cgroup_legacy_files[], kernel/cgroup/cgroup-v1.c, fs/kernfs)
+and were checked against the real kernel (tests/data/kernel_v1_table.json).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import Callable
+
+from . import memcontrol_v1
+from .kernel import PAGE_SIZE
+from .memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
+                         NR_FILE_MAPPED, NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, NR_SWAPCACHE,
+                         NR_WRITEBACK, PGFAULT, PGMAJFAULT, PGPGIN, PGPGOUT,
+                         WORKINGSET_REFAULT_ANON, WORKINGSET_REFAULT_FILE, MemCgroup,
+                         mem_cgroup_resize_max, mem_cgroup_usage)
+from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                     LRU_NAMES, LRU_UNEVICTABLE, NR_LRU_LISTS)
+from .page_counter import PAGE_COUNTER_MAX, page_counter_memparse
+
+# include/linux/kernfs.h / fs/kernfs/file.c: a write is at most one page
+MAX_WRITE = PAGE_SIZE
+# mm/memcontrol-v1.c: MAX_SWAPPINESS since 2024 (memcg file cap 200)
+MAX_SWAPPINESS = 200
+U64_MAX = 2**64 - 1
+
+
+def einval() -> OSError:
+    return OSError(errno.EINVAL, "Invalid argument")
+
+
+# --- parsers (lib/kstrtox.c) ---------------------------------------------------------
+
+def kstrtoull(text: str) -> int:
+    """kstrtoull(s, 0): optional '+', C base prefix, digits, one optional trailing newline.
+
+    EINVAL for anything else, ERANGE beyond 64 bits.
+    """
+    s = text[:-1] if text.endswith("\n") else text
+    if s.startswith("+"):
+        s = s[1:]
+    base = 10
+    if s[:2].lower() == "0x":
+        base, s = 16, s[2:]
+    elif s.startswith("0") and len(s) > 1:
+        base, s = 8, s[1:]
+    digits = "0123456789abcdef"[:base]
+    if not s or any(c.lower() not in digits for c in s):
+        raise einval()
+    v = int(s, base)
+    if v > U64_MAX:
+        raise OSError(errno.ERANGE, "Numerical result out of range")
+    return v
+
+
+def kstrtoint(text: str) -> int:
+    """kstrtoint(s, 0): as kstrtoull with an optional '-', ERANGE outside int."""
+    neg = text.startswith("-")
+    v = kstrtoull(text[1:] if neg else text)
+    v = -v if neg else v
+    if not -2**31 <= v < 2**31:
+        raise OSError(errno.ERANGE, "Numerical result out of range")
+    return v
+
+
+def simple_strtoul(s: str) -> tuple[int, str]:
+    """simple_strtoul(s, &end, 10): leading decimal digits and the rest."""
+    i = 0
+    while i < len(s) and s[i].isdigit():
+        i += 1
+    return (int(s[:i]) if i else 0), s[i:]
+
+
+# --- file table ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CFType:
+    """struct cftype: a file name with its read and write handlers."""
+
+    name: str
+    read: Callable | None = None  # (kernel, memcg) -> str
+    write: Callable | None = None  # (kernel, memcg, text) -> None
+    only_root: bool = False
+
+
+def _pages(n: int) -> str:
+    return f"{n * PAGE_SIZE}\n"
+
+
+def _counter(attr: str, field: str):
+    def read(k, memcg):
+        return _pages(getattr(getattr(memcg, attr), field))
+    return read
+
+
+def _usage(swap: bool):
+    def read(k, memcg):
+        return _pages(mem_cgroup_usage(k.sys, memcg, swap))
+    return read
+
+
+def _reset(attr: str, field: str):
+    """mem_cgroup_reset(): any write resets max_usage to usage, or failcnt to 0."""
+    def write(k, memcg, text):
+        counter = getattr(memcg, attr)
+        if field == "watermark":
+            counter.reset_watermark()
+        else:
+            counter.failcnt = 0
+    return write
+
+
+def _limit(kind: str):
+    """mem_cgroup_write() RES_LIMIT / RES_SOFT_LIMIT: parse, then the per-type rules."""
+    def write(k, memcg, text):
+        nr_pages = page_counter_memparse(text, "-1")
+        if kind == "soft":
+            memcg.soft_limit = nr_pages
+            return
+        if memcg.is_root():
+            raise einval()  # Can't set limit on root
+        if kind == "memory":
+            mem_cgroup_resize_max(k.sys, memcg, nr_pages, memsw=False)
+        elif kind == "memsw":
+            mem_cgroup_resize_max(k.sys, memcg, nr_pages, memsw=True)
+        elif kind == "kmem":
+            pass  # 6.x: kmem.limit_in_bytes is deprecated; writing it has no effect
+        elif kind == "tcp":
+            if memcg.tcpmem.set_max(nr_pages):
+                raise OSError(errno.EBUSY, "Device or resource busy")
+    return write
+
+
+def _read_stat(k, memcg: MemCgroup) -> str:
+    """memcg1_stat_format(): local values, limits, then total_* over the subtree."""
+    sys = k.sys
+    out = []
+
+    def state(item, hier):
+        a = sys.stats.a
+        if not hier:
+            return int(a[memcg.id, item])
+        ids = [m.id for m in memcg.subtree()]
+        total = int(a[ids, item].sum())
+        d = sys.dead_stats.a
+        total += int(d[[i for i in ids if i < len(d)], item].sum())
+        return total
+
+    stats = ((("cache", NR_FILE_PAGES), ("rss", NR_ANON_MAPPED), ("rss_huge", NR_ANON_THPS),
+              ("shmem", NR_SHMEM), ("mapped_file", NR_FILE_MAPPED), ("dirty", NR_FILE_DIRTY),
+              ("writeback", NR_WRITEBACK)),
+             (("workingset_refault_anon", WORKINGSET_REFAULT_ANON),
+              ("workingset_refault_file", WORKINGSET_REFAULT_FILE)),
+             (("swap", MEMCG_SWAP), ("swapcached", NR_SWAPCACHE)))
+    events = (("pgpgin", PGPGIN), ("pgpgout", PGPGOUT), ("pgfault", PGFAULT),
+              ("pgmajfault", PGMAJFAULT))
+
+    def block(prefix, hier):
+        # memcg_page_state_output_unit(): workingset counts are events, the rest pages
+        for group_no, group in enumerate(stats):
+            unit = 1 if group_no == 1 else PAGE_SIZE
+            for name, item in group:
+                out.append(f"{prefix}{name} {state(item, hier) * unit}")
+        for name, item in events:
+            out.append(f"{prefix}{name} {state(item, hier)}")
+        for lru in range(NR_LRU_LISTS):
+            out.append(f"{prefix}{LRU_NAMES[lru]} {state(NR_LRU_BASE + lru, hier) * PAGE_SIZE}")
+
+    block("", False)
+    memory = memsw = PAGE_COUNTER_MAX
+    for m in memcg.ancestors():
+        memory = min(memory, m.memory.max)
+        memsw = min(memsw, m.memsw.max)
+    out.append(f"hierarchical_memory_limit {memory * PAGE_SIZE}")
+    out.append(f"hierarchical_memsw_limit {memsw * PAGE_SIZE}")
+    block("total_", True)
+    return "\n".join(out) + "\n"
+
+
+def _read_numa_stat(k, memcg: MemCgroup) -> str:
+    """memcg_numa_stat_show(): page counts per LRU mask, one node (N0)."""
+    sys = k.sys
+    masks = (("total", range(NR_LRU_LISTS)),
+             ("file", (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)),
+             ("anon", (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON)),
+             ("unevictable", (LRU_UNEVICTABLE,)))
+    out = []
+    for prefix, hier in (("", False), ("hierarchical_", True)):
+        ids = [m.id for m in memcg.subtree()] if hier else [memcg.id]
+        for name, lrus in masks:
+            n = int(sum(sys.stats.a[ids, NR_LRU_BASE + lru].sum() for lru in lrus))
+            out.append(f"{prefix}{name}={n} N0={n}")
+    return "\n".join(out) + "\n"
+
+
+def _read_oom_control(k, memcg: MemCgroup) -> str:
+    """mem_cgroup_oom_control_read()."""
+    oom_kill = int(k.sys.stats.a[memcg.id, MEMCG_OOM_KILL])
+    return (f"oom_kill_disable {memcg.oom_kill_disable}\n"
+            f"under_oom {1 if memcg.under_oom else 0}\noom_kill {oom_kill}\n")
+
+
+def _write_u64(fn):
+    """cgroup_file_write() for a write_u64 handler: kstrtoull on the raw buffer."""
+    def write(k, memcg, text):
+        fn(k, memcg, kstrtoull(text))
+    return write
+
+
+def _swappiness(k, memcg, val):
+    """mem_cgroup_swappiness_write(): 0..MAX_SWAPPINESS; the root sets vm_swappiness."""
+    if val > MAX_SWAPPINESS:
+        raise einval()
+    memcg.swappiness = val
+
+
+def _use_hierarchy(k, memcg, val):
+    """mem_cgroup_hierarchy_write() (5.11+): only 1 is accepted."""
+    if val != 1:
+        raise einval()
+
+
+def _move_charge(k, memcg, val):
+    """mem_cgroup_move_charge_write(): charge moving was removed; only 0 is accepted."""
+    if val != 0:
+        raise einval()
+
+
+def _oom_control(k, memcg, val):
+    memcontrol_v1.mem_cgroup_oom_control_write(k.sys, memcg, val)
+
+
+def _force_empty(k, memcg, text):
+    memcontrol_v1.mem_cgroup_force_empty(k.sys, memcg)
+
+
+def _flag(attr):
+    def read(k, memcg):
+        return f"{k.flags.get((memcg.id, attr), 0)}\n"
+
+    def write(k, memcg, val):
+        k.flags[(memcg.id, attr)] = 1 if val else 0
+    return read, _write_u64(write)
+
+
+def _procs(threads: bool):
+    def read(k, memcg):
+        return "".join(f"{t.pid}\n" for t in sorted(memcg.tasks, key=lambda t: t.pid))
+
+    def write(k, memcg, text):
+        """__cgroup1_procs_write(): kstrtoint(strstrip(buf)); negative EINVAL; unknown ESRCH."""
+        try:
+            pid = kstrtoint(text.strip(" \t\n\v\f\r"))
+        except OSError:
+            raise einval() from None
+        if pid < 0:
+            raise einval()
+        task = k.sys.tasks.get(pid)
+        if task is None or task.state in ("exited", "oom_killed"):
+            raise OSError(errno.ESRCH, "No such process")
+        k.sys.attach_task(task, memcg)
+    return read, write
+
+
+def _event_control(k, memcg, text):
+    """memcg_write_event_control(): "<event_fd> <control_fd> <args>".
+
+    The simulated kernel has no open control files, so a well-formed line names fds the
+    simulated process does not have: EBADF.  Register events with Kernel.event().
+    """
+    buf = text.strip(" \t\n\v\f\r")
+    _efd, rest = simple_strtoul(buf)
+    if not rest.startswith(" "):
+        raise einval()
+    _cfd, rest = simple_strtoul(rest[1:])
+    if rest and not rest.startswith(" "):
+        raise einval()
+    raise OSError(errno.EBADF, "Bad file descriptor")
+
+
+def _pressure_level_read(k, memcg):
+    """mem_cgroup_dummy_seq_show(): readable only so events can be registered."""
+    raise einval()
+
+
+def _slabinfo(k, memcg):
+    """memcg_slab_show(): per-memcg slab caches are gone since 5.9; prints nothing."""
+    return ""
+
+
+_procs_read, _procs_write = _procs(False)
+_tasks_read, _tasks_write = _procs(True)
+_clone_read, _clone_write = _flag("clone_children")
+_notify_read, _notify_write = _flag("notify_on_release")
+
+# In `ls` order of a v1 memory cgroup directory on 6.18.
+FILES = [
+    CFType("cgroup.clone_children", _clone_read, _clone_write),
+    CFType("cgroup.event_control", None, _event_control),
+    CFType("cgroup.procs", _procs_read, _procs_write),
+    CFType("cgroup.sane_behavior", lambda k, m: "0\n", None, only_root=True),
+    CFType("memory.failcnt", lambda k, m: f"{m.memory.failcnt}\n", _reset("memory", "failcnt")),
+    CFType("memory.force_empty", None, _force_empty),
+    CFType("memory.kmem.failcnt", lambda k, m: f"{m.kmem.failcnt}\n", _reset("kmem", "failcnt")),
+    CFType("memory.kmem.limit_in_bytes", _counter("kmem", "max"), _limit("kmem")),
+    CFType("memory.kmem.max_usage_in_bytes", _counter("kmem", "watermark"),
+           _reset("kmem", "watermark")),
+    CFType("memory.kmem.slabinfo", _slabinfo, None),
+    CFType("memory.kmem.tcp.failcnt", lambda k, m: f"{m.tcpmem.failcnt}\n",
+           _reset("tcpmem", "failcnt")),
+    CFType("memory.kmem.tcp.limit_in_bytes", _counter("tcpmem", "max"), _limit("tcp")),
+    CFType("memory.kmem.tcp.max_usage_in_bytes", _counter("tcpmem", "watermark"),
+           _reset("tcpmem", "watermark")),
+    CFType("memory.kmem.tcp.usage_in_bytes", _counter("tcpmem", "usage"), None),
+    CFType("memory.kmem.usage_in_bytes", _counter("kmem", "usage"), None),
+    CFType("memory.limit_in_bytes", _counter("memory", "max"), _limit("memory")),
+    CFType("memory.max_usage_in_bytes", _counter("memory", "watermark"),
+           _reset("memory", "watermark")),
+    CFType("memory.memsw.failcnt", lambda k, m: f"{m.memsw.failcnt}\n", _reset("memsw", "failcnt")),
+    CFType("memory.memsw.limit_in_bytes", _counter("memsw", "max"), _limit("memsw")),
+    CFType("memory.memsw.max_usage_in_bytes", _counter("memsw", "watermark"),
+           _reset("memsw", "watermark")),
+    CFType("memory.memsw.usage_in_bytes", _usage(True), None),
+    CFType("memory.move_charge_at_immigrate", lambda k, m: "0\n", _write_u64(_move_charge)),
+    CFType("memory.numa_stat", _read_numa_stat, None),
+    CFType("memory.oom_control", _read_oom_control, _write_u64(_oom_control)),
+    CFType("memory.pressure_level", _pressure_level_read, None),
+    CFType("memory.soft_limit_in_bytes", lambda k, m: _pages(m.soft_limit), _limit("soft")),
+    CFType("memory.stat", _read_stat, None),
+    CFType("memory.swappiness", lambda k, m: f"{m.swappiness}\n", _write_u64(_swappiness)),
+    CFType("memory.usage_in_bytes", _usage(False), None),
+    CFType("memory.use_hierarchy", lambda k, m: "1\n", _write_u64(_use_hierarchy)),
+    CFType("notify_on_release", _notify_read, _notify_write),
+    CFType("release_agent", lambda k, m: "\n", lambda k, m, t: None, only_root=True),
+    CFType("tasks", _tasks_read, _tasks_write),
+]
+BY_NAME = {cft.name: cft for cft in FILES}
+# cgroup.event_control accepts these control files (memcg_write_event_control)
+EVENT_FILES = ("memory.usage_in_bytes", "memory.oom_control", "memory.pressure_level",
+               "memory.memsw.usage_in_bytes")
+
+
+def files_of(memcg: MemCgroup) -> list[str]:
+    """The file names in memcg's directory."""
+    return [c.name for c in FILES if not c.only_root or memcg.is_root()]
+
+
+def lookup(memcg: MemCgroup, name: str) -> CFType:
+    cft = BY_NAME.get(name)
+    if cft is None or (cft.only_root and not memcg.is_root()):
+        raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name}")
+    return cft
+
+
+def read_file(k, memcg: MemCgroup, name: str) -> str:
+    """read(2) of a cgroup file: a write-only file gives EINVAL."""
+    cft = lookup(memcg, name)
+    if cft.read is None:
+        raise einval()
+    return cft.read(k, memcg)
+
+
+def write_file(k, memcg: MemCgroup, name: str, text: str) -> None:
+    """write(2) of a cgroup file, with kernfs's rules around the handler.
+
+    An empty write does nothing; more than a page is E2BIG; the buffer is a C string
+    (it ends at the first NUL); a read-only file gives EINVAL.
+    """
+    cft = lookup(memcg, name)
+    if len(text.encode()) > MAX_WRITE:
+        raise OSError(errno.E2BIG, "Argument list too long")
+    if not text:
+        return
+    if cft.write is None:
+        raise einval()
+    text = text.split("\0", 1)[0]
+    cft.write(k, memcg, text)

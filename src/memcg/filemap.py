@@ -1,0 +1,251 @@
+"""The page cache of files and of shmem/tmpfs objects (mm/filemap.c, mm/shmem.c).
+
+A page-cache page is charged at insertion to the memcg of the task that brings it in
+(filemap_add_folio -> mem_cgroup_charge) and stays charged there while it is cached,
+whoever reads it later; once reclaimed, the next reader pays.  Reads mark pages accessed
+(a second read activates); writes dirty them.  Shmem pages are swap-backed: they live on
+the anon LRU lists and count as cache and shmem, not rss.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .kernel import PAGE_SIZE
+from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
+                         WORKINGSET_REFAULT_FILE, PGFAULT)
+from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped,
+                     PG_swapbacked, PG_young)
+from .swapfile import swp_entry, swp_offset
+
+if TYPE_CHECKING:
+    from .system import System
+    from .tasks import Task
+
+HOLE = -1
+SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workingset.c)
+# Pages handled per step of a read or write: a threshold check and a reclaim can run
+# between steps, as they would between the kernel's per-folio charges.
+FILEMAP_BATCH = 64
+
+
+def nr_pages_of(nbytes: int) -> int:
+    return -(-int(nbytes) // PAGE_SIZE)
+
+
+class AddressSpace:
+    """struct address_space: index -> page frame, or a hole / shadow / swap entry."""
+
+    kind = "file"
+
+    def __init__(self, sys: System, name: str):
+        self.id = sys.register_mapping(self)
+        self.name = name
+        self.slots = np.full(0, HOLE, np.int64)
+        self.dirtied_when: int | None = None  # inode->dirtied_when, in ticks
+
+    def ensure(self, nr: int) -> None:
+        if nr > len(self.slots):
+            grown = np.full(max(nr, 2 * len(self.slots)), HOLE, np.int64)
+            grown[:len(self.slots)] = self.slots
+            self.slots = grown
+
+    def resident(self) -> np.ndarray:
+        """PFNs of the pages in the cache."""
+        s = self.slots
+        return s[s >= 0]
+
+    def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
+        """__remove_mapping() for clean file pages: leave shadows, uncharge, free."""
+        idx = sys.mem.index[pfns].astype(np.int64)
+        self.slots[idx] = SHADOW
+        ids = sys.mem.memcg[pfns]
+        sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
+        sys.free_user_pages(pfns)
+        return pfns
+
+
+class ShmemObject(AddressSpace):
+    """A shmem/tmpfs object: swap-backed page cache, mapped by the tasks that touch it."""
+
+    kind = "shmem"
+
+    def __init__(self, sys: System, name: str):
+        super().__init__(sys, name)
+        self.mappers: dict = {}  # mm -> pages of the object it maps (from offset 0)
+
+    def mapped_extent(self) -> int:
+        return max(self.mappers.values(), default=0)
+
+    def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
+        """shmem_writeout(): move pages to swap while slots last; the rest stay."""
+        slots = sys.swap.alloc(len(pfns))
+        pfns = pfns[:len(slots)]
+        if not len(pfns):
+            return pfns
+        idx = sys.mem.index[pfns].astype(np.int64)
+        ids = sys.mem.memcg[pfns]
+        sys.swap.swap_cgroup[slots] = ids
+        self.slots[idx] = swp_entry(slots)
+        mapped = (sys.mem.flags[pfns] & PG_mapped) != 0
+        sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
+        sys.stats.mod_many(ids, NR_SHMEM, -1)
+        sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
+        sys.stats.mod_many(ids, MEMCG_SWAP, 1)
+        for mm, extent in self.mappers.items():
+            mm.shmem_rss -= int(np.count_nonzero(idx < extent))
+        sys.free_user_pages(pfns, memsw=False)
+        return pfns
+
+
+def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
+    """filemap_read(): bring the first nbytes into the cache and mark every page accessed."""
+    nr = nr_pages_of(nbytes)
+    mapping.ensure(nr)
+    for start in range(0, nr, FILEMAP_BATCH):
+        idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
+        slots = mapping.slots[idx]
+        missing = idx[slots < 0]
+        if len(missing):
+            refaults = int(np.count_nonzero(mapping.slots[missing] == SHADOW))
+            pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=False)
+            if len(pfns):
+                got = missing[:len(pfns)]
+                mapping.slots[got] = pfns
+                sys.add_new_pages(task, task.memcg, mapping, got, pfns, 0, LRU_INACTIVE_FILE,
+                                  (NR_FILE_PAGES,))
+                if refaults:
+                    sys.stats.mod(task.memcg.id, WORKINGSET_REFAULT_FILE,
+                                  min(refaults, len(pfns)))
+            if ret:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        sys.mark_page_accessed(mapping.slots[idx])
+
+
+def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
+    """generic_perform_write(): write the first nbytes; new pages are added dirty."""
+    nr = nr_pages_of(nbytes)
+    mapping.ensure(nr)
+    for start in range(0, nr, FILEMAP_BATCH):
+        idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
+        slots = mapping.slots[idx]
+        present = slots[slots >= 0]
+        if len(present):
+            sys.set_page_dirty(present)
+        missing = idx[slots < 0]
+        if len(missing):
+            pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=False)
+            if len(pfns):
+                got = missing[:len(pfns)]
+                mapping.slots[got] = pfns
+                sys.add_new_pages(task, task.memcg, mapping, got, pfns, PG_dirty,
+                                  LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
+            if ret:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        mapping.dirtied_when = sys.tick if mapping.dirtied_when is None else mapping.dirtied_when
+
+
+def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:
+    """truncate_inode_pages() at unlink: drop every cached page and swap entry."""
+    s = mapping.slots
+    pfns = s[s >= 0]
+    if len(pfns):
+        ids = sys.mem.memcg[pfns]
+        flags = sys.mem.flags[pfns]
+        sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
+        sys.stats.mod_many(ids[(flags & PG_dirty) != 0], NR_FILE_DIRTY, -1)
+        if mapping.kind == "shmem":
+            sys.stats.mod_many(ids, NR_SHMEM, -1)
+            sys.stats.mod_many(ids[(flags & PG_mapped) != 0], NR_FILE_MAPPED, -1)
+        sys.lru_del(pfns)
+        sys.free_user_pages(pfns)
+    swapped = s[s <= SHADOW] if mapping.kind == "shmem" else s[:0]
+    if len(swapped):
+        sys.free_swap(swp_offset(swapped))
+    mapping.slots = np.full(0, HOLE, np.int64)
+
+
+def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
+    """Map the first nbytes of a shmem object into task and write them (shmem_fault()).
+
+    New pages are charged to the faulting task's memcg; a page found in swap is charged
+    to the memcg recorded for its swap entry if that one is still online.  Returns 0 or
+    the charge result that stopped the faults (the caller sleeps or fails the task).
+    """
+    nr = nr_pages_of(nbytes)
+    obj.ensure(nr)
+    mm = task.mm
+    already = obj.mappers.get(mm, 0)
+    for start in range(0, nr, FILEMAP_BATCH):
+        idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
+        slots = obj.slots[idx]
+        swapped = idx[slots <= SHADOW]
+        if len(swapped):
+            ret = _shmem_swapin(sys, task, obj, swapped)
+            if ret:
+                return ret
+        missing = idx[obj.slots[idx] == HOLE]
+        if len(missing):
+            pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=True)
+            if len(pfns):
+                got = missing[:len(pfns)]
+                obj.slots[got] = pfns
+                sys.add_new_pages(task, task.memcg, obj, got, pfns,
+                                  PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
+                                  (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
+            if ret:
+                _shmem_map(sys, obj, mm, max(already, int(missing[0])))
+                return ret
+        present = obj.slots[idx]
+        present = present[present >= 0]
+        # Writing through the mapping sets the accessed bit; pages newly mapped count in
+        # mapped_file once (page_add_file_rmap on the first mapping).
+        newly = present[(sys.mem.flags[present] & PG_mapped) == 0]
+        sys.mem.flags[present] |= PG_young
+        if len(newly):
+            sys.mem.flags[newly] |= PG_mapped
+            sys.stats.mod_many(sys.mem.memcg[newly], NR_FILE_MAPPED, 1)
+    _shmem_map(sys, obj, mm, max(already, nr))
+    return 0
+
+
+def _shmem_map(sys: System, obj: ShmemObject, mm, extent: int) -> None:
+    old = obj.mappers.get(mm, 0)
+    if extent > old:
+        s = obj.slots[old:extent]
+        mm.shmem_rss += int(np.count_nonzero(s >= 0))
+        obj.mappers[mm] = extent
+
+
+def shmem_unmap(sys: System, obj: ShmemObject, mm) -> None:
+    """Unmap obj from mm (munmap / exit): pages no task maps leave mapped_file."""
+    extent = obj.mappers.pop(mm, 0)
+    mm.shmem_rss -= int(np.count_nonzero(obj.slots[:extent] >= 0))
+    still = obj.mapped_extent()
+    if extent > still:
+        s = obj.slots[still:extent]
+        pfns = s[s >= 0]
+        pfns = pfns[(sys.mem.flags[pfns] & PG_mapped) != 0]
+        if len(pfns):
+            sys.mem.flags[pfns] &= np.uint8(~(PG_mapped | PG_young) & 0xFF)
+            sys.stats.mod_many(sys.mem.memcg[pfns], NR_FILE_MAPPED, -1)
+
+
+def _shmem_swapin(sys: System, task: Task, obj: ShmemObject, idx: np.ndarray) -> int:
+    """shmem_swapin_folio(): charge the recorded memcg if online, else the faulting task's."""
+    for i in idx.tolist():
+        slot = int(swp_offset(obj.slots[i:i + 1])[0])
+        rec = sys.memcgs.get(int(sys.swap.swap_cgroup[slot]))
+        memcg = rec if rec is not None and rec.online else task.memcg
+        pfns, ret = sys.alloc_and_charge(task, memcg, 1, user_fault=True)
+        if not len(pfns):
+            return ret
+        sys.free_swap(np.array([slot]))
+        obj.slots[i] = pfns[0]
+        sys.add_new_pages(task, memcg, obj, np.array([i]), pfns,
+                          PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
+                          (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
+    return 0

@@ -1,0 +1,150 @@
+"""The `Kernel` interface: what a program sees of the kernel's memory controller.
+
+Two implementations share it: `SimKernel` (the model, in-process and deterministic)
+and `LinuxKernel` (real cgroups).  Scenarios, tests and the CLI are written against
+these names only; they are fixed by the project's design document.
+
+Paths are relative to the root of the memory hierarchy the kernel object manages:
+"/" is its root group, "/a/b" a grandchild.  File contents are the exact text the
+kernel prints; a rejected write raises OSError with the kernel's errno.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+PAGE_SIZE = 4096  # arch/x86/include/asm/page_types.h: PAGE_SIZE (4 KiB pages on x86-64)
+
+
+class Event(abc.ABC):
+    """An eventfd registered through cgroup.event_control (or the userspace shrinker)."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """The eventfd's file descriptor: pollable, readable as the kernel's eventfd is."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Read and reset the eventfd counter (0 when nothing was signalled)."""
+
+    @abc.abstractmethod
+    def watch(self, callback: Callable[[int], None]) -> None:
+        """Run callback(n) each time the eventfd is signalled, like a thread blocked in read()."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the eventfd: the kernel unregisters the event (POLLHUP)."""
+
+
+class Socket(abc.ABC):
+    """A loopback TCP connection from one task to another."""
+
+    @abc.abstractmethod
+    def send(self, nbytes: int) -> int:
+        """Non-blocking send: the number of bytes accepted now (0 when it would block)."""
+
+    @abc.abstractmethod
+    def recv(self, nbytes: int) -> int:
+        """The peer reads up to nbytes; returns how many it got."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close both ends."""
+
+
+class Task(abc.ABC):
+    """A process placed in a memory cgroup."""
+
+    pid: int
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> str:
+        """"running", "blocked", "exited" or "oom_killed"."""
+
+    @abc.abstractmethod
+    def touch_anon(self, nbytes: int, locked: bool = False) -> None:
+        """Map and write nbytes of anonymous memory (mlocked if locked)."""
+
+    @abc.abstractmethod
+    def free_anon(self, nbytes: int) -> None:
+        """Unmap nbytes of the anonymous memory this task mapped, newest first."""
+
+    @abc.abstractmethod
+    def touch_shm(self, name: str, nbytes: int) -> None:
+        """Map and write a shared tmpfs/shmem object (charged as cache and shmem)."""
+
+    @abc.abstractmethod
+    def read_file(self, name: str, nbytes: int) -> None:
+        """Read the first nbytes of a file through the page cache (created on first use)."""
+
+    @abc.abstractmethod
+    def write_file(self, name: str, nbytes: int) -> None:
+        """Write nbytes to a file: dirty page cache."""
+
+    @abc.abstractmethod
+    def unlink(self, name: str) -> None:
+        """Delete a file; its page cache is freed."""
+
+    @abc.abstractmethod
+    def fork(self) -> "Task":
+        """A child in the same group; OSError(EAGAIN/ENOMEM) if the kernel refuses."""
+
+    @abc.abstractmethod
+    def mkdirs(self, n: int) -> None:
+        """Create n directories (dentries and inodes); OSError(ENOMEM) if refused."""
+
+    @abc.abstractmethod
+    def move(self, path: str) -> None:
+        """Move to the group at path (same as writing the pid to its cgroup.procs)."""
+
+    @abc.abstractmethod
+    def connect_tcp(self, peer: "Task") -> Socket:
+        """Open a loopback TCP connection from this task to peer."""
+
+    @abc.abstractmethod
+    def exit(self) -> None:
+        """Exit; anonymous memory is freed, page cache stays charged."""
+
+
+class Kernel(abc.ABC):
+    """The cgroup filesystem of the memory controller plus the calls that make memory move."""
+
+    backend: str  # "sim" or "linux"
+
+    @abc.abstractmethod
+    def mkdir(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def rmdir(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def read(self, path: str) -> str: ...
+
+    @abc.abstractmethod
+    def write(self, path: str, text: str) -> None: ...
+
+    @abc.abstractmethod
+    def spawn(self, path: str = "/") -> Task: ...
+
+    @abc.abstractmethod
+    def event(self, path: str, args: str = "") -> Event: ...
+
+    @abc.abstractmethod
+    def advance(self, ticks: int = 1) -> None: ...
+
+    @abc.abstractmethod
+    def debugfs(self) -> dict: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

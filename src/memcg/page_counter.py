@@ -1,0 +1,132 @@
+"""Hierarchical page counters, as mm/page_counter.c (3.19+) keeps them.
+
+A counter counts pages.  Charging walks from a counter up through its parents and
+stops at the first level that would go over its max: that level's failcnt is bumped
+(and only that one) and the levels below it are uncharged again.  v1's
+max_usage_in_bytes is the counter's watermark; failcnt is its failcnt.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from .kernel import PAGE_SIZE
+
+# include/linux/page_counter.h: PAGE_COUNTER_MAX = LONG_MAX / PAGE_SIZE (64-bit)
+PAGE_COUNTER_MAX = (2**63 - 1) // PAGE_SIZE
+
+
+@dataclass(eq=False)
+class PageCounter:
+    """struct page_counter: usage, max, watermark and failcnt, in pages."""
+
+    parent: PageCounter | None = None
+    usage: int = 0
+    max: int = PAGE_COUNTER_MAX
+    watermark: int = 0
+    failcnt: int = 0
+    # container_of(counter, struct mem_cgroup, memory): the group that owns this counter
+    owner: object = None
+
+    def ancestors(self):
+        """This counter and every parent up to the top."""
+        c = self
+        while c is not None:
+            yield c
+            c = c.parent
+
+    def try_charge(self, nr_pages: int) -> PageCounter | None:
+        """page_counter_try_charge(): charge every level or none.
+
+        Returns None on success, or the counter whose max would have been exceeded.
+        The check is `new > max`, so usage may reach max exactly.
+        """
+        done = []
+        for c in self.ancestors():
+            new = c.usage + nr_pages
+            if new > c.max:
+                # mm/page_counter.c: failcnt is bumped only at the failing level
+                c.failcnt += 1
+                for d in done:
+                    d.usage -= nr_pages
+                return c
+            c.usage = new
+            if new > c.watermark:
+                c.watermark = new
+            done.append(c)
+        return None
+
+    def charge(self, nr_pages: int) -> None:
+        """page_counter_charge(): charge unconditionally; usage may exceed max."""
+        for c in self.ancestors():
+            c.usage += nr_pages
+            if c.usage > c.watermark:
+                c.watermark = c.usage
+
+    def uncharge(self, nr_pages: int) -> None:
+        """page_counter_uncharge(): page_counter_cancel() at every level."""
+        for c in self.ancestors():
+            c.usage -= nr_pages
+            # mm/page_counter.c: page_counter_cancel WARNs on underflow and resets to 0
+            if c.usage < 0:
+                c.usage = 0
+
+    def set_max(self, nr_pages: int) -> int:
+        """page_counter_set_max(): 0, or -EBUSY when usage is already above nr_pages."""
+        if self.usage > nr_pages:
+            return -errno.EBUSY
+        self.max = nr_pages
+        return 0
+
+    def reset_watermark(self) -> None:
+        """memory.max_usage_in_bytes write: the watermark becomes the current usage."""
+        self.watermark = self.usage
+
+    def margin(self) -> int:
+        """Pages left below max (0 when at or over it)."""
+        return max(0, self.max - self.usage)
+
+
+def memparse(text: str) -> tuple[int, str]:
+    """lib/cmdline.c: memparse() - a number in any C base with an optional K/M/G/T/P/E suffix.
+
+    Returns (value, rest).  Like simple_strtoull, digits that overflow 64 bits wrap.
+    An unparsable start yields (0, text) so the caller sees the unparsed rest.
+    """
+    s = text
+    i = 0
+    base = 10
+    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+        base, i = 16, 2
+    elif s[:1] == "0":
+        base = 8
+    digits = "0123456789abcdef"[:base]
+    value = 0
+    start = i
+    while i < len(s) and s[i].lower() in digits:
+        value = (value * base + int(s[i], 16)) & 0xFFFFFFFFFFFFFFFF
+        i += 1
+    if i == start and base != 8:
+        return 0, text
+    shift = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}.get(s[i:i + 1].lower())
+    if shift is not None:
+        value = (value << shift) & 0xFFFFFFFFFFFFFFFF
+        i += 1
+    return value, s[i:]
+
+
+def page_counter_memparse(text: str, max_token: str = "-1") -> int:
+    """mm/page_counter.c: page_counter_memparse() - a size in bytes to whole pages.
+
+    The exact max_token means PAGE_COUNTER_MAX; otherwise memparse() must consume the
+    whole string, and bytes are divided by PAGE_SIZE (rounding down) and clamped to
+    PAGE_COUNTER_MAX.  Raises OSError(EINVAL) for anything else.
+    """
+    text = text.strip()  # mm/memcontrol-v1.c: mem_cgroup_write() strstrip()s the buffer
+    if text == max_token:
+        return PAGE_COUNTER_MAX
+    value, rest = memparse(text)
+    if rest:
+        raise OSError(errno.EINVAL, "Invalid argument")
+    return min(value // PAGE_SIZE, PAGE_COUNTER_MAX)

@@ -1,0 +1,167 @@
+"""SimKernel: the model behind the `Kernel` interface.
+
+Deterministic and in-process: the same calls in the same order give the same files,
+events and OOM victims.  One tick of `advance()` is one second of simulated time.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from . import cgroupfs, memcontrol_v1
+from .eventfd import EventFd
+from .kernel import PAGE_SIZE, Kernel
+from .memcontrol import drain_all_stock, mem_cgroup_alloc
+from .page_counter import memparse
+from .system import System
+from .vmpressure import vmpressure_register_event
+
+SEMANTICS = ("6.18",)
+KMEMCG_ID_POLICIES = ("reparent", "keep", "reclaim")
+
+
+def parse_size(value, what: str) -> int:
+    """A machine size: an int of bytes or a string with the kernel's K/M/G/T suffixes."""
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        n, rest = memparse(value.strip())
+        if not rest and value.strip():
+            return n
+    raise ValueError(f"{what}: expected a size such as 2G, 512M or a byte count, got {value!r}")
+
+
+class SimKernel(Kernel):
+    """The simulated memory controller (cgroup v1 files as Linux 6.18 has them)."""
+
+    backend = "sim"
+
+    def __init__(self, memory="2G", cpus: int = 2, swap="0", semantics: str = "6.18",
+                 kmemcg_id_policy: str = "reparent", profile=None, seed: int = 0):
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics: expected one of {', '.join(SEMANTICS)}, got {semantics!r}")
+        if kmemcg_id_policy not in KMEMCG_ID_POLICIES:
+            raise ValueError(f"kmemcg_id_policy: expected one of {', '.join(KMEMCG_ID_POLICIES)}, "
+                             f"got {kmemcg_id_policy!r}")
+        if not isinstance(cpus, int) or cpus < 1:
+            raise ValueError(f"cpus: expected a positive number, got {cpus!r}")
+        memory_pages = parse_size(memory, "memory") // PAGE_SIZE
+        if memory_pages < 1024:
+            raise ValueError("memory: expected at least 4M")
+        self.semantics = semantics
+        self.kmemcg_id_policy = kmemcg_id_policy
+        self.sys = System(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed)
+        self.flags: dict = {}
+        self._events: list[EventFd] = []
+
+    # --- the cgroup filesystem ---------------------------------------------------------------
+
+    def _split(self, path: str):
+        """(group, file name) for "/a/b/memory.stat"."""
+        head, _, name = path.rstrip("/").rpartition("/")
+        return self.sys.lookup_memcg(head or "/"), name
+
+    def mkdir(self, path: str) -> None:
+        head, _, name = path.rstrip("/").rpartition("/")
+        if not name:
+            raise FileExistsError(errno.EEXIST, f"File exists: {path}")
+        parent = self.sys.lookup_memcg(head or "/")
+        if "\n" in name:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        taken = {c.name for c in parent.children if c.online} | set(cgroupfs.files_of(parent))
+        if name in taken or name in (".", ".."):
+            raise FileExistsError(errno.EEXIST, f"File exists: {path}")
+        mem_cgroup_alloc(self.sys, parent, name)
+
+    def rmdir(self, path: str) -> None:
+        """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
+        memcg = self.sys.lookup_memcg(path)
+        if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        self._offline(memcg)
+        self.sys.run_deferred()
+
+    def _offline(self, memcg) -> None:
+        """mem_cgroup_css_offline(): events removed (each signalled once), stocks drained."""
+        sys = self.sys
+        memcg.online = False
+        memcontrol_v1.memcg_offline_events(memcg)
+        sys.vmpressure_of(memcg).events.clear()
+        drain_all_stock(sys, memcg)
+        memcontrol_v1.memcg1_remove_from_trees(sys, memcg)
+        sys.dying.append(memcg)
+        sys.maybe_free_dying()
+
+    def listdir(self, path: str) -> list[str]:
+        memcg = self.sys.lookup_memcg(path)
+        return cgroupfs.files_of(memcg) + [c.name for c in memcg.children if c.online]
+
+    def read(self, path: str) -> str:
+        memcg, name = self._split(path)
+        return cgroupfs.read_file(self, memcg, name)
+
+    def write(self, path: str, text: str) -> None:
+        memcg, name = self._split(path)
+        try:
+            cgroupfs.write_file(self, memcg, name, text)
+        finally:
+            self.sys.run_deferred()
+
+    # --- processes and events -------------------------------------------------------------------
+
+    def spawn(self, path: str = "/"):
+        task = self.sys.spawn_task(self.sys.lookup_memcg(path))
+        self.sys.run_deferred()
+        return task
+
+    def task(self, pid: int):
+        """The task with this pid (exited ones included)."""
+        return self.sys.tasks[pid]
+
+    def event(self, path: str, args: str = "") -> EventFd:
+        """cgroup.event_control registration of a new eventfd on a control file."""
+        memcg, name = self._split(path)
+        cgroupfs.lookup(memcg, name)
+        if name not in cgroupfs.EVENT_FILES:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        efd = EventFd(self.sys, f"{path} {args}".rstrip())
+        try:
+            if name == "memory.usage_in_bytes":
+                memcontrol_v1.mem_cgroup_usage_register_event(self.sys, memcg, efd, args, False)
+            elif name == "memory.memsw.usage_in_bytes":
+                memcontrol_v1.mem_cgroup_usage_register_event(self.sys, memcg, efd, args, True)
+            elif name == "memory.oom_control":
+                memcontrol_v1.mem_cgroup_oom_register_event(self.sys, memcg, efd)
+            else:
+                vmpressure_register_event(self.sys, memcg, efd, args)
+        except OSError:
+            efd.close()
+            raise
+        self._events.append(efd)
+        self.sys.run_deferred()
+        return efd
+
+    def advance(self, ticks: int = 1) -> None:
+        """Let simulated time pass: the flusher writes back, stuck faults are retried."""
+        for _ in range(int(ticks)):
+            self.sys.tick += 1
+            self.sys.flush_dirty()
+            self.sys.wake_nomem_sleepers()
+            self.sys.run_deferred()
+
+    def debugfs(self) -> dict:
+        sys = self.sys
+        return {
+            "static_keys": {},
+            "memcg_ids_in_use": len(sys.memcgs),
+            "dying_groups": len(sys.dying),
+            "nr_free_pages": sys.mem.nr_free,
+            "watermarks": {"min": sys.wmark_min, "low": sys.wmark_low, "high": sys.wmark_high},
+            "page_metadata_bytes_per_page": sys.mem.bytes_used() / sys.mem.nr_pages,
+            "global_oom_kills": sys.global_oom_kills,
+        }
+
+    def close(self) -> None:
+        for efd in self._events:
+            efd.close()
+        self._events.clear()

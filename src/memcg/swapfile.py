@@ -1,0 +1,50 @@
+"""Swap space and the per-entry memcg record (mm/swapfile.c, mm/swap_cgroup.c).
+
+With cgroup v1 swap accounting (memsw), a page swapped out stops counting in
+memory.usage but its memsw charge stays, recorded against the memcg id in swap_cgroup,
+until the swap entry is freed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SwapInfo:
+    """One swap device: free slots and swap_cgroup (the memcg id of each used slot)."""
+
+    def __init__(self, nr_pages: int):
+        self.nr_pages = nr_pages
+        self.swap_cgroup = np.zeros(max(nr_pages, 1), np.uint16)
+        self._free = np.arange(nr_pages - 1, -1, -1, dtype=np.int64)
+        self.nr_free = nr_pages
+
+    @property
+    def nr_used(self) -> int:
+        return self.nr_pages - self.nr_free
+
+    def alloc(self, n: int) -> np.ndarray:
+        """get_swap_pages(): up to n free slots."""
+        n = min(n, self.nr_free)
+        top = self.nr_free
+        slots = self._free[top - n:top][::-1].copy()
+        self.nr_free -= n
+        return slots
+
+    def free(self, slots: np.ndarray) -> None:
+        """swap_free(): the slots return; the caller uncharges memsw from swap_cgroup first."""
+        n = len(slots)
+        if not n:
+            return
+        self.swap_cgroup[slots] = 0
+        self._free[self.nr_free:self.nr_free + n] = slots
+        self.nr_free += n
+
+
+def swp_entry(slots: np.ndarray) -> np.ndarray:
+    """Encode swap slots in an address space's slot array (values <= -2)."""
+    return -(slots.astype(np.int64) + 2)
+
+
+def swp_offset(entries: np.ndarray) -> np.ndarray:
+    return -(entries.astype(np.int64)) - 2

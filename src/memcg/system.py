@@ -1,0 +1,400 @@
+"""The simulated machine: the state the kernel keeps in globals, in one object.
+
+The model's functions take it as their first argument (`sys`), where the kernel reads
+its globals: the node's page frames and watermarks, the memcg id table and statistics,
+the per-CPU stocks, swap, files, tasks, and the queue of work that runs when the
+current operation returns to user space (woken tasks, eventfd readers).
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import math
+import random
+from collections import deque
+
+import numpy as np
+
+from .filemap import AddressSpace, ShmemObject, truncate_inode_pages
+from .memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
+                         CHARGE_NOMEM, MemCgroup, MemcgStock, StatTable, charge_pages,
+                         commit_charge, mem_cgroup_alloc, uncharge_pages)
+from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                     LRU_NONE, MemMap, PG_dirty, PG_referenced)
+from .swapfile import SwapInfo
+from .vmpressure import Vmpressure
+
+# mm/page-writeback.c: dirty_expire_interval (3000 centisecs) and dirty_background_ratio (10)
+DIRTY_EXPIRE_TICKS = 30  # one tick is one second of simulated time
+DIRTY_BACKGROUND_RATIO = 10
+# mm/page_alloc.c: watermark_scale_factor default (10 = 0.1% of memory)
+WATERMARK_SCALE_FACTOR = 10
+
+
+def min_free_kbytes(nr_pages: int) -> int:
+    """mm/page_alloc.c: calculate_min_free_kbytes() = int_sqrt(lowmem_kbytes * 16), clamped."""
+    kbytes = nr_pages * 4
+    return min(max(math.isqrt(kbytes * 16), 128), 262144)
+
+
+class System:
+    """Everything the simulated kernel knows about memory."""
+
+    def __init__(self, memory_pages: int, cpus: int, swap_pages: int, seed: int = 0):
+        self.cpus = cpus
+        self.mem = MemMap(memory_pages)
+        self.swap = SwapInfo(swap_pages)
+        self.rng = random.Random(seed)
+        self.stock = [MemcgStock() for _ in range(cpus)]
+        self.stats = StatTable()
+        self.dead_stats = StatTable()  # events of freed groups, kept for their ancestors
+        self.memcgs: dict[int, MemCgroup] = {}
+        self._free_ids: list[int] = []
+        self._next_id = 1
+        self.dying: list[MemCgroup] = []
+        self.mappings: dict[int, AddressSpace] = {}
+        self._next_mapping = 1
+        self.files: dict[str, AddressSpace] = {}
+        self.shmem: dict[str, ShmemObject] = {}
+        self.tasks: dict = {}
+        self._next_pid = 1000
+        self.sleeping: list = []
+        self.nomem_sleepers: set = set()
+        self._deferred: deque = deque()
+        self._running_deferred = False
+        self.soft_limit_tree: dict[int, tuple[int, int]] = {}
+        self.soft_limit_seq = 0
+        self._vmpressure: dict[int, Vmpressure] = {}
+        self.pressure_history: list = []
+        self.global_oom_kills = 0
+        self.tick = 0
+        self.current = None
+        # mm/page_alloc.c: __setup_per_zone_wmarks()
+        wmin = min_free_kbytes(memory_pages) // 4
+        dist = max(wmin // 4, memory_pages * WATERMARK_SCALE_FACTOR // 10000)
+        self.wmark_min, self.wmark_low, self.wmark_high = wmin, wmin + dist, wmin + 2 * dist
+        self.root = mem_cgroup_alloc(self, None, "")
+
+    # --- ids and groups -----------------------------------------------------------------
+
+    def idr_alloc(self) -> int:
+        """mem_cgroup_alloc_id(): the lowest free id in 1..MEM_CGROUP_ID_MAX, else ENOSPC."""
+        if self._free_ids:
+            return heapq.heappop(self._free_ids)
+        if self._next_id > MEM_CGROUP_ID_MAX:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._next_id += 1
+        return self._next_id - 1
+
+    def vmpressure_of(self, memcg: MemCgroup) -> Vmpressure:
+        v = self._vmpressure.get(memcg.id)
+        if v is None:
+            v = self._vmpressure[memcg.id] = Vmpressure()
+        return v
+
+    def maybe_free_dying(self) -> None:
+        """css_free(): a dying group goes once nothing is charged to it any more."""
+        if not self.dying:
+            return
+        for memcg in list(self.dying):
+            if memcg.memory.usage or memcg.memsw.usage or memcg.kmem.usage or memcg.children:
+                continue
+            self.dying.remove(memcg)
+            self.mem_cgroup_free(memcg)
+
+    def mem_cgroup_free(self, memcg: MemCgroup) -> None:
+        parent = memcg.parent
+        parent.children.remove(memcg)
+        self.dead_stats.ensure(parent.id)
+        self.dead_stats.ensure(memcg.id)
+        self.dead_stats.a[parent.id] += self.stats.a[memcg.id] + self.dead_stats.a[memcg.id]
+        self.stats.a[memcg.id] = 0
+        self.dead_stats.a[memcg.id] = 0
+        self.soft_limit_tree.pop(memcg.id, None)
+        self._vmpressure.pop(memcg.id, None)
+        for s in self.stock:
+            for i, c in enumerate(s.cached):
+                if c is memcg:
+                    s.cached[i] = None
+                    s.nr_pages[i] = 0
+        del self.memcgs[memcg.id]
+        heapq.heappush(self._free_ids, memcg.id)
+        if parent in self.dying:
+            self.maybe_free_dying()
+
+    # --- mappings and files ---------------------------------------------------------------
+
+    def register_mapping(self, obj: AddressSpace) -> int:
+        mid = self._next_mapping
+        self._next_mapping += 1
+        self.mappings[mid] = obj
+        return mid
+
+    def unregister_mapping(self, obj: AddressSpace) -> None:
+        self.mappings.pop(obj.id, None)
+
+    def file(self, name: str) -> AddressSpace:
+        f = self.files.get(name)
+        if f is None:
+            f = self.files[name] = AddressSpace(self, name)
+        return f
+
+    def shmem_object(self, name: str) -> ShmemObject:
+        o = self.shmem.get(name)
+        if o is None:
+            o = self.shmem[name] = ShmemObject(self, name)
+        return o
+
+    def unlink(self, name: str) -> None:
+        """unlink(): the file's page cache is truncated (an open shm mapping keeps it)."""
+        f = self.files.pop(name, None) or self.shmem.pop(name, None)
+        if f is None:
+            raise FileNotFoundError(errno.ENOENT, f"no such file: {name}")
+        if getattr(f, "mappers", None):
+            return  # still mapped: freed at the last unmap (not modelled further)
+        truncate_inode_pages(self, f)
+        self.unregister_mapping(f)
+
+    # --- pages ----------------------------------------------------------------------------
+
+    @property
+    def cpu(self) -> int:
+        return self.current.cpu if self.current is not None else 0
+
+    def alloc_pages(self, n: int, task) -> np.ndarray:
+        """__alloc_pages(): free frames, after global reclaim and OOM below the watermarks."""
+        from .oom import out_of_memory
+        from .vmscan import balance_pgdat
+
+        mem = self.mem
+        if mem.nr_free - n < self.wmark_low:
+            balance_pgdat(self, self.wmark_high + n)
+        while mem.nr_free - n < self.wmark_min:
+            if balance_pgdat(self, self.wmark_min + n):
+                continue
+            if task is not None and task.oom_victim:
+                break
+            if not out_of_memory(self, task):
+                break
+            if task is not None and task.oom_victim:
+                break
+        if task is not None and task.oom_victim:
+            return np.empty(0, np.int32)
+        return mem.alloc(min(n, mem.nr_free))
+
+    def alloc_and_charge(self, task, memcg: MemCgroup, n: int, user_fault: bool):
+        """Allocate n frames and charge them to memcg one page at a time.
+
+        Returns (pfns charged, 0 or the result of the charge that failed).  Frames that
+        could not be charged go back to the free lists.
+        """
+        prev, self.current = self.current, task
+        try:
+            pfns = self.alloc_pages(n, task)
+            if len(pfns) < n and not (task is not None and task.oom_victim):
+                ret = CHARGE_NOMEM
+            else:
+                ret = 0
+            charged, cret = charge_pages(self, memcg, len(pfns), task, user_fault)
+            if charged < len(pfns):
+                self.mem.free(pfns[charged:])
+                pfns = pfns[:charged]
+            if task is not None and task.oom_victim and len(pfns):
+                # the OOM killer chose the charging task: its fault never completes
+                memcg.memory.uncharge(len(pfns)) if not memcg.is_root() else None
+                memcg.memsw.uncharge(len(pfns)) if not memcg.is_root() else None
+                self.mem.free(pfns)
+                pfns = pfns[:0]
+            return pfns, (cret or ret)
+        finally:
+            self.current = prev
+
+    def add_new_pages(self, task, memcg: MemCgroup, mapping: AddressSpace, idx, pfns,
+                      flags: int, lru: int, items) -> None:
+        """Set up freshly charged pages, put them on memcg's LRU, count and commit them."""
+        mem = self.mem
+        n = len(pfns)
+        mem.flags[pfns] = flags
+        mem.mapping[pfns] = mapping.id
+        mem.index[pfns] = idx
+        memcg.lruvec.lists[lru].add(mem, pfns)
+        self.stats.mod(memcg.id, NR_LRU_BASE + lru, n)
+        for item in items:
+            self.stats.mod(memcg.id, item, n)
+        commit_charge(self, memcg, pfns, task.cpu if task is not None else 0)
+
+    def _by_memcg_lru(self, pfns: np.ndarray):
+        """Group pages by (memcg id, lru); yields (memcg, lru, pfns)."""
+        mem = self.mem
+        key = mem.memcg[pfns].astype(np.int64) * 8 + mem.lru[pfns].astype(np.int64) + 1
+        order = np.argsort(key, kind="stable")
+        keys = key[order]
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        for part in np.split(order, bounds):
+            if not len(part):
+                continue
+            k = int(key[part[0]])
+            memcg_id, lru = k // 8, (k % 8) - 1
+            yield self.memcgs[memcg_id], lru, pfns[part]
+
+    def lru_del(self, pfns: np.ndarray) -> None:
+        """folio_del_from_lru_list() for pages being freed or moved."""
+        on = pfns[self.mem.lru[pfns] != LRU_NONE]
+        if not len(on):
+            return
+        for memcg, lru, part in self._by_memcg_lru(on):
+            memcg.lruvec.lists[lru].forget(len(part))
+            self.stats.mod(memcg.id, NR_LRU_BASE + lru, -len(part))
+        self.mem.lru[on] = LRU_NONE
+
+    def mark_page_accessed(self, pfns: np.ndarray) -> None:
+        """folio_mark_accessed(): inactive,unreferenced -> referenced -> active."""
+        mem = self.mem
+        pfns = pfns[pfns >= 0]
+        if not len(pfns):
+            return
+        f = mem.flags[pfns]
+        unref = (f & PG_referenced) == 0
+        mem.flags[pfns[unref]] |= PG_referenced
+        lru = mem.lru[pfns]
+        promote = pfns[~unref & ((lru == LRU_INACTIVE_ANON) | (lru == LRU_INACTIVE_FILE))]
+        if not len(promote):
+            return
+        for memcg, lru_id, part in self._by_memcg_lru(promote):
+            memcg.lruvec.lists[lru_id].forget(len(part))
+            self.stats.mod(memcg.id, NR_LRU_BASE + lru_id, -len(part))
+            memcg.lruvec.lists[lru_id + 1].add(mem, part)
+            self.stats.mod(memcg.id, NR_LRU_BASE + lru_id + 1, len(part))
+            self.stats.mod(memcg.id, PGACTIVATE, len(part))
+        mem.flags[promote] &= np.uint8(~PG_referenced & 0xFF)
+
+    def set_page_dirty(self, pfns: np.ndarray) -> None:
+        """folio_mark_dirty(): count newly dirtied pages in NR_FILE_DIRTY."""
+        clean = pfns[(self.mem.flags[pfns] & PG_dirty) == 0]
+        if len(clean):
+            self.mem.flags[clean] |= PG_dirty
+            self.stats.mod_many(self.mem.memcg[clean], NR_FILE_DIRTY, 1)
+
+    def writeback_done(self, pfns: np.ndarray) -> None:
+        """folio_end_writeback() for pages vmscan sent to the flusher (already cleaned)."""
+        self.stats.mod_many(self.mem.memcg[pfns], NR_FILE_DIRTY, -1)
+
+    def free_user_pages(self, pfns: np.ndarray, memsw: bool = True) -> None:
+        """Uncharge pages (already off the LRU) and give the frames back."""
+        uncharge_pages(self, pfns, self.cpu, memsw=memsw)
+        self.mem.free(pfns)
+
+    def free_swap(self, slots: np.ndarray) -> None:
+        """swap_free() + mem_cgroup_uncharge_swap(): memsw goes back to the recorded memcg."""
+        ids = self.swap.swap_cgroup[slots]
+        uids, counts = np.unique(ids, return_counts=True)
+        for memcg_id, n in zip(uids.tolist(), counts.tolist()):
+            memcg = self.memcgs.get(memcg_id)
+            if memcg is None:
+                continue
+            if not memcg.is_root():
+                memcg.memsw.uncharge(n)
+            self.stats.mod(memcg_id, MEMCG_SWAP, -n)
+        self.swap.free(slots)
+        self.maybe_free_dying()
+
+    def reclaim_pages(self, pfns: np.ndarray) -> np.ndarray:
+        """Evict isolated pages through their address space; returns the pages freed."""
+        mids = self.mem.mapping[pfns]
+        freed = []
+        for mid in np.unique(mids).tolist():
+            part = pfns[mids == mid]
+            freed.append(self.mappings[mid].evict(self, part))
+        return np.concatenate(freed) if freed else pfns[:0]
+
+    # --- background work ------------------------------------------------------------------
+
+    def defer(self, fn) -> None:
+        """Run fn when the current operation returns (a woken task, an eventfd reader)."""
+        self._deferred.append(fn)
+
+    def run_deferred(self) -> None:
+        if self._running_deferred:
+            return
+        self._running_deferred = True
+        try:
+            while self._deferred:
+                self._deferred.popleft()()
+        finally:
+            self._running_deferred = False
+
+    def wake_nomem_sleepers(self) -> None:
+        """Tasks whose fault found nobody to OOM-kill retry once memory may be back."""
+        for task in list(self.nomem_sleepers):
+            self.nomem_sleepers.discard(task)
+            task.oom_wait = None
+            task.wake()
+
+    def flush_dirty(self) -> None:
+        """The flusher (wb_workfn): write back inodes dirty for longer than the expire
+        interval, and the oldest ones while dirty pages exceed the background ratio."""
+        dirty_total = int(self.stats.a[:, NR_FILE_DIRTY].sum())
+        if not dirty_total:
+            return
+        limit = (self.mem.nr_free + int(self.stats.a[:, 0].sum())) * DIRTY_BACKGROUND_RATIO // 100
+        files = sorted((f for f in self.files.values() if f.dirtied_when is not None),
+                       key=lambda f: f.dirtied_when)
+        for f in files:
+            expired = self.tick - f.dirtied_when >= DIRTY_EXPIRE_TICKS
+            if not expired and dirty_total <= limit:
+                continue
+            s = f.slots
+            pfns = s[s >= 0]
+            pfns = pfns[(self.mem.flags[pfns] & PG_dirty) != 0]
+            self.mem.flags[pfns] &= np.uint8(~PG_dirty & 0xFF)
+            self.stats.mod_many(self.mem.memcg[pfns], NR_FILE_DIRTY, -1)
+            dirty_total -= len(pfns)
+            f.dirtied_when = None
+
+    # --- events -----------------------------------------------------------------------------
+
+    def unregister_eventfd(self, efd) -> None:
+        """Closing an eventfd removes its registrations everywhere (memcg_event_wake)."""
+        from .memcontrol_v1 import memcg_unregister_event
+        from .vmpressure import vmpressure_unregister_event
+
+        for memcg in list(self.memcgs.values()):
+            if memcg_unregister_event(memcg, efd):
+                vmpressure_unregister_event(self, memcg, efd)
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def spawn_task(self, memcg: MemCgroup):
+        """fork() of a new process into memcg; CPUs are handed out round-robin."""
+        from .tasks import SimTask
+
+        pid = self._next_pid
+        self._next_pid += 1
+        task = SimTask(self, pid, memcg, cpu=(pid - 1000) % self.cpus)
+        self.tasks[pid] = task
+        return task
+
+    def attach_task(self, task, memcg: MemCgroup) -> None:
+        """cgroup_attach_task(): the task changes group; its charges stay where they were
+        (charge moving at immigration is gone from today's kernel)."""
+        if task.memcg is memcg:
+            return
+        task.memcg.tasks.remove(task)
+        memcg.tasks.append(task)
+        task.memcg = memcg
+
+    def lookup_memcg(self, path: str) -> MemCgroup:
+        """Resolve "/a/b" to an online group; ENOENT if there is none."""
+        memcg = self.root
+        for name in [p for p in path.split("/") if p]:
+            for child in memcg.children:
+                if child.online and child.name == name:
+                    memcg = child
+                    break
+            else:
+                raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {path}")
+        return memcg
+
+    def mkdirs(self, task, n: int) -> None:
+        raise NotImplementedError("dentry and inode (kmem) accounting is not modelled yet")

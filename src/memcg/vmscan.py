@@ -1,0 +1,410 @@
+"""Page reclaim: per-memcg LRU scanning, limit reclaim and global reclaim (mm/vmscan.c, 6.18).
+
+Classic two-list LRU (no multi-gen LRU, as on kernels built without CONFIG_LRU_GEN).
+Limit reclaim (try_to_free_mem_cgroup_pages) walks only the subtree of the group whose
+limit was hit, at priorities DEF_PRIORITY..0, scanning each lruvec in SWAP_CLUSTER_MAX
+batches; since 6.10 direct reclaimers resume a shared partial walk of the subtree and
+stop once they reclaimed enough.  File pages are reclaimable; anon and shmem pages only
+to swap.  Global reclaim walks every group, after v1 soft-limit reclaim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
+                         MemCgroup, memcg_page_state)
+from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                     LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
+                     PG_swapbacked, PG_young, is_active_lru, is_file_lru)
+
+if TYPE_CHECKING:
+    from .system import System
+
+# include/linux/swap.h: SWAP_CLUSTER_MAX
+SWAP_CLUSTER_MAX = 32
+# include/linux/mmzone.h: DEF_PRIORITY
+DEF_PRIORITY = 12
+# include/linux/swap.h: MAX_SWAPPINESS (the anon + file priority sum in get_scan_count)
+MAX_SWAPPINESS = 200
+# mm/vmscan.c: enum scan_balance
+SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = range(4)
+DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
+EVICTABLE_LRUS = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+
+
+@dataclass
+class ScanControl:
+    """struct scan_control (the fields the model uses)."""
+
+    nr_to_reclaim: int
+    target: MemCgroup | None  # target_mem_cgroup: None for global reclaim
+    may_swap: bool = True
+    priority: int = DEF_PRIORITY
+    nr_scanned: int = 0
+    nr_reclaimed: int = 0
+    may_deactivate: int = 0
+    force_deactivate: bool = False
+    skipped_deactivate: bool = False
+    cache_trim_mode: bool = False
+    memcg_full_walk: bool = False
+    kswapd: bool = False
+
+
+def cgroup_reclaim(sc: ScanControl) -> bool:
+    return sc.target is not None
+
+
+def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
+                                 may_swap: bool = True) -> int:
+    """try_to_free_mem_cgroup_pages(): limit reclaim of memcg's subtree; pages reclaimed."""
+    sc = ScanControl(nr_to_reclaim=max(nr_pages, SWAP_CLUSTER_MAX), target=memcg,
+                     may_swap=may_swap)
+    return do_try_to_free_pages(sys, sc)
+
+
+def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
+    """do_try_to_free_pages(): priority loop, then the no-progress retries."""
+    from .vmpressure import vmpressure_prio
+
+    initial_priority = sc.priority
+    while True:
+        while True:
+            vmpressure_prio(sys, sc.target or sys.root, sc.priority)
+            sc.nr_scanned = 0
+            shrink_node(sys, sc)
+            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                break
+            sc.priority -= 1
+            if sc.priority < 0:
+                break
+        if sc.nr_reclaimed:
+            return sc.nr_reclaimed
+        # A partial walk may have missed reclaimable groups: rescan the whole tree.
+        if not sc.memcg_full_walk:
+            sc.priority = initial_priority
+            sc.memcg_full_walk = True
+            continue
+        # Untapped active lists: retry, deactivating regardless of the ratio.
+        if sc.skipped_deactivate:
+            sc.priority = initial_priority
+            sc.force_deactivate = True
+            sc.skipped_deactivate = False
+            continue
+        return 0
+
+
+def inactive_is_low(inactive: int, active: int) -> bool:
+    """inactive_is_low(): inactive * int_sqrt(10 * size_in_GB) < active (ratio 1 below 1 GB)."""
+    gb = (inactive + active) >> (30 - 12)
+    ratio = math.isqrt(10 * gb) if gb else 1
+    return inactive * ratio < active
+
+
+def lru_size(sys: System, memcg: MemCgroup, lru: int, hierarchical: bool) -> int:
+    return memcg_page_state(sys, memcg, NR_LRU_BASE + lru, hierarchical)
+
+
+def prepare_scan_control(sys: System, sc: ScanControl) -> None:
+    """prepare_scan_control(): decide deactivation and cache-trim mode on the target's lruvec.
+
+    The workingset refault trigger is not modelled: deactivation follows the list ratio.
+    """
+    target = sc.target or sys.root
+    if sc.force_deactivate:
+        sc.may_deactivate = DEACTIVATE_ANON | DEACTIVATE_FILE
+    else:
+        sc.may_deactivate = 0
+        if inactive_is_low(lru_size(sys, target, LRU_INACTIVE_ANON, True),
+                           lru_size(sys, target, LRU_ACTIVE_ANON, True)):
+            sc.may_deactivate |= DEACTIVATE_ANON
+        if inactive_is_low(lru_size(sys, target, LRU_INACTIVE_FILE, True),
+                           lru_size(sys, target, LRU_ACTIVE_FILE, True)):
+            sc.may_deactivate |= DEACTIVATE_FILE
+    file = lru_size(sys, target, LRU_INACTIVE_FILE, True)
+    sc.cache_trim_mode = bool(file >> sc.priority) and not (sc.may_deactivate & DEACTIVATE_FILE)
+
+
+def shrink_node(sys: System, sc: ScanControl) -> None:
+    """shrink_node(): one pass over the target's subtree at sc.priority, then vmpressure."""
+    from .vmpressure import vmpressure
+
+    nr_reclaimed, nr_scanned = sc.nr_reclaimed, sc.nr_scanned
+    prepare_scan_control(sys, sc)
+    shrink_node_memcgs(sys, sc)
+    vmpressure(sys, sc.target or sys.root, True, sc.nr_scanned - nr_scanned,
+               sc.nr_reclaimed - nr_reclaimed)
+
+
+def mem_cgroup_iter_partial(sys: System, root: MemCgroup):
+    """mem_cgroup_iter() with a reclaim cookie: resume after the shared position.
+
+    The walk ends at the end of the pre-order; a walk that starts there restarts from the
+    top so that it sees at least one group.
+    """
+    order = list(root.subtree())
+    pos = root.reclaim_iter
+    start = order.index(pos) + 1 if pos in order else 0
+    if start >= len(order):
+        start = 0
+    for memcg in order[start:]:
+        root.reclaim_iter = memcg
+        yield memcg
+    root.reclaim_iter = None
+
+
+def shrink_node_memcgs(sys: System, sc: ScanControl) -> None:
+    """shrink_node_memcgs(): shrink each memcg of the subtree; partial walks stop at the goal."""
+    target = sc.target or sys.root
+    partial = not (sc.kswapd or sc.memcg_full_walk)
+    walk = mem_cgroup_iter_partial(sys, target) if partial else target.subtree()
+    for memcg in walk:
+        # Skip memcg with no usage (the root's own pages are charged to no counter).
+        if not memcg.is_root() and not memcg.memory.usage:
+            continue
+        shrink_lruvec(sys, memcg, sc)
+        if partial and sc.nr_reclaimed >= sc.nr_to_reclaim:
+            break
+
+
+def get_scan_count(sys: System, memcg: MemCgroup, sc: ScanControl) -> list[int]:
+    """get_scan_count(): how many pages of each evictable list to scan at this priority.
+
+    Scan balance (6.x order): no swap -> file only; memcg reclaim with swappiness 0 ->
+    file only; priority 0 -> equal; cache-trim mode -> file only; else by swappiness.
+    The reclaim-cost feedback (anon_cost/file_cost) is not modelled: SCAN_FRACT uses the
+    plain swappiness split.
+    """
+    swappiness = memcg.swappiness
+    if not sc.may_swap or sys.swap.nr_free <= 0:
+        balance = SCAN_FILE
+    elif cgroup_reclaim(sc) and not swappiness:
+        balance = SCAN_FILE
+    elif not sc.priority and swappiness:
+        balance = SCAN_EQUAL
+    elif sc.cache_trim_mode:
+        balance = SCAN_FILE
+    else:
+        balance = SCAN_FRACT
+    ap, fp = swappiness, MAX_SWAPPINESS - swappiness
+    denominator = ap + fp
+    nr = [0] * 5
+    for lru in EVICTABLE_LRUS:
+        file = is_file_lru(lru)
+        size = memcg.lruvec.size(lru)
+        scan = size >> sc.priority
+        if not scan and not memcg.online:
+            # If the cgroup's already been deleted, scrape out the remaining cache.
+            scan = min(size, SWAP_CLUSTER_MAX)
+        if balance == SCAN_FRACT:
+            frac = fp if file else ap
+            scan = scan * frac // denominator if memcg.online else -(-scan * frac // denominator)
+        elif balance in (SCAN_FILE, SCAN_ANON):
+            if (balance == SCAN_FILE) != file:
+                scan = 0
+        nr[lru] = scan
+    return nr
+
+
+def shrink_lruvec(sys: System, memcg: MemCgroup, sc: ScanControl) -> None:
+    """shrink_lruvec(): scan the lists in SWAP_CLUSTER_MAX batches, proportionally."""
+    nr = get_scan_count(sys, memcg, sc)
+    targets = list(nr)
+    nr_to_reclaim = sc.nr_to_reclaim
+    nr_reclaimed = 0
+    scan_adjusted = False
+    while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
+        for lru in EVICTABLE_LRUS:
+            if nr[lru]:
+                nr_to_scan = min(nr[lru], SWAP_CLUSTER_MAX)
+                nr[lru] -= nr_to_scan
+                nr_reclaimed += shrink_list(sys, memcg, lru, nr_to_scan, sc)
+        if nr_reclaimed < nr_to_reclaim or scan_adjusted:
+            continue
+        # Reclaimed enough: scale the remaining scan so anon/file keep their ratio, or stop.
+        nr_file = nr[LRU_INACTIVE_FILE] + nr[LRU_ACTIVE_FILE]
+        nr_anon = nr[LRU_INACTIVE_ANON] + nr[LRU_ACTIVE_ANON]
+        if not nr_file or not nr_anon:
+            break
+        if nr_file > nr_anon:
+            scan_target = targets[LRU_INACTIVE_ANON] + targets[LRU_ACTIVE_ANON] + 1
+            percentage = nr_anon * 100 // scan_target
+            lru_pair = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON)
+            other = (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+        else:
+            scan_target = targets[LRU_INACTIVE_FILE] + targets[LRU_ACTIVE_FILE] + 1
+            percentage = nr_file * 100 // scan_target
+            lru_pair = (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+            other = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON)
+        for lru in lru_pair:
+            nr[lru] = 0
+        for lru in other:
+            done = targets[lru] - nr[lru]
+            nr[lru] = max(0, targets[lru] * (100 - percentage) // 100 - done)
+        scan_adjusted = True
+    sc.nr_reclaimed += nr_reclaimed
+    # Even if we did not try to evict anon pages at all, age the active anon list.
+    if sys.swap.nr_free > 0 and sc.may_swap and inactive_is_low(
+            memcg.lruvec.size(LRU_INACTIVE_ANON), memcg.lruvec.size(LRU_ACTIVE_ANON)):
+        shrink_active_list(sys, memcg, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, sc)
+
+
+def shrink_list(sys: System, memcg: MemCgroup, lru: int, nr_to_scan: int,
+                sc: ScanControl) -> int:
+    """shrink_list(): age an active list (if allowed) or reclaim from an inactive one."""
+    if is_active_lru(lru):
+        if sc.may_deactivate & (DEACTIVATE_FILE if is_file_lru(lru) else DEACTIVATE_ANON):
+            shrink_active_list(sys, memcg, nr_to_scan, lru, sc)
+        else:
+            sc.skipped_deactivate = True
+        return 0
+    return shrink_inactive_list(sys, memcg, nr_to_scan, lru, sc)
+
+
+def _lru_move(sys: System, memcg: MemCgroup, pfns: np.ndarray, lru: int) -> None:
+    """Put isolated pages back on a list of memcg's lruvec (move_folios_to_lru)."""
+    if len(pfns):
+        memcg.lruvec.lists[lru].add(sys.mem, pfns)
+        sys.stats.mod(memcg.id, NR_LRU_BASE + lru, len(pfns))
+
+
+def _isolate(sys: System, memcg: MemCgroup, lru: int, nr: int) -> np.ndarray:
+    lst = memcg.lruvec.lists[lru]
+    pfns = lst.isolate(sys.mem, nr)
+    sys.stats.mod(memcg.id, NR_LRU_BASE + lru, -len(pfns))
+    lst.maybe_compact(sys.mem)
+    return pfns
+
+
+def shrink_active_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: int,
+                       sc: ScanControl) -> None:
+    """shrink_active_list(): move pages from the active tail to the inactive head.
+
+    folio_referenced() clears the young bits; without VM_EXEC mappings in the model
+    every scanned page is deactivated.  Not counted in sc.nr_scanned (PGREFILL only).
+    """
+    pfns = _isolate(sys, memcg, lru, nr_to_scan)
+    if not len(pfns):
+        return
+    flags = sys.mem.flags
+    flags[pfns] &= np.uint8(~PG_young & 0xFF)
+    sys.stats.mod(memcg.id, PGREFILL, len(pfns))
+    sys.stats.mod(memcg.id, PGDEACTIVATE, len(pfns))
+    _lru_move(sys, memcg, pfns, lru - 1)  # the inactive list of the same type
+
+
+def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: int,
+                         sc: ScanControl) -> int:
+    """shrink_inactive_list() + shrink_folio_list(): reclaim from the inactive tail."""
+    pfns = _isolate(sys, memcg, lru, nr_to_scan)
+    n = len(pfns)
+    if not n:
+        return 0
+    sc.nr_scanned += n
+    sys.stats.mod(memcg.id, PGSCAN, n)
+    mem = sys.mem
+    f = mem.flags[pfns]
+    young = (f & PG_young) != 0
+    referenced = (f & PG_referenced) != 0
+    # folio_referenced() clears the young bits, folio_test_clear_referenced() the flag.
+    f &= np.uint8(~(PG_young | PG_referenced) & 0xFF)
+    unevictable = (f & PG_mlocked) != 0
+    swapbacked = (f & PG_swapbacked) != 0
+    dirty = (f & PG_dirty) != 0
+    # folio_check_references(): referenced ptes -> ACTIVATE if the flag was set too, else KEEP
+    activate = young & referenced & ~unevictable
+    keep = young & ~referenced & ~unevictable
+    f[keep] |= PG_referenced
+    rest = ~young & ~unevictable
+    # FOLIOREF_RECLAIM_CLEAN: a referenced dirty file folio stays on the inactive list.
+    keep |= rest & ~swapbacked & dirty & referenced
+    # Dirty file folios in direct reclaim: PG_reclaim, wake the flushers, activate.  The
+    # flusher's writeback completes at once in the model: the folio comes back clean.
+    to_flush = rest & ~swapbacked & dirty & ~referenced
+    f[to_flush] = (f[to_flush] | PG_reclaim) & np.uint8(~PG_dirty & 0xFF)
+    activate |= to_flush
+    evict = rest & ~dirty
+    # Anon and shmem go to swap, or back to the active list when there is none.
+    if swapbacked.any():
+        can_swap = sc.may_swap and sys.swap.nr_free > 0
+        if not can_swap:
+            activate |= evict & swapbacked
+            evict &= ~swapbacked
+    mem.flags[pfns] = f
+    evicted = 0
+    if evict.any():
+        victims = pfns[evict]
+        freed = sys.reclaim_pages(victims)  # pageout / __remove_mapping / free
+        evicted = len(freed)
+        if evicted < len(victims):
+            # swap ran out part-way: the rest are activated
+            back = np.setdiff1d(victims, freed, assume_unique=True)
+            activate[np.isin(pfns, back)] = True
+        if to_flush.any():
+            sys.writeback_done(pfns[to_flush])
+    elif to_flush.any():
+        sys.writeback_done(pfns[to_flush])
+    sys.stats.mod(memcg.id, PGSTEAL, evicted)
+    act = pfns[activate]
+    if len(act):
+        sys.stats.mod(memcg.id, PGACTIVATE, len(act))
+        _lru_move(sys, memcg, act, lru + 1)
+    _lru_move(sys, memcg, pfns[keep], lru)
+    _lru_move(sys, memcg, pfns[unevictable], LRU_UNEVICTABLE)
+    return evicted
+
+
+# --- global reclaim -------------------------------------------------------------------
+
+def mem_cgroup_soft_reclaim(sys: System, root: MemCgroup) -> int:
+    """mem_cgroup_soft_reclaim(): shrink root's subtree at priority 0 until the excess is gone."""
+    from .memcontrol_v1 import MEM_CGROUP_MAX_RECLAIM_LOOPS, soft_limit_excess
+
+    excess = soft_limit_excess(root)
+    total = 0
+    loop = 0
+    while True:
+        loop += 1
+        reclaimed_this_walk = 0
+        for victim in list(root.subtree()):
+            if not victim.memory.usage:
+                continue
+            sc = ScanControl(nr_to_reclaim=SWAP_CLUSTER_MAX, target=victim, priority=0,
+                             may_swap=True, memcg_full_walk=True)
+            prepare_scan_control(sys, sc)
+            shrink_lruvec(sys, victim, sc)  # mem_cgroup_shrink_node(): the victim's own lruvec
+            total += sc.nr_reclaimed
+            reclaimed_this_walk += sc.nr_reclaimed
+            if not soft_limit_excess(root):
+                return total
+        if loop >= 2 and (not total or total >= (excess >> 2)):
+            return total
+        if loop > MEM_CGROUP_MAX_RECLAIM_LOOPS or not reclaimed_this_walk:
+            return total
+
+
+def balance_pgdat(sys: System, high: int) -> int:
+    """kswapd's balance_pgdat(): global reclaim until free pages reach `high`.
+
+    Run inline by the allocating task in the model.  Soft-limit reclaim comes first at
+    every priority; then every group is scanned (kswapd walks the whole tree).
+    """
+    from .memcontrol_v1 import memcg1_soft_limit_reclaim
+
+    sc = ScanControl(nr_to_reclaim=0, target=None, may_swap=True, kswapd=True)
+    reclaimed = 0
+    while sc.priority >= 0 and sys.mem.nr_free < high:
+        reclaimed += memcg1_soft_limit_reclaim(sys)
+        if sys.mem.nr_free >= high:
+            break
+        sc.nr_to_reclaim = max(SWAP_CLUSTER_MAX, high - sys.mem.nr_free)
+        sc.nr_reclaimed = 0
+        shrink_node(sys, sc)
+        reclaimed += sc.nr_reclaimed
+        if sc.nr_reclaimed < sc.nr_to_reclaim:
+            sc.priority -= 1
+    return reclaimed
