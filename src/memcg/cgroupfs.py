@@ -117,7 +117,8 @@ def _reset(attr: str, field: str):
 def _limit(kind: str):
     """mem_cgroup_write() RES_LIMIT / RES_SOFT_LIMIT: parse, then the per-type rules."""
     def write(k, memcg, text):
-        nr_pages = page_counter_memparse(text, "-1")
+        # mem_cgroup_write(): strstrip() the buffer, then page_counter_memparse()
+        nr_pages = page_counter_memparse(text.strip(" \t\n\v\f\r"), "-1")
         if kind == "soft":
             memcg.soft_limit = nr_pages
             return

@@ -123,7 +123,6 @@ def page_counter_memparse(text: str, max_token: str = "-1") -> int:
     whole string, and bytes are divided by PAGE_SIZE (rounding down) and clamped to
     PAGE_COUNTER_MAX.  Raises OSError(EINVAL) for anything else.
     """
-    text = text.strip()  # mm/memcontrol-v1.c: mem_cgroup_write() strstrip()s the buffer
     if text == max_token:
         return PAGE_COUNTER_MAX
     value, rest = memparse(text)

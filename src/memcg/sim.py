@@ -75,6 +75,9 @@ class SimKernel(Kernel):
 
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
+        head, _, name = path.rstrip("/").rpartition("/")
+        if name in cgroupfs.files_of(self.sys.lookup_memcg(head or "/")):
+            raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
         memcg = self.sys.lookup_memcg(path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
             raise OSError(errno.EBUSY, "Device or resource busy")
@@ -122,6 +125,10 @@ class SimKernel(Kernel):
         """cgroup.event_control registration of a new eventfd on a control file."""
         memcg, name = self._split(path)
         cgroupfs.lookup(memcg, name)
+        # The line "<efd> <cfd> <args>" is one write (at most a page) and is strstrip()ed.
+        if len(f"0 0 {args}".encode()) > cgroupfs.MAX_WRITE:
+            raise OSError(errno.E2BIG, "Argument list too long")
+        args = args.rstrip(" \t\n\v\f\r")
         if name not in cgroupfs.EVENT_FILES:
             raise OSError(errno.EINVAL, "Invalid argument")
         efd = EventFd(self.sys, f"{path} {args}".rstrip())
