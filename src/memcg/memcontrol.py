@@ -345,7 +345,13 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
         done += consume_stock(sys, memcg, n - done, cpu)
         if done == n:
             break
-        room = hierarchy_margin(memcg) // MEMCG_CHARGE_BATCH
+        margin = hierarchy_margin(memcg)
+        room = margin // MEMCG_CHARGE_BATCH
+        if not room and margin:
+            k = min(margin, n - done)
+            _charge_singles(memcg, k)
+            done += k
+            continue
         if room:
             want = n - done
             batches = min(room, -(-want // MEMCG_CHARGE_BATCH))
@@ -362,6 +368,26 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
             return done, ret
         done += 1
     return done, 0
+
+
+def _charge_singles(memcg: MemCgroup, k: int) -> None:
+    """k one-page charges while some level has room for fewer than a batch, but for all k.
+
+    Each of them first tries a whole batch (try_charge_memcg), which fails at the lowest
+    level without room for it - memsw levels are tried before memory levels - and bumps
+    that level's failcnt; then the single page is charged.  Page j of the k sees every
+    margin j pages smaller, so level c starts failing at j = margin(c) - (batch - 1).
+    """
+    bound = k
+    for c in list(memcg.memsw.ancestors()) + list(memcg.memory.ancestors()):
+        start = max(0, c.max - c.usage - (MEMCG_CHARGE_BATCH - 1))
+        if start < bound:
+            c.failcnt += bound - start
+            bound = start
+        if not bound:
+            break
+    memcg.memsw.charge(k)
+    memcg.memory.charge(k)
 
 
 def commit_charge(sys: System, memcg: MemCgroup, pfns: np.ndarray, cpu: int) -> None:
