@@ -1,0 +1,7 @@
+"""`python -m memcg`: the same as the `memcg` command."""
+
+import sys
+
+from memcg.cli import main
+
+sys.exit(main())

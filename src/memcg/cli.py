@@ -1,0 +1,212 @@
+"""The `memcg` command: run scenarios, list the built-ins, look at a run's cgroup files.
+
+    memcg run NAME|FILE [--backend sim|linux] [--json OUT] [--plot OUT.png] [--param k=v ...]
+    memcg list
+    memcg fs NAME|FILE [--param k=v ...] [PATH ...]
+
+Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
+cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
+unavailable backend.  Errors are one line on stderr, `memcg: <message>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from memcg import report
+from memcg.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_names,
+    load_scenario,
+    run_scenario,
+)
+
+__all__ = ["main", "make_kernel"]
+
+
+class _Fatal(Exception):
+    """A one-line error that ends the command with a given exit status."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+def _params(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or ():
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise _Fatal(f"--param expects KEY=VALUE, got {p!r}")
+        out[key.strip()] = value
+    return out
+
+
+def make_kernel(scenario: Scenario, backend: str = "sim"):
+    """A fresh kernel for `scenario`: SimKernel built from `[machine]`, or LinuxKernel.
+
+    Raises _Fatal (exit 2) when the backend is missing or cannot start.
+    """
+    import memcg
+
+    if backend == "linux":
+        try:
+            cls = memcg.LinuxKernel
+        except (AttributeError, ImportError):
+            raise _Fatal("the linux backend (memcg.LinuxKernel) is not available in this installation") from None
+        try:
+            return cls()
+        except Exception as e:  # the boundary to the real system: report it in one line
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise _Fatal(f"cannot use real cgroups: {msg}") from None
+    cls = getattr(memcg, "SimKernel", None)
+    if cls is None:
+        raise _Fatal("the simulated kernel (memcg.SimKernel) is not available in this installation")
+    m = scenario.machine
+    try:
+        return cls(memory=m.memory, cpus=m.cpus, swap=m.swap)
+    except (ValueError, TypeError, OSError) as e:
+        msg = " ".join(str(e).split())
+        raise _Fatal(f"{scenario.file}: machine: the simulated kernel refused it: {msg}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, _params(args.param))
+    kernel = make_kernel(scenario, args.backend)
+    result = run_scenario(scenario, kernel)
+    if args.json != "-":
+        sys.stdout.write(report.summary(result, scenario.description))
+    if args.json:
+        try:
+            if args.json == "-":
+                report.write_json(result, sys.stdout)
+            else:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    report.write_json(result, f)
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.json}: {e.strerror or e}") from None
+    if args.plot:
+        try:
+            report.plot(result, args.plot)
+        except ImportError:
+            raise _Fatal("--plot needs matplotlib (pip install matplotlib)") from None
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.plot}: {e.strerror or e}") from None
+    return 0 if all(e["ok"] for e in result.get("expectations", [])) else 1
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in builtin_names():
+        try:
+            desc = load_scenario(name).description
+        except ScenarioError as e:
+            desc = f"(broken: {e})"
+        rows.append((name, _first_sentence(desc)))
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, desc in rows:
+        print(f"{name.ljust(width)}  {desc}".rstrip())
+    return 0
+
+
+def _group_files(kernel, group: str, groups: set[str]) -> list[str]:
+    """The readable-looking files of a group, sorted (child groups left out)."""
+    prefix = "" if group == "/" else group
+    out = []
+    for entry in sorted(kernel.listdir(group)):
+        full = f"{prefix}/{entry}"
+        if full not in groups:
+            out.append(full)
+    return out
+
+
+def _cmd_fs(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, _params(args.param))
+    kernel = make_kernel(scenario, "sim")
+    groups = set(scenario.group_paths())
+    chunks: list[tuple[str, str]] = []
+    missing: list[str] = []
+
+    def look(k) -> None:
+        wanted = list(args.paths)
+        explicit = bool(wanted)
+        if not wanted:
+            wanted = scenario.group_paths()
+        for path in wanted:
+            if path in groups or path == "/":
+                files = _group_files(k, path, groups)
+                quiet = True
+            else:
+                files, quiet = [path], not explicit
+            for f in files:
+                try:
+                    chunks.append((f, k.read(f)))
+                except OSError as e:
+                    if not quiet:
+                        missing.append(f"{f}: {e.strerror or e}")
+
+    run_scenario(scenario, kernel, inspect=look)
+    for i, (path, text) in enumerate(chunks):
+        if len(chunks) > 1:
+            sys.stdout.write(("\n" if i else "") + f"==> {path} <==\n")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    for m in missing:
+        print(f"memcg: cannot read {m}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="memcg",
+        description="The Linux memory cgroup (v1) controller as an executable model.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a scenario and print a summary")
+    r.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
+    r.add_argument("--backend", choices=("sim", "linux"), default="sim",
+                   help="the simulated kernel (default) or real cgroups")
+    r.add_argument("--json", metavar="OUT", help="write the JSON of the run to OUT ('-': to stdout, instead of the summary)")
+    r.add_argument("--plot", metavar="OUT.png", help="plot usage, cache and rss per group")
+    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list the built-in scenarios")
+    ls.set_defaults(func=_cmd_list)
+
+    f = sub.add_parser("fs", help="run a scenario on the simulated kernel, then print cgroup files")
+    f.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
+    f.add_argument("paths", nargs="*", metavar="PATH",
+                   help="cgroup files or groups to print (default: every file of every group)")
+    f.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
+    f.set_defaults(func=_cmd_fs)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `memcg` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenarioError as e:
+        print(f"memcg: {e}", file=sys.stderr)
+        return 2
+    except _Fatal as e:
+        print(f"memcg: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        print("memcg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Reports of a run: the plain-text summary, the JSON, and plots.
+
+All of it works on the result dictionary that `memcg.scenario.run_scenario` returns
+(the JSON of a run), so a saved JSON can be reported again.  matplotlib is imported
+only by `plot`, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from memcg.scenario import parse_stat
+
+__all__ = ["human_size", "summary", "write_json", "plot", "GROUP_COLUMNS"]
+
+UNLIMITED_FROM = 1 << 62
+"""Limits at or above this are printed as "max" (the kernel prints PAGE_COUNTER_MAX * PAGE_SIZE)."""
+
+GROUP_COLUMNS = ("group", "limit", "usage", "max usage", "failcnt", "cache", "rss", "oom_kill")
+
+
+def human_size(n: int | None) -> str:
+    """Bytes as a short text: 0, 512K, 63.9M, 2G; "max" for an unlimited value; "-" for None."""
+    if n is None:
+        return "-"
+    if n >= UNLIMITED_FROM:
+        return "max"
+    for shift, suffix in ((30, "G"), (20, "M"), (10, "K")):
+        unit = 1 << shift
+        if n >= unit:
+            if n % unit == 0:
+                return f"{n >> shift}{suffix}"
+            return f"{n / unit:.1f}{suffix}"
+    return str(n)
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append((indent + "  ".join(cells)).rstrip())
+    return out
+
+
+def group_row(path: str, files: dict[str, str], swap: bool = False) -> list[str]:
+    """One row of the group table from the final texts of a group's files."""
+    stat = parse_stat(files.get("memory.stat", ""))
+    oom = parse_stat(files.get("memory.oom_control", ""))
+    extra = [human_size(stat.get("swap"))] if swap else []
+    return [
+        path,
+        human_size(_int(files.get("memory.limit_in_bytes"))),
+        human_size(_int(files.get("memory.usage_in_bytes"))),
+        human_size(_int(files.get("memory.max_usage_in_bytes"))),
+        str(_int(files.get("memory.failcnt")) if "memory.failcnt" in files else "-"),
+        human_size(stat.get("cache")),
+        human_size(stat.get("rss")),
+        str(oom["oom_kill"]) if "oom_kill" in oom else "-",
+    ] + extra
+
+
+def summary(result: dict[str, Any], description: str = "") -> str:
+    """The readable summary of a run: groups, tasks, events, step errors, expectations."""
+    lines = [f"scenario {result['scenario']} on the {result['backend']} kernel"
+             + (f", {result['ticks']} ticks" if "ticks" in result else "")]
+    if description:
+        lines.append("  " + " ".join(description.split()))
+    params = result.get("params") or {}
+    if params:
+        lines.append("  params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+
+    groups = result.get("groups", {})
+    if groups:
+        lines += ["", "groups"]
+        swap = any("memory.memsw.usage_in_bytes" in f for f in groups.values())
+        header = list(GROUP_COLUMNS) + (["swap"] if swap else [])
+        rows = [header] + [group_row(p, f, swap) for p, f in groups.items()]
+        lines += _table(rows)
+
+    tasks = result.get("tasks", {})
+    if tasks:
+        lines += ["", "tasks"]
+        rows = [["task", "pid", "state"]] + [[n, str(t["pid"]), t["state"]] for n, t in tasks.items()]
+        lines += _table(rows)
+
+    events = result.get("events", {})
+    if events:
+        lines += ["", "events"]
+        rows = [["event", "count"]] + [[label, str(n)] for label, n in events.items()]
+        lines += _table(rows)
+
+    errors = result.get("errors", [])
+    if errors:
+        lines += ["", "kernel errors and skipped steps"]
+        for e in errors:
+            who = f" ({e['task']})" if e.get("task") else ""
+            lines.append(f"  tick {e['tick']:>4}  {e['step']} {e['action']}{who}: {e['error']}")
+
+    exps = result.get("expectations", [])
+    if exps:
+        held = sum(1 for e in exps if e["ok"])
+        lines += ["", f"expectations ({held} of {len(exps)} hold)"]
+        for e in exps:
+            mark = "ok  " if e["ok"] else "FAIL"
+            extra = f" [{e['operand']}]" if "operand" in e else ""
+            note = f"; {e['note']}" if e.get("note") else ""
+            lines.append(f"  {mark}  tick {e['tick']:>4}  {e['target']} {e['condition']}{extra}"
+                         f"  (actual: {e['actual']}{note})")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(result: dict[str, Any], out: IO[str]) -> None:
+    """Write the JSON of a run (indented, keys in the run's order)."""
+    json.dump(result, out, indent=2)
+    out.write("\n")
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """Plot usage, cache and rss of every group over the ticks into a PNG file.
+
+    Raises ImportError when matplotlib is missing.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = result.get("series", {})
+    ticks = series.get("tick", [])
+    groups = series.get("groups", {})
+    n = max(1, len(groups))
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n + 0.6), sharex=True, squeeze=False)
+    mib = float(1 << 20)
+    for ax, (group, s) in zip(axes[:, 0], groups.items()):
+        ax.plot(ticks, [v / mib for v in s.get("usage", [])], label="usage", color="black")
+        ax.plot(ticks, [v / mib for v in s.get("cache", [])], label="cache", color="tab:blue")
+        ax.plot(ticks, [v / mib for v in s.get("rss", [])], label="rss", color="tab:red")
+        limit = _int(result.get("groups", {}).get(group, {}).get("memory.limit_in_bytes"))
+        if limit is not None and limit < UNLIMITED_FROM:
+            ax.axhline(limit / mib, linestyle="--", color="grey", label="limit")
+        ax.set_title(group, loc="left", fontsize=10)
+        ax.set_ylabel("MiB")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[-1, 0].set_xlabel("tick")
+    fig.suptitle(f"{result.get('scenario', '')} ({result.get('backend', '')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,988 @@
+"""Scenarios: a TOML description of a workload, and the deterministic runner.
+
+A scenario names a machine, the groups to create (and the cgroup files to write in
+them), the tasks to start, the eventfds to register and a timeline of steps.  The
+format is documented in docs/scenarios.md; in short::
+
+    name = "hog"
+    description = "A task touching anonymous memory beyond its limit is OOM-killed."
+
+    [machine]
+    memory = "512M"
+    cpus = 2
+    swap = "0"
+
+    [params]
+    limit = "64M"
+
+    [[group]]
+    path = "/hog"
+    files = { "memory.limit_in_bytes" = "{limit}" }
+
+    [[task]]
+    name = "hog"
+    group = "/hog"
+
+    [[step]]
+    at = 0
+    task = "hog"
+    touch_anon = "16M"
+    repeat = 8          # ticks 0, 1, ..., 7
+    every = 1
+
+    [[step]]
+    at = 10
+    expect = { "/hog/memory.oom_control:oom_kill" = "== 1", "task:hog" = "oom_killed" }
+
+`load_scenario` parses and checks a scenario completely (every mistake is a
+`ScenarioError` with a one-line message naming the file and the key), and
+`run_scenario` plays it on any `Kernel`, using only the public interface.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import importlib.resources
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from memcg.kernel import Kernel, Task
+
+__all__ = [
+    "ScenarioError",
+    "Scenario",
+    "Machine",
+    "GroupSpec",
+    "TaskSpec",
+    "EventSpec",
+    "Step",
+    "Expectation",
+    "builtin_names",
+    "load_scenario",
+    "parse_scenario",
+    "parse_size",
+    "parse_stat",
+    "run_scenario",
+    "REPORTED_FILES",
+    "MEMSW_FILES",
+]
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be loaded or set up; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split("\n")))
+
+
+# --------------------------------------------------------------------------- sizes
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtTpPeE]?)\s*$")
+_SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from an integer or a size string with the kernel's suffixes (K, M, G, T, P, E).
+
+    Like the kernel's memparse() each suffix multiplies by 1024 and may be upper or lower
+    case; unlike it, only decimal numbers are accepted.  Raises ValueError otherwise.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"negative size: {text}")
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) << _SUFFIX_SHIFT[m.group(2).lower()]
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """The `name value` lines of memory.stat (or memory.oom_control) as a dict of ints."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+# --------------------------------------------------------------------------- model of a scenario
+
+
+@dataclass
+class Machine:
+    """The `[machine]` table: what SimKernel is built with (sizes as written)."""
+
+    memory: str = "1G"
+    cpus: int = 1
+    swap: str = "0"
+
+    @property
+    def swap_bytes(self) -> int:
+        return parse_size(self.swap)
+
+
+@dataclass
+class GroupSpec:
+    """A `[[group]]`: a cgroup created at start, with files written in order."""
+
+    path: str
+    files: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass
+class TaskSpec:
+    """A `[[task]]`: a process spawned at start in `group`."""
+
+    name: str
+    group: str
+    key: str = ""
+
+
+@dataclass
+class EventSpec:
+    """An `[[event]]`: `k.event(path, args)` registered at start, counted every tick."""
+
+    path: str
+    args: str = ""
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        """The key of this event in a run's JSON: `"<path>/<file> <args>"`."""
+        return f"{self.path} {self.args}".rstrip()
+
+
+@dataclass
+class Expectation:
+    """One check: `target` compared with `operand` by `op` (or `contains`)."""
+
+    target: str
+    condition: str
+    op: str
+    operand: str
+
+
+@dataclass
+class Step:
+    """One action of the timeline at tick `at` (repeats are already expanded)."""
+
+    at: int
+    action: str
+    key: str
+    task: str | None = None
+    arg: Any = None
+    size: int | None = None
+    locked: bool = False
+
+
+@dataclass
+class Scenario:
+    """A parsed, checked scenario, ready for `run_scenario`."""
+
+    name: str
+    description: str
+    file: str
+    machine: Machine
+    params: dict[str, str]
+    groups: list[GroupSpec]
+    tasks: list[TaskSpec]
+    events: list[EventSpec]
+    steps: list[Step]
+    ticks: int
+
+    def group_paths(self) -> list[str]:
+        return [g.path for g in self.groups]
+
+
+# --------------------------------------------------------------------------- loading
+
+_TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
+_MACHINE_KEYS = ("memory", "cpus", "swap")
+_GROUP_KEYS = ("path", "files")
+_TASK_KEYS = ("name", "group")
+_EVENT_KEYS = ("path", "args")
+
+# action -> (kind of its value, extra keys it allows, extra keys it needs)
+_TASK_ACTIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "touch_anon": ("size", ("locked",), ()),
+    "free_anon": ("size", (), ()),
+    "touch_shm": ("name", ("size",), ("size",)),
+    "read_file": ("name", ("size",), ("size",)),
+    "write_file": ("name", ("size",), ("size",)),
+    "unlink": ("name", (), ()),
+    "fork": ("name", (), ()),
+    "mkdirs": ("count", (), ()),
+    "move": ("group", (), ()),
+    "exit": ("true", (), ()),
+}
+_PLAIN_ACTIONS = ("write", "advance", "expect", "record")
+ACTIONS = tuple(_TASK_ACTIONS) + _PLAIN_ACTIONS
+_STEP_COMMON = ("at", "task", "repeat", "every")
+
+_OPS = ("==", "!=", "<=", ">=", "<", ">")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _scenarios_dir():
+    return importlib.resources.files("memcg").joinpath("scenarios")
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in scenarios (the package's scenarios/*.toml), sorted."""
+    try:
+        entries = list(_scenarios_dir().iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.name[:-5] for e in entries if e.name.endswith(".toml"))
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.endswith(".toml")
+
+
+def load_scenario(name_or_path: str, params: dict[str, str] | None = None) -> Scenario:
+    """Load a built-in scenario by name, or a scenario file by path.
+
+    A name without a path separator and without a `.toml` suffix is a built-in name;
+    anything else is a file path.  `params` override the scenario's `[params]`
+    defaults (an unknown key is an error).  Raises ScenarioError.
+    """
+    if _looks_like_path(name_or_path):
+        label = name_or_path
+        try:
+            with open(name_or_path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ScenarioError(f"{label}: no such scenario file") from None
+        except OSError as e:
+            raise ScenarioError(f"{label}: cannot read: {e.strerror or e}") from None
+    else:
+        names = builtin_names()
+        if name_or_path not in names:
+            known = ", ".join(names) or "none"
+            raise ScenarioError(
+                f"{name_or_path}: no such built-in scenario (built-ins: {known}; "
+                "a file path needs a '/' or a .toml suffix)"
+            )
+        label = f"{name_or_path}.toml"
+        data = _scenarios_dir().joinpath(label).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_scenario(text, label, params)
+
+
+def parse_scenario(text: str, file: str = "<scenario>", params: dict[str, str] | None = None) -> Scenario:
+    """Parse and check scenario TOML text; `file` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{file}: invalid TOML: {e}") from None
+    return _Parser(file, doc, params or {}).parse()
+
+
+def _quote(key: str) -> str:
+    return key if _NAME_RE.match(key) else '"' + key.replace('"', '\\"') + '"'
+
+
+def _typename(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return _typename(v)
+    return repr(v)
+
+
+class _Parser:
+    """Turns the TOML document into a `Scenario`, checking everything on the way."""
+
+    def __init__(self, file: str, doc: dict, overrides: dict[str, str]):
+        self.file = file
+        self.doc = doc
+        self.overrides = overrides
+        self.params: dict[str, str] = {}
+
+    # -- helpers
+
+    def err(self, key: str, msg: str) -> ScenarioError:
+        return ScenarioError(f"{self.file}: {key}: {msg}" if key else f"{self.file}: {msg}")
+
+    def check_keys(self, table: dict, allowed: tuple[str, ...], where: str) -> None:
+        for k in table:
+            if k not in allowed:
+                path = f"{where}.{_quote(k)}" if where else _quote(k)
+                raise self.err(path, f"unknown key (expected one of: {', '.join(allowed)})")
+
+    def table(self, v: Any, key: str) -> dict:
+        if not isinstance(v, dict):
+            raise self.err(key, f"expected a table, got {_show(v)}")
+        return v
+
+    def tables(self, v: Any, key: str) -> list[dict]:
+        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+            raise self.err(key, f"expected an array of tables ([[{key}]]), got {_show(v)}")
+        return v
+
+    def subst(self, text: str, key: str, extra: dict[str, str] | None = None) -> str:
+        """Replace `{param}` placeholders; `{{` and `}}` stand for literal braces."""
+        values = self.params if not extra else {**self.params, **extra}
+
+        def repl(m: re.Match) -> str:
+            whole = m.group(0)
+            if whole == "{{":
+                return "{"
+            if whole == "}}":
+                return "}"
+            name = m.group(1)
+            if name not in values:
+                known = ", ".join(sorted(values)) or "none"
+                raise self.err(key, f"unknown parameter {{{name}}} (known: {known})")
+            return values[name]
+
+        return _PLACEHOLDER.sub(repl, text)
+
+    def string(self, v: Any, key: str, extra: dict[str, str] | None = None, what: str = "a string") -> str:
+        if not isinstance(v, str):
+            raise self.err(key, f"expected {what}, got {_show(v)}")
+        return self.subst(v, key, extra)
+
+    def size(self, v: Any, key: str, extra: dict[str, str] | None = None) -> int:
+        what = 'a size (bytes, or a string like "64M" with suffix K, M or G)'
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise self.err(key, f"expected {what}, got {_show(v)}")
+        raw = self.subst(v, key, extra) if isinstance(v, str) else v
+        try:
+            return parse_size(raw)
+        except ValueError:
+            raise self.err(key, f"expected {what}, got {raw!r}") from None
+
+    def integer(self, v: Any, key: str, minimum: int = 0, extra: dict[str, str] | None = None) -> int:
+        what = f"an integer >= {minimum}"
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise self.err(key, f"expected {what}, got {_show(v)}")
+        raw = self.subst(v, key, extra) if isinstance(v, str) else v
+        n = raw if isinstance(raw, int) else (int(raw) if re.fullmatch(r"\s*-?\d+\s*", raw) else None)
+        if n is None or n < minimum:
+            raise self.err(key, f"expected {what}, got {raw!r}")
+        return n
+
+    def group_path(self, v: Any, key: str, extra: dict[str, str] | None = None) -> str:
+        p = self.string(v, key, extra, 'a group path like "/a/b"')
+        parts = p.split("/")
+        if not p.startswith("/") or (p != "/" and any(x in ("", ".", "..") for x in parts[1:])):
+            raise self.err(key, f'expected a group path like "/a/b", got {p!r}')
+        return p
+
+    # -- sections
+
+    def parse(self) -> Scenario:
+        doc = self.doc
+        self.check_keys(doc, _TOP_KEYS, "")
+        stem = os.path.basename(self.file)
+        stem = stem[:-5] if stem.endswith(".toml") else stem
+        self.parse_params(doc.get("params", {}))
+        name = self.string(doc.get("name", stem), "name")
+        description = self.string(doc.get("description", ""), "description")
+        machine = self.parse_machine(doc.get("machine", {}))
+        groups = self.parse_groups(doc.get("group", []))
+        known_groups = {"/"} | {g.path for g in groups}
+        tasks = self.parse_tasks(doc.get("task", []), known_groups)
+        events = self.parse_events(doc.get("event", []), known_groups)
+        given = self.integer(doc["ticks"], "ticks", minimum=1) if "ticks" in doc else None
+        steps, ticks = self.parse_steps(doc.get("step", []), known_groups, tasks, events, given)
+        return Scenario(name, description, self.file, machine, dict(self.params), groups, tasks, events, steps, ticks)
+
+    def parse_params(self, raw: Any) -> None:
+        raw = self.table(raw, "params")
+        for k, v in raw.items():
+            key = f"params.{_quote(k)}"
+            if not _NAME_RE.match(k) or k == "i":
+                raise self.err(key, "expected a parameter name of letters, digits, '_' or '-' "
+                                    "(and not 'i', the repeat index)")
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise self.err(key, f"expected a string or an integer, got {_show(v)}")
+            self.params[k] = str(v)
+        for k, v in self.overrides.items():
+            if k not in self.params:
+                known = ", ".join(sorted(self.params)) or "none"
+                raise self.err(f"--param {k}", f"unknown parameter (known: {known})")
+            self.params[k] = str(v)
+
+    def parse_machine(self, raw: Any) -> Machine:
+        raw = self.table(raw, "machine")
+        self.check_keys(raw, _MACHINE_KEYS, "machine")
+        m = Machine()
+        for k in ("memory", "swap"):
+            if k in raw:
+                v = raw[k]
+                n = self.size(v, f"machine.{k}")
+                setattr(m, k, self.subst(v, f"machine.{k}") if isinstance(v, str) else str(n))
+        if "cpus" in raw:
+            m.cpus = self.integer(raw["cpus"], "machine.cpus", minimum=1)
+        return m
+
+    def parse_groups(self, raw: Any) -> list[GroupSpec]:
+        out: list[GroupSpec] = []
+        seen = {"/"}
+        for i, g in enumerate(self.tables(raw, "group")):
+            where = f"group[{i}]"
+            self.check_keys(g, _GROUP_KEYS, where)
+            if "path" not in g:
+                raise self.err(f"{where}.path", "missing (expected a group path)")
+            path = self.group_path(g["path"], f"{where}.path")
+            if path in {x.path for x in out}:
+                raise self.err(f"{where}.path", f"group {path!r} is declared twice")
+            parent = path.rsplit("/", 1)[0] or "/"
+            if path != "/" and parent not in seen:
+                raise self.err(f"{where}.path", f"expected the parent group {parent!r} to be declared before {path!r}")
+            seen.add(path)
+            files: dict[str, str] = {}
+            for fname, text in self.table(g.get("files", {}), f"{where}.files").items():
+                fkey = f"{where}.files.{_quote(fname)}"
+                if not _FILE_RE.match(fname):
+                    raise self.err(fkey, "expected a cgroup file name like memory.limit_in_bytes")
+                if isinstance(text, bool) or not isinstance(text, (str, int)):
+                    raise self.err(fkey, f"expected the text to write (a string or an integer), got {_show(text)}")
+                files[fname] = self.subst(text, fkey) if isinstance(text, str) else str(text)
+            out.append(GroupSpec(path, files, where))
+        return out
+
+    def parse_tasks(self, raw: Any, groups: set[str]) -> list[TaskSpec]:
+        out: list[TaskSpec] = []
+        for i, t in enumerate(self.tables(raw, "task")):
+            where = f"task[{i}]"
+            self.check_keys(t, _TASK_KEYS, where)
+            for k in _TASK_KEYS:
+                if k not in t:
+                    raise self.err(f"{where}.{k}", "missing")
+            name = self.task_name(t["name"], f"{where}.name")
+            if name in {x.name for x in out}:
+                raise self.err(f"{where}.name", f"task {name!r} is declared twice")
+            group = self.known_group(t["group"], f"{where}.group", groups)
+            out.append(TaskSpec(name, group, where))
+        return out
+
+    def task_name(self, v: Any, key: str, extra: dict[str, str] | None = None) -> str:
+        name = self.string(v, key, extra, "a task name")
+        if not _NAME_RE.match(name):
+            raise self.err(key, f"expected a task name of letters, digits, '_' or '-', got {name!r}")
+        return name
+
+    def known_group(self, v: Any, key: str, groups: set[str], extra: dict[str, str] | None = None) -> str:
+        path = self.group_path(v, key, extra)
+        if path not in groups:
+            raise self.err(key, f"unknown group {path!r} (declared: {', '.join(sorted(groups))})")
+        return path
+
+    def file_in_group(self, path: str, key: str, groups: set[str]) -> None:
+        parent, _, fname = path.rpartition("/")
+        parent = parent or "/"
+        if not path.startswith("/") or not fname or not _FILE_RE.match(fname):
+            raise self.err(key, f'expected a cgroup file path like "/a/memory.usage_in_bytes", got {path!r}')
+        if parent not in groups:
+            raise self.err(key, f"unknown group {parent!r} (declared: {', '.join(sorted(groups))})")
+
+    def parse_events(self, raw: Any, groups: set[str]) -> list[EventSpec]:
+        out: list[EventSpec] = []
+        for i, e in enumerate(self.tables(raw, "event")):
+            where = f"event[{i}]"
+            self.check_keys(e, _EVENT_KEYS, where)
+            if "path" not in e:
+                raise self.err(f"{where}.path", "missing (expected a cgroup file path)")
+            path = self.string(e["path"], f"{where}.path")
+            self.file_in_group(path, f"{where}.path", groups)
+            args = self.string(e.get("args", ""), f"{where}.args")
+            ev = EventSpec(path, args, where)
+            if ev.label in {x.label for x in out}:
+                raise self.err(where, f"event {ev.label!r} is registered twice")
+            out.append(ev)
+        return out
+
+    # -- steps
+
+    def parse_steps(self, raw: Any, groups: set[str], tasks: list[TaskSpec], events: list[EventSpec],
+                    ticks: int | None) -> tuple[list[Step], int]:
+        """The expanded timeline in run order, and the number of ticks to run."""
+        expanded: list[tuple[int, int, int, int, Step]] = []
+        for i, s in enumerate(self.tables(raw, "step")):
+            where = f"step[{i}]"
+            actions = [k for k in s if k in ACTIONS]
+            if len(actions) != 1:
+                got = ", ".join(actions) if actions else "none"
+                raise self.err(where, f"expected exactly one action ({', '.join(ACTIONS)}), got {got}")
+            action = actions[0]
+            extra_ok: tuple[str, ...] = ()
+            needs: tuple[str, ...] = ()
+            if action in _TASK_ACTIONS:
+                _, extra_ok, needs = _TASK_ACTIONS[action]
+            self.check_keys(s, _STEP_COMMON + (action,) + extra_ok, where)
+            for k in needs:
+                if k not in s:
+                    raise self.err(f"{where}.{k}", f"missing (needed by {action})")
+            if "at" not in s:
+                raise self.err(f"{where}.at", 'missing (expected the tick of this step, or "end")')
+            if action in _TASK_ACTIONS and "task" not in s:
+                raise self.err(f"{where}.task", f"missing (needed by {action})")
+            if action not in _TASK_ACTIONS and "task" in s:
+                raise self.err(f"{where}.task", f"not allowed with {action}")
+            at_end = isinstance(s["at"], str) and self.subst(s["at"], f"{where}.at").strip() == "end"
+            at = -1 if at_end else self.integer(s["at"], f"{where}.at")
+            repeat = self.integer(s.get("repeat", 1), f"{where}.repeat", minimum=1)
+            every = self.integer(s.get("every", 1), f"{where}.every")
+            if at_end and ("repeat" in s or "every" in s):
+                raise self.err(f"{where}.repeat" if "repeat" in s else f"{where}.every",
+                               'not allowed with at = "end"')
+            for n in range(repeat):
+                extra = {"i": str(n)} if "repeat" in s else None
+                step = self.parse_step(s, where, action, at + n * every, groups, extra)
+                expanded.append((step.at, int(at_end), i, n, step))
+        last = max((x[0] for x in expanded if not x[1]), default=0)
+        if ticks is not None:
+            if ticks <= last:
+                raise self.err("ticks", f"expected at least {last + 1} (a step is at tick {last}), got {ticks}")
+            last = ticks - 1
+        for x in expanded:
+            if x[1]:
+                x[4].at = last
+        expanded.sort(key=lambda x: (x[4].at,) + x[1:4])
+        steps = [x[4] for x in expanded]
+        self.check_order(steps, tasks, events, groups)
+        return steps, last + 1
+
+    def parse_step(self, s: dict, where: str, action: str, at: int, groups: set[str], extra) -> Step:
+        key = f"{where}.{action}"
+        step = Step(at=at, action=action, key=where)
+        v = s[action]
+        if action in _TASK_ACTIONS:
+            step.task = self.task_name(s["task"], f"{where}.task", extra)
+            kind = _TASK_ACTIONS[action][0]
+            if kind == "size":
+                step.size = self.size(v, key, extra)
+            elif kind == "name":
+                if action == "fork":
+                    step.arg = self.task_name(v, key, extra)
+                else:
+                    step.arg = self.string(v, key, extra, "a file name")
+                    if not step.arg:
+                        raise self.err(key, "expected a file name, got ''")
+            elif kind == "count":
+                step.arg = self.integer(v, key, minimum=1, extra=extra)
+            elif kind == "group":
+                step.arg = self.known_group(v, key, groups, extra)
+            elif kind == "true":
+                if v is not True:
+                    raise self.err(key, f"expected true, got {_show(v)}")
+            if "size" in s:
+                step.size = self.size(s["size"], f"{where}.size", extra)
+            if "locked" in s:
+                if not isinstance(s["locked"], bool):
+                    raise self.err(f"{where}.locked", f"expected true or false, got {_show(s['locked'])}")
+                step.locked = s["locked"]
+        elif action == "advance":
+            step.arg = self.integer(v, key, minimum=1, extra=extra)
+        elif action == "write":
+            table = self.table(v, key)
+            if not table:
+                raise self.err(key, "expected at least one file: text pair")
+            writes: list[tuple[str, str]] = []
+            for path, text in table.items():
+                wkey = f"{key}.{_quote(path)}"
+                self.file_in_group(path, wkey, groups)
+                if isinstance(text, bool) or not isinstance(text, (str, int)):
+                    raise self.err(wkey, f"expected the text to write (a string or an integer), got {_show(text)}")
+                writes.append((path, self.subst(text, wkey, extra) if isinstance(text, str) else str(text)))
+            step.arg = writes
+        elif action == "expect":
+            table = self.table(v, key)
+            if not table:
+                raise self.err(key, "expected at least one target = condition pair")
+            step.arg = [self.expectation(t, c, f"{key}.{_quote(t)}", extra) for t, c in table.items()]
+        elif action == "record":
+            table = self.table(v, key)
+            if not table:
+                raise self.err(key, "expected at least one name = target pair")
+            recs: list[tuple[str, str]] = []
+            for var, target in table.items():
+                rkey = f"{key}.{_quote(var)}"
+                if not _NAME_RE.match(var):
+                    raise self.err(rkey, "expected a name of letters, digits, '_' or '-'")
+                recs.append((var, self.string(target, rkey, extra, "a target")))
+            step.arg = recs
+        return step
+
+    def expectation(self, target: str, cond: Any, key: str, extra) -> Expectation:
+        target = self.subst(target, key, extra)
+        cond_s = self.string(cond, key, extra, 'a condition such as ">= 64M", "== $name" or text to find')
+        text = cond_s.strip()
+        for op in _OPS:
+            if text.startswith(op):
+                operand = text[len(op):].strip()
+                if not operand:
+                    raise self.err(key, f"expected an operand after {op!r}")
+                if op not in ("==", "!=") and not _is_reference(operand):
+                    try:
+                        parse_size(operand)
+                    except ValueError:
+                        raise self.err(key, f'expected a size, a "$name" or a target after {op!r}, '
+                                            f"got {operand!r}") from None
+                return Expectation(target, cond_s, op, operand)
+        return Expectation(target, cond_s, "contains", text)
+
+    def check_target(self, target: str, key: str, groups: set[str], alive: set[str],
+                     events: list[EventSpec], recorded: set[str]) -> None:
+        if target.startswith("$"):
+            if target[1:] not in recorded:
+                raise self.err(key, f"{target} is not recorded by an earlier step")
+        elif target.startswith("task:"):
+            if target[5:] not in alive:
+                known = ", ".join(sorted(alive)) or "none"
+                raise self.err(key, f"unknown task {target[5:]!r} (known by then: {known})")
+        elif target.startswith("event:"):
+            labels = [e.label for e in events]
+            if target[6:] not in labels:
+                raise self.err(key, f"unknown event {target[6:]!r} (registered: {', '.join(labels) or 'none'})")
+        elif target.startswith("/"):
+            self.file_in_group(target.split(":", 1)[0], key, groups)
+        else:
+            raise self.err(key, 'expected a target ("/group/file", "/group/file:key", "task:NAME", '
+                                f'"event:PATH ARGS" or "$name"), got {target!r}')
+
+    def check_order(self, steps: list[Step], tasks: list[TaskSpec], events: list[EventSpec], groups: set[str]) -> None:
+        """Tasks must exist before they act; `$names` must be recorded before use."""
+        alive = {t.name for t in tasks}
+        recorded: set[str] = set()
+        for st in steps:
+            if st.task is not None and st.task not in alive:
+                known = ", ".join(sorted(alive)) or "none"
+                raise self.err(f"{st.key}.task", f"unknown task {st.task!r} at tick {st.at} (known by then: {known})")
+            if st.action == "fork":
+                if st.arg in alive:
+                    raise self.err(f"{st.key}.fork", f"task {st.arg!r} already exists")
+                alive.add(st.arg)
+            elif st.action == "expect":
+                for ex in st.arg:
+                    ekey = f"{st.key}.expect.{_quote(ex.target)}"
+                    self.check_target(ex.target, ekey, groups, alive, events, recorded)
+                    if ex.op != "contains" and _is_reference(ex.operand):
+                        self.check_target(ex.operand, ekey, groups, alive, events, recorded)
+            elif st.action == "record":
+                for var, target in st.arg:
+                    rkey = f"{st.key}.record.{_quote(var)}"
+                    if target.startswith("$"):
+                        raise self.err(rkey, "expected a target, not a $name")
+                    self.check_target(target, rkey, groups, alive, events, recorded)
+                    recorded.add(var)
+
+
+def _is_reference(operand: str) -> bool:
+    return operand.startswith(("$", "/", "task:", "event:"))
+
+
+# --------------------------------------------------------------------------- running
+
+REPORTED_FILES = (
+    "memory.usage_in_bytes",
+    "memory.max_usage_in_bytes",
+    "memory.limit_in_bytes",
+    "memory.failcnt",
+    "memory.stat",
+    "memory.oom_control",
+)
+"""The files of every group that a run's JSON reports."""
+
+MEMSW_FILES = ("memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes")
+"""Reported as well when the machine has swap."""
+
+
+def _join(group: str, fname: str) -> str:
+    return ("" if group == "/" else group) + "/" + fname
+
+
+def _oserror_text(e: OSError) -> str:
+    name = _errno.errorcode.get(e.errno, "") if e.errno is not None else ""
+    msg = e.strerror or str(e)
+    return f"{name}: {msg}" if name else msg
+
+
+class _Run:
+    """The state of one run: tasks by name, event totals, recorded values, outcomes."""
+
+    def __init__(self, scenario: Scenario, kernel: Kernel):
+        self.sc = scenario
+        self.k = kernel
+        self.tasks: dict[str, Task] = {}
+        self.events: dict[str, Any] = {}
+        self.event_totals: dict[str, int] = {}
+        self.recorded: dict[str, str] = {}
+        self.expectations: list[dict] = []
+        self.errors: list[dict] = []
+        self.series: dict[str, Any] = {
+            "tick": [],
+            "groups": {g.path: {"usage": [], "cache": [], "rss": []} for g in scenario.groups},
+            "events": {e.label: [] for e in scenario.events},
+        }
+
+    def fail(self, key: str, msg: str) -> ScenarioError:
+        return ScenarioError(f"{self.sc.file}: {key}: {msg}")
+
+    # -- set-up
+
+    def setup(self) -> None:
+        k = self.k
+        for g in self.sc.groups:
+            if g.path != "/":
+                try:
+                    k.mkdir(g.path)
+                except OSError as e:
+                    raise self.fail(f"{g.key}.path", f"mkdir {g.path} failed: {_oserror_text(e)}") from None
+            for fname, text in g.files.items():
+                path = _join(g.path, fname)
+                try:
+                    k.write(path, text)
+                except OSError as e:
+                    raise self.fail(f"{g.key}.files.{_quote(fname)}",
+                                    f"writing {text!r} to {path} failed: {_oserror_text(e)}") from None
+        for t in self.sc.tasks:
+            try:
+                self.tasks[t.name] = k.spawn(t.group)
+            except OSError as e:
+                raise self.fail(t.key, f"spawning a task in {t.group} failed: {_oserror_text(e)}") from None
+        for ev in self.sc.events:
+            try:
+                self.events[ev.label] = k.event(ev.path, ev.args)
+            except OSError as e:
+                raise self.fail(ev.key, f"registering {ev.label!r} failed: {_oserror_text(e)}") from None
+            except NotImplementedError as e:
+                raise self.fail(ev.key, f"not supported by the {self.k.backend} kernel: {e}") from None
+            self.event_totals[ev.label] = 0
+
+    # -- the timeline
+
+    def play(self) -> None:
+        steps = self.sc.steps
+        pos = 0
+        for tick in range(self.sc.ticks):
+            while pos < len(steps) and steps[pos].at == tick:
+                self.do(steps[pos])
+                pos += 1
+            self.k.advance(1)
+            self.sample(tick)
+
+    def poll_events(self) -> None:
+        for label, ev in self.events.items():
+            self.event_totals[label] += ev.count()
+
+    def sample(self, tick: int) -> None:
+        self.poll_events()
+        s = self.series
+        s["tick"].append(tick)
+        for g in self.sc.groups:
+            row = s["groups"][g.path]
+            try:
+                usage = int(self.k.read(_join(g.path, "memory.usage_in_bytes")))
+                stat = parse_stat(self.k.read(_join(g.path, "memory.stat")))
+            except (OSError, ValueError):
+                usage, stat = 0, {}
+            row["usage"].append(usage)
+            row["cache"].append(stat.get("cache", 0))
+            row["rss"].append(stat.get("rss", 0))
+        for label in self.events:
+            s["events"][label].append(self.event_totals[label])
+
+    def note(self, step: Step, msg: str) -> None:
+        self.errors.append({"tick": step.at, "step": step.key, "action": step.action,
+                            "task": step.task, "error": msg})
+
+    def do(self, step: Step) -> None:
+        a = step.action
+        try:
+            if a == "advance":
+                self.k.advance(step.arg)
+            elif a == "write":
+                for path, text in step.arg:
+                    try:
+                        self.k.write(path, text)
+                    except OSError as e:
+                        self.note(step, f"write {text!r} to {path}: {_oserror_text(e)}")
+            elif a == "expect":
+                self.poll_events()
+                for ex in step.arg:
+                    self.check(step, ex)
+            elif a == "record":
+                self.poll_events()
+                for var, target in step.arg:
+                    try:
+                        self.recorded[var] = self.value(target)
+                    except LookupError as e:
+                        self.note(step, f"record {var}: {e}")
+            else:
+                self.task_action(step)
+        except OSError as e:
+            self.note(step, _oserror_text(e))
+        except NotImplementedError as e:
+            self.note(step, f"not supported by the {self.k.backend} kernel: {e}")
+
+    def task_action(self, step: Step) -> None:
+        t = self.tasks[step.task] if step.task in self.tasks else None
+        if t is None:
+            self.note(step, f"skipped: task {step.task} does not exist (its fork failed)")
+            return
+        state = t.state
+        if state in ("exited", "oom_killed"):
+            self.note(step, f"skipped: task {step.task} is {state}")
+            return
+        a = step.action
+        if a == "touch_anon":
+            t.touch_anon(step.size, locked=step.locked)
+        elif a == "free_anon":
+            t.free_anon(step.size)
+        elif a == "touch_shm":
+            t.touch_shm(step.arg, step.size)
+        elif a == "read_file":
+            t.read_file(step.arg, step.size)
+        elif a == "write_file":
+            t.write_file(step.arg, step.size)
+        elif a == "unlink":
+            t.unlink(step.arg)
+        elif a == "fork":
+            self.tasks[step.arg] = t.fork()
+        elif a == "mkdirs":
+            t.mkdirs(step.arg)
+        elif a == "move":
+            t.move(step.arg)
+        elif a == "exit":
+            t.exit()
+
+    # -- expectations
+
+    def value(self, target: str) -> str:
+        """The current text of a target (raises OSError for an unreadable file)."""
+        if target.startswith("$"):
+            return self.recorded[target[1:]]
+        if target.startswith("task:"):
+            t = self.tasks.get(target[5:])
+            return t.state if t is not None else "missing"
+        if target.startswith("event:"):
+            return str(self.event_totals[target[6:]])
+        path, _, key = target.partition(":")
+        text = self.k.read(path)
+        if not key:
+            return text.strip()
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return parts[1]
+        raise LookupError(f"no {key!r} line in {path}")
+
+    def check(self, step: Step, ex: Expectation) -> None:
+        operand = ex.operand
+        why = ""
+        try:
+            actual = self.value(ex.target)
+            if ex.op != "contains" and _is_reference(ex.operand):
+                operand = self.value(ex.operand)
+            ok, why = _compare(actual, ex.op, operand)
+        except OSError as e:
+            actual, ok = f"<{_oserror_text(e)}>", False
+        except LookupError as e:
+            actual, ok = f"<{e}>", False
+        entry = {"tick": step.at, "step": step.key, "target": ex.target, "condition": ex.condition,
+                 "actual": actual, "ok": ok}
+        if operand != ex.operand:
+            entry["operand"] = operand
+        if why:
+            entry["note"] = why
+        self.expectations.append(entry)
+
+    # -- the result
+
+    def group_files(self) -> dict[str, dict[str, str]]:
+        names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
+        out: dict[str, dict[str, str]] = {}
+        for g in self.sc.groups:
+            files: dict[str, str] = {}
+            for fname in names:
+                try:
+                    files[fname] = self.k.read(_join(g.path, fname))
+                except OSError:
+                    continue
+            out[g.path] = files
+        return out
+
+    def result(self) -> dict:
+        self.poll_events()
+        return {
+            "scenario": self.sc.name,
+            "backend": self.k.backend,
+            "groups": self.group_files(),
+            "tasks": {name: {"pid": int(t.pid), "state": t.state} for name, t in self.tasks.items()},
+            "events": dict(self.event_totals),
+            "series": self.series,
+            "expectations": self.expectations,
+            "errors": self.errors,
+            "params": dict(self.sc.params),
+            "ticks": self.sc.ticks,
+        }
+
+
+def _compare(actual: str, op: str, operand: str) -> tuple[bool, str]:
+    if op == "contains":
+        return operand in actual, ""
+    try:
+        a, b = parse_size(actual.strip()), parse_size(operand.strip())
+    except ValueError:
+        if op in ("==", "!="):
+            return (actual.strip() == operand.strip()) == (op == "=="), ""
+        return False, f"not a number: {actual!r} {op} {operand!r}"
+    result = {"==": a == b, "!=": a != b, "<=": a <= b, ">=": a >= b, "<": a < b, ">": a > b}[op]
+    return result, ""
+
+
+def run_scenario(scenario: Scenario, kernel: Kernel, *, inspect: Callable[[Kernel], None] | None = None) -> dict:
+    """Play `scenario` on `kernel` and return the run's JSON-able result.
+
+    Set-up (groups, their files, tasks, events) happens first: a rejected write there is a
+    ScenarioError naming the key.  Then, for every tick, the steps of that tick run in
+    order, time passes (`kernel.advance(1)`) and the groups are sampled.  A kernel error
+    during the timeline is an outcome, recorded in `errors`.  `inspect(kernel)`, if given,
+    runs after the result is taken and before the kernel is closed.  The kernel is always
+    closed.
+    """
+    try:
+        run = _Run(scenario, kernel)
+        run.setup()
+        run.play()
+        result = run.result()
+        if inspect is not None:
+            inspect(kernel)
+        return result
+    finally:
+        kernel.close()
