@@ -82,23 +82,33 @@ class ShmemObject(AddressSpace):
 
     def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
         """shmem_writeout(): move pages to swap while slots last; the rest stay."""
-        slots = sys.swap.alloc(len(pfns))
-        pfns = pfns[:len(slots)]
-        if not len(pfns):
-            return pfns
-        idx = sys.mem.index[pfns].astype(np.int64)
-        ids = sys.mem.memcg[pfns]
-        sys.swap.swap_cgroup[slots] = ids
-        self.slots[idx] = swp_entry(slots)
-        mapped = (sys.mem.flags[pfns] & PG_mapped) != 0
-        sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
-        sys.stats.mod_many(ids, NR_SHMEM, -1)
-        sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
-        sys.stats.mod_many(ids, MEMCG_SWAP, 1)
-        for mm, extent in self.mappers.items():
-            mm.shmem_rss -= int(np.count_nonzero(idx < extent))
-        sys.free_user_pages(pfns, memsw=False)
+        pfns, idx, ids = add_to_swap(sys, self, pfns)
+        if len(pfns):
+            mapped = (sys.mem.flags[pfns] & PG_mapped) != 0
+            sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
+            sys.stats.mod_many(ids, NR_SHMEM, -1)
+            sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
+            for mm, extent in self.mappers.items():
+                mm.shmem_rss -= int(np.count_nonzero(idx < extent))
+            sys.free_user_pages(pfns, memsw=False)
         return pfns
+
+
+def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
+    """add_to_swap() + mem_cgroup_swapout(): give pages swap slots while slots last.
+
+    The swap entry records the memcg (swap_cgroup) and replaces the page in the mapping;
+    the caller uncharges memory only - the memsw charge stays with the entry.
+    Returns the pages that got a slot, their indices and their memcg ids.
+    """
+    slots = sys.swap.alloc(len(pfns))
+    pfns = pfns[:len(slots)]
+    idx = sys.mem.index[pfns].astype(np.int64)
+    ids = sys.mem.memcg[pfns]
+    sys.swap.swap_cgroup[slots] = ids
+    mapping.slots[idx] = swp_entry(slots)
+    sys.stats.mod_many(ids, MEMCG_SWAP, 1)
+    return pfns, idx, ids
 
 
 def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:

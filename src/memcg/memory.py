@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .filemap import HOLE, AddressSpace, nr_pages_of
-from .memcontrol import MEMCG_SWAP, NR_ANON_MAPPED, PGFAULT
+from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
+from .memcontrol import NR_ANON_MAPPED, PGFAULT
 from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_mlocked,
                      PG_swapbacked, PG_young)
-from .swapfile import swp_entry, swp_offset
+from .swapfile import swp_offset
 
 if TYPE_CHECKING:
     from .system import System
@@ -45,20 +45,12 @@ class AnonVma(AddressSpace):
 
     def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
         """pageout() + try_to_unmap(): move pages to swap while slots last."""
-        slots = sys.swap.alloc(len(pfns))
-        pfns = pfns[:len(slots)]
-        if not len(pfns):
-            return pfns
-        idx = sys.mem.index[pfns].astype(np.int64)
-        ids = sys.mem.memcg[pfns]
-        # mem_cgroup_swapout(): record the memcg; memory is uncharged, memsw stays
-        sys.swap.swap_cgroup[slots] = ids
-        self.slots[idx] = swp_entry(slots)
-        sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
-        sys.stats.mod_many(ids, MEMCG_SWAP, 1)
-        self.mm.anon_rss -= len(pfns)
-        self.mm.swapents += len(pfns)
-        sys.free_user_pages(pfns, memsw=False)
+        pfns, idx, ids = add_to_swap(sys, self, pfns)
+        if len(pfns):
+            sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
+            self.mm.anon_rss -= len(pfns)
+            self.mm.swapents += len(pfns)
+            sys.free_user_pages(pfns, memsw=False)
         return pfns
 
 

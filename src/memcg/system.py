@@ -20,7 +20,7 @@ from .filemap import AddressSpace, ShmemObject, truncate_inode_pages
 from .memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
                          CHARGE_NOMEM, MemCgroup, MemcgStock, StatTable, charge_pages,
                          commit_charge, mem_cgroup_alloc, uncharge_pages)
-from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NONE, MemMap, PG_dirty, PG_referenced)
 from .swapfile import SwapInfo
 from .vmpressure import Vmpressure
