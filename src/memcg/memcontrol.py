@@ -309,6 +309,8 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         if nr_retries:
             nr_retries -= 1
             continue
+        # Avoid endless loop for tasks bypassed by the oom killer: a task chosen as the
+        # victim goes round once more (its memory is not reaped yet) and then fails.
         if passed_oom and task is not None and task.oom_victim:
             return CHARGE_KILLED
         sys.stats.mod(mem_over_limit.id, MEMCG_OOM, 1)
@@ -316,8 +318,6 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         if ret is True:
             passed_oom = True
             nr_retries = MAX_RECLAIM_RETRIES
-            if task is not None and task.oom_victim:
-                return CHARGE_KILLED
             continue
         return ret
 
@@ -373,14 +373,18 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
 def _charge_singles(memcg: MemCgroup, k: int) -> None:
     """k one-page charges while some level has room for fewer than a batch, but for all k.
 
-    Each of them first tries a whole batch (try_charge_memcg), which fails at the lowest
-    level without room for it - memsw levels are tried before memory levels - and bumps
-    that level's failcnt; then the single page is charged.  Page j of the k sees every
-    margin j pages smaller, so level c starts failing at j = margin(c) - (batch - 1).
+    Each of them first tries a whole batch (try_charge_memcg): memsw levels, then memory
+    levels, bottom up.  The lowest level without room for the batch fails and bumps its
+    failcnt; the levels below it were charged the batch for a moment, which raised their
+    watermark.  Then the single page is charged.  Page j of the k sees every margin j
+    pages smaller, so level c passes the batch for j < margin(c) - (batch - 1).
     """
-    bound = k
+    bound = k  # pages whose batch attempt reaches the current level
     for c in list(memcg.memsw.ancestors()) + list(memcg.memory.ancestors()):
         start = max(0, c.max - c.usage - (MEMCG_CHARGE_BATCH - 1))
+        passed = min(bound, start)
+        if passed:
+            c.watermark = max(c.watermark, c.usage + passed - 1 + MEMCG_CHARGE_BATCH)
         if start < bound:
             c.failcnt += bound - start
             bound = start

@@ -68,7 +68,9 @@ def oom_kill_process(sys: System, victim: Task) -> None:
     """
     sys.stats.mod(victim.memcg.id, MEMCG_OOM_KILL, 1)
     victim.oom_victim = True
-    victim.do_exit("oom_killed")
+    if victim is sys.current:
+        return  # SIGKILL is pending: it dies when its charge gives up and returns
+    victim.do_exit("oom_killed")  # the oom_reaper frees its memory at once in the model
 
 
 def mem_cgroup_out_of_memory(sys: System, memcg: MemCgroup, nr_pages: int,

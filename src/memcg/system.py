@@ -18,7 +18,7 @@ import numpy as np
 
 from .filemap import AddressSpace, ShmemObject, truncate_inode_pages
 from .memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
-                         CHARGE_NOMEM, MemCgroup, MemcgStock, StatTable, charge_pages,
+                         CHARGE_KILLED, CHARGE_NOMEM, MemCgroup, MemcgStock, StatTable, charge_pages,
                          commit_charge, mem_cgroup_alloc, uncharge_pages)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NONE, MemMap, PG_dirty, PG_referenced)
@@ -168,18 +168,15 @@ class System:
         from .vmscan import balance_pgdat
 
         mem = self.mem
+        dying = (lambda: task is not None and task.oom_victim)
         if mem.nr_free - n < self.wmark_low:
             balance_pgdat(self, self.wmark_high + n)
-        while mem.nr_free - n < self.wmark_min:
+        while mem.nr_free - n < self.wmark_min and not dying():
             if balance_pgdat(self, self.wmark_min + n):
                 continue
-            if task is not None and task.oom_victim:
-                break
             if not out_of_memory(self, task):
                 break
-            if task is not None and task.oom_victim:
-                break
-        if task is not None and task.oom_victim:
+        if dying():
             return np.empty(0, np.int32)
         return mem.alloc(min(n, mem.nr_free))
 
@@ -192,21 +189,21 @@ class System:
         prev, self.current = self.current, task
         try:
             pfns = self.alloc_pages(n, task)
-            if len(pfns) < n and not (task is not None and task.oom_victim):
-                ret = CHARGE_NOMEM
-            else:
-                ret = 0
-            charged, cret = charge_pages(self, memcg, len(pfns), task, user_fault)
+            charged, ret = charge_pages(self, memcg, len(pfns), task, user_fault)
             if charged < len(pfns):
                 self.mem.free(pfns[charged:])
                 pfns = pfns[:charged]
-            if task is not None and task.oom_victim and len(pfns):
-                # the OOM killer chose the charging task: its fault never completes
-                memcg.memory.uncharge(len(pfns)) if not memcg.is_root() else None
-                memcg.memsw.uncharge(len(pfns)) if not memcg.is_root() else None
+            if task is not None and task.oom_victim:
+                # The OOM killer chose the charging task: the pages of this step were
+                # charged but never mapped, and go with it.
+                if len(pfns) and not memcg.is_root():
+                    memcg.memory.uncharge(len(pfns))
+                    memcg.memsw.uncharge(len(pfns))
                 self.mem.free(pfns)
-                pfns = pfns[:0]
-            return pfns, (cret or ret)
+                return pfns[:0], CHARGE_KILLED
+            if not ret and len(pfns) < n:
+                ret = CHARGE_NOMEM
+            return pfns, ret
         finally:
             self.current = prev
 

@@ -94,6 +94,8 @@ class SimTask(kernel.Task):
         while self._work and self._state == "running":
             op = self._work[0]
             ret = op()
+            if self.oom_victim and self._state == "running":
+                self.do_exit("oom_killed")  # the pending SIGKILL, on return to user space
             if self._state != "running":
                 if self._state != "blocked":
                     self._work.clear()
@@ -151,7 +153,7 @@ class SimTask(kernel.Task):
                 err.append(e)
             return 0
         self._submit(op)
-        if err:
+        if err and self._state != "oom_killed":
             raise err[0]
 
     # --- processes --------------------------------------------------------------------
