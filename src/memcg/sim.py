@@ -13,6 +13,7 @@ from .eventfd import EventFd
 from .kernel import PAGE_SIZE, Kernel
 from .memcontrol import drain_all_stock, mem_cgroup_alloc
 from .page_counter import memparse
+from .profile import default_profile, load_profile
 from .system import System
 from .vmpressure import vmpressure_register_event
 
@@ -51,6 +52,7 @@ class SimKernel(Kernel):
         self.semantics = semantics
         self.kmemcg_id_policy = kmemcg_id_policy
         self.sys = System(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed)
+        self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self.flags: dict = {}
         self._events: list[EventFd] = []
 
