@@ -283,6 +283,23 @@ def _event_control(k, memcg, text):
     raise OSError(errno.EBADF, "Bad file descriptor")
 
 
+def _shrinker_write(k, memcg, text):
+    """mempressure.shrinker: "<eventfd> <N>" - two fields, an fd and a signed chunk count.
+
+    Anything else is EINVAL; an eventfd not registered on this group is EBADF.
+    """
+    fields = text.split()
+    if len(fields) != 2:
+        raise einval()
+    try:
+        efd = kstrtoint(fields[0])
+        delta = kstrtoint(fields[1])
+    except OSError:
+        raise einval() from None
+    from .mempressure import shrinker_report
+    shrinker_report(k.sys, memcg, efd, delta)
+
+
 def _pressure_level_read(k, memcg):
     """mem_cgroup_dummy_seq_show(): readable only so events can be registered."""
     raise einval()
@@ -335,6 +352,8 @@ FILES = [
     CFType("memory.swappiness", lambda k, m: f"{m.swappiness}\n", _write_u64(_swappiness)),
     CFType("memory.usage_in_bytes", _usage(False), None),
     CFType("memory.use_hierarchy", lambda k, m: "1\n", _write_u64(_use_hierarchy)),
+    # memcg's own: the userspace shrinker of the 2013 mempressure proposal (mempressure.py)
+    CFType("mempressure.shrinker", None, _shrinker_write),
     CFType("notify_on_release", _notify_read, _notify_write),
     CFType("release_agent", lambda k, m: "\n", lambda k, m, t: None, only_root=True),
     CFType("tasks", _tasks_read, _tasks_write),
@@ -342,7 +361,7 @@ FILES = [
 BY_NAME = {cft.name: cft for cft in FILES}
 # cgroup.event_control accepts these control files (memcg_write_event_control)
 EVENT_FILES = ("memory.usage_in_bytes", "memory.oom_control", "memory.pressure_level",
-               "memory.memsw.usage_in_bytes")
+               "memory.memsw.usage_in_bytes", "mempressure.shrinker")
 
 
 def files_of(memcg: MemCgroup) -> list[str]:

@@ -32,7 +32,7 @@ class EventFd(Event):
         self.signals += n
         os.eventfd_write(self._fd, n)
         if self._watchers:
-            self._sys.defer(self._run_watchers)
+            self._sys.queue_watcher(self._run_watchers)
 
     def _run_watchers(self) -> None:
         n = self.count()
@@ -54,7 +54,7 @@ class EventFd(Event):
 
     def watch(self, callback: Callable[[int], None]) -> None:
         self._watchers.append(callback)
-        self._sys.defer(self._run_watchers)
+        self._sys.queue_watcher(self._run_watchers)
 
     def close(self) -> None:
         """Closing the eventfd unregisters every event made with it (POLLHUP)."""

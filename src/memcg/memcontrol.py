@@ -298,6 +298,9 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
             batch = nr_pages
             continue
         nr_reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, mem_over_limit, nr_pages, may_swap)
+        # User-space threads woken by reclaim (pressure listeners, userspace shrinkers) run
+        # while this task retries; memory they free lets the charge succeed.
+        sys.run_watchers()
         if mem_cgroup_margin(mem_over_limit) >= nr_pages:
             continue
         if not drained:

@@ -95,16 +95,17 @@ def zap_anon(sys: System, vma: AnonVma, start: int) -> None:
     vma.nr_pages = start
 
 
-def munmap_anon(sys: System, mm, nbytes: int) -> None:
-    """Unmap nbytes of mm's anonymous memory, newest mapping (and its tail) first."""
+def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False) -> None:
+    """Unmap nbytes of mm's anonymous memory, newest mapping first (or oldest first);
+    a mapping only partly unmapped loses its tail."""
     left = nr_pages_of(nbytes)
     while left and mm.vmas:
-        vma = mm.vmas[-1]
+        vma = mm.vmas[0] if oldest_first else mm.vmas[-1]
         cut = min(left, vma.nr_pages)
         zap_anon(sys, vma, vma.nr_pages - cut)
         left -= cut
         if vma.nr_pages == 0:
-            mm.vmas.pop()
+            mm.vmas.remove(vma)
             sys.unregister_mapping(vma)
 
 

@@ -139,7 +139,8 @@ def plot(result: dict[str, Any], path: str) -> None:
     series = result.get("series", {})
     ticks = series.get("tick", [])
     groups = series.get("groups", {})
-    n = max(1, len(groups))
+    events = {label: counts for label, counts in series.get("events", {}).items() if any(counts)}
+    n = max(1, len(groups) + (1 if events else 0))
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n + 0.6), sharex=True, squeeze=False)
     mib = float(1 << 20)
     for ax, (group, s) in zip(axes[:, 0], groups.items()):
@@ -153,6 +154,15 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.set_ylabel("MiB")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
+    if events:
+        # Cumulative eventfd counts: pressure levels, thresholds, OOM notifications.
+        ax = axes[len(groups), 0]
+        for label, counts in events.items():
+            ax.plot(ticks, counts, label=label, drawstyle="steps-post")
+        ax.set_title("events (cumulative)", loc="left", fontsize=10)
+        ax.set_ylabel("count")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7)
     axes[-1, 0].set_xlabel("tick")
     fig.suptitle(f"{result.get('scenario', '')} ({result.get('backend', '')})")
     fig.tight_layout()

@@ -49,6 +49,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from memcg.cache import ChunkCache
 from memcg.kernel import Kernel, Task
 
 __all__ = [
@@ -184,6 +185,8 @@ class Step:
     arg: Any = None
     size: int | None = None
     locked: bool = False
+    chunk: int | None = None
+    shrinker: bool = True
 
 
 @dataclass
@@ -225,10 +228,12 @@ _TASK_ACTIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "mkdirs": ("count", (), ()),
     "move": ("group", (), ()),
     "exit": ("true", (), ()),
+    # put N chunks into the task's ChunkCache (memcg.cache), made on first use
+    "cache_put": ("count", ("chunk", "shrinker"), ()),
 }
 _PLAIN_ACTIONS = ("write", "advance", "expect", "record")
 ACTIONS = tuple(_TASK_ACTIONS) + _PLAIN_ACTIONS
-_STEP_COMMON = ("at", "task", "repeat", "every")
+_STEP_COMMON = ("at", "task", "repeat", "every", "when")
 
 _OPS = ("==", "!=", "<=", ">=", "<", ">")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -490,6 +495,25 @@ class _Parser:
             out.append(TaskSpec(name, group, where))
         return out
 
+    def condition(self, v: Any, key: str) -> bool:
+        """A step's `when`: true/false, or "true"/"false"/"not true"/"not false" after
+        substitution (e.g. "not {shrinker}")."""
+        if isinstance(v, str):
+            text = self.subst(v, key).strip().lower()
+            if text.startswith("not "):
+                return not self.boolean(text[4:], key)
+            return self.boolean(text, key)
+        return self.boolean(v, key)
+
+    def boolean(self, v: Any, key: str, extra: dict[str, str] | None = None) -> bool:
+        """true/false, or a string that becomes "true"/"false" after substitution."""
+        if isinstance(v, bool):
+            return v
+        text = self.string(v, key, extra, "true or false").strip().lower()
+        if text not in ("true", "false"):
+            raise self.err(key, f"expected true or false, got {text!r}")
+        return text == "true"
+
     def task_name(self, v: Any, key: str, extra: dict[str, str] | None = None) -> str:
         name = self.string(v, key, extra, "a task name")
         if not _NAME_RE.match(name):
@@ -539,6 +563,8 @@ class _Parser:
                 got = ", ".join(actions) if actions else "none"
                 raise self.err(where, f"expected exactly one action ({', '.join(ACTIONS)}), got {got}")
             action = actions[0]
+            if "when" in s and not self.condition(s["when"], f"{where}.when"):
+                continue
             extra_ok: tuple[str, ...] = ()
             needs: tuple[str, ...] = ()
             if action in _TASK_ACTIONS:
@@ -606,6 +632,10 @@ class _Parser:
                 if not isinstance(s["locked"], bool):
                     raise self.err(f"{where}.locked", f"expected true or false, got {_show(s['locked'])}")
                 step.locked = s["locked"]
+            if "chunk" in s:
+                step.chunk = self.size(s["chunk"], f"{where}.chunk", extra)
+            if "shrinker" in s:
+                step.shrinker = self.boolean(s["shrinker"], f"{where}.shrinker", extra)
         elif action == "advance":
             step.arg = self.integer(v, key, minimum=1, extra=extra)
         elif action == "write":
@@ -742,6 +772,9 @@ class _Run:
         self.events: dict[str, Any] = {}
         self.event_totals: dict[str, int] = {}
         self.recorded: dict[str, str] = {}
+        self.caches: dict[str, ChunkCache] = {}
+        self.cache_keys = 0  # keys of the chunks put so far
+        self.task_groups: dict[str, str] = {t.name: t.group for t in scenario.tasks}
         self.expectations: list[dict] = []
         self.errors: list[dict] = []
         self.series: dict[str, Any] = {
@@ -874,10 +907,21 @@ class _Run:
             t.unlink(step.arg)
         elif a == "fork":
             self.tasks[step.arg] = t.fork()
+            self.task_groups[step.arg] = self.task_groups[step.task]
         elif a == "mkdirs":
             t.mkdirs(step.arg)
         elif a == "move":
             t.move(step.arg)
+            self.task_groups[step.task] = step.arg
+        elif a == "cache_put":
+            cache = self.caches.get(step.task)
+            if cache is None:
+                cache = self.caches[step.task] = ChunkCache(
+                    self.k, t, self.task_groups[step.task], step.chunk or (1 << 20), step.shrinker)
+            for _ in range(step.arg):
+                if not cache.put(self.cache_keys):
+                    break
+                self.cache_keys += 1
         elif a == "exit":
             t.exit()
 

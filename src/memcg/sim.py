@@ -15,6 +15,7 @@ from .memcontrol import drain_all_stock, mem_cgroup_alloc
 from .page_counter import memparse
 from .profile import default_profile, load_profile
 from .system import System
+from .mempressure import shrinker_register_event
 from .vmpressure import vmpressure_register_event
 
 SEMANTICS = ("6.18",)
@@ -92,6 +93,8 @@ class SimKernel(Kernel):
         memcg.online = False
         memcontrol_v1.memcg_offline_events(memcg)
         sys.vmpressure_of(memcg).events.clear()
+        sys.user_shrinkers.pop(memcg.id, None)
+        sys.shrinker_debt.pop(memcg.id, None)
         drain_all_stock(sys, memcg)
         memcontrol_v1.memcg1_remove_from_trees(sys, memcg)
         sys.dying.append(memcg)
@@ -141,6 +144,8 @@ class SimKernel(Kernel):
                 memcontrol_v1.mem_cgroup_usage_register_event(self.sys, memcg, efd, args, True)
             elif name == "memory.oom_control":
                 memcontrol_v1.mem_cgroup_oom_register_event(self.sys, memcg, efd)
+            elif name == "mempressure.shrinker":
+                shrinker_register_event(self.sys, memcg, efd, args)
             else:
                 vmpressure_register_event(self.sys, memcg, efd, args)
         except OSError:

@@ -63,6 +63,10 @@ class System:
         self.nomem_sleepers: set = set()
         self._deferred: deque = deque()
         self._running_deferred = False
+        self._watchers: deque = deque()  # eventfd readers ready to run
+        self._running_watchers = False
+        self.user_shrinkers: dict = {}  # memcg id -> [UserShrinker] (mempressure.py)
+        self.shrinker_debt: dict[int, int] = {}
         self.soft_limit_tree: dict[int, tuple[int, int]] = {}
         self.soft_limit_seq = 0
         self._vmpressure: dict[int, Vmpressure] = {}
@@ -311,13 +315,31 @@ class System:
         """Run fn when the current operation returns (a woken task, an eventfd reader)."""
         self._deferred.append(fn)
 
+    def queue_watcher(self, fn) -> None:
+        """An eventfd with a watcher was signalled: its reader thread becomes runnable."""
+        self._watchers.append(fn)
+
+    def run_watchers(self) -> None:
+        """Let user-space reader threads run: at the end of every operation, and while a
+        charging task waits in reclaim (they run concurrently with it on a real machine)."""
+        if self._running_watchers:
+            return
+        self._running_watchers = True
+        try:
+            while self._watchers:
+                self._watchers.popleft()()
+        finally:
+            self._running_watchers = False
+
     def run_deferred(self) -> None:
         if self._running_deferred:
             return
         self._running_deferred = True
         try:
+            self.run_watchers()
             while self._deferred:
                 self._deferred.popleft()()
+                self.run_watchers()
         finally:
             self._running_deferred = False
 
@@ -354,11 +376,13 @@ class System:
     def unregister_eventfd(self, efd) -> None:
         """Closing an eventfd removes its registrations everywhere (memcg_event_wake)."""
         from .memcontrol_v1 import memcg_unregister_event
+        from .mempressure import shrinker_unregister_event
         from .vmpressure import vmpressure_unregister_event
 
         for memcg in list(self.memcgs.values()):
             if memcg_unregister_event(memcg, efd):
                 vmpressure_unregister_event(self, memcg, efd)
+                shrinker_unregister_event(self, memcg, efd)
 
     # --- tasks ----------------------------------------------------------------------------
 

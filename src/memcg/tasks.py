@@ -55,6 +55,7 @@ class SimTask(kernel.Task):
         self.oom_wait = None
         self._state = "running"
         self._work: deque = deque()  # operations waiting behind a sleep
+        self._in_op = False  # an operation of this task is running now
         self.children: list[SimTask] = []
         memcg.tasks.append(self)
 
@@ -93,7 +94,11 @@ class SimTask(kernel.Task):
     def _run(self) -> None:
         while self._work and self._state == "running":
             op = self._work[0]
-            ret = op()
+            self._in_op = True
+            try:
+                ret = op()
+            finally:
+                self._in_op = False
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")  # the pending SIGKILL, on return to user space
             if self._state != "running":
@@ -122,8 +127,18 @@ class SimTask(kernel.Task):
         self.mm.vmas.append(vma)
         self._submit(lambda: do_anonymous_faults(self._sys, self, vma))
 
-    def free_anon(self, nbytes: int) -> None:
-        self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes) or 0)
+    def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
+        """Unmap nbytes, newest mappings first (oldest_first: the oldest mappings first).
+
+        Called while this task is in the middle of an operation (from an eventfd watcher,
+        say) it acts as another thread of the same process: munmap needs no memory, so
+        it runs at once instead of waiting behind the operation.
+        """
+        if self._in_op:
+            self._alive()
+            munmap_anon(self._sys, self.mm, nbytes, oldest_first)
+            return
+        self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes, oldest_first) or 0)
 
     def touch_shm(self, name: str, nbytes: int) -> None:
         obj = self._sys.shmem_object(name)

@@ -90,6 +90,9 @@ def vmpressure_work_fn(sys: System, memcg: MemCgroup) -> None:
         return
     level = vmpressure_calc_level(scanned, reclaimed)
     sys.pressure_history.append((memcg.path, LEVEL_NAMES[level]))
+    # mempressure.shrinker: the pages this window failed to reclaim are asked of user space
+    from .mempressure import shrinker_request
+    shrinker_request(sys, memcg, scanned - reclaimed)
     ancestor = False
     signalled = False
     m = memcg

@@ -46,6 +46,7 @@ class ScanControl:
     may_swap: bool = True
     priority: int = DEF_PRIORITY
     nr_scanned: int = 0
+    total_scanned: int = 0
     nr_reclaimed: int = 0
     may_deactivate: int = 0
     force_deactivate: bool = False
@@ -95,6 +96,11 @@ def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
             sc.force_deactivate = True
             sc.skipped_deactivate = False
             continue
+        if not sc.total_scanned:
+            # Nothing was scannable (anon without swap): vmpressure never saw a window,
+            # so the unmet target goes to the userspace shrinkers directly.
+            from .mempressure import shrinker_request
+            shrinker_request(sys, sc.target or sys.root, sc.nr_to_reclaim - sc.nr_reclaimed)
         return 0
 
 
@@ -136,6 +142,7 @@ def shrink_node(sys: System, sc: ScanControl) -> None:
     nr_reclaimed, nr_scanned = sc.nr_reclaimed, sc.nr_scanned
     prepare_scan_control(sys, sc)
     shrink_node_memcgs(sys, sc)
+    sc.total_scanned += sc.nr_scanned - nr_scanned
     vmpressure(sys, sc.target or sys.root, True, sc.nr_scanned - nr_scanned,
                sc.nr_reclaimed - nr_reclaimed)
 
