@@ -76,6 +76,7 @@ class ShmemObject(AddressSpace):
     def __init__(self, sys: System, name: str):
         super().__init__(sys, name)
         self.mappers: dict = {}  # mm -> pages of the object it maps (from offset 0)
+        self.unlinked = False  # deleted while mapped: freed when the last mapping goes
 
     def mapped_extent(self) -> int:
         return max(self.mappers.values(), default=0)
@@ -105,9 +106,23 @@ def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
     pfns = pfns[:len(slots)]
     idx = sys.mem.index[pfns].astype(np.int64)
     ids = sys.mem.memcg[pfns]
-    sys.swap.swap_cgroup[slots] = ids
+    swap_ids = ids.copy()
+    for memcg_id in np.unique(ids).tolist():
+        memcg = sys.memcgs[memcg_id]
+        if memcg.online or sys.stats.a[memcg_id, MEMCG_SWAP]:
+            continue
+        # memcg1_swapout(): mem_cgroup_id_get_online() - an offline group whose id no
+        # swap entry holds any more gives the entry, and the memsw charge, to the
+        # nearest online ancestor.
+        owner = next(m for m in memcg.ancestors() if m.online)
+        n = int(np.count_nonzero(ids == memcg_id))
+        swap_ids[ids == memcg_id] = owner.id
+        if not owner.is_root():
+            owner.memsw.charge(n)
+        memcg.memsw.uncharge(n)
+    sys.swap.swap_cgroup[slots] = swap_ids
     mapping.slots[idx] = swp_entry(slots)
-    sys.stats.mod_many(ids, MEMCG_SWAP, 1)
+    sys.stats.mod_many(swap_ids, MEMCG_SWAP, 1)
     return pfns, idx, ids
 
 
@@ -242,6 +257,10 @@ def shmem_unmap(sys: System, obj: ShmemObject, mm) -> None:
         if len(pfns):
             sys.mem.flags[pfns] &= np.uint8(~(PG_mapped | PG_young) & 0xFF)
             sys.stats.mod_many(sys.mem.memcg[pfns], NR_FILE_MAPPED, -1)
+    if obj.unlinked and not obj.mappers:
+        # mm/shmem.c: shmem_evict_inode() - the last reference to a deleted object
+        truncate_inode_pages(sys, obj)
+        sys.unregister_mapping(obj)
 
 
 def _shmem_swapin(sys: System, task: Task, obj: ShmemObject, idx: np.ndarray) -> int:
@@ -255,6 +274,11 @@ def _shmem_swapin(sys: System, task: Task, obj: ShmemObject, idx: np.ndarray) ->
             return ret
         sys.free_swap(np.array([slot]))
         obj.slots[i] = pfns[0]
+        # finish_fault(): mapped again in every mm that maps this offset (the faulting
+        # mm's new range is counted when the range is mapped, in _shmem_map)
+        for mm, extent in obj.mappers.items():
+            if i < extent:
+                mm.shmem_rss += 1
         sys.add_new_pages(task, memcg, obj, np.array([i]), pfns,
                           PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
                           (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))

@@ -287,7 +287,7 @@ def mem_cgroup_force_empty(sys: System, memcg: MemCgroup) -> None:
 
 # --- event removal --------------------------------------------------------------------
 
-def memcg_unregister_event(memcg: MemCgroup, efd: EventFd) -> bool:
+def memcg_unregister_event(sys: System, memcg: MemCgroup, efd: EventFd) -> bool:
     """Drop every registration of efd on memcg; True if there was one."""
     found = any(e is efd for e, _ in memcg.event_list)
     if not found:
@@ -296,14 +296,18 @@ def memcg_unregister_event(memcg: MemCgroup, efd: EventFd) -> bool:
     memcg.oom_notify = [e for e in memcg.oom_notify if e is not efd]
     for memsw in (False, True):
         lst = memcg.memsw_thresholds if memsw else memcg.thresholds
-        cur = memcg.memsw_current_threshold if memsw else memcg.current_threshold
+        if not any(e is efd for _, e in lst):
+            continue
+        # __mem_cgroup_usage_unregister_event(): "Check if a threshold crossed before
+        # removing", then rebuild the array with the current index from usage.
+        _threshold(sys, memcg, memsw)
         keep = [(t, e) for t, e in lst if e is not efd]
-        # the current index is recomputed as the kernel rebuilds the array
-        removed_below = sum(1 for i, (t, e) in enumerate(lst) if e is efd and i <= cur)
+        usage = mem_cgroup_usage(sys, memcg, memsw)
+        current = max((i for i, (t, _) in enumerate(keep) if t <= usage), default=-1)
         if memsw:
-            memcg.memsw_thresholds, memcg.memsw_current_threshold = keep, cur - removed_below
+            memcg.memsw_thresholds, memcg.memsw_current_threshold = keep, current
         else:
-            memcg.thresholds, memcg.current_threshold = keep, cur - removed_below
+            memcg.thresholds, memcg.current_threshold = keep, current
     return True
 
 

@@ -60,7 +60,7 @@ class System:
         self.tasks: dict = {}
         self._next_pid = 1000
         self.sleeping: list = []
-        self.nomem_sleepers: set = set()
+        self.nomem_sleepers: dict = {}  # tasks whose fault found nobody to kill, in order
         self._deferred: deque = deque()
         self._running_deferred = False
         self._watchers: deque = deque()  # eventfd readers ready to run
@@ -156,7 +156,8 @@ class System:
         if f is None:
             raise FileNotFoundError(errno.ENOENT, f"no such file: {name}")
         if getattr(f, "mappers", None):
-            return  # still mapped: freed at the last unmap (not modelled further)
+            f.unlinked = True  # still mapped: shmem_evict_inode() at the last unmap
+            return
         truncate_inode_pages(self, f)
         self.unregister_mapping(f)
 
@@ -346,7 +347,7 @@ class System:
     def wake_nomem_sleepers(self) -> None:
         """Tasks whose fault found nobody to OOM-kill retry once memory may be back."""
         for task in list(self.nomem_sleepers):
-            self.nomem_sleepers.discard(task)
+            del self.nomem_sleepers[task]
             task.oom_wait = None
             task.wake()
 
@@ -380,7 +381,7 @@ class System:
         from .vmpressure import vmpressure_unregister_event
 
         for memcg in list(self.memcgs.values()):
-            if memcg_unregister_event(memcg, efd):
+            if memcg_unregister_event(self, memcg, efd):
                 vmpressure_unregister_event(self, memcg, efd)
                 shrinker_unregister_event(self, memcg, efd)
 

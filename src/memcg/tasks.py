@@ -113,7 +113,7 @@ class SimTask(kernel.Task):
                 # An OOM with nobody to kill: the fault is retried until memory comes back.
                 self.sleep()
                 self.oom_wait = (self.memcg, False)
-                self._sys.nomem_sleepers.add(self)
+                self._sys.nomem_sleepers[self] = None
                 return
             if ret == CHARGE_KILLED:
                 return
@@ -209,7 +209,7 @@ class SimTask(kernel.Task):
                 mem_cgroup_oom_wake(sys, self)
             else:
                 sys.sleeping.remove(self)
-        sys.nomem_sleepers.discard(self)
+        sys.nomem_sleepers.pop(self, None)
         self._state = state
         self._work.clear()
         while self.mm.vmas:

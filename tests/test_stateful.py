@@ -1,0 +1,441 @@
+"""Random workloads on a small machine, with the model's bookkeeping checked after
+every step.
+
+A Hypothesis state machine creates and removes groups, starts tasks that touch and free
+anonymous memory, read, write and unlink files, map shared memory, move between groups
+and exit, and writes limits.  After each step:
+
+* every page frame in use has exactly one owner memcg id, and that memcg exists; free
+  frames have none and are on no LRU list;
+* for every non-root group, online or dying: memory usage = pages charged to it + its
+  children's usage + pages pre-charged in the per-CPU stocks; memsw usage = the same +
+  swap entries recorded for it; usage never exceeds the limit (the model makes no forced
+  charges for user pages); max_usage >= usage;
+* the statistics (rss, cache, shmem, mapped_file, dirty, swap, LRU sizes) equal the pages
+  the model holds, and each LRU list's size equals the pages that say they are on it;
+* each task's rss counters equal the pages its mappings hold.
+
+At the end all tasks exit, files are unlinked and every group is emptied: every counter
+and statistic returns to zero and every frame is free.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import memcg
+from memcg.memcontrol import (MEMCG_SWAP, NR_ANON_MAPPED, NR_FILE_DIRTY, NR_FILE_MAPPED,
+                              NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, stock_pages)
+from memcg.page_counter import PAGE_COUNTER_MAX
+from memcg.mmzone import LRU_NONE, NR_LRU_LISTS, PG_anon, PG_dirty, PG_mapped, PG_swapbacked
+
+PAGE = 4096
+NAMES = ("a", "b", "c")
+FILES = ("f0", "f1", "f2", "f3")
+SHM = ("s0", "s1")
+UNLIMITED = PAGE_COUNTER_MAX * PAGE
+LIMITS = (1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, -1)
+
+pages = st.integers(min_value=1, max_value=1024)  # a few pages to 4 MiB
+index = st.integers(min_value=0, max_value=10**6)
+
+
+class MemcgMachine(RuleBasedStateMachine):
+    MEMORY = "256M"
+    SWAP = "0"
+    CPUS = 2
+
+    def __init__(self):
+        super().__init__()
+        self.k = memcg.SimKernel(memory=self.MEMORY, cpus=self.CPUS, swap=self.SWAP)
+        self.sys = self.k.sys
+        self.groups = ["/"]  # online groups
+        self.tasks = []  # every task ever started
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def alive(self):
+        return [t for t in self.tasks if t.state in ("running", "blocked")]
+
+    def pick(self, seq, i):
+        return seq[i % len(seq)]
+
+    def shm_mapped(self, name):
+        obj = self.sys.shmem.get(name)
+        return obj is not None and bool(obj.mappers)
+
+    def expect_oserror(self, fn, *allowed):
+        try:
+            fn()
+        except OSError as e:
+            assert e.errno in allowed, f"unexpected {errno.errorcode.get(e.errno)}: {e}"
+
+    # --- groups -----------------------------------------------------------------------
+
+    @rule(parent=index, name=st.sampled_from(NAMES))
+    def mkdir(self, parent, name):
+        p = self.pick(self.groups, parent)
+        if p.count("/") >= 3 and p != "/":
+            return
+        path = (p if p != "/" else "") + "/" + name
+        if path in self.groups:
+            try:
+                self.k.mkdir(path)
+            except FileExistsError:
+                return
+            raise AssertionError("mkdir of an existing group succeeded")
+        self.k.mkdir(path)
+        self.groups.append(path)
+
+    @rule(i=index)
+    def rmdir(self, i):
+        if len(self.groups) == 1:
+            return
+        path = self.pick(self.groups[1:], i)
+        busy = any(g.startswith(path + "/") for g in self.groups) or any(
+            t.memcg.path == path for t in self.alive())
+        if busy:
+            try:
+                self.k.rmdir(path)
+            except OSError as e:
+                assert e.errno == errno.EBUSY
+                return
+            raise AssertionError(f"rmdir {path} with tasks or children succeeded")
+        self.k.rmdir(path)
+        self.groups.remove(path)
+
+    @rule(i=index, limit=st.sampled_from(LIMITS))
+    def write_limit(self, i, limit):
+        if len(self.groups) == 1:
+            return
+        path = self.pick(self.groups[1:], i)
+        old = self.k.read(f"{path}/memory.limit_in_bytes")
+        try:
+            self.k.write(f"{path}/memory.limit_in_bytes", str(limit))
+        except OSError as e:
+            assert e.errno in (errno.EBUSY, errno.EINVAL)
+            assert self.k.read(f"{path}/memory.limit_in_bytes") == old
+            if e.errno == errno.EINVAL:  # above the memsw limit
+                want = limit if limit >= 0 else UNLIMITED
+                assert want > int(self.k.read(f"{path}/memory.memsw.limit_in_bytes"))
+        else:
+            want = limit if limit >= 0 else UNLIMITED
+            assert int(self.k.read(f"{path}/memory.limit_in_bytes")) == want
+            assert int(self.k.read(f"{path}/memory.usage_in_bytes")) <= want
+
+    @rule(i=index, limit=st.sampled_from(LIMITS))
+    def write_memsw_limit(self, i, limit):
+        if len(self.groups) == 1:
+            return
+        path = self.pick(self.groups[1:], i)
+        old = self.k.read(f"{path}/memory.memsw.limit_in_bytes")
+        try:
+            self.k.write(f"{path}/memory.memsw.limit_in_bytes", str(limit))
+        except OSError as e:
+            assert e.errno in (errno.EBUSY, errno.EINVAL)
+            assert self.k.read(f"{path}/memory.memsw.limit_in_bytes") == old
+            if e.errno == errno.EINVAL:  # below the memory limit
+                assert 0 <= limit < int(self.k.read(f"{path}/memory.limit_in_bytes"))
+        else:
+            want = limit if limit >= 0 else UNLIMITED
+            assert int(self.k.read(f"{path}/memory.memsw.limit_in_bytes")) == want
+            assert int(self.k.read(f"{path}/memory.limit_in_bytes")) <= want
+
+    @rule(i=index)
+    def force_empty(self, i):
+        if len(self.groups) == 1:
+            return
+        self.k.write(f"{self.pick(self.groups[1:], i)}/memory.force_empty", "0")
+
+    @rule(i=index, value=st.sampled_from(("0", "1")))
+    def oom_kill_disable(self, i, value):
+        if len(self.groups) == 1:
+            return
+        self.k.write(f"{self.pick(self.groups[1:], i)}/memory.oom_control", value)
+
+    @rule(ticks=st.integers(1, 3))
+    def advance(self, ticks):
+        self.k.advance(ticks)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    @rule(i=index)
+    def spawn(self, i):
+        if len(self.alive()) >= 12:
+            return
+        self.tasks.append(self.k.spawn(self.pick(self.groups, i)))
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index)
+    def fork(self, i):
+        if len(self.alive()) >= 12:
+            return
+        t = self.pick(self.alive(), i)
+        if t.state == "running":
+            self.tasks.append(t.fork())
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, n=pages, locked=st.booleans())
+    def touch_anon(self, i, n, locked):
+        self.pick(self.alive(), i).touch_anon(n * PAGE, locked=locked and n <= 64)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, n=pages)
+    def free_anon(self, i, n):
+        self.pick(self.alive(), i).free_anon(n * PAGE)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, name=st.sampled_from(FILES), n=pages)
+    def read_file(self, i, name, n):
+        t = self.pick(self.alive(), i)
+        self.expect_oserror(lambda: t.read_file(name, n * PAGE), errno.ENOMEM, errno.ESRCH)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, name=st.sampled_from(FILES), n=pages)
+    def write_file(self, i, name, n):
+        t = self.pick(self.alive(), i)
+        self.expect_oserror(lambda: t.write_file(name, n * PAGE), errno.ENOMEM, errno.ESRCH)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, name=st.sampled_from(SHM), n=pages)
+    def touch_shm(self, i, name, n):
+        self.pick(self.alive(), i).touch_shm(name, n * PAGE)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, name=st.sampled_from(FILES + SHM))
+    def unlink(self, i, name):
+        # An unlinked shmem object that is still mapped is never freed by the model
+        # (see test_charge.py::test_unlinked_shm_is_freed_at_last_unmap): avoid it here.
+        if self.shm_mapped(name):
+            return
+        t = self.pick(self.alive(), i)
+        if t.state != "running":
+            return
+        exists = name in self.sys.files or name in self.sys.shmem
+        try:
+            t.unlink(name)
+        except FileNotFoundError:
+            assert not exists
+        else:
+            assert exists
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, g=index)
+    def move(self, i, g):
+        t = self.pick(self.alive(), i)
+        path = self.pick(self.groups, g)
+        t.move(path)
+        assert str(t.pid) in self.k.read(f"{path}/cgroup.procs").split()
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index)
+    def exit(self, i):
+        t = self.pick(self.alive(), i)
+        t.exit()
+        assert t.state == "exited"
+
+    # --- invariants ------------------------------------------------------------------------
+
+    def used_mask(self):
+        mem = self.sys.mem
+        used = np.ones(mem.nr_pages, bool)
+        used[mem._free[:mem.nr_free]] = False
+        return used
+
+    @invariant()
+    def bookkeeping_is_consistent(self):
+        sys = self.sys
+        mem = sys.mem
+        used = self.used_mask()
+        ids = mem.memcg.astype(np.int64)
+        # every frame in use has one owner that exists; free frames have none
+        assert (ids[~used] == 0).all()
+        assert (mem.lru[~used] == LRU_NONE).all()
+        owners = np.unique(ids[used])
+        assert 0 not in owners
+        assert set(owners.tolist()) <= set(sys.memcgs)
+        # every page in use sits on an LRU list of its owner
+        assert (mem.lru[used] != LRU_NONE).all()
+
+        nrows = max(sys.memcgs) + 1
+        charged = np.bincount(ids[used], minlength=nrows)
+        flags = mem.flags
+        u = used
+
+        def count(mask):
+            return np.bincount(ids[u & mask], minlength=nrows)
+
+        anon = count((flags & PG_anon) != 0)
+        cache = count((flags & PG_anon) == 0)
+        shmem = count(((flags & PG_swapbacked) != 0) & ((flags & PG_anon) == 0))
+        mapped_file = count(((flags & PG_mapped) != 0) & ((flags & PG_anon) == 0))
+        dirty = count((flags & PG_dirty) != 0)
+        lru = [count(mem.lru == i) for i in range(NR_LRU_LISTS)]
+        sw = sys.swap
+        if sw.nr_pages:
+            used_slots = np.ones(sw.nr_pages, bool)
+            used_slots[sw._free[:sw.nr_free]] = False
+            swap = np.bincount(sw.swap_cgroup[:sw.nr_pages][used_slots].astype(np.int64),
+                               minlength=nrows)
+            assert 0 not in sw.swap_cgroup[:sw.nr_pages][used_slots]
+        else:
+            swap = np.zeros(nrows, np.int64)
+        assert len(swap) <= nrows
+
+        a = sys.stats.a
+        online = {sys.lookup_memcg(p) for p in self.groups}
+        all_groups = list(sys.root.subtree())
+        assert set(all_groups) == set(sys.memcgs.values())
+        assert len(sys.dying) == len(all_groups) - len(online)
+        for m in all_groups:
+            i = m.id
+            assert m.online == (m in online)
+            # statistics against the pages the model holds
+            assert a[i, NR_ANON_MAPPED] == anon[i], m.path
+            assert a[i, NR_FILE_PAGES] == cache[i], m.path
+            assert a[i, NR_SHMEM] == shmem[i], m.path
+            assert a[i, NR_FILE_MAPPED] == mapped_file[i], m.path
+            assert a[i, NR_FILE_DIRTY] == dirty[i], m.path
+            assert a[i, MEMCG_SWAP] == swap[i], m.path
+            for lru_id in range(NR_LRU_LISTS):
+                assert m.lruvec.lists[lru_id].nr == a[i, NR_LRU_BASE + lru_id] == lru[lru_id][i], \
+                    (m.path, lru_id)
+            if m.is_root():
+                continue
+            # hierarchical counters
+            kids = sum(c.memory.usage for c in m.children)
+            kids_sw = sum(c.memsw.usage for c in m.children)
+            stock = stock_pages(sys, m)
+            assert m.memory.usage == charged[i] + kids + stock, m.path
+            assert m.memsw.usage == charged[i] + swap[i] + kids_sw + stock, m.path
+            assert m.memory.usage <= m.memory.max, m.path
+            assert m.memsw.usage <= m.memsw.max, m.path
+            assert m.memory.watermark >= m.memory.usage
+            assert m.memsw.watermark >= m.memsw.usage
+        # dying groups hold no stock
+        for m in sys.dying:
+            assert stock_pages(sys, m) == 0
+        # the cgroup files show the same figures
+        for path in self.groups:
+            m = sys.lookup_memcg(path)
+            st_ = dict(ln.split() for ln in self.k.read(f"{path}/memory.stat").splitlines())
+            assert int(st_["rss"]) == anon[m.id] * PAGE
+            assert int(st_["cache"]) == cache[m.id] * PAGE
+            if path != "/":
+                assert int(self.k.read(f"{path}/memory.usage_in_bytes")) == m.memory.usage * PAGE
+                assert int(self.k.read(f"{path}/memory.max_usage_in_bytes")) >= m.memory.usage * PAGE
+        # root usage: every page in use (cache + rss) plus, for memsw, swap in use
+        assert int(self.k.read("/memory.usage_in_bytes")) == int(used.sum()) * PAGE
+        assert int(self.k.read("/memory.memsw.usage_in_bytes")) == \
+            (int(used.sum()) + sw.nr_used) * PAGE
+
+    @invariant()
+    def task_rss_matches_mappings(self):
+        for t in self.alive():
+            mm = t.mm
+            resident = sum(int(np.count_nonzero(v.slots[:v.nr_faulted] >= 0)) for v in mm.vmas)
+            swapped = sum(int(np.count_nonzero(v.slots[:v.nr_faulted] <= -2)) for v in mm.vmas)
+            assert mm.anon_rss == resident
+            assert mm.swapents == swapped
+            if not self.sys.swap.nr_pages:
+                # Exact only without swap: a shmem page swapped back in is not counted
+                # again (test_oom.py::test_shmem_swapped_back_in_counts_for_oom_badness).
+                shm = sum(int(np.count_nonzero(o.slots[:o.mappers.get(mm, 0)] >= 0))
+                          for o in mm.shm_objects)
+                assert mm.shmem_rss == shm
+        for t in self.tasks:
+            if t.state in ("exited", "oom_killed"):
+                assert t.mm.anon_rss == 0 and t.mm.swapents == 0
+                assert t not in t.memcg.tasks
+
+    @invariant()
+    def task_states(self):
+        for t in self.tasks:
+            assert t.state in ("running", "blocked", "exited", "oom_killed")
+            if t.state == "blocked":
+                assert t in self.sys.sleeping
+        listed = {int(p) for g in self.groups for p in self.k.read(f"{g}/cgroup.procs").split()}
+        assert listed == {t.pid for t in self.alive()}
+
+    # --- teardown: everything returns to zero ---------------------------------------------------
+
+    def teardown(self):
+        try:
+            self.drain_everything()
+        finally:
+            self.k.close()
+
+    def drain_everything(self):
+        k, sys = self.k, self.sys
+        for t in self.alive():
+            t.exit()
+        assert not self.alive()
+        assert not sys.sleeping
+        cleaner = k.spawn("/")
+        for name in list(sys.files) + list(sys.shmem):
+            cleaner.unlink(name)
+        cleaner.exit()
+        # deepest first, so that the parents see empty children
+        for path in sorted(self.groups[1:], key=lambda p: -p.count("/")):
+            k.write(f"{path}/memory.force_empty", "0")
+        self.bookkeeping_is_consistent()
+        assert sys.mem.nr_free == sys.mem.nr_pages
+        assert sys.swap.nr_free == sys.swap.nr_pages
+        assert not sys.dying
+        assert k.debugfs()["dying_groups"] == 0
+        for path in self.groups:
+            m = sys.lookup_memcg(path)
+            for item in (NR_ANON_MAPPED, NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, NR_FILE_DIRTY,
+                         MEMCG_SWAP):
+                assert sys.stats.a[m.id, item] == 0
+            for lru_id in range(NR_LRU_LISTS):
+                assert m.lruvec.lists[lru_id].nr == 0
+            if path == "/":
+                assert k.read("/memory.usage_in_bytes") == "0\n"
+                continue
+            assert m.memory.usage == 0 and m.memsw.usage == 0, path
+            assert k.read(f"{path}/memory.usage_in_bytes") == "0\n"
+            assert k.read(f"{path}/memory.memsw.usage_in_bytes") == "0\n"
+            st_ = dict(ln.split() for ln in k.read(f"{path}/memory.stat").splitlines())
+            for key in ("total_rss", "total_cache", "total_shmem", "total_swap",
+                        "total_mapped_file", "total_dirty", "total_unevictable"):
+                assert st_[key] == "0", (path, key)
+        # and every group can now be removed without leaving a dying one behind
+        for path in sorted(self.groups[1:], key=lambda p: -p.count("/")):
+            k.rmdir(path)
+        assert k.debugfs()["dying_groups"] == 0
+        assert k.debugfs()["memcg_ids_in_use"] == 1
+
+
+SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+class NoSwap(MemcgMachine):
+    MEMORY = "256M"
+    SWAP = "0"
+
+
+class WithSwap(MemcgMachine):
+    MEMORY = "256M"
+    SWAP = "64M"
+
+
+class TightWithSwap(MemcgMachine):
+    """A machine small enough for global reclaim, swap and global OOM to happen."""
+
+    MEMORY = "16M"
+    SWAP = "8M"
+
+
+TestNoSwap = NoSwap.TestCase
+TestNoSwap.settings = SETTINGS
+TestWithSwap = WithSwap.TestCase
+TestWithSwap.settings = SETTINGS
+TestTightWithSwap = TightWithSwap.TestCase
+TestTightWithSwap.settings = SETTINGS
