@@ -260,8 +260,7 @@ def sim_kernel_or_skip(scenario):
     cls = getattr(memcg, "SimKernel", None)
     if cls is None:
         pytest.skip("memcg.SimKernel is not available yet")
-    m = scenario.machine
-    return cls(memory=m.memory, cpus=m.cpus, swap=m.swap)
+    return cls(**scenario.machine.sim_kwargs())
 
 
 # --------------------------------------------------------------------------- helpers

@@ -8,7 +8,9 @@ and exit, and writes limits.  After each step:
 * every page frame in use has exactly one owner memcg id, and that memcg exists; free
   frames have none and are on no LRU list;
 * for every non-root group, online or dying: memory usage = pages charged to it + its
-  children's usage + pages pre-charged in the per-CPU stocks; memsw usage = the same +
+  children's usage + pages pre-charged in the per-CPU stocks + its own kernel memory
+  (kmem usage minus its children's: forks charge stacks and task structures); memsw
+  usage = the same +
   swap entries recorded for it; usage never exceeds the limit (the model makes no forced
   charges for user pages); max_usage >= usage;
 * the statistics (rss, cache, shmem, mapped_file, dirty, swap, LRU sizes) equal the pages
@@ -177,7 +179,8 @@ class MemcgMachine(RuleBasedStateMachine):
             return
         t = self.pick(self.alive(), i)
         if t.state == "running":
-            self.tasks.append(t.fork())
+            # the new process's kernel memory may not fit under the group's limit
+            self.expect_oserror(lambda: self.tasks.append(t.fork()), errno.ENOMEM)
 
     @precondition(lambda self: self.alive())
     @rule(i=index, n=pages, locked=st.booleans())
@@ -310,9 +313,11 @@ class MemcgMachine(RuleBasedStateMachine):
             # hierarchical counters
             kids = sum(c.memory.usage for c in m.children)
             kids_sw = sum(c.memsw.usage for c in m.children)
+            kmem = m.kmem.usage - sum(c.kmem.usage for c in m.children)
             stock = stock_pages(sys, m)
-            assert m.memory.usage == charged[i] + kids + stock, m.path
-            assert m.memsw.usage == charged[i] + swap[i] + kids_sw + stock, m.path
+            assert kmem >= 0, m.path
+            assert m.memory.usage == charged[i] + kids + stock + kmem, m.path
+            assert m.memsw.usage == charged[i] + swap[i] + kids_sw + stock + kmem, m.path
             assert m.memory.usage <= m.memory.max, m.path
             assert m.memsw.usage <= m.memsw.max, m.path
             assert m.memory.watermark >= m.memory.usage
@@ -398,9 +403,11 @@ class MemcgMachine(RuleBasedStateMachine):
             if path == "/":
                 assert k.read("/memory.usage_in_bytes") == "0\n"
                 continue
-            assert m.memory.usage == 0 and m.memsw.usage == 0, path
-            assert k.read(f"{path}/memory.usage_in_bytes") == "0\n"
-            assert k.read(f"{path}/memory.memsw.usage_in_bytes") == "0\n"
+            # What stays is kernel memory: the sub-page rest of the bytes charged to each
+            # group's obj_cgroup (a page at most each), which goes when the group does.
+            assert m.memory.usage == m.memsw.usage == m.kmem.usage, path
+            assert m.kmem.usage <= len(list(m.subtree())), path
+            assert k.read(f"{path}/memory.usage_in_bytes") == f"{m.kmem.usage * PAGE}\n"
             st_ = dict(ln.split() for ln in k.read(f"{path}/memory.stat").splitlines())
             for key in ("total_rss", "total_cache", "total_shmem", "total_swap",
                         "total_mapped_file", "total_dirty", "total_unevictable"):

@@ -11,7 +11,7 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
-from . import memcontrol_v1
+from . import memcontrol, memcontrol_v1
 from .kernel import PAGE_SIZE
 from .memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
                          NR_FILE_MAPPED, NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, NR_SWAPCACHE,
@@ -85,6 +85,7 @@ class CFType:
     read: Callable | None = None  # (kernel, memcg) -> str
     write: Callable | None = None  # (kernel, memcg, text) -> None
     only_root: bool = False
+    semantics: str | None = None  # the file exists only under these rules ("3.8")
 
 
 def _pages(n: int) -> str:
@@ -129,11 +130,24 @@ def _limit(kind: str):
         elif kind == "memsw":
             mem_cgroup_resize_max(k.sys, memcg, nr_pages, memsw=True)
         elif kind == "kmem":
-            pass  # 6.x: kmem.limit_in_bytes is deprecated; writing it has no effect
+            if k.sys.semantics == "3.8":
+                memcontrol.memcg_activate_kmem(k.sys, memcg, nr_pages)  # memcg_update_kmem_limit
+            # 6.x: kmem.limit_in_bytes is deprecated; writing it has no effect
         elif kind == "tcp":
-            if memcg.tcpmem.set_max(nr_pages):
+            # memcg_update_tcp_max(): EBUSY below usage; the first write starts accounting
+            from .sock import memcg_update_tcp_max
+            if memcg_update_tcp_max(k.sys, memcg, nr_pages):
                 raise OSError(errno.EBUSY, "Device or resource busy")
     return write
+
+
+def _tcp_usage(k, memcg: MemCgroup) -> str:
+    """memory.kmem.tcp.usage_in_bytes: the group's tcpmem counter (at the root, the sum
+    of the accounting groups); 3.8's root has no cg_proto and shows the machine's
+    tcp_memory_allocated (tcp_read_usage())."""
+    if k.sys.semantics == "3.8" and memcg.is_root():
+        return _pages(k.sys.net.tcp_prot.memory_allocated)
+    return _pages(memcg.tcpmem.usage)
 
 
 def _read_stat(k, memcg: MemCgroup) -> str:
@@ -306,8 +320,34 @@ def _pressure_level_read(k, memcg):
 
 
 def _slabinfo(k, memcg):
-    """memcg_slab_show(): per-memcg slab caches are gone since 5.9; prints nothing."""
-    return ""
+    """memcg_slab_show(): the group's own slab caches in /proc/slabinfo format (3.8 rules);
+    per-memcg caches are gone since 5.9, and today's kernel prints nothing."""
+    if k.sys.semantics != "3.8":
+        return ""
+    if not memcg.kmem_active:
+        raise OSError(errno.EIO, "Input/output error")  # !memcg_can_account_kmem()
+    from .slab import slabinfo_rows
+    out = ["slabinfo - version: 2.1",
+           "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+           " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs>"
+           " <sharedavail>"]
+    for name, active, objs, size, per_slab, pages, slabs in slabinfo_rows(memcg):
+        # mm/slab_common.c: cache_show() (SLUB: no tunables)
+        out.append(f"{name:<17} {active:6} {objs:6} {size:6} {per_slab:4} {pages:4}"
+                   f" : tunables {0:4} {0:4} {0:4} : slabdata {slabs:6} {slabs:6} {0:6}")
+    return "\n".join(out) + "\n"
+
+
+def _independent_kmem_limit(k, memcg, val):
+    """memory.independent_kmem_limit (the 2011 proposal, under the 3.8 rules): 0 keeps kernel
+    memory in the user usage and ignores the kmem limit; 1 limits and reports it on its own.
+
+    Like the proposal: any non-zero value is 1, and a group with children refuses (EBUSY).
+    The model also refuses while kmem is charged, which would be in the wrong counters.
+    """
+    if memcg.online_children or memcg.kmem.usage:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+    memcg.kmem_independent = 1 if val else 0
 
 
 _procs_read, _procs_write = _procs(False)
@@ -323,6 +363,8 @@ FILES = [
     CFType("cgroup.sane_behavior", lambda k, m: "0\n", None, only_root=True),
     CFType("memory.failcnt", lambda k, m: f"{m.memory.failcnt}\n", _reset("memory", "failcnt")),
     CFType("memory.force_empty", None, _force_empty),
+    CFType("memory.independent_kmem_limit", lambda k, m: f"{m.kmem_independent or 0}\n",
+           _write_u64(_independent_kmem_limit), semantics="3.8"),
     CFType("memory.kmem.failcnt", lambda k, m: f"{m.kmem.failcnt}\n", _reset("kmem", "failcnt")),
     CFType("memory.kmem.limit_in_bytes", _counter("kmem", "max"), _limit("kmem")),
     CFType("memory.kmem.max_usage_in_bytes", _counter("kmem", "watermark"),
@@ -333,7 +375,7 @@ FILES = [
     CFType("memory.kmem.tcp.limit_in_bytes", _counter("tcpmem", "max"), _limit("tcp")),
     CFType("memory.kmem.tcp.max_usage_in_bytes", _counter("tcpmem", "watermark"),
            _reset("tcpmem", "watermark")),
-    CFType("memory.kmem.tcp.usage_in_bytes", _counter("tcpmem", "usage"), None),
+    CFType("memory.kmem.tcp.usage_in_bytes", lambda k, m: _tcp_usage(k, m), None),
     CFType("memory.kmem.usage_in_bytes", _counter("kmem", "usage"), None),
     CFType("memory.limit_in_bytes", _counter("memory", "max"), _limit("memory")),
     CFType("memory.max_usage_in_bytes", _counter("memory", "watermark"),
@@ -364,21 +406,23 @@ EVENT_FILES = ("memory.usage_in_bytes", "memory.oom_control", "memory.pressure_l
                "memory.memsw.usage_in_bytes", "mempressure.shrinker")
 
 
-def files_of(memcg: MemCgroup) -> list[str]:
-    """The file names in memcg's directory."""
-    return [c.name for c in FILES if not c.only_root or memcg.is_root()]
+def files_of(memcg: MemCgroup, semantics: str = "6.18") -> list[str]:
+    """The file names in memcg's directory (under the given era's rules)."""
+    return [c.name for c in FILES if (not c.only_root or memcg.is_root())
+            and c.semantics in (None, semantics)]
 
 
-def lookup(memcg: MemCgroup, name: str) -> CFType:
+def lookup(memcg: MemCgroup, name: str, semantics: str = "6.18") -> CFType:
     cft = BY_NAME.get(name)
-    if cft is None or (cft.only_root and not memcg.is_root()):
+    if (cft is None or (cft.only_root and not memcg.is_root())
+            or cft.semantics not in (None, semantics)):
         raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name}")
     return cft
 
 
 def read_file(k, memcg: MemCgroup, name: str) -> str:
     """read(2) of a cgroup file: a write-only file gives EINVAL."""
-    cft = lookup(memcg, name)
+    cft = lookup(memcg, name, getattr(k, "semantics", "6.18"))
     if cft.read is None:
         raise einval()
     return cft.read(k, memcg)
@@ -390,7 +434,7 @@ def write_file(k, memcg: MemCgroup, name: str, text: str) -> None:
     An empty write does nothing; more than a page is E2BIG; the buffer is a C string
     (it ends at the first NUL); a read-only file gives EINVAL.
     """
-    cft = lookup(memcg, name)
+    cft = lookup(memcg, name, getattr(k, "semantics", "6.18"))
     if len(text.encode()) > MAX_WRITE:
         raise OSError(errno.E2BIG, "Argument list too long")
     if not text:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .kernel import PAGE_SIZE
 from .mmzone import Lruvec, NR_LRU_LISTS
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from .system import System
     from .tasks import Task
 
+# arch/x86/include/asm/page_types.h: PAGE_SHIFT
+PAGE_SHIFT = 12
 # include/linux/memcontrol.h: MEMCG_CHARGE_BATCH (32 until 6.0, 64 since 6.1)
 MEMCG_CHARGE_BATCH = 64
 # mm/memcontrol.c: NR_MEMCG_STOCK - memcgs cached per CPU (6.16+)
@@ -67,6 +70,19 @@ class StatTable:
             np.add.at(self.a[:, item], ids, delta)
 
 
+class ListHead(dict):
+    """A struct list_head of groups: insertion order, O(1) add and delete.
+
+    Iterates, tests and counts like a list; `append` is list_add_tail, `remove` list_del.
+    """
+
+    def append(self, item) -> None:
+        self[item] = None
+
+    def remove(self, item) -> None:
+        del self[item]
+
+
 @dataclass(eq=False)
 class MemCgroup:
     """struct mem_cgroup, with the v1 state that memcontrol-v1.c keeps beside it."""
@@ -79,7 +95,7 @@ class MemCgroup:
     kmem: PageCounter
     tcpmem: PageCounter
     lruvec: Lruvec = field(default_factory=Lruvec)
-    children: list = field(default_factory=list)
+    children: ListHead = field(default_factory=ListHead)  # online and dying, in creation order
     tasks: list = field(default_factory=list)  # tasks in the order they joined
     soft_limit: int = PAGE_COUNTER_MAX
     swappiness: int = 60  # mm/vmscan.c: vm_swappiness default
@@ -101,6 +117,15 @@ class MemCgroup:
     thresh_target: list = field(default_factory=list)
     softlimit_target: list = field(default_factory=list)
     reclaim_iter: MemCgroup | None = None  # mem_cgroup_reclaim_iter position
+    online_children: dict = field(default_factory=dict)  # name -> online child (the cgroup dir)
+    # kernel memory (see the kmem section below and slab.py)
+    kmemcg_id: int = -1  # memcg_cache_id(): index into the per-group arrays, -1: none
+    kmem_active: bool = False  # 3.8: KMEM_ACCOUNTED_ACTIVE (accounting was switched on)
+    kmem_dead: bool = False  # 3.8: KMEM_ACCOUNTED_DEAD (offline with kmem charges left)
+    kmem_independent: int | None = None  # 3.8 + the 2011 proposal: memory.independent_kmem_limit
+    objcg: ObjCgroup | None = None  # 5.9+: memcg->objcg, the current object cgroup
+    objcg_list: list = field(default_factory=list)  # 5.9+: objcgs reparented to this memcg
+    memcg_slab_caches: list = field(default_factory=list)  # 3.8: this group's cache copies
 
     @property
     def path(self) -> str:
@@ -142,14 +167,22 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
         memory=pc(parent.memory if parent else None),
         memsw=pc(parent.memsw if parent else None),
         kmem=pc(parent.kmem if parent else None),
-        tcpmem=pc(parent.tcpmem if parent else None),
+        # mm/memcontrol.c: page_counter_init(&memcg->tcpmem, ..., false)
+        tcpmem=PageCounter(parent=parent.tcpmem if parent else None, track_failcnt=False),
     )
+    if parent is not None:
+        try:
+            memcg_online_kmem(sys, memcg)  # may fail with ENOSPC: the kmemcg ids are gone
+        except OSError:
+            sys.idr_remove(memcg_id)
+            raise
     for c in (memcg.memory, memcg.memsw, memcg.kmem, memcg.tcpmem):
         c.owner = memcg  # container_of(counter, struct mem_cgroup, memory)
     if parent is not None:
         memcg.swappiness = parent.swappiness
         memcg.oom_kill_disable = parent.oom_kill_disable
         parent.children.append(memcg)
+        parent.online_children[name] = memcg
     memcg.nr_page_events = [0] * sys.cpus
     memcg.thresh_target = [0] * sys.cpus
     memcg.softlimit_target = [0] * sys.cpus
@@ -226,7 +259,13 @@ def drain_all_stock(sys: System, root_memcg: MemCgroup) -> None:
     """drain_all_stock(): drain every CPU whose stock caches root_memcg or a descendant.
 
     As in 6.16+, such a CPU's whole stock is drained, other memcgs' slots included.
+    The object stocks go first (obj_stock_flush_required): their whole pages come back
+    through the memcg stock.
     """
+    for cpu, ostock in enumerate(getattr(sys, "obj_stock", ())):
+        objcg = ostock.cached_objcg
+        if objcg is not None and objcg.memcg.is_descendant(root_memcg):
+            drain_obj_stock(sys, ostock, cpu)
     for stock in sys.stock:
         if any(c is not None and c.is_descendant(root_memcg) for c in stock.cached):
             for i in range(NR_MEMCG_STOCK):
@@ -496,3 +535,394 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
             raise OSError(errno.EBUSY, "Device or resource busy")
     if enlarge:
         memcg1_oom_recover(sys, memcg)
+
+
+# --- kernel memory (kmem) ---------------------------------------------------------------
+#
+# Two eras (kernel-facts 6.1-6.4):
+# - 3.8 (Glauber Costa's kmem controller, 3.8-4.5): a group accounts kernel memory only
+#   once its memory.kmem.limit_in_bytes was written (or its parent's was).  A charge goes
+#   to the kmem counter first - which fails at its limit without reclaim - and then to
+#   the memory and memsw counters (memcg_charge_kmem).  Slab objects live in per-group
+#   copies of the caches and are charged by whole slab pages (memcg_charge_slab).
+# - 6.18 (obj_cgroup, 5.9+; always on for v1 since 4.6): every non-root group accounts.
+#   Pages (kernel stacks, page tables) are charged whole, objects byte by byte through a
+#   per-CPU object stock; both go to the memory counter (try_charge_memcg: reclaim, OOM)
+#   and then, v1 only, to a kmem counter that has no limit any more.
+
+# arch/x86/include/asm/page_64_types.h: THREAD_SIZE (no KASAN): 8 KiB until 3.14, 16 KiB
+# from 3.15 (THREAD_SIZE_ORDER 1 -> 2)
+THREAD_SIZE = {"3.8": 8192, "6.18": 16384}
+# mm/slab.h: obj_full_size() - each accounted object also pays for its objcg pointer
+OBJCG_POINTER_SIZE = 8
+
+
+@dataclass(eq=False)
+class ObjCgroup:
+    """struct obj_cgroup (5.9+): what accounted objects point to instead of the memcg.
+
+    At offline its memcg becomes the parent (memcg_reparent_objcgs), so objects charged
+    to a removed group are then the parent's and do not keep the group alive.
+    """
+
+    memcg: MemCgroup
+    nr_charged_bytes: int = 0  # a sub-page remainder flushed from a per-CPU stock
+    # model bookkeeping: pages charged through this objcg and not given back yet, and the
+    # bytes of live objects - the kernel's percpu refcount stands for both
+    nr_pages: int = 0
+    nr_live_bytes: int = 0
+
+
+@dataclass
+class ObjStock:
+    """The object part of struct obj_stock_pcp: one cached objcg and its pre-charged bytes."""
+
+    cached_objcg: ObjCgroup | None = None
+    nr_bytes: int = 0
+
+
+def memcg_kmem_online(sys: System) -> bool:
+    """memcg_kmem_online() (6.x) / memcg_kmem_enabled() (3.8): the static branch."""
+    return bool(sys.kmem_key)
+
+
+def memcg_can_account_kmem(memcg: MemCgroup) -> bool:
+    """3.8: memcg_can_account_kmem() - not the root, and accounting switched on for it."""
+    return not memcg.is_root() and memcg.kmem_active
+
+
+def memcg_kmem_independent(memcg: MemCgroup) -> bool:
+    """memory.independent_kmem_limit = 1 (3.8 rules): kernel memory is not user memory."""
+    return memcg.kmem_independent == 1
+
+
+def memcg_online_kmem(sys: System, memcg: MemCgroup) -> None:
+    """Kernel-memory set-up of a new group.
+
+    6.18: memcg_online_kmem() - a kmemcg id, an objcg, and the one-way static branch
+    memcg_kmem_online_key.  3.8: memcg_propagate_kmem() - a child of an accounting group
+    accounts too (unlimited), with its own id and one more reference on the static key;
+    the memory.independent_kmem_limit setting is inherited.
+    """
+    from .slab import memcg_alloc_cache_id
+
+    parent = memcg.parent
+    if sys.semantics == "3.8":
+        memcg.kmem_independent = parent.kmem_independent if not parent.is_root() else None
+        if not parent.kmem_active:
+            return
+        memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+        memcg.kmem_active = True
+        sys.kmem_key.static_key_slow_inc()
+        return
+    memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+    memcg.objcg = ObjCgroup(memcg)
+    sys.kmem_key.static_branch_enable()
+
+
+def memcg_activate_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
+    """3.8: memcg_update_kmem_limit() - the write of memory.kmem.limit_in_bytes.
+
+    The first write of a limit (not "-1") switches accounting on for good: refused with
+    EBUSY while the group has tasks or children, since charges made before could not be
+    told apart.  Later writes only move the limit (EBUSY below usage, no reclaim); "-1"
+    lifts it but accounting stays on.
+    """
+    from .slab import memcg_alloc_cache_id
+
+    if not memcg.kmem_active and nr_pages != PAGE_COUNTER_MAX:
+        if memcg.tasks or memcg.online_children:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        memcg.kmem.max = nr_pages
+        try:
+            memcg.kmemcg_id = memcg_alloc_cache_id(sys)  # memcg_update_cache_sizes()
+        except OSError:
+            memcg.kmem.max = PAGE_COUNTER_MAX
+            raise
+        sys.kmem_key.static_key_slow_inc()
+        memcg.kmem_active = True  # set after the key: nobody accounts before it is patched
+        return
+    if memcg.kmem.set_max(nr_pages):
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+
+# -- 3.8: memcg_charge_kmem / memcg_uncharge_kmem ----------------------------------------
+
+def memcg_charge_kmem(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | None) -> int:
+    """memcg_charge_kmem() (3.8-4.5): the kmem counter first, then memory and memsw.
+
+    A kmem limit below the memory limit fails the charge at once (kmem failcnt, no
+    reclaim); the memory charge may reclaim and OOM-kill like a user page.  An OOM kill
+    of the charging task itself bypasses (res_counter_charge_nofail): the charge stands.
+    With memory.independent_kmem_limit written: 0 ignores the kmem limit, 1 charges the
+    kmem counter only.
+    """
+    if memcg.kmem_independent == 0:
+        memcg.kmem.charge(nr_pages)
+    elif memcg.kmem.try_charge(nr_pages) is not None:
+        return CHARGE_NOMEM
+    if memcg_kmem_independent(memcg):
+        return 0
+    ret = try_charge_memcg(sys, memcg, nr_pages, task)
+    if ret == CHARGE_KILLED:
+        memcg.memory.charge(nr_pages)
+        memcg.memsw.charge(nr_pages)
+        return 0
+    if ret:
+        memcg.kmem.uncharge(nr_pages)
+    return ret
+
+
+def memcg_uncharge_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
+    """memcg_uncharge_kmem() (3.8): memory and memsw, then kmem; the last kmem page of a
+    removed group lets it be freed (memcg_kmem_test_and_clear_dead)."""
+    if not memcg_kmem_independent(memcg):
+        memcg.memory.uncharge(nr_pages)
+        memcg.memsw.uncharge(nr_pages)
+    memcg.kmem.uncharge(nr_pages)
+    if memcg.kmem_dead and not memcg.kmem.usage:
+        sys.maybe_free_dying(memcg)
+
+
+# -- 6.18: obj_cgroup charging ----------------------------------------------------------
+
+def get_obj_cgroup_from_current(sys: System, task: Task | None) -> ObjCgroup | None:
+    """current_obj_cgroup(): the objcg of the task's group; None for the root (unaccounted)."""
+    if task is None or task.memcg.is_root():
+        return None
+    return task.memcg.objcg
+
+
+def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: Task | None) -> int:
+    """obj_cgroup_charge_pages(): try_charge_memcg(), then the v1 kmem counter (no limit)."""
+    memcg = objcg.memcg
+    ret = try_charge_memcg(sys, memcg, nr_pages, task)
+    if ret:
+        return ret
+    memcg.kmem.charge(nr_pages)  # memcg1_account_kmem()
+    objcg.nr_pages += nr_pages
+    return 0
+
+
+def obj_cgroup_uncharge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, cpu: int) -> None:
+    """obj_cgroup_uncharge_pages(): kmem counter down; the memory charge goes to the
+    per-CPU stock (refill_stock), as freed page tables do on the real kernel.  A removed
+    group's pages are uncharged at once, so that nothing keeps it alive in a stock."""
+    memcg = objcg.memcg
+    objcg.nr_pages -= nr_pages
+    memcg.kmem.uncharge(nr_pages)
+    if memcg.is_root():
+        return
+    if memcg.online:
+        refill_stock(sys, memcg, nr_pages, cpu)
+    else:
+        memcg.memory.uncharge(nr_pages)
+        memcg.memsw.uncharge(nr_pages)
+        sys.maybe_free_dying(memcg)
+
+
+def drain_obj_stock(sys: System, stock: ObjStock, cpu: int) -> None:
+    """drain_obj_stock(): whole pages go back; the sub-page rest stays with the objcg."""
+    old = stock.cached_objcg
+    if old is None:
+        return
+    if stock.nr_bytes:
+        nr_pages = stock.nr_bytes >> PAGE_SHIFT
+        if nr_pages:
+            obj_cgroup_uncharge_pages(sys, old, nr_pages, cpu)
+        old.nr_charged_bytes += stock.nr_bytes & (PAGE_SIZE - 1)
+        stock.nr_bytes = 0
+    stock.cached_objcg = None
+    obj_cgroup_maybe_release(sys, old)
+
+
+def consume_obj_stock(sys: System, objcg: ObjCgroup, nr_bytes: int, cpu: int) -> bool:
+    """consume_obj_stock(): take nr_bytes pre-charged to objcg on this CPU."""
+    stock = sys.obj_stock[cpu]
+    if stock.cached_objcg is objcg and stock.nr_bytes >= nr_bytes:
+        stock.nr_bytes -= nr_bytes
+        return True
+    return False
+
+
+def refill_obj_stock(sys: System, objcg: ObjCgroup, nr_bytes: int, allow_uncharge: bool,
+                     cpu: int) -> None:
+    """refill_obj_stock(): park bytes on this CPU; more than a page goes back as pages."""
+    stock = sys.obj_stock[cpu]
+    if stock.cached_objcg is not objcg:
+        drain_obj_stock(sys, stock, cpu)
+        stock.cached_objcg = objcg
+        stock.nr_bytes = objcg.nr_charged_bytes
+        objcg.nr_charged_bytes = 0
+        allow_uncharge = True  # allow uncharge when objcg changes
+    stock.nr_bytes += nr_bytes
+    nr_pages = 0
+    if allow_uncharge and stock.nr_bytes > PAGE_SIZE:
+        nr_pages = stock.nr_bytes >> PAGE_SHIFT
+        stock.nr_bytes &= PAGE_SIZE - 1
+    if nr_pages:
+        obj_cgroup_uncharge_pages(sys, objcg, nr_pages, cpu)
+
+
+def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | None) -> int:
+    """obj_cgroup_charge(): size bytes from the stock, or whole pages with the rest parked."""
+    cpu = task.cpu if task is not None else 0
+    if consume_obj_stock(sys, objcg, size, cpu):
+        objcg.nr_live_bytes += size
+        return 0
+    nr_pages, nr_bytes = size >> PAGE_SHIFT, size & (PAGE_SIZE - 1)
+    if nr_bytes:
+        nr_pages += 1
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task)
+    if ret:
+        return ret
+    objcg.nr_live_bytes += size
+    if nr_bytes:
+        refill_obj_stock(sys, objcg, PAGE_SIZE - nr_bytes, False, cpu)
+    return 0
+
+
+def obj_cgroup_uncharge(sys: System, objcg: ObjCgroup, size: int, cpu: int) -> None:
+    """obj_cgroup_uncharge(): the bytes go back to this CPU's stock."""
+    objcg.nr_live_bytes -= size
+    refill_obj_stock(sys, objcg, size, True, cpu)
+    obj_cgroup_maybe_release(sys, objcg)
+
+
+def obj_cgroup_maybe_release(sys: System, objcg: ObjCgroup) -> None:
+    """obj_cgroup_release(): a reparented objcg whose objects are all gone gives back the
+    page its flushed remainder was part of."""
+    if objcg.nr_live_bytes or objcg is objcg.memcg.objcg:
+        return
+    if any(s.cached_objcg is objcg for s in sys.obj_stock):
+        return
+    nr_pages = objcg.nr_charged_bytes >> PAGE_SHIFT
+    objcg.nr_charged_bytes = 0
+    if nr_pages:
+        obj_cgroup_uncharge_pages(sys, objcg, nr_pages, 0)
+
+
+def memcg_reparent_objcgs(sys: System, memcg: MemCgroup, parent: MemCgroup) -> None:
+    """memcg_reparent_objcgs(): memcg's objcgs now charge the parent.
+
+    The pages they hold were charged at memcg and every ancestor; from now on they are
+    uncharged at the parent, so memcg's own counters let go of them here - the kernel
+    leaves them in the dying memcg's counters, which nobody reads again.
+    """
+    objcgs = ([memcg.objcg] if memcg.objcg is not None else []) + memcg.objcg_list
+    memcg.objcg = None
+    memcg.objcg_list = []
+    for objcg in objcgs:
+        n = objcg.nr_pages
+        if n:
+            for counter in (memcg.memory, memcg.memsw, memcg.kmem):
+                counter.usage = max(0, counter.usage - n)
+        objcg.memcg = parent
+        parent.objcg_list.append(objcg)
+
+
+# -- page-sized kernel allocations (kernel stacks, page tables) -------------------------
+
+@dataclass(eq=False)
+class KmemPages:
+    """Pages charged as kernel memory: who pays for them (an objcg or, 3.8, a memcg)."""
+
+    owner: object
+    nr_pages: int
+
+
+def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int) -> KmemPages | int:
+    """__memcg_kmem_charge_page(): charge nr_pages of kernel memory to the task's group.
+
+    Returns what to uncharge later, or the failed charge's result.  Behind the kmem
+    static key: while it is off nothing is looked at.
+    """
+    ret = sys.kmem_key.branch(_memcg_kmem_charge_page, sys, task, nr_pages)
+    return KmemPages(None, nr_pages) if ret is None else ret
+
+
+def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int) -> KmemPages | int:
+    if sys.semantics == "3.8":
+        # __memcg_kmem_newpage_charge(): pages allocated with __GFP_KMEMCG
+        if task is None or not memcg_can_account_kmem(task.memcg):
+            return KmemPages(None, nr_pages)
+        ret = memcg_charge_kmem(sys, task.memcg, nr_pages, task)
+        return ret if ret else KmemPages(task.memcg, nr_pages)
+    objcg = get_obj_cgroup_from_current(sys, task)
+    if objcg is None:
+        return KmemPages(None, nr_pages)
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task)
+    if ret:
+        return ret
+    objcg.nr_live_bytes += nr_pages * PAGE_SIZE
+    return KmemPages(objcg, nr_pages)
+
+
+def memcg_kmem_uncharge_page(sys: System, pages: KmemPages, cpu: int = 0) -> None:
+    """__memcg_kmem_uncharge_page(): give the pages back to whoever pays for them now."""
+    owner, pages.owner = pages.owner, None
+    if owner is None:
+        return
+    if isinstance(owner, ObjCgroup):
+        owner.nr_live_bytes -= pages.nr_pages * PAGE_SIZE
+        obj_cgroup_uncharge_pages(sys, owner, pages.nr_pages, cpu)
+        obj_cgroup_maybe_release(sys, owner)
+    else:
+        memcg_uncharge_kmem(sys, owner, pages.nr_pages)
+
+
+def drain_all_obj_stock(sys: System, memcg: MemCgroup) -> None:
+    """The object half of drain_all_stock(): flush every CPU stock caching an objcg of memcg."""
+    for cpu, stock in enumerate(sys.obj_stock):
+        objcg = stock.cached_objcg
+        if objcg is not None and objcg.memcg is memcg:
+            drain_obj_stock(sys, stock, cpu)
+
+
+def memcg_offline_kmem(sys: System, memcg: MemCgroup) -> None:
+    """memcg_offline_kmem() at rmdir, as the kmemcg id policy says (document 004).
+
+    "reparent" (4.0+, the kernel's choice): list_lru items move to the parent, the id
+    is freed at once, and (6.18) the objcgs are reparented, so kernel objects no longer
+    keep the group alive.  "keep" and "reclaim": the group keeps its id and its charges
+    until it is freed (3.8-3.19).  3.8 rules mark the group dead
+    (memcg_kmem_mark_dead): it is freed when its last kmem page is uncharged.
+    """
+    from .list_lru import memcg_drain_all_list_lrus
+    from .slab import memcg_deactivate_kmem_caches, memcg_free_cache_id
+
+    parent = memcg.parent
+    if sys.semantics == "3.8":
+        if not memcg.kmem_active:
+            return
+        memcg.kmem_dead = True
+    reparent = sys.kmemcg_id_policy == "reparent"
+    if sys.semantics != "3.8":
+        if reparent:
+            memcg_reparent_objcgs(sys, memcg, parent)
+        elif memcg.objcg is not None:
+            memcg.objcg_list.append(memcg.objcg)  # no longer the group's current objcg
+            memcg.objcg = None
+        drain_all_obj_stock(sys, memcg)
+    if not reparent or memcg.kmemcg_id < 0:
+        return
+    kmemcg_id = memcg.kmemcg_id
+    memcg_deactivate_kmem_caches(sys, memcg)
+    for m in memcg.subtree():  # descendants went offline first and carry this id too
+        if m.kmemcg_id == kmemcg_id:
+            m.kmemcg_id = parent.kmemcg_id
+    memcg_drain_all_list_lrus(sys, kmemcg_id, parent)
+    memcg_free_cache_id(sys, kmemcg_id)
+
+
+def memcg_free_kmem(sys: System, memcg: MemCgroup) -> None:
+    """The kmem part of mem_cgroup_css_free(): "keep"/"reclaim" free the id only now;
+    3.8 drops the group's reference on the static key (disarm_kmem_keys)."""
+    from .slab import memcg_destroy_kmem_caches, memcg_free_cache_id
+
+    memcg_destroy_kmem_caches(sys, memcg)
+    if sys.kmemcg_id_policy != "reparent" and memcg.kmemcg_id >= 0:
+        memcg_free_cache_id(sys, memcg.kmemcg_id)
+        memcg.kmemcg_id = -1
+    if sys.semantics == "3.8" and memcg.kmem_active:
+        sys.kmem_key.static_key_slow_dec()

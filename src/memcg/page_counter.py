@@ -26,6 +26,8 @@ class PageCounter:
     max: int = PAGE_COUNTER_MAX
     watermark: int = 0
     failcnt: int = 0
+    # page_counter->track_failcnt (6.13+): v1's tcpmem counter leaves failcnt at 0
+    track_failcnt: bool = True
     # container_of(counter, struct mem_cgroup, memory): the group that owns this counter
     owner: object = None
 
@@ -47,7 +49,8 @@ class PageCounter:
             new = c.usage + nr_pages
             if new > c.max:
                 # mm/page_counter.c: failcnt is bumped only at the failing level
-                c.failcnt += 1
+                if c.track_failcnt:
+                    c.failcnt += 1
                 for d in done:
                     d.usage -= nr_pages
                 return c

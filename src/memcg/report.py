@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from memcg.scenario import parse_stat
 
-__all__ = ["human_size", "summary", "write_json", "plot", "GROUP_COLUMNS"]
+__all__ = ["human_size", "summary", "tcp_summary", "write_json", "plot", "GROUP_COLUMNS"]
 
 UNLIMITED_FROM = 1 << 62
 """Limits at or above this are printed as "max" (the kernel prints PAGE_COUNTER_MAX * PAGE_SIZE)."""
@@ -100,6 +100,8 @@ def summary(result: dict[str, Any], description: str = "") -> str:
         rows = [["event", "count"]] + [[label, str(n)] for label, n in events.items()]
         lines += _table(rows)
 
+    lines += tcp_summary(result)
+
     errors = result.get("errors", [])
     if errors:
         lines += ["", "kernel errors and skipped steps"]
@@ -118,6 +120,49 @@ def summary(result: dict[str, Any], description: str = "") -> str:
             lines.append(f"  {mark}  tick {e['tick']:>4}  {e['target']} {e['condition']}{extra}"
                          f"  (actual: {e['actual']}{note})")
     return "\n".join(lines) + "\n"
+
+
+TCP_COLUMNS = ("tick", "group", "tcp usage", "sent", "buffered", "drops", "window", "pressure")
+TCP_ROWS = 10
+"""At most this many sampled ticks per group in the summary's TCP table (last one included)."""
+
+
+def _tcp_groups(result: dict[str, Any]) -> dict[str, dict]:
+    groups = result.get("series", {}).get("groups", {})
+    return {g: s for g, s in groups.items() if "tcp_usage" in s}
+
+
+def tcp_summary(result: dict[str, Any]) -> list[str]:
+    """Lines of the TCP table (empty without connections): per group over time, its TCP
+    counter, and over the connections its tasks opened the bytes sent and still
+    buffered (sent, not yet read), drops, the receivers' windows and memory pressure."""
+    groups = _tcp_groups(result)
+    ticks = result.get("series", {}).get("tick", [])
+    if not groups or not ticks:
+        return []
+    n = len(ticks)
+    picks = sorted({round(i * (n - 1) / (TCP_ROWS - 1)) for i in range(TCP_ROWS)}) if n > TCP_ROWS \
+        else list(range(n))
+
+    def cell(v, size=True):
+        if v is None:
+            return "-"
+        return human_size(v) if size else str(v)
+
+    rows = [list(TCP_COLUMNS)]
+    for i in picks:
+        for g, s in groups.items():
+            pressure = s["tcp_pressure"][i]
+            rows.append([str(ticks[i]), g, cell(s["tcp_usage"][i]), cell(s["tcp_sent"][i]),
+                         cell(s["tcp_buffered"][i]), cell(s["tcp_drops"][i], False),
+                         cell(s["tcp_window"][i]), "-" if pressure is None else ("yes" if pressure else "no")])
+    lines = ["", "tcp (the group's memory.kmem.tcp.usage_in_bytes; bytes sent, still buffered, drops, "
+                 "receive window and pressure of the connections its tasks opened)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    return lines
 
 
 def write_json(result: dict[str, Any], out: IO[str]) -> None:
@@ -140,7 +185,8 @@ def plot(result: dict[str, Any], path: str) -> None:
     ticks = series.get("tick", [])
     groups = series.get("groups", {})
     events = {label: counts for label, counts in series.get("events", {}).items() if any(counts)}
-    n = max(1, len(groups) + (1 if events else 0))
+    tcp = _tcp_groups(result)
+    n = max(1, len(groups) + (1 if events else 0) + (2 if tcp else 0))
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n + 0.6), sharex=True, squeeze=False)
     mib = float(1 << 20)
     for ax, (group, s) in zip(axes[:, 0], groups.items()):
@@ -163,8 +209,42 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.set_ylabel("count")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=7)
+    if tcp:
+        _plot_tcp(result, ticks, tcp, axes[len(groups) + (1 if events else 0):, 0])
     axes[-1, 0].set_xlabel("tick")
     fig.suptitle(f"{result.get('scenario', '')} ({result.get('backend', '')})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_tcp(result: dict[str, Any], ticks: list, tcp: dict[str, dict], axes) -> None:
+    """Two panels: bytes buffered (sent, not yet read) with each group's TCP counter and
+    limit, shaded while the group's connections are under memory pressure; and bytes
+    sent, cumulative."""
+    mib = float(1 << 20)
+    colors = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+    buf_ax, sent_ax = axes[0], axes[1]
+    for (group, s), color in zip(tcp.items(), colors):
+        mb = [None if v is None else v / mib for v in s["tcp_buffered"]]
+        buf_ax.plot(ticks, mb, color=color, label=f"{group} buffered")
+        usage = [None if v is None else v / mib for v in s["tcp_usage"]]
+        buf_ax.plot(ticks, usage, color=color, linestyle=":", label=f"{group} tcp usage")
+        limit = _int(result.get("groups", {}).get(group, {}).get("memory.kmem.tcp.limit_in_bytes"))
+        if limit is not None and limit < UNLIMITED_FROM:
+            buf_ax.axhline(limit / mib, linestyle="--", color=color, alpha=0.6, label=f"{group} tcp limit")
+        top = max([v for v in mb if v is not None] or [0])
+        pressed = [bool(p) for p in s["tcp_pressure"]]
+        if any(pressed):
+            buf_ax.fill_between(ticks, 0, max(top, 0.1), where=pressed, step="post", color=color,
+                                alpha=0.12, label=f"{group} under pressure")
+        sent = [None if v is None else v / mib for v in s["tcp_sent"]]
+        sent_ax.plot(ticks, sent, color=color, label=f"{group} sent")
+    buf_ax.set_title("TCP: bytes buffered (sent, not yet read)", loc="left", fontsize=10)
+    buf_ax.set_ylabel("MiB")
+    buf_ax.grid(True, alpha=0.3)
+    buf_ax.legend(loc="upper left", fontsize=7)
+    sent_ax.set_title("TCP: bytes sent (cumulative)", loc="left", fontsize=10)
+    sent_ax.set_ylabel("MiB")
+    sent_ax.grid(True, alpha=0.3)
+    sent_ax.legend(loc="upper left", fontsize=7)

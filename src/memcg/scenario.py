@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno as _errno
 import importlib.resources
+import inspect
 import os
 import re
 import tomllib
@@ -126,10 +127,22 @@ class Machine:
     memory: str = "1G"
     cpus: int = 1
     swap: str = "0"
+    semantics: str = "6.18"  # SimKernel(semantics=...): "6.18" or "3.8"
+    kmemcg_id_policy: str = "reparent"  # SimKernel(kmemcg_id_policy=...)
 
     @property
     def swap_bytes(self) -> int:
         return parse_size(self.swap)
+
+    def sim_kwargs(self) -> dict:
+        """The keyword arguments of SimKernel for this machine (the era and the kmemcg id
+        policy only when they are not the defaults)."""
+        kw = {"memory": self.memory, "cpus": self.cpus, "swap": self.swap}
+        if self.semantics != "6.18":
+            kw["semantics"] = self.semantics
+        if self.kmemcg_id_policy != "reparent":
+            kw["kmemcg_id_policy"] = self.kmemcg_id_policy
+        return kw
 
 
 @dataclass
@@ -187,6 +200,8 @@ class Step:
     locked: bool = False
     chunk: int | None = None
     shrinker: bool = True
+    fs: str | None = None  # mkdirs / create_files: the file system ("ext4", "tmpfs")
+    peer: str | None = None  # connect_tcp: the task that accepts the connection
 
 
 @dataclass
@@ -211,7 +226,8 @@ class Scenario:
 # --------------------------------------------------------------------------- loading
 
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
-_MACHINE_KEYS = ("memory", "cpus", "swap")
+_MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy")
+_MACHINE_CHOICES = {"semantics": ("6.18", "3.8"), "kmemcg_id_policy": ("reparent", "keep", "reclaim")}
 _GROUP_KEYS = ("path", "files")
 _TASK_KEYS = ("name", "group")
 _EVENT_KEYS = ("path", "args")
@@ -225,13 +241,19 @@ _TASK_ACTIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "write_file": ("name", ("size",), ("size",)),
     "unlink": ("name", (), ()),
     "fork": ("name", (), ()),
-    "mkdirs": ("count", (), ()),
+    "mkdirs": ("count", ("fs",), ()),
+    "create_files": ("count", ("fs",), ()),
     "move": ("group", (), ()),
     "exit": ("true", (), ()),
     # put N chunks into the task's ChunkCache (memcg.cache), made on first use
     "cache_put": ("count", ("chunk", "shrinker"), ()),
+    # loopback TCP: `connect_tcp` opens a connection named by its value to the task
+    # `peer`; `send` (by the connecting task) and `recv` (by the peer) use it
+    "connect_tcp": ("socket", ("peer",), ("peer",)),
+    "send": ("socket", ("size",), ("size",)),
+    "recv": ("socket", ("size",), ("size",)),
 }
-_PLAIN_ACTIONS = ("write", "advance", "expect", "record")
+_PLAIN_ACTIONS = ("write", "advance", "expect", "record", "mkdir", "rmdir")
 ACTIONS = tuple(_TASK_ACTIONS) + _PLAIN_ACTIONS
 _STEP_COMMON = ("at", "task", "repeat", "every", "when")
 
@@ -452,6 +474,12 @@ class _Parser:
                 setattr(m, k, self.subst(v, f"machine.{k}") if isinstance(v, str) else str(n))
         if "cpus" in raw:
             m.cpus = self.integer(raw["cpus"], "machine.cpus", minimum=1)
+        for k, choices in _MACHINE_CHOICES.items():
+            if k in raw:
+                v = self.string(raw[k], f"machine.{k}", what=f"one of {', '.join(choices)}")
+                if v not in choices:
+                    raise self.err(f"machine.{k}", f"expected one of {', '.join(choices)}, got {v!r}")
+                setattr(m, k, v)
         return m
 
     def parse_groups(self, raw: Any) -> list[GroupSpec]:
@@ -497,9 +525,14 @@ class _Parser:
 
     def condition(self, v: Any, key: str) -> bool:
         """A step's `when`: true/false, or "true"/"false"/"not true"/"not false" after
-        substitution (e.g. "not {shrinker}")."""
+        substitution (e.g. "not {shrinker}"), or "A == B" / "A != B", which compares the
+        two texts (e.g. "{semantics} == 3.8")."""
         if isinstance(v, str):
             text = self.subst(v, key).strip().lower()
+            for op in ("==", "!="):
+                if op in text:
+                    left, _, right = text.partition(op)
+                    return (left.strip() == right.strip()) == (op == "==")
             if text.startswith("not "):
                 return not self.boolean(text[4:], key)
             return self.boolean(text, key)
@@ -621,6 +654,13 @@ class _Parser:
                         raise self.err(key, "expected a file name, got ''")
             elif kind == "count":
                 step.arg = self.integer(v, key, minimum=1, extra=extra)
+            elif kind == "socket":
+                step.arg = self.string(v, key, extra, "a connection name")
+                if not _NAME_RE.match(step.arg):
+                    raise self.err(key, f"expected a connection name of letters, digits, '_' or '-', "
+                                        f"got {step.arg!r}")
+                if "peer" in s:
+                    step.peer = self.task_name(s["peer"], f"{where}.peer", extra)
             elif kind == "group":
                 step.arg = self.known_group(v, key, groups, extra)
             elif kind == "true":
@@ -636,8 +676,18 @@ class _Parser:
                 step.chunk = self.size(s["chunk"], f"{where}.chunk", extra)
             if "shrinker" in s:
                 step.shrinker = self.boolean(s["shrinker"], f"{where}.shrinker", extra)
+            if "fs" in s:
+                step.fs = self.string(s["fs"], f"{where}.fs", extra, 'a file system ("ext4" or "tmpfs")')
+                if step.fs not in ("ext4", "tmpfs"):
+                    raise self.err(f"{where}.fs", f'expected "ext4" or "tmpfs", got {step.fs!r}')
         elif action == "advance":
             step.arg = self.integer(v, key, minimum=1, extra=extra)
+        elif action in ("mkdir", "rmdir"):
+            step.arg = self.group_path(v, key, extra)
+            if step.arg == "/":
+                raise self.err(key, "expected a group below the root")
+            if action == "mkdir":
+                groups.add(step.arg)  # later steps may move tasks there or read its files
         elif action == "write":
             table = self.table(v, key)
             if not table:
@@ -695,6 +745,17 @@ class _Parser:
             if target[5:] not in alive:
                 known = ", ".join(sorted(alive)) or "none"
                 raise self.err(key, f"unknown task {target[5:]!r} (known by then: {known})")
+        elif target.startswith("socket:"):
+            name, _, fld = target[7:].partition(":")
+            if name not in getattr(self, "connections", {}):
+                known = ", ".join(sorted(getattr(self, "connections", {}))) or "none"
+                raise self.err(key, f"unknown connection {name!r} (opened by then: {known})")
+            if fld not in SOCKET_FIELDS:
+                raise self.err(key, f"expected socket:{name}:FIELD with FIELD one of "
+                                    f"{', '.join(SOCKET_FIELDS)}, got {fld!r}")
+        elif target.startswith("debugfs:"):
+            if not target[8:]:
+                raise self.err(key, 'expected a key after "debugfs:", like "debugfs:dying_groups"')
         elif target.startswith("event:"):
             labels = [e.label for e in events]
             if target[6:] not in labels:
@@ -709,11 +770,14 @@ class _Parser:
         """Tasks must exist before they act; `$names` must be recorded before use."""
         alive = {t.name for t in tasks}
         recorded: set[str] = set()
+        self.connections: dict[str, tuple[str, str]] = {}  # name -> (connecting task, peer)
         for st in steps:
             if st.task is not None and st.task not in alive:
                 known = ", ".join(sorted(alive)) or "none"
                 raise self.err(f"{st.key}.task", f"unknown task {st.task!r} at tick {st.at} (known by then: {known})")
-            if st.action == "fork":
+            if st.action in ("connect_tcp", "send", "recv"):
+                self.check_connection(st, alive)
+            elif st.action == "fork":
                 if st.arg in alive:
                     raise self.err(f"{st.key}.fork", f"task {st.arg!r} already exists")
                 alive.add(st.arg)
@@ -732,8 +796,33 @@ class _Parser:
                     recorded.add(var)
 
 
+    def check_connection(self, st: Step, alive: set[str]) -> None:
+        """A connection is opened once, before use; `send` is the connecting task's,
+        `recv` the peer's."""
+        key = f"{st.key}.{st.action}"
+        known = ", ".join(sorted(self.connections)) or "none"
+        if st.action == "connect_tcp":
+            if st.arg in self.connections:
+                raise self.err(key, f"connection {st.arg!r} is opened twice")
+            if st.peer not in alive:
+                raise self.err(f"{st.key}.peer", f"unknown task {st.peer!r} at tick {st.at} "
+                                                 f"(known by then: {', '.join(sorted(alive)) or 'none'})")
+            if st.peer == st.task:
+                raise self.err(f"{st.key}.peer", "expected another task than the one connecting")
+            self.connections[st.arg] = (st.task, st.peer)
+            return
+        if st.arg not in self.connections:
+            raise self.err(key, f"unknown connection {st.arg!r} at tick {st.at} (opened by then: {known})")
+        owner, peer = self.connections[st.arg]
+        who = owner if st.action == "send" else peer
+        if st.task != who:
+            role = "connecting task" if st.action == "send" else "peer"
+            raise self.err(f"{st.key}.task", f"{st.action} on {st.arg!r} is done by its {role} {who!r}, "
+                                             f"not {st.task!r}")
+
+
 def _is_reference(operand: str) -> bool:
-    return operand.startswith(("$", "/", "task:", "event:"))
+    return operand.startswith(("$", "/", "task:", "event:", "debugfs:", "socket:"))
 
 
 # --------------------------------------------------------------------------- running
@@ -750,6 +839,18 @@ REPORTED_FILES = (
 
 MEMSW_FILES = ("memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes")
 """Reported as well when the machine has swap."""
+
+TCP_FILES = ("memory.kmem.tcp.usage_in_bytes", "memory.kmem.tcp.max_usage_in_bytes",
+             "memory.kmem.tcp.limit_in_bytes", "memory.kmem.tcp.failcnt")
+"""Reported as well when the scenario opens TCP connections."""
+
+SOCKET_FIELDS = ("sent", "read", "buffered", "drops", "window", "pressure", "sndbuf", "rcvbuf")
+"""The figures of a connection: `socket:NAME:FIELD` targets and the run's "sockets".
+sent/read/buffered come from what send() and recv() returned; the others from the
+socket's info() where the kernel object has it (the simulated kernel)."""
+
+TCP_SERIES = ("tcp_usage", "tcp_sent", "tcp_buffered", "tcp_drops", "tcp_window", "tcp_pressure")
+"""Per-group series of a scenario with connections, sampled every tick."""
 
 
 def _join(group: str, fname: str) -> str:
@@ -782,6 +883,15 @@ class _Run:
             "groups": {g.path: {"usage": [], "cache": [], "rss": []} for g in scenario.groups},
             "events": {e.label: [] for e in scenario.events},
         }
+        # loopback TCP: connections by name, the group of the task that opened each,
+        # and the bytes send() accepted and recv() returned on it
+        self.sockets: dict[str, Any] = {}
+        self.socket_groups: dict[str, str] = {}
+        self.socket_bytes: dict[str, list[int]] = {}
+        self.has_sockets = any(st.action == "connect_tcp" for st in scenario.steps)
+        if self.has_sockets:
+            for g in scenario.groups:
+                self.series["groups"][g.path].update({name: [] for name in TCP_SERIES})
 
     def fail(self, key: str, msg: str) -> ScenarioError:
         return ScenarioError(f"{self.sc.file}: {key}: {msg}")
@@ -849,6 +959,47 @@ class _Run:
             row["rss"].append(stat.get("rss", 0))
         for label in self.events:
             s["events"][label].append(self.event_totals[label])
+        if self.has_sockets:
+            self.sample_tcp()
+
+    def socket_figures(self, name: str) -> dict[str, Any]:
+        """SOCKET_FIELDS of a connection; None where the kernel object cannot tell."""
+        sent, read = self.socket_bytes[name]
+        out: dict[str, Any] = {f: None for f in SOCKET_FIELDS}
+        out.update(sent=sent, read=read, buffered=sent - read)
+        info = getattr(self.sockets[name], "info", None)
+        if info is not None:
+            figures = info()
+            for f in ("drops", "window", "sndbuf", "rcvbuf"):
+                out[f] = figures.get(f)
+            if "pressure" in figures:
+                out["pressure"] = 1 if figures["pressure"] else 0
+        return out
+
+    def sample_tcp(self) -> None:
+        """Per group: its TCP counter (memory.kmem.tcp.usage_in_bytes) and the sums over
+        the connections its tasks opened: bytes sent, bytes buffered (sent, not yet
+        read), drops, the receivers' windows, and 1 while any of them is under memory
+        pressure.  None where the kernel object cannot tell."""
+        figures = {name: self.socket_figures(name) for name in self.sockets}
+        for g in self.sc.groups:
+            row = self.series["groups"][g.path]
+            try:
+                usage = int(self.k.read(_join(g.path, "memory.kmem.tcp.usage_in_bytes")))
+            except (OSError, ValueError):
+                usage = None
+            mine = [f for name, f in figures.items() if self.socket_groups[name] == g.path]
+
+            def total(field: str):
+                vals = [f[field] for f in mine]
+                return None if any(v is None for v in vals) else sum(vals)
+            pressure = total("pressure")
+            row["tcp_usage"].append(usage)
+            row["tcp_sent"].append(total("sent"))
+            row["tcp_buffered"].append(total("buffered"))
+            row["tcp_drops"].append(total("drops"))
+            row["tcp_window"].append(total("window"))
+            row["tcp_pressure"].append(None if pressure is None else min(1, pressure))
 
     def note(self, step: Step, msg: str) -> None:
         self.errors.append({"tick": step.at, "step": step.key, "action": step.action,
@@ -876,6 +1027,10 @@ class _Run:
                         self.recorded[var] = self.value(target)
                     except LookupError as e:
                         self.note(step, f"record {var}: {e}")
+            elif a == "mkdir":
+                self.k.mkdir(step.arg)
+            elif a == "rmdir":
+                self.k.rmdir(step.arg)
             else:
                 self.task_action(step)
         except OSError as e:
@@ -908,8 +1063,13 @@ class _Run:
         elif a == "fork":
             self.tasks[step.arg] = t.fork()
             self.task_groups[step.arg] = self.task_groups[step.task]
-        elif a == "mkdirs":
-            t.mkdirs(step.arg)
+        elif a in ("mkdirs", "create_files"):
+            if step.fs is None and a == "mkdirs":
+                t.mkdirs(step.arg)
+            elif not hasattr(t, a) or "fs" not in inspect.signature(getattr(t, a)).parameters:
+                raise NotImplementedError(f"{a} on {step.fs or 'a chosen file system'}")
+            else:
+                getattr(t, a)(step.arg, fs=step.fs or "ext4")
         elif a == "move":
             t.move(step.arg)
             self.task_groups[step.task] = step.arg
@@ -922,6 +1082,23 @@ class _Run:
                 if not cache.put(self.cache_keys):
                     break
                 self.cache_keys += 1
+        elif a == "connect_tcp":
+            peer = self.tasks.get(step.peer)
+            if peer is None or peer.state in ("exited", "oom_killed"):
+                why = "does not exist" if peer is None else f"is {peer.state}"
+                self.note(step, f"skipped: peer {step.peer} {why}")
+                return
+            self.sockets[step.arg] = t.connect_tcp(peer)
+            self.socket_groups[step.arg] = self.task_groups[step.task]
+            self.socket_bytes[step.arg] = [0, 0]
+        elif a in ("send", "recv"):
+            sock = self.sockets.get(step.arg)
+            if sock is None:
+                self.note(step, f"skipped: connection {step.arg} was not opened")
+            elif a == "send":
+                self.socket_bytes[step.arg][0] += sock.send(step.size)
+            else:
+                self.socket_bytes[step.arg][1] += sock.recv(step.size)
         elif a == "exit":
             t.exit()
 
@@ -936,6 +1113,19 @@ class _Run:
             return t.state if t is not None else "missing"
         if target.startswith("event:"):
             return str(self.event_totals[target[6:]])
+        if target.startswith("socket:"):
+            name, _, fld = target[7:].partition(":")
+            if name not in self.sockets:
+                raise LookupError(f"connection {name!r} was not opened")
+            value = self.socket_figures(name)[fld]
+            if value is None:
+                raise LookupError(f"the {self.k.backend} kernel does not show {fld} of a connection")
+            return str(value)
+        if target.startswith("debugfs:"):
+            value = self.k.debugfs().get(target[8:])
+            if value is None:
+                raise LookupError(f"no {target[8:]!r} in debugfs")
+            return str(value)
         path, _, key = target.partition(":")
         text = self.k.read(path)
         if not key:
@@ -970,6 +1160,7 @@ class _Run:
 
     def group_files(self) -> dict[str, dict[str, str]]:
         names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
+        names += TCP_FILES if self.has_sockets else ()
         out: dict[str, dict[str, str]] = {}
         for g in self.sc.groups:
             files: dict[str, str] = {}
@@ -980,6 +1171,13 @@ class _Run:
                     continue
             out[g.path] = files
         return out
+
+    def debugfs(self) -> dict:
+        """The kernel's internal figures at the end (static keys, kmemcg ids, dying groups)."""
+        try:
+            return self.k.debugfs()
+        except (OSError, NotImplementedError):
+            return {}
 
     def result(self) -> dict:
         self.poll_events()
@@ -994,6 +1192,9 @@ class _Run:
             "errors": self.errors,
             "params": dict(self.sc.params),
             "ticks": self.sc.ticks,
+            "debugfs": self.debugfs(),
+            **({"sockets": {name: {"group": self.socket_groups[name], **self.socket_figures(name)}
+                            for name in self.sockets}} if self.has_sockets else {}),
         }
 
 

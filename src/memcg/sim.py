@@ -11,14 +11,17 @@ import errno
 from . import cgroupfs, memcontrol_v1
 from .eventfd import EventFd
 from .kernel import PAGE_SIZE, Kernel
-from .memcontrol import drain_all_stock, mem_cgroup_alloc
+from .memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
 from .page_counter import memparse
 from .profile import default_profile, load_profile
+from .static_key import static_keys_state
 from .system import System
+from .tcp import tcp_debugfs, tcp_timers
 from .mempressure import shrinker_register_event
 from .vmpressure import vmpressure_register_event
 
-SEMANTICS = ("6.18",)
+# "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
+SEMANTICS = ("6.18", "3.8")
 KMEMCG_ID_POLICIES = ("reparent", "keep", "reclaim")
 
 
@@ -52,7 +55,8 @@ class SimKernel(Kernel):
             raise ValueError("memory: expected at least 4M")
         self.semantics = semantics
         self.kmemcg_id_policy = kmemcg_id_policy
-        self.sys = System(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed)
+        self.sys = System(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed,
+                          semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
         self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self.flags: dict = {}
         self._events: list[EventFd] = []
@@ -71,15 +75,15 @@ class SimKernel(Kernel):
         parent = self.sys.lookup_memcg(head or "/")
         if "\n" in name:
             raise OSError(errno.EINVAL, "Invalid argument")
-        taken = {c.name for c in parent.children if c.online} | set(cgroupfs.files_of(parent))
-        if name in taken or name in (".", ".."):
+        taken = name in parent.online_children or name in cgroupfs.files_of(parent, self.semantics)
+        if taken or name in (".", ".."):
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
         mem_cgroup_alloc(self.sys, parent, name)
 
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
         head, _, name = path.rstrip("/").rpartition("/")
-        if name in cgroupfs.files_of(self.sys.lookup_memcg(head or "/")):
+        if name in cgroupfs.files_of(self.sys.lookup_memcg(head or "/"), self.semantics):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
         memcg = self.sys.lookup_memcg(path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
@@ -91,18 +95,20 @@ class SimKernel(Kernel):
         """mem_cgroup_css_offline(): events removed (each signalled once), stocks drained."""
         sys = self.sys
         memcg.online = False
+        memcg.parent.online_children.pop(memcg.name, None)
         memcontrol_v1.memcg_offline_events(memcg)
         sys.vmpressure_of(memcg).events.clear()
         sys.user_shrinkers.pop(memcg.id, None)
         sys.shrinker_debt.pop(memcg.id, None)
+        memcg_offline_kmem(sys, memcg)
         drain_all_stock(sys, memcg)
         memcontrol_v1.memcg1_remove_from_trees(sys, memcg)
         sys.dying.append(memcg)
-        sys.maybe_free_dying()
+        sys.maybe_free_dying(memcg)
 
     def listdir(self, path: str) -> list[str]:
         memcg = self.sys.lookup_memcg(path)
-        return cgroupfs.files_of(memcg) + [c.name for c in memcg.children if c.online]
+        return cgroupfs.files_of(memcg, self.semantics) + [c.name for c in memcg.children if c.online]
 
     def read(self, path: str) -> str:
         memcg, name = self._split(path)
@@ -129,7 +135,7 @@ class SimKernel(Kernel):
     def event(self, path: str, args: str = "") -> EventFd:
         """cgroup.event_control registration of a new eventfd on a control file."""
         memcg, name = self._split(path)
-        cgroupfs.lookup(memcg, name)
+        cgroupfs.lookup(memcg, name, self.semantics)
         # The line "<efd> <cfd> <args>" is one write (at most a page) and is strstrip()ed.
         if len(f"0 0 {args}".encode()) > cgroupfs.MAX_WRITE:
             raise OSError(errno.E2BIG, "Argument list too long")
@@ -161,18 +167,22 @@ class SimKernel(Kernel):
             self.sys.tick += 1
             self.sys.flush_dirty()
             self.sys.wake_nomem_sleepers()
+            tcp_timers(self.sys)  # delayed ACKs, retransmissions, zero-window probes
             self.sys.run_deferred()
 
     def debugfs(self) -> dict:
         sys = self.sys
         return {
-            "static_keys": {},
+            "static_keys": static_keys_state(sys.static_keys.values()),
+            "kmemcg_id_array_size": sys.slab.ids.nr_cache_ids,  # memcg_nr_cache_ids
+            "kmemcg_ids_in_use": sys.slab.ids.in_use,
             "memcg_ids_in_use": len(sys.memcgs),
             "dying_groups": len(sys.dying),
             "nr_free_pages": sys.mem.nr_free,
             "watermarks": {"min": sys.wmark_min, "low": sys.wmark_low, "high": sys.wmark_high},
             "page_metadata_bytes_per_page": sys.mem.bytes_used() / sys.mem.nr_pages,
             "global_oom_kills": sys.global_oom_kills,
+            "tcp": tcp_debugfs(sys),
         }
 
     def close(self) -> None:

@@ -18,8 +18,8 @@ import numpy as np
 
 from .filemap import AddressSpace, ShmemObject, truncate_inode_pages
 from .memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
-                         CHARGE_KILLED, CHARGE_NOMEM, MemCgroup, MemcgStock, StatTable, charge_pages,
-                         commit_charge, mem_cgroup_alloc, uncharge_pages)
+                         CHARGE_KILLED, CHARGE_NOMEM, ListHead, MemCgroup, MemcgStock, StatTable,
+                         charge_pages, commit_charge, mem_cgroup_alloc, uncharge_pages)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NONE, MemMap, PG_dirty, PG_referenced)
 from .swapfile import SwapInfo
@@ -41,7 +41,8 @@ def min_free_kbytes(nr_pages: int) -> int:
 class System:
     """Everything the simulated kernel knows about memory."""
 
-    def __init__(self, memory_pages: int, cpus: int, swap_pages: int, seed: int = 0):
+    def __init__(self, memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
+                 semantics: str = "6.18", kmemcg_id_policy: str = "reparent"):
         self.cpus = cpus
         self.mem = MemMap(memory_pages)
         self.swap = SwapInfo(swap_pages)
@@ -52,7 +53,7 @@ class System:
         self.memcgs: dict[int, MemCgroup] = {}
         self._free_ids: list[int] = []
         self._next_id = 1
-        self.dying: list[MemCgroup] = []
+        self.dying = ListHead()  # removed groups not freed yet, in removal order
         self.mappings: dict[int, AddressSpace] = {}
         self._next_mapping = 1
         self.files: dict[str, AddressSpace] = {}
@@ -78,7 +79,33 @@ class System:
         wmin = min_free_kbytes(memory_pages) // 4
         dist = max(wmin // 4, memory_pages * WATERMARK_SCALE_FACTOR // 10000)
         self.wmark_min, self.wmark_low, self.wmark_high = wmin, wmin + dist, wmin + 2 * dist
+        self._init_kmem(semantics, kmemcg_id_policy)
         self.root = mem_cgroup_alloc(self, None, "")
+        from .sock import Net
+        self.net = Net(self)  # TCP: tcp_mem from this machine's memory, the socket key
+
+    def _init_kmem(self, semantics: str, kmemcg_id_policy: str) -> None:
+        """Kernel-memory state: the era's rules, the static key, the per-CPU object stocks,
+        the slab caches with their kmemcg ids, the list_lrus and the file systems."""
+        from .fs import SuperBlock
+        from .memcontrol import ObjStock
+        from .profile import default_profile
+        from .slab import SlabAllocator
+        from .static_key import StaticKey
+
+        self.semantics = semantics
+        self.kmemcg_id_policy = kmemcg_id_policy
+        self.profile = default_profile()  # SimKernel(profile=FILE) replaces it
+        # 6.18: memcg_kmem_online_key, switched on for good by the first non-root group;
+        # 3.8: memcg_kmem_enabled_key, one reference per accounting group
+        self.kmem_key = StaticKey("memcg_kmem_enabled_key" if semantics == "3.8"
+                                  else "memcg_kmem_online_key")
+        self.static_keys = {self.kmem_key.name: self.kmem_key}
+        self.obj_stock = [ObjStock() for _ in range(self.cpus)]
+        self.slab = SlabAllocator()
+        self.list_lrus: list = []
+        self.fork_carry = 0.0
+        self.super_blocks = {name: SuperBlock(self, name) for name in ("ext4", "tmpfs")}
 
     # --- ids and groups -----------------------------------------------------------------
 
@@ -91,18 +118,31 @@ class System:
         self._next_id += 1
         return self._next_id - 1
 
+    def idr_remove(self, memcg_id: int) -> None:
+        """idr_remove(): give back an id that no group got after all."""
+        heapq.heappush(self._free_ids, memcg_id)
+
     def vmpressure_of(self, memcg: MemCgroup) -> Vmpressure:
         v = self._vmpressure.get(memcg.id)
         if v is None:
             v = self._vmpressure[memcg.id] = Vmpressure()
         return v
 
-    def maybe_free_dying(self) -> None:
-        """css_free(): a dying group goes once nothing is charged to it any more."""
+    def maybe_free_dying(self, memcg: MemCgroup | None = None) -> None:
+        """css_free(): a dying group goes once nothing is charged to it any more.
+
+        With memcg, only that group (and then its dying parents) is looked at: the
+        cheap check after one group's charge went, for machines with many dying groups.
+        """
         if not self.dying:
             return
-        for memcg in list(self.dying):
+        for memcg in ([memcg] if memcg is not None else list(self.dying)):
+            if memcg.online or self.memcgs.get(memcg.id) is not memcg:
+                continue  # online, or freed already
             if memcg.memory.usage or memcg.memsw.usage or memcg.kmem.usage or memcg.children:
+                continue
+            from .sock import memcg_has_sockets
+            if memcg_has_sockets(self, memcg):  # sockets hold a css reference
                 continue
             self.dying.remove(memcg)
             self.mem_cgroup_free(memcg)
@@ -122,10 +162,14 @@ class System:
                 if c is memcg:
                     s.cached[i] = None
                     s.nr_pages[i] = 0
+        from .memcontrol import memcg_free_kmem
+        memcg_free_kmem(self, memcg)
+        from .sock import memcg_sock_free
+        memcg_sock_free(self, memcg)  # the socket static key reference goes
         del self.memcgs[memcg.id]
         heapq.heappush(self._free_ids, memcg.id)
-        if parent in self.dying:
-            self.maybe_free_dying()
+        if not parent.online:
+            self.maybe_free_dying(parent)
 
     # --- mappings and files ---------------------------------------------------------------
 
@@ -410,13 +454,23 @@ class System:
         """Resolve "/a/b" to an online group; ENOENT if there is none."""
         memcg = self.root
         for name in [p for p in path.split("/") if p]:
-            for child in memcg.children:
-                if child.online and child.name == name:
-                    memcg = child
-                    break
-            else:
+            child = memcg.online_children.get(name)
+            if child is None:
                 raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {path}")
+            memcg = child
         return memcg
 
-    def mkdirs(self, task, n: int) -> None:
-        raise NotImplementedError("dentry and inode (kmem) accounting is not modelled yet")
+    def check_fs(self, fs: str) -> None:
+        """ValueError unless fs names a mounted file system ("ext4" or "tmpfs")."""
+        if fs not in self.super_blocks:
+            raise ValueError(f"fs: expected one of {', '.join(self.super_blocks)}, got {fs!r}")
+
+    def mkdirs(self, task, n: int, fs: str = "ext4") -> None:
+        """n mkdir()s on fs by task: dentries, inodes (and ext4 blocks) charged to its group."""
+        from .fs import vfs_create_many
+        vfs_create_many(self, task, fs, n, is_dir=True)
+
+    def create_files(self, task, n: int, fs: str = "ext4") -> None:
+        """n creat()s of empty files on fs by task."""
+        from .fs import vfs_create_many
+        vfs_create_many(self, task, fs, n, is_dir=False)

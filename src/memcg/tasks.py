@@ -14,12 +14,74 @@ from typing import TYPE_CHECKING
 
 from . import kernel
 from .filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
-from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT
+from .kernel import PAGE_SIZE
+from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
+                         THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
+                         memcg_kmem_uncharge_page)
 from .memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
                      zap_anon)
 
 if TYPE_CHECKING:
     from .system import System
+
+# kernel/fork.c: the objects of a new process the model names; the rest of what a fork
+# costs (vm_area_structs, anon_vmas, page tables and the pgd, creds, fs_struct, ...) is
+# the unnamed remainder of the calibrated kmem_fork_bytes.
+FORK_CACHES = ("task_struct", "mm_struct", "signal_cache", "sighand_cache", "files_cache", "pid")
+# The reference machine whose fork cost was measured (tools/measure_kmem.py) ran 6.18.
+MEASURED_THREAD_SIZE = THREAD_SIZE["6.18"]
+
+
+def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
+    """The kernel memory copy_process() allocates, charged to the forking task's group.
+
+    dup_task_struct(): the task_struct, then the kernel stack (THREAD_SIZE, charged page
+    by page: memcg_charge_kernel_stack(), or 3.8's __GFP_KMEMCG); then the mm, signal,
+    file tables and pid, and the rest.  Returns what to free at exit, or the failed
+    charge's result (everything taken so far is given back).
+    """
+    from .slab import charge_failed, kmem_cache_alloc
+
+    caches = sys.slab.caches
+    named = sum(caches[name].object_size + OBJCG_POINTER_SIZE for name in FORK_CACHES)
+    sys.fork_carry += max(0.0, float(sys.profile["kmem_fork_bytes"]) - MEASURED_THREAD_SIZE - named)
+    rest = int(sys.fork_carry)
+    sys.fork_carry -= rest
+    stack_pages = THREAD_SIZE[sys.semantics] // PAGE_SIZE
+    if sys.semantics == "3.8":
+        stack = [("stack", stack_pages)]  # one THREAD_SIZE_ORDER allocation, __GFP_KMEMCG
+    else:
+        stack = [("stack", 1)] * stack_pages  # vmalloc'ed: memcg_charge_kernel_stack() per page
+    plan = [("task_struct", 1)] + stack + [(name, 1) for name in FORK_CACHES[1:]]
+    # the rest comes in allocations of a page or less (small objects and page tables)
+    plan += [("kmalloc-cg", min(PAGE_SIZE, rest - i)) for i in range(0, rest, PAGE_SIZE)]
+    got: list = []
+    prev, sys.current = sys.current, parent
+    try:
+        for name, count in plan:
+            if name == "stack":
+                item = memcg_kmem_charge_page(sys, parent, count)
+            else:
+                item = kmem_cache_alloc(sys, name, parent, count)
+            if charge_failed(item):
+                release_task_kmem(sys, got, parent.cpu)
+                return item
+            got.append(item)
+    finally:
+        sys.current = prev
+    return got
+
+
+def release_task_kmem(sys: System, kmem: list, cpu: int) -> None:
+    """free_task(): the stack (exit_task_stack_account) and the task's objects go back."""
+    from .slab import kmem_cache_free
+
+    for item in kmem:
+        if isinstance(item, KmemPages):
+            memcg_kmem_uncharge_page(sys, item, cpu)
+        else:
+            kmem_cache_free(sys, item, cpu)
+    kmem.clear()
 
 
 class MmStruct:
@@ -57,6 +119,7 @@ class SimTask(kernel.Task):
         self._work: deque = deque()  # operations waiting behind a sleep
         self._in_op = False  # an operation of this task is running now
         self.children: list[SimTask] = []
+        self.kmem: list = []  # kernel memory charged at fork, freed at exit
         memcg.tasks.append(self)
 
     @property
@@ -176,24 +239,58 @@ class SimTask(kernel.Task):
     def fork(self) -> SimTask:
         """copy_process(): a child in the same group with a fresh, empty mm.
 
-        The child's share of the parent's pages (copy-on-write) is not modelled.
+        The new process's kernel memory (stack, task_struct, mm, tables: calibrated
+        kmem_fork_bytes) is charged to the group; OSError(ENOMEM) when a charge fails -
+        at a 3.8 kmem limit at once, at today's memory limit once reclaim and the OOM
+        killer found nothing.  The child's share of the parent's pages (copy-on-write)
+        is not modelled.
         """
+        from .slab import charge_failed
+
         self._alive()
-        child = self._sys.spawn_task(self.memcg)
+        sys = self._sys
+        kmem = copy_process_kmem(sys, self)
+        if not charge_failed(kmem) and self.oom_victim:
+            release_task_kmem(sys, kmem, self.cpu)  # fatal_signal_pending(): fork fails
+            kmem = CHARGE_KILLED
+        if charge_failed(kmem):
+            if self.oom_victim and self._state == "running":
+                self.do_exit("oom_killed")
+            sys.run_deferred()
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        child = sys.spawn_task(self.memcg)
+        child.kmem = kmem
         self.children.append(child)
-        self._sys.run_deferred()
+        sys.run_deferred()
         return child
 
-    def mkdirs(self, n: int) -> None:
+    def mkdirs(self, n: int, fs: str = "ext4") -> None:
+        """mkdir() n new directories on fs ("ext4" or "tmpfs"): dentries, inodes and (ext4)
+        directory blocks charged to the group; OSError(ENOMEM) when a charge fails."""
         self._alive()
-        self._sys.mkdirs(self, n)
+        self._sys.check_fs(fs)
+        self._syscall(lambda: self._sys.mkdirs(self, n, fs))
+
+    def create_files(self, n: int, fs: str = "ext4") -> None:
+        """creat() n new empty files on fs: a dentry and an inode each, charged to the group."""
+        self._alive()
+        self._sys.check_fs(fs)
+        self._syscall(lambda: self._sys.create_files(self, n, fs))
 
     def move(self, path: str) -> None:
         self._alive()
         self._sys.attach_task(self, self._sys.lookup_memcg(path))
 
     def connect_tcp(self, peer):
-        raise NotImplementedError("TCP sockets are not modelled yet")
+        """A loopback TCP connection to peer (tcp.py): this task's socket is charged to
+        its group, the accepted one to the peer's, if those groups account sockets."""
+        from .tcp import tcp_connect
+
+        if not isinstance(peer, SimTask) or peer._sys is not self._sys:
+            raise ValueError("connect_tcp: the peer must be a task of the same SimKernel")
+        self._alive()
+        peer._alive()
+        return tcp_connect(self._sys, self, peer)
 
     def exit(self) -> None:
         self._alive()
@@ -222,4 +319,7 @@ class SimTask(kernel.Task):
         self.mm.shm_objects.clear()
         if self in self.memcg.tasks:
             self.memcg.tasks.remove(self)
+        release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
+        from .tcp import tcp_task_exit
+        tcp_task_exit(sys, self)  # exit_files(): its connections are closed
         sys.maybe_free_dying()

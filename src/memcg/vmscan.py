@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .list_lru import shrink_slab
 from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
                          MemCgroup, memcg_page_state)
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -174,6 +175,7 @@ def shrink_node_memcgs(sys: System, sc: ScanControl) -> None:
         if not memcg.is_root() and not memcg.memory.usage:
             continue
         shrink_lruvec(sys, memcg, sc)
+        shrink_slab(sys, memcg, sc.priority, not cgroup_reclaim(sc))  # dentries, inodes
         if partial and sc.nr_reclaimed >= sc.nr_to_reclaim:
             break
 

@@ -1,0 +1,190 @@
+"""File systems: the dentries and inodes that mkdir and file creation allocate.
+
+Two superblocks, as on the reference machine: "tmpfs" (mm/shmem.c) and "ext4" (the
+root file system, fs/ext4).  Creating a directory or a file allocates a dentry
+(fs/dcache.c: d_alloc) and an inode (alloc_inode_sb) from accounted caches, charged
+to the creating task's group, plus small accounted allocations the model does not
+name (tmpfs: the directory's offset map; ext4: journal and extent bookkeeping).  How
+much all of it costs is the calibration profile's kmem_{mkdir,file}_bytes_{tmpfs,ext4},
+measured on the real kernel (tools/measure_kmem.py, docs/kmem.md); the named objects
+are the kernel's cache sizes and the rest is charged as small kmalloc()s.
+
+ext4 directories and inodes also live in blocks of the block device: a new directory
+gets a directory block, and every EXT4_INODES_PER_BLOCK-th inode starts a new
+inode-table block.  Each new block is a dirty page of the block device's page cache
+(charged to the group as cache) with a buffer_head (kmem).
+
+tmpfs dentries are pinned for as long as the file exists: tmpfs has nowhere else to
+keep them.  ext4's unused dentries (and the inodes they hold) wait on the superblock's
+memcg-aware list_lru until a shrinker frees them (super_cache_scan).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .filemap import AddressSpace
+from .kernel import PAGE_SIZE
+from .list_lru import ListLru, list_lru_add, list_lru_walk_one
+from .memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
+from .mmzone import LRU_INACTIVE_FILE, PG_dirty
+from .slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
+
+if TYPE_CHECKING:
+    from .memcontrol import MemCgroup
+    from .system import System
+    from .tasks import Task
+
+# fs/ext4: 4 KiB blocks holding 256-byte inodes (mke2fs's default inode_size)
+EXT4_INODES_PER_BLOCK = PAGE_SIZE // 256
+
+# fs type -> (inode cache, dentries pinned, has block-device metadata)
+FS_TYPES = {
+    "tmpfs": ("shmem_inode_cache", True, False),  # mm/shmem.c: shmem_mknod() keeps a dget()
+    "ext4": ("ext4_inode_cache", False, True),
+}
+
+
+@dataclass(eq=False)
+class Inode:
+    """A directory or file: its dentry, inode and other accounted objects."""
+
+    objs: list = field(default_factory=list)
+
+
+class SuperBlock:
+    """struct super_block of one mounted file system, with its dentry list_lru."""
+
+    def __init__(self, sys: System, fs_type: str):
+        self.name = fs_type
+        self.inode_cache, self.pinned, self.metadata = FS_TYPES[fs_type]
+        self.s_dentry_lru = ListLru(sys, f"{fs_type}-dentries")
+        self.nr_inodes = 0
+        self.carry = 0.0  # the fractional bytes of the unnamed allocations
+        self.bdev: AddressSpace | None = None
+        self.bdev_pages = 0  # metadata blocks in use
+        if self.metadata:
+            self.bdev = AddressSpace(sys, f"[{fs_type} metadata]")
+            sys.files[self.bdev.name] = self.bdev  # so that the flusher writes it back
+
+
+def obj_memcg(obj: SlabObject) -> MemCgroup | None:
+    """mem_cgroup_from_slab_obj(): who an object is charged to now (None: nobody)."""
+    if obj.objcg is not None:
+        return obj.objcg.memcg
+    if not obj.cache.is_root_cache():
+        return obj.cache.memcg
+    return None
+
+
+def named_bytes(sys: System, sb: SuperBlock, is_dir: bool) -> int:
+    """Bytes of the named objects behind one new inode, as the charge counts them."""
+    caches = sys.slab.caches
+
+    def full(name):
+        return caches[name].object_size + OBJCG_POINTER_SIZE
+
+    n = full("dentry") + full(sb.inode_cache)
+    if sb.metadata:
+        bh = full("buffer_head")
+        n += bh / EXT4_INODES_PER_BLOCK + (bh if is_dir else 0)
+    return n
+
+
+def unnamed_bytes(sys: System, sb: SuperBlock, is_dir: bool) -> int:
+    """This inode's share of the unnamed allocations (profile total - named objects)."""
+    key = f"kmem_{'mkdir' if is_dir else 'file'}_bytes_{sb.name}"
+    sb.carry += max(0.0, float(sys.profile[key]) - named_bytes(sys, sb, is_dir))
+    n = int(sb.carry)
+    sb.carry -= n
+    return n
+
+
+def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int:
+    """sb_getblk() of a new metadata block: a dirty page-cache page and its buffer_head."""
+    memcg = task.memcg
+    mapping = sb.bdev
+    pfns, ret = sys.alloc_and_charge(task, memcg, 1, user_fault=False)
+    if not len(pfns):
+        return ret or -errno.ENOMEM
+    idx = np.array([sb.bdev_pages], dtype=np.int64)
+    mapping.ensure(sb.bdev_pages + 1)
+    mapping.slots[idx] = pfns
+    sys.add_new_pages(task, memcg, mapping, idx, pfns, PG_dirty, LRU_INACTIVE_FILE,
+                      (NR_FILE_PAGES, NR_FILE_DIRTY))
+    if mapping.dirtied_when is None:
+        mapping.dirtied_when = sys.tick
+    sb.bdev_pages += 1
+    bh = kmem_cache_alloc(sys, "buffer_head", task)  # folio_alloc_buffers(), charged
+    if charge_failed(bh):
+        return bh
+    inode.objs.append(bh)
+    return 0
+
+
+def new_inode(sys: System, task: Task, sb: SuperBlock, is_dir: bool) -> Inode | int:
+    """d_alloc() + the file system's new inode (+ its blocks): the object, or the failure."""
+    inode = Inode()
+    steps = [("dentry", 1), (sb.inode_cache, 1)]
+    extra = unnamed_bytes(sys, sb, is_dir)
+    if extra:
+        steps.append(("kmalloc-cg", extra))
+    for name, count in steps:
+        obj = kmem_cache_alloc(sys, name, task, count)
+        if charge_failed(obj):
+            free_inode(sys, inode)
+            return obj
+        inode.objs.append(obj)
+    if sb.metadata:
+        blocks = int(is_dir) + int(sb.nr_inodes % EXT4_INODES_PER_BLOCK == 0)
+        for _ in range(blocks):
+            ret = bdev_new_block(sys, task, sb, inode)
+            if ret:
+                free_inode(sys, inode)
+                return ret
+    sb.nr_inodes += 1
+    if not sb.pinned:
+        # dput() of a fresh, unused dentry: onto the LRU of the group that owns it
+        list_lru_add(sb.s_dentry_lru, inode, obj_memcg(inode.objs[0]))
+    return inode
+
+
+def free_inode(sys: System, inode: Inode) -> None:
+    """__dentry_kill() + evict(): every object of the inode goes back to its cache."""
+    cpu = sys.cpu
+    for obj in inode.objs:
+        kmem_cache_free(sys, obj, cpu)
+    inode.objs.clear()
+
+
+def super_cache_scan(sys: System, sb: SuperBlock, memcg: MemCgroup | None, nr_to_scan: int) -> int:
+    """super_cache_scan(): prune up to nr_to_scan unused dentries (and their inodes) of one
+    group's list (prune_dcache_sb + prune_icache_sb).  Dirty inodes are not waited for."""
+    return list_lru_walk_one(sb.s_dentry_lru, memcg, nr_to_scan, lambda inode: free_inode(sys, inode))
+
+
+def vfs_create_many(sys: System, task: Task, fs_type: str, n: int, is_dir: bool) -> int:
+    """mkdir() or creat() n times in the task's group; the number made before a failure.
+
+    Raises OSError(ENOMEM) when a charge fails (ENOSPC is not modelled: disks are big).
+    """
+    sb = sys.super_blocks.get(fs_type)
+    if sb is None:
+        raise ValueError(f"fs: expected one of {', '.join(sys.super_blocks)}, got {fs_type!r}")
+    made = 0
+    prev, sys.current = sys.current, task
+    try:
+        for _ in range(n):
+            ret = new_inode(sys, task, sb, is_dir)
+            if charge_failed(ret):
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+            made += 1
+            if task.oom_victim:
+                break
+    finally:
+        sys.current = prev
+    return made
