@@ -4,7 +4,8 @@
 """
 
 from .kernel import PAGE_SIZE, Event, Kernel, Socket, Task
+from .linux import LinuxKernel  # standard library only; touches no cgroup until constructed
 from .sim import SimKernel
 
-__all__ = ["PAGE_SIZE", "Event", "Kernel", "SimKernel", "Socket", "Task"]
+__all__ = ["PAGE_SIZE", "Event", "Kernel", "LinuxKernel", "SimKernel", "Socket", "Task"]
 __version__ = "0.1.0"

@@ -3,6 +3,8 @@
     memcg run NAME|FILE [--backend sim|linux] [--json OUT] [--plot OUT.png] [--param k=v ...]
     memcg list
     memcg fs NAME|FILE [--param k=v ...] [PATH ...]
+    memcg compare NAME|FILE [--json OUT] [--profile FILE] [--param k=v ...]
+    memcg calibrate [--out FILE]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
 cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
@@ -45,9 +47,12 @@ def _params(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def make_kernel(scenario: Scenario, backend: str = "sim"):
+def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = None):
     """A fresh kernel for `scenario`: SimKernel built from `[machine]`, or LinuxKernel.
 
+    On real cgroups the machine's memory becomes the limit of the kernel's root group,
+    so the scenario meets the same memory pressure on a bigger machine.  `profile` is a
+    calibration file for the simulated kernel.
     Raises _Fatal (exit 2) when the backend is missing or cannot start.
     """
     import memcg
@@ -58,16 +63,19 @@ def make_kernel(scenario: Scenario, backend: str = "sim"):
         except (AttributeError, ImportError):
             raise _Fatal("the linux backend (memcg.LinuxKernel) is not available in this installation") from None
         try:
-            return cls()
+            return cls(memory=scenario.machine.memory)
         except Exception as e:  # the boundary to the real system: report it in one line
-            msg = " ".join(str(e).split()) or type(e).__name__
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            msg = " ".join(msg.split()) or type(e).__name__
             raise _Fatal(f"cannot use real cgroups: {msg}") from None
     cls = getattr(memcg, "SimKernel", None)
     if cls is None:
         raise _Fatal("the simulated kernel (memcg.SimKernel) is not available in this installation")
     m = scenario.machine
     try:
-        return cls(memory=m.memory, cpus=m.cpus, swap=m.swap)
+        if profile is not None:
+            return cls(**m.sim_kwargs(), profile=profile)
+        return cls(**m.sim_kwargs())
     except (ValueError, TypeError, OSError) as e:
         msg = " ".join(str(e).split())
         raise _Fatal(f"{scenario.file}: machine: the simulated kernel refused it: {msg}") from None
@@ -76,6 +84,10 @@ def make_kernel(scenario: Scenario, backend: str = "sim"):
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, _params(args.param))
     kernel = make_kernel(scenario, args.backend)
+    if args.backend == "linux":
+        from memcg.compare import SettleAtEnd
+
+        kernel = SettleAtEnd(kernel, scenario)   # exact final memory.stat
     result = run_scenario(scenario, kernel)
     if args.json != "-":
         sys.stdout.write(report.summary(result, scenario.description))
@@ -164,6 +176,63 @@ def _cmd_fs(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def _check_profile(path: str | None) -> None:
+    if path is None:
+        return
+    from memcg.profile import load_profile
+
+    try:
+        load_profile(path)
+    except ValueError as e:
+        raise _Fatal(str(e)) from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from memcg import compare
+
+    scenario = load_scenario(args.scenario, _params(args.param))
+    _check_profile(args.profile)
+    real = make_kernel(scenario, "linux")   # fail early, before the simulated run
+    try:
+        result = compare.run_compare(scenario, lambda: make_kernel(scenario, "sim", args.profile),
+                                     lambda: real)
+    finally:
+        real.close()
+    import platform
+
+    result["kernel"] = platform.release()
+    header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
+              f"(real cgroups, root limited to the machine's {scenario.machine.memory})")
+    sys.stdout.write(compare.format_table(result, header))
+    if args.json:
+        try:
+            compare.write_json(result, args.json)
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.json}: {e.strerror or e}") from None
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from memcg import calibrate
+
+    try:
+        profile = calibrate.calibrate(progress=lambda msg: print(f"memcg: {msg}", file=sys.stderr))
+    except OSError as e:
+        msg = " ".join((e.strerror or str(e)).split())
+        raise _Fatal(f"cannot use real cgroups: {msg}") from None
+    text = calibrate.profile_json(profile)
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.out}: {e.strerror or e}") from None
+        sys.stdout.write(calibrate.summary(profile))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -189,6 +258,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="cgroup files or groups to print (default: every file of every group)")
     f.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
     f.set_defaults(func=_cmd_fs)
+
+    c = sub.add_parser("compare", help="run a scenario on the simulated kernel and on real cgroups, "
+                                       "print every figure side by side")
+    c.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
+    c.add_argument("--json", metavar="OUT", help="write the comparison as JSON to OUT")
+    c.add_argument("--profile", metavar="FILE", help="a calibration profile for the simulated kernel")
+    c.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
+    c.set_defaults(func=_cmd_compare)
+
+    cal = sub.add_parser("calibrate", help="measure this kernel's per-object memory costs on real "
+                                           "cgroups and write a profile")
+    cal.add_argument("--out", metavar="FILE", help="write the profile here (default: print it)")
+    cal.set_defaults(func=_cmd_calibrate)
     return p
 
 

@@ -1,0 +1,389 @@
+"""The worker: one real process that `LinuxKernel` drives over a socket.
+
+Run as ``python -m memcg.worker FD [PARENT_PID]`` or as a script (``LinuxKernel`` runs
+the file directly, so the worker does not import the package and its NumPy-based
+model: a smaller process starts faster and costs less memory).  FD is one end of a
+Unix stream socket pair; PARENT_PID, when given, is the controller: the worker dies
+with it (PR_SET_PDEATHSIG) so no worker outlives a controller that was killed.
+
+Protocol: one JSON object per line each way.  Every command gets exactly one reply,
+``{"ok": ...}`` or ``{"err": errno, "msg": text}``; a forked child first says
+``{"ready": pid}`` on its own channel, which comes along with the fork command
+(SCM_RIGHTS).  Commands run in order; a command the kernel blocks (a fault waiting in
+mem_cgroup_oom_synchronize) simply has no reply yet.
+
+What each command does is what the `Task` interface asks, with real system calls:
+anonymous memory is mmap(MAP_PRIVATE|MAP_ANONYMOUS) written one byte per page from
+user space, so every page is a user fault charged by the kernel's fault path
+(Python's mmap.mmap(-1, n) would be MAP_SHARED, i.e. shmem); shared memory is a
+MAP_SHARED mapping of a tmpfs file; files are read with read() and written with
+pwrite(); fork is fork(); directories are mkdir(); TCP is a loopback connection.
+Only the standard library is used, and every buffer is allocated at start-up, so
+the commands charge their group for what they do and little else.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+PAGE = 4096
+PROT_RW = 0x1 | 0x2                    # PROT_READ | PROT_WRITE
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
+MADV_COLD = 20                         # include/uapi/asm-generic/mman-common.h
+PR_SET_PDEATHSIG = 1                   # include/uapi/linux/prctl.h
+IO_CHUNK = 256 * 1024
+TIOCOUTQ, FIONREAD = 0x5411, 0x541B    # SIOCOUTQ / SIOCINQ (include/uapi/asm-generic/ioctls.h)
+SO_MEMINFO, SK_MEMINFO_VARS, SK_MEMINFO_DROPS = 55, 9, 8   # include/uapi/linux/sock_diag.h
+# byte offsets in struct tcp_info (include/uapi/linux/tcp.h); tcpi_rcv_wnd since 6.2
+TCP_INFO_FIELDS = {"rcv_ssthresh": 64, "cwnd": 80, "retransmits": 100, "window": 232}
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                       ctypes.c_ulong]
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class Worker:
+    """The worker's state: its mappings, sockets and the channel to the controller."""
+
+    def __init__(self, chan: socket.socket):
+        self.chan = chan
+        self.inbuf = b""
+        self.fds: list[int] = []          # descriptors received with commands, in order
+        self.anon: list[list[int]] = []   # [address, length] of anonymous mappings, oldest first
+        self.shm: dict[str, tuple[int, int]] = {}   # path -> (address, length)
+        self.socks: dict[int, socket.socket] = {}
+        self.next_sock = 1
+        self.dirs = 0
+        # Buffers used by read_file / write_file / send / recv, allocated now (before the
+        # controller moves this process into its group) so commands allocate nothing.
+        self.iobuf = bytearray(IO_CHUNK)
+        self.iomv = memoryview(self.iobuf)
+        self.wbuf = memoryview(bytes(range(256)) * (IO_CHUNK // 256))
+        self.drainmap = _mmap(PAGE, MAP_PRIVATE | MAP_ANONYMOUS, -1)   # never touched
+
+    # --- the channel ----------------------------------------------------------------
+
+    def reply(self, obj: dict) -> None:
+        self.chan.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+    def next_command(self) -> dict | None:
+        while b"\n" not in self.inbuf:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.chan, 65536, 8)
+            except InterruptedError:
+                continue
+            if not data:
+                return None
+            self.fds.extend(fds)
+            self.inbuf += data
+        line, _, self.inbuf = self.inbuf.partition(b"\n")
+        return json.loads(line)
+
+    def serve(self) -> None:
+        while True:
+            cmd = self.next_command()
+            if cmd is None:
+                os._exit(0)   # the controller is gone
+            op = cmd.get("op")
+            try:
+                handler = getattr(self, "op_" + str(op))
+            except AttributeError:
+                self.reply({"err": errno.EINVAL, "msg": f"unknown command {op!r}"})
+                continue
+            try:
+                result = handler(cmd)
+            except OSError as e:
+                self.reply({"err": e.errno or errno.EIO, "msg": e.strerror or str(e)})
+                continue
+            except Exception as e:  # noqa: BLE001 - reported to the controller, not lost
+                self.reply({"err": errno.EIO, "msg": f"{type(e).__name__}: {e}"})
+                continue
+            if op == "exit":
+                self.reply({"ok": True})
+                os._exit(0)
+            self.reply({"ok": True, **(result or {})})
+
+    # --- memory -----------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """lru_add_drain() on this CPU: madvise(MADV_COLD) starts with it (mm/madvise.c),
+        so pages still in this CPU's LRU batches reach the lists the stat files count."""
+        libc.madvise(self.drainmap, PAGE, MADV_COLD)
+
+    def op_ping(self, cmd):
+        return {"pid": os.getpid()}
+
+    def op_drain(self, cmd):
+        self.drain()
+
+    def op_touch_anon(self, cmd):
+        n = _pages(int(cmd["n"])) * PAGE
+        if n == 0:
+            return None
+        addr = _mmap(n, MAP_PRIVATE | MAP_ANONYMOUS, -1)
+        self.anon.append([addr, n])
+        _touch(addr, n)
+        if cmd.get("locked"):
+            # The pages are already faulted in from user space; mlock() now only moves
+            # them to the unevictable list (mm/mlock.c).
+            if libc.mlock(addr, n) != 0:
+                _raise_errno("mlock")
+        self.drain()
+
+    def op_free_anon(self, cmd):
+        left = _pages(int(cmd["n"])) * PAGE
+        while left > 0 and self.anon:
+            addr, length = self.anon[-1]
+            cut = min(left, length)
+            if libc.munmap(addr + length - cut, cut) != 0:
+                _raise_errno("munmap")
+            left -= cut
+            if cut == length:
+                self.anon.pop()
+            else:
+                self.anon[-1][1] = length - cut
+        self.drain()
+
+    def op_touch_shm(self, cmd):
+        path, n = cmd["path"], _pages(int(cmd["n"])) * PAGE
+        old = self.shm.get(path)
+        if n == 0 or (old is not None and old[1] >= n):
+            if old is not None and n:
+                _touch(old[0], n)
+            return None
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size < n:
+                os.ftruncate(fd, n)
+            addr = _mmap(n, MAP_SHARED, fd)
+        finally:
+            os.close(fd)
+        self.shm[path] = (addr, n)
+        _touch(addr, n)
+        if old is not None:
+            libc.munmap(old[0], old[1])
+        self.drain()
+
+    # --- files ------------------------------------------------------------------------
+
+    def op_read_file(self, cmd):
+        n = int(cmd["n"])
+        fd = os.open(cmd["path"], os.O_RDONLY)
+        got = 0
+        try:
+            while got < n:
+                k = os.readv(fd, [self.iomv[:min(IO_CHUNK, n - got)]])
+                if k <= 0:
+                    break
+                got += k
+        finally:
+            os.close(fd)
+        self.drain()
+        return {"bytes": got}
+
+    def op_write_file(self, cmd):
+        n = int(cmd["n"])
+        fd = os.open(cmd["path"], os.O_WRONLY | os.O_CREAT, 0o644)
+        done = 0
+        try:
+            while done < n:
+                done += os.pwrite(fd, self.wbuf[:min(IO_CHUNK, n - done)], done)
+        finally:
+            os.close(fd)
+        self.drain()
+        return {"bytes": done}
+
+    def op_unlink(self, cmd):
+        os.unlink(cmd["path"])
+
+    def op_mkdirs(self, cmd):
+        """n new directories under base: each a dentry and an inode (kmem)."""
+        base, n = cmd["base"], int(cmd["n"])
+        for _ in range(n):
+            os.mkdir(f"{base}/d{self.dirs}")
+            self.dirs += 1
+        return {"made": n}
+
+    def op_mkfiles(self, cmd):
+        """n new empty files under base (calibration: kmem per inode)."""
+        base, n = cmd["base"], int(cmd["n"])
+        for _ in range(n):
+            os.close(os.open(f"{base}/f{self.dirs}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            self.dirs += 1
+        return {"made": n}
+
+    # --- processes --------------------------------------------------------------------
+
+    def op_fork(self, cmd):
+        if not self.fds:
+            raise OSError(errno.EBADF, "fork needs a channel descriptor")
+        fd = self.fds.pop(0)
+        pid = os.fork()
+        if pid == 0:
+            # The child: its own channel; the parent's sockets and channel are the
+            # parent's business (closing our copies does not affect them).
+            self.chan.close()
+            for s in self.socks.values():
+                s.close()
+            self.socks.clear()
+            for extra in self.fds:
+                os.close(extra)
+            self.chan = socket.socket(fileno=fd)
+            self.inbuf = b""
+            self.fds = []
+            self.reply({"ready": os.getpid()})
+            self.serve()
+        os.close(fd)
+        return {"pid": pid}
+
+    def op_exit(self, cmd):
+        return None
+
+    # --- TCP --------------------------------------------------------------------------
+
+    def _add_sock(self, s: socket.socket) -> int:
+        sid = self.next_sock
+        self.next_sock += 1
+        self.socks[sid] = s
+        return sid
+
+    def op_listen(self, cmd):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        return {"sock": self._add_sock(s), "port": s.getsockname()[1]}
+
+    def op_connect(self, cmd):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.connect(("127.0.0.1", int(cmd["port"])))
+        s.setblocking(False)
+        return {"sock": self._add_sock(s)}
+
+    def op_accept(self, cmd):
+        lsock = self.socks[int(cmd["sock"])]
+        conn, _ = lsock.accept()
+        conn.setblocking(False)
+        return {"sock": self._add_sock(conn)}
+
+    def op_send(self, cmd):
+        """One non-blocking send() of n bytes, in buffer-sized pieces: a piece that is
+        not taken whole is where the single call would have stopped."""
+        s, n = self.socks[int(cmd["sock"])], int(cmd["n"])
+        sent = 0
+        while sent < n:
+            want = min(IO_CHUNK, n - sent)
+            try:
+                k = s.send(self.wbuf[:want])
+            except BlockingIOError:
+                break
+            sent += max(k, 0)
+            if k < want:
+                break
+        return {"bytes": sent}
+
+    def op_recv(self, cmd):
+        """One non-blocking recv() of up to n bytes: what the receive queue holds now
+        (tcp_recvmsg() returns once the queue is empty), read in buffer-sized pieces."""
+        s, n = self.socks[int(cmd["sock"])], int(cmd["n"])
+        got = 0
+        while got < n:
+            want = min(IO_CHUNK, n - got)
+            try:
+                k = s.recv_into(self.iomv[:want])
+            except BlockingIOError:
+                break
+            got += max(k, 0)
+            if k < want:
+                break
+        return {"bytes": got}
+
+    def op_sockinfo(self, cmd):
+        """What the kernel shows of one socket: SO_SNDBUF/SO_RCVBUF, SIOCOUTQ/SIOCINQ,
+        SO_MEMINFO's drop count and a few TCP_INFO fields (include/uapi/linux/tcp.h)."""
+        s = self.socks[int(cmd["sock"])]
+        out = {"sndbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+               "rcvbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
+        for key, req in (("outq", TIOCOUTQ), ("inq", FIONREAD)):
+            buf = array.array("i", [0])
+            fcntl.ioctl(s.fileno(), req, buf)
+            out[key] = buf[0]
+        meminfo = s.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * SK_MEMINFO_VARS)
+        out["drops"] = struct.unpack_from("I", meminfo, 4 * SK_MEMINFO_DROPS)[0]
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)
+        for key, off in TCP_INFO_FIELDS.items():
+            out[key] = struct.unpack_from("I", info, off)[0] if len(info) >= off + 4 else None
+        return out
+
+    def op_close_sock(self, cmd):
+        s = self.socks.pop(int(cmd["sock"]), None)
+        if s is not None:
+            s.close()
+
+
+def _pages(n: int) -> int:
+    return -(-max(0, n) // PAGE)
+
+
+def _raise_errno(what: str):
+    e = ctypes.get_errno()
+    raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _mmap(n: int, flags: int, fd: int) -> int:
+    addr = libc.mmap(None, n, PROT_RW, flags, fd, 0)
+    if addr in (None, MAP_FAILED):
+        _raise_errno("mmap")
+    return addr
+
+
+_CHUNK = 1 << 20
+_CHUNK_T = ctypes.c_char * _CHUNK
+_ONES = bytes([1]) * (_CHUNK // PAGE)
+
+
+def _touch(addr: int, n: int) -> None:
+    """Write one byte to every page from user space: each first write is a user page
+    fault, charged to the memcg of this process (mm/memory.c: do_anonymous_page,
+    or shmem_fault for a shared mapping)."""
+    off = 0
+    while off + _CHUNK <= n:
+        memoryview(_CHUNK_T.from_address(addr + off)).cast("B")[::PAGE] = _ONES
+        off += _CHUNK
+    for off in range(off, n, PAGE):
+        ctypes.memset(addr + off, 1, 1)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print("usage: python -m memcg.worker FD [PARENT_PID]", file=sys.stderr)
+        return 2
+    chan = socket.socket(fileno=int(argv[1]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the controller
+    if len(argv) > 2:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != int(argv[2]):
+            return 0   # the controller died before the death signal was armed
+    w = Worker(chan)
+    w.reply({"ready": os.getpid()})
+    w.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

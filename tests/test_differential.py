@@ -1,0 +1,388 @@
+"""Differential tests: the same cases on the simulated kernel and on real cgroups.
+
+Every test is parametrized over both kernels and asserts the same real outcomes on
+each: values read back, errno values, who was OOM-killed, event counts.  The "linux"
+cases run where the cgroup v1 memory controller is writable (root, own memory cgroup;
+they skip with the reason elsewhere) and leave no group behind (the real_memcg fixture
+checks).
+
+Workers on real cgroups start in the caller's group and are moved in, so groups are
+charged only for what the tasks do; where the Python worker's own activity shows in a
+figure (a few pages of heap, a few faults) the assertion says so and allows for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import select
+import time
+
+import pytest
+
+import memcg
+from memcg.profile import PROFILE_KEYS
+
+KiB, MiB = 1 << 10, 1 << 20
+UNLIMITED = 9223372036854771712
+
+LINUX = pytest.param("linux", marks=pytest.mark.linux)
+BOTH = ["sim", LINUX]
+
+
+@pytest.fixture
+def kernel(request, tmp_path):
+    """A fresh kernel of the parametrized kind; "linux" needs writable real cgroups."""
+    if request.param == "sim":
+        # this machine's costs for a Python worker (`memcg calibrate`), so the model's
+        # kernel-memory figures are those of the workers the real side runs
+        costs = {"kmem_fork_bytes": 130048, "kmem_mkdir_bytes_ext4": 1444,
+                 "kmem_mkdir_bytes_tmpfs": 963, "kmem_socket_bytes": 6656}
+        profile = tmp_path / "profile.json"
+        profile.write_text(json.dumps({key: v for key, v in costs.items() if key in PROFILE_KEYS}))
+        k = memcg.SimKernel(memory="4G", cpus=2, profile=str(profile))
+    else:
+        request.getfixturevalue("real_memcg")   # skips with the reason; checks nothing is left
+        k = memcg.LinuxKernel()
+    yield k
+    k.close()
+
+
+def num(k, path: str) -> int:
+    return int(k.read(path))
+
+
+def stat(k, group: str) -> dict[str, int]:
+    out = {}
+    for line in k.read(f"{group}/memory.stat").splitlines():
+        key, _, value = line.partition(" ")
+        out[key] = int(value)
+    return out
+
+
+def oom(k, group: str) -> dict[str, int]:
+    return {a: int(b) for a, b in (ln.split() for ln in k.read(f"{group}/memory.oom_control").splitlines())}
+
+
+def errno_of(fn) -> int | None:
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def counts(k, evs: dict) -> dict[str, int]:
+    """Event counts after an action.  The simulated kernel has signalled everything by
+    now; the real one signals some events from work items (vmpressure_work_fn, the
+    removal work of rmdir), so there the counts are collected until none has changed
+    for 100 ms (bounded by 3 s)."""
+    got = {name: ev.count() for name, ev in evs.items()}
+    if k.backend != "linux":
+        return got
+    deadline = time.monotonic() + 3
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.1:
+        select.select([ev.fileno() for ev in evs.values()], [], [], 0.02)
+        for name, ev in evs.items():
+            n = ev.count()
+            if n:
+                got[name] += n
+                quiet_since = time.monotonic()
+    return got
+
+
+def group_with_task(k, path: str = "/g", limit: str | None = None):
+    k.mkdir(path)
+    if limit is not None:
+        k.write(f"{path}/memory.limit_in_bytes", limit)
+    return k.spawn(path)
+
+
+# --------------------------------------------------------------------------- files and errno
+
+LIMIT_WRITES = [
+    ("32M", 32 * MiB), ("4097", 4096), ("0x1000", 4096), (" 8192\n", 8192), ("-1", UNLIMITED),
+    ("1k", 0), ("1.5M", errno.EINVAL), ("-2", errno.EINVAL), ("1KB", errno.EINVAL),
+    ("max", errno.EINVAL), ("x" * 4097, errno.E2BIG),
+]
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_limit_write_parsing_and_errno(kernel):
+    k = kernel
+    k.mkdir("/g")
+    for text, want in LIMIT_WRITES:
+        k.write("/g/memory.limit_in_bytes", "64M")
+        got = errno_of(lambda: k.write("/g/memory.limit_in_bytes", text))
+        if want in (errno.EINVAL, errno.E2BIG):
+            assert got == want, text[:16]
+            assert num(k, "/g/memory.limit_in_bytes") == 64 * MiB, text[:16]
+        else:
+            assert got is None, text
+            assert num(k, "/g/memory.limit_in_bytes") == want, text
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_other_files_errno(kernel):
+    k = kernel
+    k.mkdir("/g")
+    # memsw may not go below the memory limit, which is unlimited in a fresh group
+    assert errno_of(lambda: k.write("/g/memory.memsw.limit_in_bytes", "64M")) == errno.EINVAL
+    assert errno_of(lambda: k.write("/g/memory.oom_control", "2")) == errno.EINVAL
+    assert errno_of(lambda: k.write("/g/memory.swappiness", "201")) == errno.EINVAL  # > MAX_SWAPPINESS
+    assert errno_of(lambda: k.read("/g/memory.nonexistent")) == errno.ENOENT
+    assert errno_of(lambda: k.mkdir("/g")) == errno.EEXIST
+    assert errno_of(lambda: k.rmdir("/nope")) == errno.ENOENT
+    assert errno_of(lambda: k.write("/g/cgroup.procs", "abc")) == errno.EINVAL
+    k.spawn("/g")
+    assert errno_of(lambda: k.rmdir("/g")) == errno.EBUSY
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_anon_accounting(kernel):
+    k = kernel
+    t = group_with_task(k)
+    t.touch_anon(4 * MiB)
+    s = stat(k, "/g")
+    assert s["rss"] == 4 * MiB
+    assert s["inactive_anon"] == 4 * MiB and s["active_anon"] == 0
+    assert s["cache"] == 0 and s["shmem"] == 0          # private anonymous, not shmem
+    assert s["pgpgin"] == 1024                          # one charge per page
+    assert 1024 <= s["pgfault"] <= 1024 + 16             # + the worker's own faults
+    assert 4 * MiB <= num(k, "/g/memory.usage_in_bytes") <= 4 * MiB + 2 * 64 * 4096 + 64 * KiB
+    t.free_anon(4 * MiB)
+    t.touch_anon(1 * MiB)  # enough charges after the free for the statistics to flush
+    s = stat(k, "/g")
+    assert s["rss"] == 1 * MiB and s["pgpgout"] == 1024
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_locked_anon_is_unevictable(kernel):
+    k = kernel
+    t = group_with_task(k)
+    t.touch_anon(4 * MiB, locked=True)
+    s = stat(k, "/g")
+    assert s["rss"] == 4 * MiB and s["unevictable"] == 4 * MiB
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_shm_is_cache_and_shmem_not_rss(kernel):
+    k = kernel
+    t = group_with_task(k)
+    t.touch_shm("seg", 8 * MiB)
+    s = stat(k, "/g")
+    assert s["cache"] == s["shmem"] == s["mapped_file"] == 8 * MiB
+    assert s["rss"] == 0
+    assert s["inactive_anon"] + s["active_anon"] == 8 * MiB   # shmem sits on the anon LRU
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_page_cache_read_write_unlink(kernel):
+    k = kernel
+    t = group_with_task(k)
+    t.read_file("data", 8 * MiB)
+    s = stat(k, "/g")
+    assert s["cache"] == 8 * MiB and s["rss"] == 0 and s["dirty"] == 0
+    t.write_file("log", 4 * MiB)
+    s = stat(k, "/g")
+    assert s["cache"] == 12 * MiB and s["dirty"] == 4 * MiB
+    t.unlink("log")
+    t.read_file("data2", 1 * MiB)   # more charges, so the statistics flush
+    assert stat(k, "/g")["cache"] == 9 * MiB
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_charges_stay_when_a_task_moves(kernel):
+    k = kernel
+    t = group_with_task(k, "/a")
+    k.mkdir("/b")
+    t.touch_anon(4 * MiB)
+    t.move("/b")
+    t.touch_anon(2 * MiB)
+    assert stat(k, "/a")["rss"] == 4 * MiB
+    assert stat(k, "/b")["rss"] == 2 * MiB
+    assert str(t.pid) in k.read("/b/cgroup.procs").split()
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_exit_frees_anon_keeps_cache(kernel):
+    k = kernel
+    t = group_with_task(k)
+    t.read_file("data", 8 * MiB)
+    t.touch_anon(4 * MiB)
+    t.exit()
+    assert t.state == "exited"
+    k.spawn("/g").touch_anon(1 * MiB)   # flush the statistics
+    s = stat(k, "/g")
+    assert s["rss"] == 1 * MiB and s["cache"] == 8 * MiB
+
+
+# --------------------------------------------------------------------------- limits, reclaim, OOM
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_page_cache_is_reclaimed_within_the_limit_without_oom(kernel):
+    k = kernel
+    t = group_with_task(k, limit="32M")
+    t.read_file("big", 128 * MiB)
+    assert t.state == "running"
+    assert oom(k, "/g")["oom_kill"] == 0
+    assert num(k, "/g/memory.max_usage_in_bytes") <= 32 * MiB
+    assert num(k, "/g/memory.failcnt") > 0
+    assert 16 * MiB <= stat(k, "/g")["cache"] <= 32 * MiB
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_kills_the_largest_task_not_the_one_that_asked(kernel):
+    k = kernel
+    big = group_with_task(k, limit="64M")
+    small = k.spawn("/g")
+    big.touch_anon(40 * MiB)
+    small.touch_anon(8 * MiB)
+    small.touch_anon(24 * MiB)       # over the limit: someone must go
+    assert big.state == "oom_killed"
+    assert small.state == "running"
+    o = oom(k, "/g")
+    assert o["oom_kill"] == 1 and o["under_oom"] == 0
+    assert num(k, "/g/memory.max_usage_in_bytes") <= 64 * MiB
+    assert 32 * MiB <= stat(k, "/g")["rss"] <= 33 * MiB
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_kill_disable_blocks_until_the_limit_is_raised(kernel):
+    k = kernel
+    k.mkdir("/g")
+    k.write("/g/memory.limit_in_bytes", "16M")
+    k.write("/g/memory.oom_control", "1")
+    ev = k.event("/g/memory.oom_control")
+    t = k.spawn("/g")
+    t.touch_anon(32 * MiB)
+    assert t.state == "blocked"
+    o = oom(k, "/g")
+    assert o == {"oom_kill_disable": 1, "under_oom": 1, "oom_kill": 0}
+    assert num(k, "/g/memory.usage_in_bytes") == 16 * MiB
+    assert ev.count() == 1
+    k.write("/g/memory.limit_in_bytes", "64M")
+    assert t.state == "running"
+    assert oom(k, "/g")["under_oom"] == 0
+    assert stat(k, "/g")["rss"] == 32 * MiB
+    assert ev.count() == 0                    # leaving the OOM sends nothing
+
+
+# --------------------------------------------------------------------------- events
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_usage_thresholds_fire_once_per_crossing(kernel):
+    k = kernel
+    k.mkdir("/g")
+    e8 = k.event("/g/memory.usage_in_bytes", "8M")
+    e24 = k.event("/g/memory.usage_in_bytes", "24M")
+    t = k.spawn("/g")
+    t.touch_anon(16 * MiB)
+    assert (e8.count(), e24.count()) == (1, 0)
+    t.touch_anon(16 * MiB)
+    assert (e8.count(), e24.count()) == (0, 1)
+    t.free_anon(32 * MiB)
+    assert (e8.count(), e24.count()) == (1, 1)   # downward crossings too
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_pressure_events_per_mode(kernel):
+    """mm/vmpressure.c: a listener in the default mode does not hear what a listener
+    below it already heard; "hierarchy" always does; "local" only its own group's."""
+    k = kernel
+    k.mkdir("/p")
+    k.mkdir("/p/c")
+    k.write("/p/c/memory.limit_in_bytes", "32M")
+    evs = {"c low": k.event("/p/c/memory.pressure_level", "low"),
+           "c medium": k.event("/p/c/memory.pressure_level", "medium"),
+           "c critical": k.event("/p/c/memory.pressure_level", "critical"),
+           "p low": k.event("/p/memory.pressure_level", "low"),
+           "p low,hierarchy": k.event("/p/memory.pressure_level", "low,hierarchy"),
+           "p low,local": k.event("/p/memory.pressure_level", "low,local")}
+    t = k.spawn("/p/c")
+    t.read_file("big", 128 * MiB)
+    k.advance(1)
+    got = counts(k, evs)
+    assert got["c low"] > 0
+    assert got["c medium"] == 0 and got["c critical"] == 0   # clean cache is easy
+    assert got["p low,hierarchy"] == got["c low"]
+    assert got["p low"] == 0 and got["p low,local"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_rmdir_signals_registered_events(kernel):
+    k = kernel
+    k.mkdir("/g")
+    evs = {"usage 8M": k.event("/g/memory.usage_in_bytes", "8M"),
+           "oom_control": k.event("/g/memory.oom_control"),
+           "pressure low": k.event("/g/memory.pressure_level", "low")}
+    k.rmdir("/g")
+    k.advance(1)
+    assert counts(k, evs) == {"usage 8M": 1, "oom_control": 1, "pressure low": 1}
+
+
+# --------------------------------------------------------------------------- kernel memory, TCP
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_kmem_per_fork(kernel):
+    k = kernel
+    t = group_with_task(k)
+    before = num(k, "/g/memory.kmem.usage_in_bytes")
+    children = [t.fork() for _ in range(4)]
+    per_fork = (num(k, "/g/memory.kmem.usage_in_bytes") - before) / 4
+    assert all(c.state == "running" for c in children)
+    assert str(children[0].pid) in k.read("/g/cgroup.procs").split()
+    # at least the kernel stack (THREAD_SIZE, 16 KiB on x86-64) plus task_struct and mm
+    assert 16 * KiB <= per_fork <= 1 * MiB
+
+
+@pytest.mark.parametrize("fs", ["ext4", "tmpfs"])
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_kmem_per_mkdir(kernel, fs):
+    k = kernel
+    if k.backend == "linux" and fs != "tmpfs" and k.working_fs != fs:
+        pytest.skip(f"the working directory is on {k.working_fs}, not {fs}")
+    t = group_with_task(k)
+    t.mkdirs(8, fs=fs)
+    before = num(k, "/g/memory.kmem.usage_in_bytes")
+    t.mkdirs(256, fs=fs)
+    per_dir = (num(k, "/g/memory.kmem.usage_in_bytes") - before) / 256
+    assert 256 <= per_dir <= 8 * KiB           # a dentry and an inode, some slab slack
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_tcp_limit_holds_the_sender_back(kernel):
+    k = kernel
+    k.mkdir("/g")
+    k.write("/g/memory.kmem.tcp.limit_in_bytes", "1M")   # also switches TCP accounting on
+    a, b = k.spawn("/g"), k.spawn("/g")
+    s = a.connect_tcp(b)
+    sent = 0
+    for _ in range(256):
+        n = s.send(64 * KiB)
+        sent += n
+        if n == 0:
+            break
+    assert 256 * KiB <= sent <= 1 * MiB + 64 * KiB
+    usage = num(k, "/g/memory.kmem.tcp.usage_in_bytes")
+    assert 0 < usage <= 1 * MiB + 64 * KiB               # forced charges may pass the limit a little
+    first = s.recv(16 * MiB)           # one read: what the receive queue holds now
+    assert 0 < first < sent
+    got = first
+    for _ in range(256):               # the rest follows as the reader makes room
+        n = s.recv(16 * MiB)
+        if n == 0:
+            k.advance(1)
+            n = s.recv(16 * MiB)
+            if n == 0:
+                break
+        got += n
+    assert got == sent
+    assert num(k, "/g/memory.kmem.tcp.usage_in_bytes") < usage
