@@ -92,6 +92,14 @@ def counts(k, evs: dict) -> dict[str, int]:
     return got
 
 
+def near(k, got: int, want: int, pages: int = 8) -> bool:
+    """got == want on the simulated kernel; on real cgroups the Python worker's own heap
+    and stack pages (faulted while it runs a command) may add a few pages of rss."""
+    if k.backend != "linux":
+        return got == want
+    return want <= got <= want + pages * 4096
+
+
 def group_with_task(k, path: str = "/g", limit: str | None = None):
     k.mkdir(path)
     if limit is not None:
@@ -148,8 +156,8 @@ def test_anon_accounting(kernel):
     t = group_with_task(k)
     t.touch_anon(4 * MiB)
     s = stat(k, "/g")
-    assert s["rss"] == 4 * MiB
-    assert s["inactive_anon"] == 4 * MiB and s["active_anon"] == 0
+    assert near(k, s["rss"], 4 * MiB)
+    assert near(k, s["inactive_anon"], 4 * MiB) and s["active_anon"] == 0
     assert s["cache"] == 0 and s["shmem"] == 0          # private anonymous, not shmem
     assert s["pgpgin"] == 1024                          # one charge per page
     assert 1024 <= s["pgfault"] <= 1024 + 16             # + the worker's own faults
@@ -157,7 +165,7 @@ def test_anon_accounting(kernel):
     t.free_anon(4 * MiB)
     t.touch_anon(1 * MiB)  # enough charges after the free for the statistics to flush
     s = stat(k, "/g")
-    assert s["rss"] == 1 * MiB and s["pgpgout"] == 1024
+    assert near(k, s["rss"], 1 * MiB) and s["pgpgout"] == 1024
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
@@ -166,7 +174,7 @@ def test_locked_anon_is_unevictable(kernel):
     t = group_with_task(k)
     t.touch_anon(4 * MiB, locked=True)
     s = stat(k, "/g")
-    assert s["rss"] == 4 * MiB and s["unevictable"] == 4 * MiB
+    assert near(k, s["rss"], 4 * MiB) and s["unevictable"] == 4 * MiB
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
@@ -176,8 +184,8 @@ def test_shm_is_cache_and_shmem_not_rss(kernel):
     t.touch_shm("seg", 8 * MiB)
     s = stat(k, "/g")
     assert s["cache"] == s["shmem"] == s["mapped_file"] == 8 * MiB
-    assert s["rss"] == 0
-    assert s["inactive_anon"] + s["active_anon"] == 8 * MiB   # shmem sits on the anon LRU
+    assert near(k, s["rss"], 0)
+    assert near(k, s["inactive_anon"] + s["active_anon"], 8 * MiB)   # shmem sits on the anon LRU
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
@@ -186,7 +194,7 @@ def test_page_cache_read_write_unlink(kernel):
     t = group_with_task(k)
     t.read_file("data", 8 * MiB)
     s = stat(k, "/g")
-    assert s["cache"] == 8 * MiB and s["rss"] == 0 and s["dirty"] == 0
+    assert s["cache"] == 8 * MiB and near(k, s["rss"], 0) and s["dirty"] == 0
     t.write_file("log", 4 * MiB)
     s = stat(k, "/g")
     assert s["cache"] == 12 * MiB and s["dirty"] == 4 * MiB
@@ -203,8 +211,8 @@ def test_charges_stay_when_a_task_moves(kernel):
     t.touch_anon(4 * MiB)
     t.move("/b")
     t.touch_anon(2 * MiB)
-    assert stat(k, "/a")["rss"] == 4 * MiB
-    assert stat(k, "/b")["rss"] == 2 * MiB
+    assert near(k, stat(k, "/a")["rss"], 4 * MiB)
+    assert near(k, stat(k, "/b")["rss"], 2 * MiB)
     assert str(t.pid) in k.read("/b/cgroup.procs").split()
 
 
@@ -218,7 +226,7 @@ def test_exit_frees_anon_keeps_cache(kernel):
     assert t.state == "exited"
     k.spawn("/g").touch_anon(1 * MiB)   # flush the statistics
     s = stat(k, "/g")
-    assert s["rss"] == 1 * MiB and s["cache"] == 8 * MiB
+    assert near(k, s["rss"], 1 * MiB) and s["cache"] == 8 * MiB
 
 
 # --------------------------------------------------------------------------- limits, reclaim, OOM
@@ -269,7 +277,7 @@ def test_oom_kill_disable_blocks_until_the_limit_is_raised(kernel):
     k.write("/g/memory.limit_in_bytes", "64M")
     assert t.state == "running"
     assert oom(k, "/g")["under_oom"] == 0
-    assert stat(k, "/g")["rss"] == 32 * MiB
+    assert near(k, stat(k, "/g")["rss"], 32 * MiB)
     assert ev.count() == 0                    # leaving the OOM sends nothing
 
 
