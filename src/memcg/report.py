@@ -186,6 +186,11 @@ def plot(result: dict[str, Any], path: str) -> None:
     groups = series.get("groups", {})
     events = {label: counts for label, counts in series.get("events", {}).items() if any(counts)}
     tcp = _tcp_groups(result)
+    if tcp:
+        # Groups that never held user memory (TCP buffers are not in memory.usage_in_bytes)
+        # get no panel of their own: the TCP panels show them.
+        groups = {g: s for g, s in groups.items()
+                  if any(any(s.get(key, ())) for key in ("usage", "cache", "rss"))}
     n = max(1, len(groups) + (1 if events else 0) + (2 if tcp else 0))
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n + 0.6), sharex=True, squeeze=False)
     mib = float(1 << 20)
