@@ -11,9 +11,19 @@ atomic_t per page; today's kernel keeps one memcg pointer in struct page).  Per 
     mapping  int32   id of the address space that owns it (file, shmem object, anon vma)
     index    uint32  offset in that address space, in pages
 
-An LRU list is a deque of PFN chunks with the head on the right.  Removing a page
-from the middle of a list only changes its `lru`/`seq`; the entry left behind is
-stale and is dropped when reclaim reaches it (or when the list is compacted).
+All but `lru` start as np.zeros, whose memory the host does not make resident until a
+page is first written: a machine costs what its touched pages cost.
+
+The free frames are a stack, as the old free list of single PFNs was, kept as runs of
+consecutive PFNs (first, last): freeing pushes an array of frames in its order, and an
+allocation pops from the top, so that allocating a and then b frames gives the same
+frames, in the same order, as allocating a + b.  Runs cost 8 bytes each instead of 4
+per free frame, and an allocation from one run is a contiguous `range` of frames.
+
+An LRU list is a deque of PFN chunks with the head on the right; a chunk is an array
+of PFNs or a `range` of consecutive ones.  Removing a page from the middle of a list
+only changes its `lru`/`seq`; the entry left behind is stale and is dropped when
+reclaim reaches it or when the list is compacted.
 """
 
 from __future__ import annotations
@@ -31,6 +41,11 @@ LRU_UNEVICTABLE = 4
 NR_LRU_LISTS = 5
 LRU_NONE = -1
 LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable")
+
+# PFNs are int32 in the model's arrays (8 TiB of 4 KiB pages).
+MAX_NR_PAGES = (1 << 31) - 1
+# A list is compacted once its stale entries outnumber its live ones by this much.
+LRU_COMPACT_SLACK = 4096
 
 
 def is_file_lru(lru: int) -> bool:
@@ -55,10 +70,58 @@ PG_mapped = 1 << 6  # page_mapped(): some page table maps it
 PG_anon = 1 << 7  # folio_test_anon(): private anonymous memory
 
 
+# --- runs of consecutive frames -------------------------------------------------------------
+
+def run_slice(run: range) -> slice:
+    """The ascending slice of the per-page arrays that a run (step +1 or -1) covers."""
+    if run.step > 0 or len(run) <= 1:
+        return slice(run.start, run.start + len(run))
+    return slice(run.start - len(run) + 1, run.start + 1)
+
+
+def put_in_run_order(arr: np.ndarray, run: range, values: np.ndarray) -> None:
+    """arr[pfn] = values[i] for the i-th frame of the run, without an index array."""
+    if run.step > 0 or len(run) <= 1:
+        arr[run_slice(run)] = values
+    else:
+        arr[run_slice(run)] = values[::-1]
+
+
+def run_pfns(run: range) -> np.ndarray:
+    """The frames of a run as an int32 array, in run order."""
+    return np.arange(run.start, run.stop, run.step, dtype=np.int32)
+
+
+def split_runs(pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a sequence of frames into runs of step +1 or -1, in order: (first, last) arrays.
+
+    Greedy from the left, except that an element after a step change starts a new run
+    even when it could have ended the previous one (each cut is decided locally, so the
+    whole split is vectorised); the runs are valid, and as long as the input's are.
+    """
+    p = np.asarray(pfns, dtype=np.int64)
+    n = len(p)
+    if n <= 1:
+        return p.copy(), p.copy()
+    d = np.diff(p)
+    unit = (d == 1) | (d == -1)
+    cont = np.empty(n, bool)  # element i extends the run of element i-1
+    cont[0] = False
+    cont[1] = unit[0]
+    cont[2:] = unit[1:] & ((d[1:] == d[:-1]) | ~unit[:-1])
+    starts = np.flatnonzero(~cont)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:] - 1
+    ends[-1] = n - 1
+    return p[starts], p[ends]
+
+
 class MemMap:
     """mem_map: the per-page arrays of one node plus its free list."""
 
     def __init__(self, nr_pages: int):
+        if not 0 < nr_pages <= MAX_NR_PAGES:
+            raise ValueError(f"nr_pages: expected 1..{MAX_NR_PAGES}, got {nr_pages}")
         self.nr_pages = nr_pages
         self.memcg = np.zeros(nr_pages, np.uint16)
         self.lru = np.full(nr_pages, LRU_NONE, np.int8)
@@ -66,16 +129,63 @@ class MemMap:
         self.seq = np.zeros(nr_pages, np.uint32)
         self.mapping = np.zeros(nr_pages, np.int32)
         self.index = np.zeros(nr_pages, np.uint32)
-        # The buddy allocator's free lists, flattened to a stack of PFNs.
-        self._free = np.arange(nr_pages - 1, -1, -1, dtype=np.int32)
+        # The buddy allocator's free lists, flattened to a stack of runs; the bottom run is
+        # the whole of memory, popped from PFN 0 upwards.
+        self._first = np.empty(64, np.int32)
+        self._last = np.empty(64, np.int32)
+        self._first[0], self._last[0] = nr_pages - 1, 0
+        self._nr_runs = 1
         self.nr_free = nr_pages
         self._seq = 0
 
+    # --- the free stack -----------------------------------------------------------------
+
+    def top_run(self) -> int:
+        """Frames the next allocation can take as one contiguous run."""
+        r = self._nr_runs
+        if not r:
+            return 0
+        return abs(int(self._last[r - 1]) - int(self._first[r - 1])) + 1
+
+    def alloc_run(self, n: int) -> range:
+        """Take n free frames from the top run (n <= top_run()), as a range in pop order."""
+        r = self._nr_runs
+        first, last = int(self._first[r - 1]), int(self._last[r - 1])
+        step = -1 if last >= first else 1  # popping walks from last back to first
+        size = abs(last - first) + 1
+        assert 0 < n <= size
+        if n == size:
+            self._nr_runs = r - 1
+        else:
+            self._last[r - 1] = last + step * n
+        self.nr_free -= n
+        return range(last, last + step * n, step)
+
     def alloc(self, n: int) -> np.ndarray:
-        """Take n free frames (the caller has checked nr_free)."""
+        """Take n free frames (the caller has checked nr_free), top of the stack first."""
         assert n <= self.nr_free
-        top = self.nr_free
-        pfns = self._free[top - n:top][::-1].copy()
+        if n <= 0:
+            return np.empty(0, np.int32)
+        if n <= self.top_run():
+            return run_pfns(self.alloc_run(n))
+        r = self._nr_runs
+        m = min(r, n)  # every run holds a frame at least
+        firsts = self._first[r - m:r][::-1].astype(np.int64)
+        lasts = self._last[r - m:r][::-1].astype(np.int64)
+        steps = np.where(lasts >= firsts, -1, 1)
+        sizes = np.abs(lasts - firsts) + 1
+        cum = np.cumsum(sizes)
+        j = int(np.searchsorted(cum, n))  # the run where the n-th frame is
+        counts = sizes[:j + 1].copy()
+        counts[j] = n - (int(cum[j - 1]) if j else 0)
+        seg = np.repeat(np.arange(j + 1), counts)
+        within = np.arange(n) - np.repeat(cum[:j + 1] - sizes[:j + 1], counts)
+        pfns = (lasts[seg] + steps[seg] * within).astype(np.int32)
+        if counts[j] == sizes[j]:
+            self._nr_runs = r - (j + 1)
+        else:
+            self._nr_runs = r - j
+            self._last[r - 1 - j] = lasts[j] + steps[j] * counts[j]
         self.nr_free -= n
         return pfns
 
@@ -88,8 +198,59 @@ class MemMap:
         self.lru[pfns] = LRU_NONE
         self.flags[pfns] = 0
         self.mapping[pfns] = 0
-        self._free[self.nr_free:self.nr_free + n] = pfns
+        self._push(pfns)
         self.nr_free += n
+
+    def _push(self, pfns: np.ndarray) -> None:
+        firsts, lasts = split_runs(pfns)
+        r = self._nr_runs
+        if r and self._extends_top(int(firsts[0]), int(lasts[0])):
+            self._last[r - 1] = lasts[0]
+            firsts, lasts = firsts[1:], lasts[1:]
+        k = len(firsts)
+        if r + k > len(self._first):
+            cap = max(2 * len(self._first), r + k)
+            for name in ("_first", "_last"):
+                grown = np.empty(cap, np.int32)
+                grown[:r] = getattr(self, name)[:r]
+                setattr(self, name, grown)
+        self._first[r:r + k] = firsts
+        self._last[r:r + k] = lasts
+        self._nr_runs = r + k
+
+    def _extends_top(self, first: int, last: int) -> bool:
+        """Would the run first..last continue the top run with the same step?"""
+        r = self._nr_runs
+        tf, tl = int(self._first[r - 1]), int(self._last[r - 1])
+        step = first - tl
+        if step not in (1, -1):
+            return False
+        if tl != tf and step != (1 if tl > tf else -1):
+            return False
+        return first == last or step == (1 if last > first else -1)
+
+    def free_pfns(self) -> np.ndarray:
+        """Every free frame, from the bottom of the stack to the top (for checks)."""
+        r = self._nr_runs
+        if not r:
+            return np.empty(0, np.int32)
+        firsts = self._first[:r].astype(np.int64)
+        lasts = self._last[:r].astype(np.int64)
+        steps = np.where(lasts >= firsts, 1, -1)
+        sizes = np.abs(lasts - firsts) + 1
+        seg = np.repeat(np.arange(r), sizes)
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return (firsts[seg] + steps[seg] * within).astype(np.int32)
+
+    # The old flat stack, for consistency checks that read it as mem._free[:mem.nr_free].
+    _free = property(free_pfns)
+
+    @property
+    def nr_free_runs(self) -> int:
+        """Runs the free stack is made of."""
+        return self._nr_runs
+
+    # --- LRU stamps and bookkeeping ----------------------------------------------------------
 
     def next_seq(self, n: int) -> int:
         """A block of n fresh LRU stamps; returns the first."""
@@ -98,33 +259,79 @@ class MemMap:
         return base
 
     def bytes_used(self) -> int:
-        """Bytes of simulator memory spent on per-page state."""
+        """Bytes of simulator memory spent on per-page state: the per-page arrays.
+
+        The free stack is not per-page state any more: it costs 8 bytes per run of free
+        frames (free_stack_bytes()), which depends on the order frames were freed in.
+        """
         return sum(a.nbytes for a in (self.memcg, self.lru, self.flags, self.seq,
-                                      self.mapping, self.index, self._free))
+                                      self.mapping, self.index))
+
+    def free_stack_bytes(self) -> int:
+        """Bytes of simulator memory spent on the free stack (its run arrays)."""
+        return self._first.nbytes + self._last.nbytes
+
+
+def _stamps(base: int, start: int, end: int) -> np.ndarray:
+    """The LRU stamps of entries start..end of a chunk stamped from base (mod 2**32)."""
+    return np.arange(start, end, dtype=np.uint32) + np.uint32(base & 0xFFFFFFFF)
+
+
+def _chunk_pfns(pfns, start: int, end: int) -> np.ndarray:
+    """Entries start..end of a chunk as an array of frames."""
+    if isinstance(pfns, range):
+        return run_pfns(pfns[start:end])
+    return pfns[start:end]
+
+
+_NO_CHUNKS = ()  # the chunks of a list never added to: no deque until the first page
 
 
 class LruList:
-    """One LRU list of one lruvec: head on the right, tail (oldest) on the left."""
+    """One LRU list of one lruvec: head on the right, tail (oldest) on the left.
+
+    Stale entries are bounded: a list is compacted when its entries reach twice its
+    live pages plus LRU_COMPACT_SLACK, after isolation (maybe_compact) and after adds.
+
+    An entry is live when its page is on a list of this kind (`lru`) with the entry's
+    stamp.  Stamps come from one counter for all lists, since `lru` does not say whose
+    list of that kind a page is on: a stale entry could pass for live only after 2**32
+    further stamps while it stays on its list, hence 32-bit stamps.  The pages that leave
+    a list from the middle (lru_del, activation) are not named to it, only counted
+    (forget), so there is no per-page generation to bump that would allow fewer bits.
+    """
 
     __slots__ = ("lru", "chunks", "nr", "entries")
 
     def __init__(self, lru: int):
         self.lru = lru
-        self.chunks: deque = deque()  # [pfns, base_seq, start]
+        self.chunks = _NO_CHUNKS  # deque of [pfns (array or range), base_seq, start]
         self.nr = 0  # live pages
         self.entries = 0  # live + stale entries
 
-    def add(self, mem: MemMap, pfns: np.ndarray) -> None:
-        """Put pages at the head of the list, oldest of them first."""
+    def add(self, mem: MemMap, pfns) -> None:
+        """Put pages at the head of the list, oldest of them first.
+
+        pfns is an array of frames or a range of consecutive ones (step +1 or -1).
+        """
         n = len(pfns)
         if not n:
             return
         base = mem.next_seq(n)
-        mem.seq[pfns] = (base + np.arange(n, dtype=np.uint64)).astype(np.uint32)
-        mem.lru[pfns] = self.lru
+        stamps = _stamps(base, 0, n)
+        if isinstance(pfns, range):
+            put_in_run_order(mem.seq, pfns, stamps)
+            mem.lru[run_slice(pfns)] = self.lru
+        else:
+            mem.seq[pfns] = stamps
+            mem.lru[pfns] = self.lru
+        if self.chunks is _NO_CHUNKS:
+            self.chunks = deque()
         self.chunks.append([pfns, base, 0])
         self.nr += n
         self.entries += n
+        if self.entries >= 2 * self.nr + LRU_COMPACT_SLACK:
+            self.compact(mem)
 
     def isolate(self, mem: MemMap, nr: int) -> np.ndarray:
         """isolate_lru_folios(): take up to nr pages from the tail, oldest first.
@@ -137,9 +344,9 @@ class LruList:
             chunk = self.chunks[0]
             pfns, base, start = chunk
             end = min(len(pfns), start + 4 * need + 64)
-            window = pfns[start:end]
-            seqs = ((base + np.arange(start, end, dtype=np.uint64)) & 0xFFFFFFFF).astype(np.uint32)
-            live = np.flatnonzero((mem.seq[window] == seqs) & (mem.lru[window] == self.lru))
+            window = _chunk_pfns(pfns, start, end)
+            live = np.flatnonzero((mem.seq[window] == _stamps(base, start, end))
+                                  & (mem.lru[window] == self.lru))
             if len(live) > need:
                 live = live[:need]
                 stop = start + int(live[-1]) + 1
@@ -167,19 +374,30 @@ class LruList:
 
     def maybe_compact(self, mem: MemMap) -> None:
         """Drop stale entries once they outnumber the live ones."""
-        if self.entries < 2 * self.nr + 4096:
+        if self.entries < 2 * self.nr + LRU_COMPACT_SLACK:
             return
+        self.compact(mem)
+
+    def compact(self, mem: MemMap) -> None:
+        """Keep the live entries only, in their order, freshly stamped."""
         parts = []
         for pfns, base, start in self.chunks:
-            window = pfns[start:]
-            seqs = ((base + np.arange(start, len(pfns), dtype=np.uint64)) & 0xFFFFFFFF).astype(np.uint32)
-            parts.append(window[(mem.seq[window] == seqs) & (mem.lru[window] == self.lru)])
-        self.chunks.clear()
+            window = _chunk_pfns(pfns, start, len(pfns))
+            parts.append(window[(mem.seq[window] == _stamps(base, start, len(pfns)))
+                                & (mem.lru[window] == self.lru)])
+        self.chunks = _NO_CHUNKS
         self.nr = 0
         self.entries = 0
-        if parts:
-            live = np.concatenate(parts)
-            self.add(mem, live)
+        live = np.concatenate(parts) if parts else np.empty(0, np.int32)
+        if not len(live):
+            return
+        firsts, lasts = split_runs(live)
+        if len(firsts) * 16 > len(live):
+            self.add(mem, live)  # scattered: one array
+            return
+        for first, last in zip(firsts.tolist(), lasts.tolist()):  # mostly runs: ranges
+            step = 1 if last >= first else -1
+            self.add(mem, range(first, last + step, step))
 
 
 class Lruvec:

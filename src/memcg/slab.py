@@ -222,6 +222,9 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1) 
     accounting hook sits behind the kmem static key.
     """
     root = sys.slab.caches[name]
+    if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
+        root.nr_objects += count
+        return SlabObject(root, count)
     obj = sys.kmem_key.branch(_memcg_slab_alloc, sys, root, task, count)
     if obj is None:
         obj = SlabObject(root, count)

@@ -216,7 +216,9 @@ def mem_cgroup_sk_alloc(net: Net, sk, task) -> None:
     creator's group if that group accounts sockets.  Sockets made before the group's
     first tcp limit write stay unaccounted for good.  Costs nothing while the static
     key is off."""
-    net.memcg_sockets_enabled_key.branch(_sk_alloc_memcg, net, sk, task.memcg)
+    key = net.memcg_sockets_enabled_key
+    if key.enabled:  # static_branch_unlikely(&memcg_sockets_enabled_key)
+        key.branch(_sk_alloc_memcg, net, sk, task.memcg)
 
 
 def mem_cgroup_sk_free(net: Net, sk) -> None:
@@ -235,7 +237,8 @@ def mem_cgroup_sk_free(net: Net, sk) -> None:
 def mem_cgroup_sk_enabled(sk) -> bool:
     """mem_cgroup_sk_enabled(): `mem_cgroup_sockets_enabled && sk->sk_memcg`; the
     static branch is tested first, so an unaccounted machine pays nothing."""
-    return bool(sk.net.memcg_sockets_enabled_key.branch(lambda: sk.sk_memcg is not None))
+    key = sk.net.memcg_sockets_enabled_key
+    return key.enabled > 0 and bool(key.branch(lambda: sk.sk_memcg is not None))
 
 
 def memcg1_charge_skmem(net: Net, memcg: MemCgroup, nr_pages: int, nofail: bool = False) -> bool:
@@ -307,7 +310,10 @@ def memcg_memory_allocated_sub(sk, amt: int) -> None:
 
 def _cg_proto_of(sk) -> MemcgSock | None:
     """3.8: `mem_cgroup_sockets_enabled && sk->sk_cgrp`, the socket's cg_proto."""
-    return sk.net.memcg_sockets_enabled_key.branch(
+    key = sk.net.memcg_sockets_enabled_key
+    if not key.enabled:  # static_branch_unlikely(): off, the lookup is jumped over
+        return None
+    return key.branch(
         lambda: sk.net.memcg_sock.get(sk.sk_memcg) if sk.sk_memcg is not None else None)
 
 

@@ -6,9 +6,17 @@ feature is used.  A key counts its users: static_key_slow_inc() turns it on at t
 first, static_key_slow_dec() off after the last; static_branch_enable() is the one-way
 switch of later kernels.
 
-In the model a hook site is `key.branch(fn, *args)`: while the key is off it returns
-None without calling fn (and without evaluating anything inside fn); `hits` counts
-the calls that went through, so tests can see that an off key did no work.
+In the model a hook site is
+
+    if key.enabled:                 # static_branch_unlikely(&key)
+        ret = key.branch(fn, *args)
+
+The test is written inline at the site: it is the model's patched jump, one attribute
+load, so an off key costs the hot path no call, no argument tuple and no closure (a
+call into the key would make every slab allocation and every socket pay for the hook,
+which the kernel's jump label does not).  `key.branch(fn, *args)` takes the branch: it
+calls fn and counts the call in `hits`, so tests can see that an off key did no work;
+it tests the key again, so a site that calls it alone is still correct, only slower.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ class StaticKey:
 
     def __init__(self, name: str, enabled: int = 0):
         self.name = name
-        self.enabled = enabled  # static_key->enabled: the number of users
+        # static_key->enabled: the number of users; hook sites test it inline
+        self.enabled = enabled
         self.hits = 0  # calls that took the branch (a model figure, not a kernel one)
 
     def __bool__(self) -> bool:
@@ -42,7 +51,8 @@ class StaticKey:
         self.enabled = max(self.enabled, 1)
 
     def branch(self, fn, *args):
-        """`if (static_branch_unlikely(&key)) fn(args)`: fn runs only while the key is on."""
+        """The hook's body behind `if (static_branch_unlikely(&key))`: fn runs (and is
+        counted) only while the key is on."""
         if self.enabled <= 0:
             return None
         self.hits += 1

@@ -74,6 +74,9 @@ class System:
         self.pressure_history: list = []
         self.global_oom_kills = 0
         self.tick = 0
+        # Reclaim-side events of the current read batch, recorded while vmscan's streaming
+        # steady-state detector watches (None otherwise): see vmscan.StreamReclaim.
+        self.reclaim_trace: list | None = None
         self.current = None
         # mm/page_alloc.c: __setup_per_zone_wmarks()
         wmin = min_free_kbytes(memory_pages) // 4
@@ -213,21 +216,27 @@ class System:
 
     def alloc_pages(self, n: int, task) -> np.ndarray:
         """__alloc_pages(): free frames, after global reclaim and OOM below the watermarks."""
+        mem = self.mem
+        if mem.nr_free - n < self.wmark_low:
+            self._alloc_slowpath(n, task)
+        if task is not None and task.oom_victim:
+            return np.empty(0, np.int32)
+        return mem.alloc(min(n, mem.nr_free))
+
+    def _alloc_slowpath(self, n: int, task) -> None:
+        """__alloc_pages_slowpath(): wake kswapd (run inline), then direct reclaim and the
+        OOM killer while free memory stays under the min watermark."""
         from .oom import out_of_memory
         from .vmscan import balance_pgdat
 
         mem = self.mem
         dying = (lambda: task is not None and task.oom_victim)
-        if mem.nr_free - n < self.wmark_low:
-            balance_pgdat(self, self.wmark_high + n)
+        balance_pgdat(self, self.wmark_high + n)
         while mem.nr_free - n < self.wmark_min and not dying():
             if balance_pgdat(self, self.wmark_min + n):
                 continue
             if not out_of_memory(self, task):
                 break
-        if dying():
-            return np.empty(0, np.int32)
-        return mem.alloc(min(n, mem.nr_free))
 
     def alloc_and_charge(self, task, memcg: MemCgroup, n: int, user_fault: bool):
         """Allocate n frames and charge them to memcg one page at a time.
@@ -257,8 +266,12 @@ class System:
             self.current = prev
 
     def add_new_pages(self, task, memcg: MemCgroup, mapping: AddressSpace, idx, pfns,
-                      flags: int, lru: int, items) -> None:
-        """Set up freshly charged pages, put them on memcg's LRU, count and commit them."""
+                      flags: int, lru: int, items, events_batch: int | None = None) -> None:
+        """Set up freshly charged pages, put them on memcg's LRU, count and commit them.
+
+        events_batch: commit in slices of that many pages, as that many separate
+        insertions would (the bulk read path); by default one commit for all.
+        """
         mem = self.mem
         n = len(pfns)
         mem.flags[pfns] = flags
@@ -268,7 +281,11 @@ class System:
         self.stats.mod(memcg.id, NR_LRU_BASE + lru, n)
         for item in items:
             self.stats.mod(memcg.id, item, n)
-        commit_charge(self, memcg, pfns, task.cpu if task is not None else 0)
+        cpu = task.cpu if task is not None else 0
+        step = events_batch or max(n, 1)
+        for i in range(0, max(n, 1), step):
+            # one commit per folio batch of the caller: the event ratelimit sees each
+            self._traced_events([memcg], cpu, commit_charge, self, memcg, pfns[i:i + step], cpu)
 
     def _by_memcg_lru(self, pfns: np.ndarray):
         """Group pages by (memcg id, lru); yields (memcg, lru, pfns)."""
@@ -328,8 +345,25 @@ class System:
 
     def free_user_pages(self, pfns: np.ndarray, memsw: bool = True) -> None:
         """Uncharge pages (already off the LRU) and give the frames back."""
-        uncharge_pages(self, pfns, self.cpu, memsw=memsw)
+        if self.reclaim_trace is not None and len(pfns):
+            memcgs = [self.memcgs[i] for i in np.unique(self.mem.memcg[pfns]).tolist() if i]
+            self._traced_events(memcgs, self.cpu, uncharge_pages, self, pfns, self.cpu,
+                                memsw=memsw)
+        else:
+            uncharge_pages(self, pfns, self.cpu, memsw=memsw)
         self.mem.free(pfns)
+
+    def _traced_events(self, memcgs: list, cpu: int, fn, *args, **kwargs) -> None:
+        """Run fn; while a reclaim trace is kept, record the page events it counted."""
+        trace = self.reclaim_trace
+        if trace is None:
+            fn(*args, **kwargs)
+            return
+        before = [m.nr_page_events[cpu] for m in memcgs]
+        fn(*args, **kwargs)
+        for m, b in zip(memcgs, before):
+            if m.nr_page_events[cpu] != b:
+                trace.append(("e", m.id, cpu, m.nr_page_events[cpu] - b))
 
     def free_swap(self, slots: np.ndarray) -> None:
         """swap_free() + mem_cgroup_uncharge_swap(): memsw goes back to the recorded memcg."""

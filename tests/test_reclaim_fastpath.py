@@ -1,0 +1,254 @@
+"""The read fast paths are exact: bulk reads with room and the streaming steady state.
+
+Every workload runs twice, with the fast paths (filemap.FILEMAP_FAST_PATHS: bulk read
+batches; vmscan.STREAM_FAST_FORWARD: whole reclaim cycles of a read streaming through a
+full group) and with every batch through the slow path.  Everything user space can see
+must come out the same: every file of every group, debugfs, eventfd signals, pressure
+levels, task states; and the page-level state that does not depend on which frame
+holds which page (each cached page's group, list, flags and LRU position; shadow
+entries; free page count).
+
+Kernel references: mm/filemap.c filemap_read(); mm/vmscan.c shrink_inactive_list();
+mm/memcontrol-v1.c mem_cgroup_event_ratelimit(); mm/vmpressure.c vmpressure().
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import memcg
+from memcg import cgroupfs, filemap, vmscan
+from memcg.mmzone import LRU_NONE, NR_LRU_LISTS
+
+MiB = 1 << 20
+
+
+def _files(k):
+    """Every file of every group, read as user space reads it."""
+    out = {}
+    for m in sorted(k.sys.memcgs.values(), key=lambda m: m.path):
+        if not m.online:
+            continue
+        for name in cgroupfs.files_of(m, k.semantics):
+            path = m.path.rstrip("/") + "/" + name
+            try:
+                out[path] = k.read(path)
+            except OSError as e:
+                out[path] = f"errno {e.errno}"
+    return out
+
+
+def _pages(k):
+    """Page state without frame numbers: per mapping slot, and each LRU in order."""
+    sys = k.sys
+    mem = sys.mem
+    slots = {}
+    for mid, mapping in sorted(sys.mappings.items()):
+        s = mapping.slots
+        desc = np.where(s >= 0, 0, s).tolist()
+        present = s[s >= 0]
+        slots[(mapping.kind, mapping.name)] = (
+            desc, mem.memcg[present].tolist(), mem.lru[present].tolist(),
+            mem.flags[present].tolist())
+    lrus = {}
+    for memcg_id, m in sorted(sys.memcgs.items()):
+        on = np.flatnonzero((mem.memcg == memcg_id) & (mem.lru != LRU_NONE))
+        for lru in range(NR_LRU_LISTS):
+            pfns = on[mem.lru[on] == lru]
+            pfns = pfns[np.argsort(mem.seq[pfns], kind="stable")]
+            lrus[(m.path, lru)] = list(zip(mem.mapping[pfns].tolist(), mem.index[pfns].tolist()))
+            assert m.lruvec.size(lru) == len(pfns)
+    return slots, lrus
+
+
+def _internal(k):
+    sys = k.sys
+    out = {}
+    for memcg_id, m in sorted(sys.memcgs.items()):
+        v = sys._vmpressure.get(memcg_id)
+        out[m.path] = (list(m.nr_page_events), list(m.thresh_target), list(m.softlimit_target),
+                       (v.tree_scanned, v.tree_reclaimed) if v is not None else None,
+                       [(c.usage, c.watermark, c.failcnt) for c in
+                        (m.memory, m.memsw, m.kmem, m.tcpmem)], m.reclaim_iter and m.reclaim_iter.path)
+    out["stock"] = [[(c.path if c else None, n) for c, n in zip(s.cached, s.nr_pages)]
+                    for s in sys.stock]
+    out["history"] = list(sys.pressure_history)
+    out["debt"] = dict(sys.shrinker_debt)
+    out["stats"] = sys.stats.a.tolist()
+    return out
+
+
+def observe(k, tasks=(), events=()):
+    return {"files": _files(k), "debugfs": k.debugfs(), "pages": _pages(k),
+            "internal": _internal(k), "tasks": [t.state for t in tasks],
+            "events": [e.signals for e in events], "nr_free": k.sys.mem.nr_free}
+
+
+def run_both(workload, monkeypatch):
+    """Run workload(fast) both ways and assert equal observations; returns them."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(filemap, "FILEMAP_FAST_PATHS", fast)
+        monkeypatch.setattr(vmscan, "STREAM_FAST_FORWARD", fast)
+        results.append(workload())
+    fast, slow = results
+    for key in slow:
+        assert fast[key] == slow[key], key
+    return fast
+
+
+@pytest.fixture
+def skipped(monkeypatch):
+    """Counts the pages the streaming fast path skipped."""
+    count = [0]
+    real = filemap.filemap_stream_cycles
+
+    def counting(sys, task, mapping, start, n):
+        count[0] += n
+        real(sys, task, mapping, start, n)
+    monkeypatch.setattr(filemap, "filemap_stream_cycles", counting)
+    return count
+
+
+def _stream(limit, size, memory="1G", swap="0", reads=1, setup=None):
+    def workload():
+        k = memcg.SimKernel(memory=memory, cpus=2, swap=swap)
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", limit)
+        events = setup(k) if setup else []
+        t = k.spawn("/b")
+        for _ in range(reads):
+            t.read_file("big", size)
+        return observe(k, [t], events)
+    return workload
+
+
+@pytest.mark.parametrize("limit,size", [("8M", 64 * MiB), ("4M", 40 * MiB + 12288),
+                                        ("6M", 37 * MiB), ("16M", 96 * MiB),
+                                        ("3000K", 30 * MiB)])
+def test_streaming_read_same_both_ways(limit, size, monkeypatch, skipped):
+    run_both(_stream(limit, size), monkeypatch)
+    assert skipped[0] > 0  # the steady state was found and skipped
+
+
+def test_streaming_reread_refaults_same_both_ways(monkeypatch, skipped):
+    run_both(_stream("4M", 32 * MiB, reads=2), monkeypatch)
+    assert skipped[0] > 0
+
+
+def test_streaming_with_swap_and_anon_same_both_ways(monkeypatch):
+    def setup(k):
+        a = k.spawn("/b")
+        a.touch_anon(1 * MiB)
+        return []
+    run_both(_stream("8M", 48 * MiB, swap="64M", setup=setup), monkeypatch)
+
+
+def test_streaming_with_swap_only_cache_same_both_ways(monkeypatch, skipped):
+    run_both(_stream("8M", 48 * MiB, swap="64M"), monkeypatch)
+    assert skipped[0] > 0
+
+
+def test_threshold_listener_same_both_ways(monkeypatch):
+    def setup(k):
+        return [k.event("/b/memory.usage_in_bytes", "7M"),
+                k.event("/memory.usage_in_bytes", "1M")]
+    obs = run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
+    assert obs["events"][0] > 0
+
+
+def test_pressure_listener_same_both_ways(monkeypatch):
+    def setup(k):
+        return [k.event("/b/memory.pressure_level", "low"),
+                k.event("/memory.pressure_level", "medium,hierarchy")]
+    obs = run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
+    assert obs["events"][0] > 0
+
+
+def test_listener_on_other_group_same_both_ways(monkeypatch, skipped):
+    def setup(k):
+        k.mkdir("/other")
+        return [k.event("/other/memory.pressure_level", "low"),
+                k.event("/other/memory.usage_in_bytes", "1M")]
+    run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
+    assert skipped[0] > 0
+
+
+def test_soft_limit_same_both_ways(monkeypatch):
+    def setup(k):
+        k.write("/b/memory.soft_limit_in_bytes", "2M")
+        return []
+    run_both(_stream("8M", 40 * MiB, setup=setup), monkeypatch)
+
+
+def test_parent_limit_child_reader_and_sibling(monkeypatch, skipped):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+        k.mkdir("/p")
+        k.write("/p/memory.limit_in_bytes", "12M")
+        k.mkdir("/p/c")
+        k.mkdir("/p/s")
+        k.mkdir("/q")
+        k.write("/q/memory.limit_in_bytes", "5M")
+        sib = k.spawn("/p/s")
+        sib.read_file("small", 3 * MiB)
+        t = k.spawn("/p/c")
+        other = k.spawn("/q")
+        t.read_file("big", 20 * MiB)
+        other.read_file("q", 20 * MiB)
+        t.read_file("big2", 20 * MiB)
+        return observe(k, [t, sib, other])
+    run_both(workload, monkeypatch)
+    assert skipped[0] > 0
+
+
+def test_interleaved_tasks_same_both_ways(monkeypatch):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", "6M")
+        t1, t2 = k.spawn("/b"), k.spawn("/b")
+        for i in range(1, 4):
+            t1.read_file("one", i * 7 * MiB)
+            t2.read_file("two", i * 4 * MiB)
+        return observe(k, [t1, t2])
+    run_both(workload, monkeypatch)
+
+
+def test_small_machine_global_reclaim_same_both_ways(monkeypatch):
+    run_both(_stream("64M", 80 * MiB, memory="96M"), monkeypatch)
+
+
+def test_bulk_read_with_room_same_both_ways(monkeypatch):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", "64M")
+        t = k.spawn("/b")
+        t.read_file("a", 20 * MiB + 4096)
+        t.read_file("a", 30 * MiB)
+        t.read_file("root-file", 1 * MiB)
+        u = k.spawn("/")
+        u.read_file("r", 10 * MiB)
+        return observe(k, [t, u])
+    run_both(workload, monkeypatch)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 12 * 1024),
+       reads=st.lists(st.tuples(st.sampled_from(["x", "y"]), st.integers(1, 40 * 256)),
+                      min_size=1, max_size=4))
+@example(limit_kb=5500, reads=[("x", 247), ("y", 1792)])
+def test_hypothesis_limit_size_chunking(limit_kb, reads, monkeypatch):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", f"{limit_kb}K")
+        t = k.spawn("/b")
+        for name, pages in reads:
+            t.read_file(name, pages * 4096)
+        return observe(k, [t])
+    run_both(workload, monkeypatch)
