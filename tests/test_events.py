@@ -82,7 +82,10 @@ def test_several_thresholds_crossed_at_once_all_fire(k):
     assert [e.count() for e in evs] == [1, 1, 1]
     assert far.count() == 0
     t.free_anon(4 * MiB)
-    assert [e.count() for e in evs] == [1, 1, 1]
+    # The freed page tables go to the per-CPU stock and the objects' page stays charged:
+    # usage stays at 256K, as on the real kernel after a munmap (kernel_v1_behaviour.json
+    # "c": 262144 bytes), so only the 300K threshold is crossed back
+    assert [e.count() for e in evs] == [0, 0, 1]
 
 
 def test_thresholds_crossed_over_many_checks_each_fire_once(k):

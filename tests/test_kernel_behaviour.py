@@ -3,10 +3,11 @@
 tests/data/kernel_v1_behaviour.json holds what small workloads did on real cgroups
 (Linux 6.18, measured with tools/measure_behaviour.py; see docs/real-kernel-behaviour.md).
 Each test runs the same workload on SimKernel and compares the figures the model is
-meant to reproduce exactly.  Figures that depend on kernel memory (page tables, file
-system metadata) or on how the file system sizes page-cache folios are not compared
-here; the document lists them.  Workers are started in the root group and then moved,
-as the measurement did, so only the workload's own memory is charged.
+meant to reproduce exactly.  Kernel memory of anonymous mappings (page tables, the
+mapping's objects) is compared; figures that depend on file system metadata or on how
+the file system sizes page-cache folios are not; the document lists them.  Workers are
+started in the root group and then moved, as the measurement did, so only the
+workload's own memory is charged.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def test_a_anon_accounting():
     s = stat(k, "/g")
     for key in ("rss", "pgpgin", "pgfault", "inactive_anon", "active_anon"):
         assert s[key] == real[key], key
+    # 2 PTE pages and a page of the mapping's objects, and the stock's rest: 1088 pages
+    for f in ("usage_in_bytes", "max_usage_in_bytes", "kmem.usage_in_bytes",
+              "kmem.max_usage_in_bytes", "memsw.max_usage_in_bytes"):
+        assert num(k, f"/g/memory.{f}") == REAL["a"]["after_touch"][f], f
 
 
 @pytest.mark.parametrize("pages", [1, 64, 65])
@@ -69,7 +74,12 @@ def test_c_free_anon_uncharges():
     real = REAL["c"]
     k, t = kernel_with_group("16M")
     t.touch_anon(8 * MiB)
+    for f in ("usage_in_bytes", "kmem.usage_in_bytes"):
+        assert num(k, f"/g/memory.{f}") == real["after_touch"][f], f
     t.free_anon(8 * MiB)
+    # the freed page tables go to the stock; a page of objects stays in the object stock
+    for f in ("usage_in_bytes", "kmem.usage_in_bytes", "kmem.max_usage_in_bytes"):
+        assert num(k, f"/g/memory.{f}") == real["after_free"][f], f
     s = stat(k, "/g")
     assert s["pgpgout"] == real["after_free"]["stat"]["pgpgout"]
     assert num(k, "/g/memory.failcnt") == real["after_free"]["failcnt"]
@@ -92,7 +102,8 @@ def test_e_oom_kill_of_the_charging_task():
     t.touch_anon(32 * MiB)
     assert t.state == "oom_killed"
     assert oom_control(k, "/g") == real["oom_control"]
-    for f in ("failcnt", "max_usage_in_bytes", "memsw.max_usage_in_bytes"):
+    for f in ("failcnt", "max_usage_in_bytes", "memsw.max_usage_in_bytes",
+              "kmem.max_usage_in_bytes"):
         assert num(k, f"/g/memory.{f}") == real[f], f
 
 
@@ -112,6 +123,8 @@ def test_f_oom_kill_disable_blocks_until_the_limit_is_raised():
     assert ev.count() == real["after_raise"]["eventfd"]
     assert oom_control(k, "/g") == real["after_raise"]["oom_control"]
     assert stat(k, "/g")["rss"] == real["after_raise"]["stat"]["rss"]
+    for f in ("usage_in_bytes", "kmem.usage_in_bytes", "memsw.max_usage_in_bytes"):
+        assert num(k, f"/g/memory.{f}") == real["after_raise"][f], f
 
 
 def test_h_first_toucher_and_drift_after_eviction():
@@ -162,6 +175,8 @@ def test_k_usage_thresholds():
                       ("free_32M", lambda: t.free_anon(32 * MiB))):
         act()
         assert (ev8.count(), ev24.count()) == (real[step]["eventfd_8M"], real[step]["eventfd_24M"]), step
+        if step != "free_32M":  # after the munmap the real stock held 8 pages more
+            assert num(k, "/g/memory.usage_in_bytes") == real[step]["usage_in_bytes"], step
 
 
 def test_l_rmdir_signals_every_eventfd_once():

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg.memcontrol import PAGE_COUNTER_MAX
+from memcg.memcontrol import CHARGE_OOM_WAIT, MEMCG_CHARGE_BATCH, PAGE_COUNTER_MAX
 from memcg.profile import PROFILE_KEYS, default_profile
 from memcg.scenario import load_scenario, parse_scenario, run_scenario
 
@@ -531,3 +531,159 @@ def test_kmem_accounting_invariants(ops, semantics, policy):
         assert sys.slab.ids.nr_cache_ids > max(in_use)
     for lru in sys.list_lrus:
         assert len(lru.memcg_lrus) == sys.slab.ids.nr_cache_ids
+
+
+# --------------------------------------------------------------------------- page tables
+
+def kmem_pages(k, group: str = "/g") -> int:
+    return num(k, f"{group}/memory.kmem.usage_in_bytes") // PAGE
+
+
+# The real kernel's figures (tests/data/kernel_v1_behaviour.json, docs/kmem.md): touching
+# 4 MiB of anon in a fresh group grew kmem by 3 pages, 8 MiB by 5, 32 MiB by 17 - one PTE
+# page per 2 MiB plus one page of vm_area_struct / anon_vma / anon_vma_chain objects.
+@pytest.mark.parametrize("mib, ptes, real", [(4, 2, 3), (8, 4, 5), (32, 16, 17)])
+def test_today_anon_faults_charge_page_tables_and_mapping_objects(mib, ptes, real):
+    k, t = group_with_task()
+    t.touch_anon(mib * MiB)
+    assert len(t.mm.vmas[0].ptes) == ptes
+    assert t.mm.pgtables_pages() == ptes + 1  # and their PMD page (badness, not charged)
+    assert kmem_pages(k) == real == ptes + 1  # the objects' 384 bytes fit in one page
+    assert num(k, "/g/memory.kmem.max_usage_in_bytes") == real * PAGE
+    # kmem is memory too: usage holds the user pages, the kmem pages and the stock's rest
+    assert num(k, "/g/memory.usage_in_bytes") == (mib * 256 + MEMCG_CHARGE_BATCH) * PAGE
+    stat = k.read("/g/memory.stat")
+    assert f"pgpgin {mib * 256}\n" in stat  # kmem charges count no pgpgin
+
+
+def test_mappings_of_other_lengths_share_a_region_with_their_neighbour():
+    """A mapping that is not a multiple of 2 MiB is not aligned: it merges with the
+    process's previous mapping (no new objects) and shares its lowest 2 MiB region's PTE
+    page; the real kernel charged a warm worker's 1-, 64- and 65-page mappings no objects
+    and 0 or 1 PTE page (kernel_v1_behaviour.json "b": 0, 0 and 1 in the recorded run)."""
+    k, t = group_with_task()
+    for pages in (1, 64, 65):
+        t.touch_anon(pages * PAGE)
+    assert kmem_pages(k) == 0
+    t.touch_anon(2 * MiB + PAGE)  # the shared region plus one of its own
+    t.touch_anon(5 * MiB - PAGE)  # 1279 pages: two whole regions above the shared one
+    assert [len(v.ptes) for v in t.mm.vmas] == [0, 0, 0, 1, 2]
+    assert kmem_pages(k) == 3
+    assert t.mm.pgtables_pages() == 1 + 1 + 1 + 2 + 3 + 1  # the regions they span, a PMD
+
+
+def test_munmap_and_exit_give_page_tables_back():
+    k, t = group_with_task()
+    t.touch_anon(8 * MiB)
+    t.touch_anon(4 * MiB)
+    assert kmem_pages(k) == 4 + 2 + 1
+    t.free_anon(4 * MiB)  # the newest mapping, whole: its PTE pages and objects
+    assert kmem_pages(k) == 4 + 1
+    t.free_anon(3 * MiB)  # the 8M mapping's tail: 5 MiB stay mapped, in 3 regions
+    assert len(t.mm.vmas[0].ptes) == 3 and kmem_pages(k) == 3 + 1
+    t.exit()
+    # everything back; the objects' last page stays parked in the object stock, as on
+    # the real kernel (kernel_v1_behaviour.json "c": 4096 bytes of kmem after munmap)
+    assert kmem_pages(k) == 1
+    assert num(k, "/g/memory.kmem.max_usage_in_bytes") == 7 * PAGE
+
+
+def test_an_oom_kill_frees_the_victims_page_tables():
+    k, t = group_with_task(limit="16M")
+    t.touch_anon(32 * MiB)
+    assert t.state == "oom_killed"
+    assert "oom_kill 1" in k.read("/g/memory.oom_control")
+    assert t.mm.vmas == [] and kmem_pages(k) <= 1
+    # 16 MiB of pages were mapped when the killer came: 8 PTE pages, 1 page of objects;
+    # the real kernel showed 9 pages (kernel_v1_behaviour.json "e": 36864 bytes)
+    assert num(k, "/g/memory.kmem.max_usage_in_bytes") == 9 * PAGE
+
+
+def test_38_charges_no_page_tables():
+    k, t = group_with_task(semantics="3.8", kmem_limit="64M")
+    t.touch_anon(32 * MiB)
+    assert len(t.mm.vmas[0].ptes) == 16  # the page tables exist (OOM badness counts them)
+    assert kmem_pages(k) == 0
+    assert num(k, "/g/memory.usage_in_bytes") == 32 * MiB
+    t.exit()
+    assert kmem_pages(k) == 0
+
+
+def test_root_group_tasks_charge_no_page_tables():
+    k = memcg.SimKernel(memory="2G")
+    k.mkdir("/g")
+    t = k.spawn("/")
+    t.touch_anon(8 * MiB)
+    assert len(t.mm.vmas[0].ptes) == 4
+    assert all(p.owner is None for p in t.mm.vmas[0].ptes)
+
+
+def in_pte_alloc(monkeypatch, name: str) -> list:
+    """Record the calls of memcg.vmscan/oom function `name` made inside a PTE charge."""
+    from memcg import memory, memcontrol_v1, vmscan
+
+    inside = [False]
+    calls = []
+    real_pte = memory.pte_alloc
+
+    def pte_alloc(*args):
+        inside[0] = True
+        try:
+            return real_pte(*args)
+        finally:
+            inside[0] = False
+    monkeypatch.setattr(memory, "pte_alloc", pte_alloc)
+    mod = vmscan if name == "try_to_free_mem_cgroup_pages" else memcontrol_v1
+    real = getattr(mod, name)
+
+    def spy(*args, **kw):
+        ret = real(*args, **kw)
+        if inside[0]:
+            calls.append(ret)
+        return ret
+    monkeypatch.setattr(mod, name, spy)
+    return calls
+
+
+# 512 pages of anon, their PTE page and the page of the mapping's objects: a limit of
+# exactly that leaves no room for the PTE page of the next 2 MiB
+LIMIT_514 = 514 * PAGE
+
+
+def test_a_pte_charge_at_the_limit_reclaims_like_a_user_charge(monkeypatch):
+    """The group is full of anon and clean page cache when a fault reaches a new 2 MiB
+    region: the PTE page's charge reclaims page cache, as a user page's charge would."""
+    reclaims = in_pte_alloc(monkeypatch, "try_to_free_mem_cgroup_pages")
+    k, t = group_with_task(limit=str(LIMIT_514 + 4 * MiB))
+    t.read_file("f", 4 * MiB)
+    t.touch_anon(4 * MiB)
+    assert len(reclaims) == 1 and reclaims[0] > 0
+    assert t.state == "running" and len(t.mm.vmas[0].ptes) == 2
+    assert kmem_pages(k) == 3
+    assert num(k, "/g/memory.max_usage_in_bytes") == LIMIT_514 + 4 * MiB
+
+
+def test_a_pte_charge_at_the_limit_oom_kills_like_a_user_charge(monkeypatch):
+    ooms = in_pte_alloc(monkeypatch, "mem_cgroup_oom")
+    k, t = group_with_task(limit=str(LIMIT_514))
+    t.touch_anon(4 * MiB)
+    assert ooms == [True]  # the killer ran for the PTE charge, and killed
+    assert t.state == "oom_killed"
+    assert "oom_kill 1" in k.read("/g/memory.oom_control")
+    assert num(k, "/g/memory.max_usage_in_bytes") == 514 * PAGE
+    assert kmem_pages(k) <= 1  # the victim's page tables went with it
+
+
+def test_a_pte_charge_at_the_limit_sleeps_with_oom_kill_disabled(monkeypatch):
+    """A PTE page is allocated inside the fault (in_user_fault): oom_kill_disable puts the
+    task to sleep until the limit is raised, then the fault goes on."""
+    ooms = in_pte_alloc(monkeypatch, "mem_cgroup_oom")
+    k, t = group_with_task(limit=str(LIMIT_514))
+    k.write("/g/memory.oom_control", "1")
+    t.touch_anon(4 * MiB)
+    assert t.state == "blocked" and ooms == [CHARGE_OOM_WAIT]
+    assert t.mm.anon_rss == 512 and len(t.mm.vmas[0].ptes) == 1
+    assert "under_oom 1" in k.read("/g/memory.oom_control")
+    k.write("/g/memory.limit_in_bytes", "8M")
+    assert t.state == "running"
+    assert t.mm.anon_rss == 1024 and len(t.mm.vmas[0].ptes) == 2 and kmem_pages(k) == 3

@@ -11,7 +11,8 @@ anonymous-fault spans against the step-by-step faults they stand for.
 * mem_cgroup_event_ratelimit() in closed form matches the commit-by-commit counters.
 * A fault span sets up the same state as its FAULT_BATCH steps one at a time: every
   cgroup file, event, counter, per-CPU stock, per-page array, the LRU order and the free
-  stack itself.
+  stack itself, and the page tables (PTE pages charged as kernel memory, through the
+  per-CPU stock, before the step that needs them).
 
 Kernel references: mm/page_alloc.c (free lists), mm/vmscan.c isolate_lru_folios(),
 mm/memcontrol-v1.c mem_cgroup_event_ratelimit(), mm/memory.c do_anonymous_page().
@@ -290,7 +291,7 @@ def observe(k, tasks, events):
             assert m.lruvec.size(lru) == len(pfns)
     internal = {m.path: (list(m.nr_page_events), list(m.thresh_target),
                          list(m.softlimit_target),
-                         [(c.usage, c.watermark, c.failcnt) for c in (m.memory, m.memsw)])
+                         [(c.usage, c.watermark, c.failcnt) for c in (m.memory, m.memsw, m.kmem)])
                 for m in sys.memcgs.values()}
     return {
         "files": files, "debugfs": k.debugfs(), "stats": sys.stats.a.tolist(),
@@ -300,6 +301,12 @@ def observe(k, tasks, events):
         "arrays": [a.tolist() for a in (mem.memcg, mem.lru, mem.flags, mem.mapping, mem.index)],
         "free": mem._free[:mem.nr_free].tolist(),
         "slots": [v.slots[:v.nr_faulted].tolist() for t in tasks for v in t.mm.vmas],
+        # page tables: each mapping's PTE pages and who pays for them
+        "ptes": [[p.owner.memcg.path if p.owner else None for p in v.ptes]
+                 for t in tasks for v in t.mm.vmas],
+        "objcgs": [(m.path, m.objcg.nr_pages, m.objcg.nr_live_bytes)
+                   for m in sys.memcgs.values() if m.objcg is not None],
+        "kmem_hook_calls": sys.kmem_key.hits,
         "tasks": [(t.state, t.mm.anon_rss, t.mm.swapents) for t in tasks],
         "events": [e.signals for e in events], "rng": sys.rng.getstate(),
     }
@@ -438,6 +445,34 @@ def test_spans_with_oom_kill_disabled(monkeypatch):
         t.free_anon(5 * MiB)  # u wakes up and finishes
         return observe(k, [t, u], [ev])
     assert run_both(workload, monkeypatch)
+
+
+def test_spans_with_page_tables_and_a_crowded_stock(monkeypatch):
+    """More groups than stock slots fault on one CPU: a PTE charge of a group without a
+    slot evicts one at random, so spans stop before it; groups with a slot charge their
+    PTE pages in the span.  /g0's task sleeps in the middle of a 2 MiB region (OOM with
+    oom_kill_disable) while the others take its slot, and goes on without one."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=1, swap="0")
+        ts = []
+        for i in range(10):
+            k.mkdir(f"/g{i}")
+            ts.append(k.spawn(f"/g{i}"))
+        k.write("/g0/memory.limit_in_bytes", "6M")
+        k.write("/g0/memory.oom_control", "1")
+        ts[0].touch_anon(3 * MiB)
+        ts[0].touch_anon(9 * MiB + 5 * 4096)
+        assert ts[0].state == "blocked"
+        for rnd in range(3):
+            for i, t in enumerate(ts[1:], 1):
+                t.touch_anon((3 + i + rnd) * MiB + 4096 * (i * 53 % 300))
+                if i % 3 == rnd:
+                    t.free_anon((1 + i % 2) * MiB + 4096 * i)
+        k.write("/g0/memory.limit_in_bytes", "64M")
+        assert ts[0].state == "running"
+        ts[1].touch_anon(300 * MiB)  # 150 PTE pages, more than a batch in one span
+        return observe(k, ts, [])
+    assert max(run_both(workload, monkeypatch)) >= 8
 
 
 OPS = st.lists(st.one_of(

@@ -525,7 +525,8 @@ def ratelimit_after(val: int, thresh: int, soft: int, step: int, k: int):
     return end, new_thresh, val + step * soft_last + SOFTLIMIT_EVENTS_TARGET, soft_first
 
 
-def page_events_quiet_steps(sys: System, memcg: MemCgroup, step: int, k: int, cpu: int) -> int:
+def page_events_quiet_steps(sys: System, memcg: MemCgroup, step: int, k: int, cpu: int,
+                            extra: int = 0) -> int:
     """How many of the next k commits of step pages to memcg can be counted at once.
 
     That is allowed while the event checks of all of them but the last would find
@@ -533,9 +534,10 @@ def page_events_quiet_steps(sys: System, memcg: MemCgroup, step: int, k: int, cp
     grows while pages are charged, by at most step pages per commit plus a charge batch
     parked in the stock), and the soft-limit tree has nothing to re-key - or its first
     re-keying comes with the last commit, which page_events_steps() runs for real.
-    Returns at least 1.
+    extra: pages charged besides the commits' own (page tables of the faults), which
+    raise usage without commits of their own.  Returns at least 1.
     """
-    reach = MEMCG_CHARGE_BATCH
+    reach = MEMCG_CHARGE_BATCH + extra
     for m in memcg.ancestors():
         for memsw in (False, True):
             lst = m.memsw_thresholds if memsw else m.thresholds
@@ -781,10 +783,16 @@ def get_obj_cgroup_from_current(sys: System, task: Task | None) -> ObjCgroup | N
     return task.memcg.objcg
 
 
-def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: Task | None) -> int:
-    """obj_cgroup_charge_pages(): try_charge_memcg(), then the v1 kmem counter (no limit)."""
+def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: Task | None,
+                            user_fault: bool = False) -> int:
+    """obj_cgroup_charge_pages(): try_charge_memcg(), then the v1 kmem counter (no limit).
+
+    No PGPGIN and no event check: memcg1_charge_statistics() and memcg1_check_events()
+    belong to the commit of user folios.  user_fault: the allocation is part of a page
+    fault (current->in_user_fault), which oom_kill_disable turns into a sleep.
+    """
     memcg = objcg.memcg
-    ret = try_charge_memcg(sys, memcg, nr_pages, task)
+    ret = try_charge_memcg(sys, memcg, nr_pages, task, user_fault)
     if ret:
         return ret
     memcg.kmem.charge(nr_pages)  # memcg1_account_kmem()
@@ -852,7 +860,8 @@ def refill_obj_stock(sys: System, objcg: ObjCgroup, nr_bytes: int, allow_uncharg
         obj_cgroup_uncharge_pages(sys, objcg, nr_pages, cpu)
 
 
-def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | None) -> int:
+def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | None,
+                      user_fault: bool = False) -> int:
     """obj_cgroup_charge(): size bytes from the stock, or whole pages with the rest parked."""
     cpu = task.cpu if task is not None else 0
     if consume_obj_stock(sys, objcg, size, cpu):
@@ -861,7 +870,7 @@ def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | Non
     nr_pages, nr_bytes = size >> PAGE_SHIFT, size & (PAGE_SIZE - 1)
     if nr_bytes:
         nr_pages += 1
-    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task)
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault)
     if ret:
         return ret
     objcg.nr_live_bytes += size
@@ -919,19 +928,22 @@ class KmemPages:
     nr_pages: int
 
 
-def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int) -> KmemPages | int:
+def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
+                           user_fault: bool = False) -> KmemPages | int:
     """__memcg_kmem_charge_page(): charge nr_pages of kernel memory to the task's group.
 
     Returns what to uncharge later, or the failed charge's result.  Behind the kmem
-    static key: while it is off nothing is looked at.
+    static key: while it is off nothing is looked at.  user_fault: allocated inside a
+    page fault (a page table, mm/memory.c: __pte_alloc).
     """
     if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
         return KmemPages(None, nr_pages)
-    ret = sys.kmem_key.branch(_memcg_kmem_charge_page, sys, task, nr_pages)
+    ret = sys.kmem_key.branch(_memcg_kmem_charge_page, sys, task, nr_pages, user_fault)
     return KmemPages(None, nr_pages) if ret is None else ret
 
 
-def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int) -> KmemPages | int:
+def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
+                            user_fault: bool) -> KmemPages | int:
     if sys.semantics == "3.8":
         # __memcg_kmem_newpage_charge(): pages allocated with __GFP_KMEMCG
         if task is None or not memcg_can_account_kmem(task.memcg):
@@ -941,7 +953,7 @@ def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int) -> Km
     objcg = get_obj_cgroup_from_current(sys, task)
     if objcg is None:
         return KmemPages(None, nr_pages)
-    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task)
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault)
     if ret:
         return ret
     objcg.nr_live_bytes += nr_pages * PAGE_SIZE

@@ -7,6 +7,24 @@ steps of FAULT_BATCH pages with the same outcome.  While nothing can happen betw
 steps (no watermark or limit is near, no event check has work to do), a span of many
 steps is set up at once, with the outcome of taking them one by one.  New anon pages go
 to the inactive anon list (5.9+), or to the unevictable list when the mapping is mlocked.
+
+Page tables and the mapping's own objects are kernel memory of the faulting task's group
+(6.18 rules; under the 3.8 rules neither is charged: 3.8 had __GFP_KMEMCG on kernel stacks,
+not on page tables, and the model leaves its slab charging of these objects out).  A PTE page maps
+one 2 MiB region; it is allocated at the first fault in its region (mm/memory.c:
+__pte_alloc with GFP_PGTABLE_USER, include/linux/gfp.h: GFP_PGTABLE_KERNEL | __GFP_ACCOUNT)
+and freed when the region is unmapped (free_pgtables).  Placement, with no address-space
+layout modelled:
+- a mapping whose length is a multiple of 2 MiB is 2 MiB-aligned (mm/mmap.c:
+  __get_unmapped_area -> thp_get_unmapped_area_vmflags): it needs len / 2 MiB PTE pages
+  of its own, and a vm_area_struct (at mmap), an anon_vma and an anon_vma_chain (at the
+  first fault: anon_vma_prepare), all from accounted caches;
+- any other mapping goes right below the process's previous one (top-down mmap), with
+  which it merges (vma_merge: no new vm_area_struct, the neighbour's anon_vma) and whose
+  2 MiB region its lowest pages share: only its whole 2 MiB regions above that get new
+  PTE pages.  On the real kernel a warm worker's 1-, 64- and 65-page mappings charged no
+  objects and 0 or 1 PTE page (tests/data/kernel_v1_behaviour.json "b").
+PMD pages (one per 1 GiB) are not charged.
 """
 
 from __future__ import annotations
@@ -16,8 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
-from .memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT,
-                         charge_pages, commit_charge, hierarchy_margin, page_events_quiet_steps)
+from .kernel import PAGE_SIZE
+from .memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT, KmemPages,
+                         charge_pages, commit_charge, hierarchy_margin, memcg_kmem_charge_page,
+                         memcg_kmem_uncharge_page, page_events_quiet_steps)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_mlocked,
                      PG_swapbacked, PG_young, put_in_run_order, run_pfns, run_slice)
 from .swapfile import swp_offset
@@ -46,6 +66,16 @@ class AnonVma(AddressSpace):
         self.nr_pages = nr_pages
         self.locked = locked
         self.nr_faulted = 0
+        # kernel memory of the mapping: its PTE pages by 2 MiB region (KmemPages), the
+        # vm_area_struct (None until mmap ran) and [anon_vma_chain, anon_vma] (None until
+        # the first fault)
+        self.ptes: list = []
+        self.vm_area = None
+        self.anon_vma: list | None = None
+        # where page 0 sits in its 2 MiB region: 0 for a 2 MiB-aligned mapping; else the
+        # mapping ends on a region boundary and its first region is the neighbour's
+        self.thp_aligned = nr_pages % PTRS_PER_PTE == 0
+        self.pgoff = -nr_pages % PTRS_PER_PTE
         self.ensure(nr_pages)
 
     def ensure(self, nr: int) -> None:
@@ -68,7 +98,17 @@ class AnonVma(AddressSpace):
 
 
 def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
-    """Fault in the rest of vma (do_anonymous_page() per page); 0 or the failed charge."""
+    """Fault in the rest of vma (do_anonymous_page() per page); 0 or the failed charge.
+
+    Each step first charges the PTE pages of the 2 MiB regions it reaches into
+    (pte_alloc), and the first step the mapping's anon_vma (anon_vma_prepare), then its
+    pages.  Run again after a failed charge, it goes on where it stopped.
+    """
+    if not vma.nr_pages:
+        return 0  # unmapped before the task got to it
+    ret = vm_area_alloc(sys, task, vma)
+    if ret:
+        return ret
     memcg = task.memcg
     flags = PG_anon | PG_swapbacked | PG_mapped | PG_young
     lru = LRU_INACTIVE_ANON
@@ -81,6 +121,9 @@ def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
             fault_span(sys, task, memcg, vma, steps, flags, lru)
             continue
         n = min(FAULT_BATCH, vma.nr_pages - vma.nr_faulted)
+        ret = pte_alloc(sys, task, vma, n) or anon_vma_prepare(sys, task, vma)
+        if ret:
+            return ret
         pfns, ret = sys.alloc_and_charge(task, memcg, n, user_fault=True)
         if len(pfns):
             idx = np.arange(vma.nr_faulted, vma.nr_faulted + len(pfns), dtype=np.int64)
@@ -106,18 +149,35 @@ def quiet_fault_steps(sys: System, task: Task, memcg, vma: AnonVma) -> int:
     and the rest charged in whole batches, leaving the stock as it found it modulo a
     batch; FAULT_BATCH being a multiple of the batch, one charge of the whole span leaves
     the counters, watermarks and stock exactly as its steps would.
+
+    The PTE pages of the span are one-page charges that do go through the stock: each
+    takes a page of it, or (stock empty) charges a batch and parks the rest.  While
+    memcg has a slot in this CPU's stock neither evicts a slot, and a stock of a whole
+    batch acts as an empty one under both kinds of charge; so charging the span's PTE
+    pages before its pages leaves the same stock, and - usage only growing - the same
+    counters and watermarks as charging them step by step.  Without a slot the span
+    ends before the first step that needs a PTE page (its charge may evict at random).
+    A mapping's first step is taken alone when it charges the anon_vma.
     """
     k = min(vma.nr_pages - vma.nr_faulted, FAULT_SPAN_PAGES) // FAULT_BATCH
     # A reclaim trace (vmscan's streaming detector) records every commit's events.
     if k < 2 or task.oom_victim or getattr(sys, "reclaim_trace", None) is not None:
         return 1
+    accounted = pgtables_accounted(sys, task)
+    if vma.anon_vma is None and accounted and vma.thp_aligned:
+        return 1
     mem = sys.mem
     k = min(k, (mem.nr_free - sys.wmark_low) // FAULT_BATCH)
+    ptes = 0
+    if accounted:
+        if memcg not in sys.stock[task.cpu].cached:
+            k = min(k, steps_without_pte_alloc(vma))
+        ptes = ptes_needed(vma, k * FAULT_BATCH)  # the most the span can need
     if not memcg.is_root():
-        k = min(k, (hierarchy_margin(memcg) - MEMCG_CHARGE_BATCH) // FAULT_BATCH)
+        k = min(k, (hierarchy_margin(memcg) - MEMCG_CHARGE_BATCH - ptes) // FAULT_BATCH)
     if k < 2:
         return 1
-    return page_events_quiet_steps(sys, memcg, FAULT_BATCH, k, task.cpu)
+    return page_events_quiet_steps(sys, memcg, FAULT_BATCH, k, task.cpu, extra=ptes)
 
 
 def fault_span(sys: System, task: Task, memcg, vma: AnonVma, steps: int, flags: int,
@@ -128,6 +188,9 @@ def fault_span(sys: System, task: Task, memcg, vma: AnonVma, steps: int, flags: 
     order; when they are one run of it, every per-page array is written by slice.
     """
     n = steps * FAULT_BATCH
+    # all the span's PTE pages first (quiet_fault_steps); an anon_vma that charges nothing
+    pte_alloc_span(sys, task, vma, n)
+    assert not anon_vma_prepare(sys, task, vma)
     mem = sys.mem
     pfns = mem.alloc_run(n) if mem.top_run() >= n else mem.alloc(n)
     charged, ret = charge_pages(sys, memcg, n, task, user_fault=True)
@@ -153,8 +216,15 @@ def fault_span(sys: System, task: Task, memcg, vma: AnonVma, steps: int, flags: 
     commit_charge(sys, memcg, pfns, task.cpu, step=FAULT_BATCH)
 
 
-def zap_anon(sys: System, vma: AnonVma, start: int) -> None:
-    """zap_pte_range() over [start, end of vma): free pages and swap entries."""
+def zap_anon(sys: System, vma: AnonVma, start: int, cpu: int | None = None) -> None:
+    """zap_pte_range() over [start, end of vma): free pages and swap entries.
+
+    Then free_pgtables(): the PTE pages of the 2 MiB regions left with nothing mapped go
+    back (their charge to the stock of `cpu`, the unmapping task's); start 0 unmaps the
+    whole mapping, whose anon_vma and vm_area_struct go too (unlink_anon_vmas,
+    remove_vma -> vm_area_free).
+    """
+    cpu = sys.cpu if cpu is None else cpu
     s = vma.slots[start:vma.nr_faulted]
     pfns = s[s >= 0]
     swapped = s[s <= -2]
@@ -169,16 +239,22 @@ def zap_anon(sys: System, vma: AnonVma, start: int) -> None:
     vma.slots[start:] = HOLE
     vma.nr_faulted = min(vma.nr_faulted, start)
     vma.nr_pages = start
+    if not start:
+        unlink_anon_vmas(sys, vma, cpu)
+    free_pte_range(sys, vma, own_ptes(vma, start), cpu)
+    if not start:
+        vm_area_free(sys, vma, cpu)
 
 
-def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False) -> None:
+def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False,
+                cpu: int | None = None) -> None:
     """Unmap nbytes of mm's anonymous memory, newest mapping first (or oldest first);
-    a mapping only partly unmapped loses its tail."""
+    a mapping only partly unmapped loses its tail.  cpu: the unmapping task's."""
     left = nr_pages_of(nbytes)
     while left and mm.vmas:
         vma = mm.vmas[0] if oldest_first else mm.vmas[-1]
         cut = min(left, vma.nr_pages)
-        zap_anon(sys, vma, vma.nr_pages - cut)
+        zap_anon(sys, vma, vma.nr_pages - cut, cpu)
         left -= cut
         if vma.nr_pages == 0:
             mm.vmas.remove(vma)
@@ -186,7 +262,158 @@ def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False) -> Non
 
 
 def pgtables_pages(mm) -> int:
-    """mm_pgtables_bytes() / PAGE_SIZE: PTE pages for the mapped ranges plus their PMDs."""
+    """mm_pgtables_bytes() / PAGE_SIZE: PTE pages for the mapped ranges plus their PMDs.
+
+    An anonymous mapping's count is the 2 MiB regions it spans, the PTE pages
+    do_anonymous_faults() charges once it is faulted in (own_ptes) plus, for a mapping
+    that is not 2 MiB-aligned, the one it shares with its neighbour.
+    """
     ptes = sum(-(-v.nr_pages // PTRS_PER_PTE) for v in mm.vmas)
     ptes += sum(-(-o.mappers.get(mm, 0) // PTRS_PER_PTE) for o in mm.shm_objects)
     return ptes + -(-ptes // PTRS_PER_PTE)
+
+
+# --- kernel memory of a mapping: page tables and objects ----------------------------------
+
+def pgtables_accounted(sys: System, task: Task) -> bool:
+    """Whether task's page-table pages are charged (GFP_PGTABLE_USER has __GFP_ACCOUNT,
+    5.11+; 3.8 did not account them), to a group that accounts: not the root."""
+    return sys.semantics != "3.8" and sys.kmem_key.enabled and not task.memcg.is_root()
+
+
+def own_ptes(vma: AnonVma, nr_pages: int) -> int:
+    """The PTE pages of vma's own covering its first nr_pages: the 2 MiB regions they
+    reach into, but a region shared with the neighbour (vma.pgoff > 0)."""
+    if not nr_pages:
+        return 0
+    regions = (vma.pgoff + nr_pages - 1) // PTRS_PER_PTE + 1
+    return regions - (1 if vma.pgoff else 0)
+
+
+def ptes_needed(vma: AnonVma, n: int) -> int:
+    """PTE pages that faulting the next n pages of vma allocates."""
+    return max(0, own_ptes(vma, vma.nr_faulted + n) - len(vma.ptes))
+
+
+def steps_without_pte_alloc(vma: AnonVma) -> int:
+    """How many FAULT_BATCH steps from vma.nr_faulted stay inside regions with a PTE page."""
+    first = (len(vma.ptes) + (1 if vma.pgoff else 0)) * PTRS_PER_PTE - vma.pgoff
+    return max(0, (first - vma.nr_faulted) // FAULT_BATCH)
+
+
+def _charged_as(sys: System, task: Task, fn, *args, **kwargs):
+    """Run a kmem charge with task as current (the OOM killer tells the charging task by it)."""
+    prev, sys.current = sys.current, task
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        sys.current = prev
+
+
+def pte_alloc(sys: System, task: Task, vma: AnonVma, n: int) -> int:
+    """pte_alloc() -> __pte_alloc() -> pte_alloc_one(): a PTE page for each 2 MiB region
+    the next n pages of vma reach into that has none yet; 0 or the failed charge.
+
+    Each is a one-page GFP_PGTABLE_USER allocation charged to the faulting task's group
+    (__memcg_kmem_charge_page -> obj_cgroup_charge_pages -> try_charge_memcg: stock,
+    reclaim, OOM like any charge; then the kmem counter).  Under the 3.8 rules the pages
+    exist (the OOM badness counts them) but are not charged.
+    """
+    for _ in range(ptes_needed(vma, n)):
+        if sys.semantics == "3.8":
+            pages = KmemPages(None, 1)
+        else:
+            pages = _charged_as(sys, task, memcg_kmem_charge_page, sys, task, 1, user_fault=True)
+            if isinstance(pages, int):
+                return pages
+        vma.ptes.append(pages)
+    return 0
+
+
+def pte_alloc_span(sys: System, task: Task, vma: AnonVma, n: int) -> None:
+    """pte_alloc() for a fault span of n pages, its one-page charges in closed form.
+
+    quiet_fault_steps() made sure that the task's memcg has a slot in this CPU's stock
+    and room for them all: each charge takes a page of the slot (consume_stock), or, the
+    slot empty, charges a MEMCG_CHARGE_BATCH and parks the rest there (refill_stock).
+    """
+    p = ptes_needed(vma, n)
+    if not p or not pgtables_accounted(sys, task):
+        assert not pte_alloc(sys, task, vma, n)  # nothing charged: as the steps do it
+        return
+    memcg = task.memcg
+    objcg = memcg.objcg
+    stock = sys.stock[task.cpu]
+    i = next(j for j, c in enumerate(stock.cached) if c is memcg)
+    s = stock.nr_pages[i]
+    refills = 0 if p <= s else -(-(p - s) // MEMCG_CHARGE_BATCH)
+    stock.nr_pages[i] = s - p + refills * MEMCG_CHARGE_BATCH
+    if refills:
+        memcg.memsw.charge(refills * MEMCG_CHARGE_BATCH)  # try_charge_memcg: memsw first
+        memcg.memory.charge(refills * MEMCG_CHARGE_BATCH)
+    memcg.kmem.charge(p)  # memcg1_account_kmem()
+    objcg.nr_pages += p
+    objcg.nr_live_bytes += p * PAGE_SIZE
+    sys.kmem_key.hits += p  # p passes through the hook of memcg_kmem_charge_page()
+    vma.ptes.extend(KmemPages(objcg, 1) for _ in range(p))
+
+
+def free_pte_range(sys: System, vma: AnonVma, keep: int, cpu: int) -> None:
+    """free_pgtables() -> free_pgd_range(): PTE pages past the first `keep` go back, in
+    address order (pte_free_tlb -> __memcg_kmem_uncharge_page)."""
+    for pages in vma.ptes[keep:]:
+        memcg_kmem_uncharge_page(sys, pages, cpu)
+    del vma.ptes[keep:]
+
+
+def vm_area_alloc(sys: System, task: Task, vma: AnonVma) -> int:
+    """mmap(): the mapping's vm_area_struct (mm/vma_init.c: vm_area_alloc, SLAB_ACCOUNT)."""
+    from .slab import charge_failed, kmem_cache_alloc
+
+    if vma.vm_area is not None or sys.semantics == "3.8" or not vma.thp_aligned:
+        return 0  # not charged under the 3.8 rules; an unaligned mapping merges (vma_merge)
+    obj = _charged_as(sys, task, kmem_cache_alloc, sys, "vm_area_struct", task)
+    if charge_failed(obj):
+        return obj
+    vma.vm_area = obj
+    return 0
+
+
+def anon_vma_prepare(sys: System, task: Task, vma: AnonVma) -> int:
+    """__anon_vma_prepare() at the mapping's first fault: an anon_vma_chain, then the
+    anon_vma (mm/rmap.c, both caches SLAB_ACCOUNT); the chain goes back if the anon_vma
+    cannot be had."""
+    from .slab import charge_failed, kmem_cache_alloc, kmem_cache_free
+
+    if vma.anon_vma is not None:
+        return 0
+    if sys.semantics == "3.8" or not vma.thp_aligned:
+        vma.anon_vma = []  # not accounted (3.8), or the neighbour's (vma_merge)
+        return 0
+    avc = _charged_as(sys, task, kmem_cache_alloc, sys, "anon_vma_chain", task, user_fault=True)
+    if charge_failed(avc):
+        return avc
+    anon_vma = _charged_as(sys, task, kmem_cache_alloc, sys, "anon_vma", task, user_fault=True)
+    if charge_failed(anon_vma):
+        kmem_cache_free(sys, avc, task.cpu)
+        return anon_vma
+    vma.anon_vma = [avc, anon_vma]
+    return 0
+
+
+def unlink_anon_vmas(sys: System, vma: AnonVma, cpu: int) -> None:
+    """unlink_anon_vmas(): the chain, then the anon_vma (its last user is gone)."""
+    from .slab import kmem_cache_free
+
+    for obj in vma.anon_vma or ():
+        kmem_cache_free(sys, obj, cpu)
+    vma.anon_vma = []
+
+
+def vm_area_free(sys: System, vma: AnonVma, cpu: int) -> None:
+    """remove_vma() -> vm_area_free()."""
+    from .slab import kmem_cache_free
+
+    if vma.vm_area is not None:
+        kmem_cache_free(sys, vma.vm_area, cpu)
+        vma.vm_area = None

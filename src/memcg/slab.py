@@ -63,6 +63,9 @@ ROOT_CACHES = {
     "shmem_inode_cache": (752, 21, 4),  # mm/shmem.c: shmem_inode_cachep
     "ext4_inode_cache": (1128, 14, 4),  # fs/ext4/super.c: ext4_inode_cachep
     "buffer_head": (104, 39, 1),  # fs/buffer.c: bh_cachep
+    "vm_area_struct": (192, 21, 1),  # mm/vma_init.c: vm_area_cachep
+    "anon_vma": (104, 39, 1),  # mm/rmap.c: anon_vma_cachep
+    "anon_vma_chain": (64, 64, 1),  # mm/rmap.c: anon_vma_chain_cachep
     "kmalloc-cg": (1, 4096, 1),
 }
 
@@ -215,17 +218,19 @@ def _slabs_for(cache: KmemCache, nr_objects: int) -> int:
     return -(-nr_objects // cache.objs_per_slab)
 
 
-def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1) -> SlabObject | int:
+def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
+                     user_fault: bool = False) -> SlabObject | int:
     """kmem_cache_alloc() of `count` objects charged to the task's group.
 
     Returns the object, or the failed charge's result (CHARGE_NOMEM and friends).  The
-    accounting hook sits behind the kmem static key.
+    accounting hook sits behind the kmem static key.  user_fault: allocated inside a
+    page fault (the anon_vma of a mapping's first fault).
     """
     root = sys.slab.caches[name]
     if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
         root.nr_objects += count
         return SlabObject(root, count)
-    obj = sys.kmem_key.branch(_memcg_slab_alloc, sys, root, task, count)
+    obj = sys.kmem_key.branch(_memcg_slab_alloc, sys, root, task, count, user_fault)
     if obj is None:
         obj = SlabObject(root, count)
     if isinstance(obj, SlabObject):
@@ -233,7 +238,8 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1) 
     return obj
 
 
-def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: int):
+def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: int,
+                      user_fault: bool = False):
     if sys.semantics == "3.8":
         if task is None or task.memcg.is_root() or not memcg_can_account_kmem(task.memcg):
             return None
@@ -253,7 +259,7 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
     size = count * root.object_size
     if root.name != "kmalloc-cg":
         size += count * OBJCG_POINTER_SIZE  # obj_full_size()
-    ret = obj_cgroup_charge(sys, objcg, size, task)
+    ret = obj_cgroup_charge(sys, objcg, size, task, user_fault)
     if ret:
         return ret
     return SlabObject(root, count, objcg, size)

@@ -199,9 +199,9 @@ class SimTask(kernel.Task):
         """
         if self._in_op:
             self._alive()
-            munmap_anon(self._sys, self.mm, nbytes, oldest_first)
+            munmap_anon(self._sys, self.mm, nbytes, oldest_first, self.cpu)
             return
-        self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes, oldest_first) or 0)
+        self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes, oldest_first, self.cpu) or 0)
 
     def touch_shm(self, name: str, nbytes: int) -> None:
         obj = self._sys.shmem_object(name)
@@ -311,7 +311,7 @@ class SimTask(kernel.Task):
         self._work.clear()
         while self.mm.vmas:
             vma = self.mm.vmas[-1]
-            zap_anon(sys, vma, 0)
+            zap_anon(sys, vma, 0, self.cpu)
             self.mm.vmas.pop()
             sys.unregister_mapping(vma)
         for obj in self.mm.shm_objects:
