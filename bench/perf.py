@@ -142,10 +142,10 @@ def _stripped_hooks() -> dict:
     from memcg.memcontrol import KmemPages
     from memcg.slab import SlabObject
 
-    def memcg_kmem_charge_page(sys, task, nr_pages):
+    def memcg_kmem_charge_page(sys, task, nr_pages, user_fault=False):
         return KmemPages(None, nr_pages)
 
-    def kmem_cache_alloc(sys, name, task, count=1):
+    def kmem_cache_alloc(sys, name, task, count=1, user_fault=False):
         obj = SlabObject(sys.slab.caches[name], count)
         obj.cache.nr_objects += count
         return obj
@@ -520,9 +520,12 @@ NOTES = {
         "24 forks (child touches 64 KiB and exits), 200 mkdirs, 600 file creations, 4 TCP "
         "connections of 8 x 64 KiB, an 8 MiB touch_anon and a 4 MiB file read - every "
         "hook site (memcg_kmem_charge_page, kmem_cache_alloc, mem_cgroup_sk_alloc, "
-        "mem_cgroup_sk_enabled, the 3.8 cg_proto lookup) is passed. \"Removed\": the bench "
-        "rebinds those functions, in every module that holds them, to their key-off path "
-        "without the key test; it asserts first that this run gives the same files, "
+        "mem_cgroup_sk_enabled, the 3.8 cg_proto lookup) is passed. \"Present\": the model "
+        "as it runs - while no key of a kind is on, static_key.py binds the names of its "
+        "hook functions to their key-off bodies, as the kernel patches its jumps. "
+        "\"Removed\": the bench rebinds those names, in every module that holds them, to "
+        "its own minimal copies of the key-off paths, as if the hooks had never been "
+        "written; it asserts first that this run gives the same files, "
         "debugfs and task states. 64 blocks of four runs in the order present, removed, "
         "removed, present (ABBA), each from a clean heap, in one fresh process; CPU time "
         "of the process, so time the machine gives to other work is not counted. A "

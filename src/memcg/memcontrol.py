@@ -18,6 +18,7 @@ import numpy as np
 from .kernel import PAGE_SIZE
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
+from .static_key import hook_site
 
 if TYPE_CHECKING:
     from .system import System
@@ -928,6 +929,13 @@ class KmemPages:
     nr_pages: int
 
 
+def _memcg_kmem_charge_page_off(sys: System, task: Task | None, nr_pages: int,
+                                user_fault: bool = False) -> KmemPages | int:
+    """memcg_kmem_charge_page() while no kmem key is on: nothing is charged."""
+    return KmemPages(None, nr_pages)
+
+
+@hook_site("kmem", _memcg_kmem_charge_page_off)
 def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
                            user_fault: bool = False) -> KmemPages | int:
     """__memcg_kmem_charge_page(): charge nr_pages of kernel memory to the task's group.
