@@ -124,7 +124,7 @@ def sim_churn() -> dict:
     """bench/churn.py's run: 100,000 groups, policy reparent, 6.18 rules."""
     sys.path.insert(0, HERE)
     import churn
-    from memcg.slab import MEMCG_CACHES_MIN_SIZE
+    from memcg.mm.slab import MEMCG_CACHES_MIN_SIZE
     row = churn.churn(100_000, 4, "reparent", "6.18")
     row["peak_rss"] = peak_rss_bytes()
     row["array_bound"] = max(MEMCG_CACHES_MIN_SIZE, 2 * row["kmemcg_ids_in_use"])
@@ -138,9 +138,10 @@ def _stripped_hooks() -> dict:
     kmem and socket accounting switched off entirely (every key stays off in the run, so
     the branch never goes through; each replacement is the key-off path of the original).
     """
-    from memcg import memcontrol, slab, sock
-    from memcg.memcontrol import KmemPages
-    from memcg.slab import SlabObject
+    from memcg.mm import memcontrol, slab
+    from memcg.net import sock
+    from memcg.mm.memcontrol import KmemPages
+    from memcg.mm.slab import SlabObject
 
     def memcg_kmem_charge_page(sys, task, nr_pages, user_fault=False):
         return KmemPages(None, nr_pages)
@@ -328,25 +329,15 @@ def real_fault_child(procs: str, nbytes: int, reps: int) -> dict:
             "populate_rate": max(populate) if populate else None}
 
 
-def own_memory_cgroup() -> str | None:
-    """The v1 memory controller's directory of this process's group, or None."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            d = os.path.join("/sys/fs/cgroup/memory", path.lstrip("/"))
-            return d if os.path.isdir(d) else None
-    return None
-
-
 def real_fault() -> dict:
     """The real side of the fault target, or the reason it was skipped."""
-    parent = own_memory_cgroup()
-    if parent is None:
+    from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup
+
+    try:
+        parent, version = find_memory_cgroup()
+    except LinuxUnavailable as e:
+        return {"skipped": str(e)}
+    if version != 1:
         return {"skipped": "no cgroup v1 memory controller for this process"}
     if os.geteuid() != 0 or not os.access(parent, os.W_OK):
         return {"skipped": "cannot create a child of this process's memory cgroup (not root)"}

@@ -13,7 +13,7 @@ import errno
 import pytest
 
 import memcg
-from memcg.memcontrol import MEMCG_CHARGE_BATCH, stock_pages
+from memcg.mm.memcontrol import MEMCG_CHARGE_BATCH, stock_pages
 
 PAGE = 4096
 MiB = 1 << 20

@@ -18,7 +18,7 @@ import errno
 import pytest
 
 import memcg
-from memcg.page_counter import PAGE_COUNTER_MAX
+from memcg.mm.page_counter import PAGE_COUNTER_MAX
 
 PAGE = 4096
 MiB = 1 << 20

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg.memcontrol import CHARGE_OOM_WAIT, MEMCG_CHARGE_BATCH, PAGE_COUNTER_MAX
+from memcg.mm.memcontrol import CHARGE_OOM_WAIT, MEMCG_CHARGE_BATCH, PAGE_COUNTER_MAX
 from memcg.profile import PROFILE_KEYS, default_profile
 from memcg.scenario import load_scenario, parse_scenario, run_scenario
 
@@ -620,7 +620,7 @@ def test_root_group_tasks_charge_no_page_tables():
 
 def in_pte_alloc(monkeypatch, name: str) -> list:
     """Record the calls of memcg.vmscan/oom function `name` made inside a PTE charge."""
-    from memcg import memory, memcontrol_v1, vmscan
+    from memcg.mm import memory, memcontrol_v1, vmscan
 
     inside = [False]
     calls = []

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 import memcg
-from memcg import compare, linux
+from memcg import compare
+from memcg.backends import linux
 from memcg.cli import main
 from memcg.profile import PROFILE_KEYS, load_profile
 from memcg.scenario import builtin_names, load_scenario

@@ -25,10 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg import cgroupfs, memory
-from memcg.memcontrol import (SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
+from memcg.cgroupfs import v1 as cgroupfs
+from memcg.mm import memory
+from memcg.mm.memcontrol import (SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
                               ratelimit_after)
-from memcg.mmzone import (LRU_COMPACT_SLACK, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, LRU_NONE,
+from memcg.mm.mmzone import (LRU_COMPACT_SLACK, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, LRU_NONE,
                           NR_LRU_LISTS, LruList, MemMap, split_runs)
 
 MiB = 1 << 20

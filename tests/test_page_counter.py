@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg.page_counter import PAGE_COUNTER_MAX, PageCounter, memparse, page_counter_memparse
+from memcg.mm.page_counter import PAGE_COUNTER_MAX, PageCounter, memparse, page_counter_memparse
 
 PAGE = 4096
 U64 = 2**64

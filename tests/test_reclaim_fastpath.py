@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg import cgroupfs, filemap, vmscan
-from memcg.mmzone import LRU_NONE, NR_LRU_LISTS
+from memcg.cgroupfs import v1 as cgroupfs
+from memcg.mm import filemap, vmscan
+from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS
 
 MiB = 1 << 20
 

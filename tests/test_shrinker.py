@@ -74,7 +74,7 @@ def test_requests_never_exceed_the_chunks_held(k):
 
 def test_window_shortfall_goes_to_the_shrinker():
     """With reclaimable cache the request comes from vmpressure windows: scanned - reclaimed."""
-    from memcg.mempressure import shrinker_request
+    from memcg.mm.mempressure import shrinker_request
     k = memcg.SimKernel(memory="1G")
     k.mkdir("/g")
     ev = k.event("/g/mempressure.shrinker", str(MiB))

@@ -13,9 +13,9 @@ import errno
 import pytest
 
 import memcg
-from memcg.list_lru import list_lru_count_one
+from memcg.mm.list_lru import list_lru_count_one
 from memcg.scenario import load_scenario, run_scenario
-from memcg.slab import (MEMCG_CACHES_MAX_SIZE, MEMCG_CACHES_MIN_SIZE, MemcgCacheIds,
+from memcg.mm.slab import (MEMCG_CACHES_MAX_SIZE, MEMCG_CACHES_MIN_SIZE, MemcgCacheIds,
                         memcg_caches_array_size)
 
 PAGE = 4096

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import memcg
-from memcg.memcontrol import (MEMCG_SWAP, NR_ANON_MAPPED, NR_FILE_DIRTY, NR_FILE_MAPPED,
+from memcg.mm.memcontrol import (MEMCG_SWAP, NR_ANON_MAPPED, NR_FILE_DIRTY, NR_FILE_MAPPED,
                               NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, stock_pages)
-from memcg.page_counter import PAGE_COUNTER_MAX
-from memcg.mmzone import LRU_NONE, NR_LRU_LISTS, PG_anon, PG_dirty, PG_mapped, PG_swapbacked
+from memcg.mm.page_counter import PAGE_COUNTER_MAX
+from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS, PG_anon, PG_dirty, PG_mapped, PG_swapbacked
 
 PAGE = 4096
 NAMES = ("a", "b", "c")

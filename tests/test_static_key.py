@@ -15,7 +15,9 @@ def test_hook_sites_are_patched_in_and_out_with_the_keys():
     # A fresh interpreter: the patch state is the whole process's.
     code = textwrap.dedent("""
         import memcg
-        from memcg import fs, memcontrol, memory, slab, sock, tcp
+        from memcg.fs import dcache as fs
+        from memcg.mm import memcontrol, memory, slab
+        from memcg.net import sock, tcp
         names = lambda: sorted({slab.kmem_cache_alloc.__name__, fs.kmem_cache_alloc.__name__,
                                 memcontrol.memcg_kmem_charge_page.__name__,
                                 memory.memcg_kmem_charge_page.__name__})

@@ -16,8 +16,8 @@ import pytest
 
 import memcg
 from memcg import report, scenario
-from memcg.sock import SOCK_MIN_SNDBUF
-from memcg.tcp import MAX_TCP_HEADER, SKB_HEAD_TRUESIZE
+from memcg.net.sock import SOCK_MIN_SNDBUF
+from memcg.net.tcp import MAX_TCP_HEADER, SKB_HEAD_TRUESIZE
 
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK = 64 * KiB  # what tools/measure_tcp.py sends per call
@@ -130,12 +130,12 @@ def test_segments_are_mss_sized_and_bounded_to_half_the_window():
     s = k.spawn("/a").connect_tcp(k.spawn("/a"))
     assert s.client.mss_cache == 65483 // 2
     seen = []
-    orig = memcg.tcp.tcp_rcv_data
+    orig = memcg.net.tcp.tcp_rcv_data
     try:
-        memcg.tcp.tcp_rcv_data = lambda tp, skb: (seen.append(skb.len), orig(tp, skb))
+        memcg.net.tcp.tcp_rcv_data = lambda tp, skb: (seen.append(skb.len), orig(tp, skb))
         burst(s)
     finally:
-        memcg.tcp.tcp_rcv_data = orig
+        memcg.net.tcp.tcp_rcv_data = orig
     # The real receiver held 113152 bytes at the sender's first EAGAIN.
     assert seen == [32741, 32741, 54, 47616]
     assert sum(seen) == REAL["no_limit_written"]["first_burst_inq"]

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 import memcg
-from memcg.vmpressure import (VMPRESSURE_CRITICAL, VMPRESSURE_LOW, VMPRESSURE_MEDIUM,
+from memcg.mm.vmpressure import (VMPRESSURE_CRITICAL, VMPRESSURE_LOW, VMPRESSURE_MEDIUM,
                               vmpressure_calc_level, vmpressure_win)
 
 MiB = 1 << 20

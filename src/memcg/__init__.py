@@ -4,8 +4,8 @@
 """
 
 from .kernel import PAGE_SIZE, Event, Kernel, Socket, Task
-from .linux import LinuxKernel  # standard library only; touches no cgroup until constructed
-from .sim import SimKernel
+from .backends.linux import LinuxKernel  # standard library only; touches no cgroup until constructed
+from .backends.sim import SimKernel
 
 __all__ = ["PAGE_SIZE", "Event", "Kernel", "LinuxKernel", "SimKernel", "Socket", "Task"]
 __version__ = "0.1.0"

@@ -27,8 +27,8 @@ import os
 import platform
 from typing import Callable
 
-from memcg.linux import LinuxKernel, fs_type
-from memcg.profile import PROFILE_KEYS
+from .backends.linux import LinuxKernel, fs_type
+from .profile import PROFILE_KEYS
 
 __all__ = ["calibrate", "profile_json", "summary", "fs_type"]
 

@@ -17,8 +17,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from memcg import report
-from memcg.scenario import (
+from . import report
+from .scenario import (
     Scenario,
     ScenarioError,
     builtin_names,
@@ -85,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, _params(args.param))
     kernel = make_kernel(scenario, args.backend)
     if args.backend == "linux":
-        from memcg.compare import SettleAtEnd
+        from .compare import SettleAtEnd
 
         kernel = SettleAtEnd(kernel, scenario)   # exact final memory.stat
     result = run_scenario(scenario, kernel)
@@ -179,7 +179,7 @@ def _cmd_fs(args: argparse.Namespace) -> int:
 def _check_profile(path: str | None) -> None:
     if path is None:
         return
-    from memcg.profile import load_profile
+    from .profile import load_profile
 
     try:
         load_profile(path)
@@ -188,7 +188,7 @@ def _check_profile(path: str | None) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from memcg import compare
+    from . import compare
 
     scenario = load_scenario(args.scenario, _params(args.param))
     _check_profile(args.profile)
@@ -213,7 +213,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from memcg import calibrate
+    from . import calibrate
 
     try:
         profile = calibrate.calibrate(progress=lambda msg: print(f"memcg: {msg}", file=sys.stderr))

@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from memcg.kernel import PAGE_SIZE
-from memcg.report import _int as _num, human_size
-from memcg.scenario import Scenario, ScenarioError, parse_size, parse_stat, run_scenario
+from .kernel import PAGE_SIZE
+from .report import _int as _num, human_size
+from .scenario import Scenario, ScenarioError, parse_size, parse_stat, run_scenario
 
 __all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "compare_results", "run_compare",
            "format_table", "SettleAtEnd"]

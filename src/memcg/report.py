@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from memcg.scenario import parse_stat
+from .scenario import parse_stat
 
 __all__ = ["human_size", "summary", "tcp_summary", "write_json", "plot", "GROUP_COLUMNS"]
 

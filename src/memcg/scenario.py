@@ -50,8 +50,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from memcg.cache import ChunkCache
-from memcg.kernel import Kernel, Task
+from .cache import ChunkCache
+from .kernel import Kernel, Task
 
 __all__ = [
     "ScenarioError",

@@ -16,14 +16,14 @@ from collections import deque
 
 import numpy as np
 
-from .filemap import AddressSpace, ShmemObject, truncate_inode_pages
-from .memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
+from .mm.filemap import AddressSpace, ShmemObject, truncate_inode_pages
+from .mm.memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
                          CHARGE_KILLED, CHARGE_NOMEM, ListHead, MemCgroup, MemcgStock, StatTable,
                          charge_pages, commit_charge, mem_cgroup_alloc, uncharge_pages)
-from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+from .mm.mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NONE, MemMap, PG_dirty, PG_referenced)
-from .swapfile import SwapInfo
-from .vmpressure import Vmpressure
+from .mm.swapfile import SwapInfo
+from .mm.vmpressure import Vmpressure
 
 # mm/page-writeback.c: dirty_expire_interval (3000 centisecs) and dirty_background_ratio (10)
 DIRTY_EXPIRE_TICKS = 30  # one tick is one second of simulated time
@@ -84,16 +84,16 @@ class System:
         self.wmark_min, self.wmark_low, self.wmark_high = wmin, wmin + dist, wmin + 2 * dist
         self._init_kmem(semantics, kmemcg_id_policy)
         self.root = mem_cgroup_alloc(self, None, "")
-        from .sock import Net
+        from .net.sock import Net
         self.net = Net(self)  # TCP: tcp_mem from this machine's memory, the socket key
 
     def _init_kmem(self, semantics: str, kmemcg_id_policy: str) -> None:
         """Kernel-memory state: the era's rules, the static key, the per-CPU object stocks,
         the slab caches with their kmemcg ids, the list_lrus and the file systems."""
-        from .fs import SuperBlock
-        from .memcontrol import ObjStock
+        from .fs.dcache import SuperBlock
+        from .mm.memcontrol import ObjStock
         from .profile import default_profile
-        from .slab import SlabAllocator
+        from .mm.slab import SlabAllocator
         from .static_key import StaticKey
 
         self.semantics = semantics
@@ -144,7 +144,7 @@ class System:
                 continue  # online, or freed already
             if memcg.memory.usage or memcg.memsw.usage or memcg.kmem.usage or memcg.children:
                 continue
-            from .sock import memcg_has_sockets
+            from .net.sock import memcg_has_sockets
             if memcg_has_sockets(self, memcg):  # sockets hold a css reference
                 continue
             self.dying.remove(memcg)
@@ -165,9 +165,9 @@ class System:
                 if c is memcg:
                     s.cached[i] = None
                     s.nr_pages[i] = 0
-        from .memcontrol import memcg_free_kmem
+        from .mm.memcontrol import memcg_free_kmem
         memcg_free_kmem(self, memcg)
-        from .sock import memcg_sock_free
+        from .net.sock import memcg_sock_free
         memcg_sock_free(self, memcg)  # the socket static key reference goes
         del self.memcgs[memcg.id]
         heapq.heappush(self._free_ids, memcg.id)
@@ -226,8 +226,8 @@ class System:
     def _alloc_slowpath(self, n: int, task) -> None:
         """__alloc_pages_slowpath(): wake kswapd (run inline), then direct reclaim and the
         OOM killer while free memory stays under the min watermark."""
-        from .oom import out_of_memory
-        from .vmscan import balance_pgdat
+        from .mm.oom_kill import out_of_memory
+        from .mm.vmscan import balance_pgdat
 
         mem = self.mem
         dying = (lambda: task is not None and task.oom_victim)
@@ -454,9 +454,9 @@ class System:
 
     def unregister_eventfd(self, efd) -> None:
         """Closing an eventfd removes its registrations everywhere (memcg_event_wake)."""
-        from .memcontrol_v1 import memcg_unregister_event
-        from .mempressure import shrinker_unregister_event
-        from .vmpressure import vmpressure_unregister_event
+        from .mm.memcontrol_v1 import memcg_unregister_event
+        from .mm.mempressure import shrinker_unregister_event
+        from .mm.vmpressure import vmpressure_unregister_event
 
         for memcg in list(self.memcgs.values()):
             if memcg_unregister_event(self, memcg, efd):
@@ -501,10 +501,10 @@ class System:
 
     def mkdirs(self, task, n: int, fs: str = "ext4") -> None:
         """n mkdir()s on fs by task: dentries, inodes (and ext4 blocks) charged to its group."""
-        from .fs import vfs_create_many
+        from .fs.dcache import vfs_create_many
         vfs_create_many(self, task, fs, n, is_dir=True)
 
     def create_files(self, task, n: int, fs: str = "ext4") -> None:
         """n creat()s of empty files on fs by task."""
-        from .fs import vfs_create_many
+        from .fs.dcache import vfs_create_many
         vfs_create_many(self, task, fs, n, is_dir=False)

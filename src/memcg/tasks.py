@@ -13,12 +13,12 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from . import kernel
-from .filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
+from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
 from .kernel import PAGE_SIZE
-from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
+from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
                          THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page)
-from .memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
+from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
                      zap_anon)
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
     file tables and pid, and the rest.  Returns what to free at exit, or the failed
     charge's result (everything taken so far is given back).
     """
-    from .slab import charge_failed, kmem_cache_alloc
+    from .mm.slab import charge_failed, kmem_cache_alloc
 
     caches = sys.slab.caches
     named = sum(caches[name].object_size + OBJCG_POINTER_SIZE for name in FORK_CACHES)
@@ -74,7 +74,7 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
 
 def release_task_kmem(sys: System, kmem: list, cpu: int) -> None:
     """free_task(): the stack (exit_task_stack_account) and the task's objects go back."""
-    from .slab import kmem_cache_free
+    from .mm.slab import kmem_cache_free
 
     for item in kmem:
         if isinstance(item, KmemPages):
@@ -169,7 +169,7 @@ class SimTask(kernel.Task):
                     self._work.clear()
                 return
             if ret == CHARGE_OOM_WAIT:
-                from .memcontrol_v1 import mem_cgroup_oom_synchronize
+                from .mm.memcontrol_v1 import mem_cgroup_oom_synchronize
                 mem_cgroup_oom_synchronize(self._sys, self)
                 return
             if ret == CHARGE_NOMEM:
@@ -245,7 +245,7 @@ class SimTask(kernel.Task):
         killer found nothing.  The child's share of the parent's pages (copy-on-write)
         is not modelled.
         """
-        from .slab import charge_failed
+        from .mm.slab import charge_failed
 
         self._alive()
         sys = self._sys
@@ -284,7 +284,7 @@ class SimTask(kernel.Task):
     def connect_tcp(self, peer):
         """A loopback TCP connection to peer (tcp.py): this task's socket is charged to
         its group, the accepted one to the peer's, if those groups account sockets."""
-        from .tcp import tcp_connect
+        from .net.tcp import tcp_connect
 
         if not isinstance(peer, SimTask) or peer._sys is not self._sys:
             raise ValueError("connect_tcp: the peer must be a task of the same SimKernel")
@@ -302,7 +302,7 @@ class SimTask(kernel.Task):
         sys = self._sys
         if self in sys.sleeping:
             if self.oom_wait is not None and self not in sys.nomem_sleepers:
-                from .memcontrol_v1 import mem_cgroup_oom_wake
+                from .mm.memcontrol_v1 import mem_cgroup_oom_wake
                 mem_cgroup_oom_wake(sys, self)
             else:
                 sys.sleeping.remove(self)
@@ -320,6 +320,6 @@ class SimTask(kernel.Task):
         if self in self.memcg.tasks:
             self.memcg.tasks.remove(self)
         release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
-        from .tcp import tcp_task_exit
+        from .net.tcp import tcp_task_exit
         tcp_task_exit(sys, self)  # exit_files(): its connections are closed
         sys.maybe_free_dying()

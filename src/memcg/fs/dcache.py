@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .filemap import AddressSpace
-from .kernel import PAGE_SIZE
-from .list_lru import ListLru, list_lru_add, list_lru_walk_one
-from .memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
-from .mmzone import LRU_INACTIVE_FILE, PG_dirty
-from .slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
+from ..mm.filemap import AddressSpace
+from ..kernel import PAGE_SIZE
+from ..mm.list_lru import ListLru, list_lru_add, list_lru_walk_one
+from ..mm.memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
+from ..mm.mmzone import LRU_INACTIVE_FILE, PG_dirty
+from ..mm.slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
 
 if TYPE_CHECKING:
-    from .memcontrol import MemCgroup
-    from .system import System
-    from .tasks import Task
+    from ..mm.memcontrol import MemCgroup
+    from ..system import System
+    from ..tasks import Task
 
 # fs/ext4: 4 KiB blocks holding 256-byte inodes (mke2fs's default inode_size)
 EXT4_INODES_PER_BLOCK = PAGE_SIZE // 256

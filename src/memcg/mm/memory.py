@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
-from .kernel import PAGE_SIZE
+from ..kernel import PAGE_SIZE
 from .memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT, KmemPages,
                          charge_pages, commit_charge, hierarchy_margin, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page, page_events_quiet_steps)
@@ -43,8 +43,8 @@ from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_
 from .swapfile import swp_offset
 
 if TYPE_CHECKING:
-    from .system import System
-    from .tasks import Task
+    from ..system import System
+    from ..tasks import Task
 
 # Faults handled per step: a threshold check, a reclaim or an OOM kill can happen between
 # steps, as between the kernel's single-page faults.

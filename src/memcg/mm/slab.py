@@ -36,15 +36,15 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .static_key import hook_site
+from ..static_key import hook_site
 from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
                          memcg_can_account_kmem, memcg_charge_kmem, memcg_uncharge_kmem,
                          obj_cgroup_charge, obj_cgroup_uncharge)
 
 if TYPE_CHECKING:
     from .memcontrol import MemCgroup
-    from .system import System
-    from .tasks import Task
+    from ..system import System
+    from ..tasks import Task
 
 # mm/memcontrol.c (3.8-5.17): MEMCG_CACHES_MIN_SIZE, MEMCG_CACHES_MAX_SIZE (= MEM_CGROUP_ID_MAX)
 MEMCG_CACHES_MIN_SIZE = 4

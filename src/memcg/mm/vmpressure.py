@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .eventfd import EventFd
+    from ..fs.eventfd import EventFd
     from .memcontrol import MemCgroup
-    from .system import System
+    from ..system import System
 
 # mm/vmpressure.c: vmpressure_win = SWAP_CLUSTER_MAX * 16
 vmpressure_win = 32 * 16

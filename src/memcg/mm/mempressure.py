@@ -19,12 +19,12 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .kernel import PAGE_SIZE
+from ..kernel import PAGE_SIZE
 
 if TYPE_CHECKING:
-    from .eventfd import EventFd
+    from ..fs.eventfd import EventFd
     from .memcontrol import MemCgroup
-    from .system import System
+    from ..system import System
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .memcontrol import MemCgroup
-    from .system import System
+    from ..system import System
 
 # include/linux/shrinker.h: DEFAULT_SEEKS
 DEFAULT_SEEKS = 2
@@ -135,7 +135,7 @@ def memcg_drain_all_list_lrus(sys: System, src_idx: int, dst: MemCgroup) -> None
 
 def list_lru_shrink_all(sys: System, memcg: MemCgroup) -> int:
     """Free everything on memcg's lists of every superblock (the "reclaim" policy)."""
-    from .fs import super_cache_scan
+    from ..fs.dcache import super_cache_scan
 
     return sum(super_cache_scan(sys, sb, memcg, list_lru_count_one(sb.s_dentry_lru, memcg))
                for sb in sys.super_blocks.values())
@@ -143,7 +143,7 @@ def list_lru_shrink_all(sys: System, memcg: MemCgroup) -> int:
 
 def do_shrink_slab(sys: System, sb, memcg: MemCgroup | None, priority: int) -> int:
     """do_shrink_slab() for a superblock shrinker: scan (freeable >> priority) * 4 / seeks."""
-    from .fs import super_cache_scan
+    from ..fs.dcache import super_cache_scan
 
     freeable = list_lru_count_one(sb.s_dentry_lru, memcg)
     if not freeable:

@@ -24,7 +24,7 @@ from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_IN
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
 
 if TYPE_CHECKING:
-    from .system import System
+    from ..system import System
 
 # include/linux/swap.h: SWAP_CLUSTER_MAX
 SWAP_CLUSTER_MAX = 32

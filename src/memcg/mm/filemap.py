@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernel import PAGE_SIZE
+from ..kernel import PAGE_SIZE
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped,
@@ -22,8 +22,8 @@ from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped,
 from .swapfile import swp_entry, swp_offset
 
 if TYPE_CHECKING:
-    from .system import System
-    from .tasks import Task
+    from ..system import System
+    from ..tasks import Task
 
 HOLE = -1
 SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workingset.c)

@@ -1,6 +1,6 @@
 """The worker: one real process that `LinuxKernel` drives over a socket.
 
-Run as ``python -m memcg.worker FD [PARENT_PID]`` or as a script (``LinuxKernel`` runs
+Run as ``python -m memcg.backends.worker FD [PARENT_PID]`` or as a script (``LinuxKernel`` runs
 the file directly, so the worker does not import the package and its NumPy-based
 model: a smaller process starts faster and costs less memory).  FD is one end of a
 Unix stream socket pair; PARENT_PID, when given, is the controller: the worker dies
@@ -371,7 +371,7 @@ def _touch(addr: int, n: int) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python -m memcg.worker FD [PARENT_PID]", file=sys.stderr)
+        print("usage: python -m memcg.backends.worker FD [PARENT_PID]", file=sys.stderr)
         return 2
     chan = socket.socket(fileno=int(argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the controller

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from .kernel import PAGE_SIZE
+from ..kernel import PAGE_SIZE
 
 # include/linux/page_counter.h: PAGE_COUNTER_MAX = LONG_MAX / PAGE_SIZE (64-bit)
 PAGE_COUNTER_MAX = (2**63 - 1) // PAGE_SIZE

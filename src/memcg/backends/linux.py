@@ -3,7 +3,7 @@
 Groups live under a root this object creates and owns: by default a new child of the
 memory cgroup the calling process is in (read from /proc/self/cgroup), so everything
 stays inside any limit the caller lives under.  Paths are relative to that root.  Tasks
-are real processes (`memcg/worker.py`) driven over a socket pair; they really map and
+are real processes (`memcg/backends/worker.py`) driven over a socket pair; they really map and
 write memory, read and write files, fork, create directories and talk TCP.  Events
 are real eventfds registered through cgroup.event_control.
 
@@ -38,7 +38,7 @@ import threading
 import time
 from typing import Callable
 
-from .kernel import PAGE_SIZE, Event, Kernel, Socket, Task
+from ..kernel import PAGE_SIZE, Event, Kernel, Socket, Task
 
 __all__ = ["LinuxKernel", "LinuxUnavailable", "LinuxTask", "LinuxEvent", "LinuxSocket",
            "find_memory_cgroup", "V2_MAP"]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from .memcontrol import MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin
 
 if TYPE_CHECKING:
-    from .system import System
-    from .tasks import Task
+    from ..system import System
+    from ..tasks import Task
 
 # include/uapi/linux/oom.h
 OOM_SCORE_ADJ_MIN = -1000

@@ -34,7 +34,7 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from . import kernel
+from .. import kernel
 from .sock import (PAGE_SHIFT, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SK_BUFF, SOCK_MIN_RCVBUF,
                    SOCK_RCVBUF_LOCK, SOCK_SNDBUF_LOCK, mem_cgroup_sk_alloc, mem_cgroup_sk_free,
                    net_of, sk_forced_mem_schedule, sk_mem_charge, sk_mem_reclaim, sk_mem_uncharge,
@@ -43,7 +43,7 @@ from .sock import (PAGE_SHIFT, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SK_BUFF, SO
 
 if TYPE_CHECKING:
     from .sock import Net
-    from .system import System
+    from ..system import System
 
 # include/net/tcp.h
 TCP_INIT_CWND = 10

@@ -24,13 +24,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .kernel import PAGE_SIZE
-from .page_counter import PAGE_COUNTER_MAX, PageCounter
-from .static_key import StaticKey, hook_site
+from ..kernel import PAGE_SIZE
+from ..mm.page_counter import PAGE_COUNTER_MAX, PageCounter
+from ..static_key import StaticKey, hook_site
 
 if TYPE_CHECKING:
-    from .memcontrol import MemCgroup
-    from .system import System
+    from ..mm.memcontrol import MemCgroup
+    from ..system import System
 
 PAGE_SHIFT = 12  # arch/x86/include/asm/page_types.h
 # include/net/sock.h: SK_MEM_SEND / SK_MEM_RECV (the kind of a memory schedule)

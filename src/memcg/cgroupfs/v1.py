@@ -11,16 +11,16 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
-from . import memcontrol, memcontrol_v1
-from .kernel import PAGE_SIZE
-from .memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
+from ..mm import memcontrol, memcontrol_v1
+from ..kernel import PAGE_SIZE
+from ..mm.memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
                          NR_FILE_MAPPED, NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, NR_SWAPCACHE,
                          NR_WRITEBACK, PGFAULT, PGMAJFAULT, PGPGIN, PGPGOUT,
                          WORKINGSET_REFAULT_ANON, WORKINGSET_REFAULT_FILE, MemCgroup,
                          mem_cgroup_resize_max, mem_cgroup_usage)
-from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+from ..mm.mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NAMES, LRU_UNEVICTABLE, NR_LRU_LISTS)
-from .page_counter import PAGE_COUNTER_MAX, page_counter_memparse
+from ..mm.page_counter import PAGE_COUNTER_MAX, page_counter_memparse
 
 # include/linux/kernfs.h / fs/kernfs/file.c: a write is at most one page
 MAX_WRITE = PAGE_SIZE
@@ -135,7 +135,7 @@ def _limit(kind: str):
             # 6.x: kmem.limit_in_bytes is deprecated; writing it has no effect
         elif kind == "tcp":
             # memcg_update_tcp_max(): EBUSY below usage; the first write starts accounting
-            from .sock import memcg_update_tcp_max
+            from ..net.sock import memcg_update_tcp_max
             if memcg_update_tcp_max(k.sys, memcg, nr_pages):
                 raise OSError(errno.EBUSY, "Device or resource busy")
     return write
@@ -310,7 +310,7 @@ def _shrinker_write(k, memcg, text):
         delta = kstrtoint(fields[1])
     except OSError:
         raise einval() from None
-    from .mempressure import shrinker_report
+    from ..mm.mempressure import shrinker_report
     shrinker_report(k.sys, memcg, efd, delta)
 
 
@@ -326,7 +326,7 @@ def _slabinfo(k, memcg):
         return ""
     if not memcg.kmem_active:
         raise OSError(errno.EIO, "Input/output error")  # !memcg_can_account_kmem()
-    from .slab import slabinfo_rows
+    from ..mm.slab import slabinfo_rows
     out = ["slabinfo - version: 2.1",
            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
            " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs>"

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import errno
 
-from . import cgroupfs, memcontrol_v1
-from .eventfd import EventFd
-from .kernel import PAGE_SIZE, Kernel
-from .memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
-from .page_counter import memparse
-from .profile import default_profile, load_profile
-from .static_key import static_keys_state
-from .system import System
-from .tcp import tcp_debugfs, tcp_timers
-from .mempressure import shrinker_register_event
-from .vmpressure import vmpressure_register_event
+from ..cgroupfs import v1 as cgroupfs
+from ..mm import memcontrol_v1
+from ..fs.eventfd import EventFd
+from ..kernel import PAGE_SIZE, Kernel
+from ..mm.memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
+from ..mm.page_counter import memparse
+from ..profile import default_profile, load_profile
+from ..static_key import static_keys_state
+from ..system import System
+from ..net.tcp import tcp_debugfs, tcp_timers
+from ..mm.mempressure import shrinker_register_event
+from ..mm.vmpressure import vmpressure_register_event
 
 # "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
 SEMANTICS = ("6.18", "3.8")

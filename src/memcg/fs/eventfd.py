@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .kernel import Event
+from ..kernel import Event
 
 
 class EventFd(Event):

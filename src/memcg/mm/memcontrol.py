@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernel import PAGE_SIZE
+from ..kernel import PAGE_SIZE
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
-from .static_key import hook_site
+from ..static_key import hook_site
 
 if TYPE_CHECKING:
-    from .system import System
-    from .tasks import Task
+    from ..system import System
+    from ..tasks import Task
 
 # arch/x86/include/asm/page_types.h: PAGE_SHIFT
 PAGE_SHIFT = 12

@@ -16,9 +16,9 @@ from .memcontrol import (CHARGE_NOMEM, CHARGE_OOM_WAIT, MAX_RECLAIM_RETRIES,
 from .page_counter import page_counter_memparse
 
 if TYPE_CHECKING:
-    from .eventfd import EventFd
-    from .system import System
-    from .tasks import Task
+    from ..fs.eventfd import EventFd
+    from ..system import System
+    from ..tasks import Task
 
 # mm/memcontrol-v1.c: MEM_CGROUP_MAX_SOFT_LIMIT_RECLAIM_LOOPS, MEM_CGROUP_MAX_RECLAIM_LOOPS
 MEM_CGROUP_MAX_SOFT_LIMIT_RECLAIM_LOOPS = 2
@@ -128,7 +128,7 @@ def mem_cgroup_oom(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | No
     CHARGE_NOMEM: no OOM for this charge (costly order, oom_kill_disable outside a
     fault, or no killable task).
     """
-    from .oom import mem_cgroup_out_of_memory
+    from .oom_kill import mem_cgroup_out_of_memory
 
     if nr_pages > (1 << PAGE_ALLOC_COSTLY_ORDER):
         return CHARGE_NOMEM
