@@ -152,6 +152,7 @@ def analyse(src: str) -> dict:
         "cycles_top_level": scc(modules, top),
         "cycles_all_imports": scc(modules, every),
         "late_imports": late,
+        "edges": {m: sorted(every[m]) for m in sorted(every)},
         "largest_classes": [{"class": c, "methods": n} for n, c in sorted(classes, reverse=True)[:5]],
     }
 
