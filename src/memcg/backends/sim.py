@@ -84,7 +84,8 @@ class SimKernel(Kernel):
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
         head, _, name = path.rstrip("/").rpartition("/")
-        if name in cgroupfs.files_of(cgroup.cgroup_get_from_path(self.sys, head or "/"), self.semantics):
+        parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
+        if name in cgroupfs.files_of(parent, self.semantics):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):

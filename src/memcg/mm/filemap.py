@@ -198,7 +198,8 @@ def _filemap_read_batch(sys: System, task: Task, mapping: AddressSpace, start: i
     missing = idx[slots < 0]
     if len(missing):
         refaults = int(np.count_nonzero(mapping.slots[missing] == SHADOW))
-        pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing), user_fault=False)
+        pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                user_fault=False)
         if len(pfns):
             got = missing[:len(pfns)]
             mapping.slots[got] = pfns
@@ -320,7 +321,8 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
             page_writeback.folio_mark_dirty(sys, present)
         missing = idx[slots < 0]
         if len(missing):
-            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing), user_fault=False)
+            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                    user_fault=False)
             if len(pfns):
                 got = missing[:len(pfns)]
                 mapping.slots[got] = pfns
@@ -372,7 +374,8 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
                 return ret
         missing = idx[obj.slots[idx] == HOLE]
         if len(missing):
-            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing), user_fault=True)
+            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                    user_fault=True)
             if len(pfns):
                 got = missing[:len(pfns)]
                 obj.slots[got] = pfns

@@ -370,7 +370,7 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
     Returns 0 on success, CHARGE_NOMEM, CHARGE_OOM_WAIT (v1 oom_kill_disable in a user
     fault: the caller puts the task to sleep) or CHARGE_KILLED.
     """
-    from . import memcontrol_v1, vmscan  # late: both import this module's names at load
+    from . import memcontrol_v1, vmscan  # late: both import names from here at load
 
     if memcg.is_root():
         return 0
@@ -539,15 +539,15 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
         sys.stats.mod(memcg_id, PGPGOUT, n)
         page_events(sys, memcg, n, cpu)
         if memcg.under_oom:
-            from .memcontrol_v1 import memcg1_oom_recover  # late: memcontrol_v1 imports this module's names at load
-            memcg1_oom_recover(sys, memcg)
+            from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
+            memcontrol_v1.memcg1_oom_recover(sys, memcg)
     sys.mem.memcg[pfns] = 0
     maybe_free_dying(sys)
 
 
 def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
     """nr_page_events accounting and memcg1_check_events() at the ratelimit targets."""
-    from .memcontrol_v1 import mem_cgroup_threshold, memcg1_update_tree  # late: memcontrol_v1 imports this module's names at load
+    from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
 
     val = memcg.nr_page_events[cpu] + n
     memcg.nr_page_events[cpu] = val
@@ -557,9 +557,9 @@ def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
         do_softlimit = val - memcg.softlimit_target[cpu] >= 0
         if do_softlimit:
             memcg.softlimit_target[cpu] = val + SOFTLIMIT_EVENTS_TARGET
-        mem_cgroup_threshold(sys, memcg)
+        memcontrol_v1.mem_cgroup_threshold(sys, memcg)
         if do_softlimit:
-            memcg1_update_tree(sys, memcg)
+            memcontrol_v1.memcg1_update_tree(sys, memcg)
 
 
 def ratelimit_after(val: int, thresh: int, soft: int, step: int, k: int):
@@ -664,8 +664,7 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
     memory.limit must stay <= memsw.limit (EINVAL).  Below usage: drain the stocks once,
     then reclaim; a round that frees nothing gives up with EBUSY.
     """
-    from .memcontrol_v1 import memcg1_oom_recover  # late: memcontrol_v1 imports this module's names at load
-    from .vmscan import try_to_free_mem_cgroup_pages  # late: vmscan imports this module's names at load
+    from . import memcontrol_v1, vmscan  # late: both import names from here at load
 
     counter = memcg.memsw if memsw else memcg.memory
     enlarge = False
@@ -684,10 +683,10 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
             drained = True
             continue
         # memsw limit reclaim does not swap: swapping cannot lower memsw usage
-        if not try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=not memsw):
+        if not vmscan.try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=not memsw):
             raise OSError(errno.EBUSY, "Device or resource busy")
     if enlarge:
-        memcg1_oom_recover(sys, memcg)
+        memcontrol_v1.memcg1_oom_recover(sys, memcg)
 
 
 # --- kernel memory (kmem) ---------------------------------------------------------------
@@ -757,18 +756,18 @@ def memcg_online_kmem(sys: System, memcg: MemCgroup) -> None:
     accounts too (unlimited), with its own id and one more reference on the static key;
     the memory.independent_kmem_limit setting is inherited.
     """
-    from .slab import memcg_alloc_cache_id  # late: slab imports this module's names at load
+    from . import slab  # late: slab imports names from here at load
 
     parent = memcg.parent
     if sys.semantics == "3.8":
         memcg.kmem_independent = parent.kmem_independent if not parent.is_root() else None
         if not parent.kmem_active:
             return
-        memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+        memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
         memcg.kmem_active = True
         sys.kmem_key.static_key_slow_inc()
         return
-    memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+    memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
     memcg.objcg = ObjCgroup(memcg)
     sys.kmem_key.static_branch_enable()
 
@@ -781,14 +780,14 @@ def memcg_activate_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
     told apart.  Later writes only move the limit (EBUSY below usage, no reclaim); "-1"
     lifts it but accounting stays on.
     """
-    from .slab import memcg_alloc_cache_id  # late: slab imports this module's names at load
+    from . import slab  # late: slab imports names from here at load
 
     if not memcg.kmem_active and nr_pages != PAGE_COUNTER_MAX:
         if memcg.tasks or memcg.online_children:
             raise OSError(errno.EBUSY, "Device or resource busy")
         memcg.kmem.max = nr_pages
         try:
-            memcg.kmemcg_id = memcg_alloc_cache_id(sys)  # memcg_update_cache_sizes()
+            memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)  # memcg_update_cache_sizes()
         except OSError:
             memcg.kmem.max = PAGE_COUNTER_MAX
             raise
@@ -1060,7 +1059,7 @@ def memcg_offline_kmem(sys: System, memcg: MemCgroup) -> None:
     until it is freed (3.8-3.19).  3.8 rules mark the group dead
     (memcg_kmem_mark_dead): it is freed when its last kmem page is uncharged.
     """
-    from .slab import memcg_deactivate_kmem_caches, memcg_free_cache_id  # late: slab imports this module's names at load
+    from . import slab  # late: slab imports names from here at load
 
     parent = memcg.parent
     if sys.semantics == "3.8":
@@ -1078,22 +1077,22 @@ def memcg_offline_kmem(sys: System, memcg: MemCgroup) -> None:
     if not reparent or memcg.kmemcg_id < 0:
         return
     kmemcg_id = memcg.kmemcg_id
-    memcg_deactivate_kmem_caches(sys, memcg)
+    slab.memcg_deactivate_kmem_caches(sys, memcg)
     for m in memcg.subtree():  # descendants went offline first and carry this id too
         if m.kmemcg_id == kmemcg_id:
             m.kmemcg_id = parent.kmemcg_id
     list_lru.memcg_drain_all_list_lrus(sys, kmemcg_id, parent)
-    memcg_free_cache_id(sys, kmemcg_id)
+    slab.memcg_free_cache_id(sys, kmemcg_id)
 
 
 def memcg_free_kmem(sys: System, memcg: MemCgroup) -> None:
     """The kmem part of mem_cgroup_css_free(): "keep"/"reclaim" free the id only now;
     3.8 drops the group's reference on the static key (disarm_kmem_keys)."""
-    from .slab import memcg_destroy_kmem_caches, memcg_free_cache_id  # late: slab imports this module's names at load
+    from . import slab  # late: slab imports names from here at load
 
-    memcg_destroy_kmem_caches(sys, memcg)
+    slab.memcg_destroy_kmem_caches(sys, memcg)
     if sys.kmemcg_id_policy != "reparent" and memcg.kmemcg_id >= 0:
-        memcg_free_cache_id(sys, memcg.kmemcg_id)
+        slab.memcg_free_cache_id(sys, memcg.kmemcg_id)
         memcg.kmemcg_id = -1
     if sys.semantics == "3.8" and memcg.kmem_active:
         sys.kmem_key.static_key_slow_dec()

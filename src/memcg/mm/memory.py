@@ -387,7 +387,8 @@ def anon_vma_prepare(sys: System, task: Task, vma: AnonVma) -> int:
     if sys.semantics == "3.8" or not vma.thp_aligned:
         vma.anon_vma = []  # not accounted (3.8), or the neighbour's (vma_merge)
         return 0
-    avc = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "anon_vma_chain", task, user_fault=True)
+    avc = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "anon_vma_chain", task,
+                      user_fault=True)
     if slab.charge_failed(avc):
         return avc
     anon_vma = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "anon_vma", task, user_fault=True)

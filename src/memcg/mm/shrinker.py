@@ -78,5 +78,8 @@ def shrink_slab(sys: System, memcg: MemCgroup | None, priority: int, global_recl
 def drop_slab_memcg(sys: System, memcg: MemCgroup) -> int:
     """Free everything of memcg's that every shrinker holds (the "reclaim" kmemcg id
     policy), as drop_slab() does for the whole machine; objects freed."""
-    return sum(shrinker.scan_objects(sys, shrinker, memcg, shrinker.count_objects(sys, shrinker, memcg))
-               for shrinker in sys.shrinkers)
+    freed = 0
+    for shrinker in sys.shrinkers:
+        nr = shrinker.count_objects(sys, shrinker, memcg)
+        freed += shrinker.scan_objects(sys, shrinker, memcg, nr)
+    return freed

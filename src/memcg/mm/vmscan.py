@@ -99,7 +99,8 @@ def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
         if not sc.total_scanned:
             # Nothing was scannable (anon without swap): vmpressure never saw a window,
             # so the unmet target goes to the userspace shrinkers directly.
-            mempressure.shrinker_request(sys, sc.target or sys.root, sc.nr_to_reclaim - sc.nr_reclaimed)
+            mempressure.shrinker_request(sys, sc.target or sys.root,
+                                         sc.nr_to_reclaim - sc.nr_reclaimed)
         return 0
 
 
