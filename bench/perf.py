@@ -222,10 +222,12 @@ def static_key_run(replacements: dict, variant: str) -> float:
 
 def kernel_fingerprint(k) -> str:
     """Everything the run shows: every readable file of every group, debugfs, task states."""
+    from memcg.cgroup import cgroup_get_from_path
+
     out = {"debugfs": k.debugfs(), "tasks": [(p, t.state) for p, t in sorted(k.sys.tasks.items())]}
-    groups = ["/"] + [f"/{c.name}" for c in k.sys.lookup_memcg("/").children if c.online]
+    groups = ["/"] + [f"/{c.name}" for c in cgroup_get_from_path(k.sys, "/").children if c.online]
     for path in groups:
-        children = {c.name for c in k.sys.lookup_memcg(path).children}
+        children = {c.name for c in cgroup_get_from_path(k.sys, path).children}
         for name in k.listdir(path):
             if name in children:
                 continue

@@ -13,6 +13,7 @@ import errno
 import pytest
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 from memcg.mm.memcontrol import MEMCG_CHARGE_BATCH, stock_pages
 
 PAGE = 4096
@@ -54,7 +55,7 @@ def test_one_page_charges_a_whole_batch(k1):
     s = stat(k1, "/a")
     assert s["rss"] == PAGE
     assert s["cache"] == 0
-    assert stock_pages(k1.sys, k1.sys.lookup_memcg("/a")) == BATCH - 1
+    assert stock_pages(k1.sys, cgroup_get_from_path(k1.sys, "/a")) == BATCH - 1
     # the next 63 pages come out of the stock: usage does not move
     t.touch_anon((BATCH - 1) * PAGE)
     assert usage_pages(k1, "/a") == BATCH
@@ -108,7 +109,7 @@ def test_stock_drained_by_force_empty(k1):
     k1.write("/a/memory.force_empty", "0")
     # anon cannot be reclaimed without swap, but the stock went back
     assert usage_pages(k1, "/a") == 10
-    assert stock_pages(k1.sys, k1.sys.lookup_memcg("/a")) == 0
+    assert stock_pages(k1.sys, cgroup_get_from_path(k1.sys, "/a")) == 0
 
 
 def test_stock_drained_by_rmdir(k1):

@@ -16,6 +16,7 @@ import errno
 import pytest
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 
 PAGE = 4096
 MiB = 1 << 20
@@ -155,7 +156,7 @@ def test_zero_threshold_is_crossed_by_the_first_charge_back(k):
 def test_empty_threshold_is_zero(k):
     """memparse("") parses nothing and leaves nothing: page_counter_memparse gives 0."""
     k.event("/g/memory.usage_in_bytes", "")
-    assert [t for t, _ in k.sys.lookup_memcg("/g").thresholds] == [0]
+    assert [t for t, _ in cgroup_get_from_path(k.sys, "/g").thresholds] == [0]
 
 
 @pytest.mark.parametrize("args", ["abc", "1KB", "-2", "1 2", "0x"])
@@ -209,7 +210,7 @@ def test_rmdir_signals_per_registration(k):
 
 
 def test_closing_the_eventfd_unregisters(k):
-    grp = k.sys.lookup_memcg("/g")
+    grp = cgroup_get_from_path(k.sys, "/g")
     gone = k.event("/g/memory.usage_in_bytes", "8M")
     kept = k.event("/g/memory.usage_in_bytes", "8M")
     oom = k.event("/g/memory.oom_control")

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 from memcg.mm.memcontrol import CHARGE_OOM_WAIT, MEMCG_CHARGE_BATCH, PAGE_COUNTER_MAX
 from memcg.profile import PROFILE_KEYS, default_profile
 from memcg.scenario import load_scenario, parse_scenario, run_scenario
@@ -203,7 +204,7 @@ def test_38_first_limit_write_activates_and_is_refused_with_tasks_or_children():
     k.write("/g/memory.kmem.limit_in_bytes", "8M")
     assert k.read("/g/memory.kmem.limit_in_bytes") == str(8 * MiB) + "\n"
     assert k.debugfs()["static_keys"]["memcg_kmem_enabled_key"] == "on"
-    assert k.sys.lookup_memcg("/g").kmem_active
+    assert cgroup_get_from_path(k.sys, "/g").kmem_active
     with pytest.raises(OSError) as e:
         k.write("/g/memory.kmem.limit_in_bytes", "junk")
     assert e.value.errno == errno.EINVAL
@@ -223,7 +224,7 @@ def test_38_accounting_stays_on_after_minus_one_and_children_inherit_it():
     t.fork()
     assert num(k, "/g/memory.kmem.usage_in_bytes") > 0
     k.mkdir("/g/child")
-    child = k.sys.lookup_memcg("/g/child")
+    child = cgroup_get_from_path(k.sys, "/g/child")
     assert child.kmem_active and child.kmemcg_id >= 0
     assert k.sys.kmem_key.enabled == 2  # one reference per accounting group
     t.move("/g/child")
@@ -509,7 +510,7 @@ def test_kmem_accounting_invariants(ops, semantics, policy):
             t.move(groups[n % len(groups)])
         elif op == "rmdir" and len(groups) > 1:
             path = groups[1 + n % (len(groups) - 1)]
-            if not k.sys.lookup_memcg(path).tasks:
+            if not cgroup_get_from_path(k.sys, path).tasks:
                 k.rmdir(path)
                 groups.remove(path)
     objcgs = {id(s.cached_objcg): s.cached_objcg for s in sys.obj_stock if s.cached_objcg}

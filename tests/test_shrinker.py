@@ -7,6 +7,7 @@ import errno
 import pytest
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 from memcg.cache import ChunkCache
 
 MiB = 1 << 20
@@ -37,9 +38,9 @@ def test_report_format(k):
     fd = ev.fileno()
     k.write("/app/mempressure.shrinker", f"{fd} +3")
     k.write("/app/mempressure.shrinker", f"{fd} -1\n")
-    assert k.sys.user_shrinkers[k.sys.lookup_memcg("/app").id][0].chunks == 2
+    assert k.sys.user_shrinkers[cgroup_get_from_path(k.sys, "/app").id][0].chunks == 2
     k.write("/app/mempressure.shrinker", f"{fd} -10")      # clamped at 0
-    assert k.sys.user_shrinkers[k.sys.lookup_memcg("/app").id][0].chunks == 0
+    assert k.sys.user_shrinkers[cgroup_get_from_path(k.sys, "/app").id][0].chunks == 0
     for bad in (f"{fd}", f"{fd} 1 2", "x 1", f"{fd} y"):
         assert errno_of(k.write, "/app/mempressure.shrinker", bad) == errno.EINVAL
     assert errno_of(k.write, "/app/mempressure.shrinker", f"{fd + 1000} +1") == errno.EBADF
@@ -59,7 +60,7 @@ def test_request_is_the_shortfall_in_chunks(k):
     t.touch_anon(1 * MiB)                  # nobody frees: requests, then an OOM kill
     asked = ev.count()
     assert asked >= 1
-    held = k.sys.user_shrinkers[k.sys.lookup_memcg("/app").id][0].chunks
+    held = k.sys.user_shrinkers[cgroup_get_from_path(k.sys, "/app").id][0].chunks
     assert held == 100 - asked
     assert t.state == "oom_killed"
 
@@ -79,7 +80,7 @@ def test_window_shortfall_goes_to_the_shrinker():
     k.mkdir("/g")
     ev = k.event("/g/mempressure.shrinker", str(MiB))
     k.write("/g/mempressure.shrinker", f"{ev.fileno()} +8")
-    memcg_ = k.sys.lookup_memcg("/g")
+    memcg_ = cgroup_get_from_path(k.sys, "/g")
     shrinker_request(k.sys, memcg_, 512)            # one window, nothing reclaimed: 2 MiB
     assert ev.count() == 2
     for _ in range(7):

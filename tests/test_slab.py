@@ -13,6 +13,7 @@ import errno
 import pytest
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 from memcg.mm.list_lru import list_lru_count_one
 from memcg.scenario import load_scenario, run_scenario
 from memcg.mm.slab import (MEMCG_CACHES_MAX_SIZE, MEMCG_CACHES_MIN_SIZE, MemcgCacheIds,
@@ -86,7 +87,7 @@ def test_38_only_accounting_groups_take_ids():
     k.write("/limited/memory.kmem.limit_in_bytes", "64M")
     k.mkdir("/limited/child")  # accounted because its parent is
     assert debugfs(k)[:2] == (4, 2)
-    assert k.sys.lookup_memcg("/limited/child").kmemcg_id == 1
+    assert cgroup_get_from_path(k.sys, "/limited/child").kmemcg_id == 1
 
 
 # --------------------------------------------------------------------------- per-group caches (3.8)
@@ -102,7 +103,7 @@ def test_38_per_group_cache_copies_are_made_on_first_charge():
         k.read("/plain/memory.kmem.slabinfo")
     assert e.value.errno == errno.EIO
     dentry = k.sys.slab.caches["dentry"]
-    g = k.sys.lookup_memcg("/g")
+    g = cgroup_get_from_path(k.sys, "/g")
     assert dentry.memcg_caches[g.kmemcg_id] is None
     t.mkdirs(1, fs="tmpfs")
     copy = dentry.memcg_caches[g.kmemcg_id]
@@ -126,7 +127,7 @@ def test_38_slab_pages_are_charged_whole_and_freed_when_empty():
     t.fork()  # makes the copies (its own objects come from the root caches)
     base = int(k.read("/g/memory.kmem.usage_in_bytes"))
     child = t.fork()
-    task_struct = k.sys.slab.caches["task_struct"].memcg_caches[k.sys.lookup_memcg("/g").kmemcg_id]
+    task_struct = k.sys.slab.caches["task_struct"].memcg_caches[cgroup_get_from_path(k.sys, "/g").kmemcg_id]
     assert task_struct.nr_slabs == 1  # a slab of 8 pages for 7 task_structs
     grown = int(k.read("/g/memory.kmem.usage_in_bytes")) - base
     assert grown % PAGE == 0 and grown >= 8 * PAGE + 8192  # the slab and the 8K stack
@@ -154,7 +155,7 @@ def test_unused_ext4_dentries_wait_on_their_groups_list_tmpfs_ones_are_pinned():
     t.move("/g")
     t.mkdirs(10, fs="ext4")
     t.mkdirs(10, fs="tmpfs")
-    g = k.sys.lookup_memcg("/g")
+    g = cgroup_get_from_path(k.sys, "/g")
     assert list_lru_count_one(k.sys.super_blocks["ext4"].s_dentry_lru, g) == 10
     assert list_lru_count_one(k.sys.super_blocks["tmpfs"].s_dentry_lru, g) == 0
 
@@ -167,7 +168,7 @@ def test_reclaim_of_a_group_shrinks_its_dentries():
     t.create_files(2000, fs="ext4")
     before = int(k.read("/g/memory.kmem.usage_in_bytes"))
     k.write("/g/memory.force_empty", "0")
-    g = k.sys.lookup_memcg("/g")
+    g = cgroup_get_from_path(k.sys, "/g")
     assert list_lru_count_one(k.sys.super_blocks["ext4"].s_dentry_lru, g) == 0
     assert int(k.read("/g/memory.kmem.usage_in_bytes")) < before // 10
 
@@ -181,7 +182,7 @@ def test_reparent_moves_list_lru_items_and_frees_the_id_at_once(semantics):
     t = k.spawn("/p")
     t.move("/p/c")
     t.create_files(8, fs="ext4")
-    p, c = k.sys.lookup_memcg("/p"), k.sys.lookup_memcg("/p/c")
+    p, c = cgroup_get_from_path(k.sys, "/p"), cgroup_get_from_path(k.sys, "/p/c")
     lru = k.sys.super_blocks["ext4"].s_dentry_lru
     # 3.8: the group's first dentry came from the root cache, uncharged: on the root list
     mine = 8 - (semantics == "3.8")

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import memcg
+from memcg.cgroup import cgroup_get_from_path
 from memcg.mm.memcontrol import (MEMCG_SWAP, NR_ANON_MAPPED, NR_FILE_DIRTY, NR_FILE_MAPPED,
                               NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, stock_pages)
 from memcg.mm.page_counter import PAGE_COUNTER_MAX
@@ -291,7 +292,7 @@ class MemcgMachine(RuleBasedStateMachine):
         assert len(swap) <= nrows
 
         a = sys.stats.a
-        online = {sys.lookup_memcg(p) for p in self.groups}
+        online = {cgroup_get_from_path(sys, p) for p in self.groups}
         all_groups = list(sys.root.subtree())
         assert set(all_groups) == set(sys.memcgs.values())
         assert len(sys.dying) == len(all_groups) - len(online)
@@ -327,7 +328,7 @@ class MemcgMachine(RuleBasedStateMachine):
             assert stock_pages(sys, m) == 0
         # the cgroup files show the same figures
         for path in self.groups:
-            m = sys.lookup_memcg(path)
+            m = cgroup_get_from_path(sys, path)
             st_ = dict(ln.split() for ln in self.k.read(f"{path}/memory.stat").splitlines())
             assert int(st_["rss"]) == anon[m.id] * PAGE
             assert int(st_["cache"]) == cache[m.id] * PAGE
@@ -394,7 +395,7 @@ class MemcgMachine(RuleBasedStateMachine):
         assert not sys.dying
         assert k.debugfs()["dying_groups"] == 0
         for path in self.groups:
-            m = sys.lookup_memcg(path)
+            m = cgroup_get_from_path(sys, path)
             for item in (NR_ANON_MAPPED, NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, NR_FILE_DIRTY,
                          MEMCG_SWAP):
                 assert sys.stats.a[m.id, item] == 0

@@ -12,14 +12,17 @@ import errno
 from collections import deque
 from typing import TYPE_CHECKING
 
-from . import kernel
-from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
+from . import cgroup, kernel
+from .fs import dcache, namei
 from .kernel import PAGE_SIZE
+from .mm import filemap, memcontrol, memcontrol_v1, slab
+from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
 from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
                          THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page)
 from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
                      zap_anon)
+from .net import tcp
 
 if TYPE_CHECKING:
     from .system import System
@@ -40,8 +43,6 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
     file tables and pid, and the rest.  Returns what to free at exit, or the failed
     charge's result (everything taken so far is given back).
     """
-    from .mm.slab import charge_failed, kmem_cache_alloc
-
     caches = sys.slab.caches
     named = sum(caches[name].object_size + OBJCG_POINTER_SIZE for name in FORK_CACHES)
     sys.fork_carry += max(0.0, float(sys.profile["kmem_fork_bytes"]) - MEASURED_THREAD_SIZE - named)
@@ -62,8 +63,8 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
             if name == "stack":
                 item = memcg_kmem_charge_page(sys, parent, count)
             else:
-                item = kmem_cache_alloc(sys, name, parent, count)
-            if charge_failed(item):
+                item = slab.kmem_cache_alloc(sys, name, parent, count)
+            if slab.charge_failed(item):
                 release_task_kmem(sys, got, parent.cpu)
                 return item
             got.append(item)
@@ -74,14 +75,22 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
 
 def release_task_kmem(sys: System, kmem: list, cpu: int) -> None:
     """free_task(): the stack (exit_task_stack_account) and the task's objects go back."""
-    from .mm.slab import kmem_cache_free
-
     for item in kmem:
         if isinstance(item, KmemPages):
             memcg_kmem_uncharge_page(sys, item, cpu)
         else:
-            kmem_cache_free(sys, item, cpu)
+            slab.kmem_cache_free(sys, item, cpu)
     kmem.clear()
+
+
+def kernel_clone(sys: System, memcg) -> SimTask:
+    """kernel_clone() of a new process into memcg: its pid, and a CPU handed out
+    round-robin (the kernel memory it costs is copy_process_kmem()'s)."""
+    pid = sys._next_pid
+    sys._next_pid += 1
+    task = SimTask(sys, pid, memcg, cpu=(pid - 1000) % sys.cpus)
+    sys.tasks[pid] = task
+    return task
 
 
 class MmStruct:
@@ -169,8 +178,7 @@ class SimTask(kernel.Task):
                     self._work.clear()
                 return
             if ret == CHARGE_OOM_WAIT:
-                from .mm.memcontrol_v1 import mem_cgroup_oom_synchronize
-                mem_cgroup_oom_synchronize(self._sys, self)
+                memcontrol_v1.mem_cgroup_oom_synchronize(self._sys, self)
                 return
             if ret == CHARGE_NOMEM:
                 # An OOM with nobody to kill: the fault is retried until memory comes back.
@@ -204,21 +212,21 @@ class SimTask(kernel.Task):
         self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes, oldest_first, self.cpu) or 0)
 
     def touch_shm(self, name: str, nbytes: int) -> None:
-        obj = self._sys.shmem_object(name)
+        obj = filemap.shmem_object(self._sys, name)
         if obj not in self.mm.shm_objects:
             self.mm.shm_objects.append(obj)
         self._submit(lambda: shmem_fault(self._sys, self, obj, nbytes))
 
     def read_file(self, name: str, nbytes: int) -> None:
-        mapping = self._sys.file(name)
+        mapping = filemap.file_mapping(self._sys, name)
         self._syscall(lambda: filemap_read(self._sys, self, mapping, nbytes))
 
     def write_file(self, name: str, nbytes: int) -> None:
-        mapping = self._sys.file(name)
+        mapping = filemap.file_mapping(self._sys, name)
         self._syscall(lambda: filemap_write(self._sys, self, mapping, nbytes))
 
     def unlink(self, name: str) -> None:
-        self._syscall(lambda: self._sys.unlink(name))
+        self._syscall(lambda: namei.do_unlinkat(self._sys, name))
 
     def _syscall(self, fn) -> None:
         """A system call: ENOMEM and the like come back to the caller as OSError."""
@@ -245,20 +253,18 @@ class SimTask(kernel.Task):
         killer found nothing.  The child's share of the parent's pages (copy-on-write)
         is not modelled.
         """
-        from .mm.slab import charge_failed
-
         self._alive()
         sys = self._sys
         kmem = copy_process_kmem(sys, self)
-        if not charge_failed(kmem) and self.oom_victim:
+        if not slab.charge_failed(kmem) and self.oom_victim:
             release_task_kmem(sys, kmem, self.cpu)  # fatal_signal_pending(): fork fails
             kmem = CHARGE_KILLED
-        if charge_failed(kmem):
+        if slab.charge_failed(kmem):
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")
             sys.run_deferred()
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
-        child = sys.spawn_task(self.memcg)
+        child = kernel_clone(sys, self.memcg)
         child.kmem = kmem
         self.children.append(child)
         sys.run_deferred()
@@ -268,29 +274,27 @@ class SimTask(kernel.Task):
         """mkdir() n new directories on fs ("ext4" or "tmpfs"): dentries, inodes and (ext4)
         directory blocks charged to the group; OSError(ENOMEM) when a charge fails."""
         self._alive()
-        self._sys.check_fs(fs)
-        self._syscall(lambda: self._sys.mkdirs(self, n, fs))
+        dcache.get_fs_type(self._sys, fs)
+        self._syscall(lambda: namei.do_mkdirat(self._sys, self, n, fs))
 
     def create_files(self, n: int, fs: str = "ext4") -> None:
         """creat() n new empty files on fs: a dentry and an inode each, charged to the group."""
         self._alive()
-        self._sys.check_fs(fs)
-        self._syscall(lambda: self._sys.create_files(self, n, fs))
+        dcache.get_fs_type(self._sys, fs)
+        self._syscall(lambda: namei.do_creat(self._sys, self, n, fs))
 
     def move(self, path: str) -> None:
         self._alive()
-        self._sys.attach_task(self, self._sys.lookup_memcg(path))
+        cgroup.cgroup_attach_task(self._sys, self, cgroup.cgroup_get_from_path(self._sys, path))
 
     def connect_tcp(self, peer):
         """A loopback TCP connection to peer (tcp.py): this task's socket is charged to
         its group, the accepted one to the peer's, if those groups account sockets."""
-        from .net.tcp import tcp_connect
-
         if not isinstance(peer, SimTask) or peer._sys is not self._sys:
             raise ValueError("connect_tcp: the peer must be a task of the same SimKernel")
         self._alive()
         peer._alive()
-        return tcp_connect(self._sys, self, peer)
+        return tcp.tcp_connect(self._sys, self, peer)
 
     def exit(self) -> None:
         self._alive()
@@ -302,8 +306,7 @@ class SimTask(kernel.Task):
         sys = self._sys
         if self in sys.sleeping:
             if self.oom_wait is not None and self not in sys.nomem_sleepers:
-                from .mm.memcontrol_v1 import mem_cgroup_oom_wake
-                mem_cgroup_oom_wake(sys, self)
+                memcontrol_v1.mem_cgroup_oom_wake(sys, self)
             else:
                 sys.sleeping.remove(self)
         sys.nomem_sleepers.pop(self, None)
@@ -313,13 +316,12 @@ class SimTask(kernel.Task):
             vma = self.mm.vmas[-1]
             zap_anon(sys, vma, 0, self.cpu)
             self.mm.vmas.pop()
-            sys.unregister_mapping(vma)
+            filemap.unregister_mapping(sys, vma)
         for obj in self.mm.shm_objects:
             shmem_unmap(sys, obj, self.mm)
         self.mm.shm_objects.clear()
         if self in self.memcg.tasks:
             self.memcg.tasks.remove(self)
         release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
-        from .net.tcp import tcp_task_exit
-        tcp_task_exit(sys, self)  # exit_files(): its connections are closed
-        sys.maybe_free_dying()
+        tcp.tcp_task_exit(sys, self)  # exit_files(): its connections are closed
+        memcontrol.maybe_free_dying(sys)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import errno
 
+from .. import cgroup, system, tasks
 from ..cgroupfs import v1 as cgroupfs
-from ..mm import memcontrol_v1
+from ..mm import memcontrol, memcontrol_v1, page_writeback
 from ..fs.eventfd import EventFd
 from ..kernel import PAGE_SIZE, Kernel
 from ..mm.memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
 from ..mm.page_counter import memparse
 from ..profile import default_profile, load_profile
 from ..static_key import static_keys_state
-from ..system import System
 from ..net.tcp import tcp_debugfs, tcp_timers
 from ..mm.mempressure import shrinker_register_event
-from ..mm.vmpressure import vmpressure_register_event
+from ..mm.vmpressure import memcg_to_vmpressure, vmpressure_register_event
 
 # "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
 SEMANTICS = ("6.18", "3.8")
@@ -56,8 +56,8 @@ class SimKernel(Kernel):
             raise ValueError("memory: expected at least 4M")
         self.semantics = semantics
         self.kmemcg_id_policy = kmemcg_id_policy
-        self.sys = System(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed,
-                          semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
+        self.sys = system.boot(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed,
+                               semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
         self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self.flags: dict = {}
         self._events: list[EventFd] = []
@@ -67,13 +67,13 @@ class SimKernel(Kernel):
     def _split(self, path: str):
         """(group, file name) for "/a/b/memory.stat"."""
         head, _, name = path.rstrip("/").rpartition("/")
-        return self.sys.lookup_memcg(head or "/"), name
+        return cgroup.cgroup_get_from_path(self.sys, head or "/"), name
 
     def mkdir(self, path: str) -> None:
         head, _, name = path.rstrip("/").rpartition("/")
         if not name:
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
-        parent = self.sys.lookup_memcg(head or "/")
+        parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
         if "\n" in name:
             raise OSError(errno.EINVAL, "Invalid argument")
         taken = name in parent.online_children or name in cgroupfs.files_of(parent, self.semantics)
@@ -84,9 +84,10 @@ class SimKernel(Kernel):
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
         head, _, name = path.rstrip("/").rpartition("/")
-        if name in cgroupfs.files_of(self.sys.lookup_memcg(head or "/"), self.semantics):
+        parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
+        if name in cgroupfs.files_of(parent, self.semantics):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
-        memcg = self.sys.lookup_memcg(path)
+        memcg = cgroup.cgroup_get_from_path(self.sys, path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
             raise OSError(errno.EBUSY, "Device or resource busy")
         self._offline(memcg)
@@ -98,17 +99,17 @@ class SimKernel(Kernel):
         memcg.online = False
         memcg.parent.online_children.pop(memcg.name, None)
         memcontrol_v1.memcg_offline_events(memcg)
-        sys.vmpressure_of(memcg).events.clear()
+        memcg_to_vmpressure(sys, memcg).events.clear()
         sys.user_shrinkers.pop(memcg.id, None)
         sys.shrinker_debt.pop(memcg.id, None)
         memcg_offline_kmem(sys, memcg)
         drain_all_stock(sys, memcg)
         memcontrol_v1.memcg1_remove_from_trees(sys, memcg)
         sys.dying.append(memcg)
-        sys.maybe_free_dying(memcg)
+        memcontrol.maybe_free_dying(sys, memcg)
 
     def listdir(self, path: str) -> list[str]:
-        memcg = self.sys.lookup_memcg(path)
+        memcg = cgroup.cgroup_get_from_path(self.sys, path)
         return cgroupfs.files_of(memcg, self.semantics) + [c.name for c in memcg.children if c.online]
 
     def read(self, path: str) -> str:
@@ -125,7 +126,7 @@ class SimKernel(Kernel):
     # --- processes and events -------------------------------------------------------------------
 
     def spawn(self, path: str = "/"):
-        task = self.sys.spawn_task(self.sys.lookup_memcg(path))
+        task = tasks.kernel_clone(self.sys, cgroup.cgroup_get_from_path(self.sys, path))
         self.sys.run_deferred()
         return task
 
@@ -166,7 +167,7 @@ class SimKernel(Kernel):
         """Let simulated time pass: the flusher writes back, stuck faults are retried."""
         for _ in range(int(ticks)):
             self.sys.tick += 1
-            self.sys.flush_dirty()
+            page_writeback.wb_workfn(self.sys)
             self.sys.wake_nomem_sleepers()
             tcp_timers(self.sys)  # delayed ACKs, retransmissions, zero-window probes
             self.sys.run_deferred()

@@ -11,6 +11,7 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import cgroup
 from ..mm import memcontrol, memcontrol_v1
 from ..kernel import PAGE_SIZE
 from ..mm.memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
@@ -277,7 +278,7 @@ def _procs(threads: bool):
         task = k.sys.tasks.get(pid)
         if task is None or task.state in ("exited", "oom_killed"):
             raise OSError(errno.ESRCH, "No such process")
-        k.sys.attach_task(task, memcg)
+        cgroup.cgroup_attach_task(k.sys, task, memcg)
     return read, write
 
 

@@ -16,7 +16,8 @@ inode-table block.  Each new block is a dirty page of the block device's page ca
 
 tmpfs dentries are pinned for as long as the file exists: tmpfs has nowhere else to
 keep them.  ext4's unused dentries (and the inodes they hold) wait on the superblock's
-memcg-aware list_lru until a shrinker frees them (super_cache_scan).
+memcg-aware list_lru until the superblock's shrinker, registered at mount, frees them
+(super_cache_scan).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..mm.filemap import AddressSpace
 from ..kernel import PAGE_SIZE
-from ..mm.list_lru import ListLru, list_lru_add, list_lru_walk_one
+from ..mm import page_alloc, shrinker, swap
+from ..mm.filemap import AddressSpace
+from ..mm.list_lru import ListLru, list_lru_add, list_lru_count_one, list_lru_walk_one
 from ..mm.memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
 from ..mm.mmzone import LRU_INACTIVE_FILE, PG_dirty
 from ..mm.slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
@@ -57,11 +59,16 @@ class Inode:
 
 
 class SuperBlock:
-    """struct super_block of one mounted file system, with its dentry list_lru."""
+    """struct super_block of one mounted file system, with its dentry list_lru and the
+    shrinker that prunes it (alloc_super(); registered by kern_mount)."""
 
     def __init__(self, sys: System, fs_type: str):
         self.name = fs_type
         self.inode_cache, self.pinned, self.metadata = FS_TYPES[fs_type]
+        self.s_shrink = shrinker.shrinker_alloc(shrinker.SHRINKER_MEMCG_AWARE, f"sb-{fs_type}")
+        self.s_shrink.scan_objects = super_cache_scan
+        self.s_shrink.count_objects = super_cache_count
+        self.s_shrink.private_data = self
         self.s_dentry_lru = ListLru(sys, f"{fs_type}-dentries")
         self.nr_inodes = 0
         self.carry = 0.0  # the fractional bytes of the unnamed allocations
@@ -70,6 +77,23 @@ class SuperBlock:
         if self.metadata:
             self.bdev = AddressSpace(sys, f"[{fs_type} metadata]")
             sys.files[self.bdev.name] = self.bdev  # so that the flusher writes it back
+
+
+def kern_mount(sys: System, fs_type: str) -> SuperBlock:
+    """kern_mount(): a new superblock of fs_type, its shrinker registered (sget_fc ->
+    shrinker_register)."""
+    sb = SuperBlock(sys, fs_type)
+    shrinker.shrinker_register(sys, sb.s_shrink)
+    sys.super_blocks[fs_type] = sb
+    return sb
+
+
+def get_fs_type(sys: System, fs_type: str) -> SuperBlock:
+    """The mounted superblock of fs_type ("ext4" or "tmpfs"); ValueError if none is."""
+    sb = sys.super_blocks.get(fs_type)
+    if sb is None:
+        raise ValueError(f"fs: expected one of {', '.join(sys.super_blocks)}, got {fs_type!r}")
+    return sb
 
 
 def obj_memcg(obj: SlabObject) -> MemCgroup | None:
@@ -108,14 +132,14 @@ def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int
     """sb_getblk() of a new metadata block: a dirty page-cache page and its buffer_head."""
     memcg = task.memcg
     mapping = sb.bdev
-    pfns, ret = sys.alloc_and_charge(task, memcg, 1, user_fault=False)
+    pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, 1, user_fault=False)
     if not len(pfns):
         return ret or -errno.ENOMEM
     idx = np.array([sb.bdev_pages], dtype=np.int64)
     mapping.ensure(sb.bdev_pages + 1)
     mapping.slots[idx] = pfns
-    sys.add_new_pages(task, memcg, mapping, idx, pfns, PG_dirty, LRU_INACTIVE_FILE,
-                      (NR_FILE_PAGES, NR_FILE_DIRTY))
+    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, PG_dirty, LRU_INACTIVE_FILE,
+                       (NR_FILE_PAGES, NR_FILE_DIRTY))
     if mapping.dirtied_when is None:
         mapping.dirtied_when = sys.tick
     sb.bdev_pages += 1
@@ -161,9 +185,16 @@ def free_inode(sys: System, inode: Inode) -> None:
     inode.objs.clear()
 
 
-def super_cache_scan(sys: System, sb: SuperBlock, memcg: MemCgroup | None, nr_to_scan: int) -> int:
+def super_cache_count(sys: System, shrink: shrinker.Shrinker, memcg: MemCgroup | None) -> int:
+    """super_cache_count(): the unused dentries (with their inodes) on one group's list."""
+    return list_lru_count_one(shrink.private_data.s_dentry_lru, memcg)
+
+
+def super_cache_scan(sys: System, shrink: shrinker.Shrinker, memcg: MemCgroup | None,
+                     nr_to_scan: int) -> int:
     """super_cache_scan(): prune up to nr_to_scan unused dentries (and their inodes) of one
     group's list (prune_dcache_sb + prune_icache_sb).  Dirty inodes are not waited for."""
+    sb = shrink.private_data
     return list_lru_walk_one(sb.s_dentry_lru, memcg, nr_to_scan, lambda inode: free_inode(sys, inode))
 
 
@@ -172,9 +203,7 @@ def vfs_create_many(sys: System, task: Task, fs_type: str, n: int, is_dir: bool)
 
     Raises OSError(ENOMEM) when a charge fails (ENOSPC is not modelled: disks are big).
     """
-    sb = sys.super_blocks.get(fs_type)
-    if sb is None:
-        raise ValueError(f"fs: expected one of {', '.join(sys.super_blocks)}, got {fs_type!r}")
+    sb = get_fs_type(sys, fs_type)
     made = 0
     prev, sys.current = sys.current, task
     try:

@@ -11,6 +11,7 @@ import os
 from typing import Callable
 
 from ..kernel import Event
+from ..mm import memcontrol_v1
 
 
 class EventFd(Event):
@@ -60,6 +61,6 @@ class EventFd(Event):
         """Closing the eventfd unregisters every event made with it (POLLHUP)."""
         if self.closed:
             return
-        self._sys.unregister_eventfd(self)
+        memcontrol_v1.memcg_event_remove(self._sys, self)
         self.closed = True
         os.close(self._fd)

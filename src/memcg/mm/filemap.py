@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel import PAGE_SIZE
+from . import page_alloc, page_writeback, swap, swapfile, vmscan
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped,
@@ -45,7 +46,7 @@ class AddressSpace:
     kind = "file"
 
     def __init__(self, sys: System, name: str):
-        self.id = sys.register_mapping(self)
+        self.id = register_mapping(sys, self)
         self.name = name
         self.slots = np.full(0, HOLE, np.int64)
         self.dirtied_when: int | None = None  # inode->dirtied_when, in ticks
@@ -67,7 +68,7 @@ class AddressSpace:
         self.slots[idx] = SHADOW
         ids = sys.mem.memcg[pfns]
         sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
-        sys.free_user_pages(pfns)
+        swap.release_pages(sys, pfns)
         return pfns
 
 
@@ -94,8 +95,37 @@ class ShmemObject(AddressSpace):
             sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
             for mm, extent in self.mappers.items():
                 mm.shmem_rss -= int(np.count_nonzero(idx < extent))
-            sys.free_user_pages(pfns, memsw=False)
+            swap.release_pages(sys, pfns, memsw=False)
         return pfns
+
+
+def register_mapping(sys: System, obj: AddressSpace) -> int:
+    """A new address space (or anon mapping) gets the id its pages record (page->mapping)."""
+    mid = sys._next_mapping
+    sys._next_mapping += 1
+    sys.mappings[mid] = obj
+    return mid
+
+
+def unregister_mapping(sys: System, obj: AddressSpace) -> None:
+    """The address space is gone: no page records its id any more."""
+    sys.mappings.pop(obj.id, None)
+
+
+def file_mapping(sys: System, name: str) -> AddressSpace:
+    """The page cache of the named file, made at its first use."""
+    f = sys.files.get(name)
+    if f is None:
+        f = sys.files[name] = AddressSpace(sys, name)
+    return f
+
+
+def shmem_object(sys: System, name: str) -> ShmemObject:
+    """The named shmem/tmpfs object (shmem_file_setup() at its first use)."""
+    o = sys.shmem.get(name)
+    if o is None:
+        o = sys.shmem[name] = ShmemObject(sys, name)
+    return o
 
 
 def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
@@ -136,11 +166,9 @@ def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) ->
     the group has room for all of them (_filemap_read_bulk), or many cycles at once where
     the read streams through a full group (vmscan.StreamReclaim).
     """
-    from .vmscan import StreamReclaim
-
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
-    stream = StreamReclaim(sys, task, mapping) if FILEMAP_FAST_PATHS else None
+    stream = vmscan.StreamReclaim(sys, task, mapping) if FILEMAP_FAST_PATHS else None
     start = 0
     try:
         while start < nr:
@@ -170,18 +198,19 @@ def _filemap_read_batch(sys: System, task: Task, mapping: AddressSpace, start: i
     missing = idx[slots < 0]
     if len(missing):
         refaults = int(np.count_nonzero(mapping.slots[missing] == SHADOW))
-        pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=False)
+        pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                user_fault=False)
         if len(pfns):
             got = missing[:len(pfns)]
             mapping.slots[got] = pfns
-            sys.add_new_pages(task, task.memcg, mapping, got, pfns, 0, LRU_INACTIVE_FILE,
-                              (NR_FILE_PAGES,))
+            swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, 0, LRU_INACTIVE_FILE,
+                               (NR_FILE_PAGES,))
             if refaults:
                 sys.stats.mod(task.memcg.id, WORKINGSET_REFAULT_FILE,
                               min(refaults, len(pfns)))
         if ret:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
-    sys.mark_page_accessed(mapping.slots[idx])
+    swap.folio_mark_accessed(sys, mapping.slots[idx])
 
 
 def _filemap_read_bulk(sys: System, task: Task, mapping: AddressSpace, start: int,
@@ -220,14 +249,14 @@ def _filemap_read_bulk(sys: System, task: Task, mapping: AddressSpace, start: in
     n = limit * FILEMAP_BATCH
     idx = np.arange(start, start + n, dtype=np.int64)
     refaults = int(np.count_nonzero(mapping.slots[idx] == SHADOW))
-    pfns, ret = sys.alloc_and_charge(task, memcg, n, user_fault=False)
+    pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, n, user_fault=False)
     assert len(pfns) == n and not ret, "bulk read charge failed despite the margin"
     mapping.slots[idx] = pfns
-    sys.add_new_pages(task, memcg, mapping, idx, pfns, 0, LRU_INACTIVE_FILE,
-                      (NR_FILE_PAGES,), events_batch=FILEMAP_BATCH)
+    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, 0, LRU_INACTIVE_FILE,
+                       (NR_FILE_PAGES,), events_batch=FILEMAP_BATCH)
     if refaults:
         sys.stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, refaults)
-    sys.mark_page_accessed(pfns)
+    swap.folio_mark_accessed(sys, pfns)
     return n
 
 
@@ -289,15 +318,16 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
         slots = mapping.slots[idx]
         present = slots[slots >= 0]
         if len(present):
-            sys.set_page_dirty(present)
+            page_writeback.folio_mark_dirty(sys, present)
         missing = idx[slots < 0]
         if len(missing):
-            pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=False)
+            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                    user_fault=False)
             if len(pfns):
                 got = missing[:len(pfns)]
                 mapping.slots[got] = pfns
-                sys.add_new_pages(task, task.memcg, mapping, got, pfns, PG_dirty,
-                                  LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
+                swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
+                                   LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
             if ret:
                 raise OSError(errno.ENOMEM, "Cannot allocate memory")
         mapping.dirtied_when = sys.tick if mapping.dirtied_when is None else mapping.dirtied_when
@@ -315,11 +345,11 @@ def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:
         if mapping.kind == "shmem":
             sys.stats.mod_many(ids, NR_SHMEM, -1)
             sys.stats.mod_many(ids[(flags & PG_mapped) != 0], NR_FILE_MAPPED, -1)
-        sys.lru_del(pfns)
-        sys.free_user_pages(pfns)
+        swap.lruvec_del_folio(sys, pfns)
+        swap.release_pages(sys, pfns)
     swapped = s[s <= SHADOW] if mapping.kind == "shmem" else s[:0]
     if len(swapped):
-        sys.free_swap(swp_offset(swapped))
+        swapfile.swap_free(sys, swp_offset(swapped))
     mapping.slots = np.full(0, HOLE, np.int64)
 
 
@@ -344,13 +374,14 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
                 return ret
         missing = idx[obj.slots[idx] == HOLE]
         if len(missing):
-            pfns, ret = sys.alloc_and_charge(task, task.memcg, len(missing), user_fault=True)
+            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                    user_fault=True)
             if len(pfns):
                 got = missing[:len(pfns)]
                 obj.slots[got] = pfns
-                sys.add_new_pages(task, task.memcg, obj, got, pfns,
-                                  PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
-                                  (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
+                swap.folio_add_lru(sys, task, task.memcg, obj, got, pfns,
+                                   PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
+                                   (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
             if ret:
                 _shmem_map(sys, obj, mm, max(already, int(missing[0])))
                 return ret
@@ -390,7 +421,7 @@ def shmem_unmap(sys: System, obj: ShmemObject, mm) -> None:
     if obj.unlinked and not obj.mappers:
         # mm/shmem.c: shmem_evict_inode() - the last reference to a deleted object
         truncate_inode_pages(sys, obj)
-        sys.unregister_mapping(obj)
+        unregister_mapping(sys, obj)
 
 
 def _shmem_swapin(sys: System, task: Task, obj: ShmemObject, idx: np.ndarray) -> int:
@@ -399,17 +430,17 @@ def _shmem_swapin(sys: System, task: Task, obj: ShmemObject, idx: np.ndarray) ->
         slot = int(swp_offset(obj.slots[i:i + 1])[0])
         rec = sys.memcgs.get(int(sys.swap.swap_cgroup[slot]))
         memcg = rec if rec is not None and rec.online else task.memcg
-        pfns, ret = sys.alloc_and_charge(task, memcg, 1, user_fault=True)
+        pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, 1, user_fault=True)
         if not len(pfns):
             return ret
-        sys.free_swap(np.array([slot]))
+        swapfile.swap_free(sys, np.array([slot]))
         obj.slots[i] = pfns[0]
         # finish_fault(): mapped again in every mm that maps this offset (the faulting
         # mm's new range is counted when the range is mapped, in _shmem_map)
         for mm, extent in obj.mappers.items():
             if i < extent:
                 mm.shmem_rss += 1
-        sys.add_new_pages(task, memcg, obj, np.array([i]), pfns,
-                          PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
-                          (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
+        swap.folio_add_lru(sys, task, memcg, obj, np.array([i]), pfns,
+                           PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
+                           (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
     return 0

@@ -8,8 +8,9 @@ The arrays are as long as memcg_nr_cache_ids and grow with it (slab.py).
 
 At a group's removal under the "reparent" policy its lists are spliced onto the
 parent's (memcg_drain_all_list_lrus, 4.0-5.17; memcg_reparent_list_lrus, 5.18+); the
-objects stay charged where they were.  Shrinkers (super_cache_scan) walk one group's
-list at a time during that group's reclaim (shrink_slab).
+objects stay charged where they were.  The superblock shrinkers (super_cache_scan,
+registered at mount: shrinker.py) walk one group's list at a time during that group's
+reclaim (shrink_slab).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from .memcontrol import MemCgroup
     from ..system import System
-
-# include/linux/shrinker.h: DEFAULT_SEEKS
-DEFAULT_SEEKS = 2
 
 
 class ListLruOne:
@@ -132,41 +130,3 @@ def memcg_drain_all_list_lrus(sys: System, src_idx: int, dst: MemCgroup) -> None
     for lru in sys.list_lrus:
         memcg_drain_list_lru(lru, src_idx, dst)
 
-
-def list_lru_shrink_all(sys: System, memcg: MemCgroup) -> int:
-    """Free everything on memcg's lists of every superblock (the "reclaim" policy)."""
-    from ..fs.dcache import super_cache_scan
-
-    return sum(super_cache_scan(sys, sb, memcg, list_lru_count_one(sb.s_dentry_lru, memcg))
-               for sb in sys.super_blocks.values())
-
-
-def do_shrink_slab(sys: System, sb, memcg: MemCgroup | None, priority: int) -> int:
-    """do_shrink_slab() for a superblock shrinker: scan (freeable >> priority) * 4 / seeks."""
-    from ..fs.dcache import super_cache_scan
-
-    freeable = list_lru_count_one(sb.s_dentry_lru, memcg)
-    if not freeable:
-        return 0
-    delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
-    total_scan = min(delta, 2 * freeable)
-    if not total_scan:
-        return 0
-    return super_cache_scan(sys, sb, memcg, total_scan)
-
-
-def shrink_slab(sys: System, memcg: MemCgroup | None, priority: int, global_reclaim: bool) -> int:
-    """shrink_slab(): the superblock shrinkers for one group of a reclaim walk; objects freed.
-
-    6.18 (4.0+): memcg-aware, for online groups only (shrink_slab_memcg); a removed
-    group's objects are reached through its parent once reparented, or not at all.  The
-    pages freed do not count as reclaimed for a group's limit reclaim (the kernel cannot
-    tell whose they were); the group's usage drops when its stock drains.
-    3.8: slab is shrunk by global reclaim only, whoever owns the objects.
-    """
-    if sys.semantics == "3.8":
-        if not global_reclaim:
-            return 0
-    elif memcg is not None and not memcg.is_root() and not memcg.online:
-        return 0
-    return sum(do_shrink_slab(sys, sb, memcg, priority) for sb in sys.super_blocks.values())

@@ -10,12 +10,15 @@ memory.usage_in_bytes is computed from statistics, as the kernel does.
 from __future__ import annotations
 
 import errno
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..kernel import PAGE_SIZE
+from ..net import sock
+from . import list_lru
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
 from ..static_key import hook_site
@@ -161,7 +164,7 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
 
     swappiness and oom_kill_disable are inherited; move_charge_at_immigrate starts at 0.
     """
-    memcg_id = sys.idr_alloc()
+    memcg_id = mem_cgroup_alloc_id(sys)
     pc = (lambda p: PageCounter(parent=p))
     memcg = MemCgroup(
         id=memcg_id, name=name, parent=parent,
@@ -175,7 +178,7 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
         try:
             memcg_online_kmem(sys, memcg)  # may fail with ENOSPC: the kmemcg ids are gone
         except OSError:
-            sys.idr_remove(memcg_id)
+            mem_cgroup_id_remove(sys, memcg_id)
             raise
     for c in (memcg.memory, memcg.memsw, memcg.kmem, memcg.tcpmem):
         c.owner = memcg  # container_of(counter, struct mem_cgroup, memory)
@@ -190,6 +193,65 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
     sys.memcgs[memcg_id] = memcg
     sys.stats.ensure(memcg_id)
     return memcg
+
+
+def mem_cgroup_alloc_id(sys: System) -> int:
+    """mem_cgroup_alloc_id(): the lowest free id in 1..MEM_CGROUP_ID_MAX, else ENOSPC."""
+    if sys._free_ids:
+        return heapq.heappop(sys._free_ids)
+    if sys._next_id > MEM_CGROUP_ID_MAX:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    sys._next_id += 1
+    return sys._next_id - 1
+
+
+def mem_cgroup_id_remove(sys: System, memcg_id: int) -> None:
+    """mem_cgroup_id_remove() (idr_remove): give back an id that no group got after all."""
+    heapq.heappush(sys._free_ids, memcg_id)
+
+
+def maybe_free_dying(sys: System, memcg: MemCgroup | None = None) -> None:
+    """css_free(): a dying group goes once nothing is charged to it any more.
+
+    With memcg, only that group (and then its dying parents) is looked at: the
+    cheap check after one group's charge went, for machines with many dying groups.
+    """
+    if not sys.dying:
+        return
+    for memcg in ([memcg] if memcg is not None else list(sys.dying)):
+        if memcg.online or sys.memcgs.get(memcg.id) is not memcg:
+            continue  # online, or freed already
+        if memcg.memory.usage or memcg.memsw.usage or memcg.kmem.usage or memcg.children:
+            continue
+        if sock.memcg_has_sockets(sys, memcg):  # sockets hold a css reference
+            continue
+        sys.dying.remove(memcg)
+        mem_cgroup_free(sys, memcg)
+
+
+def mem_cgroup_free(sys: System, memcg: MemCgroup) -> None:
+    """mem_cgroup_css_free() + mem_cgroup_free(): the group's events go to its parent's
+    record, its stocks and kmem state and id go, then a dying parent may go too."""
+    parent = memcg.parent
+    parent.children.remove(memcg)
+    sys.dead_stats.ensure(parent.id)
+    sys.dead_stats.ensure(memcg.id)
+    sys.dead_stats.a[parent.id] += sys.stats.a[memcg.id] + sys.dead_stats.a[memcg.id]
+    sys.stats.a[memcg.id] = 0
+    sys.dead_stats.a[memcg.id] = 0
+    sys.soft_limit_tree.pop(memcg.id, None)
+    sys._vmpressure.pop(memcg.id, None)
+    for s in sys.stock:
+        for i, c in enumerate(s.cached):
+            if c is memcg:
+                s.cached[i] = None
+                s.nr_pages[i] = 0
+    memcg_free_kmem(sys, memcg)
+    sock.memcg_sock_free(sys, memcg)  # the socket static key reference goes
+    del sys.memcgs[memcg.id]
+    heapq.heappush(sys._free_ids, memcg.id)
+    if not parent.online:
+        maybe_free_dying(sys, parent)
 
 
 # --- the per-CPU charge stock (mm/memcontrol.c: memcg_stock_pcp, 6.16+) -------------
@@ -308,7 +370,7 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
     Returns 0 on success, CHARGE_NOMEM, CHARGE_OOM_WAIT (v1 oom_kill_disable in a user
     fault: the caller puts the task to sleep) or CHARGE_KILLED.
     """
-    from . import memcontrol_v1, vmscan  # the mechanisms charge calls into
+    from . import memcontrol_v1, vmscan  # late: both import names from here at load
 
     if memcg.is_root():
         return 0
@@ -477,15 +539,15 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
         sys.stats.mod(memcg_id, PGPGOUT, n)
         page_events(sys, memcg, n, cpu)
         if memcg.under_oom:
-            from .memcontrol_v1 import memcg1_oom_recover
-            memcg1_oom_recover(sys, memcg)
+            from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
+            memcontrol_v1.memcg1_oom_recover(sys, memcg)
     sys.mem.memcg[pfns] = 0
-    sys.maybe_free_dying()
+    maybe_free_dying(sys)
 
 
 def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
     """nr_page_events accounting and memcg1_check_events() at the ratelimit targets."""
-    from .memcontrol_v1 import mem_cgroup_threshold, memcg1_update_tree
+    from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
 
     val = memcg.nr_page_events[cpu] + n
     memcg.nr_page_events[cpu] = val
@@ -495,9 +557,9 @@ def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
         do_softlimit = val - memcg.softlimit_target[cpu] >= 0
         if do_softlimit:
             memcg.softlimit_target[cpu] = val + SOFTLIMIT_EVENTS_TARGET
-        mem_cgroup_threshold(sys, memcg)
+        memcontrol_v1.mem_cgroup_threshold(sys, memcg)
         if do_softlimit:
-            memcg1_update_tree(sys, memcg)
+            memcontrol_v1.memcg1_update_tree(sys, memcg)
 
 
 def ratelimit_after(val: int, thresh: int, soft: int, step: int, k: int):
@@ -602,8 +664,7 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
     memory.limit must stay <= memsw.limit (EINVAL).  Below usage: drain the stocks once,
     then reclaim; a round that frees nothing gives up with EBUSY.
     """
-    from .memcontrol_v1 import memcg1_oom_recover
-    from .vmscan import try_to_free_mem_cgroup_pages
+    from . import memcontrol_v1, vmscan  # late: both import names from here at load
 
     counter = memcg.memsw if memsw else memcg.memory
     enlarge = False
@@ -622,10 +683,10 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
             drained = True
             continue
         # memsw limit reclaim does not swap: swapping cannot lower memsw usage
-        if not try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=not memsw):
+        if not vmscan.try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=not memsw):
             raise OSError(errno.EBUSY, "Device or resource busy")
     if enlarge:
-        memcg1_oom_recover(sys, memcg)
+        memcontrol_v1.memcg1_oom_recover(sys, memcg)
 
 
 # --- kernel memory (kmem) ---------------------------------------------------------------
@@ -695,18 +756,18 @@ def memcg_online_kmem(sys: System, memcg: MemCgroup) -> None:
     accounts too (unlimited), with its own id and one more reference on the static key;
     the memory.independent_kmem_limit setting is inherited.
     """
-    from .slab import memcg_alloc_cache_id
+    from . import slab  # late: slab imports names from here at load
 
     parent = memcg.parent
     if sys.semantics == "3.8":
         memcg.kmem_independent = parent.kmem_independent if not parent.is_root() else None
         if not parent.kmem_active:
             return
-        memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+        memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
         memcg.kmem_active = True
         sys.kmem_key.static_key_slow_inc()
         return
-    memcg.kmemcg_id = memcg_alloc_cache_id(sys)
+    memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
     memcg.objcg = ObjCgroup(memcg)
     sys.kmem_key.static_branch_enable()
 
@@ -719,14 +780,14 @@ def memcg_activate_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
     told apart.  Later writes only move the limit (EBUSY below usage, no reclaim); "-1"
     lifts it but accounting stays on.
     """
-    from .slab import memcg_alloc_cache_id
+    from . import slab  # late: slab imports names from here at load
 
     if not memcg.kmem_active and nr_pages != PAGE_COUNTER_MAX:
         if memcg.tasks or memcg.online_children:
             raise OSError(errno.EBUSY, "Device or resource busy")
         memcg.kmem.max = nr_pages
         try:
-            memcg.kmemcg_id = memcg_alloc_cache_id(sys)  # memcg_update_cache_sizes()
+            memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)  # memcg_update_cache_sizes()
         except OSError:
             memcg.kmem.max = PAGE_COUNTER_MAX
             raise
@@ -772,7 +833,7 @@ def memcg_uncharge_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
         memcg.memsw.uncharge(nr_pages)
     memcg.kmem.uncharge(nr_pages)
     if memcg.kmem_dead and not memcg.kmem.usage:
-        sys.maybe_free_dying(memcg)
+        maybe_free_dying(sys, memcg)
 
 
 # -- 6.18: obj_cgroup charging ----------------------------------------------------------
@@ -815,7 +876,7 @@ def obj_cgroup_uncharge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, cpu:
     else:
         memcg.memory.uncharge(nr_pages)
         memcg.memsw.uncharge(nr_pages)
-        sys.maybe_free_dying(memcg)
+        maybe_free_dying(sys, memcg)
 
 
 def drain_obj_stock(sys: System, stock: ObjStock, cpu: int) -> None:
@@ -998,8 +1059,7 @@ def memcg_offline_kmem(sys: System, memcg: MemCgroup) -> None:
     until it is freed (3.8-3.19).  3.8 rules mark the group dead
     (memcg_kmem_mark_dead): it is freed when its last kmem page is uncharged.
     """
-    from .list_lru import memcg_drain_all_list_lrus
-    from .slab import memcg_deactivate_kmem_caches, memcg_free_cache_id
+    from . import slab  # late: slab imports names from here at load
 
     parent = memcg.parent
     if sys.semantics == "3.8":
@@ -1017,22 +1077,22 @@ def memcg_offline_kmem(sys: System, memcg: MemCgroup) -> None:
     if not reparent or memcg.kmemcg_id < 0:
         return
     kmemcg_id = memcg.kmemcg_id
-    memcg_deactivate_kmem_caches(sys, memcg)
+    slab.memcg_deactivate_kmem_caches(sys, memcg)
     for m in memcg.subtree():  # descendants went offline first and carry this id too
         if m.kmemcg_id == kmemcg_id:
             m.kmemcg_id = parent.kmemcg_id
-    memcg_drain_all_list_lrus(sys, kmemcg_id, parent)
-    memcg_free_cache_id(sys, kmemcg_id)
+    list_lru.memcg_drain_all_list_lrus(sys, kmemcg_id, parent)
+    slab.memcg_free_cache_id(sys, kmemcg_id)
 
 
 def memcg_free_kmem(sys: System, memcg: MemCgroup) -> None:
     """The kmem part of mem_cgroup_css_free(): "keep"/"reclaim" free the id only now;
     3.8 drops the group's reference on the static key (disarm_kmem_keys)."""
-    from .slab import memcg_destroy_kmem_caches, memcg_free_cache_id
+    from . import slab  # late: slab imports names from here at load
 
-    memcg_destroy_kmem_caches(sys, memcg)
+    slab.memcg_destroy_kmem_caches(sys, memcg)
     if sys.kmemcg_id_policy != "reparent" and memcg.kmemcg_id >= 0:
-        memcg_free_cache_id(sys, memcg.kmemcg_id)
+        slab.memcg_free_cache_id(sys, memcg.kmemcg_id)
         memcg.kmemcg_id = -1
     if sys.semantics == "3.8" and memcg.kmem_active:
         sys.kmem_key.static_key_slow_dec()

@@ -11,6 +11,7 @@ import bisect
 import errno
 from typing import TYPE_CHECKING
 
+from . import mempressure, oom_kill, vmpressure, vmscan
 from .memcontrol import (CHARGE_NOMEM, CHARGE_OOM_WAIT, MAX_RECLAIM_RETRIES,
                          PAGE_ALLOC_COSTLY_ORDER, MemCgroup, drain_all_stock, mem_cgroup_usage)
 from .page_counter import page_counter_memparse
@@ -128,8 +129,6 @@ def mem_cgroup_oom(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | No
     CHARGE_NOMEM: no OOM for this charge (costly order, oom_kill_disable outside a
     fault, or no killable task).
     """
-    from .oom_kill import mem_cgroup_out_of_memory
-
     if nr_pages > (1 << PAGE_ALLOC_COSTLY_ORDER):
         return CHARGE_NOMEM
     if memcg.oom_kill_disable:
@@ -142,7 +141,7 @@ def mem_cgroup_oom(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | No
     if locked:
         mem_cgroup_oom_notify(memcg)
     mem_cgroup_unmark_under_oom(memcg)
-    ret = mem_cgroup_out_of_memory(sys, memcg, nr_pages, task)
+    ret = oom_kill.mem_cgroup_out_of_memory(sys, memcg, nr_pages, task)
     if locked:
         mem_cgroup_oom_unlock(memcg)
     return True if ret else CHARGE_NOMEM
@@ -240,8 +239,6 @@ def memcg1_soft_limit_reclaim(sys: System) -> int:
     Ends as soon as something was reclaimed; otherwise tries the next-largest group,
     giving up after MEM_CGROUP_MAX_SOFT_LIMIT_RECLAIM_LOOPS rounds.
     """
-    from .vmscan import mem_cgroup_soft_reclaim
-
     nr_reclaimed = 0
     loop = 0
     tree = sys.soft_limit_tree
@@ -251,7 +248,7 @@ def memcg1_soft_limit_reclaim(sys: System) -> int:
         next_mz = None
         if mz is None:
             break
-        reclaimed = mem_cgroup_soft_reclaim(sys, mz)
+        reclaimed = vmscan.mem_cgroup_soft_reclaim(sys, mz)
         nr_reclaimed += reclaimed
         tree.pop(mz.id, None)
         if not reclaimed:
@@ -274,14 +271,12 @@ def memcg1_soft_limit_reclaim(sys: System) -> int:
 
 def mem_cgroup_force_empty(sys: System, memcg: MemCgroup) -> None:
     """mem_cgroup_force_empty(): reclaim everything reclaimable; success even if pages stay."""
-    from .vmscan import try_to_free_mem_cgroup_pages
-
     if memcg.is_root():
         raise OSError(errno.EINVAL, "Invalid argument")
     nr_retries = MAX_RECLAIM_RETRIES
     drain_all_stock(sys, memcg)
     while nr_retries and memcg.memory.usage:
-        if not try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=True):
+        if not vmscan.try_to_free_mem_cgroup_pages(sys, memcg, 1, may_swap=True):
             nr_retries -= 1
 
 
@@ -309,6 +304,16 @@ def memcg_unregister_event(sys: System, memcg: MemCgroup, efd: EventFd) -> bool:
         else:
             memcg.thresholds, memcg.current_threshold = keep, current
     return True
+
+
+def memcg_event_remove(sys: System, efd: EventFd) -> None:
+    """memcg_event_wake(EPOLLHUP) -> memcg_event_remove(): closing an eventfd removes its
+    registrations on every group, each type's unregister_event (usage, oom, vmpressure,
+    and mempressure.shrinker)."""
+    for memcg in list(sys.memcgs.values()):
+        if memcg_unregister_event(sys, memcg, efd):
+            vmpressure.vmpressure_unregister_event(sys, memcg, efd)
+            mempressure.shrinker_unregister_event(sys, memcg, efd)
 
 
 def memcg_offline_events(memcg: MemCgroup) -> None:

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
 from ..kernel import PAGE_SIZE
+from . import filemap, page_alloc, slab, swap, swapfile
+from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
 from .memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT, KmemPages,
                          charge_pages, commit_charge, hierarchy_margin, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page, page_events_quiet_steps)
@@ -93,7 +94,7 @@ class AnonVma(AddressSpace):
             sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
             self.mm.anon_rss -= len(pfns)
             self.mm.swapents += len(pfns)
-            sys.free_user_pages(pfns, memsw=False)
+            swap.release_pages(sys, pfns, memsw=False)
         return pfns
 
 
@@ -124,14 +125,14 @@ def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
         ret = pte_alloc(sys, task, vma, n) or anon_vma_prepare(sys, task, vma)
         if ret:
             return ret
-        pfns, ret = sys.alloc_and_charge(task, memcg, n, user_fault=True)
+        pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, n, user_fault=True)
         if len(pfns):
             idx = np.arange(vma.nr_faulted, vma.nr_faulted + len(pfns), dtype=np.int64)
             vma.slots[idx] = pfns
             vma.nr_faulted += len(pfns)
             task.mm.anon_rss += len(pfns)
-            sys.add_new_pages(task, memcg, vma, idx, pfns, flags, lru,
-                              (NR_ANON_MAPPED, PGFAULT))
+            swap.folio_add_lru(sys, task, memcg, vma, idx, pfns, flags, lru,
+                               (NR_ANON_MAPPED, PGFAULT))
         if ret:
             return ret
     return 0
@@ -197,7 +198,7 @@ def fault_span(sys: System, task: Task, memcg, vma: AnonVma, steps: int, flags: 
     assert charged == n and not ret
     start = vma.nr_faulted
     idx = np.arange(start, start + n, dtype=np.uint32)
-    # System.add_new_pages(), by slice for a run of frames
+    # swap.folio_add_lru(), by slice for a run of frames
     if isinstance(pfns, range):
         vma.slots[start:start + n] = run_pfns(pfns)
         frames = run_slice(pfns)
@@ -230,11 +231,11 @@ def zap_anon(sys: System, vma: AnonVma, start: int, cpu: int | None = None) -> N
     swapped = s[s <= -2]
     if len(pfns):
         sys.stats.mod_many(sys.mem.memcg[pfns], NR_ANON_MAPPED, -1)
-        sys.lru_del(pfns)
-        sys.free_user_pages(pfns)
+        swap.lruvec_del_folio(sys, pfns)
+        swap.release_pages(sys, pfns)
         vma.mm.anon_rss -= len(pfns)
     if len(swapped):
-        sys.free_swap(swp_offset(swapped))
+        swapfile.swap_free(sys, swp_offset(swapped))
         vma.mm.swapents -= len(swapped)
     vma.slots[start:] = HOLE
     vma.nr_faulted = min(vma.nr_faulted, start)
@@ -258,7 +259,7 @@ def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False,
         left -= cut
         if vma.nr_pages == 0:
             mm.vmas.remove(vma)
-            sys.unregister_mapping(vma)
+            filemap.unregister_mapping(sys, vma)
 
 
 def pgtables_pages(mm) -> int:
@@ -368,12 +369,10 @@ def free_pte_range(sys: System, vma: AnonVma, keep: int, cpu: int) -> None:
 
 def vm_area_alloc(sys: System, task: Task, vma: AnonVma) -> int:
     """mmap(): the mapping's vm_area_struct (mm/vma_init.c: vm_area_alloc, SLAB_ACCOUNT)."""
-    from .slab import charge_failed, kmem_cache_alloc
-
     if vma.vm_area is not None or sys.semantics == "3.8" or not vma.thp_aligned:
         return 0  # not charged under the 3.8 rules; an unaligned mapping merges (vma_merge)
-    obj = _charged_as(sys, task, kmem_cache_alloc, sys, "vm_area_struct", task)
-    if charge_failed(obj):
+    obj = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "vm_area_struct", task)
+    if slab.charge_failed(obj):
         return obj
     vma.vm_area = obj
     return 0
@@ -383,19 +382,18 @@ def anon_vma_prepare(sys: System, task: Task, vma: AnonVma) -> int:
     """__anon_vma_prepare() at the mapping's first fault: an anon_vma_chain, then the
     anon_vma (mm/rmap.c, both caches SLAB_ACCOUNT); the chain goes back if the anon_vma
     cannot be had."""
-    from .slab import charge_failed, kmem_cache_alloc, kmem_cache_free
-
     if vma.anon_vma is not None:
         return 0
     if sys.semantics == "3.8" or not vma.thp_aligned:
         vma.anon_vma = []  # not accounted (3.8), or the neighbour's (vma_merge)
         return 0
-    avc = _charged_as(sys, task, kmem_cache_alloc, sys, "anon_vma_chain", task, user_fault=True)
-    if charge_failed(avc):
+    avc = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "anon_vma_chain", task,
+                      user_fault=True)
+    if slab.charge_failed(avc):
         return avc
-    anon_vma = _charged_as(sys, task, kmem_cache_alloc, sys, "anon_vma", task, user_fault=True)
-    if charge_failed(anon_vma):
-        kmem_cache_free(sys, avc, task.cpu)
+    anon_vma = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "anon_vma", task, user_fault=True)
+    if slab.charge_failed(anon_vma):
+        slab.kmem_cache_free(sys, avc, task.cpu)
         return anon_vma
     vma.anon_vma = [avc, anon_vma]
     return 0
@@ -403,17 +401,13 @@ def anon_vma_prepare(sys: System, task: Task, vma: AnonVma) -> int:
 
 def unlink_anon_vmas(sys: System, vma: AnonVma, cpu: int) -> None:
     """unlink_anon_vmas(): the chain, then the anon_vma (its last user is gone)."""
-    from .slab import kmem_cache_free
-
     for obj in vma.anon_vma or ():
-        kmem_cache_free(sys, obj, cpu)
+        slab.kmem_cache_free(sys, obj, cpu)
     vma.anon_vma = []
 
 
 def vm_area_free(sys: System, vma: AnonVma, cpu: int) -> None:
     """remove_vma() -> vm_area_free()."""
-    from .slab import kmem_cache_free
-
     if vma.vm_area is not None:
-        kmem_cache_free(sys, vma.vm_area, cpu)
+        slab.kmem_cache_free(sys, vma.vm_area, cpu)
         vma.vm_area = None

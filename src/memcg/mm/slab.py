@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..static_key import hook_site
+from . import list_lru, shrinker, vmscan
 from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
-                         memcg_can_account_kmem, memcg_charge_kmem, memcg_uncharge_kmem,
-                         obj_cgroup_charge, obj_cgroup_uncharge)
+                         maybe_free_dying, memcg_can_account_kmem, memcg_charge_kmem,
+                         memcg_uncharge_kmem, obj_cgroup_charge, obj_cgroup_uncharge)
 
 if TYPE_CHECKING:
     from .memcontrol import MemCgroup
@@ -162,8 +163,7 @@ def memcg_alloc_cache_id(sys: System) -> int:
             return i
     size = memcg_caches_array_size(i + 1)
     memcg_update_all_caches(sys, size)
-    from .list_lru import memcg_update_all_list_lrus
-    memcg_update_all_list_lrus(sys, size)
+    list_lru.memcg_update_all_list_lrus(sys, size)
     ids.nr_cache_ids = size
     return i
 
@@ -182,16 +182,13 @@ def memcg_update_all_caches(sys: System, size: int) -> None:
 def memcg_reclaim_offline(sys: System) -> None:
     """Document 004, option 1: reclaim from every removed group that still holds an id -
     shrink its list_lrus and its page cache - and free the ones left with no charges."""
-    from .list_lru import list_lru_shrink_all
-    from .vmscan import try_to_free_mem_cgroup_pages
-
     for memcg in list(sys.dying):
         if memcg.kmemcg_id < 0 or memcg not in sys.dying:
             continue
-        list_lru_shrink_all(sys, memcg)
+        shrinker.drop_slab_memcg(sys, memcg)
         if memcg.memory.usage and memcg in sys.dying:
-            try_to_free_mem_cgroup_pages(sys, memcg, memcg.memory.usage)
-    sys.maybe_free_dying()
+            vmscan.try_to_free_mem_cgroup_pages(sys, memcg, memcg.memory.usage)
+    maybe_free_dying(sys)
 
 
 # --- allocation --------------------------------------------------------------------------

@@ -7,7 +7,15 @@ until the swap entry is freed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from . import memcontrol
+from .memcontrol import MEMCG_SWAP
+
+if TYPE_CHECKING:
+    from ..system import System
 
 
 class SwapInfo:
@@ -39,6 +47,22 @@ class SwapInfo:
         self.swap_cgroup[slots] = 0
         self._free[self.nr_free:self.nr_free + n] = slots
         self.nr_free += n
+
+
+def swap_free(sys: System, slots: np.ndarray) -> None:
+    """swap_free() -> swap_entry_free() -> mem_cgroup_uncharge_swap(): memsw goes back to
+    the memcg recorded in swap_cgroup, then the slots are free."""
+    ids = sys.swap.swap_cgroup[slots]
+    uids, counts = np.unique(ids, return_counts=True)
+    for memcg_id, n in zip(uids.tolist(), counts.tolist()):
+        memcg = sys.memcgs.get(memcg_id)
+        if memcg is None:
+            continue
+        if not memcg.is_root():
+            memcg.memsw.uncharge(n)
+        sys.stats.mod(memcg_id, MEMCG_SWAP, -n)
+    sys.swap.free(slots)
+    memcontrol.maybe_free_dying(sys)
 
 
 def swp_entry(slots: np.ndarray) -> np.ndarray:

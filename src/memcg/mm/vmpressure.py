@@ -11,6 +11,8 @@ import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import mempressure
+
 if TYPE_CHECKING:
     from ..fs.eventfd import EventFd
     from .memcontrol import MemCgroup
@@ -48,6 +50,14 @@ class Vmpressure:
     events: list = field(default_factory=list)
 
 
+def memcg_to_vmpressure(sys: System, memcg: MemCgroup) -> Vmpressure:
+    """memcg_to_vmpressure(): the group's vmpressure state, made at first use."""
+    v = sys._vmpressure.get(memcg.id)
+    if v is None:
+        v = sys._vmpressure[memcg.id] = Vmpressure()
+    return v
+
+
 def vmpressure_calc_level(scanned: int, reclaimed: int) -> int:
     """vmpressure_calc_level(): pressure = (1 - reclaimed/scanned) in percent, truncated."""
     if reclaimed >= scanned:
@@ -66,7 +76,7 @@ def vmpressure(sys: System, memcg: MemCgroup, tree: bool, scanned: int, reclaime
     """vmpressure(): account a reclaim pass to memcg; a full window fires the work."""
     if not tree or not scanned:
         return  # tree=false only feeds socket pressure (v2 / tcp: later)
-    vmpr = sys.vmpressure_of(memcg)
+    vmpr = memcg_to_vmpressure(sys, memcg)
     vmpr.tree_scanned += scanned
     vmpr.tree_reclaimed += reclaimed
     if vmpr.tree_scanned < vmpressure_win:
@@ -83,7 +93,7 @@ def vmpressure_prio(sys: System, memcg: MemCgroup, prio: int) -> None:
 
 def vmpressure_work_fn(sys: System, memcg: MemCgroup) -> None:
     """vmpressure_work_fn(): compute the level once and walk up to the root."""
-    vmpr = sys.vmpressure_of(memcg)
+    vmpr = memcg_to_vmpressure(sys, memcg)
     scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
     vmpr.tree_scanned = vmpr.tree_reclaimed = 0
     if not scanned:
@@ -91,13 +101,12 @@ def vmpressure_work_fn(sys: System, memcg: MemCgroup) -> None:
     level = vmpressure_calc_level(scanned, reclaimed)
     sys.pressure_history.append((memcg.path, LEVEL_NAMES[level]))
     # mempressure.shrinker: the pages this window failed to reclaim are asked of user space
-    from .mempressure import shrinker_request
-    shrinker_request(sys, memcg, scanned - reclaimed)
+    mempressure.shrinker_request(sys, memcg, scanned - reclaimed)
     ancestor = False
     signalled = False
     m = memcg
     while m is not None:
-        if _vmpressure_event(sys.vmpressure_of(m), level, ancestor, signalled):
+        if _vmpressure_event(memcg_to_vmpressure(sys, m), level, ancestor, signalled):
             signalled = True
         ancestor = True
         m = m.parent
@@ -135,10 +144,10 @@ def vmpressure_register_event(sys: System, memcg: MemCgroup, efd: EventFd, args:
         if parts[1] not in MODE_NAMES:
             raise OSError(errno.EINVAL, "Invalid argument")
         mode = MODE_NAMES.index(parts[1])
-    sys.vmpressure_of(memcg).events.append(VmpressureEvent(efd, level, mode))
+    memcg_to_vmpressure(sys, memcg).events.append(VmpressureEvent(efd, level, mode))
     memcg.event_list.append((efd, "pressure"))
 
 
 def vmpressure_unregister_event(sys: System, memcg: MemCgroup, efd: EventFd) -> None:
-    vmpr = sys.vmpressure_of(memcg)
+    vmpr = memcg_to_vmpressure(sys, memcg)
     vmpr.events = [e for e in vmpr.events if e.efd is not efd]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .list_lru import shrink_slab
+from . import memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
 from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
                          MemCgroup, memcg_page_state)
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -71,13 +71,11 @@ def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
 
 def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     """do_try_to_free_pages(): priority loop, then the no-progress retries."""
-    from .vmpressure import vmpressure_prio
-
     initial_priority = sc.priority
     while True:
         while True:
             _trace_vmpressure_prio(sys, sc.target or sys.root, sc.priority)
-            vmpressure_prio(sys, sc.target or sys.root, sc.priority)
+            vmpressure.vmpressure_prio(sys, sc.target or sys.root, sc.priority)
             sc.nr_scanned = 0
             shrink_node(sys, sc)
             if sc.nr_reclaimed >= sc.nr_to_reclaim:
@@ -101,8 +99,8 @@ def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
         if not sc.total_scanned:
             # Nothing was scannable (anon without swap): vmpressure never saw a window,
             # so the unmet target goes to the userspace shrinkers directly.
-            from .mempressure import shrinker_request
-            shrinker_request(sys, sc.target or sys.root, sc.nr_to_reclaim - sc.nr_reclaimed)
+            mempressure.shrinker_request(sys, sc.target or sys.root,
+                                         sc.nr_to_reclaim - sc.nr_reclaimed)
         return 0
 
 
@@ -139,8 +137,6 @@ def prepare_scan_control(sys: System, sc: ScanControl) -> None:
 
 def shrink_node(sys: System, sc: ScanControl) -> None:
     """shrink_node(): one pass over the target's subtree at sc.priority, then vmpressure."""
-    from .vmpressure import vmpressure
-
     nr_reclaimed, nr_scanned = sc.nr_reclaimed, sc.nr_scanned
     prepare_scan_control(sys, sc)
     shrink_node_memcgs(sys, sc)
@@ -149,15 +145,13 @@ def shrink_node(sys: System, sc: ScanControl) -> None:
                                  sc.nr_reclaimed - nr_reclaimed)
     if sys.reclaim_trace is not None and scanned:
         sys.reclaim_trace.append(("v", memcg.id, scanned, reclaimed))
-    vmpressure(sys, memcg, True, scanned, reclaimed)
+    vmpressure.vmpressure(sys, memcg, True, scanned, reclaimed)
 
 
 def _trace_vmpressure_prio(sys: System, memcg: MemCgroup, prio: int) -> None:
     """Record what vmpressure_prio() will account, for the streaming detector."""
-    from .vmpressure import vmpressure_level_critical_prio, vmpressure_win
-
-    if sys.reclaim_trace is not None and prio <= vmpressure_level_critical_prio:
-        sys.reclaim_trace.append(("v", memcg.id, vmpressure_win, 0))
+    if sys.reclaim_trace is not None and prio <= vmpressure.vmpressure_level_critical_prio:
+        sys.reclaim_trace.append(("v", memcg.id, vmpressure.vmpressure_win, 0))
 
 
 def mem_cgroup_iter_partial(sys: System, root: MemCgroup):
@@ -187,7 +181,7 @@ def shrink_node_memcgs(sys: System, sc: ScanControl) -> None:
         if not memcg.is_root() and not memcg.memory.usage:
             continue
         shrink_lruvec(sys, memcg, sc)
-        shrink_slab(sys, memcg, sc.priority, not cgroup_reclaim(sc))  # dentries, inodes
+        shrinker.shrink_slab(sys, memcg, sc.priority, not cgroup_reclaim(sc))  # dentries, inodes
         if partial and sc.nr_reclaimed >= sc.nr_to_reclaim:
             break
 
@@ -359,16 +353,16 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
     evicted = 0
     if evict.any():
         victims = pfns[evict]
-        freed = sys.reclaim_pages(victims)  # pageout / __remove_mapping / free
+        freed = reclaim_pages(sys, victims)  # pageout / __remove_mapping / free
         evicted = len(freed)
         if evicted < len(victims):
             # swap ran out part-way: the rest are activated
             back = np.setdiff1d(victims, freed, assume_unique=True)
             activate[np.isin(pfns, back)] = True
         if to_flush.any():
-            sys.writeback_done(pfns[to_flush])
+            page_writeback.folio_end_writeback(sys, pfns[to_flush])
     elif to_flush.any():
-        sys.writeback_done(pfns[to_flush])
+        page_writeback.folio_end_writeback(sys, pfns[to_flush])
     sys.stats.mod(memcg.id, PGSTEAL, evicted)
     act = pfns[activate]
     if len(act):
@@ -379,13 +373,22 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
     return evicted
 
 
+def reclaim_pages(sys: System, pfns: np.ndarray) -> np.ndarray:
+    """shrink_folio_list()'s pageout / __remove_mapping / free for isolated pages, through
+    each page's address space (its evict()); returns the pages freed."""
+    mids = sys.mem.mapping[pfns]
+    freed = []
+    for mid in np.unique(mids).tolist():
+        part = pfns[mids == mid]
+        freed.append(sys.mappings[mid].evict(sys, part))
+    return np.concatenate(freed) if freed else pfns[:0]
+
+
 # --- global reclaim -------------------------------------------------------------------
 
 def mem_cgroup_soft_reclaim(sys: System, root: MemCgroup) -> int:
     """mem_cgroup_soft_reclaim(): shrink root's subtree at priority 0 until the excess is gone."""
-    from .memcontrol_v1 import MEM_CGROUP_MAX_RECLAIM_LOOPS, soft_limit_excess
-
-    excess = soft_limit_excess(root)
+    excess = memcontrol_v1.soft_limit_excess(root)
     total = 0
     loop = 0
     while True:
@@ -400,11 +403,11 @@ def mem_cgroup_soft_reclaim(sys: System, root: MemCgroup) -> int:
             shrink_lruvec(sys, victim, sc)  # mem_cgroup_shrink_node(): the victim's own lruvec
             total += sc.nr_reclaimed
             reclaimed_this_walk += sc.nr_reclaimed
-            if not soft_limit_excess(root):
+            if not memcontrol_v1.soft_limit_excess(root):
                 return total
         if loop >= 2 and (not total or total >= (excess >> 2)):
             return total
-        if loop > MEM_CGROUP_MAX_RECLAIM_LOOPS or not reclaimed_this_walk:
+        if loop > memcontrol_v1.MEM_CGROUP_MAX_RECLAIM_LOOPS or not reclaimed_this_walk:
             return total
 
 
@@ -414,12 +417,10 @@ def balance_pgdat(sys: System, high: int) -> int:
     Run inline by the allocating task in the model.  Soft-limit reclaim comes first at
     every priority; then every group is scanned (kswapd walks the whole tree).
     """
-    from .memcontrol_v1 import memcg1_soft_limit_reclaim
-
     sc = ScanControl(nr_to_reclaim=0, target=None, may_swap=True, kswapd=True)
     reclaimed = 0
     while sc.priority >= 0 and sys.mem.nr_free < high:
-        reclaimed += memcg1_soft_limit_reclaim(sys)
+        reclaimed += memcontrol_v1.memcg1_soft_limit_reclaim(sys)
         if sys.mem.nr_free >= high:
             break
         sc.nr_to_reclaim = max(SWAP_CLUSTER_MAX, high - sys.mem.nr_free)
@@ -765,7 +766,7 @@ class StreamReclaim:
                 counter.failcnt += n * lin[i]
                 i += 1
         for j, mid in enumerate(acc.vkeys):
-            v = sys.vmpressure_of(sys.memcgs[mid])
+            v = vmpressure.memcg_to_vmpressure(sys, sys.memcgs[mid])
             v.tree_scanned, v.tree_reclaimed = state[j]
         for j, (mid, cpu) in enumerate(acc.ekeys):
             m = sys.memcgs[mid]
@@ -779,4 +780,4 @@ class StreamReclaim:
         for mid in sorted({mid for mid, _ in windows}):
             shrinker_request(sys, sys.memcgs[mid], 0)  # no shrinker holds chunks: forgets the debt
             for m in sys.memcgs[mid].ancestors():
-                sys.vmpressure_of(m)  # vmpressure_work_fn() walks up, finding no listener
+                vmpressure.memcg_to_vmpressure(sys, m)  # vmpressure_work_fn() walks up, finding no listener

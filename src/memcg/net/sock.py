@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..kernel import PAGE_SIZE
+from ..mm import memcontrol
 from ..mm.page_counter import PAGE_COUNTER_MAX, PageCounter
 from ..static_key import StaticKey, hook_site
 
@@ -237,7 +238,7 @@ def mem_cgroup_sk_free(net: Net, sk) -> None:
         st.nr_sockets -= 1
     sk.sk_memcg = None
     if not memcg.online:
-        net.sys.maybe_free_dying(memcg)
+        memcontrol.maybe_free_dying(net.sys, memcg)
 
 
 def _mem_cgroup_sk_enabled_off(sk) -> bool:
@@ -281,7 +282,7 @@ def mem_cgroup_sk_uncharge(sk, nr_pages: int) -> None:
     """mem_cgroup_sk_uncharge() -> memcg1_uncharge_skmem(): page_counter_uncharge()."""
     sk.sk_memcg.tcpmem.uncharge(nr_pages)
     if not sk.sk_memcg.online:
-        sk.net.sys.maybe_free_dying(sk.sk_memcg)
+        memcontrol.maybe_free_dying(sk.net.sys, sk.sk_memcg)
 
 
 def mem_cgroup_under_socket_pressure(net: Net, memcg: MemCgroup) -> bool:
@@ -317,7 +318,7 @@ def memcg_memory_allocated_sub(sk, amt: int) -> None:
     sk.sk_memcg.tcpmem.uncharge(amt)
     proto_memory_allocated_sub(sk, amt)
     if not sk.sk_memcg.online:
-        sk.net.sys.maybe_free_dying(sk.sk_memcg)
+        memcontrol.maybe_free_dying(sk.net.sys, sk.sk_memcg)
 
 
 def _cg_proto_of_off(sk) -> MemcgSock | None:

@@ -1,0 +1,94 @@
+"""The page allocator: watermarks, free frames and the slow path (mm/page_alloc.c).
+
+The node's free frames are sys.mem's free lists (mmzone.MemMap).  An allocation that
+would leave free memory below the low watermark wakes kswapd (run inline by the
+allocating task), then reclaims directly and calls the OOM killer while free memory
+stays below the min watermark.
+
+alloc_and_charge() is here rather than beside the charge code: it is the allocating
+side of every page-cache insertion and fault (alloc, then mem_cgroup_charge, then the
+frames that could not be charged go back to the free lists).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import memcontrol, oom_kill, vmscan
+from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM
+
+if TYPE_CHECKING:
+    from .memcontrol import MemCgroup
+    from ..system import System
+
+# mm/page_alloc.c: watermark_scale_factor default (10 = 0.1% of memory)
+WATERMARK_SCALE_FACTOR = 10
+
+
+def min_free_kbytes(nr_pages: int) -> int:
+    """mm/page_alloc.c: calculate_min_free_kbytes() = int_sqrt(lowmem_kbytes * 16), clamped."""
+    kbytes = nr_pages * 4
+    return min(max(math.isqrt(kbytes * 16), 128), 262144)
+
+
+def setup_per_zone_wmarks(sys: System) -> None:
+    """__setup_per_zone_wmarks(): min from min_free_kbytes, low and high a distance above
+    (the larger of min / 4 and watermark_scale_factor of memory)."""
+    memory_pages = sys.mem.nr_pages
+    wmin = min_free_kbytes(memory_pages) // 4
+    dist = max(wmin // 4, memory_pages * WATERMARK_SCALE_FACTOR // 10000)
+    sys.wmark_min, sys.wmark_low, sys.wmark_high = wmin, wmin + dist, wmin + 2 * dist
+
+
+def alloc_pages(sys: System, n: int, task) -> np.ndarray:
+    """__alloc_pages(): free frames, after global reclaim and OOM below the watermarks."""
+    mem = sys.mem
+    if mem.nr_free - n < sys.wmark_low:
+        alloc_pages_slowpath(sys, n, task)
+    if task is not None and task.oom_victim:
+        return np.empty(0, np.int32)
+    return mem.alloc(min(n, mem.nr_free))
+
+
+def alloc_pages_slowpath(sys: System, n: int, task) -> None:
+    """__alloc_pages_slowpath(): wake kswapd (run inline), then direct reclaim and the
+    OOM killer while free memory stays under the min watermark."""
+    mem = sys.mem
+    dying = (lambda: task is not None and task.oom_victim)
+    vmscan.balance_pgdat(sys, sys.wmark_high + n)
+    while mem.nr_free - n < sys.wmark_min and not dying():
+        if vmscan.balance_pgdat(sys, sys.wmark_min + n):
+            continue
+        if not oom_kill.out_of_memory(sys, task):
+            break
+
+
+def alloc_and_charge(sys: System, task, memcg: MemCgroup, n: int, user_fault: bool):
+    """Allocate n frames and charge them to memcg one page at a time.
+
+    Returns (pfns charged, 0 or the result of the charge that failed).  Frames that
+    could not be charged go back to the free lists.
+    """
+    prev, sys.current = sys.current, task
+    try:
+        pfns = alloc_pages(sys, n, task)
+        charged, ret = memcontrol.charge_pages(sys, memcg, len(pfns), task, user_fault)
+        if charged < len(pfns):
+            sys.mem.free(pfns[charged:])
+            pfns = pfns[:charged]
+        if task is not None and task.oom_victim:
+            # The OOM killer chose the charging task: the pages of this step were
+            # charged but never mapped, and go with it.
+            if len(pfns) and not memcg.is_root():
+                memcg.memory.uncharge(len(pfns))
+                memcg.memsw.uncharge(len(pfns))
+            sys.mem.free(pfns)
+            return pfns[:0], CHARGE_KILLED
+        if not ret and len(pfns) < n:
+            ret = CHARGE_NOMEM
+        return pfns, ret
+    finally:
+        sys.current = prev

@@ -1,0 +1,58 @@
+"""Dirty pages and their writeback (mm/page-writeback.c, fs/fs-writeback.c).
+
+Writes dirty page-cache pages (NR_FILE_DIRTY); the flusher cleans the inodes dirty for
+longer than the expire interval, and the oldest ones while dirty pages exceed the
+background ratio.  Dirty pages reclaim meets are written back by it too and counted
+clean when their writeback ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .memcontrol import NR_FILE_DIRTY
+from .mmzone import PG_dirty
+
+if TYPE_CHECKING:
+    from ..system import System
+
+# mm/page-writeback.c: dirty_expire_interval (3000 centisecs) and dirty_background_ratio (10)
+DIRTY_EXPIRE_TICKS = 30  # one tick is one second of simulated time
+DIRTY_BACKGROUND_RATIO = 10
+
+
+def folio_mark_dirty(sys: System, pfns: np.ndarray) -> None:
+    """folio_mark_dirty(): count newly dirtied pages in NR_FILE_DIRTY."""
+    clean = pfns[(sys.mem.flags[pfns] & PG_dirty) == 0]
+    if len(clean):
+        sys.mem.flags[clean] |= PG_dirty
+        sys.stats.mod_many(sys.mem.memcg[clean], NR_FILE_DIRTY, 1)
+
+
+def folio_end_writeback(sys: System, pfns: np.ndarray) -> None:
+    """folio_end_writeback() for pages vmscan sent to the flusher (already cleaned)."""
+    sys.stats.mod_many(sys.mem.memcg[pfns], NR_FILE_DIRTY, -1)
+
+
+def wb_workfn(sys: System) -> None:
+    """The flusher (fs/fs-writeback.c: wb_workfn): write back inodes dirty for longer than
+    the expire interval, and the oldest ones while dirty pages exceed the background ratio."""
+    dirty_total = int(sys.stats.a[:, NR_FILE_DIRTY].sum())
+    if not dirty_total:
+        return
+    limit = (sys.mem.nr_free + int(sys.stats.a[:, 0].sum())) * DIRTY_BACKGROUND_RATIO // 100
+    files = sorted((f for f in sys.files.values() if f.dirtied_when is not None),
+                   key=lambda f: f.dirtied_when)
+    for f in files:
+        expired = sys.tick - f.dirtied_when >= DIRTY_EXPIRE_TICKS
+        if not expired and dirty_total <= limit:
+            continue
+        s = f.slots
+        pfns = s[s >= 0]
+        pfns = pfns[(sys.mem.flags[pfns] & PG_dirty) != 0]
+        sys.mem.flags[pfns] &= np.uint8(~PG_dirty & 0xFF)
+        sys.stats.mod_many(sys.mem.memcg[pfns], NR_FILE_DIRTY, -1)
+        dirty_total -= len(pfns)
+        f.dirtied_when = None
