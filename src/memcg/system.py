@@ -102,7 +102,7 @@ class System:
         # 6.18: memcg_kmem_online_key, switched on for good by the first non-root group;
         # 3.8: memcg_kmem_enabled_key, one reference per accounting group
         self.kmem_key = StaticKey("memcg_kmem_enabled_key" if semantics == "3.8"
-                                  else "memcg_kmem_online_key", kind="kmem")
+                                  else "memcg_kmem_online_key")
         self.static_keys = {self.kmem_key.name: self.kmem_key}
         self.obj_stock = [ObjStock() for _ in range(self.cpus)]
         self.slab = SlabAllocator()

@@ -18,7 +18,6 @@ import numpy as np
 from ..kernel import PAGE_SIZE
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
-from ..static_key import hook_site
 
 if TYPE_CHECKING:
     from ..system import System
@@ -845,13 +844,6 @@ class KmemPages:
     nr_pages: int
 
 
-def _memcg_kmem_charge_page_off(sys: System, task: Task | None, nr_pages: int,
-                                user_fault: bool = False) -> KmemPages | int:
-    """memcg_kmem_charge_page() while no kmem key is on: nothing is charged."""
-    return KmemPages(None, nr_pages)
-
-
-@hook_site("kmem", _memcg_kmem_charge_page_off)
 def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
                            user_fault: bool = False) -> KmemPages | int:
     """__memcg_kmem_charge_page(): charge nr_pages of kernel memory to the task's group.
@@ -860,10 +852,11 @@ def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
     static key: while it is off nothing is looked at.  user_fault: allocated inside a
     page fault (a page table, mm/memory.c: __pte_alloc).
     """
-    if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
-        return KmemPages(None, nr_pages)
-    ret = sys.kmem_key.branch(_memcg_kmem_charge_page, sys, task, nr_pages, user_fault)
-    return KmemPages(None, nr_pages) if ret is None else ret
+    key = sys.kmem_key
+    if key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
+        key.hits += 1
+        return _memcg_kmem_charge_page(sys, task, nr_pages, user_fault)
+    return KmemPages(None, nr_pages)
 
 
 def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
