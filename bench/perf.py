@@ -22,7 +22,9 @@ is not part of the test suite.
 
 from __future__ import annotations
 
+import __future__
 import argparse
+import ast
 import contextlib
 import gc
 import json
@@ -133,38 +135,78 @@ def sim_churn() -> dict:
 
 # --- static keys: hooks present but unused vs removed ------------------------------------
 
+# The hook sites of the static keys: each tests its key inline (static_key.py).
+HOOK_SITES = (("memcg.mm.memcontrol", "memcg_kmem_charge_page"),
+              ("memcg.mm.slab", "kmem_cache_alloc"),
+              ("memcg.net.sock", "mem_cgroup_sk_alloc"),
+              ("memcg.net.sock", "mem_cgroup_sk_enabled"),
+              ("memcg.net.sock", "_cg_proto_of"))
+
+
+def _is_key_test(test: ast.expr) -> int:
+    """1 for `if X.enabled:` (static_branch_unlikely), -1 for `if not X.enabled:`, else 0."""
+    neg = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+    if neg:
+        test = test.operand
+    if isinstance(test, ast.Attribute) and test.attr == "enabled":
+        return -1 if neg else 1
+    return 0
+
+
+class _KeyOff(ast.NodeTransformer):
+    """Take every static branch out of a function as if its key were off for good:
+    `if key.enabled: A else: B` becomes B, `if not key.enabled: A else: B` becomes A;
+    then the statements after a return so exposed, and the assignments of names nothing
+    reads any more (the `key = ...` lookups)."""
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        kind = _is_key_test(node.test)
+        if not kind:
+            return node
+        return (node.orelse if kind > 0 else node.body) or None
+
+    def visit_FunctionDef(self, node):
+        self.generic_visit(node)
+        ends = [i for i, st in enumerate(node.body) if isinstance(st, ast.Return)]
+        if ends:
+            del node.body[ends[0] + 1:]  # what follows a return the branch left is dead
+        while True:
+            read = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                    and isinstance(n.ctx, ast.Load)}
+            body = [st for st in node.body if not (
+                isinstance(st, ast.Assign) and len(st.targets) == 1
+                and isinstance(st.targets[0], ast.Name) and st.targets[0].id not in read)]
+            if len(body) == len(node.body):
+                break
+            node.body = body
+        if not node.body:
+            node.body = [ast.Pass()]
+        return node
+
+
 def _stripped_hooks() -> dict:
-    """The hook functions with the static key test taken out: what the code would be with
-    kmem and socket accounting switched off entirely (every key stays off in the run, so
-    the branch never goes through; each replacement is the key-off path of the original).
-    """
-    from memcg.mm import memcontrol, slab
-    from memcg.net import sock
-    from memcg.mm.memcontrol import KmemPages
-    from memcg.mm.slab import SlabObject
+    """The hook functions with their static branches taken out: what the code would be
+    with kmem and socket accounting never written (every key stays off in the run, so
+    the branch never goes through; each replacement is its hook's own source with the
+    key tests and their branches removed, compiled in the hook's module)."""
+    import importlib
+    import inspect
+    import textwrap
 
-    def memcg_kmem_charge_page(sys, task, nr_pages, user_fault=False):
-        return KmemPages(None, nr_pages)
-
-    def kmem_cache_alloc(sys, name, task, count=1, user_fault=False):
-        obj = SlabObject(sys.slab.caches[name], count)
-        obj.cache.nr_objects += count
-        return obj
-
-    def mem_cgroup_sk_alloc(net, sk, task):
-        return None
-
-    def mem_cgroup_sk_enabled(sk):
-        return False
-
-    def _cg_proto_of(sk):
-        return None
-
-    return {memcontrol.memcg_kmem_charge_page: memcg_kmem_charge_page,
-            slab.kmem_cache_alloc: kmem_cache_alloc,
-            sock.mem_cgroup_sk_alloc: mem_cgroup_sk_alloc,
-            sock.mem_cgroup_sk_enabled: mem_cgroup_sk_enabled,
-            sock._cg_proto_of: _cg_proto_of}
+    out = {}
+    for modname, name in HOOK_SITES:
+        mod = importlib.import_module(modname)
+        hook = getattr(mod, name)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(hook)))
+        tree = ast.fix_missing_locations(_KeyOff().visit(tree))
+        assert not any(isinstance(n, ast.If) and _is_key_test(n.test) for n in ast.walk(tree))
+        code = compile(tree, inspect.getsourcefile(hook), "exec", dont_inherit=True,
+                       flags=__future__.annotations.compiler_flag)
+        ns: dict = {}
+        exec(code, vars(mod), ns)
+        out[hook] = ns[name]
+    return out
 
 
 @contextlib.contextmanager
@@ -514,11 +556,13 @@ NOTES = {
         "connections of 8 x 64 KiB, an 8 MiB touch_anon and a 4 MiB file read - every "
         "hook site (memcg_kmem_charge_page, kmem_cache_alloc, mem_cgroup_sk_alloc, "
         "mem_cgroup_sk_enabled, the 3.8 cg_proto lookup) is passed. \"Present\": the model "
-        "as it runs - while no key of a kind is on, static_key.py binds the names of its "
-        "hook functions to their key-off bodies, as the kernel patches its jumps. "
-        "\"Removed\": the bench rebinds those names, in every module that holds them, to "
-        "its own minimal copies of the key-off paths, as if the hooks had never been "
-        "written; it asserts first that this run gives the same files, "
+        "as it runs - each hook site tests its key inline (`if key.enabled:`, the model's "
+        "static_branch_unlikely). \"Removed\": the bench takes each hook function's own "
+        "source, removes its static branches as if the key were off for good (the branch "
+        "and the key lookup go; a `not key.enabled` test leaves its body), compiles it in "
+        "the hook's module and rebinds the hook's names, in every module that holds them, "
+        "to the result, as if the hooks had never been written; it asserts first that this "
+        "run gives the same files, "
         "debugfs and task states. 64 blocks of four runs in the order present, removed, "
         "removed, present (ABBA), each from a clean heap, in one fresh process; CPU time "
         "of the process, so time the machine gives to other work is not counted. A "

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 import memcg
 from memcg.cgroupfs import v1 as cgroupfs
-from memcg.mm import memory
-from memcg.mm.memcontrol import (SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
-                              ratelimit_after)
+from memcg.mm import fastpath, memory
+from memcg.mm.fastpath import fault
+from memcg.mm.fastpath.ratelimit import ratelimit_after
+from memcg.mm.memcontrol import SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET
 from memcg.mm.mmzone import (LRU_COMPACT_SLACK, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, LRU_NONE,
                           NR_LRU_LISTS, LruList, MemMap, split_runs)
 
@@ -316,15 +317,15 @@ def observe(k, tasks, events):
 def run_both(workload, monkeypatch):
     """workload() with fault spans and with every fault step taken alone: the same."""
     results = []
-    for span in (memory.FAULT_SPAN_PAGES, memory.FAULT_BATCH):
-        monkeypatch.setattr(memory, "FAULT_SPAN_PAGES", span)
+    for fast in (fastpath.ENABLED, False):
+        monkeypatch.setattr(fastpath, "ENABLED", fast)
         spans = []
-        real = memory.fault_span
+        real = fault.fault_span
 
         def counting(sys, task, memcg, vma, steps, flags, lru):
             spans.append(steps)
             real(sys, task, memcg, vma, steps, flags, lru)
-        monkeypatch.setattr(memory, "fault_span", counting)
+        monkeypatch.setattr(fault, "fault_span", counting)
         results.append((workload(), spans))
     (fast, spans), (slow, none) = results
     assert not none

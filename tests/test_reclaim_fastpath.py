@@ -1,9 +1,8 @@
 """The read fast paths are exact: bulk reads with room and the streaming steady state.
 
-Every workload runs twice, with the fast paths (filemap.FILEMAP_FAST_PATHS: bulk read
-batches; vmscan.STREAM_FAST_FORWARD: whole reclaim cycles of a read streaming through a
-full group) and with every batch through the slow path.  Everything user space can see
-must come out the same: every file of every group, debugfs, eventfd signals, pressure
+Every workload runs twice, with the fast paths (fastpath.ENABLED: bulk read batches,
+and whole reclaim cycles of a read streaming through a full group) and with every batch
+through the slow path.  Everything user space can see must come out the same: every file of every group, debugfs, eventfd signals, pressure
 levels, task states; and the page-level state that does not depend on which frame
 holds which page (each cached page's group, list, flags and LRU position; shadow
 entries; free page count).
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 
 import memcg
 from memcg.cgroupfs import v1 as cgroupfs
-from memcg.mm import filemap, vmscan
+from memcg.mm import fastpath
+from memcg.mm.fastpath import stream
 from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS
 
 MiB = 1 << 20
@@ -92,8 +92,7 @@ def run_both(workload, monkeypatch):
     """Run workload(fast) both ways and assert equal observations; returns them."""
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(filemap, "FILEMAP_FAST_PATHS", fast)
-        monkeypatch.setattr(vmscan, "STREAM_FAST_FORWARD", fast)
+        monkeypatch.setattr(fastpath, "ENABLED", fast)
         results.append(workload())
     fast, slow = results
     for key in slow:
@@ -105,12 +104,12 @@ def run_both(workload, monkeypatch):
 def skipped(monkeypatch):
     """Counts the pages the streaming fast path skipped."""
     count = [0]
-    real = filemap.filemap_stream_cycles
+    real = stream.filemap_stream_cycles
 
     def counting(sys, task, mapping, start, n):
         count[0] += n
         real(sys, task, mapping, start, n)
-    monkeypatch.setattr(filemap, "filemap_stream_cycles", counting)
+    monkeypatch.setattr(stream, "filemap_stream_cycles", counting)
     return count
 
 

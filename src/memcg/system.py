@@ -142,7 +142,7 @@ def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
     # 6.18: memcg_kmem_online_key, switched on for good by the first non-root group;
     # 3.8: memcg_kmem_enabled_key, one reference per accounting group
     sys.kmem_key = StaticKey("memcg_kmem_enabled_key" if semantics == "3.8"
-                             else "memcg_kmem_online_key", kind="kmem")
+                             else "memcg_kmem_online_key")
     sys.static_keys[sys.kmem_key.name] = sys.kmem_key
     sys.obj_stock = [ObjStock() for _ in range(cpus)]
     sys.slab = SlabAllocator()

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel import PAGE_SIZE
-from . import page_alloc, page_writeback, swap, swapfile, vmscan
+from . import fastpath, page_alloc, page_writeback, swap, swapfile
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
-from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped,
-                     PG_referenced, PG_swapbacked, PG_young)
+from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped, PG_swapbacked,
+                     PG_young)
 from .swapfile import swp_entry, swp_offset
 
 if TYPE_CHECKING:
@@ -31,9 +31,6 @@ SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workings
 # Pages handled per step of a read or write: a threshold check and a reclaim can run
 # between steps, as they would between the kernel's per-folio charges.
 FILEMAP_BATCH = 64
-# Run reads through the bulk and streaming fast paths (False: every batch alone; the
-# tests and benchmarks compare both).
-FILEMAP_FAST_PATHS = True
 
 
 def nr_pages_of(nbytes: int) -> int:
@@ -162,32 +159,27 @@ def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
 def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
     """filemap_read(): bring the first nbytes into the cache and mark every page accessed.
 
-    Batches run one by one (a charge may reclaim between them), or many at once where
-    the group has room for all of them (_filemap_read_bulk), or many cycles at once where
-    the read streams through a full group (vmscan.StreamReclaim).
+    Batches run one by one: a charge may reclaim between them.  The fast paths
+    (fastpath/read.py) take many at once where nothing can happen between them.
     """
+    from .fastpath import read  # the fast path builds on this module: a cycle
+
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
-    stream = vmscan.StreamReclaim(sys, task, mapping) if FILEMAP_FAST_PATHS else None
+    fast = read.FastRead(sys, task, mapping, nr) if fastpath.ENABLED else None
     start = 0
     try:
         while start < nr:
-            if stream is not None:
-                skipped = _filemap_read_bulk(sys, task, mapping, start, nr)
-                if skipped:
-                    start += skipped
-                    continue
-                new = stream.begin(start, nr)
-                if new != start:
-                    start = new
-                    continue
+            # If the fast path can take a run of batches from here at once, let it.
+            taken = fast.take(start) if fast is not None else 0
+            if taken:
+                start += taken
+                continue
             _filemap_read_batch(sys, task, mapping, start, min(nr, start + FILEMAP_BATCH))
-            if stream is not None:
-                stream.end()
             start += FILEMAP_BATCH
     finally:
-        if stream is not None:
-            stream.close()
+        if fast is not None:
+            fast.close()
 
 
 def _filemap_read_batch(sys: System, task: Task, mapping: AddressSpace, start: int,
@@ -211,102 +203,6 @@ def _filemap_read_batch(sys: System, task: Task, mapping: AddressSpace, start: i
         if ret:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
     swap.folio_mark_accessed(sys, mapping.slots[idx])
-
-
-def _filemap_read_bulk(sys: System, task: Task, mapping: AddressSpace, start: int,
-                       nr: int) -> int:
-    """Run many whole read batches at once while nothing can happen between them.
-
-    Conditions (each batch would otherwise charge, insert and mark its pages alone):
-    every page of the batches is missing from the cache; free pages stay above the low
-    watermark after all of them (mm/page_alloc.c: no kswapd work, and the free list hands
-    out the same frames in the same order); every level of the group has room for all
-    of them plus a charge batch (mm/memcontrol.c: try_charge_memcg never fails, so the
-    charges equal one bulk charge_pages()); no usage threshold on the group or an
-    ancestor and no soft-limit excess to re-key (mm/memcontrol-v1.c: the ratelimited
-    checks, still made once per batch through the per-batch commits, find nothing to do
-    whatever the usage).  Returns the pages read, 0 when fewer than two batches qualify.
-    """
-    from .memcontrol import hierarchy_margin
-
-    memcg = task.memcg
-    limit = (nr - start) // FILEMAP_BATCH
-    limit = min(limit, (sys.mem.nr_free - sys.wmark_low) // FILEMAP_BATCH)
-    if not memcg.is_root():
-        limit = min(limit, hierarchy_margin(memcg) // FILEMAP_BATCH - 1)
-    if limit < 2 or task.oom_victim:
-        return 0
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree or \
-                m.soft_limit < m.memory.usage + (limit + 1) * FILEMAP_BATCH:
-            return 0
-    slots = mapping.slots[start:start + limit * FILEMAP_BATCH]
-    present = np.flatnonzero(slots >= 0)
-    if len(present):
-        limit = int(present[0]) // FILEMAP_BATCH
-        if limit < 2:
-            return 0
-    n = limit * FILEMAP_BATCH
-    idx = np.arange(start, start + n, dtype=np.int64)
-    refaults = int(np.count_nonzero(mapping.slots[idx] == SHADOW))
-    pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, n, user_fault=False)
-    assert len(pfns) == n and not ret, "bulk read charge failed despite the margin"
-    mapping.slots[idx] = pfns
-    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, 0, LRU_INACTIVE_FILE,
-                       (NR_FILE_PAGES,), events_batch=FILEMAP_BATCH)
-    if refaults:
-        sys.stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, refaults)
-    swap.folio_mark_accessed(sys, pfns)
-    return n
-
-
-def stream_pages_ok(sys: System, memcg) -> bool:
-    """Every page charged to memcg is a clean, unmapped, not young page of a file on its
-    inactive file list: shrink_folio_list() would evict any of them it scans."""
-    mem = sys.mem
-    lists = memcg.lruvec.lists
-    if any(lists[lru].nr for lru in range(len(lists)) if lru != LRU_INACTIVE_FILE):
-        return False
-    pfns = np.flatnonzero(mem.memcg == memcg.id)
-    if len(pfns) != lists[LRU_INACTIVE_FILE].nr:
-        return False
-    if (mem.lru[pfns] != LRU_INACTIVE_FILE).any() or (mem.flags[pfns] & np.uint8(~PG_referenced & 0xFF)).any():
-        return False
-    mids = np.unique(mem.mapping[pfns]).tolist()
-    return all(sys.mappings.get(mid) is not None and sys.mappings[mid].kind == "file"
-               for mid in mids)
-
-
-def filemap_stream_cycles(sys: System, task: Task, mapping: AddressSpace, start: int,
-                          n: int) -> None:
-    """The page side of n streamed pages (vmscan.StreamReclaim): the n oldest pages of the
-    group's inactive file list are evicted (shadow entries left, frames freed), and pages
-    [start, start + n) of mapping are inserted at the head of the list, referenced, in
-    file order; those of them that the n evictions reach are evicted in turn.
-
-    Counters and statistics are the caller's: it adds the growth of the cycles it skips.
-    """
-    mem = sys.mem
-    memcg = task.memcg
-    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
-    old = lst.isolate(mem, min(n, lst.nr))
-    lst.maybe_compact(mem)
-    mids = mem.mapping[old]
-    index = mem.index[old].astype(np.int64)
-    for mid in np.unique(mids).tolist():
-        sys.mappings[mid].slots[index[mids == mid]] = SHADOW
-    gone = n - len(old)  # inserted and evicted again within the n
-    mapping.slots[start:start + gone] = SHADOW
-    # Each frame freed is taken again by a later insertion: the survivors reuse the
-    # evicted frames and the free lists are left as they are (which frame holds which
-    # page differs from the batch-by-batch path, nothing else does).
-    idx = np.arange(start + gone, start + n, dtype=np.int64)
-    pfns = np.asarray(old)
-    mapping.slots[idx] = pfns
-    mem.flags[pfns] = PG_referenced
-    mem.mapping[pfns] = mapping.id
-    mem.index[pfns] = idx
-    lst.add(mem, pfns)
 
 
 def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:

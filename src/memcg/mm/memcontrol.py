@@ -21,7 +21,6 @@ from ..net import sock
 from . import list_lru
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter
-from ..static_key import hook_site
 
 if TYPE_CHECKING:
     from ..system import System
@@ -499,12 +498,10 @@ def _charge_singles(memcg: MemCgroup, k: int) -> None:
     memcg.memory.charge(k)
 
 
-def commit_charge(sys: System, memcg: MemCgroup, pfns, cpu: int, step: int = 0) -> None:
+def commit_charge(sys: System, memcg: MemCgroup, pfns, cpu: int) -> None:
     """commit_charge() + memcg1_commit_charge(): the pages now belong to memcg.
 
-    pfns is an array of frames or a range of consecutive ones.  step > 0: the pages are
-    len(pfns) / step commits of step pages each, whose event checks all but the last are
-    known to find nothing to do (page_events_quiet_steps); by default one commit.
+    pfns is an array of frames or a range of consecutive ones; one commit.
     """
     n = len(pfns)
     if isinstance(pfns, range):
@@ -513,11 +510,7 @@ def commit_charge(sys: System, memcg: MemCgroup, pfns, cpu: int, step: int = 0) 
         sys.mem.memcg[pfns] = memcg.id
     # mm/memcontrol-v1.c: memcg1_charge_statistics - one PGPGIN per folio
     sys.stats.mod(memcg.id, PGPGIN, n)
-    if step and n > step:
-        assert n % step == 0
-        page_events_steps(sys, memcg, step, n // step, cpu)
-    else:
-        page_events(sys, memcg, n, cpu)
+    page_events(sys, memcg, n, cpu)
 
 
 def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = True) -> None:
@@ -560,84 +553,6 @@ def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
         memcontrol_v1.mem_cgroup_threshold(sys, memcg)
         if do_softlimit:
             memcontrol_v1.memcg1_update_tree(sys, memcg)
-
-
-def ratelimit_after(val: int, thresh: int, soft: int, step: int, k: int):
-    """mem_cgroup_event_ratelimit() over k commits of step events each, in closed form.
-
-    val, thresh and soft are one CPU's nr_page_events and its THRESHOLDS and SOFTLIMIT
-    targets.  A commit checks when val reaches the thresholds target, which then moves
-    THRESHOLDS_EVENTS_TARGET past val: after the first check, every `period`-th commit
-    checks.  A check also does the soft-limit work when val reached that target, which
-    then moves SOFTLIMIT_EVENTS_TARGET past val.  Returns (val, thresh, soft, the first
-    commit, 1-based, that does the soft-limit work or 0 if none does).
-    """
-    end = val + step * k
-    first = max(1, -(-(thresh - val) // step))
-    if first > k:
-        return end, thresh, soft, 0
-    period = -(-THRESHOLDS_EVENTS_TARGET // step)
-    last = first + (k - first) // period * period
-    new_thresh = val + step * last + THRESHOLDS_EVENTS_TARGET
-    lag = soft - (val + step * first)
-    soft_first = first + max(0, -(-lag // (step * period))) * period
-    if soft_first > k:
-        return end, new_thresh, soft, 0
-    soft_period = period * max(1, -(-SOFTLIMIT_EVENTS_TARGET // (step * period)))
-    soft_last = soft_first + (k - soft_first) // soft_period * soft_period
-    return end, new_thresh, val + step * soft_last + SOFTLIMIT_EVENTS_TARGET, soft_first
-
-
-def page_events_quiet_steps(sys: System, memcg: MemCgroup, step: int, k: int, cpu: int,
-                            extra: int = 0) -> int:
-    """How many of the next k commits of step pages to memcg can be counted at once.
-
-    That is allowed while the event checks of all of them but the last would find
-    nothing to do: no usage threshold of memcg or an ancestor is crossed (usage only
-    grows while pages are charged, by at most step pages per commit plus a charge batch
-    parked in the stock), and the soft-limit tree has nothing to re-key - or its first
-    re-keying comes with the last commit, which page_events_steps() runs for real.
-    extra: pages charged besides the commits' own (page tables of the faults), which
-    raise usage without commits of their own.  Returns at least 1.
-    """
-    reach = MEMCG_CHARGE_BATCH + extra
-    for m in memcg.ancestors():
-        for memsw in (False, True):
-            lst = m.memsw_thresholds if memsw else m.thresholds
-            if not lst:
-                continue
-            usage = mem_cgroup_usage(sys, m, memsw)
-            i = m.memsw_current_threshold if memsw else m.current_threshold
-            if i >= 0 and lst[i][0] > usage:
-                return 1  # a crossing downwards is pending: the next check signals it
-            if i + 1 < len(lst):
-                # the checks of commits 1..j stay below the next threshold up
-                j = (lst[i + 1][0] - usage - reach - 1) // step
-                k = min(k, j + 1)
-        if k <= 1:
-            return 1
-    tree = sys.soft_limit_tree
-    if any(m.id in tree or m.memory.usage + k * step + reach > m.soft_limit
-           for m in memcg.ancestors()):
-        soft_first = ratelimit_after(memcg.nr_page_events[cpu], memcg.thresh_target[cpu],
-                                     memcg.softlimit_target[cpu], step, k)[3]
-        if soft_first:
-            k = soft_first
-    return max(1, k)
-
-
-def page_events_steps(sys: System, memcg: MemCgroup, step: int, k: int, cpu: int) -> None:
-    """page_events() of k commits of step pages each, the checks of all but the last of
-    which find nothing to do (page_events_quiet_steps): their ratelimit targets move in
-    closed form, and the last commit is counted as usual."""
-    if k > 1:
-        val, thresh, soft, _ = ratelimit_after(memcg.nr_page_events[cpu],
-                                               memcg.thresh_target[cpu],
-                                               memcg.softlimit_target[cpu], step, k - 1)
-        memcg.nr_page_events[cpu] = val
-        memcg.thresh_target[cpu] = thresh
-        memcg.softlimit_target[cpu] = soft
-    page_events(sys, memcg, step, cpu)
 
 
 def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:
@@ -990,13 +905,6 @@ class KmemPages:
     nr_pages: int
 
 
-def _memcg_kmem_charge_page_off(sys: System, task: Task | None, nr_pages: int,
-                                user_fault: bool = False) -> KmemPages | int:
-    """memcg_kmem_charge_page() while no kmem key is on: nothing is charged."""
-    return KmemPages(None, nr_pages)
-
-
-@hook_site("kmem", _memcg_kmem_charge_page_off)
 def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
                            user_fault: bool = False) -> KmemPages | int:
     """__memcg_kmem_charge_page(): charge nr_pages of kernel memory to the task's group.
@@ -1005,10 +913,11 @@ def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
     static key: while it is off nothing is looked at.  user_fault: allocated inside a
     page fault (a page table, mm/memory.c: __pte_alloc).
     """
-    if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
-        return KmemPages(None, nr_pages)
-    ret = sys.kmem_key.branch(_memcg_kmem_charge_page, sys, task, nr_pages, user_fault)
-    return KmemPages(None, nr_pages) if ret is None else ret
+    key = sys.kmem_key
+    if key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
+        key.hits += 1
+        return _memcg_kmem_charge_page(sys, task, nr_pages, user_fault)
+    return KmemPages(None, nr_pages)
 
 
 def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,

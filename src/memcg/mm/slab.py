@@ -36,7 +36,6 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..static_key import hook_site
 from . import list_lru, shrinker, vmscan
 from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
                          maybe_free_dying, memcg_can_account_kmem, memcg_charge_kmem,
@@ -216,15 +215,6 @@ def _slabs_for(cache: KmemCache, nr_objects: int) -> int:
     return -(-nr_objects // cache.objs_per_slab)
 
 
-def _kmem_cache_alloc_off(sys: System, name: str, task: Task | None, count: int = 1,
-                          user_fault: bool = False) -> SlabObject | int:
-    """kmem_cache_alloc() while no kmem key is on: from the root cache, uncharged."""
-    root = sys.slab.caches[name]
-    root.nr_objects += count
-    return SlabObject(root, count)
-
-
-@hook_site("kmem", _kmem_cache_alloc_off)
 def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
                      user_fault: bool = False) -> SlabObject | int:
     """kmem_cache_alloc() of `count` objects charged to the task's group.
@@ -234,15 +224,16 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
     page fault (the anon_vma of a mapping's first fault).
     """
     root = sys.slab.caches[name]
-    if not sys.kmem_key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
-        root.nr_objects += count
-        return SlabObject(root, count)
-    obj = sys.kmem_key.branch(_memcg_slab_alloc, sys, root, task, count, user_fault)
-    if obj is None:
-        obj = SlabObject(root, count)
-    if isinstance(obj, SlabObject):
-        obj.cache.nr_objects += count
-    return obj
+    key = sys.kmem_key
+    if key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
+        key.hits += 1
+        obj = _memcg_slab_alloc(sys, root, task, count, user_fault)
+        if obj is not None:
+            if isinstance(obj, SlabObject):
+                obj.cache.nr_objects += count
+            return obj
+    root.nr_objects += count
+    return SlabObject(root, count)
 
 
 def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: int,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..kernel import PAGE_SIZE
 from ..mm import memcontrol
 from ..mm.page_counter import PAGE_COUNTER_MAX, PageCounter
-from ..static_key import StaticKey, hook_site
+from ..static_key import StaticKey
 
 if TYPE_CHECKING:
     from ..mm.memcontrol import MemCgroup
@@ -107,8 +107,7 @@ class Net:
         # mm/memcontrol.c: memcg_sockets_enabled_key (4.5+); 3.8's tcp_memcontrol.c
         # called it memcg_socket_limit_enabled
         self.memcg_sockets_enabled_key = StaticKey(
-            "memcg_socket_limit_enabled" if self.semantics == "3.8" else "memcg_sockets_enabled_key",
-            kind="sockets")
+            "memcg_socket_limit_enabled" if self.semantics == "3.8" else "memcg_sockets_enabled_key")
         keys = getattr(sys, "static_keys", None)
         if isinstance(keys, dict):
             keys[self.memcg_sockets_enabled_key.name] = self.memcg_sockets_enabled_key
@@ -213,11 +212,6 @@ def _sk_alloc_memcg(net: Net, sk, memcg: MemCgroup) -> None:
     st.nr_sockets += 1
 
 
-def _mem_cgroup_sk_alloc_off(net: Net, sk, task) -> None:
-    """mem_cgroup_sk_alloc() while no socket key is on: the socket belongs to no group."""
-
-
-@hook_site("sockets", _mem_cgroup_sk_alloc_off)
 def mem_cgroup_sk_alloc(net: Net, sk, task) -> None:
     """mem_cgroup_sk_alloc() (sock_update_memcg() in 3.8): a new socket belongs to its
     creator's group if that group accounts sockets.  Sockets made before the group's
@@ -225,7 +219,8 @@ def mem_cgroup_sk_alloc(net: Net, sk, task) -> None:
     key is off."""
     key = net.memcg_sockets_enabled_key
     if key.enabled:  # static_branch_unlikely(&memcg_sockets_enabled_key)
-        key.branch(_sk_alloc_memcg, net, sk, task.memcg)
+        key.hits += 1
+        _sk_alloc_memcg(net, sk, task.memcg)
 
 
 def mem_cgroup_sk_free(net: Net, sk) -> None:
@@ -241,17 +236,14 @@ def mem_cgroup_sk_free(net: Net, sk) -> None:
         memcontrol.maybe_free_dying(net.sys, memcg)
 
 
-def _mem_cgroup_sk_enabled_off(sk) -> bool:
-    """mem_cgroup_sk_enabled() while no socket key is on."""
-    return False
-
-
-@hook_site("sockets", _mem_cgroup_sk_enabled_off)
 def mem_cgroup_sk_enabled(sk) -> bool:
     """mem_cgroup_sk_enabled(): `mem_cgroup_sockets_enabled && sk->sk_memcg`; the
     static branch is tested first, so an unaccounted machine pays nothing."""
     key = sk.net.memcg_sockets_enabled_key
-    return key.enabled > 0 and bool(key.branch(lambda: sk.sk_memcg is not None))
+    if not key.enabled:  # static_branch_unlikely(): off, the test is jumped over
+        return False
+    key.hits += 1
+    return sk.sk_memcg is not None
 
 
 def memcg1_charge_skmem(net: Net, memcg: MemCgroup, nr_pages: int, nofail: bool = False) -> bool:
@@ -321,19 +313,13 @@ def memcg_memory_allocated_sub(sk, amt: int) -> None:
         memcontrol.maybe_free_dying(sk.net.sys, sk.sk_memcg)
 
 
-def _cg_proto_of_off(sk) -> MemcgSock | None:
-    """_cg_proto_of() while no socket key is on."""
-    return None
-
-
-@hook_site("sockets", _cg_proto_of_off)
 def _cg_proto_of(sk) -> MemcgSock | None:
     """3.8: `mem_cgroup_sockets_enabled && sk->sk_cgrp`, the socket's cg_proto."""
     key = sk.net.memcg_sockets_enabled_key
     if not key.enabled:  # static_branch_unlikely(): off, the lookup is jumped over
         return None
-    return key.branch(
-        lambda: sk.net.memcg_sock.get(sk.sk_memcg) if sk.sk_memcg is not None else None)
+    key.hits += 1
+    return sk.net.memcg_sock.get(sk.sk_memcg) if sk.sk_memcg is not None else None
 
 
 # --- the protocol's memory_allocated (include/net/sock.h) ------------------------------

@@ -1,0 +1,17 @@
+"""Fast paths: runs of the kernel's steps taken at once, with the outcome of taking them
+one by one.  They have no kernel counterpart; each kernel function that has one calls it
+at a single seam ("if the fast path can take this run at once, let it") and otherwise
+goes on step by step.
+
+  fault.py      anonymous faults in spans of many FAULT_BATCH steps (mm/memory.c)
+  ratelimit.py  the event ratelimit of many commits in closed form (mm/memcontrol-v1.c)
+  read.py       reads of many batches at once with room in the group (mm/filemap.c)
+  stream.py     whole reclaim cycles of a read streaming through a full group (mm/vmscan.c)
+
+The fast paths build on the kernel modules they serve, so those reach them through
+late imports at their seams; this package itself imports nothing.
+"""
+
+# Take the fast paths.  False: every step through the kernel's algorithm alone (the
+# equivalence tests run each workload both ways and compare everything).
+ENABLED = True

@@ -1,0 +1,420 @@
+"""The steady state of a read streaming through a full group, fast-forwarded.
+
+A task reading a file much larger than its group's limit settles into a cycle: every
+read batch fails its charge at the limit (mm/memcontrol.c: try_charge_memcg), reclaims
+the oldest pages of the group's inactive file list (mm/vmscan.c: shrink_inactive_list
+-> shrink_folio_list -> __remove_mapping, leaving shadow entries, mm/workingset.c) and
+charges the new pages (mm/filemap.c: filemap_add_folio).  Once P consecutive batches
+have had exactly the effects of the P batches before them, the next N*P batches have
+them too, and StreamReclaim applies them at once.
+
+While it watches a batch, sys.reclaim_trace records what the batch's reclaim reported
+(vmpressure windows: trace_vmpressure_prio, trace_vmpressure) and the page events its
+charges and uncharges counted (System._traced_events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import memcontrol_v1, mempressure, vmpressure
+from ..filemap import FILEMAP_BATCH, HOLE, SHADOW, AddressSpace
+from ..memcontrol import (PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, SOFTLIMIT_EVENTS_TARGET,
+                          THRESHOLDS_EVENTS_TARGET, WORKINGSET_REFAULT_FILE, MemCgroup,
+                          hierarchy_margin)
+from ..mmzone import LRU_INACTIVE_FILE, PG_referenced
+
+if TYPE_CHECKING:
+    from ...system import System
+    from ...tasks import Task
+
+# The longest cycle looked for, in read batches (a cycle evicts what it charges, so its
+# length is reclaim-size / gcd(reclaim-size, batch) batches).
+STREAM_MAX_PERIOD = 64
+# Batches watched without finding a cycle before the detector gives up for this read.
+STREAM_MAX_WATCH = 4 * STREAM_MAX_PERIOD
+
+
+@dataclass
+class _StreamSnap:
+    """The machine at the start of one read batch, split by how a cycle may change it."""
+
+    phase: tuple  # must come back exactly after a cycle
+    linear: tuple  # failure counters: must grow by the same amount every cycle
+    stats: np.ndarray  # sys.stats: the same growth every cycle, in the reader's row only
+    acc: dict  # ratelimit and vmpressure accumulators: replayed from the trace
+    history: int  # len(sys.pressure_history)
+    kind: str  # the batch's slots: "h" all holes, "s" all shadows, else "x"
+    nr_free: int
+    trace: list = None  # what the batch did (filled in when it ends)
+
+
+def _counters(m: MemCgroup):
+    return (m.memory, m.memsw, m.kmem, m.tcpmem)
+
+
+def _queue_lengths(sys: System) -> tuple:
+    """How much background work and how many sleepers are queued: a cycle leaves them be."""
+    return (len(sys._deferred), len(sys._watchers), len(sys.sleeping), len(sys.nomem_sleepers))
+
+
+def _stream_snapshot(sys: System, kind: str) -> _StreamSnap:
+    memcgs = sorted(sys.memcgs.items())
+    phase = [sys.mem.nr_free, sys.swap.nr_free, sys.rng.getstate(), _queue_lengths(sys),
+             len(sys.dying),
+             tuple(sorted(sys.shrinker_debt.items())), tuple(sorted(sys.soft_limit_tree.items())),
+             sys.soft_limit_seq, sys.global_oom_kills, sys.tick,
+             sys.dead_stats.a.tobytes(), sum(lru.nr_items() for lru in sys.list_lrus)]
+    for st in sys.stock:
+        phase.append(tuple((c.id if c is not None else 0, n) for c, n in zip(st.cached, st.nr_pages)))
+    for st in getattr(sys, "obj_stock", ()):
+        phase.append((id(st.cached_objcg), st.nr_bytes))
+    linear = []
+    acc = {}
+    for mid, m in memcgs:
+        phase.append((mid, m.online, m.under_oom, m.oom_lock, m.current_threshold,
+                       m.memsw_current_threshold, len(m.thresholds), len(m.memsw_thresholds),
+                       m.reclaim_iter.id if m.reclaim_iter is not None else 0,
+                       tuple(lst.nr for lst in m.lruvec.lists),
+                       tuple((c.usage, c.max, c.watermark) for c in _counters(m))))
+        linear.extend(c.failcnt for c in _counters(m))
+        v = sys._vmpressure.get(mid)
+        acc[("v", mid)] = (v.tree_scanned, v.tree_reclaimed) if v is not None else (0, 0)
+        for cpu in range(sys.cpus):
+            acc[("e", mid, cpu)] = (m.nr_page_events[cpu], m.thresh_target[cpu],
+                                    m.softlimit_target[cpu])
+    return _StreamSnap(tuple(phase), tuple(linear), sys.stats.a.copy(), acc,
+                       len(sys.pressure_history), kind, sys.mem.nr_free)
+
+
+def trace_vmpressure_prio(sys: System, memcg: MemCgroup, prio: int) -> None:
+    """Record what vmpressure_prio() will account (mm/vmscan.c: do_try_to_free_pages)."""
+    if prio <= vmpressure.vmpressure_level_critical_prio:
+        sys.reclaim_trace.append(("v", memcg.id, vmpressure.vmpressure_win, 0))
+
+
+def trace_vmpressure(sys: System, memcg: MemCgroup, scanned: int, reclaimed: int) -> None:
+    """Record what vmpressure() will account (mm/vmscan.c: shrink_node)."""
+    if scanned:
+        sys.reclaim_trace.append(("v", memcg.id, scanned, reclaimed))
+
+
+class _Accumulators:
+    """The reset-on-threshold accumulators a cycle drives, as the kernel updates them.
+
+    mm/memcontrol-v1.c: mem_cgroup_event_ratelimit() - per memcg and CPU, a threshold
+    check every THRESHOLDS_EVENTS_TARGET page events and a soft-limit update every
+    SOFTLIMIT_EVENTS_TARGET; mm/vmpressure.c: vmpressure() - a level every vmpressure_win
+    scanned pages.  State: (scanned, reclaimed) per vmpressure key, (events - thresh
+    target, events - softlimit target) per ratelimit key.
+    """
+
+    def __init__(self, trace: list):
+        self.vkeys = sorted({e[1] for e in trace if e[0] == "v"})
+        self.ekeys = sorted({(e[1], e[2]) for e in trace if e[0] == "e"})
+        vi = {k: i for i, k in enumerate(self.vkeys)}
+        ei = {k: len(self.vkeys) + i for i, k in enumerate(self.ekeys)}
+        self.steps = [(True, vi[e[1]], e[2], e[3]) if e[0] == "v" else
+                      (False, ei[(e[1], e[2])], e[3], 0) for e in trace]
+        self.events_per_cycle = {k: sum(e[3] for e in trace if e[0] == "e" and (e[1], e[2]) == k)
+                                 for k in self.ekeys}
+
+    def state_of(self, acc: dict) -> tuple:
+        st = [acc.get(("v", k), (0, 0)) for k in self.vkeys]
+        for mid, cpu in self.ekeys:
+            val, thresh, soft = acc[("e", mid, cpu)]
+            st.append((val - thresh, val - soft))
+        return tuple(st)
+
+    def step(self, state: tuple) -> tuple[tuple, list]:
+        """One cycle: the new state and the checks that fired, in order."""
+        st = [list(x) for x in state]
+        fired = []
+        for is_v, i, a, b in self.steps:
+            x = st[i]
+            x[0] += a
+            x[1] += a if not is_v else b
+            if is_v:
+                if x[0] >= vmpressure.vmpressure_win:  # vmpressure_work_fn()
+                    fired.append(("v", i, vmpressure.vmpressure_calc_level(x[0], x[1])))
+                    x[0] = x[1] = 0
+            elif x[0] >= 0:  # memcg1_check_events()
+                x[0] = -THRESHOLDS_EVENTS_TARGET
+                fired.append(("t", i, 0))
+                if x[1] >= 0:
+                    x[1] = -SOFTLIMIT_EVENTS_TARGET
+                    fired.append(("s", i, 0))
+        return tuple(tuple(x) for x in st), fired
+
+    def run(self, state: tuple, n: int, forbidden: set) -> tuple[int, tuple, list]:
+        """Up to n cycles from state, stopping before one that fires a forbidden kind.
+
+        Returns (cycles, final state, fired checks of every cycle).  The state space is
+        small, so the walk soon repeats and the rest of the cycles follow the loop.
+        """
+        seen: dict = {}
+        states, fires = [], []
+        while len(states) < n and state not in seen:
+            nxt, fired = self.step(state)
+            if any(f[0] in forbidden for f in fired):
+                return len(states), state, [x for f in fires for x in f]
+            seen[state] = len(states)
+            states.append(state)
+            fires.append(fired)
+            state = nxt
+        done = len(states)
+        if done == n:
+            return n, state, [x for f in fires for x in f]
+        loop = seen[state]
+        length = done - loop
+        reps, rest = divmod(n - done, length)
+        cyc = fires[loop:]
+        out = [x for f in fires + cyc * reps + cyc[:rest] for x in f]
+        return n, states[loop + rest], out
+
+
+class StreamReclaim:
+    """Watches the batches of one filemap_read() and fast-forwards its steady state.
+
+    Conditions checked before N cycles of P batches are applied at once:
+    - the last 2P batches ran at the group's limit (mm/memcontrol.c: try_charge_memcg
+      reclaims for every batch) and formed two cycles with equal effects: everything in
+      _StreamSnap.phase came back (usages, watermarks, stocks, LRU sizes, the reclaim
+      iterator, free and swap pages, the RNG, soft-limit tree, queues), failcnt and
+      sys.stats grew by the same amounts, and the traces (vmpressure reports, page-event
+      counts) were identical;
+    - the growth of sys.stats is exactly that of clean file pages evicted and inserted
+      one for one in the reader's group only: pgpgin = pgpgout = pgscan = pgsteal =
+      64P, workingset_refault_file 0 or 64P as the slots are holes or shadows, nothing
+      else (no activation, no anon, no dirty pages, no other group touched);
+    - free pages never went below the low watermark at an allocation (no kswapd work,
+      mm/page_alloc.c: __alloc_pages), so the node is not reclaimed globally;
+    - every page charged to the group is on its inactive file list, clean, unmapped and
+      not young, in a file (not shmem) mapping: shrink_folio_list() evicts each one it
+      scans, oldest first (mm/vmscan.c: folio_check_references -> FOLIOREF_RECLAIM);
+    - the ratelimited checks and vmpressure windows crossed on the way are replayed
+      (_Accumulators); a cycle whose threshold check could signal (thresholds on the
+      group or an ancestor), whose soft-limit update could re-key the tree, or whose
+      vmpressure window could reach a listener or a user-space shrinker is not skipped;
+    - the batches skipped are whole and their slots all holes (or all shadows) as in the
+      cycles watched; the read goes on in the slow path after them.
+    """
+
+    def __init__(self, sys: System, task, mapping):
+        self.sys, self.task, self.mapping = sys, task, mapping
+        self.memcg = task.memcg
+        self.snaps: list[_StreamSnap] = []
+        self.watched = 0
+
+    def _at_limit(self) -> bool:
+        return not self.memcg.is_root() and hierarchy_margin(self.memcg) < FILEMAP_BATCH
+
+    def begin(self, start: int, nr: int) -> int:
+        """Called before the read batch at start runs in the slow path.
+
+        Returns start, or the start of the first batch after the cycles it skipped.
+        """
+        sys = self.sys
+        sys.reclaim_trace = None
+        if self.watched >= STREAM_MAX_WATCH or not self._at_limit():
+            self.snaps.clear()
+            return start
+        s = self.mapping.slots[start:min(nr, start + FILEMAP_BATCH)]
+        kind = ("h" if (s == HOLE).all() else
+                "s" if (s == SHADOW).all() else "x")
+        self.snaps.append(_stream_snapshot(sys, kind))
+        if len(self.snaps) >= 3:
+            skipped = self._search(start, nr)
+            if skipped:
+                self.snaps.clear()
+                self.watched = 0
+                return start + skipped
+        if len(self.snaps) > 2 * STREAM_MAX_PERIOD + 1:
+            del self.snaps[0]
+        sys.reclaim_trace = []
+        return start
+
+    def end(self) -> None:
+        """Called after the batch: keep what it did."""
+        sys = self.sys
+        if sys.reclaim_trace is not None and self.snaps:
+            self.snaps[-1].trace = sys.reclaim_trace
+            self.watched += 1
+        sys.reclaim_trace = None
+
+    def close(self) -> None:
+        self.sys.reclaim_trace = None
+
+    def _search(self, start: int, nr: int) -> int:
+        """Look for a cycle of P batches repeated twice up to now; pages skipped or 0."""
+        snaps = self.snaps
+        last = len(snaps) - 1
+        now = snaps[last].phase
+        for period in range(1, min(STREAM_MAX_PERIOD, last // 2) + 1):
+            if snaps[last - period].phase == now and snaps[last - 2 * period].phase == now:
+                done = self._try(snaps, period, start, nr)
+                if done:
+                    return done
+        return 0
+
+    def _try(self, snaps: list, period: int, start: int, nr: int) -> int:
+        sys, memcg = self.sys, self.memcg
+        last = len(snaps) - 1
+        a, b, c = snaps[last - 2 * period], snaps[last - period], snaps[last]
+        first, second = snaps[last - 2 * period:last - period], snaps[last - period:last]
+        kinds = {s.kind for s in first + second}
+        if len(kinds) != 1 or kinds == {"x"}:
+            return 0
+        trace = [e for s in second for e in s.trace]
+        if trace != [e for s in first for e in s.trace]:
+            return 0
+        if any(s.nr_free - FILEMAP_BATCH < sys.wmark_low for s in first + second):
+            return 0
+        if tuple(y - x for x, y in zip(b.linear, c.linear)) != \
+                tuple(y - x for x, y in zip(a.linear, b.linear)):
+            return 0
+        grow = c.stats - b.stats
+        if not np.array_equal(grow, b.stats - a.stats):
+            return 0
+        pages = period * FILEMAP_BATCH
+        want = np.zeros(grow.shape[1], np.int64)
+        want[[PGPGIN, PGPGOUT, PGSCAN, PGSTEAL]] = pages
+        if kinds == {"s"}:
+            want[WORKINGSET_REFAULT_FILE] = pages
+        if not np.array_equal(grow[memcg.id], want) or \
+                np.count_nonzero(grow) != np.count_nonzero(want):
+            return 0
+        acc = _Accumulators(trace)
+        if not self._replay_matches(acc, b, c):
+            return 0
+        # How many cycles: whole batches of the same kind of slots, before the read ends.
+        slots = self.mapping.slots[start:(nr // FILEMAP_BATCH) * FILEMAP_BATCH]
+        match = (slots == HOLE) if kinds == {"h"} else (slots == SHADOW)
+        bad = np.flatnonzero(~match)
+        span = int(bad[0]) if len(bad) else len(slots)
+        n = span // pages
+        if n < 1 or not stream_pages_ok(sys, memcg):
+            return 0
+        n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc))
+        if n < 1:
+            return 0
+        self._apply_counters(acc, c, b, n, state, fired, grow)
+        filemap_stream_cycles(sys, self.task, self.mapping, start, n * pages)
+        return n * pages
+
+    def _replay_matches(self, acc: _Accumulators, b: _StreamSnap, c: _StreamSnap) -> bool:
+        """The replay of the second cycle from its start gives what the slow path did."""
+        sys = self.sys
+        state, fired = acc.step(acc.state_of(b.acc))
+        if state != acc.state_of(c.acc):
+            return False
+        for mid, cpu in acc.ekeys:
+            if c.acc[("e", mid, cpu)][0] - b.acc[("e", mid, cpu)][0] != \
+                    acc.events_per_cycle[(mid, cpu)]:
+                return False
+        history = [(sys.memcgs[acc.vkeys[i]].path, vmpressure.LEVEL_NAMES[lvl])
+                   for kind, i, lvl in fired if kind == "v"]
+        return sys.pressure_history[b.history:c.history] == history and \
+            len(sys.pressure_history) == c.history
+
+    def _forbidden(self, acc: _Accumulators) -> set:
+        """The checks that could do more than move their own accumulator."""
+        sys = self.sys
+        forbidden = set()
+        for mid, _ in acc.ekeys:
+            m = sys.memcgs[mid]
+            for x in m.ancestors():
+                if x.thresholds or x.memsw_thresholds:
+                    forbidden.add("t")  # mem_cgroup_threshold() could signal
+                if x.id in sys.soft_limit_tree or memcontrol_v1.soft_limit_excess(x) or \
+                        (not x.is_root() and x.soft_limit < x.memory.max):
+                    forbidden.add("s")  # memcg1_update_tree() could re-key
+        for mid in acc.vkeys:
+            m = sys.memcgs[mid]
+            if any(sys._vmpressure.get(x.id) is not None and sys._vmpressure[x.id].events
+                   for x in m.ancestors()) or \
+                    any(s.chunks > 0 for x in m.subtree() for s in sys.user_shrinkers.get(x.id, ())):
+                forbidden.add("v")  # vmpressure_event() / shrinker_request() would signal
+        return forbidden
+
+    def _apply_counters(self, acc: _Accumulators, c: _StreamSnap, b: _StreamSnap, n: int,
+                        state: tuple, fired: list, grow: np.ndarray) -> None:
+        """n cycles of counter growth, accumulators and pressure levels."""
+        sys = self.sys
+        sys.stats.a += n * grow
+        i = 0
+        lin = [y - x for x, y in zip(b.linear, c.linear)]
+        for _, m in sorted(sys.memcgs.items()):
+            for counter in _counters(m):
+                counter.failcnt += n * lin[i]
+                i += 1
+        for j, mid in enumerate(acc.vkeys):
+            v = vmpressure.memcg_to_vmpressure(sys, sys.memcgs[mid])
+            v.tree_scanned, v.tree_reclaimed = state[j]
+        for j, (mid, cpu) in enumerate(acc.ekeys):
+            m = sys.memcgs[mid]
+            val = m.nr_page_events[cpu] + n * acc.events_per_cycle[(mid, cpu)]
+            dt, ds = state[len(acc.vkeys) + j]
+            m.nr_page_events[cpu] = val
+            m.thresh_target[cpu] = val - dt
+            m.softlimit_target[cpu] = val - ds
+        windows = [(acc.vkeys[i], lvl) for kind, i, lvl in fired if kind == "v"]
+        sys.pressure_history.extend((sys.memcgs[mid].path, vmpressure.LEVEL_NAMES[lvl])
+                                     for mid, lvl in windows)
+        for mid in sorted({mid for mid, _ in windows}):
+            mempressure.shrinker_request(sys, sys.memcgs[mid], 0)  # no shrinker holds chunks: forgets the debt
+            for m in sys.memcgs[mid].ancestors():
+                vmpressure.memcg_to_vmpressure(sys, m)  # vmpressure_work_fn() walks up, finding no listener
+
+
+def stream_pages_ok(sys: System, memcg) -> bool:
+    """Every page charged to memcg is a clean, unmapped, not young page of a file on its
+    inactive file list: shrink_folio_list() would evict any of them it scans."""
+    mem = sys.mem
+    lists = memcg.lruvec.lists
+    if any(lists[lru].nr for lru in range(len(lists)) if lru != LRU_INACTIVE_FILE):
+        return False
+    pfns = np.flatnonzero(mem.memcg == memcg.id)
+    if len(pfns) != lists[LRU_INACTIVE_FILE].nr:
+        return False
+    if (mem.lru[pfns] != LRU_INACTIVE_FILE).any() or (mem.flags[pfns] & np.uint8(~PG_referenced & 0xFF)).any():
+        return False
+    mids = np.unique(mem.mapping[pfns]).tolist()
+    return all(sys.mappings.get(mid) is not None and sys.mappings[mid].kind == "file"
+               for mid in mids)
+
+
+def filemap_stream_cycles(sys: System, task: Task, mapping: AddressSpace, start: int,
+                          n: int) -> None:
+    """The page side of n streamed pages (StreamReclaim): the n oldest pages of the
+    group's inactive file list are evicted (shadow entries left, frames freed), and pages
+    [start, start + n) of mapping are inserted at the head of the list, referenced, in
+    file order; those of them that the n evictions reach are evicted in turn.
+
+    Counters and statistics are the caller's: it adds the growth of the cycles it skips.
+    """
+    mem = sys.mem
+    memcg = task.memcg
+    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
+    old = lst.isolate(mem, min(n, lst.nr))
+    lst.maybe_compact(mem)
+    mids = mem.mapping[old]
+    index = mem.index[old].astype(np.int64)
+    for mid in np.unique(mids).tolist():
+        sys.mappings[mid].slots[index[mids == mid]] = SHADOW
+    gone = n - len(old)  # inserted and evicted again within the n
+    mapping.slots[start:start + gone] = SHADOW
+    # Each frame freed is taken again by a later insertion: the survivors reuse the
+    # evicted frames and the free lists are left as they are (which frame holds which
+    # page differs from the batch-by-batch path, nothing else does).
+    idx = np.arange(start + gone, start + n, dtype=np.int64)
+    pfns = np.asarray(old)
+    mapping.slots[idx] = pfns
+    mem.flags[pfns] = PG_referenced
+    mem.mapping[pfns] = mapping.id
+    mem.index[pfns] = idx
+    lst.add(mem, pfns)
+
