@@ -2,8 +2,7 @@
 
 The model's functions take it as their first argument (`sys`), where the kernel reads
 its globals: the node's page frames and watermarks, the memcg id table and statistics,
-the per-CPU stocks, swap, files, tasks, and the queue of work that runs when the
-current operation returns to user space (woken tasks, eventfd readers).
+the per-CPU stocks, swap, files, tasks, and the clock with its event queue (sched.py).
 """
 
 from __future__ import annotations
@@ -12,10 +11,10 @@ import errno
 import heapq
 import math
 import random
-from collections import deque
 
 import numpy as np
 
+from . import sched
 from .mm.filemap import AddressSpace, ShmemObject, truncate_inode_pages
 from .mm.memcontrol import (MEM_CGROUP_ID_MAX, MEMCG_SWAP, NR_FILE_DIRTY, NR_LRU_BASE, PGACTIVATE,
                          CHARGE_KILLED, CHARGE_NOMEM, ListHead, MemCgroup, MemcgStock, StatTable,
@@ -24,10 +23,14 @@ from .mm.mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_NONE, MemMap, PG_dirty, PG_referenced)
 from .mm.swapfile import SwapInfo
 from .mm.vmpressure import Vmpressure
+from .net import sock, tcp
 
 # mm/page-writeback.c: dirty_expire_interval (3000 centisecs) and dirty_background_ratio (10)
 DIRTY_EXPIRE_TICKS = 30  # one tick is one second of simulated time
 DIRTY_BACKGROUND_RATIO = 10
+# mm/page-writeback.c: dirty_writeback_interval is 500 centisecs; the model's flusher
+# wakes every tick
+DIRTY_WRITEBACK_TICKS = 1
 # mm/page_alloc.c: watermark_scale_factor default (10 = 0.1% of memory)
 WATERMARK_SCALE_FACTOR = 10
 
@@ -60,12 +63,7 @@ class System:
         self.shmem: dict[str, ShmemObject] = {}
         self.tasks: dict = {}
         self._next_pid = 1000
-        self.sleeping: list = []
-        self.nomem_sleepers: dict = {}  # tasks whose fault found nobody to kill, in order
-        self._deferred: deque = deque()
-        self._running_deferred = False
-        self._watchers: deque = deque()  # eventfd readers ready to run
-        self._running_watchers = False
+        self.clock = sched.Clock()  # the time, the timers and the work waiting to run
         self.user_shrinkers: dict = {}  # memcg id -> [UserShrinker] (mempressure.py)
         self.shrinker_debt: dict[int, int] = {}
         self.soft_limit_tree: dict[int, tuple[int, int]] = {}
@@ -73,7 +71,6 @@ class System:
         self._vmpressure: dict[int, Vmpressure] = {}
         self.pressure_history: list = []
         self.global_oom_kills = 0
-        self.tick = 0
         # Reclaim-side events of the current read batch, recorded while vmscan's streaming
         # steady-state detector watches (None otherwise): see vmscan.StreamReclaim.
         self.reclaim_trace: list | None = None
@@ -84,8 +81,11 @@ class System:
         self.wmark_min, self.wmark_low, self.wmark_high = wmin, wmin + dist, wmin + 2 * dist
         self._init_kmem(semantics, kmemcg_id_policy)
         self.root = mem_cgroup_alloc(self, None, "")
-        from .net.sock import Net
-        self.net = Net(self)  # TCP: tcp_mem from this machine's memory, the socket key
+        self.net = sock.Net(self)  # the socket static key, the per-group socket state
+        tcp.tcp_init(self.net)  # net/ipv4/af_inet.c: inet_init(): tcp_mem from this machine's memory
+        # mm/backing-dev.c: wb_init(): the flusher's delayed work, armed at boot
+        self.wb_dwork = sched.Timer(sched.WRITEBACK, 0, wb_workfn, self)
+        sched.mod_timer(self.clock, self.wb_dwork, DIRTY_WRITEBACK_TICKS)
 
     def _init_kmem(self, semantics: str, kmemcg_id_policy: str) -> None:
         """Kernel-memory state: the era's rules, the static key, the per-CPU object stocks,
@@ -390,45 +390,6 @@ class System:
 
     # --- background work ------------------------------------------------------------------
 
-    def defer(self, fn) -> None:
-        """Run fn when the current operation returns (a woken task, an eventfd reader)."""
-        self._deferred.append(fn)
-
-    def queue_watcher(self, fn) -> None:
-        """An eventfd with a watcher was signalled: its reader thread becomes runnable."""
-        self._watchers.append(fn)
-
-    def run_watchers(self) -> None:
-        """Let user-space reader threads run: at the end of every operation, and while a
-        charging task waits in reclaim (they run concurrently with it on a real machine)."""
-        if self._running_watchers:
-            return
-        self._running_watchers = True
-        try:
-            while self._watchers:
-                self._watchers.popleft()()
-        finally:
-            self._running_watchers = False
-
-    def run_deferred(self) -> None:
-        if self._running_deferred:
-            return
-        self._running_deferred = True
-        try:
-            self.run_watchers()
-            while self._deferred:
-                self._deferred.popleft()()
-                self.run_watchers()
-        finally:
-            self._running_deferred = False
-
-    def wake_nomem_sleepers(self) -> None:
-        """Tasks whose fault found nobody to OOM-kill retry once memory may be back."""
-        for task in list(self.nomem_sleepers):
-            del self.nomem_sleepers[task]
-            task.oom_wait = None
-            task.wake()
-
     def flush_dirty(self) -> None:
         """The flusher (wb_workfn): write back inodes dirty for longer than the expire
         interval, and the oldest ones while dirty pages exceed the background ratio."""
@@ -439,7 +400,7 @@ class System:
         files = sorted((f for f in self.files.values() if f.dirtied_when is not None),
                        key=lambda f: f.dirtied_when)
         for f in files:
-            expired = self.tick - f.dirtied_when >= DIRTY_EXPIRE_TICKS
+            expired = self.clock.now - f.dirtied_when >= DIRTY_EXPIRE_TICKS
             if not expired and dirty_total <= limit:
                 continue
             s = f.slots
@@ -508,3 +469,10 @@ class System:
         """n creat()s of empty files on fs by task."""
         from .fs.dcache import vfs_create_many
         vfs_create_many(self, task, fs, n, is_dir=False)
+
+
+def wb_workfn(sys: System) -> None:
+    """fs/fs-writeback.c: wb_workfn(): the flusher writes back, then re-arms itself for
+    the next dirty_writeback_interval."""
+    sys.flush_dirty()
+    sched.mod_timer(sys.clock, sys.wb_dwork, sys.clock.now + DIRTY_WRITEBACK_TICKS)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import sched
 from .list_lru import shrink_slab
 from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
                          MemCgroup, memcg_page_state)
@@ -470,10 +471,11 @@ def _counters(m: MemCgroup):
 
 def _stream_snapshot(sys: System, kind: str) -> _StreamSnap:
     memcgs = sorted(sys.memcgs.items())
-    phase = [sys.mem.nr_free, sys.swap.nr_free, sys.rng.getstate(), len(sys._deferred),
-             len(sys._watchers), len(sys.sleeping), len(sys.nomem_sleepers), len(sys.dying),
+    phase = [sys.mem.nr_free, sys.swap.nr_free, sys.rng.getstate(),
+             sched.nr_queued(sys.clock, (sched.TASK, sched.USER, sched.NOMEM_RETRY)),
+             len(sys.clock.sleeping), len(sys.dying),
              tuple(sorted(sys.shrinker_debt.items())), tuple(sorted(sys.soft_limit_tree.items())),
-             sys.soft_limit_seq, sys.global_oom_kills, sys.tick,
+             sys.soft_limit_seq, sys.global_oom_kills, sys.clock.now,
              sys.dead_stats.a.tobytes(), sum(lru.nr_items() for lru in sys.list_lrus)]
     for st in sys.stock:
         phase.append(tuple((c.id if c is not None else 0, n) for c, n in zip(st.cached, st.nr_pages)))
