@@ -1,22 +1,26 @@
 """The machine's clock and its one event queue: timers, softirq work, woken tasks and the
 user-space threads the simulated kernel lets run.
 
-The kernel spreads this over kernel/time/timer.c (timers: add_timer, mod_timer, del_timer,
+The kernel spreads this over kernel/time/timer.c (timers: mod_timer, del_timer,
 __run_timers), kernel/softirq.c (raised softirqs), kernel/workqueue.c (delayed work),
 kernel/sched (woken tasks) and kernel/entry/common.c (what runs before a system call
-returns to user space).  The model keeps them in one module because they share one
-order: every piece of deferred work is an event on one heap, keyed by
+returns to user space).  The model keeps them in one module, named for what it does -
+decide what runs next - because they share one order: every piece of deferred work is
+an event on one heap, keyed by
 
     (simulated time, priority, order, sequence number)
 
 so that what runs next is decided by the key alone, the same on every run.  Work for
 "when the current operation returns to user space" is an event at the current time;
 a timer is an event at its expiry.  The priority says which kind of event goes first
-within one instant (the order a tick's work has always run in: softirq packets, the
-flusher, fault retries, TCP's delayed ACKs, retransmissions and zero-window probes,
-then user-space threads and woken tasks); `order` ranks timers of one kind by their
-owner (a socket's number, as the sockets were made); the sequence number keeps
-everything else first-queued, first-run.
+within one instant (the order of a tick's work: softirq packets, the flusher, fault
+retries, TCP's delayed ACKs, retransmissions and zero-window probes, then user-space
+threads and woken tasks); `order` ranks timers of one kind by their owner (a socket's
+number, as the sockets were made); the sequence number keeps everything else
+first-queued, first-run.  Each scheduling point runs the due events of its own kinds
+only: the loopback softirq its packets, a tick its timers, cond_resched() the user
+threads, the return to user space the threads and then the woken tasks - so a thread
+made runnable before a tick still runs after that tick's timers.
 
 The state is a plain `Clock` (System.clock); the functions receive it.  Time is in
 ticks of one second (`Clock.now`, the model's jiffies).
@@ -133,7 +137,8 @@ def _pop(clock: Clock, kinds: tuple) -> list | None:
     now = clock.now
     best = None
     for e in q:
-        if e[_FN] is not None and e[_TIME] <= now and e[_PRIO] in kinds and (best is None or e < best):
+        if e[_FN] is not None and e[_TIME] <= now and e[_PRIO] in kinds \
+                and (best is None or e < best):
             best = e
     if best is None:
         return None

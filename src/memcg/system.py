@@ -82,8 +82,9 @@ class System:
         self._init_kmem(semantics, kmemcg_id_policy)
         self.root = mem_cgroup_alloc(self, None, "")
         self.net = sock.Net(self)  # the socket static key, the per-group socket state
-        tcp.tcp_init(self.net)  # net/ipv4/af_inet.c: inet_init(): tcp_mem from this machine's memory
-        # mm/backing-dev.c: wb_init(): the flusher's delayed work, armed at boot
+        tcp.tcp_init(self.net)  # net/ipv4/af_inet.c: inet_init(): tcp_mem from this memory
+        # mm/backing-dev.c: wb_init(): the flusher's delayed work (wb->dwork); the kernel
+        # arms it when an inode is first dirtied, the model's flusher wakes every tick
         self.wb_dwork = sched.Timer(sched.WRITEBACK, 0, wb_workfn, self)
         sched.mod_timer(self.clock, self.wb_dwork, DIRTY_WRITEBACK_TICKS)
 
