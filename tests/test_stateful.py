@@ -364,7 +364,7 @@ class MemcgMachine(RuleBasedStateMachine):
         for t in self.tasks:
             assert t.state in ("running", "blocked", "exited", "oom_killed")
             if t.state == "blocked":
-                assert t in self.sys.sleeping
+                assert t in self.sys.clock.sleeping
         listed = {int(p) for g in self.groups for p in self.k.read(f"{g}/cgroup.procs").split()}
         assert listed == {t.pid for t in self.alive()}
 
@@ -381,7 +381,7 @@ class MemcgMachine(RuleBasedStateMachine):
         for t in self.alive():
             t.exit()
         assert not self.alive()
-        assert not sys.sleeping
+        assert not sys.clock.sleeping
         cleaner = k.spawn("/")
         for name in list(sys.files) + list(sys.shmem):
             cleaner.unlink(name)

@@ -2,26 +2,26 @@
 
 The model's functions take it as their first argument (`sys`), where the kernel reads
 its globals: the node's page frames and watermarks, the memcg id table and statistics,
-the per-CPU stocks, swap, files, tasks, the registered shrinkers, and the queue of work
-that runs when the current operation returns to user space (woken tasks, eventfd
-readers).  `System(...)` is the state as declared, empty; `boot()` wires a machine
-together: watermarks, kernel-memory state, the mounts, the root group and the network.
+the per-CPU stocks, swap, files, tasks, the registered shrinkers, and the clock with its
+event queue (sched.py).  `System(...)` is the state as declared, empty; `boot()` wires a
+machine together: watermarks, kernel-memory state, the mounts, the root group, the network
+and the flusher's timer.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 
+from . import sched
 from .fs import dcache
-from .mm import memcontrol, page_alloc
+from .mm import memcontrol, page_alloc, page_writeback
 from .mm.filemap import AddressSpace, ShmemObject
 from .mm.memcontrol import ListHead, MemCgroup, MemcgStock, ObjStock, StatTable
 from .mm.mmzone import MemMap
 from .mm.slab import SlabAllocator
 from .mm.swapfile import SwapInfo
 from .mm.vmpressure import Vmpressure
-from .net import sock
+from .net import sock, tcp
 from .profile import default_profile
 from .static_key import StaticKey
 
@@ -51,12 +51,7 @@ class System:
         self.shmem: dict[str, ShmemObject] = {}
         self.tasks: dict = {}
         self._next_pid = 1000
-        self.sleeping: list = []
-        self.nomem_sleepers: dict = {}  # tasks whose fault found nobody to kill, in order
-        self._deferred: deque = deque()
-        self._running_deferred = False
-        self._watchers: deque = deque()  # eventfd readers ready to run
-        self._running_watchers = False
+        self.clock = sched.Clock()  # the time, the timers and the work waiting to run
         self.user_shrinkers: dict = {}  # memcg id -> [UserShrinker] (mempressure.py)
         self.shrinker_debt: dict[int, int] = {}
         self.soft_limit_tree: dict[int, tuple[int, int]] = {}
@@ -64,7 +59,6 @@ class System:
         self._vmpressure: dict[int, Vmpressure] = {}  # memcg id -> memcg_to_vmpressure()
         self.pressure_history: list = []
         self.global_oom_kills = 0
-        self.tick = 0
         # Reclaim-side events of the current read batch, recorded while vmscan's streaming
         # steady-state detector watches (None otherwise): see vmscan.StreamReclaim.
         self.reclaim_trace: list | None = None
@@ -84,58 +78,19 @@ class System:
         self.fork_carry = 0.0
         self.super_blocks: dict[str, dcache.SuperBlock] = {}
         self.net: sock.Net | None = None  # TCP: tcp_mem from this machine's memory, the socket key
+        self.wb_dwork: sched.Timer | None = None  # the flusher's delayed work (boot arms it)
 
     @property
     def cpu(self) -> int:
         """The CPU the current task runs on (0 outside any task)."""
         return self.current.cpu if self.current is not None else 0
 
-    # --- background work ------------------------------------------------------------------
-
-    def defer(self, fn) -> None:
-        """Run fn when the current operation returns (a woken task, an eventfd reader)."""
-        self._deferred.append(fn)
-
-    def queue_watcher(self, fn) -> None:
-        """An eventfd with a watcher was signalled: its reader thread becomes runnable."""
-        self._watchers.append(fn)
-
-    def run_watchers(self) -> None:
-        """Let user-space reader threads run: at the end of every operation, and while a
-        charging task waits in reclaim (they run concurrently with it on a real machine)."""
-        if self._running_watchers:
-            return
-        self._running_watchers = True
-        try:
-            while self._watchers:
-                self._watchers.popleft()()
-        finally:
-            self._running_watchers = False
-
-    def run_deferred(self) -> None:
-        if self._running_deferred:
-            return
-        self._running_deferred = True
-        try:
-            self.run_watchers()
-            while self._deferred:
-                self._deferred.popleft()()
-                self.run_watchers()
-        finally:
-            self._running_deferred = False
-
-    def wake_nomem_sleepers(self) -> None:
-        """Tasks whose fault found nobody to OOM-kill retry once memory may be back."""
-        for task in list(self.nomem_sleepers):
-            del self.nomem_sleepers[task]
-            task.oom_wait = None
-            task.wake()
-
 
 def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
          semantics: str = "6.18", kmemcg_id_policy: str = "reparent") -> System:
     """A running machine: the watermarks, the kernel-memory state of the era, the two
-    mounts (ext4, tmpfs) with their shrinkers, the root group and the network."""
+    mounts (ext4, tmpfs) with their shrinkers, the root group, the network and the
+    flusher."""
     sys = System(memory_pages, cpus, swap_pages, seed, semantics, kmemcg_id_policy)
     page_alloc.setup_per_zone_wmarks(sys)
     sys.profile = default_profile()
@@ -150,4 +105,9 @@ def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
         dcache.kern_mount(sys, fs_type)
     sys.root = memcontrol.mem_cgroup_alloc(sys, None, "")
     sys.net = sock.Net(sys)
+    tcp.tcp_init(sys.net)  # net/ipv4/af_inet.c: inet_init(): tcp_mem from this memory
+    # mm/backing-dev.c: wb_init(): the flusher's delayed work (wb->dwork); the kernel arms
+    # it when an inode is first dirtied, the model's flusher wakes every tick
+    sys.wb_dwork = sched.Timer(sched.WRITEBACK, 0, page_writeback.wb_workfn, sys)
+    sched.mod_timer(sys.clock, sys.wb_dwork, page_writeback.DIRTY_WRITEBACK_TICKS)
     return sys

@@ -12,7 +12,7 @@ import errno
 from collections import deque
 from typing import TYPE_CHECKING
 
-from . import cgroup, kernel
+from . import cgroup, kernel, sched
 from .fs import dcache, namei
 from .kernel import PAGE_SIZE
 from .mm import filemap, memcontrol, memcontrol_v1, slab
@@ -23,6 +23,7 @@ from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_
 from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
                      zap_anon)
 from .net import tcp
+from .net.socket import SimSocket
 
 if TYPE_CHECKING:
     from .system import System
@@ -124,6 +125,8 @@ class SimTask(kernel.Task):
         self.oom_victim = False
         self.memcg_in_oom = None
         self.oom_wait = None
+        # the retry of a fault that found nobody to OOM-kill, at the next tick
+        self.nomem_retry = sched.Timer(sched.NOMEM_RETRY, 0, SimTask._nomem_retry, self)
         self._state = "running"
         self._work: deque = deque()  # operations waiting behind a sleep
         self._in_op = False  # an operation of this task is running now
@@ -142,14 +145,21 @@ class SimTask(kernel.Task):
 
     def sleep(self) -> None:
         self._state = "blocked"
-        self._sys.sleeping.append(self)
+        self._sys.clock.sleeping.append(self)
 
     def wake(self) -> None:
-        if self in self._sys.sleeping:
-            self._sys.sleeping.remove(self)
+        """The task is runnable again: it resumes at the next return to user space."""
+        clock = self._sys.clock
+        if self in clock.sleeping:
+            clock.sleeping.remove(self)
         if self._state == "blocked":
             self._state = "running"
-            self._sys.defer(self._run)
+            sched.queue_work(clock, sched.TASK, self._run)
+
+    def _nomem_retry(self) -> None:
+        """The fault that found nobody to kill is tried again (memory may be back)."""
+        self.oom_wait = None
+        self.wake()
 
     def _alive(self) -> None:
         if self._state in ("exited", "oom_killed"):
@@ -161,7 +171,7 @@ class SimTask(kernel.Task):
         self._work.append(op)
         if self._state == "running" and len(self._work) == 1:
             self._run()
-        self._sys.run_deferred()
+        sched.exit_to_user_mode(self._sys.clock)
 
     def _run(self) -> None:
         while self._work and self._state == "running":
@@ -184,7 +194,9 @@ class SimTask(kernel.Task):
                 # An OOM with nobody to kill: the fault is retried until memory comes back.
                 self.sleep()
                 self.oom_wait = (self.memcg, False)
-                self._sys.nomem_sleepers[self] = None
+                if not sched.timer_pending(self.nomem_retry):
+                    clock = self._sys.clock
+                    sched.mod_timer(clock, self.nomem_retry, clock.now + 1)
                 return
             if ret == CHARGE_KILLED:
                 return
@@ -262,12 +274,12 @@ class SimTask(kernel.Task):
         if slab.charge_failed(kmem):
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")
-            sys.run_deferred()
+            sched.exit_to_user_mode(sys.clock)
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
         child = kernel_clone(sys, self.memcg)
         child.kmem = kmem
         self.children.append(child)
-        sys.run_deferred()
+        sched.exit_to_user_mode(sys.clock)
         return child
 
     def mkdirs(self, n: int, fs: str = "ext4") -> None:
@@ -288,28 +300,29 @@ class SimTask(kernel.Task):
         cgroup.cgroup_attach_task(self._sys, self, cgroup.cgroup_get_from_path(self._sys, path))
 
     def connect_tcp(self, peer):
-        """A loopback TCP connection to peer (tcp.py): this task's socket is charged to
-        its group, the accepted one to the peer's, if those groups account sockets."""
+        """A loopback TCP connection to peer (net/tcp.py): this task's socket is charged
+        to its group, the accepted one to the peer's, if those groups account sockets."""
         if not isinstance(peer, SimTask) or peer._sys is not self._sys:
             raise ValueError("connect_tcp: the peer must be a task of the same SimKernel")
         self._alive()
         peer._alive()
-        return tcp.tcp_connect(self._sys, self, peer)
+        client = tcp.tcp_connect(self._sys, self, peer)
+        return SimSocket(self._sys.net, client)
 
     def exit(self) -> None:
         self._alive()
         self.do_exit("exited")
-        self._sys.run_deferred()
+        sched.exit_to_user_mode(self._sys.clock)
 
     def do_exit(self, state: str) -> None:
         """do_exit() -> exit_mm(): unmap everything; page cache stays charged."""
         sys = self._sys
-        if self in sys.sleeping:
-            if self.oom_wait is not None and self not in sys.nomem_sleepers:
+        if self in sys.clock.sleeping:
+            if self.oom_wait is not None and not sched.timer_pending(self.nomem_retry):
                 memcontrol_v1.mem_cgroup_oom_wake(sys, self)
             else:
-                sys.sleeping.remove(self)
-        sys.nomem_sleepers.pop(self, None)
+                sys.clock.sleeping.remove(self)
+        sched.del_timer(self.nomem_retry)
         self._state = state
         self._work.clear()
         while self.mm.vmas:

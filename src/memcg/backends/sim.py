@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import errno
 
-from .. import cgroup, system, tasks
+from .. import cgroup, sched, system, tasks
 from ..cgroupfs import v1 as cgroupfs
-from ..mm import memcontrol, memcontrol_v1, page_writeback
+from ..mm import memcontrol, memcontrol_v1
 from ..fs.eventfd import EventFd
 from ..kernel import PAGE_SIZE, Kernel
 from ..mm.memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
 from ..mm.page_counter import memparse
 from ..profile import default_profile, load_profile
 from ..static_key import static_keys_state
-from ..net.tcp import tcp_debugfs, tcp_timers
+from ..net.tcp import tcp_debugfs
 from ..mm.mempressure import shrinker_register_event
 from ..mm.vmpressure import memcg_to_vmpressure, vmpressure_register_event
 
@@ -91,7 +91,7 @@ class SimKernel(Kernel):
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
             raise OSError(errno.EBUSY, "Device or resource busy")
         self._offline(memcg)
-        self.sys.run_deferred()
+        sched.exit_to_user_mode(self.sys.clock)
 
     def _offline(self, memcg) -> None:
         """mem_cgroup_css_offline(): events removed (each signalled once), stocks drained."""
@@ -121,13 +121,13 @@ class SimKernel(Kernel):
         try:
             cgroupfs.write_file(self, memcg, name, text)
         finally:
-            self.sys.run_deferred()
+            sched.exit_to_user_mode(self.sys.clock)
 
     # --- processes and events -------------------------------------------------------------------
 
     def spawn(self, path: str = "/"):
         task = tasks.kernel_clone(self.sys, cgroup.cgroup_get_from_path(self.sys, path))
-        self.sys.run_deferred()
+        sched.exit_to_user_mode(self.sys.clock)
         return task
 
     def task(self, pid: int):
@@ -160,17 +160,15 @@ class SimKernel(Kernel):
             efd.close()
             raise
         self._events.append(efd)
-        self.sys.run_deferred()
+        sched.exit_to_user_mode(self.sys.clock)
         return efd
 
     def advance(self, ticks: int = 1) -> None:
-        """Let simulated time pass: the flusher writes back, stuck faults are retried."""
-        for _ in range(int(ticks)):
-            self.sys.tick += 1
-            page_writeback.wb_workfn(self.sys)
-            self.sys.wake_nomem_sleepers()
-            tcp_timers(self.sys)  # delayed ACKs, retransmissions, zero-window probes
-            self.sys.run_deferred()
+        """Let simulated time pass: the timers that expire run tick by tick (the flusher
+        writes back, stuck faults are retried, TCP's delayed ACKs, retransmissions and
+        zero-window probes go), and user space runs after each tick."""
+        clock = self.sys.clock
+        sched.run_until(clock, clock.now + int(ticks))
 
     def debugfs(self) -> dict:
         sys = self.sys

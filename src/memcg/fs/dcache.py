@@ -141,7 +141,7 @@ def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int
     swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, PG_dirty, LRU_INACTIVE_FILE,
                        (NR_FILE_PAGES, NR_FILE_DIRTY))
     if mapping.dirtied_when is None:
-        mapping.dirtied_when = sys.tick
+        mapping.dirtied_when = sys.clock.now
     sb.bdev_pages += 1
     bh = kmem_cache_alloc(sys, "buffer_head", task)  # folio_alloc_buffers(), charged
     if charge_failed(bh):

@@ -2,7 +2,7 @@
 
 The kernel side calls signal(); user space polls fileno(), reads count(), or watches:
 a watcher stands for a thread blocked in read() - it runs when the simulated kernel
-next lets user space run (see System.run_deferred), reading and resetting the counter.
+next lets user space run (sched.cond_resched), reading and resetting the counter.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from .. import sched
 from ..kernel import Event
 from ..mm import memcontrol_v1
 
@@ -33,7 +34,7 @@ class EventFd(Event):
         self.signals += n
         os.eventfd_write(self._fd, n)
         if self._watchers:
-            self._sys.queue_watcher(self._run_watchers)
+            sched.queue_work(self._sys.clock, sched.USER, self._run_watchers)  # the reader wakes
 
     def _run_watchers(self) -> None:
         n = self.count()
@@ -55,7 +56,7 @@ class EventFd(Event):
 
     def watch(self, callback: Callable[[int], None]) -> None:
         self._watchers.append(callback)
-        self._sys.queue_watcher(self._run_watchers)
+        sched.queue_work(self._sys.clock, sched.USER, self._run_watchers)
 
     def close(self) -> None:
         """Closing the eventfd unregisters every event made with it (POLLHUP)."""

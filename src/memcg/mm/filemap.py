@@ -226,7 +226,7 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
                                    LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
             if ret:
                 raise OSError(errno.ENOMEM, "Cannot allocate memory")
-        mapping.dirtied_when = sys.tick if mapping.dirtied_when is None else mapping.dirtied_when
+        mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
 
 
 def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:

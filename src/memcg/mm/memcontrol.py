@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import sched
 from ..kernel import PAGE_SIZE
 from ..net import sock
 from . import list_lru
@@ -401,7 +402,7 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         nr_reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, mem_over_limit, nr_pages, may_swap)
         # User-space threads woken by reclaim (pressure listeners, userspace shrinkers) run
         # while this task retries; memory they free lets the charge succeed.
-        sys.run_watchers()
+        sched.cond_resched(sys.clock)
         if mem_cgroup_margin(mem_over_limit) >= nr_pages:
             continue
         if not drained:

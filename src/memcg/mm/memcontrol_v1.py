@@ -169,7 +169,7 @@ def memcg1_oom_recover(sys: System, memcg: MemCgroup) -> None:
     """
     if not memcg.under_oom:
         return
-    for task in list(sys.sleeping):
+    for task in list(sys.clock.sleeping):
         oom_memcg, locked = task.oom_wait
         if oom_memcg.is_descendant(memcg) or memcg.is_descendant(oom_memcg):
             mem_cgroup_oom_wake(sys, task)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import sched
 from .memcontrol import NR_FILE_DIRTY
 from .mmzone import PG_dirty
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 # mm/page-writeback.c: dirty_expire_interval (3000 centisecs) and dirty_background_ratio (10)
 DIRTY_EXPIRE_TICKS = 30  # one tick is one second of simulated time
 DIRTY_BACKGROUND_RATIO = 10
+# mm/page-writeback.c: dirty_writeback_interval is 500 centisecs; the model's flusher
+# wakes every tick
+DIRTY_WRITEBACK_TICKS = 1
 
 
 def folio_mark_dirty(sys: System, pfns: np.ndarray) -> None:
@@ -37,8 +41,15 @@ def folio_end_writeback(sys: System, pfns: np.ndarray) -> None:
 
 
 def wb_workfn(sys: System) -> None:
-    """The flusher (fs/fs-writeback.c: wb_workfn): write back inodes dirty for longer than
-    the expire interval, and the oldest ones while dirty pages exceed the background ratio."""
+    """fs/fs-writeback.c: wb_workfn(): the flusher writes back, then re-arms itself for
+    the next dirty_writeback_interval (the timer `sys.wb_dwork`, armed at boot)."""
+    wb_writeback(sys)
+    sched.mod_timer(sys.clock, sys.wb_dwork, sys.clock.now + DIRTY_WRITEBACK_TICKS)
+
+
+def wb_writeback(sys: System) -> None:
+    """fs/fs-writeback.c: wb_writeback(): write back inodes dirty for longer than the
+    expire interval, and the oldest ones while dirty pages exceed the background ratio."""
     dirty_total = int(sys.stats.a[:, NR_FILE_DIRTY].sum())
     if not dirty_total:
         return
@@ -46,7 +57,7 @@ def wb_workfn(sys: System) -> None:
     files = sorted((f for f in sys.files.values() if f.dirtied_when is not None),
                    key=lambda f: f.dirtied_when)
     for f in files:
-        expired = sys.tick - f.dirtied_when >= DIRTY_EXPIRE_TICKS
+        expired = sys.clock.now - f.dirtied_when >= DIRTY_EXPIRE_TICKS
         if not expired and dirty_total <= limit:
             continue
         s = f.slots

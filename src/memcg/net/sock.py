@@ -20,7 +20,6 @@ The model does no I/O; the TCP state machine that uses these helpers is in tcp.p
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,12 +95,12 @@ class Net:
     """The network state of the simulated machine: init_net's TCP sysctls, tcp_prot,
     the socket static key and the per-group socket state.
 
-    `mib` holds the TcpExt counters the model moves (names as in /proc/net/netstat).
+    The protocols fill in their part at boot (net/ipv4/af_inet.c: inet_init() ->
+    tcp_init()).  `mib` holds the TcpExt counters the model moves (names as in
+    /proc/net/netstat).
     """
 
     def __init__(self, sys: System):
-        from .tcp import tcp_init
-
         self.sys = sys
         self.semantics = getattr(sys, "semantics", "6.18")
         # mm/memcontrol.c: memcg_sockets_enabled_key (4.5+); 3.8's tcp_memcontrol.c
@@ -114,10 +113,9 @@ class Net:
         self.memcg_sock: dict = {}  # MemCgroup -> MemcgSock
         self.mib: dict[str, int] = {}
         self.sockets: list = []  # every open struct sock (tcp.TcpSock)
-        self.connections: list = []  # open SimSockets, in the order they were made
-        self.rx_queue: deque = deque()  # loopback packets not yet processed
-        self.in_rx = False  # the loopback softirq is running
-        tcp_init(self)
+        self.last_ino = 0  # get_next_ino(): the number of the last socket made
+        self.connections: list = []  # the connecting ends of open connections, in order made
+        self.in_rx = False  # the loopback softirq is running (its packets: sched.NET_RX)
 
     def mib_inc(self, name: str, n: int = 1) -> None:
         """NET_INC_STATS()/NET_ADD_STATS() of a TcpExt counter."""
@@ -128,14 +126,6 @@ class Net:
         if st is None:
             st = self.memcg_sock[memcg] = MemcgSock()
         return st
-
-
-def net_of(sys: System) -> Net:
-    """The machine's network state, made on first use."""
-    net = getattr(sys, "net", None)
-    if net is None:
-        net = sys.net = Net(sys)
-    return net
 
 
 # --- the memory cgroup's socket hooks (mm/memcontrol.c, mm/memcontrol-v1.c) ------------
@@ -150,7 +140,7 @@ def memcg_update_tcp_max(sys: System, memcg: MemCgroup, nr_pages: int) -> int:
     accounting off for sockets made afterwards, any other value switches it on, and
     only the first such write takes the static key.
     """
-    net = net_of(sys)
+    net = sys.net
     counter: PageCounter = memcg.tcpmem
     if net.semantics == "3.8":
         nr_pages = min(nr_pages, PAGE_COUNTER_MAX)
@@ -380,7 +370,7 @@ def tcp_enter_memory_pressure(sk) -> None:
     proto = sk.net.tcp_prot
     if proto.memory_pressure:
         return
-    proto.memory_pressure = max(1, sk.net.sys.tick)
+    proto.memory_pressure = max(1, sk.net.sys.clock.now)
     sk.net.mib_inc("TCPMemoryPressures")
 
 
@@ -389,7 +379,7 @@ def tcp_leave_memory_pressure(sk) -> None:
     proto = sk.net.tcp_prot
     if not proto.memory_pressure:
         return
-    sk.net.mib_inc("TCPMemoryPressuresChrono", max(0, sk.net.sys.tick - proto.memory_pressure))
+    sk.net.mib_inc("TCPMemoryPressuresChrono", max(0, sk.net.sys.clock.now - proto.memory_pressure))
     proto.memory_pressure = 0
 
 

@@ -5,7 +5,9 @@ tcp_cleanup_rbuf), tcp_input.c (tcp_data_queue, tcp_try_rmem_schedule, tcp_prune
 tcp_clamp_window, tcp_grow_window, tcp_measure_rcv_mss, tcp_rcv_space_adjust,
 tcp_rcvbuf_grow, tcp_sndbuf_expand, tcp_new_space, tcp_ack) and tcp_output.c
 (tcp_write_xmit, __tcp_select_window, tcp_select_window, tcp_write_wakeup,
-tcp_fragment).  Memory accounting is in sock.py.
+tcp_fragment) and tcp_timer.c (the delayed ACK, retransmission and zero-window probe
+timers, armed on the machine's clock: sched.py).  Memory accounting is in sock.py; the
+Socket of the Kernel interface is the system-call face in socket.py.
 
 What the model keeps and what it leaves out (docs/tcp.md):
 - One loopback interface (MTU 64 KiB): a transmitted segment reaches the peer at once,
@@ -29,17 +31,16 @@ What the model keeps and what it leaves out (docs/tcp.md):
 
 from __future__ import annotations
 
-import errno
 import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .. import kernel
+from .. import sched
 from .sock import (PAGE_SHIFT, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SK_BUFF, SOCK_MIN_RCVBUF,
-                   SOCK_RCVBUF_LOCK, SOCK_SNDBUF_LOCK, mem_cgroup_sk_alloc, mem_cgroup_sk_free,
-                   net_of, sk_forced_mem_schedule, sk_mem_charge, sk_mem_reclaim, sk_mem_uncharge,
-                   sk_memory_allocated, sk_prot_mem_limits, sk_rmem_schedule, sk_wmem_schedule,
-                   tcp_under_memory_pressure)
+                   SOCK_RCVBUF_LOCK, SOCK_SNDBUF_LOCK, Proto, __sk_mem_reclaim, mem_cgroup_sk_alloc,
+                   mem_cgroup_sk_free, sk_forced_mem_schedule, sk_mem_charge, sk_mem_reclaim,
+                   sk_mem_uncharge, sk_memory_allocated, sk_prot_mem_limits, sk_rmem_schedule,
+                   sk_wmem_schedule, tcp_under_memory_pressure)
 
 if TYPE_CHECKING:
     from .sock import Net
@@ -115,9 +116,7 @@ def nr_free_buffer_pages(sys: System) -> int:
 
 def tcp_init(net: Net) -> None:
     """tcp_init() + tcp_init_mem(): tcp_mem from the machine's memory, per-socket limits
-    no larger than 1/128 of the pressure threshold."""
-    from .sock import Proto
-
+    no larger than 1/128 of the pressure threshold (at boot: inet_init())."""
     pages = nr_free_buffer_pages(net.sys)
     limit = max(pages // 16, 128)
     tcp_mem = [limit // 4 * 3, limit, limit // 4 * 3 * 2]  # 4.68%, 6.25%, 9.37%
@@ -165,8 +164,16 @@ class TcpSock:
         self.net = net
         self.task = task
         self.peer: TcpSock | None = None
-        self.conn = None
         self.closed = False
+        # get_next_ino(): the socket's number orders its timers among those of other
+        # sockets that expire in the same tick (the order the sockets were made in)
+        net.last_ino += 1
+        self.ino = net.last_ino
+        # inet_csk_init_xmit_timers(): the delayed ACK, retransmission and probe timers
+        self.delack_timer = sched.Timer(sched.TCP_DELACK, self.ino, tcp_delack_timer, self)
+        self.retransmit_timer = sched.Timer(sched.TCP_RETRANSMIT, self.ino,
+                                            tcp_retransmit_timer, self)
+        self.probe_timer = sched.Timer(sched.TCP_PROBE, self.ino, tcp_probe_timer, self)
         # struct sock
         self.sk_memcg = None
         self.sk_sndbuf = net.tcp_wmem[1]
@@ -190,8 +197,6 @@ class TcpSock:
         self.write_queue: deque = deque()  # not yet sent
         self.packets_out = 0
         self.pfrag_left = 0
-        self.rto_armed = None  # tick the retransmission timer was (re)armed at
-        self.probe_armed = None  # tick the zero-window probe timer was armed at
         self.sent_bytes = 0  # bytes send() accepted (a model figure)
         self.retransmits = 0
         # receive side
@@ -307,14 +312,15 @@ def tcp_initialize_rcv_mss(tp: TcpSock) -> None:
     tp.rcv_mss = max(hint, TCP_MIN_MSS)
 
 
-def tcp_connect(sys: System, task, peer) -> SimSocket:
-    """connect() from task to a listener of peer, and peer's accept().
+def tcp_connect(sys: System, task, peer) -> TcpSock:
+    """connect() from task to a listener of peer, and peer's accept(); returns the
+    connecting socket (its peer is the accepted one).
 
     The connecting socket is made by task (sk_alloc -> mem_cgroup_sk_alloc): it belongs
     to task's group if that group accounts sockets.  The accepted socket is associated
     with the group of the task that accepts it (inet_csk_accept, 5.9+).
     """
-    net = net_of(sys)
+    net = sys.net
     client, server = TcpSock(net, task), TcpSock(net, peer)
     mem_cgroup_sk_alloc(net, client, task)
     mem_cgroup_sk_alloc(net, server, peer)
@@ -329,20 +335,21 @@ def tcp_connect(sys: System, task, peer) -> SimSocket:
         tcp_sync_mss(tp)
         tcp_initialize_rcv_mss(tp)
         tcp_init_buffer_space(tp)
-    conn = SimSocket(net, client, server)
-    client.conn = server.conn = conn
     net.sockets += [client, server]
-    net.connections.append(conn)
-    return conn
+    net.connections.append(client)
+    return client
 
 
-def tcp_close_pair(conn: SimSocket) -> None:
-    """close() of both ends: queued data is discarded, memory and references go back."""
-    net = conn.net
-    for tp in (conn.client, conn.server):
+def tcp_close_pair(client: TcpSock) -> None:
+    """close() of both ends of client's connection: queued data is discarded, timers
+    stop, memory and references go back."""
+    net = client.net
+    for tp in (client, client.peer):
         if tp.closed:
             continue
         tp.closed = True
+        for timer in (tp.delack_timer, tp.retransmit_timer, tp.probe_timer):
+            sched.del_timer(timer)  # inet_csk_clear_xmit_timers()
         for q in (tp.rtx_queue, tp.write_queue):
             while q:
                 tcp_wmem_free_skb(tp, q.popleft())
@@ -352,14 +359,13 @@ def tcp_close_pair(conn: SimSocket) -> None:
         tp.packets_out = 0
         sk_mem_reclaim(tp)
         if tp.sk_forward_alloc > 0:  # sk_mem_reclaim_final()
-            from .sock import __sk_mem_reclaim
             __sk_mem_reclaim(tp, tp.sk_forward_alloc)
         net.tcp_prot.sockets_allocated -= 1
         mem_cgroup_sk_free(net, tp)
         if tp in net.sockets:
             net.sockets.remove(tp)
-    if conn in net.connections:
-        net.connections.remove(conn)
+    if client in net.connections:
+        net.connections.remove(client)
 
 
 def tcp_task_exit(sys: System, task) -> None:
@@ -367,18 +373,21 @@ def tcp_task_exit(sys: System, task) -> None:
     net = getattr(sys, "net", None)
     if net is None:
         return
-    for conn in list(net.connections):
-        if conn.client.task is task or conn.server.task is task:
-            tcp_close_pair(conn)
+    for client in list(net.connections):
+        if client.task is task or client.peer.task is task:
+            tcp_close_pair(client)
 
 
 # --- the loopback "softirq": segments and ACKs reach their socket -------------------------
 
 def deliver(tp: TcpSock, pkt: tuple) -> None:
-    """netif_rx() on loopback: the packet is processed at once (tcp_v4_rcv), or queued
-    on the socket's backlog while its owner is inside a system call."""
-    tp.net.rx_queue.append((tp, pkt))
+    """netif_rx() on loopback: the packet is queued for the softirq, which runs at once
+    (and processes it at the end of the queue if it is running already)."""
+    sched.queue_work(tp.net.sys.clock, sched.NET_RX, tcp_v4_rcv, tp, pkt)
     net_rx_action(tp.net)
+
+
+_NET_RX = (sched.NET_RX,)
 
 
 def net_rx_action(net: Net) -> None:
@@ -387,16 +396,20 @@ def net_rx_action(net: Net) -> None:
         return
     net.in_rx = True
     try:
-        while net.rx_queue:
-            dst, p = net.rx_queue.popleft()
-            if dst.closed:
-                continue
-            if dst.owned:
-                dst.backlog.append(p)
-            else:
-                tcp_v4_do_rcv(dst, p)
+        sched.run(net.sys.clock, _NET_RX)
     finally:
         net.in_rx = False
+
+
+def tcp_v4_rcv(tp: TcpSock, pkt: tuple) -> None:
+    """tcp_v4_rcv(): a packet for a closed socket is dropped; one for a socket inside a
+    system call waits on its backlog."""
+    if tp.closed:
+        return
+    if tp.owned:
+        tp.backlog.append(pkt)
+    else:
+        tcp_v4_do_rcv(tp, pkt)
 
 
 def tcp_v4_do_rcv(tp: TcpSock, pkt: tuple) -> None:
@@ -575,9 +588,9 @@ def tcp_transmit(tp: TcpSock, skb: Skb) -> None:
     tp.rtx_queue.append(skb)
     tp.snd_nxt = max(tp.snd_nxt, skb.end_seq)
     if not tp.packets_out:
-        tp.rto_armed = tp.net.sys.tick  # tcp_rearm_rto()
+        tcp_reset_xmit_timer(tp, tp.retransmit_timer)  # tcp_rearm_rto()
     tp.packets_out += skb.pcount
-    tp.probe_armed = None
+    sched.del_timer(tp.probe_timer)
     if skb.len < tp.mss_cache:
         tp.snd_sml = skb.end_seq
     deliver(tp.peer, ("data", skb.clone()))
@@ -637,7 +650,7 @@ def tcp_ack(tp: TcpSock, ack_seq: int, window: int) -> None:
     tp.packets_out = sum(s.pcount for s in tp.rtx_queue)
     if acked:
         tp.snd_cwnd += acked  # slow start: one segment more per segment acknowledged
-        tp.rto_armed = tp.net.sys.tick if tp.packets_out else None  # tcp_rearm_rto()
+        tcp_rearm_rto(tp)
     # tcp_data_snd_check()
     tcp_write_xmit(tp)
     tcp_check_space(tp)
@@ -646,8 +659,8 @@ def tcp_ack(tp: TcpSock, ack_seq: int, window: int) -> None:
 
 def tcp_check_probe_timer(tp: TcpSock) -> None:
     """tcp_check_probe_timer(): nothing in flight but data waiting for window."""
-    if not tp.packets_out and tp.write_queue and tp.probe_armed is None:
-        tp.probe_armed = tp.net.sys.tick
+    if not tp.packets_out and tp.write_queue and not sched.timer_pending(tp.probe_timer):
+        tcp_reset_xmit_timer(tp, tp.probe_timer)
 
 
 # --- receiving (net/ipv4/tcp_input.c, tcp.c) ----------------------------------------------
@@ -782,7 +795,7 @@ def tcp_event_data_recv(tp: TcpSock, skb: Skb) -> None:
     tp.ack_pending |= ICSK_ACK_SCHED
     tcp_measure_rcv_mss(tp, skb)
     tp.rcv_rtt_valid = True
-    now = tp.net.sys.tick
+    now = tp.net.sys.clock.now
     if not tp.ato:
         tcp_incr_quickack(tp, TCP_MAX_QUICKACKS)
         tp.ato = 1
@@ -862,6 +875,7 @@ def tcp_ack_snd_check(tp: TcpSock) -> None:
         tcp_send_ack(tp)
     else:
         tp.ack_pending |= ICSK_ACK_TIMER  # tcp_send_delayed_ack(): the next tick
+        tcp_reset_xmit_timer(tp, tp.delack_timer)
 
 
 def __tcp_select_window(tp: TcpSock) -> int:
@@ -936,7 +950,7 @@ def tcp_rcv_space_adjust(tp: TcpSock) -> None:
     the same tick count as one round trip (a reader that keeps up), reads in later
     ticks start a new measurement (a reader slower than the network).
     """
-    now = tp.net.sys.tick
+    now = tp.net.sys.clock.now
     if not tp.rcv_rtt_valid or tp.rcvq_time == now:
         return
     tp.rcvq_time = now
@@ -1005,8 +1019,23 @@ def tcp_recvmsg(tp: TcpSock, size: int) -> int:
 
 # --- timers (net/ipv4/tcp_timer.c) ---------------------------------------------------------
 
+def tcp_reset_xmit_timer(tp: TcpSock, timer: sched.Timer) -> None:
+    """inet_csk_reset_xmit_timer() -> sk_reset_timer(): the timer fires at the next tick
+    (the model's delayed ACK timeout, RTO and probe interval are all one tick)."""
+    clock = tp.net.sys.clock
+    sched.mod_timer(clock, timer, clock.now + 1)
+
+
+def tcp_rearm_rto(tp: TcpSock) -> None:
+    """tcp_rearm_rto(): a new RTO while data is in flight, none once everything is acked."""
+    if tp.packets_out:
+        tcp_reset_xmit_timer(tp, tp.retransmit_timer)
+    else:
+        sched.del_timer(tp.retransmit_timer)
+
+
 def tcp_delack_timer(tp: TcpSock) -> None:
-    """tcp_delack_timer(): the delayed ACK is sent."""
+    """tcp_delack_timer(): the delayed ACK is sent (unless an ACK went since)."""
     if tp.ack_pending & ICSK_ACK_TIMER and tp.ack_pending & ICSK_ACK_SCHED:
         tp.net.mib_inc("DelayedACKs")
         tcp_send_ack(tp)
@@ -1015,7 +1044,7 @@ def tcp_delack_timer(tp: TcpSock) -> None:
 def tcp_retransmit_timer(tp: TcpSock) -> None:
     """tcp_retransmit_timer() -> tcp_enter_loss(): everything outstanding is resent,
     starting again from a congestion window of one."""
-    if not tp.rtx_queue or tp.rto_armed is None or tp.rto_armed >= tp.net.sys.tick:
+    if not tp.packets_out or not tp.rtx_queue:
         return
     tp.net.mib_inc("TCPTimeouts")
     while tp.rtx_queue:
@@ -1031,11 +1060,8 @@ def tcp_probe_timer(tp: TcpSock) -> None:
     """tcp_probe_timer() -> tcp_write_wakeup(): a sender with data but no window sends
     what the window has room for, or a zero-window probe that the peer answers."""
     if tp.packets_out or not tp.write_queue:
-        tp.probe_armed = None
         return
-    if tp.probe_armed is None or tp.probe_armed >= tp.net.sys.tick:
-        return
-    tp.probe_armed = tp.net.sys.tick  # tcp_reset_xmit_timer(ICSK_TIME_PROBE0): next tick
+    tcp_reset_xmit_timer(tp, tp.probe_timer)  # ICSK_TIME_PROBE0: again at the next tick
     skb = tp.write_queue[0]
     if tcp_snd_wnd_test(tp, skb, tp.mss_cache):
         tcp_write_xmit(tp, nonagle=True)
@@ -1049,83 +1075,6 @@ def tcp_probe_timer(tp: TcpSock) -> None:
         tcp_transmit(tp, skb)
     else:
         deliver(tp.peer, ("probe",))
-
-
-def tcp_timers(sys: System) -> None:
-    """One tick of the sockets' timers: delayed ACKs, then retransmissions, then
-    zero-window probes."""
-    net = getattr(sys, "net", None)
-    if net is None or not net.sockets:
-        return
-    socks = list(net.sockets)
-    for tp in socks:
-        if not tp.closed:
-            tcp_delack_timer(tp)
-    for tp in socks:
-        if not tp.closed and tp.packets_out:
-            tcp_retransmit_timer(tp)
-    for tp in socks:
-        if not tp.closed:
-            tcp_probe_timer(tp)
-
-
-# --- the Socket of the Kernel interface ------------------------------------------------------
-
-class SimSocket(kernel.Socket):
-    """A loopback TCP connection of the simulated kernel: send() from the connecting
-    task, recv() by the peer."""
-
-    def __init__(self, net: Net, client: TcpSock, server: TcpSock):
-        self.net = net
-        self.client = client
-        self.server = server
-
-    @property
-    def closed(self) -> bool:
-        return self.client.closed
-
-    def send(self, nbytes: int) -> int:
-        """Non-blocking send: the bytes accepted now (0 when it would block)."""
-        if self.closed:
-            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
-        if nbytes <= 0:
-            return 0
-        n = tcp_sendmsg(self.client, int(nbytes))
-        self.net.sys.run_deferred()
-        return n
-
-    def recv(self, nbytes: int) -> int:
-        """The peer reads up to nbytes; returns how many it got (0 when none is queued)."""
-        if self.closed or nbytes <= 0:
-            return 0
-        n = tcp_recvmsg(self.server, int(nbytes))
-        self.net.sys.run_deferred()
-        return n
-
-    def close(self) -> None:
-        tcp_close_pair(self)
-
-    def info(self) -> dict:
-        """The connection's figures, as TCP_INFO, SIOCOUTQ/SIOCINQ and SO_SNDBUF/SO_RCVBUF
-        show them (plus whether either end is under memory pressure)."""
-        c, s = self.client, self.server
-        return {
-            "sent": c.sent_bytes,  # bytes send() accepted
-            "read": s.read_bytes,  # bytes recv() returned
-            "outq": c.write_seq - c.snd_una,  # SIOCOUTQ of the sender
-            "inq": s.rcv_nxt - s.copied_seq,  # SIOCINQ of the receiver
-            "sndbuf": c.sk_sndbuf,
-            "rcvbuf": s.sk_rcvbuf,
-            "window": s.rcv_wnd,  # the receiver's last advertised window (tcpi_rcv_wnd)
-            "rcv_ssthresh": s.rcv_ssthresh,
-            "cwnd": c.snd_cwnd,
-            "drops": s.drops,
-            "retransmits": c.retransmits,
-            "pressure": bool(not self.closed and (tcp_under_memory_pressure(c)
-                                                  or tcp_under_memory_pressure(s))),
-            "sender_memcg": c.sk_memcg.path if c.sk_memcg is not None else None,
-            "receiver_memcg": s.sk_memcg.path if s.sk_memcg is not None else None,
-        }
 
 
 def tcp_debugfs(sys: System) -> dict:

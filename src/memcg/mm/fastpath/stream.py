@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ... import sched
 from .. import memcontrol_v1, mempressure, vmpressure
 from ..filemap import FILEMAP_BATCH, HOLE, SHADOW, AddressSpace
 from ..memcontrol import (PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, SOFTLIMIT_EVENTS_TARGET,
@@ -58,7 +59,8 @@ def _counters(m: MemCgroup):
 
 def _queue_lengths(sys: System) -> tuple:
     """How much background work and how many sleepers are queued: a cycle leaves them be."""
-    return (len(sys._deferred), len(sys._watchers), len(sys.sleeping), len(sys.nomem_sleepers))
+    return (sched.nr_queued(sys.clock, (sched.TASK, sched.USER, sched.NOMEM_RETRY)),
+            len(sys.clock.sleeping))
 
 
 def _stream_snapshot(sys: System, kind: str) -> _StreamSnap:
@@ -66,7 +68,7 @@ def _stream_snapshot(sys: System, kind: str) -> _StreamSnap:
     phase = [sys.mem.nr_free, sys.swap.nr_free, sys.rng.getstate(), _queue_lengths(sys),
              len(sys.dying),
              tuple(sorted(sys.shrinker_debt.items())), tuple(sorted(sys.soft_limit_tree.items())),
-             sys.soft_limit_seq, sys.global_oom_kills, sys.tick,
+             sys.soft_limit_seq, sys.global_oom_kills, sys.clock.now,
              sys.dead_stats.a.tobytes(), sum(lru.nr_items() for lru in sys.list_lrus)]
     for st in sys.stock:
         phase.append(tuple((c.id if c is not None else 0, n) for c, n in zip(st.cached, st.nr_pages)))
