@@ -71,8 +71,8 @@ class LinuxKernel(Kernel):
         global _SEQ
         if parent is None:
             if os.geteuid() != 0:
-                raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or pass "
-                                                    "parent= a delegated memory cgroup)")
+                raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or "
+                                                         "pass parent= a delegated memory cgroup)")
             parent, found = host.find_memory_cgroup()
             version = version or found
         version = version or (2 if os.path.exists(os.path.join(parent, "cgroup.controllers")) else 1)
@@ -114,7 +114,7 @@ class LinuxKernel(Kernel):
         except OSError as e:
             self.close()
             raise host.LinuxUnavailable(e.errno or errno.EIO,
-                                   f"cannot set up a group under {parent}: {e.strerror or e}") from None
+                                        f"cannot set up a group under {parent}: {e.strerror or e}") from None
 
     # --- paths ------------------------------------------------------------------------------
 
