@@ -112,6 +112,7 @@ def test_setup_write_rejected_is_exit_2(capsys, fake):
 
 def test_linux_backend_missing(capsys, monkeypatch):
     monkeypatch.delattr(memcg, "LinuxKernel", raising=False)
+    monkeypatch.setitem(sys.modules, "memcg.backends.linux", None)   # memcg imports it on first use
     err = one_line_error(capsys, ["run", "hog", "--backend", "linux"])
     assert "linux backend" in err
 

@@ -357,8 +357,8 @@ def fake_v2(tmp_path, monkeypatch):
     parent.mkdir()
     (parent / "cgroup.controllers").write_text("memory\n")
     (parent / "cgroup.subtree_control").write_text("memory\n")
-    monkeypatch.setattr(linux, "_make_group_dir", populate)
-    monkeypatch.setattr(linux, "_remove_group_dir", remove)
+    monkeypatch.setattr(linux.files, "make_group_dir", populate)
+    monkeypatch.setattr(linux.files, "remove_group_dir", remove)
     return parent
 
 

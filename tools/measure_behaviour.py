@@ -44,7 +44,10 @@ import sys
 import tempfile
 import time
 
-CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+# The package's own sources, so that the tool runs from a checkout (as root too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
+from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+
 PAGE = 4096
 KiB = 1024
 MiB = 1024 * 1024
@@ -744,15 +747,6 @@ def resident_pages(path: str) -> int:
         os.close(fd)
 
 
-def own_memory_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, ctrl, path = line.rstrip("\n").split(":", 2)
-            if "memory" in ctrl.split(","):
-                return CGROUP_V1_MEMORY + path.rstrip("/")
-    raise SystemExit("no cgroup v1 memory controller in /proc/self/cgroup")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", help="write the JSON here instead of stdout")
@@ -764,7 +758,13 @@ def main() -> int:
     others = [c for c in cpus if c != WORKER_CPU]
     if others:
         os.sched_setaffinity(0, {others[0]})
-    base = own_memory_cgroup()
+    try:
+        base, version = find_memory_cgroup()
+    except LinuxUnavailable as e:
+        raise SystemExit(e.strerror) from None
+    if version != 1:
+        raise SystemExit("no cgroup v1 memory controller for this process")
+    base = os.path.normpath(base)
     tmpdir = tempfile.mkdtemp(prefix="memcg-behaviour-")
     m = None
     try:

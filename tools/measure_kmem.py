@@ -40,7 +40,10 @@ import sys
 import tempfile
 import time
 
-CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+# The package's own sources, so that the tool runs from a checkout (as root too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
+from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+
 FLUSH_WAIT = 2.5  # memcg statistics are flushed every 2 s
 RCU_WAIT = 1.0  # task structs and stacks are freed after an RCU grace period
 N_FS = 1000
@@ -158,16 +161,6 @@ int main(void) {
 """
 
 
-def own_memory_cgroup() -> str:
-    """The caller's group in the v1 memory hierarchy."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                return CGROUP_V1_MEMORY + path
-    raise SystemExit("no cgroup v1 memory controller for this process")
-
-
 def read_int(path: str) -> int:
     with open(path) as f:
         return int(f.read())
@@ -224,7 +217,13 @@ class Session:
     """Groups below a container of the caller's group, and their cleanup."""
 
     def __init__(self):
-        self.base = own_memory_cgroup()
+        try:
+            base, version = find_memory_cgroup()
+        except LinuxUnavailable as e:
+            raise SystemExit(e.strerror) from None
+        if version != 1:
+            raise SystemExit("no cgroup v1 memory controller for this process")
+        self.base = os.path.normpath(base)
         self.container = os.path.join(self.base, f"memcg-kmem-{os.getpid()}")
         os.mkdir(self.container)
         self.groups: list[str] = []

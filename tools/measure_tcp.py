@@ -44,7 +44,10 @@ import sys
 import termios
 import time
 
-CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+# The package's own sources, so that the tool runs from a checkout (as root too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
+from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+
 CHUNK = 64 << 10
 ROUND_WAIT = 0.05
 IDLE_ROUNDS = 12  # 600 ms without progress: past the 200 ms zero-window probe
@@ -56,16 +59,6 @@ TCP_FILES = ("usage_in_bytes", "max_usage_in_bytes", "failcnt", "limit_in_bytes"
 NETSTAT_KEYS = ("PruneCalled", "RcvPruned", "OfoPruned", "TCPRcvQDrop", "TCPMemoryPressures",
                 "TCPMemoryPressuresChrono", "TCPZeroWindowDrop", "TCPBacklogDrop",
                 "TCPRcvCollapsed", "TCPWantZeroWindowAdv", "TCPToZeroWindowAdv")
-
-
-def own_memory_cgroup() -> str:
-    """The directory of this process's memory cgroup (v1)."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                return os.path.join(CGROUP_V1_MEMORY, path.lstrip("/"))
-    raise SystemExit("measure_tcp: no cgroup v1 memory controller for this process")
 
 
 def read_int(path: str) -> int:
@@ -361,7 +354,13 @@ class Session:
     """The container group and everything made below it; removed on close."""
 
     def __init__(self):
-        self.base = own_memory_cgroup()
+        try:
+            base, version = find_memory_cgroup()
+        except LinuxUnavailable as e:
+            raise SystemExit(f"measure_tcp: {e.strerror}") from None
+        if version != 1:
+            raise SystemExit("measure_tcp: no cgroup v1 memory controller for this process")
+        self.base = os.path.normpath(base)
         self.container = os.path.join(self.base, f"memcg-tcp-{os.getpid()}")
         os.mkdir(self.container)
         self.groups: list[str] = []

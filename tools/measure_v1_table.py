@@ -28,7 +28,10 @@ import sys
 import tempfile
 import time
 
-CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+# The package's own sources, so that the tool runs from a checkout (as root too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
+from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # Files the memory controller (and cgroup v1 core) create in every group on an
@@ -523,9 +526,8 @@ class Measure:
         "    r = 'OK'\n"
         "except OSError as e:\n"
         "    r = errno.errorcode[e.errno]\n"
-        "line = [l for l in open('/proc/self/cgroup') if ':memory:' in l][0].strip()\n"
         "print(r)\n"
-        "print(line.split(':', 2)[2])\n"
+        "print(str(os.getpid()) in open(sys.argv[1]).read().split())\n"
     )
 
     def procs(self) -> list[dict]:
@@ -566,11 +568,10 @@ class Measure:
                 res = subprocess.run([sys.executable, "-c", self.SELF_MOVE, os.path.join(g, file)],
                                      capture_output=True, text=True, timeout=30)
                 lines = res.stdout.split("\n")
-                mine = self.base[len(CGROUP_V1_MEMORY):]
                 out.append({"id": f"{file}='0' (written by the moving process itself)",
                             "file": file, "input": "0",
                             "errno": None if lines[0] == "OK" else lines[0],
-                            "writer_moved_into_group": lines[1] == f"{mine}/{rel}",
+                            "writer_moved_into_group": lines[1] == "True",
                             "read": None})
             finally:
                 self.rmtree(rel)
@@ -698,15 +699,6 @@ def unused_fd() -> int:
     raise RuntimeError("no unused descriptor number found")
 
 
-def own_memory_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _hid, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                return path
-    raise SystemExit("this process is in no cgroup v1 memory hierarchy")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="write the JSON here instead of stdout")
@@ -714,8 +706,13 @@ def main() -> int:
                     help="date recorded in the table (default: today)")
     opts = ap.parse_args()
 
-    own = own_memory_cgroup()
-    parent = os.path.normpath(CGROUP_V1_MEMORY + own)
+    try:
+        parent, version = find_memory_cgroup()
+    except LinuxUnavailable as e:
+        raise SystemExit(e.strerror) from None
+    if version != 1:
+        raise SystemExit("no cgroup v1 memory controller for this process")
+    parent = os.path.normpath(parent)
     if not os.path.isfile(os.path.join(parent, "memory.limit_in_bytes")):
         raise SystemExit("no cgroup v1 memory controller for this process")
     base = os.path.join(parent, f"memcg-measure-{os.getpid()}")

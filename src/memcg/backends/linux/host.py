@@ -1,0 +1,88 @@
+"""The host: where this process's memory cgroup is, and whether it can be used.
+
+Everything is read from /proc/self/cgroup and /proc/self/mountinfo, so the answers
+hold for any mount point and either cgroup version.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import files
+
+
+class LinuxUnavailable(OSError):
+    """Real cgroups cannot be used here; str() is one line saying why."""
+
+
+def _mountpoints() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) of every mount, from /proc/self/mountinfo."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if len(fields) >= 5 and len(rfields) >= 3:
+                    out.append((fields[4].replace("\\040", " "), rfields[0], rfields[2]))
+    except OSError:
+        pass
+    return out
+
+
+def fs_type(path: str) -> str:
+    """The file system type of the mount that holds path (longest mount-point prefix)."""
+    path = os.path.realpath(path)
+    best, kind = "", "unknown"
+    for point, fstype, _ in _mountpoints():
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def find_memory_cgroup() -> tuple[str, int]:
+    """The caller's own memory cgroup directory and the cgroup version that holds it.
+
+    Prefers the v1 memory controller; falls back to a v2 group whose children can have
+    the memory controller.  Raises LinuxUnavailable with a one-line reason.
+    """
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise LinuxUnavailable(errno.ENOENT, f"cannot read /proc/self/cgroup: {e.strerror}") from None
+    mounts = _mountpoints()
+    v2_rel = None
+    for line in lines:
+        _, ctrls, rel = line.split(":", 2)
+        if "memory" in ctrls.split(","):
+            for point, fstype, opts in mounts:
+                if fstype == "cgroup" and "memory" in opts.split(","):
+                    return os.path.join(point, rel.lstrip("/")), 1
+            raise LinuxUnavailable(errno.ENOENT, "the cgroup v1 memory controller is not mounted")
+        if ctrls == "":
+            v2_rel = rel
+    if v2_rel is not None:
+        for point, fstype, _ in mounts:
+            if fstype == "cgroup2":
+                path = os.path.join(point, v2_rel.lstrip("/"))
+                if "memory" in files.read_quiet(os.path.join(path, "cgroup.controllers")).split():
+                    return path, 2
+    raise LinuxUnavailable(errno.ENOENT, "no memory cgroup controller (neither v1 nor v2) "
+                                         "for this process")
+
+
+def check_usable(parent: str, version: int) -> None:
+    """Raise LinuxUnavailable (one line) unless new groups can be made below parent."""
+    if not os.path.isdir(parent):
+        raise LinuxUnavailable(errno.ENOENT, f"no memory cgroup at {parent}")
+    if not os.access(parent, os.W_OK):
+        raise LinuxUnavailable(errno.EACCES, f"the memory cgroup {parent} is not writable "
+                                             "(needs root or a delegated group)")
+    if version == 1 and not os.path.exists(os.path.join(parent, "memory.limit_in_bytes")):
+        raise LinuxUnavailable(errno.ENOENT, f"{parent} is not a cgroup v1 memory group")
+    if version == 2 and "memory" not in files.read_quiet(os.path.join(parent, "cgroup.subtree_control")).split():
+        raise LinuxUnavailable(errno.ENOENT, f"the memory controller is not enabled for the "
+                                             f"children of {parent} (cgroup.subtree_control)")
+

@@ -1,0 +1,517 @@
+"""LinuxKernel: the `Kernel` interface on real memory cgroups.
+
+Groups live under a root this object creates and owns: by default a new child of the
+memory cgroup the calling process is in, so everything stays inside any limit the
+caller lives under.  Paths are relative to that root.  Tasks are worker processes
+(client.LinuxTask), events are eventfds (events.LinuxEvent); files are named by their
+v1 names on either cgroup version (v2names).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from ...kernel import PAGE_SIZE, Kernel
+from . import cleanup, files, host, v2names
+from .client import LinuxTask
+from .events import LinuxEvent
+
+# The worker runs as a file of its own, so it imports nothing of the package.
+WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")
+# mm/memcontrol.c: FLUSH_TIME (2 * HZ): the periodic memcg statistics flush.  memory.stat
+# is exact once one such flush has run after the last change.
+STAT_FLUSH_WAIT = 2.1
+START_TIMEOUT = 30.0
+OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
+_SEQ = 0
+
+
+def _kstrtoint(text: str) -> int | None:
+    """lib/kstrtox.c: kstrtoint() with base 0 (0x hex, leading-0 octal); None if invalid."""
+    s = text.split("\0", 1)[0].strip(" \t\n\v\f\r")
+    sign = 1
+    if s[:1] in "+-" and s:
+        sign, s = (-1 if s[0] == "-" else 1), s[1:]
+    try:
+        if s[:2].lower() == "0x":
+            return sign * int(s[2:], 16)
+        if s.startswith("0") and len(s) > 1:
+            return sign * int(s[1:], 8)
+        return sign * int(s, 10) if s.isdigit() else None
+    except ValueError:
+        return None
+
+
+class LinuxKernel(Kernel):
+    """Real memory cgroups under a root this object creates, owns and removes.
+
+    parent: the group to create the root in (default: the caller's own memory cgroup);
+    version: 1 or 2 (default: what `parent` is, or what find_memory_cgroup() finds);
+    memory: if given, the root's limit - a scenario's machine size on a bigger machine;
+    workdir: where files and directories are made (default: a new temporary directory,
+    on a disk file system so page cache behaves as it does for real files);
+    tick: real seconds one advance() tick waits (default 0.02);
+    pin: pin tasks to CPUs round-robin, the way the simulated kernel places them;
+    sparse_files: make data files as holes (fast) instead of real blocks.
+    Raises LinuxUnavailable (one line) when real cgroups cannot be used.
+    """
+
+    backend = "linux"
+
+    def __init__(self, parent: str | None = None, *, version: int | None = None,
+                 memory: str | None = None, workdir: str | None = None, tick: float = 0.02,
+                 pin: bool = True, sparse_files: bool = False):
+        global _SEQ
+        if parent is None:
+            if os.geteuid() != 0:
+                raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or "
+                                                         "pass parent= a delegated memory cgroup)")
+            parent, found = host.find_memory_cgroup()
+            version = version or found
+        version = version or (2 if os.path.exists(os.path.join(parent, "cgroup.controllers")) else 1)
+        if version not in (1, 2):
+            raise ValueError(f"version: expected 1 or 2, got {version!r}")
+        host.check_usable(parent, version)
+        self.version = version
+        self._fs = v2names.V1Files() if version == 1 else v2names.V2Files()
+        self.tick = float(tick)
+        self.pin = pin
+        self.sparse_files = sparse_files
+        self._owner = os.getpid()
+        self._closed = False
+        self._tasks: dict[int, LinuxTask] = {}
+        self._events: list[LinuxEvent] = []
+        self._oom_claimed: dict[str, int] = {}
+        self._last_activity = time.monotonic()
+        self._cpus = sorted(os.sched_getaffinity(0))
+        self._next_cpu = 0
+        _SEQ += 1
+        self.root_name = f"{cleanup.ROOT_PREFIX}{os.getpid()}-{_SEQ}"
+        self.parent_dir = parent
+        self.root_dir = os.path.join(parent, self.root_name)
+        # Files live in directories named like the root, so that what a killed
+        # controller leaves behind can be recognised and swept by the next one.
+        file_bases = [workdir or tempfile.gettempdir()] + (["/dev/shm"] if os.path.isdir("/dev/shm") else [])
+        cleanup.sweep_stale(parent, file_bases)
+        cleanup.install_handlers()
+        self._workdir = self._make_private_dir(file_bases[0])
+        self._shmdir = self._make_private_dir(file_bases[1]) if len(file_bases) > 1 else None
+        self.working_fs = host.fs_type(self._workdir)
+        cleanup.register(self)
+        try:
+            files.make_group_dir(self.root_dir)
+            self._fs.setup_root(self.root_dir, memory)
+            self._warm = os.path.join(self._workdir, ".warm")
+            with open(self._warm, "wb") as f:
+                f.write(b"\1" * 65536)
+        except OSError as e:
+            self.close()
+            raise host.LinuxUnavailable(e.errno or errno.EIO,
+                                        f"cannot set up a group under {parent}: {e.strerror or e}") from None
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def _group_dir(self, path: str) -> str:
+        """The directory of a group path; PermissionError for a path leaving the root."""
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise ValueError(f"expected a group path like '/a/b', got {path!r}")
+        parts: list[str] = []
+        for p in path.split("/"):
+            if p in ("", "."):
+                continue
+            if p == "..":
+                if not parts:
+                    raise PermissionError(errno.EACCES, f"{path}: leaves the kernel's root group")
+                parts.pop()
+                continue
+            parts.append(p)
+        return os.path.join(self.root_dir, *parts)
+
+    def _split(self, path: str) -> tuple[str, str]:
+        """(group directory, file name) of a file path."""
+        full = self._group_dir(path)
+        if full == self.root_dir:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        return os.path.dirname(full), os.path.basename(full)
+
+    @staticmethod
+    def _oserror(e: OSError, path: str) -> OSError:
+        """The kernel's errno with the kernel-relative path (no machine paths in messages)."""
+        return type(e)(e.errno, e.strerror or os.strerror(e.errno or 0), path)
+
+    # --- the cgroup filesystem ------------------------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        gdir = self._group_dir(path)
+        if gdir == self.root_dir:
+            raise FileExistsError(errno.EEXIST, "File exists", path)
+        try:
+            self._fs.before_child(os.path.dirname(gdir))
+            files.make_group_dir(gdir)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+
+    def rmdir(self, path: str) -> None:
+        gdir = self._group_dir(path)
+        if gdir == self.root_dir:
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        try:
+            files.remove_group_dir(gdir)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._group_dir(path)))
+        except OSError as e:
+            raise self._oserror(e, path) from None
+
+    def read(self, path: str) -> str:
+        gdir, name = self._split(path)
+        self._quiesce()       # a task woken meanwhile finishes what it was asked first
+        try:
+            return self._fs.read(gdir, name)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+
+    def write(self, path: str, text: str) -> None:
+        gdir, name = self._split(path)
+        if name in ("cgroup.procs", "tasks"):
+            self._check_pid_write(text, path)
+        try:
+            self._fs.write(gdir, name, text)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+        finally:
+            self._touched()
+            self._quiesce(grace=0.05)
+        if name in ("cgroup.procs", "tasks"):
+            pid = _kstrtoint(text)
+            if pid in self._tasks:
+                self._tasks[pid].group = self._relative(gdir)
+
+    def _check_pid_write(self, text: str, path: str) -> None:
+        """Only processes this kernel started may be moved; the kernel parses the rest."""
+        pid = _kstrtoint(text)
+        if pid is None or pid < 0:
+            return          # the kernel answers EINVAL
+        if pid == 0 or (pid not in self._tasks and os.path.exists(f"/proc/{pid}")):
+            raise PermissionError(errno.EPERM, f"{path}: pid {pid} is not a task of this kernel")
+
+    def _relative(self, gdir: str) -> str:
+        rel = os.path.relpath(gdir, self.root_dir)
+        return "/" if rel == "." else "/" + rel
+
+    # --- processes ------------------------------------------------------------------------------
+
+    def spawn(self, path: str = "/", *, start_inside: bool = False) -> LinuxTask:
+        """A new worker process in the group at path.
+
+        It starts in the caller's own group, warms up, and is then moved in (charges stay
+        where they were made), so the group is charged only for what the task does.
+        start_inside=True starts it in the group instead, start-up memory included.
+        """
+        gdir = self._group_dir(path)
+        if not os.path.isdir(gdir):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        mine, theirs = socket.socketpair()
+        argv = [sys.executable, "-I", "-S", WORKER_FILE, str(theirs.fileno()), str(os.getpid())]
+        if start_inside:
+            procs = os.path.join(gdir, self._fs.procs_file())
+            argv = ["/bin/sh", "-c", 'p=$1; shift; echo $$ > "$p" || exit 111; exec "$@"',
+                    "sh", procs] + argv
+        try:
+            popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, close_fds=True)
+        finally:
+            theirs.close()
+        task = LinuxTask(self, popen.pid, mine, path if start_inside else OUTSIDE, popen)
+        self._tasks[task.pid] = task
+        self._pin(task)
+        task._pending = 1                          # the "ready" message
+        task._wait(START_TIMEOUT)
+        if task.state in ("exited", "oom_killed"):
+            return task
+        if not start_inside:
+            self._warm_up(task)
+            self._move(task, path)
+        return task
+
+    def _warm_up(self, task: LinuxTask) -> None:
+        """Run every code path once in the caller's group, so that the interpreter's own
+        allocations for them are charged there, not to the task's group."""
+        task._call({"op": "touch_anon", "n": PAGE_SIZE})
+        task._call({"op": "free_anon", "n": PAGE_SIZE})
+        task._call({"op": "read_file", "path": self._warm, "n": 65536})
+        task._call({"op": "ping"})
+
+    def _adopt(self, pid: int, chan: socket.socket, group: str) -> LinuxTask:
+        task = LinuxTask(self, pid, chan, group)
+        self._tasks[pid] = task
+        task._pending = 1                          # the child's "ready" message
+        task._wait(START_TIMEOUT)
+        self._pin(task)
+        return task
+
+    def _pin(self, task: LinuxTask) -> None:
+        """CPU n % ncpus for the n-th task, as the simulated kernel places its tasks."""
+        cpu = self._cpus[self._next_cpu % len(self._cpus)]
+        self._next_cpu += 1
+        task.cpu = cpu
+        if self.pin:
+            try:
+                os.sched_setaffinity(task.pid, {cpu})
+            except OSError:
+                pass
+
+    def _move(self, task: LinuxTask, path: str) -> None:
+        gdir = self._group_dir(path)
+        try:
+            files.write_file(os.path.join(gdir, self._fs.procs_file()), str(task.pid))
+        except OSError as e:
+            raise self._oserror(e, path + "/" + self._fs.procs_file()) from None
+        task.group = self._relative(gdir)
+        self._touched()
+
+    def task(self, pid: int) -> LinuxTask:
+        """The task with this pid (exited ones included)."""
+        return self._tasks[pid]
+
+    def _claim_oom_kill(self, group: str) -> bool:
+        """Count one OOM kill of `group` for a task found dead of SIGKILL, if the group's
+        oom_kill counter has one that no task has claimed yet.  The counter is raised
+        right after the signal is sent, so a short bounded wait covers that window."""
+        if group == OUTSIDE:
+            return False
+        deadline = time.monotonic() + 0.2
+        while True:
+            try:
+                kills = files.flat_keyed(self.read(group.rstrip("/") + "/memory.oom_control")).get("oom_kill", 0)
+            except OSError:
+                return False
+            if kills > self._oom_claimed.get(group, 0):
+                self._oom_claimed[group] = self._oom_claimed.get(group, 0) + 1
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
+    def _touched(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def _quiesce(self, grace: float = 0.0) -> None:
+        """Wait (bounded) until every task has answered what it was asked, is blocked in
+        the charge path, or is gone: the state the simulated kernel is always in."""
+        for task in list(self._tasks.values()):
+            if task._pending and task._final is None:
+                task._wait(grace=grace)
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def _safe(self, base: str, name: str) -> str:
+        parts = [p for p in str(name).split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise OSError(errno.EINVAL, f"{name!r}: a file name must stay inside the working directory")
+        path = os.path.join(base, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def _data_path(self, name: str, size: int) -> str:
+        """A data file at least `size` bytes long.  This process writes what is missing
+        (outside the groups), syncs it and drops it from the page cache, so only the
+        task's own read charges its group.  Real data, not holes: ext4 reads real blocks
+        in large readahead folios, the way a real workload's files are read."""
+        path = self._safe(os.path.join(self._workdir, "files"), name)
+        if size:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                have = os.fstat(fd).st_size
+                if have < size:
+                    if self.sparse_files:
+                        os.ftruncate(fd, size)
+                    else:
+                        files.fill(fd, have, size)
+            finally:
+                os.close(fd)
+        return path
+
+    def _shm_path(self, name: str, size: int) -> str:
+        if self._shmdir is None:
+            raise OSError(errno.ENOENT, "no tmpfs at /dev/shm for shared memory")
+        path = self._safe(self._shmdir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        return path
+
+    def _existing_path(self, name: str) -> str:
+        data = self._safe(os.path.join(self._workdir, "files"), name)
+        if os.path.lexists(data) or self._shmdir is None:
+            return data
+        shm = self._safe(self._shmdir, name)
+        return shm if os.path.lexists(shm) else data
+
+    def _base_dir(self, pid: int, fs: str, where: str | None) -> str:
+        """Where a task makes directories and files: its own directory on fs, or a
+        scratch directory of this kernel."""
+        if where is not None:
+            real = os.path.realpath(where)
+            if not any(real.startswith(d + os.sep) for d in (self._workdir, self._shmdir) if d):
+                raise PermissionError(errno.EACCES, f"{where}: not a scratch directory of this kernel")
+            return real
+        if fs == "tmpfs":
+            base = self._shmdir
+        elif fs == self.working_fs or fs == "disk":
+            base = self._workdir
+        else:
+            raise ValueError(f"fs: this kernel has tmpfs and {self.working_fs} (the working "
+                             f"directory's file system), not {fs!r}")
+        if base is None:
+            raise OSError(errno.ENOENT, "no tmpfs at /dev/shm")
+        path = os.path.join(base, "dirs", str(pid))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def scratch_dir(self, fs: str = "disk") -> str:
+        """A directory this kernel removes on close: on the working file system ("disk")
+        or on tmpfs ("tmpfs")."""
+        base = self._workdir if fs == "disk" else self._shmdir
+        if base is None:
+            raise OSError(errno.ENOENT, f"no {fs} scratch space")
+        return tempfile.mkdtemp(prefix="scratch-", dir=base)
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    def event(self, path: str, args: str = "") -> LinuxEvent:
+        """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control."""
+        gdir, name = self._split(path)
+        name = self._fs.event_names(name)
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            cfd = os.open(os.path.join(gdir, name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            os.close(efd)
+            raise self._oserror(e, path) from None
+        try:
+            files.write_file(os.path.join(gdir, "cgroup.event_control"), f"{efd} {cfd} {args}")
+        except OSError as e:
+            os.close(efd)
+            raise self._oserror(e, path) from None
+        finally:
+            os.close(cfd)   # the registration holds what it needs; only the eventfd matters
+        ev = LinuxEvent(self, f"{path} {args}".rstrip(), efd)
+        self._events.append(ev)
+        return ev
+
+    # --- time -----------------------------------------------------------------------------------------
+
+    def advance(self, ticks: int = 1) -> None:
+        """Let real time pass: tasks finish what they were asked, then `tick` seconds per
+        tick go by (event work items, writeback, the kernel's own pace)."""
+        self._quiesce()
+        if ticks > 0 and self.tick > 0:
+            time.sleep(self.tick * ticks)
+        self._quiesce()
+
+    def settle(self) -> None:
+        """Wait until memory.stat is exact: tasks are idle and one periodic statistics
+        flush (every 2 s, mm/memcontrol.c flush_memcg_stats_dwork) has run since the last
+        change.  Until then memory.stat can lag by up to 64 pages per CPU."""
+        self._quiesce()
+        wait = self._last_activity + STAT_FLUSH_WAIT - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def debugfs(self) -> dict:
+        """What the real kernel shows of its internals without debugfs: machine-wide figures."""
+        out: dict = {"static_keys": {}}
+        for line in files.read_quiet("/proc/cgroups").splitlines():
+            f = line.split()
+            if f and f[0] == "memory" and len(f) >= 3:
+                out["memcg_ids_in_use"] = int(f[2])
+        vm = files.flat_keyed(files.read_quiet("/proc/vmstat"))
+        if "nr_free_pages" in vm:
+            out["nr_free_pages"] = vm["nr_free_pages"]
+        if "oom_kill" in vm:
+            out["global_oom_kills"] = vm["oom_kill"]
+        marks = {"min": 0, "low": 0, "high": 0}
+        for line in files.read_quiet("/proc/zoneinfo").splitlines():
+            f = line.split()
+            if len(f) == 2 and f[0] in marks and f[1].isdigit():
+                marks[f[0]] += int(f[1])
+        out["watermarks"] = marks
+        return out
+
+    # --- clean-up ---------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Kill every task, close every event, remove every group and file made.
+
+        Safe to call again (after an interruption it carries on).  Raises OSError at the
+        end if a group could not be removed."""
+        if self._closed:
+            return
+        for ev in self._events:
+            ev.close()
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t._kill()
+        for t in tasks:
+            t._wait_death(10)
+            if t._popen is not None:
+                try:
+                    t._popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            if t._final is None:
+                t._final = "exited"
+            t._close_channel()
+        problems = self._remove_tree(self.root_dir)
+        for d in (self._workdir, self._shmdir):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+        self._closed = True
+        cleanup.unregister(self)
+        if problems:
+            raise OSError(errno.EBUSY, "could not remove " + "; ".join(problems))
+
+    def _remove_tree(self, top: str) -> list[str]:
+        """rmdir every group below and including top, deepest first; a group whose last
+        tasks are still exiting answers EBUSY for a moment, so retry (bounded)."""
+        if not os.path.isdir(top):
+            return []
+        dirs = [top]
+        for here, subdirs, _ in os.walk(top):
+            dirs.extend(os.path.join(here, d) for d in subdirs)
+        problems = []
+        for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    files.remove_group_dir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        problems.append(f"{self._relative(d)}: {e.strerror}")
+                        break
+                    time.sleep(0.01)
+        return problems
+
+    def _make_private_dir(self, base: str) -> str:
+        path = os.path.join(base, self.root_name)
+        os.mkdir(path, 0o700)
+        return path
+

@@ -1,0 +1,54 @@
+"""What /proc shows of a worker: its state, pending signals and where it sleeps.
+
+A task's state comes from the kernel, not from the controller's bookkeeping: dead,
+dying (an OOM victim being reaped) or blocked in the memcg charge path.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from . import files
+
+# A task waiting for a memcg OOM to be resolved (v1 oom_kill_disable, or an OOM being
+# handled by another task) sleeps in mm/memcontrol-v1.c: mem_cgroup_oom_synchronize().
+OOM_WAIT_WCHANS = ("mem_cgroup_oom_synchronize", "memcg1_oom_synchronize")
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, exit_code field) of /proc/PID/stat, None if the process is gone."""
+    text = files.read_quiet(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    code = int(fields[49]) if len(fields) > 49 else 0   # field 52: exit_code (waitpid format)
+    return fields[0], code
+
+
+PF_EXITING = 0x4          # include/linux/sched.h
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def dying(pid: int) -> bool:
+    """SIGKILL pending or already exiting.  An OOM victim is in this state for a while:
+    the OOM reaper (mm/oom_kill.c) frees its memory before the task itself has exited,
+    so others' charges can succeed before the victim is gone."""
+    text = files.read_quiet(f"/proc/{pid}/stat")
+    if not text:
+        return False
+    fields = text[text.rindex(")") + 2:].split()
+    if len(fields) > 6 and int(fields[6]) & PF_EXITING:
+        return True
+    for line in files.read_quiet(f"/proc/{pid}/status").splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & SIGKILL_BIT:
+            return True
+    return False
+
+
+def in_oom_wait(pid: int) -> bool:
+    """Blocked in the memcg charge path: state D with wchan mem_cgroup_oom_synchronize."""
+    st = proc_stat(pid)
+    if st is None or st[0] != "D":
+        return False
+    wchan = files.read_quiet(f"/proc/{pid}/wchan").strip()
+    return any(w in wchan for w in OOM_WAIT_WCHANS)
