@@ -38,6 +38,7 @@ import threading
 import time
 from typing import Callable
 
+from .. import parse
 from ..kernel import PAGE_SIZE, Event, Kernel, Socket, Task
 
 __all__ = ["LinuxKernel", "LinuxUnavailable", "LinuxTask", "LinuxEvent", "LinuxSocket",
@@ -211,15 +212,6 @@ def _not_in_v2(name: str, why: str) -> OSError:
     return OSError(errno.EOPNOTSUPP, f"{name}: no cgroup v2 equivalent: {why}")
 
 
-def _kv(text: str) -> dict[str, int]:
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
 class _V1:
     """cgroup v1 files: names and texts are the kernel's own."""
 
@@ -266,14 +258,14 @@ class _V2(_V1):
         if how == "limit":
             return UNLIMITED + "\n" if text.strip() == "max" else text
         if how.startswith("events:") or how.startswith("stat:"):
-            return f"{_kv(text).get(how.split(':', 1)[1], 0)}\n"
+            return f"{parse.parse_stat(text).get(how.split(':', 1)[1], 0)}\n"
         if how == "oom_control":
-            return f"oom_kill_disable 0\nunder_oom 0\noom_kill {_kv(text).get('oom_kill', 0)}\n"
+            return f"oom_kill_disable 0\nunder_oom 0\noom_kill {parse.parse_stat(text).get('oom_kill', 0)}\n"
         if how == "memsw":
             swap = _read_quiet(os.path.join(gdir, "memory.swap.current")).strip() or "0"
             return f"{int(text) + int(swap)}\n"
         if how == "stat":
-            v2stat = _kv(text)
+            v2stat = parse.parse_stat(text)
             lines = [f"{k1} {v2stat[k2]}" for k1, k2 in V2_STAT_KEYS.items() if k2 in v2stat]
             swap = _read_quiet(os.path.join(gdir, "memory.swap.current")).strip()
             if swap.isdigit():
@@ -347,19 +339,13 @@ def _fill(fd: int, start: int, end: int) -> None:
     os.posix_fadvise(fd, first, end - first, os.POSIX_FADV_DONTNEED)
 
 
-def _kstrtoint(text: str) -> int | None:
-    """lib/kstrtox.c: kstrtoint() with base 0 (0x hex, leading-0 octal); None if invalid."""
-    s = text.split("\0", 1)[0].strip(" \t\n\v\f\r")
-    sign = 1
-    if s[:1] in "+-" and s:
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
+def _procs_pid(text: str) -> int | None:
+    """The pid a cgroup.procs write names, as kernel/cgroup/cgroup-v1.c
+    __cgroup1_procs_write() reads it: kstrtoint(strstrip(buf)) of the text up to its
+    first NUL; None where the kernel refuses the text."""
     try:
-        if s[:2].lower() == "0x":
-            return sign * int(s[2:], 16)
-        if s.startswith("0") and len(s) > 1:
-            return sign * int(s[1:], 8)
-        return sign * int(s, 10) if s.isdigit() else None
-    except ValueError:
+        return parse.kstrtoint(text.split("\0", 1)[0].strip(" \t\n\v\f\r"))
+    except OSError:
         return None
 
 
@@ -608,8 +594,8 @@ class LinuxTask(Task):
     def touch_anon(self, nbytes: int, locked: bool = False) -> None:
         self._call({"op": "touch_anon", "n": int(nbytes), "locked": bool(locked)})
 
-    def free_anon(self, nbytes: int) -> None:
-        self._call({"op": "free_anon", "n": int(nbytes)})
+    def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
+        self._call({"op": "free_anon", "n": int(nbytes), "oldest_first": bool(oldest_first)})
 
     def touch_shm(self, name: str, nbytes: int) -> None:
         self._alive()
@@ -1013,13 +999,13 @@ class LinuxKernel(Kernel):
             self._touched()
             self._quiesce(grace=0.05)
         if name in ("cgroup.procs", "tasks"):
-            pid = _kstrtoint(text)
+            pid = _procs_pid(text)
             if pid in self._tasks:
                 self._tasks[pid].group = self._relative(gdir)
 
     def _check_pid_write(self, text: str, path: str) -> None:
         """Only processes this kernel started may be moved; the kernel parses the rest."""
-        pid = _kstrtoint(text)
+        pid = _procs_pid(text)
         if pid is None or pid < 0:
             return          # the kernel answers EINVAL
         if pid == 0 or (pid not in self._tasks and os.path.exists(f"/proc/{pid}")):
@@ -1114,7 +1100,7 @@ class LinuxKernel(Kernel):
         deadline = time.monotonic() + 0.2
         while True:
             try:
-                kills = _kv(self.read(group.rstrip("/") + "/memory.oom_control")).get("oom_kill", 0)
+                kills = parse.parse_stat(self.read(group.rstrip("/") + "/memory.oom_control")).get("oom_kill", 0)
             except OSError:
                 return False
             if kills > self._oom_claimed.get(group, 0):
@@ -1260,16 +1246,15 @@ class LinuxKernel(Kernel):
             f = line.split()
             if f and f[0] == "memory" and len(f) >= 3:
                 out["memcg_ids_in_use"] = int(f[2])
-        vm = _kv(_read_quiet("/proc/vmstat"))
+        vm = parse.parse_stat(_read_quiet("/proc/vmstat"))
         if "nr_free_pages" in vm:
             out["nr_free_pages"] = vm["nr_free_pages"]
         if "oom_kill" in vm:
             out["global_oom_kills"] = vm["oom_kill"]
         marks = {"min": 0, "low": 0, "high": 0}
-        for line in _read_quiet("/proc/zoneinfo").splitlines():
-            f = line.split()
-            if len(f) == 2 and f[0] in marks and f[1].isdigit():
-                marks[f[0]] += int(f[1])
+        for key, value in parse.key_values(_read_quiet("/proc/zoneinfo")):
+            if key in marks and value.isdigit():
+                marks[key] += int(value)
         out["watermarks"] = marks
         return out
 
