@@ -1100,7 +1100,8 @@ class LinuxKernel(Kernel):
         deadline = time.monotonic() + 0.2
         while True:
             try:
-                kills = parse.parse_stat(self.read(group.rstrip("/") + "/memory.oom_control")).get("oom_kill", 0)
+                oom_control = self.read(group.rstrip("/") + "/memory.oom_control")
+                kills = parse.parse_stat(oom_control).get("oom_kill", 0)
             except OSError:
                 return False
             if kills > self._oom_claimed.get(group, 0):
