@@ -83,7 +83,7 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
         """Unmap nbytes of the anonymous memory this task mapped, newest first (oldest
-        first with oldest_first)."""
+        first with oldest_first; NotImplementedError where the kernel cannot)."""
 
     @abc.abstractmethod
     def touch_shm(self, name: str, nbytes: int) -> None:

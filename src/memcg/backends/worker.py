@@ -148,17 +148,16 @@ class Worker:
 
     def op_free_anon(self, cmd):
         left = _pages(int(cmd["n"])) * PAGE
-        at = 0 if cmd.get("oldest_first") else -1   # newest mapping first, or oldest first
         while left > 0 and self.anon:
-            addr, length = self.anon[at]
+            addr, length = self.anon[-1]
             cut = min(left, length)
-            if libc.munmap(addr + length - cut, cut) != 0:   # a mapping partly unmapped loses its tail
+            if libc.munmap(addr + length - cut, cut) != 0:
                 _raise_errno("munmap")
             left -= cut
             if cut == length:
-                self.anon.pop(at)
+                self.anon.pop()
             else:
-                self.anon[at][1] = length - cut
+                self.anon[-1][1] = length - cut
         self.drain()
 
     def op_touch_shm(self, cmd):
