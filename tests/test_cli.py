@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import memcg
+from memcg import cli
 from memcg.cli import main
 from test_scenario import BUILTINS, DESIGN_KEYS, MINIMAL, FakeKernel
 
@@ -19,9 +20,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 @pytest.fixture
 def fake(monkeypatch):
-    """Make `memcg.SimKernel` the fake kernel for the duration of a test."""
+    """Make the CLI's simulated kernel the fake kernel for the duration of a test."""
     FakeKernel.instances.clear()
-    monkeypatch.setattr(memcg, "SimKernel", FakeKernel, raising=False)
+    monkeypatch.setitem(cli.KERNELS, "sim", FakeKernel)
     return FakeKernel
 
 
@@ -111,8 +112,7 @@ def test_setup_write_rejected_is_exit_2(capsys, fake):
 
 
 def test_linux_backend_missing(capsys, monkeypatch):
-    monkeypatch.delattr(memcg, "LinuxKernel", raising=False)
-    monkeypatch.setitem(sys.modules, "memcg.backends.linux", None)   # memcg imports it on first use
+    monkeypatch.delitem(cli.KERNELS, "linux")
     err = one_line_error(capsys, ["run", "hog", "--backend", "linux"])
     assert "linux backend" in err
 
@@ -121,7 +121,7 @@ def test_linux_backend_cannot_start(capsys, monkeypatch):
     def refuse():
         raise PermissionError(13, "no writable memory cgroup v1 controller\n(try as root)")
 
-    monkeypatch.setattr(memcg, "LinuxKernel", refuse, raising=False)
+    monkeypatch.setitem(cli.KERNELS, "linux", refuse)
     err = one_line_error(capsys, ["run", "hog", "--backend", "linux"])
     assert "cannot use real cgroups" in err
 

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg.mm.page_counter import PAGE_COUNTER_MAX, PageCounter, memparse, page_counter_memparse
+from memcg.mm.page_counter import PAGE_COUNTER_MAX, PageCounter, page_counter_memparse
+from memcg.parse import memparse
 
 PAGE = 4096
 U64 = 2**64

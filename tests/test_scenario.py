@@ -13,13 +13,12 @@ import json
 import pytest
 
 from memcg.kernel import Event, Kernel, Task
+from memcg.parse import parse_size, parse_stat
 from memcg.scenario import (
     ScenarioError,
     builtin_names,
     load_scenario,
     parse_scenario,
-    parse_size,
-    parse_stat,
     run_scenario,
 )
 

@@ -17,6 +17,8 @@ from collections import OrderedDict
 
 from .kernel import Kernel, Task
 
+__all__ = ["ChunkCache"]
+
 
 class ChunkCache:
     """An LRU cache whose entries are chunks of the task's anonymous memory."""
@@ -86,6 +88,7 @@ class ChunkCache:
             self.freed += 1
 
     def close(self) -> None:
+        """Close the shrinker eventfd: the kernel unregisters the cache."""
         if self.event is not None:
             self.event.close()
             self.event = None

@@ -17,6 +17,11 @@ that was moved into a fresh group, divided by the number of repetitions:
 The result has the keys of memcg.profile.PROFILE_KEYS (a key whose file system is not
 available is left out, so its default applies) plus descriptive "kernel", "measured"
 and "machine" fields; `SimKernel(profile=FILE)` loads it.
+
+Besides the Kernel interface it uses what only real cgroups have, LinuxKernel's own
+public calls: spawn(start_inside=True) (a worker's start-up charged to its group),
+scratch_dir() and mkdirs()/create_files() with where= (a fresh directory per
+measurement) and working_fs (the working directory's file system).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import os
 import platform
 from typing import Callable
 
-from .backends.linux import LinuxKernel, fs_type
+from .backends.linux import LinuxKernel
 from .profile import PROFILE_KEYS
 
-__all__ = ["calibrate", "profile_json", "summary", "fs_type"]
+__all__ = ["calibrate", "profile_json", "summary", "measure_fork", "measure_fs", "measure_sockets",
+           "measure_baseline"]
 
 FORKS = 8
 FS_OBJECTS = 400

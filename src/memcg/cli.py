@@ -14,10 +14,15 @@ unavailable backend.  Errors are one line on stderr, `memcg: <message>`.
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from typing import Sequence
 
-from . import report
+from . import calibrate, compare, report
+from .backends.linux import LinuxKernel
+from .backends.sim import SimKernel
+from .kernel import Kernel
+from .profile import load_profile
 from .scenario import (
     Scenario,
     ScenarioError,
@@ -26,7 +31,10 @@ from .scenario import (
     run_scenario,
 )
 
-__all__ = ["main", "make_kernel"]
+__all__ = ["KERNELS", "main", "make_kernel"]
+
+KERNELS: dict[str, type[Kernel]] = {"sim": SimKernel, "linux": LinuxKernel}
+"""The kernels `--backend` chooses from."""
 
 
 class _Fatal(Exception):
@@ -47,30 +55,24 @@ def _params(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = None):
+def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = None) -> Kernel:
     """A fresh kernel for `scenario`: SimKernel built from `[machine]`, or LinuxKernel.
 
     On real cgroups the machine's memory becomes the limit of the kernel's root group,
     so the scenario meets the same memory pressure on a bigger machine.  `profile` is a
     calibration file for the simulated kernel.
-    Raises _Fatal (exit 2) when the backend is missing or cannot start.
+    Raises _Fatal (exit 2) for a backend not in KERNELS or one that cannot start.
     """
-    import memcg
-
+    cls = KERNELS.get(backend)
+    if cls is None:
+        raise _Fatal(f"the {backend} backend is not available (backends: {', '.join(KERNELS)})")
     if backend == "linux":
-        try:
-            cls = memcg.LinuxKernel
-        except (AttributeError, ImportError):
-            raise _Fatal("the linux backend (memcg.LinuxKernel) is not available in this installation") from None
         try:
             return cls(memory=scenario.machine.memory)
         except Exception as e:  # the boundary to the real system: report it in one line
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             msg = " ".join(msg.split()) or type(e).__name__
             raise _Fatal(f"cannot use real cgroups: {msg}") from None
-    cls = getattr(memcg, "SimKernel", None)
-    if cls is None:
-        raise _Fatal("the simulated kernel (memcg.SimKernel) is not available in this installation")
     m = scenario.machine
     try:
         if profile is not None:
@@ -84,11 +86,7 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, _params(args.param))
     kernel = make_kernel(scenario, args.backend)
-    if args.backend == "linux":
-        from .compare import SettleAtEnd
-
-        kernel = SettleAtEnd(kernel, scenario)   # exact final memory.stat
-    result = run_scenario(scenario, kernel)
+    result = run_scenario(scenario, kernel, settle=True)   # exact final memory.stat on real cgroups
     if args.json != "-":
         sys.stdout.write(report.summary(result, scenario.description))
     if args.json:
@@ -179,8 +177,6 @@ def _cmd_fs(args: argparse.Namespace) -> int:
 def _check_profile(path: str | None) -> None:
     if path is None:
         return
-    from .profile import load_profile
-
     try:
         load_profile(path)
     except ValueError as e:
@@ -188,8 +184,6 @@ def _check_profile(path: str | None) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare
-
     scenario = load_scenario(args.scenario, _params(args.param))
     _check_profile(args.profile)
     real = make_kernel(scenario, "linux")   # fail early, before the simulated run
@@ -198,8 +192,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                      lambda: real)
     finally:
         real.close()
-    import platform
-
     result["kernel"] = platform.release()
     header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
               f"(real cgroups, root limited to the machine's {scenario.machine.memory})")
@@ -213,8 +205,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from . import calibrate
-
     try:
         profile = calibrate.calibrate(progress=lambda msg: print(f"memcg: {msg}", file=sys.stderr))
     except OSError as e:

@@ -22,12 +22,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .kernel import PAGE_SIZE
-from .report import _int as _num, human_size
-from .scenario import Scenario, ScenarioError, parse_size, parse_stat, run_scenario
+from .kernel import PAGE_SIZE, Kernel
+from .parse import parse_int, parse_stat
+from .report import human_size
+from .scenario import Scenario, ScenarioError, run_scenario
 
 __all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "compare_results", "run_compare",
-           "format_table", "SettleAtEnd"]
+           "format_table", "environment_notes", "write_json"]
 
 MEMCG_CHARGE_BATCH = 64   # mm/memcontrol.c: pages precharged per CPU stock refill
 KiB, MiB = 1 << 10, 1 << 20
@@ -200,7 +201,7 @@ def _group_rows(path: str, sim: dict, linux: dict, nested: bool) -> list[tuple[s
                     continue   # a leaf group's total_* lines repeat its own lines
                 rows.append((f"{path} {fname} {key}", ps.get(key), pl.get(key)))
         else:
-            rows.append((f"{path} {fname}", _num(s), _num(l)))
+            rows.append((f"{path} {fname}", parse_int(s), parse_int(l)))
     return rows
 
 
@@ -292,27 +293,6 @@ def format_table(result: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-class SettleAtEnd:
-    """A LinuxKernel seen through run_scenario: once the scenario's last tick has passed,
-    advance() also waits for the kernel's periodic statistics flush, so the final
-    memory.stat values the run reports are exact rather than up to 64 pages per CPU
-    behind (see LinuxKernel.settle)."""
-
-    def __init__(self, kernel, scenario: Scenario):
-        self._kernel = kernel
-        # one advance(1) per tick, plus the scenario's own `advance` steps
-        self._left = scenario.ticks + sum(s.arg for s in scenario.steps if s.action == "advance")
-
-    def advance(self, ticks: int = 1) -> None:
-        self._kernel.advance(ticks)
-        self._left -= ticks
-        if self._left <= 0:
-            self._kernel.settle()
-
-    def __getattr__(self, name: str):
-        return getattr(self._kernel, name)
-
-
 def environment_notes(scenario: Scenario) -> list[str]:
     """Differences between the scenario's machine and this one that show in the figures."""
     notes = []
@@ -324,10 +304,10 @@ def environment_notes(scenario: Scenario) -> list[str]:
                     swap_total = int(line.split()[1]) * KiB
     except OSError:
         pass
-    if parse_size(scenario.machine.swap) > 0 and swap_total == 0:
+    if scenario.machine.swap_bytes > 0 and swap_total == 0:
         notes.append(f"the scenario's machine has {scenario.machine.swap} of swap and this one has "
                      "none: on the real kernel anonymous memory cannot be swapped out")
-    semantics = getattr(scenario.machine, "semantics", "6.18")
+    semantics = scenario.machine.semantics
     if semantics != "6.18":
         notes.append(f"the scenario asks the simulated kernel for the rules of Linux {semantics}; "
                      f"this kernel is {os.uname().release}")
@@ -338,21 +318,22 @@ def environment_notes(scenario: Scenario) -> list[str]:
     return notes
 
 
-def run_compare(scenario: Scenario, make_sim: Callable[[], Any], make_linux: Callable[[], Any],
+def run_compare(scenario: Scenario, make_sim: Callable[[], Kernel], make_linux: Callable[[], Kernel],
                 cpus: int | None = None) -> dict:
-    """Run the scenario on both kernels and compare; ScenarioError names the kernel."""
+    """Run the scenario on both kernels and compare; ScenarioError names the kernel.
+
+    Both runs settle after their last tick (Kernel.settle): the real kernel's final
+    memory.stat is then exact rather than up to 64 pages per CPU behind."""
     results = {}
     for backend, make in (("sim", make_sim), ("linux", make_linux)):
         kernel = make()
-        if backend == "linux" and hasattr(kernel, "settle"):
-            kernel = SettleAtEnd(kernel, scenario)
         try:
-            results[backend] = run_scenario(scenario, kernel)
+            results[backend] = run_scenario(scenario, kernel, settle=True)
         except ScenarioError as e:
             raise ScenarioError(f"{e} (on the {backend} kernel)") from None
     out = compare_results(results["sim"], results["linux"],
                           cpus or scenario.machine.cpus or os.cpu_count() or 1,
-                          parse_size(scenario.machine.memory))
+                          scenario.machine.memory_bytes)
     out["runs"] = results
     out["notes"] = environment_notes(scenario)
     return out

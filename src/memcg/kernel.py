@@ -2,7 +2,9 @@
 
 Two implementations share it: `SimKernel` (the model, in-process and deterministic)
 and `LinuxKernel` (real cgroups).  Scenarios, tests and the CLI are written against
-these names only; they are fixed by the project's design document.
+these names only; they are fixed by the project's design document (names may be
+added, not renamed).  Methods with a body are optional for a kernel: their default is
+what a kernel that needs nothing there does.
 
 Paths are relative to the root of the memory hierarchy the kernel object manages:
 "/" is its root group, "/a/b" a grandchild.  File contents are the exact text the
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import abc
 from typing import Callable
+
+__all__ = ["PAGE_SIZE", "Event", "Kernel", "Socket", "Task"]
 
 PAGE_SIZE = 4096  # arch/x86/include/asm/page_types.h: PAGE_SIZE (4 KiB pages on x86-64)
 
@@ -49,6 +53,15 @@ class Socket(abc.ABC):
         """The peer reads up to nbytes; returns how many it got."""
 
     @abc.abstractmethod
+    def info(self) -> dict:
+        """The connection as the kernel shows it (TCP_INFO, SIOCOUTQ/SIOCINQ, SO_SNDBUF/
+        SO_RCVBUF): "sent" and "read" (bytes send() accepted and recv() returned), "outq",
+        "inq", "sndbuf", "rcvbuf", "window" (the receiver's advertised window),
+        "rcv_ssthresh", "cwnd", "drops", "retransmits", "sender_memcg", "receiver_memcg",
+        and "pressure" (either end under memory pressure) where the kernel can tell.  A
+        figure the kernel cannot show is None or left out."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Close both ends."""
 
@@ -68,8 +81,9 @@ class Task(abc.ABC):
         """Map and write nbytes of anonymous memory (mlocked if locked)."""
 
     @abc.abstractmethod
-    def free_anon(self, nbytes: int) -> None:
-        """Unmap nbytes of the anonymous memory this task mapped, newest first."""
+    def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
+        """Unmap nbytes of the anonymous memory this task mapped, newest first (oldest
+        first with oldest_first; NotImplementedError where the kernel cannot)."""
 
     @abc.abstractmethod
     def touch_shm(self, name: str, nbytes: int) -> None:
@@ -92,8 +106,15 @@ class Task(abc.ABC):
         """A child in the same group; OSError(EAGAIN/ENOMEM) if the kernel refuses."""
 
     @abc.abstractmethod
-    def mkdirs(self, n: int) -> None:
-        """Create n directories (dentries and inodes); OSError(ENOMEM) if refused."""
+    def mkdirs(self, n: int, fs: str = "ext4") -> None:
+        """Create n directories (dentries and inodes) on fs ("ext4": the working file
+        system, or "tmpfs"); OSError(ENOMEM) if refused."""
+
+    def create_files(self, n: int, fs: str = "ext4") -> None:
+        """Create n empty files (a dentry and an inode each) on fs, as mkdirs() places
+        directories; OSError(ENOMEM) if refused.  NotImplementedError where the kernel
+        does not model files as objects."""
+        raise NotImplementedError(f"create_files on {fs}")
 
     @abc.abstractmethod
     def move(self, path: str) -> None:
@@ -114,34 +135,53 @@ class Kernel(abc.ABC):
     backend: str  # "sim" or "linux"
 
     @abc.abstractmethod
-    def mkdir(self, path: str) -> None: ...
+    def mkdir(self, path: str) -> None:
+        """Create the group at path (cgroup_mkdir); FileExistsError if it exists."""
 
     @abc.abstractmethod
-    def rmdir(self, path: str) -> None: ...
+    def rmdir(self, path: str) -> None:
+        """Remove the group at path (cgroup_rmdir); OSError(EBUSY) with tasks or children.
+        A group still charged goes on as a dying group until its charges are gone."""
 
     @abc.abstractmethod
-    def listdir(self, path: str) -> list[str]: ...
+    def listdir(self, path: str) -> list[str]:
+        """The names in the group's directory: its control files and its child groups."""
 
     @abc.abstractmethod
-    def read(self, path: str) -> str: ...
+    def read(self, path: str) -> str:
+        """The text of a control file ("/a/memory.stat"), exactly as the kernel prints it."""
 
     @abc.abstractmethod
-    def write(self, path: str, text: str) -> None: ...
+    def write(self, path: str, text: str) -> None:
+        """One write() of text to a control file; OSError with the kernel's errno if refused."""
 
     @abc.abstractmethod
-    def spawn(self, path: str = "/") -> Task: ...
+    def spawn(self, path: str = "/") -> Task:
+        """A new task in the group at path."""
 
     @abc.abstractmethod
-    def event(self, path: str, args: str = "") -> Event: ...
+    def event(self, path: str, args: str = "") -> Event:
+        """An eventfd registered on the control file at path through the group's
+        cgroup.event_control ("<efd> <cfd> <args>"); OSError if the kernel refuses."""
 
     @abc.abstractmethod
-    def advance(self, ticks: int = 1) -> None: ...
+    def advance(self, ticks: int = 1) -> None:
+        """Let ticks of time pass (a second each on the simulated kernel, the kernel's
+        tick length on real cgroups): writeback, retried faults, timers and deferred
+        work run."""
+
+    def settle(self) -> None:
+        """Wait until the figures the kernel shows are exact (statistics flushed); a
+        kernel whose files are always exact does nothing."""
 
     @abc.abstractmethod
-    def debugfs(self) -> dict: ...
+    def debugfs(self) -> dict:
+        """The kernel's internal figures (static keys, kmemcg ids, dying groups, free pages,
+        watermarks, TCP memory, ...), as far as this kernel can show them."""
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release everything this kernel object made (events, tasks, groups)."""
 
     def __enter__(self):
         return self

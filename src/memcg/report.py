@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from .scenario import parse_stat
+from .parse import parse_int, parse_stat
 
-__all__ = ["human_size", "summary", "tcp_summary", "write_json", "plot", "GROUP_COLUMNS"]
+__all__ = ["human_size", "group_row", "summary", "tcp_summary", "write_json", "plot", "GROUP_COLUMNS"]
 
 UNLIMITED_FROM = 1 << 62
 """Limits at or above this are printed as "max" (the kernel prints PAGE_COUNTER_MAX * PAGE_SIZE)."""
@@ -35,15 +35,6 @@ def human_size(n: int | None) -> str:
     return str(n)
 
 
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
@@ -60,10 +51,10 @@ def group_row(path: str, files: dict[str, str], swap: bool = False) -> list[str]
     extra = [human_size(stat.get("swap"))] if swap else []
     return [
         path,
-        human_size(_int(files.get("memory.limit_in_bytes"))),
-        human_size(_int(files.get("memory.usage_in_bytes"))),
-        human_size(_int(files.get("memory.max_usage_in_bytes"))),
-        str(_int(files.get("memory.failcnt")) if "memory.failcnt" in files else "-"),
+        human_size(parse_int(files.get("memory.limit_in_bytes"))),
+        human_size(parse_int(files.get("memory.usage_in_bytes"))),
+        human_size(parse_int(files.get("memory.max_usage_in_bytes"))),
+        str(parse_int(files.get("memory.failcnt")) if "memory.failcnt" in files else "-"),
         human_size(stat.get("cache")),
         human_size(stat.get("rss")),
         str(oom["oom_kill"]) if "oom_kill" in oom else "-",
@@ -198,7 +189,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.plot(ticks, [v / mib for v in s.get("usage", [])], label="usage", color="black")
         ax.plot(ticks, [v / mib for v in s.get("cache", [])], label="cache", color="tab:blue")
         ax.plot(ticks, [v / mib for v in s.get("rss", [])], label="rss", color="tab:red")
-        limit = _int(result.get("groups", {}).get(group, {}).get("memory.limit_in_bytes"))
+        limit = parse_int(result.get("groups", {}).get(group, {}).get("memory.limit_in_bytes"))
         if limit is not None and limit < UNLIMITED_FROM:
             ax.axhline(limit / mib, linestyle="--", color="grey", label="limit")
         ax.set_title(group, loc="left", fontsize=10)
@@ -235,7 +226,7 @@ def _plot_tcp(result: dict[str, Any], ticks: list, tcp: dict[str, dict], axes) -
         buf_ax.plot(ticks, mb, color=color, label=f"{group} buffered")
         usage = [None if v is None else v / mib for v in s["tcp_usage"]]
         buf_ax.plot(ticks, usage, color=color, linestyle=":", label=f"{group} tcp usage")
-        limit = _int(result.get("groups", {}).get(group, {}).get("memory.kmem.tcp.limit_in_bytes"))
+        limit = parse_int(result.get("groups", {}).get(group, {}).get("memory.kmem.tcp.limit_in_bytes"))
         if limit is not None and limit < UNLIMITED_FROM:
             buf_ax.axhline(limit / mib, linestyle="--", color=color, alpha=0.6, label=f"{group} tcp limit")
         top = max([v for v in mb if v is not None] or [0])

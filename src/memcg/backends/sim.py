@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import errno
 
-from .. import cgroup, sched, system, tasks
+from .. import cgroup, parse, sched, system, tasks
 from ..cgroupfs import v1 as cgroupfs
 from ..mm import memcontrol, memcontrol_v1
 from ..fs.eventfd import EventFd
 from ..kernel import PAGE_SIZE, Kernel
 from ..mm.memcontrol import drain_all_stock, mem_cgroup_alloc, memcg_offline_kmem
-from ..mm.page_counter import memparse
 from ..profile import default_profile, load_profile
 from ..static_key import static_keys_state
 from ..net.tcp import tcp_debugfs
@@ -24,17 +23,6 @@ from ..mm.vmpressure import memcg_to_vmpressure, vmpressure_register_event
 # "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
 SEMANTICS = ("6.18", "3.8")
 KMEMCG_ID_POLICIES = ("reparent", "keep", "reclaim")
-
-
-def parse_size(value, what: str) -> int:
-    """A machine size: an int of bytes or a string with the kernel's K/M/G/T suffixes."""
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, str):
-        n, rest = memparse(value.strip())
-        if not rest and value.strip():
-            return n
-    raise ValueError(f"{what}: expected a size such as 2G, 512M or a byte count, got {value!r}")
 
 
 class SimKernel(Kernel):
@@ -51,13 +39,13 @@ class SimKernel(Kernel):
                              f"got {kmemcg_id_policy!r}")
         if not isinstance(cpus, int) or cpus < 1:
             raise ValueError(f"cpus: expected a positive number, got {cpus!r}")
-        memory_pages = parse_size(memory, "memory") // PAGE_SIZE
+        memory_pages = parse.parse_memopt(memory, "memory") // PAGE_SIZE
         if memory_pages < 1024:
             raise ValueError("memory: expected at least 4M")
         self.semantics = semantics
         self.kmemcg_id_policy = kmemcg_id_policy
-        self.sys = system.boot(memory_pages, cpus, parse_size(swap, "swap") // PAGE_SIZE, seed,
-                               semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
+        self.sys = system.boot(memory_pages, cpus, parse.parse_memopt(swap, "swap") // PAGE_SIZE,
+                               seed, semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
         self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self.flags: dict = {}
         self._events: list[EventFd] = []

@@ -11,7 +11,7 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import cgroup
+from .. import cgroup, parse
 from ..mm import memcontrol, memcontrol_v1
 from ..kernel import PAGE_SIZE
 from ..mm.memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
@@ -27,53 +27,10 @@ from ..mm.page_counter import PAGE_COUNTER_MAX, page_counter_memparse
 MAX_WRITE = PAGE_SIZE
 # mm/memcontrol-v1.c: MAX_SWAPPINESS since 2024 (memcg file cap 200)
 MAX_SWAPPINESS = 200
-U64_MAX = 2**64 - 1
 
 
 def einval() -> OSError:
     return OSError(errno.EINVAL, "Invalid argument")
-
-
-# --- parsers (lib/kstrtox.c) ---------------------------------------------------------
-
-def kstrtoull(text: str) -> int:
-    """kstrtoull(s, 0): optional '+', C base prefix, digits, one optional trailing newline.
-
-    EINVAL for anything else, ERANGE beyond 64 bits.
-    """
-    s = text[:-1] if text.endswith("\n") else text
-    if s.startswith("+"):
-        s = s[1:]
-    base = 10
-    if s[:2].lower() == "0x":
-        base, s = 16, s[2:]
-    elif s.startswith("0") and len(s) > 1:
-        base, s = 8, s[1:]
-    digits = "0123456789abcdef"[:base]
-    if not s or any(c.lower() not in digits for c in s):
-        raise einval()
-    v = int(s, base)
-    if v > U64_MAX:
-        raise OSError(errno.ERANGE, "Numerical result out of range")
-    return v
-
-
-def kstrtoint(text: str) -> int:
-    """kstrtoint(s, 0): as kstrtoull with an optional '-', ERANGE outside int."""
-    neg = text.startswith("-")
-    v = kstrtoull(text[1:] if neg else text)
-    v = -v if neg else v
-    if not -2**31 <= v < 2**31:
-        raise OSError(errno.ERANGE, "Numerical result out of range")
-    return v
-
-
-def simple_strtoul(s: str) -> tuple[int, str]:
-    """simple_strtoul(s, &end, 10): leading decimal digits and the rest."""
-    i = 0
-    while i < len(s) and s[i].isdigit():
-        i += 1
-    return (int(s[:i]) if i else 0), s[i:]
 
 
 # --- file table ------------------------------------------------------------------------
@@ -223,7 +180,7 @@ def _read_oom_control(k, memcg: MemCgroup) -> str:
 def _write_u64(fn):
     """cgroup_file_write() for a write_u64 handler: kstrtoull on the raw buffer."""
     def write(k, memcg, text):
-        fn(k, memcg, kstrtoull(text))
+        fn(k, memcg, parse.kstrtoull(text))
     return write
 
 
@@ -270,7 +227,7 @@ def _procs(threads: bool):
     def write(k, memcg, text):
         """__cgroup1_procs_write(): kstrtoint(strstrip(buf)); negative EINVAL; unknown ESRCH."""
         try:
-            pid = kstrtoint(text.strip(" \t\n\v\f\r"))
+            pid = parse.kstrtoint(text.strip(" \t\n\v\f\r"))
         except OSError:
             raise einval() from None
         if pid < 0:
@@ -289,10 +246,10 @@ def _event_control(k, memcg, text):
     simulated process does not have: EBADF.  Register events with Kernel.event().
     """
     buf = text.strip(" \t\n\v\f\r")
-    _efd, rest = simple_strtoul(buf)
+    _efd, rest = parse.simple_strtoul(buf)
     if not rest.startswith(" "):
         raise einval()
-    _cfd, rest = simple_strtoul(rest[1:])
+    _cfd, rest = parse.simple_strtoul(rest[1:])
     if rest and not rest.startswith(" "):
         raise einval()
     raise OSError(errno.EBADF, "Bad file descriptor")
@@ -307,8 +264,8 @@ def _shrinker_write(k, memcg, text):
     if len(fields) != 2:
         raise einval()
     try:
-        efd = kstrtoint(fields[0])
-        delta = kstrtoint(fields[1])
+        efd = parse.kstrtoint(fields[0])
+        delta = parse.kstrtoint(fields[1])
     except OSError:
         raise einval() from None
     from ..mm.mempressure import shrinker_report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from .. import parse
 from ..kernel import PAGE_SIZE
 
 # include/linux/page_counter.h: PAGE_COUNTER_MAX = LONG_MAX / PAGE_SIZE (64-bit)
@@ -91,34 +92,6 @@ class PageCounter:
         return max(0, self.max - self.usage)
 
 
-def memparse(text: str) -> tuple[int, str]:
-    """lib/cmdline.c: memparse() - a number in any C base with an optional K/M/G/T/P/E suffix.
-
-    Returns (value, rest).  Like simple_strtoull, digits that overflow 64 bits wrap.
-    An unparsable start yields (0, text) so the caller sees the unparsed rest.
-    """
-    s = text
-    i = 0
-    base = 10
-    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
-        base, i = 16, 2
-    elif s[:1] == "0":
-        base = 8
-    digits = "0123456789abcdef"[:base]
-    value = 0
-    start = i
-    while i < len(s) and s[i].lower() in digits:
-        value = (value * base + int(s[i], 16)) & 0xFFFFFFFFFFFFFFFF
-        i += 1
-    if i == start and base != 8:
-        return 0, text
-    shift = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}.get(s[i:i + 1].lower())
-    if shift is not None:
-        value = (value << shift) & 0xFFFFFFFFFFFFFFFF
-        i += 1
-    return value, s[i:]
-
-
 def page_counter_memparse(text: str, max_token: str = "-1") -> int:
     """mm/page_counter.c: page_counter_memparse() - a size in bytes to whole pages.
 
@@ -128,7 +101,7 @@ def page_counter_memparse(text: str, max_token: str = "-1") -> int:
     """
     if text == max_token:
         return PAGE_COUNTER_MAX
-    value, rest = memparse(text)
+    value, rest = parse.memparse(text)
     if rest:
         raise OSError(errno.EINVAL, "Invalid argument")
     return min(value // PAGE_SIZE, PAGE_COUNTER_MAX)

@@ -230,7 +230,10 @@ class LinuxTask(Task):
     def touch_anon(self, nbytes: int, locked: bool = False) -> None:
         self._call({"op": "touch_anon", "n": int(nbytes), "locked": bool(locked)})
 
-    def free_anon(self, nbytes: int) -> None:
+    def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
+        """Unmap nbytes, newest mappings first; the worker has no oldest-first order."""
+        if oldest_first:
+            raise NotImplementedError("free_anon oldest first")
         self._call({"op": "free_anon", "n": int(nbytes)})
 
     def touch_shm(self, name: str, nbytes: int) -> None:

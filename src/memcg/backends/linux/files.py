@@ -35,16 +35,6 @@ def write_file(path: str, text: str) -> None:
         os.close(fd)
 
 
-def flat_keyed(text: str) -> dict[str, int]:
-    """The "KEY VALUE" lines of a flat keyed file (memory.stat, memory.events, /proc/vmstat)."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
 # Hooks for creating and removing a group directory (tests replace them with a fake
 # cgroup tree).
 def make_group_dir(path: str) -> None:

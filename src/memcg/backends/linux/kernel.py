@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, files, host, v2names
 from .client import LinuxTask
@@ -33,19 +34,13 @@ OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's o
 _SEQ = 0
 
 
-def _kstrtoint(text: str) -> int | None:
-    """lib/kstrtox.c: kstrtoint() with base 0 (0x hex, leading-0 octal); None if invalid."""
-    s = text.split("\0", 1)[0].strip(" \t\n\v\f\r")
-    sign = 1
-    if s[:1] in "+-" and s:
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
+def _procs_pid(text: str) -> int | None:
+    """The pid a cgroup.procs write names, as kernel/cgroup/cgroup-v1.c
+    __cgroup1_procs_write() reads it: kstrtoint(strstrip(buf)) of the text up to its
+    first NUL; None where the kernel refuses the text."""
     try:
-        if s[:2].lower() == "0x":
-            return sign * int(s[2:], 16)
-        if s.startswith("0") and len(s) > 1:
-            return sign * int(s[1:], 8)
-        return sign * int(s, 10) if s.isdigit() else None
-    except ValueError:
+        return parse.kstrtoint(text.split("\0", 1)[0].strip(" \t\n\v\f\r"))
+    except OSError:
         return None
 
 
@@ -193,13 +188,13 @@ class LinuxKernel(Kernel):
             self._touched()
             self._quiesce(grace=0.05)
         if name in ("cgroup.procs", "tasks"):
-            pid = _kstrtoint(text)
+            pid = _procs_pid(text)
             if pid in self._tasks:
                 self._tasks[pid].group = self._relative(gdir)
 
     def _check_pid_write(self, text: str, path: str) -> None:
         """Only processes this kernel started may be moved; the kernel parses the rest."""
-        pid = _kstrtoint(text)
+        pid = _procs_pid(text)
         if pid is None or pid < 0:
             return          # the kernel answers EINVAL
         if pid == 0 or (pid not in self._tasks and os.path.exists(f"/proc/{pid}")):
@@ -294,7 +289,8 @@ class LinuxKernel(Kernel):
         deadline = time.monotonic() + 0.2
         while True:
             try:
-                kills = files.flat_keyed(self.read(group.rstrip("/") + "/memory.oom_control")).get("oom_kill", 0)
+                oom_control = self.read(group.rstrip("/") + "/memory.oom_control")
+                kills = parse.parse_stat(oom_control).get("oom_kill", 0)
             except OSError:
                 return False
             if kills > self._oom_claimed.get(group, 0):
@@ -440,16 +436,15 @@ class LinuxKernel(Kernel):
             f = line.split()
             if f and f[0] == "memory" and len(f) >= 3:
                 out["memcg_ids_in_use"] = int(f[2])
-        vm = files.flat_keyed(files.read_quiet("/proc/vmstat"))
+        vm = parse.parse_stat(files.read_quiet("/proc/vmstat"))
         if "nr_free_pages" in vm:
             out["nr_free_pages"] = vm["nr_free_pages"]
         if "oom_kill" in vm:
             out["global_oom_kills"] = vm["oom_kill"]
         marks = {"min": 0, "low": 0, "high": 0}
-        for line in files.read_quiet("/proc/zoneinfo").splitlines():
-            f = line.split()
-            if len(f) == 2 and f[0] in marks and f[1].isdigit():
-                marks[f[0]] += int(f[1])
+        for key, value in parse.key_values(files.read_quiet("/proc/zoneinfo")):
+            if key in marks and value.isdigit():
+                marks[key] += int(value)
         out["watermarks"] = marks
         return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
+from ... import parse
 from . import files
 
 UNLIMITED = "9223372036854771712"   # PAGE_COUNTER_MAX * PAGE_SIZE, how v1 prints "no limit"
@@ -117,14 +118,14 @@ class V2Files(V1Files):
         if how == "limit":
             return UNLIMITED + "\n" if text.strip() == "max" else text
         if how.startswith("events:") or how.startswith("stat:"):
-            return f"{files.flat_keyed(text).get(how.split(':', 1)[1], 0)}\n"
+            return f"{parse.parse_stat(text).get(how.split(':', 1)[1], 0)}\n"
         if how == "oom_control":
-            return f"oom_kill_disable 0\nunder_oom 0\noom_kill {files.flat_keyed(text).get('oom_kill', 0)}\n"
+            return f"oom_kill_disable 0\nunder_oom 0\noom_kill {parse.parse_stat(text).get('oom_kill', 0)}\n"
         if how == "memsw":
             swap = files.read_quiet(os.path.join(gdir, "memory.swap.current")).strip() or "0"
             return f"{int(text) + int(swap)}\n"
         if how == "stat":
-            v2stat = files.flat_keyed(text)
+            v2stat = parse.parse_stat(text)
             lines = [f"{k1} {v2stat[k2]}" for k1, k2 in V2_STAT_KEYS.items() if k2 in v2stat]
             swap = files.read_quiet(os.path.join(gdir, "memory.swap.current")).strip()
             if swap.isdigit():

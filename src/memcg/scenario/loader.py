@@ -1,4 +1,4 @@
-"""Scenarios: a TOML description of a workload, and the deterministic runner.
+"""Loading scenarios: the TOML description of a workload, parsed and checked.
 
 A scenario names a machine, the groups to create (and the cgroup files to write in
 them), the tasks to start, the eventfds to register and a timeline of steps.  The
@@ -34,196 +34,24 @@ format is documented in docs/scenarios.md; in short::
     at = 10
     expect = { "/hog/memory.oom_control:oom_kill" = "== 1", "task:hog" = "oom_killed" }
 
-`load_scenario` parses and checks a scenario completely (every mistake is a
-`ScenarioError` with a one-line message naming the file and the key), and
-`run_scenario` plays it on any `Kernel`, using only the public interface.
+`load_scenario` parses and checks a scenario completely: every mistake is a
+`ScenarioError` with a one-line message naming the file and the key.
 """
 
 from __future__ import annotations
 
-import errno as _errno
 import importlib.resources
-import inspect
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .cache import ChunkCache
-from .kernel import Kernel, Task
+from .. import parse
+from .model import (SOCKET_FIELDS, EventSpec, Expectation, GroupSpec, Machine, Scenario, ScenarioError,
+                    Step, TaskSpec, is_reference)
 
-__all__ = [
-    "ScenarioError",
-    "Scenario",
-    "Machine",
-    "GroupSpec",
-    "TaskSpec",
-    "EventSpec",
-    "Step",
-    "Expectation",
-    "builtin_names",
-    "load_scenario",
-    "parse_scenario",
-    "parse_size",
-    "parse_stat",
-    "run_scenario",
-    "REPORTED_FILES",
-    "MEMSW_FILES",
-]
+__all__ = ["ACTIONS", "builtin_names", "load_scenario", "parse_scenario", "quote_key"]
 
-
-class ScenarioError(Exception):
-    """A scenario that cannot be loaded or set up; the message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split("\n")))
-
-
-# --------------------------------------------------------------------------- sizes
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtTpPeE]?)\s*$")
-_SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from an integer or a size string with the kernel's suffixes (K, M, G, T, P, E).
-
-    Like the kernel's memparse() each suffix multiplies by 1024 and may be upper or lower
-    case; unlike it, only decimal numbers are accepted.  Raises ValueError otherwise.
-    """
-    if isinstance(text, bool):
-        raise ValueError(f"not a size: {text!r}")
-    if isinstance(text, int):
-        if text < 0:
-            raise ValueError(f"negative size: {text}")
-        return text
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    return int(m.group(1)) << _SUFFIX_SHIFT[m.group(2).lower()]
-
-
-def parse_stat(text: str) -> dict[str, int]:
-    """The `name value` lines of memory.stat (or memory.oom_control) as a dict of ints."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                out[parts[0]] = int(parts[1])
-            except ValueError:
-                pass
-    return out
-
-
-# --------------------------------------------------------------------------- model of a scenario
-
-
-@dataclass
-class Machine:
-    """The `[machine]` table: what SimKernel is built with (sizes as written)."""
-
-    memory: str = "1G"
-    cpus: int = 1
-    swap: str = "0"
-    semantics: str = "6.18"  # SimKernel(semantics=...): "6.18" or "3.8"
-    kmemcg_id_policy: str = "reparent"  # SimKernel(kmemcg_id_policy=...)
-
-    @property
-    def swap_bytes(self) -> int:
-        return parse_size(self.swap)
-
-    def sim_kwargs(self) -> dict:
-        """The keyword arguments of SimKernel for this machine (the era and the kmemcg id
-        policy only when they are not the defaults)."""
-        kw = {"memory": self.memory, "cpus": self.cpus, "swap": self.swap}
-        if self.semantics != "6.18":
-            kw["semantics"] = self.semantics
-        if self.kmemcg_id_policy != "reparent":
-            kw["kmemcg_id_policy"] = self.kmemcg_id_policy
-        return kw
-
-
-@dataclass
-class GroupSpec:
-    """A `[[group]]`: a cgroup created at start, with files written in order."""
-
-    path: str
-    files: dict[str, str] = field(default_factory=dict)
-    key: str = ""
-
-
-@dataclass
-class TaskSpec:
-    """A `[[task]]`: a process spawned at start in `group`."""
-
-    name: str
-    group: str
-    key: str = ""
-
-
-@dataclass
-class EventSpec:
-    """An `[[event]]`: `k.event(path, args)` registered at start, counted every tick."""
-
-    path: str
-    args: str = ""
-    key: str = ""
-
-    @property
-    def label(self) -> str:
-        """The key of this event in a run's JSON: `"<path>/<file> <args>"`."""
-        return f"{self.path} {self.args}".rstrip()
-
-
-@dataclass
-class Expectation:
-    """One check: `target` compared with `operand` by `op` (or `contains`)."""
-
-    target: str
-    condition: str
-    op: str
-    operand: str
-
-
-@dataclass
-class Step:
-    """One action of the timeline at tick `at` (repeats are already expanded)."""
-
-    at: int
-    action: str
-    key: str
-    task: str | None = None
-    arg: Any = None
-    size: int | None = None
-    locked: bool = False
-    chunk: int | None = None
-    shrinker: bool = True
-    fs: str | None = None  # mkdirs / create_files: the file system ("ext4", "tmpfs")
-    peer: str | None = None  # connect_tcp: the task that accepts the connection
-
-
-@dataclass
-class Scenario:
-    """A parsed, checked scenario, ready for `run_scenario`."""
-
-    name: str
-    description: str
-    file: str
-    machine: Machine
-    params: dict[str, str]
-    groups: list[GroupSpec]
-    tasks: list[TaskSpec]
-    events: list[EventSpec]
-    steps: list[Step]
-    ticks: int
-
-    def group_paths(self) -> list[str]:
-        return [g.path for g in self.groups]
-
-
-# --------------------------------------------------------------------------- loading
 
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
 _MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy")
@@ -322,7 +150,8 @@ def parse_scenario(text: str, file: str = "<scenario>", params: dict[str, str] |
     return _Parser(file, doc, params or {}).parse()
 
 
-def _quote(key: str) -> str:
+def quote_key(key: str) -> str:
+    """A TOML key as it is written in a dotted key path (quoted unless it is bare)."""
     return key if _NAME_RE.match(key) else '"' + key.replace('"', '\\"') + '"'
 
 
@@ -356,6 +185,7 @@ class _Parser:
         self.doc = doc
         self.overrides = overrides
         self.params: dict[str, str] = {}
+        self.connections: dict[str, tuple[str, str]] = {}  # name -> (connecting task, peer)
 
     # -- helpers
 
@@ -365,7 +195,7 @@ class _Parser:
     def check_keys(self, table: dict, allowed: tuple[str, ...], where: str) -> None:
         for k in table:
             if k not in allowed:
-                path = f"{where}.{_quote(k)}" if where else _quote(k)
+                path = f"{where}.{quote_key(k)}" if where else quote_key(k)
                 raise self.err(path, f"unknown key (expected one of: {', '.join(allowed)})")
 
     def table(self, v: Any, key: str) -> dict:
@@ -407,7 +237,7 @@ class _Parser:
             raise self.err(key, f"expected {what}, got {_show(v)}")
         raw = self.subst(v, key, extra) if isinstance(v, str) else v
         try:
-            return parse_size(raw)
+            return parse.parse_size(raw)
         except ValueError:
             raise self.err(key, f"expected {what}, got {raw!r}") from None
 
@@ -450,7 +280,7 @@ class _Parser:
     def parse_params(self, raw: Any) -> None:
         raw = self.table(raw, "params")
         for k, v in raw.items():
-            key = f"params.{_quote(k)}"
+            key = f"params.{quote_key(k)}"
             if not _NAME_RE.match(k) or k == "i":
                 raise self.err(key, "expected a parameter name of letters, digits, '_' or '-' "
                                     "(and not 'i', the repeat index)")
@@ -499,7 +329,7 @@ class _Parser:
             seen.add(path)
             files: dict[str, str] = {}
             for fname, text in self.table(g.get("files", {}), f"{where}.files").items():
-                fkey = f"{where}.files.{_quote(fname)}"
+                fkey = f"{where}.files.{quote_key(fname)}"
                 if not _FILE_RE.match(fname):
                     raise self.err(fkey, "expected a cgroup file name like memory.limit_in_bytes")
                 if isinstance(text, bool) or not isinstance(text, (str, int)):
@@ -694,7 +524,7 @@ class _Parser:
                 raise self.err(key, "expected at least one file: text pair")
             writes: list[tuple[str, str]] = []
             for path, text in table.items():
-                wkey = f"{key}.{_quote(path)}"
+                wkey = f"{key}.{quote_key(path)}"
                 self.file_in_group(path, wkey, groups)
                 if isinstance(text, bool) or not isinstance(text, (str, int)):
                     raise self.err(wkey, f"expected the text to write (a string or an integer), got {_show(text)}")
@@ -704,14 +534,14 @@ class _Parser:
             table = self.table(v, key)
             if not table:
                 raise self.err(key, "expected at least one target = condition pair")
-            step.arg = [self.expectation(t, c, f"{key}.{_quote(t)}", extra) for t, c in table.items()]
+            step.arg = [self.expectation(t, c, f"{key}.{quote_key(t)}", extra) for t, c in table.items()]
         elif action == "record":
             table = self.table(v, key)
             if not table:
                 raise self.err(key, "expected at least one name = target pair")
             recs: list[tuple[str, str]] = []
             for var, target in table.items():
-                rkey = f"{key}.{_quote(var)}"
+                rkey = f"{key}.{quote_key(var)}"
                 if not _NAME_RE.match(var):
                     raise self.err(rkey, "expected a name of letters, digits, '_' or '-'")
                 recs.append((var, self.string(target, rkey, extra, "a target")))
@@ -727,9 +557,9 @@ class _Parser:
                 operand = text[len(op):].strip()
                 if not operand:
                     raise self.err(key, f"expected an operand after {op!r}")
-                if op not in ("==", "!=") and not _is_reference(operand):
+                if op not in ("==", "!=") and not is_reference(operand):
                     try:
-                        parse_size(operand)
+                        parse.parse_size(operand)
                     except ValueError:
                         raise self.err(key, f'expected a size, a "$name" or a target after {op!r}, '
                                             f"got {operand!r}") from None
@@ -747,8 +577,8 @@ class _Parser:
                 raise self.err(key, f"unknown task {target[5:]!r} (known by then: {known})")
         elif target.startswith("socket:"):
             name, _, fld = target[7:].partition(":")
-            if name not in getattr(self, "connections", {}):
-                known = ", ".join(sorted(getattr(self, "connections", {}))) or "none"
+            if name not in self.connections:
+                known = ", ".join(sorted(self.connections)) or "none"
                 raise self.err(key, f"unknown connection {name!r} (opened by then: {known})")
             if fld not in SOCKET_FIELDS:
                 raise self.err(key, f"expected socket:{name}:FIELD with FIELD one of "
@@ -770,7 +600,6 @@ class _Parser:
         """Tasks must exist before they act; `$names` must be recorded before use."""
         alive = {t.name for t in tasks}
         recorded: set[str] = set()
-        self.connections: dict[str, tuple[str, str]] = {}  # name -> (connecting task, peer)
         for st in steps:
             if st.task is not None and st.task not in alive:
                 known = ", ".join(sorted(alive)) or "none"
@@ -783,13 +612,13 @@ class _Parser:
                 alive.add(st.arg)
             elif st.action == "expect":
                 for ex in st.arg:
-                    ekey = f"{st.key}.expect.{_quote(ex.target)}"
+                    ekey = f"{st.key}.expect.{quote_key(ex.target)}"
                     self.check_target(ex.target, ekey, groups, alive, events, recorded)
-                    if ex.op != "contains" and _is_reference(ex.operand):
+                    if ex.op != "contains" and is_reference(ex.operand):
                         self.check_target(ex.operand, ekey, groups, alive, events, recorded)
             elif st.action == "record":
                 for var, target in st.arg:
-                    rkey = f"{st.key}.record.{_quote(var)}"
+                    rkey = f"{st.key}.record.{quote_key(var)}"
                     if target.startswith("$"):
                         raise self.err(rkey, "expected a target, not a $name")
                     self.check_target(target, rkey, groups, alive, events, recorded)
@@ -819,415 +648,3 @@ class _Parser:
             role = "connecting task" if st.action == "send" else "peer"
             raise self.err(f"{st.key}.task", f"{st.action} on {st.arg!r} is done by its {role} {who!r}, "
                                              f"not {st.task!r}")
-
-
-def _is_reference(operand: str) -> bool:
-    return operand.startswith(("$", "/", "task:", "event:", "debugfs:", "socket:"))
-
-
-# --------------------------------------------------------------------------- running
-
-REPORTED_FILES = (
-    "memory.usage_in_bytes",
-    "memory.max_usage_in_bytes",
-    "memory.limit_in_bytes",
-    "memory.failcnt",
-    "memory.stat",
-    "memory.oom_control",
-)
-"""The files of every group that a run's JSON reports."""
-
-MEMSW_FILES = ("memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes")
-"""Reported as well when the machine has swap."""
-
-TCP_FILES = ("memory.kmem.tcp.usage_in_bytes", "memory.kmem.tcp.max_usage_in_bytes",
-             "memory.kmem.tcp.limit_in_bytes", "memory.kmem.tcp.failcnt")
-"""Reported as well when the scenario opens TCP connections."""
-
-SOCKET_FIELDS = ("sent", "read", "buffered", "drops", "window", "pressure", "sndbuf", "rcvbuf")
-"""The figures of a connection: `socket:NAME:FIELD` targets and the run's "sockets".
-sent/read/buffered come from what send() and recv() returned; the others from the
-socket's info() where the kernel object has it (the simulated kernel)."""
-
-TCP_SERIES = ("tcp_usage", "tcp_sent", "tcp_buffered", "tcp_drops", "tcp_window", "tcp_pressure")
-"""Per-group series of a scenario with connections, sampled every tick."""
-
-
-def _join(group: str, fname: str) -> str:
-    return ("" if group == "/" else group) + "/" + fname
-
-
-def _oserror_text(e: OSError) -> str:
-    name = _errno.errorcode.get(e.errno, "") if e.errno is not None else ""
-    msg = e.strerror or str(e)
-    return f"{name}: {msg}" if name else msg
-
-
-class _Run:
-    """The state of one run: tasks by name, event totals, recorded values, outcomes."""
-
-    def __init__(self, scenario: Scenario, kernel: Kernel):
-        self.sc = scenario
-        self.k = kernel
-        self.tasks: dict[str, Task] = {}
-        self.events: dict[str, Any] = {}
-        self.event_totals: dict[str, int] = {}
-        self.recorded: dict[str, str] = {}
-        self.caches: dict[str, ChunkCache] = {}
-        self.cache_keys = 0  # keys of the chunks put so far
-        self.task_groups: dict[str, str] = {t.name: t.group for t in scenario.tasks}
-        self.expectations: list[dict] = []
-        self.errors: list[dict] = []
-        self.series: dict[str, Any] = {
-            "tick": [],
-            "groups": {g.path: {"usage": [], "cache": [], "rss": []} for g in scenario.groups},
-            "events": {e.label: [] for e in scenario.events},
-        }
-        # loopback TCP: connections by name, the group of the task that opened each,
-        # and the bytes send() accepted and recv() returned on it
-        self.sockets: dict[str, Any] = {}
-        self.socket_groups: dict[str, str] = {}
-        self.socket_bytes: dict[str, list[int]] = {}
-        self.has_sockets = any(st.action == "connect_tcp" for st in scenario.steps)
-        if self.has_sockets:
-            for g in scenario.groups:
-                self.series["groups"][g.path].update({name: [] for name in TCP_SERIES})
-
-    def fail(self, key: str, msg: str) -> ScenarioError:
-        return ScenarioError(f"{self.sc.file}: {key}: {msg}")
-
-    # -- set-up
-
-    def setup(self) -> None:
-        k = self.k
-        for g in self.sc.groups:
-            if g.path != "/":
-                try:
-                    k.mkdir(g.path)
-                except OSError as e:
-                    raise self.fail(f"{g.key}.path", f"mkdir {g.path} failed: {_oserror_text(e)}") from None
-            for fname, text in g.files.items():
-                path = _join(g.path, fname)
-                try:
-                    k.write(path, text)
-                except OSError as e:
-                    raise self.fail(f"{g.key}.files.{_quote(fname)}",
-                                    f"writing {text!r} to {path} failed: {_oserror_text(e)}") from None
-        for t in self.sc.tasks:
-            try:
-                self.tasks[t.name] = k.spawn(t.group)
-            except OSError as e:
-                raise self.fail(t.key, f"spawning a task in {t.group} failed: {_oserror_text(e)}") from None
-        for ev in self.sc.events:
-            try:
-                self.events[ev.label] = k.event(ev.path, ev.args)
-            except OSError as e:
-                raise self.fail(ev.key, f"registering {ev.label!r} failed: {_oserror_text(e)}") from None
-            except NotImplementedError as e:
-                raise self.fail(ev.key, f"not supported by the {self.k.backend} kernel: {e}") from None
-            self.event_totals[ev.label] = 0
-
-    # -- the timeline
-
-    def play(self) -> None:
-        steps = self.sc.steps
-        pos = 0
-        for tick in range(self.sc.ticks):
-            while pos < len(steps) and steps[pos].at == tick:
-                self.do(steps[pos])
-                pos += 1
-            self.k.advance(1)
-            self.sample(tick)
-
-    def poll_events(self) -> None:
-        for label, ev in self.events.items():
-            self.event_totals[label] += ev.count()
-
-    def sample(self, tick: int) -> None:
-        self.poll_events()
-        s = self.series
-        s["tick"].append(tick)
-        for g in self.sc.groups:
-            row = s["groups"][g.path]
-            try:
-                usage = int(self.k.read(_join(g.path, "memory.usage_in_bytes")))
-                stat = parse_stat(self.k.read(_join(g.path, "memory.stat")))
-            except (OSError, ValueError):
-                usage, stat = 0, {}
-            row["usage"].append(usage)
-            row["cache"].append(stat.get("cache", 0))
-            row["rss"].append(stat.get("rss", 0))
-        for label in self.events:
-            s["events"][label].append(self.event_totals[label])
-        if self.has_sockets:
-            self.sample_tcp()
-
-    def socket_figures(self, name: str) -> dict[str, Any]:
-        """SOCKET_FIELDS of a connection; None where the kernel object cannot tell."""
-        sent, read = self.socket_bytes[name]
-        out: dict[str, Any] = {f: None for f in SOCKET_FIELDS}
-        out.update(sent=sent, read=read, buffered=sent - read)
-        info = getattr(self.sockets[name], "info", None)
-        if info is not None:
-            figures = info()
-            for f in ("drops", "window", "sndbuf", "rcvbuf"):
-                out[f] = figures.get(f)
-            if "pressure" in figures:
-                out["pressure"] = 1 if figures["pressure"] else 0
-        return out
-
-    def sample_tcp(self) -> None:
-        """Per group: its TCP counter (memory.kmem.tcp.usage_in_bytes) and the sums over
-        the connections its tasks opened: bytes sent, bytes buffered (sent, not yet
-        read), drops, the receivers' windows, and 1 while any of them is under memory
-        pressure.  None where the kernel object cannot tell."""
-        figures = {name: self.socket_figures(name) for name in self.sockets}
-        for g in self.sc.groups:
-            row = self.series["groups"][g.path]
-            try:
-                usage = int(self.k.read(_join(g.path, "memory.kmem.tcp.usage_in_bytes")))
-            except (OSError, ValueError):
-                usage = None
-            mine = [f for name, f in figures.items() if self.socket_groups[name] == g.path]
-
-            def total(field: str):
-                vals = [f[field] for f in mine]
-                return None if any(v is None for v in vals) else sum(vals)
-            pressure = total("pressure")
-            row["tcp_usage"].append(usage)
-            row["tcp_sent"].append(total("sent"))
-            row["tcp_buffered"].append(total("buffered"))
-            row["tcp_drops"].append(total("drops"))
-            row["tcp_window"].append(total("window"))
-            row["tcp_pressure"].append(None if pressure is None else min(1, pressure))
-
-    def note(self, step: Step, msg: str) -> None:
-        self.errors.append({"tick": step.at, "step": step.key, "action": step.action,
-                            "task": step.task, "error": msg})
-
-    def do(self, step: Step) -> None:
-        a = step.action
-        try:
-            if a == "advance":
-                self.k.advance(step.arg)
-            elif a == "write":
-                for path, text in step.arg:
-                    try:
-                        self.k.write(path, text)
-                    except OSError as e:
-                        self.note(step, f"write {text!r} to {path}: {_oserror_text(e)}")
-            elif a == "expect":
-                self.poll_events()
-                for ex in step.arg:
-                    self.check(step, ex)
-            elif a == "record":
-                self.poll_events()
-                for var, target in step.arg:
-                    try:
-                        self.recorded[var] = self.value(target)
-                    except LookupError as e:
-                        self.note(step, f"record {var}: {e}")
-            elif a == "mkdir":
-                self.k.mkdir(step.arg)
-            elif a == "rmdir":
-                self.k.rmdir(step.arg)
-            else:
-                self.task_action(step)
-        except OSError as e:
-            self.note(step, _oserror_text(e))
-        except NotImplementedError as e:
-            self.note(step, f"not supported by the {self.k.backend} kernel: {e}")
-
-    def task_action(self, step: Step) -> None:
-        t = self.tasks[step.task] if step.task in self.tasks else None
-        if t is None:
-            self.note(step, f"skipped: task {step.task} does not exist (its fork failed)")
-            return
-        state = t.state
-        if state in ("exited", "oom_killed"):
-            self.note(step, f"skipped: task {step.task} is {state}")
-            return
-        a = step.action
-        if a == "touch_anon":
-            t.touch_anon(step.size, locked=step.locked)
-        elif a == "free_anon":
-            t.free_anon(step.size)
-        elif a == "touch_shm":
-            t.touch_shm(step.arg, step.size)
-        elif a == "read_file":
-            t.read_file(step.arg, step.size)
-        elif a == "write_file":
-            t.write_file(step.arg, step.size)
-        elif a == "unlink":
-            t.unlink(step.arg)
-        elif a == "fork":
-            self.tasks[step.arg] = t.fork()
-            self.task_groups[step.arg] = self.task_groups[step.task]
-        elif a in ("mkdirs", "create_files"):
-            if step.fs is None and a == "mkdirs":
-                t.mkdirs(step.arg)
-            elif not hasattr(t, a) or "fs" not in inspect.signature(getattr(t, a)).parameters:
-                raise NotImplementedError(f"{a} on {step.fs or 'a chosen file system'}")
-            else:
-                getattr(t, a)(step.arg, fs=step.fs or "ext4")
-        elif a == "move":
-            t.move(step.arg)
-            self.task_groups[step.task] = step.arg
-        elif a == "cache_put":
-            cache = self.caches.get(step.task)
-            if cache is None:
-                cache = self.caches[step.task] = ChunkCache(
-                    self.k, t, self.task_groups[step.task], step.chunk or (1 << 20), step.shrinker)
-            for _ in range(step.arg):
-                if not cache.put(self.cache_keys):
-                    break
-                self.cache_keys += 1
-        elif a == "connect_tcp":
-            peer = self.tasks.get(step.peer)
-            if peer is None or peer.state in ("exited", "oom_killed"):
-                why = "does not exist" if peer is None else f"is {peer.state}"
-                self.note(step, f"skipped: peer {step.peer} {why}")
-                return
-            self.sockets[step.arg] = t.connect_tcp(peer)
-            self.socket_groups[step.arg] = self.task_groups[step.task]
-            self.socket_bytes[step.arg] = [0, 0]
-        elif a in ("send", "recv"):
-            sock = self.sockets.get(step.arg)
-            if sock is None:
-                self.note(step, f"skipped: connection {step.arg} was not opened")
-            elif a == "send":
-                self.socket_bytes[step.arg][0] += sock.send(step.size)
-            else:
-                self.socket_bytes[step.arg][1] += sock.recv(step.size)
-        elif a == "exit":
-            t.exit()
-
-    # -- expectations
-
-    def value(self, target: str) -> str:
-        """The current text of a target (raises OSError for an unreadable file)."""
-        if target.startswith("$"):
-            return self.recorded[target[1:]]
-        if target.startswith("task:"):
-            t = self.tasks.get(target[5:])
-            return t.state if t is not None else "missing"
-        if target.startswith("event:"):
-            return str(self.event_totals[target[6:]])
-        if target.startswith("socket:"):
-            name, _, fld = target[7:].partition(":")
-            if name not in self.sockets:
-                raise LookupError(f"connection {name!r} was not opened")
-            value = self.socket_figures(name)[fld]
-            if value is None:
-                raise LookupError(f"the {self.k.backend} kernel does not show {fld} of a connection")
-            return str(value)
-        if target.startswith("debugfs:"):
-            value = self.k.debugfs().get(target[8:])
-            if value is None:
-                raise LookupError(f"no {target[8:]!r} in debugfs")
-            return str(value)
-        path, _, key = target.partition(":")
-        text = self.k.read(path)
-        if not key:
-            return text.strip()
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == key:
-                return parts[1]
-        raise LookupError(f"no {key!r} line in {path}")
-
-    def check(self, step: Step, ex: Expectation) -> None:
-        operand = ex.operand
-        why = ""
-        try:
-            actual = self.value(ex.target)
-            if ex.op != "contains" and _is_reference(ex.operand):
-                operand = self.value(ex.operand)
-            ok, why = _compare(actual, ex.op, operand)
-        except OSError as e:
-            actual, ok = f"<{_oserror_text(e)}>", False
-        except LookupError as e:
-            actual, ok = f"<{e}>", False
-        entry = {"tick": step.at, "step": step.key, "target": ex.target, "condition": ex.condition,
-                 "actual": actual, "ok": ok}
-        if operand != ex.operand:
-            entry["operand"] = operand
-        if why:
-            entry["note"] = why
-        self.expectations.append(entry)
-
-    # -- the result
-
-    def group_files(self) -> dict[str, dict[str, str]]:
-        names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
-        names += TCP_FILES if self.has_sockets else ()
-        out: dict[str, dict[str, str]] = {}
-        for g in self.sc.groups:
-            files: dict[str, str] = {}
-            for fname in names:
-                try:
-                    files[fname] = self.k.read(_join(g.path, fname))
-                except OSError:
-                    continue
-            out[g.path] = files
-        return out
-
-    def debugfs(self) -> dict:
-        """The kernel's internal figures at the end (static keys, kmemcg ids, dying groups)."""
-        try:
-            return self.k.debugfs()
-        except (OSError, NotImplementedError):
-            return {}
-
-    def result(self) -> dict:
-        self.poll_events()
-        return {
-            "scenario": self.sc.name,
-            "backend": self.k.backend,
-            "groups": self.group_files(),
-            "tasks": {name: {"pid": int(t.pid), "state": t.state} for name, t in self.tasks.items()},
-            "events": dict(self.event_totals),
-            "series": self.series,
-            "expectations": self.expectations,
-            "errors": self.errors,
-            "params": dict(self.sc.params),
-            "ticks": self.sc.ticks,
-            "debugfs": self.debugfs(),
-            **({"sockets": {name: {"group": self.socket_groups[name], **self.socket_figures(name)}
-                            for name in self.sockets}} if self.has_sockets else {}),
-        }
-
-
-def _compare(actual: str, op: str, operand: str) -> tuple[bool, str]:
-    if op == "contains":
-        return operand in actual, ""
-    try:
-        a, b = parse_size(actual.strip()), parse_size(operand.strip())
-    except ValueError:
-        if op in ("==", "!="):
-            return (actual.strip() == operand.strip()) == (op == "=="), ""
-        return False, f"not a number: {actual!r} {op} {operand!r}"
-    result = {"==": a == b, "!=": a != b, "<=": a <= b, ">=": a >= b, "<": a < b, ">": a > b}[op]
-    return result, ""
-
-
-def run_scenario(scenario: Scenario, kernel: Kernel, *, inspect: Callable[[Kernel], None] | None = None) -> dict:
-    """Play `scenario` on `kernel` and return the run's JSON-able result.
-
-    Set-up (groups, their files, tasks, events) happens first: a rejected write there is a
-    ScenarioError naming the key.  Then, for every tick, the steps of that tick run in
-    order, time passes (`kernel.advance(1)`) and the groups are sampled.  A kernel error
-    during the timeline is an outcome, recorded in `errors`.  `inspect(kernel)`, if given,
-    runs after the result is taken and before the kernel is closed.  The kernel is always
-    closed.
-    """
-    try:
-        run = _Run(scenario, kernel)
-        run.setup()
-        run.play()
-        result = run.result()
-        if inspect is not None:
-            inspect(kernel)
-        return result
-    finally:
-        kernel.close()

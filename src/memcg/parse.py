@@ -1,0 +1,178 @@
+"""Kernel string parsing: the number grammars the kernel reads and the tables it prints.
+
+Every layer reads numbers through this module: the v1 cgroup files (cgroupfs/v1.py)
+and the page counter (mm/page_counter.py) as the kernel reads its writes, the real
+backend the same way, and the scenario runner, the report and the comparison the
+"key value" lines the kernel prints.
+
+- memparse: lib/cmdline.c memparse() - C base prefixes, K/M/G/T/P/E suffixes;
+- kstrtoull, kstrtoint: lib/kstrtox.c, as cgroup files use them (base 0);
+- simple_strtoul: lib/vsprintf.c, decimal, the rest left to the caller;
+- parse_memopt: a machine size given as a boot option would be (mem=2G);
+- parse_size: the size grammar of scenario files (decimal digits, kernel suffixes);
+- key_values, parse_stat: the "key value" lines of memory.stat, memory.oom_control,
+  /proc/vmstat and /proc/zoneinfo;
+- parse_int: a one-number file (memory.usage_in_bytes prints "%llu\\n").
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from typing import Iterator
+
+__all__ = [
+    "memparse",
+    "kstrtoull",
+    "kstrtoint",
+    "simple_strtoul",
+    "parse_memopt",
+    "parse_size",
+    "key_values",
+    "parse_stat",
+    "parse_int",
+]
+
+U64_MAX = 2**64 - 1
+# lib/cmdline.c: memparse() suffixes, each a power of 1024
+_SUFFIX_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def _einval() -> OSError:
+    return OSError(errno.EINVAL, "Invalid argument")
+
+
+def memparse(text: str) -> tuple[int, str]:
+    """lib/cmdline.c: memparse() - a number in any C base with an optional K/M/G/T/P/E suffix.
+
+    Returns (value, rest).  Like simple_strtoull, digits that overflow 64 bits wrap.
+    An unparsable start yields (0, text) so the caller sees the unparsed rest.
+    """
+    s = text
+    i = 0
+    base = 10
+    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+        base, i = 16, 2
+    elif s[:1] == "0":
+        base = 8
+    digits = "0123456789abcdef"[:base]
+    value = 0
+    start = i
+    while i < len(s) and s[i].lower() in digits:
+        value = (value * base + int(s[i], 16)) & U64_MAX
+        i += 1
+    if i == start and base != 8:
+        return 0, text
+    shift = _SUFFIX_SHIFT.get(s[i:i + 1].lower())
+    if shift is not None:
+        value = (value << shift) & U64_MAX
+        i += 1
+    return value, s[i:]
+
+
+def kstrtoull(text: str) -> int:
+    """lib/kstrtox.c: kstrtoull(s, 0) - optional '+', C base prefix, digits, one optional
+    trailing newline.
+
+    EINVAL for anything else, ERANGE beyond 64 bits.
+    """
+    s = text[:-1] if text.endswith("\n") else text
+    if s.startswith("+"):
+        s = s[1:]
+    base = 10
+    if s[:2].lower() == "0x":
+        base, s = 16, s[2:]
+    elif s.startswith("0") and len(s) > 1:
+        base, s = 8, s[1:]
+    digits = "0123456789abcdef"[:base]
+    if not s or any(c.lower() not in digits for c in s):
+        raise _einval()
+    v = int(s, base)
+    if v > U64_MAX:
+        raise OSError(errno.ERANGE, "Numerical result out of range")
+    return v
+
+
+def kstrtoint(text: str) -> int:
+    """lib/kstrtox.c: kstrtoint(s, 0) - as kstrtoull with an optional '-', ERANGE outside int."""
+    neg = text.startswith("-")
+    v = kstrtoull(text[1:] if neg else text)
+    v = -v if neg else v
+    if not -2**31 <= v < 2**31:
+        raise OSError(errno.ERANGE, "Numerical result out of range")
+    return v
+
+
+def simple_strtoul(s: str) -> tuple[int, str]:
+    """lib/vsprintf.c: simple_strtoul(s, &end, 10) - leading decimal digits and the rest."""
+    i = 0
+    while i < len(s) and s[i].isdigit():
+        i += 1
+    return (int(s[:i]) if i else 0), s[i:]
+
+
+def parse_memopt(value, what: str) -> int:
+    """A machine size, read as the kernel reads its mem= boot option (arch/x86/kernel/e820.c:
+    parse_memopt(), memparse() of the whole text): an int of bytes or a string with the
+    kernel's K/M/G/T suffixes.  ValueError naming `what` otherwise."""
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        n, rest = memparse(value.strip())
+        if not rest and value.strip():
+            return n
+    raise ValueError(f"{what}: expected a size such as 2G, 512M or a byte count, got {value!r}")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtTpPeE]?)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from an integer or a size string with the kernel's suffixes (K, M, G, T, P, E).
+
+    Like the kernel's memparse() each suffix multiplies by 1024 and may be upper or lower
+    case; unlike it, only decimal numbers are accepted.  Raises ValueError otherwise.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"negative size: {text}")
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) << _SUFFIX_SHIFT.get(m.group(2).lower(), 0)
+
+
+def key_values(text: str) -> Iterator[tuple[str, str]]:
+    """The (key, value) texts of the two-field lines of a table the kernel prints
+    ("cache 4096" in memory.stat, "oom_kill 1" in memory.oom_control, "min 1234" in
+    /proc/zoneinfo); other lines are skipped."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            yield parts[0], parts[1]
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """The `name value` lines of memory.stat (or memory.oom_control) as a dict of ints."""
+    out: dict[str, int] = {}
+    for key, value in key_values(text):
+        try:
+            out[key] = int(value)
+        except ValueError:
+            pass
+    return out
+
+
+def parse_int(text: str | None) -> int | None:
+    """The number of a one-number file ("%llu\\n"); None for no text or not a number."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
