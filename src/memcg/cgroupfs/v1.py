@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import cgroup, parse
-from ..mm import memcontrol, memcontrol_v1
+from ..mm import memcontrol, memcontrol_v1, mempressure, slab
+from ..net import sock
 from ..kernel import PAGE_SIZE
 from ..mm.memcontrol import (MEMCG_OOM_KILL, MEMCG_SWAP, NR_ANON_MAPPED, NR_ANON_THPS, NR_FILE_DIRTY,
                          NR_FILE_MAPPED, NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, NR_SWAPCACHE,
@@ -93,8 +94,7 @@ def _limit(kind: str):
             # 6.x: kmem.limit_in_bytes is deprecated; writing it has no effect
         elif kind == "tcp":
             # memcg_update_tcp_max(): EBUSY below usage; the first write starts accounting
-            from ..net.sock import memcg_update_tcp_max
-            if memcg_update_tcp_max(k.sys, memcg, nr_pages):
+            if sock.memcg_update_tcp_max(k.sys, memcg, nr_pages):
                 raise OSError(errno.EBUSY, "Device or resource busy")
     return write
 
@@ -268,8 +268,7 @@ def _shrinker_write(k, memcg, text):
         delta = parse.kstrtoint(fields[1])
     except OSError:
         raise einval() from None
-    from ..mm.mempressure import shrinker_report
-    shrinker_report(k.sys, memcg, efd, delta)
+    mempressure.shrinker_report(k.sys, memcg, efd, delta)
 
 
 def _pressure_level_read(k, memcg):
@@ -284,12 +283,11 @@ def _slabinfo(k, memcg):
         return ""
     if not memcg.kmem_active:
         raise OSError(errno.EIO, "Input/output error")  # !memcg_can_account_kmem()
-    from ..mm.slab import slabinfo_rows
     out = ["slabinfo - version: 2.1",
            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
            " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs>"
            " <sharedavail>"]
-    for name, active, objs, size, per_slab, pages, slabs in slabinfo_rows(memcg):
+    for name, active, objs, size, per_slab, pages, slabs in slab.slabinfo_rows(memcg):
         # mm/slab_common.c: cache_show() (SLUB: no tunables)
         out.append(f"{name:<17} {active:6} {objs:6} {size:6} {per_slab:4} {pages:4}"
                    f" : tunables {0:4} {0:4} {0:4} : slabdata {slabs:6} {slabs:6} {0:6}")
