@@ -162,11 +162,12 @@ def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) ->
     Batches run one by one: a charge may reclaim between them.  The fast paths
     (fastpath/read.py) take many at once where nothing can happen between them.
     """
-    from .fastpath import read  # the fast path builds on this module: a cycle
-
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
-    fast = read.FastRead(sys, task, mapping, nr) if fastpath.ENABLED else None
+    fast = None
+    if fastpath.ENABLED:
+        from .fastpath import read  # the fast path builds on this module: a cycle
+        fast = read.FastRead(sys, task, mapping, nr)
     start = 0
     try:
         while start < nr:

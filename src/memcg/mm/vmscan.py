@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
+from . import fastpath, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
 from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
                          MemCgroup, memcg_page_state)
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -75,8 +75,8 @@ def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     while True:
         while True:
             if sys.reclaim_trace is not None:  # the streaming fast path watches this reclaim
-                from .fastpath import stream  # it builds on this module: a cycle
-                stream.trace_vmpressure_prio(sys, sc.target or sys.root, sc.priority)
+                # (only fastpath.stream sets the trace, so it is imported by now)
+                fastpath.stream.trace_vmpressure_prio(sys, sc.target or sys.root, sc.priority)
             vmpressure.vmpressure_prio(sys, sc.target or sys.root, sc.priority)
             sc.nr_scanned = 0
             shrink_node(sys, sc)
@@ -146,8 +146,7 @@ def shrink_node(sys: System, sc: ScanControl) -> None:
     memcg, scanned, reclaimed = (sc.target or sys.root, sc.nr_scanned - nr_scanned,
                                  sc.nr_reclaimed - nr_reclaimed)
     if sys.reclaim_trace is not None:  # the streaming fast path watches this reclaim
-        from .fastpath import stream  # it builds on this module: a cycle
-        stream.trace_vmpressure(sys, memcg, scanned, reclaimed)
+        fastpath.stream.trace_vmpressure(sys, memcg, scanned, reclaimed)
     vmpressure.vmpressure(sys, memcg, True, scanned, reclaimed)
 
 
