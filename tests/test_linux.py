@@ -156,7 +156,10 @@ def test_blocked_is_state_d_in_mem_cgroup_oom_synchronize(k):
     t.touch_anon(1 * MiB)              # queued behind the sleep
     k.write("/a/memory.limit_in_bytes", "32M")
     assert t.state == "running"
-    assert int(k.read("/a/memory.stat").split("\nrss ")[1].split()[0]) == 17 * MiB
+    # 17 MiB, plus at most 8 pages of the Python worker's own heap and stack faulted while
+    # it runs the commands (the tolerance of tests/test_differential.py: near())
+    rss = int(k.read("/a/memory.stat").split("\nrss ")[1].split()[0])
+    assert 17 * MiB <= rss <= 17 * MiB + 8 * 4096
 
 
 @pytest.mark.linux

@@ -2,8 +2,8 @@
 
 Two implementations share it: `SimKernel` (the model, in-process and deterministic)
 and `LinuxKernel` (real cgroups).  Scenarios, tests and the CLI are written against
-these names only; they are fixed by the project's design document (names may be
-added, not renamed).  Methods with a body are optional for a kernel: their default is
+these names only, which are fixed (names may be added, not renamed); docs/design.md
+describes the layers.  Methods with a body are optional for a kernel: their default is
 what a kernel that needs nothing there does.
 
 Paths are relative to the root of the memory hierarchy the kernel object manages:
