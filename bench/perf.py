@@ -375,14 +375,12 @@ def real_fault_child(procs: str, nbytes: int, reps: int) -> dict:
 
 def real_fault() -> dict:
     """The real side of the fault target, or the reason it was skipped."""
-    from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup
+    from memcg.backends.linux import LinuxUnavailable, v1_memory_cgroup
 
     try:
-        parent, version = find_memory_cgroup()
+        parent = v1_memory_cgroup()
     except LinuxUnavailable as e:
-        return {"skipped": str(e)}
-    if version != 1:
-        return {"skipped": "no cgroup v1 memory controller for this process"}
+        return {"skipped": e.strerror}
     if os.geteuid() != 0 or not os.access(parent, os.W_OK):
         return {"skipped": "cannot create a child of this process's memory cgroup (not root)"}
     group = os.path.join(parent, f"bench-perf-{os.getpid()}")

@@ -46,7 +46,7 @@ import time
 
 # The package's own sources, so that the tool runs from a checkout (as root too).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
-from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+from memcg.backends.linux import LinuxUnavailable, v1_memory_cgroup  # noqa: E402
 
 PAGE = 4096
 KiB = 1024
@@ -759,12 +759,9 @@ def main() -> int:
     if others:
         os.sched_setaffinity(0, {others[0]})
     try:
-        base, version = find_memory_cgroup()
+        base = v1_memory_cgroup()
     except LinuxUnavailable as e:
         raise SystemExit(e.strerror) from None
-    if version != 1:
-        raise SystemExit("no cgroup v1 memory controller for this process")
-    base = os.path.normpath(base)
     tmpdir = tempfile.mkdtemp(prefix="memcg-behaviour-")
     m = None
     try:

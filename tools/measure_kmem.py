@@ -42,7 +42,7 @@ import time
 
 # The package's own sources, so that the tool runs from a checkout (as root too).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
-from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+from memcg.backends.linux import LinuxUnavailable, v1_memory_cgroup  # noqa: E402
 
 FLUSH_WAIT = 2.5  # memcg statistics are flushed every 2 s
 RCU_WAIT = 1.0  # task structs and stacks are freed after an RCU grace period
@@ -218,12 +218,9 @@ class Session:
 
     def __init__(self):
         try:
-            base, version = find_memory_cgroup()
+            self.base = v1_memory_cgroup()
         except LinuxUnavailable as e:
             raise SystemExit(e.strerror) from None
-        if version != 1:
-            raise SystemExit("no cgroup v1 memory controller for this process")
-        self.base = os.path.normpath(base)
         self.container = os.path.join(self.base, f"memcg-kmem-{os.getpid()}")
         os.mkdir(self.container)
         self.groups: list[str] = []

@@ -46,7 +46,7 @@ import time
 
 # The package's own sources, so that the tool runs from a checkout (as root too).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
-from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+from memcg.backends.linux import LinuxUnavailable, v1_memory_cgroup  # noqa: E402
 
 CHUNK = 64 << 10
 ROUND_WAIT = 0.05
@@ -355,12 +355,9 @@ class Session:
 
     def __init__(self):
         try:
-            base, version = find_memory_cgroup()
+            self.base = v1_memory_cgroup()
         except LinuxUnavailable as e:
             raise SystemExit(f"measure_tcp: {e.strerror}") from None
-        if version != 1:
-            raise SystemExit("measure_tcp: no cgroup v1 memory controller for this process")
-        self.base = os.path.normpath(base)
         self.container = os.path.join(self.base, f"memcg-tcp-{os.getpid()}")
         os.mkdir(self.container)
         self.groups: list[str] = []

@@ -30,7 +30,7 @@ import time
 
 # The package's own sources, so that the tool runs from a checkout (as root too).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
-from memcg.backends.linux import LinuxUnavailable, find_memory_cgroup  # noqa: E402
+from memcg.backends.linux import LinuxUnavailable, v1_memory_cgroup  # noqa: E402
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -707,12 +707,9 @@ def main() -> int:
     opts = ap.parse_args()
 
     try:
-        parent, version = find_memory_cgroup()
+        parent = v1_memory_cgroup()
     except LinuxUnavailable as e:
         raise SystemExit(e.strerror) from None
-    if version != 1:
-        raise SystemExit("no cgroup v1 memory controller for this process")
-    parent = os.path.normpath(parent)
     if not os.path.isfile(os.path.join(parent, "memory.limit_in_bytes")):
         raise SystemExit("no cgroup v1 memory controller for this process")
     base = os.path.join(parent, f"memcg-measure-{os.getpid()}")

@@ -30,9 +30,9 @@ kernel (LinuxKernel).  Only the standard library is imported.
 from .cleanup import ROOT_PREFIX
 from .client import LinuxSocket, LinuxTask
 from .events import LinuxEvent
-from .host import LinuxUnavailable, find_memory_cgroup, fs_type
+from .host import LinuxUnavailable, find_memory_cgroup, fs_type, v1_memory_cgroup
 from .kernel import LinuxKernel
 from .v2names import UNLIMITED, V2_MAP
 
 __all__ = ["LinuxKernel", "LinuxUnavailable", "LinuxTask", "LinuxEvent", "LinuxSocket",
-           "find_memory_cgroup", "fs_type", "V2_MAP", "UNLIMITED", "ROOT_PREFIX"]
+           "find_memory_cgroup", "fs_type", "v1_memory_cgroup", "V2_MAP", "UNLIMITED", "ROOT_PREFIX"]

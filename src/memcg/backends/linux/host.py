@@ -73,6 +73,15 @@ def find_memory_cgroup() -> tuple[str, int]:
                                          "for this process")
 
 
+def v1_memory_cgroup() -> str:
+    """The caller's own group of the cgroup v1 memory controller (the measuring tools
+    need v1's files); LinuxUnavailable with a one-line reason where there is none."""
+    path, version = find_memory_cgroup()
+    if version != 1:
+        raise LinuxUnavailable(errno.ENOENT, "no cgroup v1 memory controller for this process")
+    return os.path.normpath(path)
+
+
 def check_usable(parent: str, version: int) -> None:
     """Raise LinuxUnavailable (one line) unless new groups can be made below parent."""
     if not os.path.isdir(parent):
