@@ -1,9 +1,7 @@
 """Sweeps: each point equals its single run, the cache, the CSV and plot, bad grids."""
 
 import csv
-import io
 import json
-import os
 
 import pytest
 
