@@ -5,6 +5,8 @@
     memcg fs NAME|FILE [--param k=v ...] [PATH ...]
     memcg compare NAME|FILE [--json OUT] [--profile FILE] [--param k=v ...]
     memcg calibrate [--out FILE]
+    memcg sweep NAME|FILE --param KEY=V1,V2,...|KEY=LOW..HIGH:STEP [...] [--jobs N]
+                [--engine local|ray] [--address ADDR] [--json OUT] [--csv OUT] [--plot OUT.png]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
 cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
@@ -18,7 +20,7 @@ import platform
 import sys
 from typing import Sequence
 
-from . import calibrate, compare, report
+from . import calibrate, compare, report, sweep
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
 from .kernel import Kernel
@@ -223,6 +225,59 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sweep
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    fill = width * done // total if total else width
+    sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _write_out(path: str, write) -> None:
+    try:
+        if path == "-":
+            write(sys.stdout)
+        else:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                write(f)
+    except OSError as e:
+        raise _Fatal(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        points = sweep.parse_grid(args.param or [])
+        if not args.param:
+            raise sweep.GridError("--param: expected at least one KEY=V1,V2,...")
+        if args.jobs is not None and args.jobs < 1:
+            raise sweep.GridError(f"--jobs {args.jobs}: expected a number of workers of 1 or more")
+        cache = None if args.no_cache else sweep.ResultCache(args.cache_dir or sweep.default_cache_dir())
+        progress = _progress if sys.stderr.isatty() else None
+        results = sweep.run_sweep(args.scenario, points, engine=args.engine, jobs=args.jobs,
+                                  address=args.address, cache=cache, progress=progress)
+    except sweep.GridError as e:
+        raise _Fatal(str(e)) from None
+    doc = sweep.sweep_json(args.scenario, args.engine, results)
+    if args.json:
+        _write_out(args.json, lambda f: report.write_json(doc, f))
+    if args.csv:
+        _write_out(args.csv, lambda f: sweep.write_csv(results, f))
+    if args.plot:
+        key = (args.param[0].partition("=")[0]).strip()
+        try:
+            sweep.plot_sweep(results, key, args.plot)
+        except ImportError:
+            raise _Fatal("--plot needs matplotlib (pip install matplotlib)") from None
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.plot}: {e.strerror or e}") from None
+    if args.json != "-" and args.csv != "-":
+        sweep.write_csv(results, sys.stdout)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -261,6 +316,21 @@ def _parser() -> argparse.ArgumentParser:
                                            "cgroups and write a profile")
     cal.add_argument("--out", metavar="FILE", help="write the profile here (default: print it)")
     cal.set_defaults(func=_cmd_calibrate)
+
+    sw = sub.add_parser("sweep", help="run a scenario over a grid of params, print one CSV row per point")
+    sw.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
+    sw.add_argument("--param", action="append", metavar="KEY=V1,V2,...",
+                    help="values of a [params] key: a list, or sizes as LOW..HIGH:STEP (repeatable)")
+    sw.add_argument("--jobs", type=int, metavar="N", help="workers (default: the CPUs)")
+    sw.add_argument("--engine", default="local", help="local (a process pool, default) or ray")
+    sw.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: a local one)")
+    sw.add_argument("--json", metavar="OUT", help="write the sweep's JSON to OUT ('-': stdout)")
+    sw.add_argument("--csv", metavar="OUT", help="write one CSV row per point to OUT ('-': stdout)")
+    sw.add_argument("--plot", metavar="OUT.png", help="plot the figures against the first swept key")
+    sw.add_argument("--cache-dir", metavar="DIR", help="where finished points are kept "
+                    "(default: $XDG_CACHE_HOME/memcg/sweep or ~/.cache/memcg/sweep)")
+    sw.add_argument("--no-cache", action="store_true", help="run every point, keep nothing")
+    sw.set_defaults(func=_cmd_sweep)
     return p
 
 

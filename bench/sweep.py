@@ -1,0 +1,61 @@
+"""Sweep throughput: points per second on the local engine and on Ray, and the backup
+scenario run N times with different limits in one process and in a fresh process each.
+
+    python3 bench/sweep.py [--points N]
+
+Prints Markdown rows for BENCHMARKS.md's sweep section.  The cache is off throughout.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from memcg import sweep
+
+
+def _limits(n: int) -> list[str]:
+    return [f"{16 * (i + 1)}M" for i in range(n)]
+
+
+def points_per_second(engine: str, n: int, jobs: int) -> float:
+    pts = sweep.parse_grid(["limit=" + ",".join(_limits(n))])
+    t = time.perf_counter()
+    sweep.run_sweep("backup", pts, engine=engine, jobs=jobs)
+    return n / (time.perf_counter() - t)
+
+
+def in_process(n: int) -> float:
+    t = time.perf_counter()
+    for lim in _limits(n):
+        sweep.run_point("backup", {"limit": lim})
+    return (time.perf_counter() - t) / n
+
+
+def fresh_process(n: int) -> float:
+    t = time.perf_counter()
+    for lim in _limits(n):
+        subprocess.run([sys.executable, "-m", "memcg", "run", "backup", "--param", f"limit={lim}"],
+                       check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - t) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--points", type=int, default=4)
+    n = ap.parse_args().points
+    jobs = os.cpu_count() or 1
+    print(f"| backup, {n} limits, local engine, {jobs} jobs | {points_per_second('local', n, jobs):.2f} points/s |")
+    try:
+        import ray  # noqa: F401  (the optional extra)
+        ray_pps = f"{points_per_second('ray', n, jobs):.2f} points/s (a local Ray started by the sweep)"
+    except ImportError:
+        ray_pps = "ray not installed"
+    print(f"| backup, {n} limits, Ray engine, {jobs} CPUs | {ray_pps} |")
+    print(f"| backup, {n} limits one after another, one process | {in_process(n):.2f} s per run |")
+    print(f"| backup, {n} limits, a fresh `memcg run` process each | {fresh_process(n):.2f} s per run |")
+
+
+if __name__ == "__main__":
+    main()
