@@ -5,6 +5,7 @@
     memcg fs NAME|FILE [--param k=v ...] [PATH ...]
     memcg compare NAME|FILE [--json OUT] [--profile FILE] [--param k=v ...]
     memcg calibrate [--out FILE]
+    memcg vm fetch | memcg vm probe [--hierarchy v1|v2]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
 cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
@@ -19,6 +20,7 @@ import sys
 from typing import Sequence
 
 from . import calibrate, compare, report
+from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
 from .kernel import Kernel
@@ -223,6 +225,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the VM guest (a real kernel under QEMU) ---
+def _cmd_vm(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "fetch":
+            kernel, _ = vm.fetch()
+            print(f"guest kernel: {kernel}")
+            return 0
+        r = vm.run_script("", hierarchy=args.hierarchy)
+    except vm.GuestError as e:
+        raise _Fatal(str(e)) from None
+    print(f"guest kernel {r.kernel_release}: booted to cgroup {args.hierarchy} "
+          f"and powered off in {r.seconds:.1f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -261,6 +278,11 @@ def _parser() -> argparse.ArgumentParser:
                                            "cgroups and write a profile")
     cal.add_argument("--out", metavar="FILE", help="write the profile here (default: print it)")
     cal.set_defaults(func=_cmd_calibrate)
+
+    v = sub.add_parser("vm", help="fetch the guest kernel, or boot a guest once to check it")
+    v.add_argument("action", choices=("fetch", "probe"))
+    v.add_argument("--hierarchy", choices=("v1", "v2"), default="v2")
+    v.set_defaults(func=_cmd_vm)
     return p
 
 
