@@ -7,6 +7,7 @@
     memcg calibrate [--out FILE]
     memcg sweep NAME|FILE --param KEY=V1,V2,...|KEY=LOW..HIGH:STEP [...] [--jobs N]
                 [--engine local|ray] [--address ADDR] [--json OUT] [--csv OUT] [--plot OUT.png]
+    memcg vm fetch | memcg vm probe [--hierarchy v1|v2]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
 cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
@@ -21,6 +22,7 @@ import sys
 from typing import Sequence
 
 from . import calibrate, compare, report, sweep
+from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
 from .kernel import Kernel
@@ -278,6 +280,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the VM guest (a real kernel under QEMU) ---
+def _cmd_vm(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "fetch":
+            kernel, _ = vm.fetch()
+            print(f"guest kernel: {kernel}")
+            return 0
+        r = vm.run_script("", hierarchy=args.hierarchy)
+    except vm.GuestError as e:
+        raise _Fatal(str(e)) from None
+    print(f"guest kernel {r.kernel_release}: booted to cgroup {args.hierarchy} "
+          f"and powered off in {r.seconds:.1f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -331,6 +348,11 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: $XDG_CACHE_HOME/memcg/sweep or ~/.cache/memcg/sweep)")
     sw.add_argument("--no-cache", action="store_true", help="run every point, keep nothing")
     sw.set_defaults(func=_cmd_sweep)
+
+    v = sub.add_parser("vm", help="fetch the guest kernel, or boot a guest once to check it")
+    v.add_argument("action", choices=("fetch", "probe"))
+    v.add_argument("--hierarchy", choices=("v1", "v2"), default="v2")
+    v.set_defaults(func=_cmd_vm)
     return p
 
 

@@ -1,0 +1,157 @@
+"""The VM guest: a real 6.1 kernel under QEMU, booted to cgroup v1 or v2.
+
+Guest runs skip, saying why, where qemu or the guest kernel is unavailable
+(`apt-get install qemu-system-x86`, `memcg vm fetch`).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from memcg.backends import vm
+from memcg.cli import main
+
+
+def _guest_available() -> str:
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+    try:
+        vm.find_images()
+    except vm.GuestError as e:
+        return str(e)
+    return ""
+
+
+_WHY = _guest_available()
+needs_guest = pytest.mark.skipif(bool(_WHY), reason=_WHY or "guest available")
+
+# A 64 MiB buffer in a group limited to 16 MiB, no swap in the guest: the OOM killer.
+_OOM_V2 = """mkdir /sys/fs/cgroup/a; echo 16M > /sys/fs/cgroup/a/memory.max
+sh -c 'echo $$ > /sys/fs/cgroup/a/cgroup.procs; exec dd if=/dev/zero of=/dev/null bs=64M count=1' 2>/dev/null
+echo rc=$?
+cat /sys/fs/cgroup/a/memory.events; echo current $(cat /sys/fs/cgroup/a/memory.current)"""
+
+_OOM_V1 = """G=/sys/fs/cgroup/memory/a; mkdir $G; echo 16M > $G/memory.limit_in_bytes
+sh -c "echo \\$\\$ > $G/cgroup.procs; exec dd if=/dev/zero of=/dev/null bs=64M count=1" 2>/dev/null
+echo rc=$?
+cat $G/memory.oom_control; echo failcnt $(cat $G/memory.failcnt)
+echo max_usage $(cat $G/memory.max_usage_in_bytes)"""
+
+
+def _fields(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.replace("=", " ").partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _qemu_children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            if ppid == pid and b"qemu-system" in cmd:
+                found.append(int(entry))
+    return found
+
+
+def _memcg_tmpdirs() -> set:
+    root = tempfile.gettempdir()
+    return {d for d in os.listdir(root) if d.startswith("memcg-vm-")}
+
+
+def test_bad_hierarchy_is_refused():
+    with pytest.raises(ValueError):
+        vm.run_script("", hierarchy="v3")
+
+
+def test_no_qemu_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(vm.shutil, "which", lambda name: None)
+    with pytest.raises(vm.GuestError, match="apt-get install qemu-system-x86"):
+        vm.run_script("")
+
+
+def test_no_kernel_says_how_to_fetch(tmp_path, capsys, monkeypatch):
+    with pytest.raises(vm.GuestError, match="memcg vm fetch"):
+        vm.find_images(str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(vm.shutil, "which", lambda name: "/bin/true")
+    assert main(["vm", "probe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "memcg vm fetch" in err
+
+
+def test_initramfs_is_newc_with_a_trailer(tmp_path):
+    bb = tmp_path / "busybox"
+    bb.write_bytes(b"\x7fELF")
+    data = vm._initramfs(str(bb), "v2", "echo hi")
+    assert data.startswith(b"070701") and b"TRAILER!!!" in data and len(data) % 4 == 0
+    assert b"+memory" in data and b"echo hi" in data
+
+
+@needs_guest
+def test_v2_memory_max_oom_kills_and_counts_events():
+    r = vm.run_script(_OOM_V2, hierarchy="v2", memory=512)
+    assert r.kernel_release.startswith("6.1.")
+    f = _fields(r.output)
+    assert f["rc"] == 128 + signal.SIGKILL
+    assert f["oom_kill"] == 1 and f["oom"] >= 1 and f["max"] >= 1
+    assert f["current"] <= 16 << 20
+
+
+@needs_guest
+def test_v1_limit_oom_kills_and_counts_failcnt():
+    r = vm.run_script(_OOM_V1, hierarchy="v1", memory=512)
+    f = _fields(r.output)
+    assert f["rc"] == 128 + signal.SIGKILL
+    assert f["oom_kill"] == 1 and f["under_oom"] == 0 and f["failcnt"] >= 1
+    assert f["max_usage"] == 16 << 20
+
+
+@needs_guest
+def test_a_guest_past_its_time_limit_is_killed_and_leaves_nothing():
+    before = _memcg_tmpdirs()
+    with pytest.raises(vm.GuestError, match="did not finish within 2 s"):
+        vm.run_script("sleep 600", timeout=2)
+    assert _qemu_children(os.getpid()) == []
+    assert _memcg_tmpdirs() - before == set()
+
+
+@needs_guest
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_guest_dies_with_its_caller(sig):
+    before = _memcg_tmpdirs()
+    code = "from memcg.backends import vm; vm.run_script('sleep 600', timeout=600)"
+    caller = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while not (qemu := _qemu_children(caller.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert qemu, "the guest did not start"
+        time.sleep(3)  # the guest has printed: its initramfs is already removed
+        caller.send_signal(sig)
+        caller.wait(10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{qemu[0]}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{qemu[0]}")
+        assert _memcg_tmpdirs() - before == set()
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
