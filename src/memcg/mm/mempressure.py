@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..kernel import PAGE_SIZE
+from .shrink_plan import shrink_plan
 
 if TYPE_CHECKING:
     from ..fs.eventfd import EventFd
@@ -62,9 +63,9 @@ def shrinker_report(sys: System, memcg: MemCgroup, efd_fileno: int, delta: int) 
 def shrinker_request(sys: System, memcg: MemCgroup, shortfall_pages: int) -> None:
     """Ask the shrinkers of memcg's subtree to free chunks covering the shortfall.
 
-    Each gets min(chunks held, pages * PAGE_SIZE / chunk size) requested on its eventfd,
-    in subtree order, until the accumulated shortfall is covered.  With no chunks left
-    anywhere the shortfall is forgotten.
+    The accumulated shortfall is split across them by the chunks each holds
+    (shrink_plan, do_shrink_slab's proportional scan); each gets its share on its
+    eventfd.  With no chunks left anywhere the shortfall is forgotten.
     """
     shrinkers = [s for m in memcg.subtree() for s in sys.user_shrinkers.get(m.id, ())
                  if s.chunks > 0]
@@ -72,13 +73,9 @@ def shrinker_request(sys: System, memcg: MemCgroup, shortfall_pages: int) -> Non
         sys.shrinker_debt.pop(memcg.id, None)
         return
     debt = sys.shrinker_debt.get(memcg.id, 0) + shortfall_pages
-    for s in shrinkers:
-        if debt <= 0:
-            break
-        n = min(s.chunks, debt * PAGE_SIZE // s.chunk_size)
-        if not n:
-            continue
-        s.chunks -= n
-        debt -= -(-n * s.chunk_size // PAGE_SIZE)
-        s.efd.signal(n)
-    sys.shrinker_debt[memcg.id] = max(0, debt)
+    plan = shrink_plan(debt, [(s.chunks, s.chunk_size) for s in shrinkers], PAGE_SIZE)
+    for s, n in zip(shrinkers, plan.requests):
+        if n:
+            s.chunks -= n
+            s.efd.signal(n)
+    sys.shrinker_debt[memcg.id] = plan.debt_pages
