@@ -24,6 +24,7 @@ and statistic returns to zero and every frame is free.
 from __future__ import annotations
 
 import errno
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -243,6 +244,25 @@ class MemcgMachine(RuleBasedStateMachine):
         t.exit()
         assert t.state == "exited"
 
+    @precondition(lambda self: len(self.groups) > 1)
+    @rule(i=index, name=st.sampled_from(FILES), n=pages)
+    def retire(self, i, name, n):
+        """A leaf group's task reads a file and exits, and the group is removed while
+        its page cache is still charged: a dying group, for later reclaim to free."""
+        leaves = [g for g in self.groups[1:]
+                  if not any(o.startswith(g + "/") for o in self.groups)]
+        if not leaves:
+            return
+        path = self.pick(leaves, i)
+        t = self.k.spawn(path)
+        self.tasks.append(t)
+        self.expect_oserror(lambda: t.read_file(name, n * PAGE), errno.ENOMEM)
+        for u in self.alive():
+            if u.memcg.path == path:
+                u.exit()
+        self.k.rmdir(path)
+        self.groups.remove(path)
+
     # --- invariants ------------------------------------------------------------------------
 
     def used_mask(self):
@@ -420,7 +440,11 @@ class MemcgMachine(RuleBasedStateMachine):
         assert k.debugfs()["memcg_ids_in_use"] == 1
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None,
+# MEMCG_STATEFUL_STEPS=100000 runs the long profile: that many steps in all, in runs of
+# 100 steps (the default profile: 40 runs of 50 steps per machine).
+_LONG = int(os.environ.get("MEMCG_STATEFUL_STEPS", "0"))
+SETTINGS = settings(max_examples=max(40, _LONG // 100) if _LONG else 40,
+                    stateful_step_count=100 if _LONG else 50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -441,9 +465,19 @@ class TightWithSwap(MemcgMachine):
     SWAP = "8M"
 
 
+class TinyWithSwap(MemcgMachine):
+    """So tight that one file read reclaims machine-wide, with removed groups still
+    holding cache (the retire rule): dying groups under global reclaim and swap."""
+
+    MEMORY = "4M"
+    SWAP = "2M"
+
+
 TestNoSwap = NoSwap.TestCase
 TestNoSwap.settings = SETTINGS
 TestWithSwap = WithSwap.TestCase
 TestWithSwap.settings = SETTINGS
 TestTightWithSwap = TightWithSwap.TestCase
 TestTightWithSwap.settings = SETTINGS
+TestTinyWithSwap = TinyWithSwap.TestCase
+TestTinyWithSwap.settings = SETTINGS

@@ -151,8 +151,12 @@ class MemCgroup:
     def subtree(self):
         """mem_cgroup_iter() order: this memcg, then descendants in pre-order (dying too)."""
         yield self
-        for c in self.children:
-            yield from c.subtree()
+        # mm/memcontrol.c: mem_cgroup_iter() walks with css references and skips a css
+        # that was freed meanwhile (css_tryget fails); a dying child can be freed while
+        # the caller reclaims from it, so walk a snapshot and skip what has gone.
+        for c in list(self.children):
+            if c in self.children:
+                yield from c.subtree()
 
     def is_descendant(self, root: MemCgroup) -> bool:
         """mem_cgroup_is_descendant()."""
