@@ -1,6 +1,10 @@
 """Regressions for issue 17 (reliability): defects found by hostile but careful use."""
 
+import pytest
+
 import memcg
+from memcg.parse import parse_size, simple_strtoul
+from memcg.scenario import ScenarioError, builtin_names, load_scenario, parse_scenario
 
 
 def test_dying_group_freed_during_reclaim_walk():
@@ -16,3 +20,47 @@ def test_dying_group_freed_during_reclaim_walk():
     # the dying group's cache was reclaimed and the group freed (css_free)
     assert k.sys.dying == [] or len(k.sys.dying) == 0
     assert len(k.sys.memcgs) == 1
+
+
+# --- bad bytes and empty files (issue 17, item 6)
+
+def _scenario_error(text: str) -> str:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "test.toml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("test.toml: ")
+    return msg
+
+
+def test_sizes_take_ascii_digits_only():
+    """memparse() reads '0'-'9'; Arabic-Indic digits are not a size."""
+    for bad in ("\u0661\u0666M", "\uff11\uff16M", "16\u00a0M"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_size("16M") == 16 << 20
+    assert simple_strtoul("\u0661\u0666") == (0, "\u0661\u0666")
+    assert simple_strtoul("16x") == (16, "x")
+    msg = _scenario_error('[machine]\nmemory = "1G"\n[[group]]\npath = "/a"\nlimit = "\u0661\u0666M"\n')
+    assert "limit" in msg
+
+
+def test_empty_scenario_is_an_error():
+    assert "empty scenario" in _scenario_error("")
+    assert "empty scenario" in _scenario_error("# only a comment\n")
+
+
+def test_group_path_with_nul_is_refused():
+    msg = _scenario_error('[[group]]\npath = "/a\\u0000b"\n')
+    assert "NUL" in msg
+
+
+def test_rmdir_of_undeclared_group_is_refused_at_load():
+    msg = _scenario_error('[[group]]\npath = "/a"\n[[step]]\nat = 1\nrmdir = "/b"\n')
+    assert "unknown group '/b'" in msg
+    # a group made by an earlier step may be removed
+    parse_scenario('[[step]]\nat = 1\nmkdir = "/b"\n[[step]]\nat = 2\nrmdir = "/b"\n', "test.toml")
+
+
+def test_builtins_still_load():
+    for name in builtin_names():
+        load_scenario(name)

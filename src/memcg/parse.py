@@ -108,7 +108,7 @@ def kstrtoint(text: str) -> int:
 def simple_strtoul(s: str) -> tuple[int, str]:
     """lib/vsprintf.c: simple_strtoul(s, &end, 10) - leading decimal digits and the rest."""
     i = 0
-    while i < len(s) and s[i].isdigit():
+    while i < len(s) and s[i] in "0123456789":  # ASCII only, as the kernel's isdigit()
         i += 1
     return (int(s[:i]) if i else 0), s[i:]
 
@@ -126,7 +126,8 @@ def parse_memopt(value, what: str) -> int:
     raise ValueError(f"{what}: expected a size such as 2G, 512M or a byte count, got {value!r}")
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtTpPeE]?)\s*$")
+# ASCII digits and blanks only: the kernel's memparse() knows no other digits
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([kKmMgGtTpPeE]?)\s*$", re.ASCII)
 
 
 def parse_size(text: str | int) -> int:

@@ -256,12 +256,19 @@ class _Parser:
         parts = p.split("/")
         if not p.startswith("/") or (p != "/" and any(x in ("", ".", "..") for x in parts[1:])):
             raise self.err(key, f'expected a group path like "/a/b", got {p!r}')
+        # A path reaches the kernel as a C string: a NUL ends it (fs/namei.c: getname
+        # copies up to the first NUL), so a name holding one cannot name a group.
+        if "\0" in p:
+            raise self.err(key, f"expected a group path without NUL bytes, got {p!r}")
         return p
 
     # -- sections
 
     def parse(self) -> Scenario:
         doc = self.doc
+        if not doc:
+            raise ScenarioError(f"{self.file}: empty scenario: expected at least a [[group]], "
+                                "[[task]] or [[step]]")
         self.check_keys(doc, _TOP_KEYS, "")
         stem = os.path.basename(self.file)
         stem = stem[:-5] if stem.endswith(".toml") else stem
@@ -513,7 +520,9 @@ class _Parser:
         elif action == "advance":
             step.arg = self.integer(v, key, minimum=1, extra=extra)
         elif action in ("mkdir", "rmdir"):
-            step.arg = self.group_path(v, key, extra)
+            # rmdir names a group declared or made by an earlier step, as move and write do
+            step.arg = (self.group_path(v, key, extra) if action == "mkdir"
+                        else self.known_group(v, key, groups, extra))
             if step.arg == "/":
                 raise self.err(key, "expected a group below the root")
             if action == "mkdir":
