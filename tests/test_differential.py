@@ -261,6 +261,25 @@ def test_oom_kills_the_largest_task_not_the_one_that_asked(kernel):
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_victim_faulting_shm_is_the_only_kill(kernel):
+    """A task faulting in shared memory past the limit is the victim (its mapped shmem
+    pages count in oom_badness as they are faulted), and the kill ends it: the shmem it
+    charged stays, and its failing charge kills nobody else (task_is_dying())."""
+    k = kernel
+    k.mkdir("/G")
+    k.write("/G/memory.limit_in_bytes", "4M")
+    k.mkdir("/G/a")
+    a = k.spawn("/G/a")
+    a.touch_anon(71 * 4096)
+    b = k.spawn("/G")
+    b.touch_shm("seg", 8 * MiB + 200 * KiB)
+    assert b.state == "oom_killed"
+    assert a.state == "running"
+    assert oom(k, "/G")["oom_kill"] == 1
+    assert oom(k, "/G/a")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_oom_kill_disable_blocks_until_the_limit_is_raised(kernel):
     k = kernel
     k.mkdir("/g")

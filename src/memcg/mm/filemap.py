@@ -291,7 +291,10 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
         if len(newly):
             sys.mem.flags[newly] |= PG_mapped
             sys.stats.mod_many(sys.mem.memcg[newly], NR_FILE_MAPPED, 1)
-    _shmem_map(sys, obj, mm, max(already, nr))
+        # finish_fault() maps each page as it is faulted: MM_SHMEMPAGES grows fault by
+        # fault, so an OOM kill later in this same call sees the pages already mapped
+        # (oom_badness() counts them) - not a task with no rss.
+        _shmem_map(sys, obj, mm, max(already, int(idx[-1]) + 1))
     return 0
 
 
