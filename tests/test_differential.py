@@ -261,6 +261,16 @@ def test_oom_kills_the_largest_task_not_the_one_that_asked(kernel):
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
+@pytest.mark.parametrize("efd", [0, 1, 2])
+def test_event_control_with_a_standard_descriptor_is_einval(kernel, efd):
+    """memcg_write_event_control(): descriptors 0-2 are open in every process but are
+    not eventfds, so eventfd_ctx_fileget() refuses them (EINVAL, not EBADF)."""
+    kernel.mkdir("/g")
+    assert errno_of(lambda: kernel.write("/g/cgroup.event_control", f"{efd} 987 1M")) == errno.EINVAL
+    assert errno_of(lambda: kernel.write("/g/cgroup.event_control", "987 986 1M")) == errno.EBADF
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_oom_victim_faulting_shm_is_the_only_kill(kernel):
     """A task faulting in shared memory past the limit is the victim (its mapped shmem
     pages count in oom_badness as they are faulted), and the kill ends it: the shmem it

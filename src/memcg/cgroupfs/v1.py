@@ -242,8 +242,9 @@ def _procs(threads: bool):
 def _event_control(k, memcg, text):
     """memcg_write_event_control(): "<event_fd> <control_fd> <args>".
 
-    The simulated kernel has no open control files, so a well-formed line names fds the
-    simulated process does not have: EBADF.  Register events with Kernel.event().
+    The writer is a process with only its standard descriptors open: an event_fd of 0-2
+    is an open file that is not an eventfd (eventfd_ctx_fileget(): EINVAL), any other
+    names nothing (fdget(): EBADF).  Register events with Kernel.event().
     """
     buf = text.strip(" \t\n\v\f\r")
     _efd, rest = parse.simple_strtoul(buf)
@@ -251,6 +252,8 @@ def _event_control(k, memcg, text):
         raise einval()
     _cfd, rest = parse.simple_strtoul(rest[1:])
     if rest and not rest.startswith(" "):
+        raise einval()
+    if _efd in (0, 1, 2):  # stdin, stdout, stderr: open in every process
         raise einval()
     raise OSError(errno.EBADF, "Bad file descriptor")
 
