@@ -5,6 +5,7 @@ import pytest
 import memcg
 from memcg.parse import parse_size, simple_strtoul
 from memcg.scenario import ScenarioError, builtin_names, load_scenario, parse_scenario
+from memcg.scenario.loader import MAX_SCENARIO_BYTES
 
 
 def test_dying_group_freed_during_reclaim_walk():
@@ -64,3 +65,29 @@ def test_rmdir_of_undeclared_group_is_refused_at_load():
 def test_builtins_still_load():
     for name in builtin_names():
         load_scenario(name)
+
+
+# --- bounds on scenario files (issue 17, item 5)
+
+def _load_error(path) -> str:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(path))
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_scenario_that_is_not_a_regular_file_is_refused():
+    assert "not a regular file" in _load_error("/dev/zero")
+
+
+def test_scenario_file_too_large_is_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (MAX_SCENARIO_BYTES + 1))
+    assert f"larger than {MAX_SCENARIO_BYTES} bytes" in _load_error(big)
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in _load_error(deep)

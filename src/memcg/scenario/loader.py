@@ -43,6 +43,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+import stat
 import tomllib
 from typing import Any
 
@@ -52,6 +53,10 @@ from .model import (SOCKET_FIELDS, EventSpec, Expectation, GroupSpec, Machine, S
 
 __all__ = ["ACTIONS", "builtin_names", "load_scenario", "parse_scenario", "quote_key"]
 
+
+# The largest scenario file read: the built-ins are a few KiB; this leaves room for
+# recorded workloads while refusing /dev/zero or a log file passed by mistake.
+MAX_SCENARIO_BYTES = 4 << 20
 
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
 _MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy")
@@ -119,11 +124,17 @@ def load_scenario(name_or_path: str, params: dict[str, str] | None = None) -> Sc
         label = name_or_path
         try:
             with open(name_or_path, "rb") as f:
-                data = f.read()
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ScenarioError(f"{label}: not a regular file")
+                # read one byte past the limit: a longer file (or one still growing) is refused
+                data = f.read(MAX_SCENARIO_BYTES + 1)
         except FileNotFoundError:
             raise ScenarioError(f"{label}: no such scenario file") from None
         except OSError as e:
             raise ScenarioError(f"{label}: cannot read: {e.strerror or e}") from None
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{label}: larger than {MAX_SCENARIO_BYTES} bytes, the most a "
+                                "scenario file may hold")
     else:
         names = builtin_names()
         if name_or_path not in names:
@@ -147,6 +158,8 @@ def parse_scenario(text: str, file: str = "<scenario>", params: dict[str, str] |
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{file}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ScenarioError(f"{file}: invalid TOML: arrays or tables nested too deeply") from None
     return _Parser(file, doc, params or {}).parse()
 
 
