@@ -4,7 +4,9 @@ and the sweep of what a killed controller left behind.
 Every LinuxKernel registers here when it is made and leaves when close() is done.
 Whatever is still open is closed at interpreter exit (atexit) and on SIGTERM/SIGHUP
 (the handler cleans up, then dies of the signal); Ctrl-C unwinds into close() as a
-KeyboardInterrupt.  A controller killed by SIGKILL runs none of this: its workers die
+KeyboardInterrupt.  Clean-up runs once, to the end: while it runs, stop signals
+(SIGTERM, SIGHUP, SIGINT) are only noted, and the first one is delivered when it is
+done - a second signal neither re-enters it nor cuts it short.  A controller killed by SIGKILL runs none of this: its workers die
 with it (PR_SET_PDEATHSIG), and the next LinuxKernel made below the same parent
 removes its groups and file directories, recognised by their names.
 """
@@ -17,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from . import files
@@ -29,8 +32,16 @@ if TYPE_CHECKING:
 ROOT_PREFIX = "memcg-linux-"
 
 _OPEN: set["LinuxKernel"] = set()
-_OPEN_LOCK = threading.Lock()
+# Re-entrant: a signal handler runs in the main thread between two bytecodes, possibly
+# while that thread holds the lock in register()/unregister().
+_OPEN_LOCK = threading.RLock()
 _HANDLERS_INSTALLED = False
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+_cleaning = 0                  # depth of clean-up sections running (close, close_all)
+_deferred: int | None = None   # the first stop signal that arrived during clean-up
+_dying: int | None = None      # the fatal signal being acted on: die of it when clean
+_saved: dict[int, object] = {} # the handlers replaced while clean-up runs
 
 
 def register(kernel: "LinuxKernel") -> None:
@@ -47,17 +58,63 @@ def unregister(kernel: "LinuxKernel") -> None:
 
 def close_all() -> None:
     """Close every LinuxKernel this process opened (atexit and signal handlers)."""
+    with cleaning():
+        with _OPEN_LOCK:
+            kernels = [k for k in _OPEN if k._owner == os.getpid()]
+        for k in kernels:
+            try:
+                k.close()
+            except Exception as e:  # noqa: BLE001 - at exit: report in one line, go on
+                print(f"memcg: cleaning up {k.root_name}: {e}", file=sys.stderr)
+
+
+def _defer(signum, frame) -> None:
+    """Stand-in handler while clean-up runs: note the first stop signal, nothing else."""
+    global _deferred
+    if _deferred is None:
+        _deferred = signum
+
+
+@contextmanager
+def cleaning():
+    """A clean-up section: stop signals arriving inside it are held back, and the
+    first of them is delivered, to the handler it would have met, when the outermost
+    section ends.  Sections nest; handlers are swapped from the main thread only
+    (elsewhere the depth alone makes _on_fatal_signal hold the signal back)."""
+    global _cleaning, _deferred
     with _OPEN_LOCK:
-        kernels = [k for k in _OPEN if k._owner == os.getpid()]
-    for k in kernels:
-        try:
-            k.close()
-        except Exception as e:  # noqa: BLE001 - at exit: report in one line, go on
-            print(f"memcg: cleaning up {k.root_name}: {e}", file=sys.stderr)
+        _cleaning += 1
+        if _cleaning == 1 and threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                _saved[sig] = signal.signal(sig, _defer)
+    try:
+        yield
+    finally:
+        with _OPEN_LOCK:
+            _cleaning -= 1
+            pending = None
+            if _cleaning == 0:
+                for sig, handler in _saved.items():
+                    signal.signal(sig, handler)
+                _saved.clear()
+                pending, _deferred = _deferred, None
+        if pending is not None and _dying is None:
+            signal.raise_signal(pending)
 
 
 def _on_fatal_signal(signum, frame) -> None:
+    """SIGTERM/SIGHUP: close everything, then die of the signal (default action)."""
+    global _dying
+    if _cleaning or _dying is not None:
+        # Clean-up is already running (signal raced the handler swap) or we are about
+        # to die: hold it back rather than re-enter.
+        _defer(signum, frame)
+        return
+    _dying = signum
     close_all()
+    for sig in STOP_SIGNALS:
+        if sig != signum:
+            signal.signal(sig, signal.SIG_IGN)   # die of the first signal, not a later one
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

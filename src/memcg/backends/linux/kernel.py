@@ -81,6 +81,7 @@ class LinuxKernel(Kernel):
         self.sparse_files = sparse_files
         self._owner = os.getpid()
         self._closed = False
+        self._closing = False
         self._tasks: dict[int, LinuxTask] = {}
         self._events: list[LinuxEvent] = []
         self._oom_claimed: dict[str, int] = {}
@@ -455,8 +456,18 @@ class LinuxKernel(Kernel):
 
         Safe to call again (after an interruption it carries on).  Raises OSError at the
         end if a group could not be removed."""
-        if self._closed:
+        if self._closed or self._closing:
+            # Closed already, or close() is running already (re-entered from a handler
+            # of the caller's own): the call under way finishes the work.
             return
+        self._closing = True
+        try:
+            with cleanup.cleaning():
+                self._close()
+        finally:
+            self._closing = False
+
+    def _close(self) -> None:
         for ev in self._events:
             ev.close()
         tasks = list(self._tasks.values())
