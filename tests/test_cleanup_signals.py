@@ -109,7 +109,11 @@ def test_two_stop_signals_clean_up_once_and_exit(real_memcg, phase, first, secon
             memcg.LinuxKernel().close()     # sweep what the hung child left, for the next test
         p.stdout.close()
         p.stderr.close()
-    if first != signal.SIGINT:
+    if first != signal.SIGINT and phase == "spawned":
+        # sent back to back, both may be pending before either is handled; then the
+        # kernel (and CPython's handler loop) takes the lower number first
+        assert p.returncode in (-first, -second), p.returncode
+    elif first != signal.SIGINT:
         assert p.returncode == -first, p.returncode   # it dies of the first signal
     else:
         assert p.returncode != 0

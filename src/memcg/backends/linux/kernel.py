@@ -20,7 +20,7 @@ import time
 
 from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
-from . import cleanup, files, host, v2names
+from . import cleanup, files, host, procfs, v2names
 from .client import LinuxTask
 from .events import LinuxEvent
 
@@ -83,6 +83,9 @@ class LinuxKernel(Kernel):
         self._closed = False
         self._closing = False
         self._tasks: dict[int, LinuxTask] = {}
+        # pid -> /proc/PID/stat starttime when the task was learned: a pid alone may be
+        # reused by another process once the task has exited and been reaped.
+        self._start_times: dict[int, int | None] = {}
         self._events: list[LinuxEvent] = []
         self._oom_claimed: dict[str, int] = {}
         self._last_activity = time.monotonic()
@@ -194,12 +197,33 @@ class LinuxKernel(Kernel):
                 self._tasks[pid].group = self._relative(gdir)
 
     def _check_pid_write(self, text: str, path: str) -> None:
-        """Only processes this kernel started may be moved; the kernel parses the rest."""
+        """Only live processes this kernel started may be moved; the kernel parses the rest.
+
+        A task is its pid and its start time: an exited task's pid may already belong to
+        a newcomer, which has the same pid but a later start time."""
         pid = _procs_pid(text)
         if pid is None or pid < 0:
             return          # the kernel answers EINVAL
-        if pid == 0 or (pid not in self._tasks and os.path.exists(f"/proc/{pid}")):
+        if pid == 0:
             raise PermissionError(errno.EPERM, f"{path}: pid {pid} is not a task of this kernel")
+        now = procfs.start_time(pid)
+        if now is None:
+            return          # no such process: the kernel answers ESRCH
+        if not self._is_own_live_task(pid, now):
+            raise PermissionError(errno.EPERM, f"{path}: pid {pid} is not a task of this kernel")
+
+    def _is_own_live_task(self, pid: int, start_time: int) -> bool:
+        """pid is a task this kernel started, not exited, and still the same process."""
+        task = self._tasks.get(pid)
+        if task is None or self._start_times.get(pid) != start_time:
+            return False
+        return task.state not in ("exited", "oom_killed")
+
+    def _learn(self, task: LinuxTask) -> None:
+        """Record a new task with its start time, read while it cannot have been reaped
+        (a child not yet waited for keeps its /proc entry, a zombie included)."""
+        self._tasks[task.pid] = task
+        self._start_times[task.pid] = procfs.start_time(task.pid)
 
     def _relative(self, gdir: str) -> str:
         rel = os.path.relpath(gdir, self.root_dir)
@@ -230,7 +254,7 @@ class LinuxKernel(Kernel):
         finally:
             theirs.close()
         task = LinuxTask(self, popen.pid, mine, path if start_inside else OUTSIDE, popen)
-        self._tasks[task.pid] = task
+        self._learn(task)
         self._pin(task)
         task._pending = 1                          # the "ready" message
         task._wait(START_TIMEOUT)
@@ -251,7 +275,7 @@ class LinuxKernel(Kernel):
 
     def _adopt(self, pid: int, chan: socket.socket, group: str) -> LinuxTask:
         task = LinuxTask(self, pid, chan, group)
-        self._tasks[pid] = task
+        self._learn(task)
         task._pending = 1                          # the child's "ready" message
         task._wait(START_TIMEOUT)
         self._pin(task)

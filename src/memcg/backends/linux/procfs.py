@@ -15,12 +15,32 @@ from . import files
 OOM_WAIT_WCHANS = ("mem_cgroup_oom_synchronize", "memcg1_oom_synchronize")
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after comm, field 3 (state) first.  comm is
+    printed inside parentheses as the task named itself, so it may hold spaces and
+    parentheses of its own: the fields start after the last ')' (fs/proc/array.c:
+    do_task_stat prints "%d (%s) %c ...")."""
+    return text[text.rindex(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat, starttime: when the task started, in clock ticks after
+    boot (fs/proc/array.c: do_task_stat, nsec_to_clock_t(task->start_boottime)).  With
+    the pid it names one task: a pid reused by a newer task has a later start time.
+    None if there is no such process."""
+    text = files.read_quiet(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    fields = stat_fields(text)
+    return int(fields[19]) if len(fields) > 19 else None
+
+
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, exit_code field) of /proc/PID/stat, None if the process is gone."""
     text = files.read_quiet(f"/proc/{pid}/stat")
     if not text:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = stat_fields(text)
     code = int(fields[49]) if len(fields) > 49 else 0   # field 52: exit_code (waitpid format)
     return fields[0], code
 
@@ -36,7 +56,7 @@ def dying(pid: int) -> bool:
     text = files.read_quiet(f"/proc/{pid}/stat")
     if not text:
         return False
-    fields = text[text.rindex(")") + 2:].split()
+    fields = stat_fields(text)
     if len(fields) > 6 and int(fields[6]) & PF_EXITING:
         return True
     for line in files.read_quiet(f"/proc/{pid}/status").splitlines():
