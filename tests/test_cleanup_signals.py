@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import memcg
+from test_linux import gone  # the process has exited (a zombie counts as gone)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 EXIT_TIMEOUT = 10.0
@@ -62,15 +63,6 @@ CHILD = textwrap.dedent("""
     print(k.root_dir, k._workdir, k._shmdir or "-", *[t.pid for t in tasks], flush=True)
     time.sleep(60)
 """)
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return True
-    return text[text.rindex(")") + 2] in "ZX"
 
 
 def read_line(p: subprocess.Popen, timeout: float) -> str:
