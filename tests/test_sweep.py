@@ -109,3 +109,30 @@ def test_ray_engine_gives_the_same_points(tiny):
     finally:
         ray.shutdown()
     assert json.dumps(remote) == json.dumps(local)
+
+
+def test_ctrl_c_keeps_the_finished_points(tiny, tmp_path):
+    """A KeyboardInterrupt after two points: those two are in the cache, and the rerun
+    runs only the rest."""
+    cache = sweep.ResultCache(str(tmp_path / "c"))
+    pts = sweep.parse_grid(["limit=8M,16M,32M,64M"])
+
+    def interrupt(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(tiny, pts, jobs=1, cache=cache, progress=interrupt)
+    again = sweep.ResultCache(str(tmp_path / "c"))
+    out = sweep.run_sweep(tiny, pts, jobs=1, cache=again)
+    assert again.hits == 2 and again.misses == 2
+    assert [p["run"] for p in out[:2]] == [_single(tiny, {"limit": v}) for v in ("8M", "16M")]
+
+
+def test_ctrl_c_on_the_command_line_exits_130_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep, "run_point", interrupted)
+    assert cli.main(["sweep", tiny, "--param", "limit=8M,16M", "--jobs", "1",
+                     "--cache-dir", str(tmp_path / "c")]) == 130
+    assert capsys.readouterr().err == "memcg: interrupted\n"
