@@ -27,10 +27,10 @@ EDGES = GRAPH["edges"]
 MODEL = ("memcg.mm", "memcg.fs", "memcg.net", "memcg.system", "memcg.sched", "memcg.tasks",
          "memcg.static_key")
 ABOVE_MODEL = ("memcg.cgroupfs", "memcg.backends", "memcg.scenario", "memcg.cli",
-               "memcg.compare", "memcg.calibrate", "memcg.report", "memcg.cache", "memcg.sweep")
+               "memcg.compare", "memcg.calibrate", "memcg.report", "memcg.cache", "memcg.sweep", "memcg.record")
 # Above the Kernel interface: they reach backends through it, never into the model.
 CLIENTS = ("memcg.scenario", "memcg.compare", "memcg.calibrate", "memcg.report", "memcg.cache",
-           "memcg.cli", "memcg.sweep")
+           "memcg.cli", "memcg.sweep", "memcg.record")
 
 
 def _in(mod: str, prefixes) -> bool:

@@ -7,10 +7,12 @@
     memcg calibrate [--out FILE]
     memcg sweep NAME|FILE --param KEY=V1,V2,...|KEY=LOW..HIGH:STEP [...] [--jobs N]
                 [--engine local|ray] [--address ADDR] [--json OUT] [--csv OUT] [--plot OUT.png]
+    memcg record [--limit SIZE] [--interval S] [--timeout S] --out FILE.toml [--json REAL.json]
+                 -- CMD [ARGS...]
     memcg vm fetch | memcg vm probe [--hierarchy v1|v2]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
-cannot be read), 2 for bad input (unknown scenario, bad file, bad parameter) or an
+cannot be read, or a recorded command failed or was OOM-killed), 2 for bad input (unknown scenario, bad file, bad parameter) or an
 unavailable backend.  Errors are one line on stderr, `memcg: <message>`.
 """
 
@@ -21,7 +23,7 @@ import platform
 import sys
 from typing import Sequence
 
-from . import calibrate, compare, report, sweep
+from . import calibrate, compare, parse, record, report, sweep
 from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
@@ -280,6 +282,37 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- record
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    argv = list(args.command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise _Fatal("record: expected a command after --, e.g. memcg record --out job.toml -- ./job")
+    for opt, value in (("--interval", args.interval), ("--timeout", args.timeout)):
+        if value is not None and not value > 0:
+            raise _Fatal(f"record: {opt} {value:g}: expected seconds above zero")
+    if args.limit is not None:
+        try:
+            parse.parse_size(args.limit)
+        except ValueError:
+            if args.limit.strip() != "-1":
+                raise _Fatal(f"record: --limit {args.limit}: expected a size such as 64M, or -1") from None
+    try:
+        rec = record.record(argv, limit=args.limit, interval=args.interval, timeout=args.timeout)
+    except record.RecordError as e:
+        raise _Fatal(str(e)) from None
+    _write_out(args.out, lambda f: f.write(record.scenario_toml(rec)))
+    if args.json:
+        _write_out(args.json, lambda f: report.write_json(record.run_json(rec), f))
+    how = ("was OOM-killed" if rec.oom_killed else
+           f"exited with status {rec.exit_status}" if rec.exit_status else "exited")
+    print(f"memcg: {argv[0]} {how}; {len(rec.samples)} samples, peak {rec.peak} bytes; "
+          f"replay: memcg run {args.out}", file=sys.stderr)
+    return 0 if rec.exit_status == 0 else 1
+
+
 # --- the VM guest (a real kernel under QEMU) ---
 def _cmd_vm(args: argparse.Namespace) -> int:
     try:
@@ -348,6 +381,18 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: $XDG_CACHE_HOME/memcg/sweep or ~/.cache/memcg/sweep)")
     sw.add_argument("--no-cache", action="store_true", help="run every point, keep nothing")
     sw.set_defaults(func=_cmd_sweep)
+
+    rc = sub.add_parser("record", help="run a command in a new real memory cgroup, sample it, "
+                                        "write a scenario that replays it")
+    rc.add_argument("--limit", metavar="SIZE", help="the group's memory.limit_in_bytes (default: none); "
+                    "the scenario's `limit` param defaults to it")
+    rc.add_argument("--interval", type=float, default=0.02, metavar="S",
+                    help="seconds between samples (default 0.02)")
+    rc.add_argument("--timeout", type=float, metavar="S", help="kill the command after S seconds (exit 2)")
+    rc.add_argument("--out", required=True, metavar="FILE.toml", help="the scenario to write")
+    rc.add_argument("--json", metavar="REAL.json", help="the real run as the JSON of memcg run ('-': stdout)")
+    rc.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    rc.set_defaults(func=_cmd_record)
 
     v = sub.add_parser("vm", help="fetch the guest kernel, or boot a guest once to check it")
     v.add_argument("action", choices=("fetch", "probe"))

@@ -23,16 +23,18 @@ the missing equivalent.  docs/linux-backend.md describes all of it.
 The modules, one concept each: host (where the caller's memory cgroup is), files (how
 cgroup and data files are read and written), v2names (the v1 names on cgroup v2),
 procfs (a worker's state from /proc), client (the task behind a worker process),
+command (a real command run in a group, for `memcg record`),
 events (eventfds), cleanup (closing at exit and on signals, sweeping leftovers) and
 kernel (LinuxKernel).  Only the standard library is imported.
 """
 
 from .cleanup import ROOT_PREFIX
 from .client import LinuxSocket, LinuxTask
+from .command import LinuxCommand
 from .events import LinuxEvent
 from .host import LinuxUnavailable, find_memory_cgroup, fs_type, v1_memory_cgroup
 from .kernel import LinuxKernel
 from .v2names import UNLIMITED, V2_MAP
 
-__all__ = ["LinuxKernel", "LinuxUnavailable", "LinuxTask", "LinuxEvent", "LinuxSocket",
+__all__ = ["LinuxKernel", "LinuxUnavailable", "LinuxTask", "LinuxCommand", "LinuxEvent", "LinuxSocket",
            "find_memory_cgroup", "fs_type", "v1_memory_cgroup", "V2_MAP", "UNLIMITED", "ROOT_PREFIX"]

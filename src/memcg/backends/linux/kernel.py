@@ -20,7 +20,7 @@ import time
 
 from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
-from . import cleanup, files, host, procfs, v2names
+from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
 from .events import LinuxEvent
 
@@ -87,6 +87,7 @@ class LinuxKernel(Kernel):
         # reused by another process once the task has exited and been reaped.
         self._start_times: dict[int, int | None] = {}
         self._events: list[LinuxEvent] = []
+        self._commands: list[command.LinuxCommand] = []
         self._oom_claimed: dict[str, int] = {}
         self._last_activity = time.monotonic()
         self._cpus = sorted(os.sched_getaffinity(0))
@@ -264,6 +265,20 @@ class LinuxKernel(Kernel):
             self._warm_up(task)
             self._move(task, path)
         return task
+
+    def start_command(self, path: str, argv: list[str], **popen_kwargs) -> command.LinuxCommand:
+        """Run a real command (argv) in the group at path, its whole process tree charged
+        there from its first instruction; close() kills what is left of it.  popen_kwargs
+        go to subprocess.Popen (stdin, stdout, stderr, cwd, env).  Raises OSError when
+        it cannot be started."""
+        gdir = self._group_dir(path)
+        if gdir == self.root_dir or not os.path.isdir(gdir):
+            raise FileNotFoundError(errno.ENOENT, "a command needs a group of its own", path)
+        procs = os.path.join(gdir, self._fs.procs_file())
+        cmd = command.start(list(argv), self._relative(gdir), procs, **popen_kwargs)
+        self._commands.append(cmd)
+        self._touched()
+        return cmd
 
     def _warm_up(self, task: LinuxTask) -> None:
         """Run every code path once in the caller's group, so that the interpreter's own
@@ -494,6 +509,8 @@ class LinuxKernel(Kernel):
     def _close(self) -> None:
         for ev in self._events:
             ev.close()
+        for cmd in self._commands:
+            cmd.kill()
         tasks = list(self._tasks.values())
         for t in tasks:
             t._kill()
