@@ -145,6 +145,28 @@ def _sample(k: LinuxKernel, pids: list[int], start: float) -> Sample:
                   oom, procs)
 
 
+def _oom_killed(k: LinuxKernel, rc: int) -> bool:
+    """The command's first process died of SIGKILL and the group's OOM killer killed
+    someone (v1 raises the victim's group's oom_kill: mm/memcontrol.c memcg_memory_event)."""
+    if rc != -signal.SIGKILL:
+        return False
+    # the counter is raised just after the kill is sent (mm/oom_kill.c: __oom_kill_process),
+    # so the death can be seen first: look again for a moment
+    deadline = time.monotonic() + 0.2
+    while parse.parse_stat(k.read(f"{GROUP}/memory.oom_control")).get("oom_kill", 0) == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def _host_machine() -> dict[str, object]:
     """This machine as a [machine] table: its RAM and swap in MiB, the CPUs it may use."""
     mem = _kb_fields(_read("/proc/meminfo"), ("MemTotal", "SwapTotal"))
@@ -191,17 +213,18 @@ def _record(k: LinuxKernel, argv, limit, interval, timeout, streams) -> Recordin
     while True:
         samples.append(_sample(k, cmd.pids(), start))
         events += oom_event.count()
-        if cmd.poll() is not None and not cmd.pids():
+        rc = cmd.poll()
+        if rc is not None and rc < 0 and not _oom_killed(k, rc):
+            cmd.kill()   # killed from outside: the recording is not the command's behaviour
+            raise RecordError(f"{argv[0]} was killed by {_signal_name(-rc)}")
+        if rc is not None and not cmd.pids():
             break
         if timeout is not None and time.monotonic() - start > timeout:
             cmd.kill()
             raise RecordError(f"{argv[0]} ran longer than --timeout {timeout:g} s: killed")
         time.sleep(interval)   # the sampling pace, in real time
     samples.append(_sample(k, [], start))
-    rc = cmd.poll()
-    oom_killed = rc == -signal.SIGKILL and samples[-1].oom_kill > 0
-    if rc is not None and rc < 0 and not oom_killed:
-        raise RecordError(f"{argv[0]} was killed by {signal.Signals(-rc).name}")
+    oom_killed = _oom_killed(k, rc)
     k.settle()   # memory.stat exact: one periodic flush after the last change
     files = {}
     for f in REPORTED_FILES + EXTRA_FILES:
@@ -269,8 +292,9 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
     for s in rec.samples:
         at = int(s.time)
         # forks: a new process is a child of its parent (or of the oldest live one)
+        live = {t.pid for t in alive}
         for pid in sorted(s.procs):
-            if pid in tasks:
+            if pid in live:
                 continue
             p = s.procs[pid]
             # /proc/PID/io starts at 0 in a new process; its RssAnon counts the pages
