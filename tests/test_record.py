@@ -315,3 +315,21 @@ def test_replayed_anon_follows_the_group_rss(moves):
             anon.pop(s["task"], None)
     last = samples[-1]
     assert abs(sum(anon.values()) - last.stat["rss"]) < record.MIN_STEP
+
+
+def test_an_oom_kill_counted_before_its_victim_is_gone_is_matched_later():
+    """The counter can rise in the sample before the victim leaves cgroup.procs; the
+    first process, a victim too, keeps its own kill."""
+    rec = _rec([
+        _s(0.0, rss=30 * M, procs={10: _p(1, 20 * M), 11: _p(10, 10 * M)}),
+        _s(0.1, rss=30 * M, oom=1, procs={10: _p(1, 20 * M), 11: _p(10, 10 * M)}),
+        _s(0.2, rss=20 * M, oom=1, procs={10: _p(1, 20 * M)}),
+        _s(0.3, oom=2, procs={}),
+    ], limit="24M", rc=-9, oom=True)
+    _, tasks = record.replay_steps(rec)
+    assert {n: t["state"] for n, t in tasks.items()} == {"cmd": "oom_killed", "cmd-1": "oom_killed"}
+    rec2 = _rec(rec.samples[:1] + [_s(0.1, rss=20 * M, oom=1, procs={10: _p(1, 20 * M)}),
+                                   _s(0.2, oom=1, procs={})], limit="24M", rc=-9, oom=True)
+    _, tasks = record.replay_steps(rec2)
+    # one kill, the first process's: the child exited by itself
+    assert {n: t["state"] for n, t in tasks.items()} == {"cmd": "oom_killed", "cmd-1": "exited"}

@@ -277,7 +277,7 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
     alive: list[_Task] = []
     file_emitted = io_total = file_high = shm_emitted = 0
     seq = {"r": 0, "w": 0, "s": 0}
-    last_oom = 0
+    matched = 0
     orphans: set[int] = set()
 
     def add(at: int, **step) -> None:
@@ -289,7 +289,7 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
             return p
         return alive[0] if alive else None
 
-    for s in rec.samples:
+    for index, s in enumerate(rec.samples):
         at = int(s.time)
         # forks: a new process is a child of its parent (or of the oldest live one)
         live = {t.pid for t in alive}
@@ -316,15 +316,24 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
             alive.append(t)
         # exits: the model frees an exiting task's memory
         gone = [t for t in alive if t.pid not in s.procs]
-        killed = s.oom_kill - last_oom
-        last_oom = s.oom_kill
+        # OOM kills: the counter can be read raised in the sample before its victim
+        # is gone from cgroup.procs, so a process gone now may be matched to kills
+        # counted up to the next sample; one stays for the first process while it
+        # lives, if it was a victim
+        main = tasks.get(rec.pid)
+        if rec.oom_killed and main in gone:
+            main.state = "oom_killed"
+            matched += 1
+        reserve = 1 if rec.oom_killed and main is not None and main not in gone and main.state == "running" else 0
+        counted = rec.samples[min(index + 1, len(rec.samples) - 1)].oom_kill
         for t in sorted(gone, key=lambda t: -t.last.rss_anon):
-            if killed > 0 and (t.pid != rec.pid or rec.oom_killed):
-                t.state, killed = "oom_killed", killed - 1
+            if t is main:
+                t.state = "oom_killed" if rec.oom_killed else "exited"
+            elif counted - matched - reserve > 0:
+                t.state = "oom_killed"
+                matched += 1
             else:
                 t.state = "exited"
-        if rec.oom_killed and tasks.get(rec.pid) in gone:
-            tasks[rec.pid].state = "oom_killed"
         for t in gone:
             alive.remove(t)
             add(at, task=t.name, exit=True)
@@ -372,15 +381,16 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
                 add(at, task=name, touch_anon=n)
                 next(t for t in alive if t.name == name).anon += n
         elif d <= -MIN_STEP and alive:
+            # from the processes whose RssAnon shrank first, then from the largest
             w = {t.name: min(t.anon, max(0, t.last.rss_anon - s.procs[t.pid].rss_anon)) for t in alive}
-            if not any(w.values()):
-                w = {t.name: t.anon for t in alive}
-            for name, n in _split(-d, w).items():
-                t = next(t for t in alive if t.name == name)
-                n = min(n, t.anon)
-                if n:
-                    add(at, task=name, free_anon=n)
+            shares = _split(-d, w)
+            order_free = sorted(alive, key=lambda t: (t.name not in shares, -t.anon))
+            for t in order_free + sorted(alive, key=lambda t: -t.anon):
+                n = min(t.anon, shares.pop(t.name, 0) or -d, _page_down(-d))
+                if n > 0:
+                    add(at, task=t.name, free_anon=n)
                     t.anon -= n
+                    d += n
         for t in alive:
             t.last = s.procs[t.pid]
     return steps, {t.name: {"pid": t.pid, "state": t.state} for t in order}
