@@ -7,6 +7,7 @@ Prints Markdown rows for BENCHMARKS.md's sweep section.  The cache is off throug
 """
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -47,10 +48,9 @@ def main() -> None:
     n = ap.parse_args().points
     jobs = os.cpu_count() or 1
     print(f"| backup, {n} limits, local engine, {jobs} jobs | {points_per_second('local', n, jobs):.2f} points/s |")
-    try:
-        import ray  # noqa: F401  (the optional extra)
+    if importlib.util.find_spec("ray") is not None:   # the optional extra
         ray_pps = f"{points_per_second('ray', n, jobs):.2f} points/s (a local Ray started by the sweep)"
-    except ImportError:
+    else:
         ray_pps = "ray not installed"
     print(f"| backup, {n} limits, Ray engine, {jobs} CPUs | {ray_pps} |")
     print(f"| backup, {n} limits one after another, one process | {in_process(n):.2f} s per run |")

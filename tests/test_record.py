@@ -268,8 +268,7 @@ def test_replay_reads_what_io_says_even_when_the_cache_was_reclaimed():
     ], limit="8M")
     steps, _ = record.replay_steps(rec)
     assert steps == [
-        {"at": 0, "task": "cmd", "read_file": "r0", "size": 8 * M},
-        {"at": 0, "task": "cmd", "read_file": "r1", "size": 8 * M},
+        {"at": 0, "task": "cmd", "read_file": "r0", "size": 16 * M},   # two samples, one tick
         {"at": 0, "task": "cmd", "write_file": "w0", "size": 4 * M},
         {"at": 0, "task": "cmd", "touch_shm": "s0", "size": 2 * M},
     ]
@@ -333,3 +332,24 @@ def test_an_oom_kill_counted_before_its_victim_is_gone_is_matched_later():
     _, tasks = record.replay_steps(rec2)
     # one kill, the first process's: the child exited by itself
     assert {n: t["state"] for n, t in tasks.items()} == {"cmd": "oom_killed", "cmd-1": "exited"}
+
+
+def test_a_long_recording_is_a_scenario_the_loader_takes(tmp_path):
+    """10 minutes at 20 ms: 30000 samples of a job that streams a file and grows and
+    shrinks its heap; each tick's run of like steps is one step."""
+    samples = []
+    for i in range(30000):
+        anon = (8 + (i % 7)) * M
+        samples.append(_s(i * 0.02, rss=anon, cache=min(i, 512) * 256 << 10,
+                          procs={10: _p(1, anon, rb=i * (256 << 10))}))
+    samples.append(_s(600.0, cache=128 * M, procs={}))
+    rec = _rec(samples)
+    text = record.scenario_toml(rec)
+    assert len(text) < 4 << 20
+    path = tmp_path / "long.toml"
+    path.write_text(text)
+    sc = load_scenario(str(path))
+    steps, _ = record.replay_steps(rec)
+    reads = sum(s.get("size", 0) for s in steps if "read_file" in s)
+    assert abs(reads - 29999 * (256 << 10)) < record.MIN_STEP * 2
+    assert sc.ticks == 601

@@ -393,7 +393,28 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
                     d += n
         for t in alive:
             t.last = s.procs[t.pid]
-    return steps, {t.name: {"pid": t.pid, "state": t.state} for t in order}
+    return _coalesce(steps), {t.name: {"pid": t.pid, "state": t.state} for t in order}
+
+
+_SIZED = {"touch_anon": None, "free_anon": None, "read_file": "size", "write_file": "size",
+          "touch_shm": "size"}
+
+
+def _coalesce(steps: list[dict]) -> list[dict]:
+    """Adjacent steps of one task in one tick doing the same kind of thing become one:
+    the model runs a tick's steps back to back, so the sum is the same work, and a long
+    recording stays a file the scenario loader takes (at most 4 MiB)."""
+    out: list[dict] = []
+    for st in steps:
+        verb = next((v for v in _SIZED if v in st), None)
+        prev = out[-1] if out else None
+        if (verb is not None and prev is not None and verb in prev
+                and prev["at"] == st["at"] and prev["task"] == st["task"]):
+            size_key = _SIZED[verb] or verb
+            prev[size_key] += st[size_key]
+            continue
+        out.append(dict(st))
+    return out
 
 
 # --- output ---------------------------------------------------------------------------------
