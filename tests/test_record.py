@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memcg import cli, parse, record
+from memcg import cli, parse, record, sweep
 from memcg.backends.sim import SimKernel
 from memcg.scenario import load_scenario, run_scenario
 
@@ -130,6 +130,9 @@ def test_what_if_verdicts_at_three_limits_equal_real_runs(mixed, tmp_path):
         seen[limit] = _verdict(real)
     assert seen == {"32M": {"oom": True, "failcnt": True}, "96M": {"oom": False, "failcnt": True},
                     "256M": {"oom": False, "failcnt": False}}
+    # the recipe: the recorded scenario sweeps like any other, each point its single run
+    points = sweep.run_sweep(toml, sweep.parse_grid(["limit=32M,96M,256M"]), jobs=1)
+    assert {p["params"]["limit"]: _verdict(p["run"]) for p in points} == seen
 
 
 def _pids_of(path):
