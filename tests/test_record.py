@@ -216,6 +216,7 @@ def test_the_recorder_stopped_by_a_signal_leaves_nothing(real_memcg, tmp_path, s
     (["--out", "x.toml", "--interval", "0", "--", "true"], "--interval 0"),
     (["--out", "x.toml", "--timeout", "-1", "--", "true"], "--timeout -1"),
     (["--out", "x.toml", "--limit", "lots", "--", "true"], "--limit lots"),
+    (["--out", "no/such/dir/x.toml", "--", "true"], "cannot write no/such/dir/x.toml"),
 ])
 def test_bad_options_are_one_line_exit_2(args, words, capsys):
     assert cli.main(["record", *args]) == 2

@@ -19,6 +19,7 @@ unavailable backend.  Errors are one line on stderr, `memcg: <message>`.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from typing import Sequence
@@ -299,6 +300,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
         except ValueError:
             if args.limit.strip() != "-1":
                 raise _Fatal(f"record: --limit {args.limit}: expected a size such as 64M, or -1") from None
+    for path in (args.out, args.json):
+        where = os.path.dirname(os.path.abspath(path)) if path and path != "-" else None
+        if where and not (os.path.isdir(where) and os.access(where, os.W_OK)):
+            raise _Fatal(f"cannot write {path}: no writable directory {os.path.dirname(path) or '.'}")
     try:
         rec = record.record(argv, limit=args.limit, interval=args.interval, timeout=args.timeout)
     except record.RecordError as e:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from . import parse
 from .backends.linux import LinuxKernel, LinuxUnavailable
+from .backends.linux.kernel import STAT_FLUSH_WAIT
 from .scenario.runner import REPORTED_FILES
 
 __all__ = ["RecordError", "ProcSample", "Sample", "Recording", "record", "replay_steps",
@@ -225,7 +226,9 @@ def _record(k: LinuxKernel, argv, limit, interval, timeout, streams) -> Recordin
         time.sleep(interval)   # the sampling pace, in real time
     samples.append(_sample(k, [], start))
     oom_killed = _oom_killed(k, rc)
-    k.settle()   # memory.stat exact: one periodic flush after the last change
+    # memory.stat is exact once one periodic flush has run after the command's last
+    # change (mm/memcontrol.c: flush_memcg_stats_dwork, every FLUSH_TIME = 2 s)
+    time.sleep(STAT_FLUSH_WAIT)
     files = {}
     for f in REPORTED_FILES + EXTRA_FILES:
         try:
