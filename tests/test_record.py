@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -357,3 +358,31 @@ def test_a_long_recording_is_a_scenario_the_loader_takes(tmp_path):
     reads = sum(s.get("size", 0) for s in steps if "read_file" in s)
     assert abs(reads - 29999 * (256 << 10)) < record.MIN_STEP * 2
     assert sc.ticks == 601
+
+
+def test_the_recorder_killed_by_sigkill_leaves_nothing(real_memcg, tmp_path):
+    """No clean-up runs in a SIGKILLed recorder: the command's first process dies with
+    it (the death signal), and the watchdog kills the child and removes the groups."""
+    env = dict(os.environ, PYTHONPATH=os.path.normpath(SRC))
+    p = subprocess.Popen([PY, "-m", "memcg", "record", "--out", "x.toml", "--", PY, "-c", SLEEPER],
+                         cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "pids").exists() or len(_pids_of(tmp_path / "pids")) < 2:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.05)
+    before = [d for d in os.listdir(real_memcg) if d.startswith(f"memcg-linux-{p.pid}-")]
+    files = [os.path.join(base, d) for base in ("/dev/shm", tempfile.gettempdir())
+             if os.path.isdir(base) for d in before]
+    assert before and any(os.path.isdir(f) for f in files)
+    p.kill()
+    p.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [d for d in os.listdir(real_memcg) if d in before]
+        if (not left and all(gone(q) for q in _pids_of(tmp_path / "pids"))
+                and not any(os.path.exists(f) for f in files)):
+            break
+        time.sleep(0.05)
+    assert all(gone(q) for q in _pids_of(tmp_path / "pids"))
+    assert [d for d in os.listdir(real_memcg) if d in before] == []
+    assert not any(os.path.exists(f) for f in files)

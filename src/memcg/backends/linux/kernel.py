@@ -275,7 +275,13 @@ class LinuxKernel(Kernel):
         if gdir == self.root_dir or not os.path.isdir(gdir):
             raise FileNotFoundError(errno.ENOENT, "a command needs a group of its own", path)
         procs = os.path.join(gdir, self._fs.procs_file())
-        cmd = command.start(list(argv), self._relative(gdir), procs, **popen_kwargs)
+        # should this process die without its clean-up (SIGKILL), the command's
+        # watchdog empties and removes the group, the root if nothing else is left, and
+        # the kernel's file directories
+        cmd = command.start(list(argv), self._relative(gdir), procs,
+                            remove=(gdir, self.root_dir),
+                            remove_trees=tuple(d for d in (self._workdir, self._shmdir) if d),
+                            **popen_kwargs)
         self._commands.append(cmd)
         self._touched()
         return cmd
