@@ -69,6 +69,17 @@ ROOT_CACHES = {
     "anon_vma_chain": (64, 64, 1),  # mm/rmap.c: anon_vma_chain_cachep
     "kmalloc-cg": (1, 4096, 1),
 }
+# mm/slab_common.c: kmalloc_info[] - the accounted kmalloc caches (KMALLOC_CGROUP,
+# "kmalloc-cg-<size>"), as /proc/slabinfo of the reference machine lists them
+KMALLOC_CG_CACHES = {
+    8: (512, 1), 16: (256, 1), 32: (128, 1), 64: (64, 1), 96: (42, 1), 128: (32, 1),
+    192: (21, 1), 256: (16, 1), 512: (16, 2), 1024: (16, 4), 2048: (16, 8), 4096: (8, 8),
+    8192: (4, 8),
+}
+# include/linux/slab.h: KMALLOC_MAX_CACHE_SIZE (SLUB: 1 << (PAGE_SHIFT + 1))
+KMALLOC_MAX_CACHE_SIZE = 8192
+for _size, (_objs, _pages) in KMALLOC_CG_CACHES.items():
+    ROOT_CACHES[f"kmalloc-cg-{_size}"] = (_size, _objs, _pages)
 
 
 @dataclass(eq=False)
@@ -261,6 +272,19 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
     if ret:
         return ret
     return SlabObject(root, count, objcg, size)
+
+
+def kmalloc_slab(size: int) -> str:
+    """kmalloc_slab() for a __GFP_ACCOUNT request: the smallest kmalloc-cg cache that holds size."""
+    if size > KMALLOC_MAX_CACHE_SIZE:
+        raise ValueError(f"kmalloc of {size} bytes: larger than KMALLOC_MAX_CACHE_SIZE")
+    return f"kmalloc-cg-{min(s for s in KMALLOC_CG_CACHES if s >= size)}"
+
+
+def kmalloc(sys: System, size: int, task: Task | None) -> SlabObject | int:
+    """kmalloc(size, GFP_KERNEL_ACCOUNT): one object of the kmalloc-cg cache that fits
+    size, charged as that cache's object size plus the objcg pointer (obj_full_size())."""
+    return kmem_cache_alloc(sys, kmalloc_slab(size), task)
 
 
 def kmem_cache_free(sys: System, obj: SlabObject, cpu: int = 0) -> None:
