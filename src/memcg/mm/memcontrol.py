@@ -128,6 +128,8 @@ class MemCgroup:
     kmem_dead: bool = False  # 3.8: KMEM_ACCOUNTED_DEAD (offline with kmem charges left)
     kmem_independent: int | None = None  # 3.8 + the 2011 proposal: memory.independent_kmem_limit
     objcg: ObjCgroup | None = None  # 5.9+: memcg->objcg, the current object cgroup
+    orig_objcg: ObjCgroup | None = None  # 6.x: memcg->orig_objcg, the group's first objcg
+    buffer_heads: int = 0  # buffer heads of pages charged here (fs/buffer.py)
     objcg_list: list = field(default_factory=list)  # 5.9+: objcgs reparented to this memcg
     memcg_slab_caches: list = field(default_factory=list)  # 3.8: this group's cache copies
     stats_objs: list = field(default_factory=list)  # 6.18: its statistics, charged to the parent
@@ -768,7 +770,7 @@ def memcg_online_kmem(sys: System, memcg: MemCgroup) -> None:
         sys.kmem_key.static_key_slow_inc()
         return
     memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
-    memcg.objcg = ObjCgroup(memcg)
+    memcg.objcg = memcg.orig_objcg = ObjCgroup(memcg)
     sys.kmem_key.static_branch_enable()
 
 
@@ -863,7 +865,7 @@ def get_obj_cgroup_from_current(sys: System, task: Task | None) -> ObjCgroup | N
 
 
 def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: Task | None,
-                            user_fault: bool = False) -> int:
+                            user_fault: bool = False, nofail: bool = False) -> int:
     """obj_cgroup_charge_pages(): try_charge_memcg(), then the v1 kmem counter (no limit).
 
     No PGPGIN and no event check: memcg1_charge_statistics() and memcg1_check_events()
@@ -872,6 +874,11 @@ def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: 
     """
     memcg = objcg.memcg
     ret = try_charge_memcg(sys, memcg, nr_pages, task, user_fault)
+    if ret and nofail:
+        # try_charge_memcg(): __GFP_NOFAIL - "force:" the charge goes past the limit
+        memcg.memory.charge(nr_pages)
+        memcg.memsw.charge(nr_pages)
+        ret = 0
     if ret:
         return ret
     memcg.kmem.charge(nr_pages)  # memcg1_account_kmem()
@@ -940,7 +947,7 @@ def refill_obj_stock(sys: System, objcg: ObjCgroup, nr_bytes: int, allow_uncharg
 
 
 def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | None,
-                      user_fault: bool = False) -> int:
+                      user_fault: bool = False, nofail: bool = False) -> int:
     """obj_cgroup_charge(): size bytes from the stock, or whole pages with the rest parked."""
     cpu = task.cpu if task is not None else 0
     if consume_obj_stock(sys, objcg, size, cpu):
@@ -949,7 +956,7 @@ def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | Non
     nr_pages, nr_bytes = size >> PAGE_SHIFT, size & (PAGE_SIZE - 1)
     if nr_bytes:
         nr_pages += 1
-    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault)
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault, nofail)
     if ret:
         return ret
     objcg.nr_live_bytes += size

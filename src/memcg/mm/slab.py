@@ -227,7 +227,7 @@ def _slabs_for(cache: KmemCache, nr_objects: int) -> int:
 
 
 def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
-                     user_fault: bool = False) -> SlabObject | int:
+                     user_fault: bool = False, nofail: bool = False) -> SlabObject | int:
     """kmem_cache_alloc() of `count` objects charged to the task's group.
 
     Returns the object, or the failed charge's result (CHARGE_NOMEM and friends).  The
@@ -238,7 +238,7 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
     key = sys.kmem_key
     if key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
         key.hits += 1
-        obj = _memcg_slab_alloc(sys, root, task, count, user_fault)
+        obj = _memcg_slab_alloc(sys, root, task, count, user_fault, nofail)
         if obj is not None:
             if isinstance(obj, SlabObject):
                 obj.cache.nr_objects += count
@@ -248,7 +248,7 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
 
 
 def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: int,
-                      user_fault: bool = False):
+                      user_fault: bool = False, nofail: bool = False):
     if sys.semantics == "3.8":
         if task is None or task.memcg.is_root() or not memcg_can_account_kmem(task.memcg):
             return None
@@ -268,7 +268,7 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
     size = count * root.object_size
     if root.name != "kmalloc-cg":
         size += count * OBJCG_POINTER_SIZE  # obj_full_size()
-    ret = obj_cgroup_charge(sys, objcg, size, task, user_fault)
+    ret = obj_cgroup_charge(sys, objcg, size, task, user_fault, nofail)
     if ret:
         return ret
     return SlabObject(root, count, objcg, size)
