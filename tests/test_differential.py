@@ -425,3 +425,88 @@ def test_tcp_limit_holds_the_sender_back(kernel):
         got += n
     assert got == sent
     assert num(k, "/g/memory.kmem.tcp.usage_in_bytes") < usage
+
+
+# --------------------------------------------------------------------------- group creation
+
+
+def _possible_cpus() -> int:
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    return sum(int(b) - int(a) + 1 if b else 1
+               for a, _, b in (part.partition("-") for part in text.split(",")))
+
+
+def _wait_kmem(k, group: str, want: int) -> int:
+    """The real kernel frees a removed group's statistics from an RCU work item (about
+    35 ms after rmdir here); the model at once.  Polls for up to 2 s."""
+    deadline = time.monotonic() + 2
+    while True:
+        got = num(k, f"{group}/memory.kmem.usage_in_bytes")
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_mkdir_charges_the_parent_for_the_childs_statistics(kernel):
+    # mm/memcontrol.c: mem_cgroup_css_alloc() allocates the child's vmstats, per-CPU
+    # statistics and per-node lruvec statistics under set_active_memcg(parent): 10160
+    # bytes with 2 possible CPUs, 3 pages through the object stock, taken from a
+    # 64-page charge batch whose other 61 pages stay in the parent's per-CPU stock
+    k = kernel
+    if k.backend == "linux" and _possible_cpus() != 2:
+        pytest.skip("the figures are those of a machine with 2 possible CPUs")
+    k.mkdir("/G")
+    assert num(k, "/G/memory.usage_in_bytes") == 0
+    k.mkdir("/G/a")
+    assert num(k, "/G/memory.kmem.usage_in_bytes") == 12288
+    # 64 pages, or 3 once another group's charge on the same CPU took the stock slot
+    assert num(k, "/G/memory.usage_in_bytes") in (262144, 12288)
+    assert num(k, "/G/memory.failcnt") == 0
+    # the statistics are not reclaimable: a limit of 0 cannot be met while /G/a exists
+    assert errno_of(lambda: k.write("/G/memory.limit_in_bytes", "0")) == errno.EBUSY
+    assert num(k, "/G/memory.usage_in_bytes") == 12288   # the stock was drained
+    k.rmdir("/G/a")
+    assert _wait_kmem(k, "/G", 0) == 0                   # freed with the child
+    k.write("/G/memory.limit_in_bytes", "0")
+    assert num(k, "/G/memory.usage_in_bytes") == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_mkdir_below_a_full_parent_is_enomem(kernel):
+    k = kernel
+    if k.backend == "linux" and _possible_cpus() != 2:
+        pytest.skip("the figures are those of a machine with 2 possible CPUs")
+    k.mkdir("/G")
+    k.write("/G/memory.limit_in_bytes", "12K")           # room for the 3 pages exactly
+    k.mkdir("/G/a")
+    assert num(k, "/G/memory.usage_in_bytes") == 12288
+    # two failed batch attempts (one per page-sized charge), then each charge fits
+    assert num(k, "/G/memory.failcnt") == 2
+    k.mkdir("/H")
+    k.write("/H/memory.limit_in_bytes", "0")
+    assert errno_of(lambda: k.mkdir("/H/a")) == errno.ENOMEM
+    assert "a" not in k.listdir("/H")
+    # try_charge_memcg: batch, single page, after draining the stock, 16 retries; no
+    # task to OOM-kill
+    assert num(k, "/H/memory.failcnt") == 19
+    assert oom(k, "/H")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_file_writes_charge_buffer_heads_as_kmem(kernel):
+    # fs/buffer.c: folio_alloc_buffers() attaches a buffer_head per 4 KiB ext4 block of
+    # each page written, under set_active_memcg(folio_memcg(folio)) with __GFP_ACCOUNT:
+    # 104 + 8 bytes per page, 56 pages of kmem for 8 MiB (the real kernel: 57, with
+    # some ext4 metadata); unlink frees them with the pages
+    k = kernel
+    if k.backend == "linux" and k.working_fs != "ext4":
+        pytest.skip(f"the working directory is on {k.working_fs}, not ext4")
+    t = group_with_task(k)
+    t.write_file("log", 8 * MiB)
+    assert 56 * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= 60 * 4096
+    t.unlink("log")
+    assert num(k, "/g/memory.kmem.usage_in_bytes") <= 2 * 4096
+    t.write_file("big", 64 * MiB)
+    assert 448 * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= 470 * 4096

@@ -216,8 +216,9 @@ def test_removed_group_with_page_cache_lingers_as_dying(k):
     assert "c" not in subdirs(k, "/p")
     assert k.debugfs()["dying_groups"] == 1
     assert k.debugfs()["memcg_ids_in_use"] == ids_before  # its id is still held
-    # its charge still counts in the parent
-    assert num(k, "/p/memory.usage_in_bytes") == 4 * MiB
+    # its charge still counts in the parent, with the child's statistics that /p paid
+    # for at the mkdir (mem_cgroup_css_alloc: 3 pages of kmem out of a 64-page batch)
+    assert num(k, "/p/memory.usage_in_bytes") == 4 * MiB + 64 * 4096
     s = stat(k, "/p")
     assert s["cache"] == 0 and s["total_cache"] == 4 * MiB
     # a new group of the same name meanwhile is a different, empty group
@@ -228,7 +229,10 @@ def test_removed_group_with_page_cache_lingers_as_dying(k):
     # the parent's force_empty reclaims the dying child's pages, and it is freed
     k.write("/p/memory.force_empty", "0")
     assert k.debugfs()["dying_groups"] == 0
-    assert num(k, "/p/memory.usage_in_bytes") == 0
+    # left: the new /p/c's statistics (3 pages of kmem), and 2 pages the freed child's
+    # statistics gave back to /p's stock after force_empty had drained it
+    assert num(k, "/p/memory.kmem.usage_in_bytes") == 3 * PAGE
+    assert num(k, "/p/memory.usage_in_bytes") == 5 * PAGE
     assert stat(k, "/p")["total_cache"] == 0
     # its event counts are kept for the ancestors
     assert stat(k, "/p")["total_pgpgin"] == 4 * MiB // PAGE
@@ -402,9 +406,10 @@ def test_swapout_from_dying_group_charges_the_online_ancestor():
         assert stat(k, "/p")["total_swap"] == 4 * MiB
         # left in memory: the task's page tables (2 PTE pages) and the page of its
         # mapping's objects, kernel memory that is not swapped (kernel_v1_behaviour.json
-        # "a": 3 pages of kmem for 4 MiB of anon)
-        assert num(k, "/p/memory.usage_in_bytes") == 3 * 4096
-        assert num(k, "/p/memory.memsw.usage_in_bytes") == 4 * MiB + 3 * 4096
+        # "a": 3 pages of kmem for 4 MiB of anon), and the 3 pages /p paid for the
+        # child's statistics at the mkdir, back in /p's stocks once the child was freed
+        assert num(k, "/p/memory.usage_in_bytes") == 6 * 4096
+        assert num(k, "/p/memory.memsw.usage_in_bytes") == 4 * MiB + 6 * 4096
         # the swap entries belong to /p now, and nothing holds /p/c any more
         assert stat(k, "/p")["swap"] == 4 * MiB
         assert k.debugfs()["dying_groups"] == 0

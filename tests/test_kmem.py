@@ -357,7 +357,9 @@ def test_today_a_removed_group_hands_its_kernel_objects_to_the_parent():
     t.move("/p")
     k.rmdir("/p/c")
     assert k.debugfs()["dying_groups"] == 0  # objcg reparenting: nothing pins it
-    assert num(k, "/p/memory.kmem.usage_in_bytes") == kmem  # the parent pays now
+    # the parent pays now; the child's own statistics, which /p paid for since the
+    # mkdir (3 pages on 2 CPUs), were freed with it
+    assert num(k, "/p/memory.kmem.usage_in_bytes") == kmem - 3 * 4096
 
 
 def test_today_page_cache_keeps_a_removed_group_dying_until_force_empty_of_the_parent():
@@ -688,3 +690,18 @@ def test_a_pte_charge_at_the_limit_sleeps_with_oom_kill_disabled(monkeypatch):
     k.write("/g/memory.limit_in_bytes", "8M")
     assert t.state == "running"
     assert t.mm.anon_rss == 1024 and len(t.mm.vmas[0].ptes) == 2 and kmem_pages(k) == 3
+
+
+@pytest.mark.parametrize("semantics, kmem, usage", [("6.18", 3 * 4096, 64 * 4096), ("3.8", 0, 0)])
+def test_mkdir_charges_the_parent_only_since_set_active_memcg(semantics, kmem, usage):
+    # 6.18: mem_cgroup_css_alloc() allocates the child's statistics under
+    # set_active_memcg(parent) - 3 pages of kmem on 2 CPUs, from a 64-page batch;
+    # 3.8 allocated them uncharged
+    k = memcg.SimKernel(memory="2G", cpus=2, semantics=semantics)
+    k.mkdir("/p")
+    k.mkdir("/p/c")
+    assert num(k, "/p/memory.kmem.usage_in_bytes") == kmem
+    assert num(k, "/p/memory.usage_in_bytes") == usage
+    assert num(k, "/p/c/memory.usage_in_bytes") == 0
+    k.mkdir("/q")   # a child of the root: the root is not charged
+    assert num(k, "/q/memory.usage_in_bytes") == 0

@@ -33,10 +33,26 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import memcg
 from memcg.cgroup import cgroup_get_from_path
+from memcg.mm import memcontrol as mc
+from memcg.mm.memcontrol import OBJCG_POINTER_SIZE
 from memcg.mm.memcontrol import (MEMCG_SWAP, NR_ANON_MAPPED, NR_FILE_DIRTY, NR_FILE_MAPPED,
                               NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM, stock_pages)
 from memcg.mm.page_counter import PAGE_COUNTER_MAX
+from memcg.mm.percpu import pcpu_obj_full_size
+from memcg.mm.slab import kmalloc_slab
 from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS, PG_anon, PG_dirty, PG_mapped, PG_swapbacked
+
+
+def _stats_pages(sys) -> int:
+    """The most pages a group's statistics can hold at its parent: each object charged
+    on its own rounds up to whole pages (memcontrol.mem_cgroup_alloc_stats)."""
+    kmalloc = [int(kmalloc_slab(size).rsplit("-", 1)[1]) + OBJCG_POINTER_SIZE
+               for size in (mc.SIZEOF_MEMCG_VMSTATS, mc.SIZEOF_LRUVEC_STATS)]
+    percpu = [pcpu_obj_full_size(sys, size) for size in (
+        mc.SIZEOF_MEMCG_VMSTATS_PERCPU, mc.SIZEOF_MEMCG1_EVENTS_PERCPU,
+        mc.SIZEOF_LRUVEC_STATS_PERCPU)]
+    return sum(-(-n // PAGE) for n in kmalloc + percpu)
+
 
 PAGE = 4096
 NAMES = ("a", "b", "c")
@@ -93,7 +109,14 @@ class MemcgMachine(RuleBasedStateMachine):
             except FileExistsError:
                 return
             raise AssertionError("mkdir of an existing group succeeded")
-        self.k.mkdir(path)
+        try:
+            self.k.mkdir(path)
+        except OSError as e:
+            # the parent pays for the new group's statistics (mem_cgroup_css_alloc under
+            # set_active_memcg): ENOMEM when it cannot, and no group is left behind
+            assert e.errno == errno.ENOMEM and p != "/"
+            assert name not in self.k.listdir(p)
+            return
         self.groups.append(path)
 
     @rule(i=index)
@@ -425,9 +448,12 @@ class MemcgMachine(RuleBasedStateMachine):
                 assert k.read("/memory.usage_in_bytes") == "0\n"
                 continue
             # What stays is kernel memory: the sub-page rest of the bytes charged to each
-            # group's obj_cgroup (a page at most each), which goes when the group does.
+            # group's obj_cgroup (a page at most each), which goes when the group does,
+            # and the statistics of every group below, which its parent pays for
+            # (mem_cgroup_css_alloc under set_active_memcg: whole pages at most each)
             assert m.memory.usage == m.memsw.usage == m.kmem.usage, path
-            assert m.kmem.usage <= len(list(m.subtree())), path
+            below = len(list(m.subtree())) - 1
+            assert m.kmem.usage <= below + 1 + below * _stats_pages(sys), path
             assert k.read(f"{path}/memory.usage_in_bytes") == f"{m.kmem.usage * PAGE}\n"
             st_ = dict(ln.split() for ln in k.read(f"{path}/memory.stat").splitlines())
             for key in ("total_rss", "total_cache", "total_shmem", "total_swap",

@@ -63,6 +63,9 @@ class System:
         # steady-state detector watches (None otherwise): see vmscan.StreamReclaim.
         self.reclaim_trace: list | None = None
         self.current = None
+        # include/linux/sched/mm.h: set_active_memcg() - the group kernel allocations are
+        # charged to instead of the current task's (current->active_memcg), or None
+        self.active_memcg = None
         # mm/page_alloc.c: the zone watermarks (setup_per_zone_wmarks at boot)
         self.wmark_min = self.wmark_low = self.wmark_high = 0
         # kernel memory: the era's static key, the per-CPU object stocks, the slab caches

@@ -46,6 +46,7 @@ class AddressSpace:
         self.id = register_mapping(sys, self)
         self.name = name
         self.slots = np.full(0, HOLE, np.int64)
+        self.buffers = np.zeros(0, bool)  # folio_buffers(): the page has buffer heads
         self.dirtied_when: int | None = None  # inode->dirtied_when, in ticks
 
     def ensure(self, nr: int) -> None:
@@ -53,6 +54,19 @@ class AddressSpace:
             grown = np.full(max(nr, 2 * len(self.slots)), HOLE, np.int64)
             grown[:len(self.slots)] = self.slots
             self.slots = grown
+            buffers = np.zeros(len(grown), bool)
+            buffers[:len(self.buffers)] = self.buffers
+            self.buffers = buffers
+
+    def release_buffers(self, sys: System, idx: np.ndarray, pfns: np.ndarray) -> None:
+        """filemap_release_folio() -> try_to_free_buffers(): the pages' buffer heads go."""
+        if not self.buffers.any():
+            return
+        has = self.buffers[idx]
+        if has.any():
+            from ..fs import buffer  # late: fs builds on the page cache
+            buffer.try_to_free_buffers(sys, pfns[has], sys.cpu)
+            self.buffers[idx[has]] = False
 
     def resident(self) -> np.ndarray:
         """PFNs of the pages in the cache."""
@@ -62,6 +76,7 @@ class AddressSpace:
     def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
         """__remove_mapping() for clean file pages: leave shadows, uncharge, free."""
         idx = sys.mem.index[pfns].astype(np.int64)
+        self.release_buffers(sys, idx, pfns)
         self.slots[idx] = SHADOW
         ids = sys.mem.memcg[pfns]
         sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
@@ -225,6 +240,10 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
                 mapping.slots[got] = pfns
                 swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
                                    LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
+                if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
+                    from ..fs import buffer  # late: fs builds on the page cache
+                    buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
+                    mapping.buffers[got] = True
             if ret:
                 raise OSError(errno.ENOMEM, "Cannot allocate memory")
         mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
@@ -235,6 +254,7 @@ def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:
     s = mapping.slots
     pfns = s[s >= 0]
     if len(pfns):
+        mapping.release_buffers(sys, np.flatnonzero(s >= 0), pfns)
         ids = sys.mem.memcg[pfns]
         flags = sys.mem.flags[pfns]
         sys.stats.mod_many(ids, NR_FILE_PAGES, -1)

@@ -128,8 +128,11 @@ class MemCgroup:
     kmem_dead: bool = False  # 3.8: KMEM_ACCOUNTED_DEAD (offline with kmem charges left)
     kmem_independent: int | None = None  # 3.8 + the 2011 proposal: memory.independent_kmem_limit
     objcg: ObjCgroup | None = None  # 5.9+: memcg->objcg, the current object cgroup
+    orig_objcg: ObjCgroup | None = None  # 6.x: memcg->orig_objcg, the group's first objcg
+    buffer_heads: int = 0  # buffer heads of pages charged here (fs/buffer.py)
     objcg_list: list = field(default_factory=list)  # 5.9+: objcgs reparented to this memcg
     memcg_slab_caches: list = field(default_factory=list)  # 3.8: this group's cache copies
+    stats_objs: list = field(default_factory=list)  # 6.18: its statistics, charged to the parent
 
     @property
     def path(self) -> str:
@@ -169,6 +172,18 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
     swappiness and oom_kill_disable are inherited; move_charge_at_immigrate starts at 0.
     """
     memcg_id = mem_cgroup_alloc_id(sys)
+    stats = []
+    if parent is not None and sys.semantics != "3.8":
+        # mm/memcontrol.c: mem_cgroup_css_alloc() allocates the new group's statistics
+        # under set_active_memcg(parent) (5.13+): the parent pays for them
+        old_memcg = set_active_memcg(sys, parent)
+        try:
+            stats = mem_cgroup_alloc_stats(sys)
+        finally:
+            set_active_memcg(sys, old_memcg)
+        if isinstance(stats, int):
+            mem_cgroup_id_remove(sys, memcg_id)
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
     pc = (lambda p: PageCounter(parent=p))
     memcg = MemCgroup(
         id=memcg_id, name=name, parent=parent,
@@ -178,11 +193,13 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
         # mm/memcontrol.c: page_counter_init(&memcg->tcpmem, ..., false)
         tcpmem=PageCounter(parent=parent.tcpmem if parent else None, track_failcnt=False),
     )
+    memcg.stats_objs = stats
     if parent is not None:
         try:
             memcg_online_kmem(sys, memcg)  # may fail with ENOSPC: the kmemcg ids are gone
         except OSError:
             mem_cgroup_id_remove(sys, memcg_id)
+            mem_cgroup_free_stats(sys, stats)
             raise
     for c in (memcg.memory, memcg.memsw, memcg.kmem, memcg.tcpmem):
         c.owner = memcg  # container_of(counter, struct mem_cgroup, memory)
@@ -197,6 +214,66 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
     sys.memcgs[memcg_id] = memcg
     sys.stats.ensure(memcg_id)
     return memcg
+
+
+# Sizes of the statistics a group allocates with GFP_KERNEL_ACCOUNT, from the BTF of the
+# reference machine's kernel (/sys/kernel/btf/vmlinux, Linux 6.18, x86-64): they depend
+# on the configuration (the number of stat items and events).
+SIZEOF_MEMCG_VMSTATS = 1712  # struct memcg_vmstats (kzalloc)
+SIZEOF_MEMCG_VMSTATS_PERCPU = 1216  # struct memcg_vmstats_percpu (alloc_percpu_gfp)
+SIZEOF_MEMCG1_EVENTS_PERCPU = 24  # struct memcg1_events_percpu (mm/memcontrol-v1.c)
+SIZEOF_LRUVEC_STATS = 792  # struct lruvec_stats (kzalloc_node, per node)
+SIZEOF_LRUVEC_STATS_PERCPU = 528  # struct lruvec_stats_percpu (alloc_percpu_gfp, per node)
+# include/linux/nodemask.h: nr_node_ids - the model has one NUMA node
+NR_NODE_IDS = 1
+
+
+def mem_cgroup_alloc_stats(sys: System) -> list | int:
+    """The accounted allocations of mem_cgroup_alloc(), in its order: memcg->vmstats,
+    vmstats_percpu, memcg1_alloc_events() and, per node, alloc_mem_cgroup_per_node_info()'s
+    lruvec_stats and lruvec_stats_percpu.  The struct mem_cgroup and mem_cgroup_per_node
+    themselves are GFP_KERNEL: not charged.
+
+    Returns the objects in the order __mem_cgroup_free() frees them, or the failed
+    charge's result once what was charged before it has been freed again (the fail: path).
+    """
+    from . import percpu, slab  # late: both import names from here at load
+
+    steps = [("vmstats", slab.kmalloc, SIZEOF_MEMCG_VMSTATS),
+             ("vmstats_percpu", percpu.pcpu_alloc, SIZEOF_MEMCG_VMSTATS_PERCPU),
+             ("events_percpu", percpu.pcpu_alloc, SIZEOF_MEMCG1_EVENTS_PERCPU)]
+    for node in range(NR_NODE_IDS):
+        steps += [(("lruvec_stats", node), slab.kmalloc, SIZEOF_LRUVEC_STATS),
+                  (("lruvec_stats_percpu", node), percpu.pcpu_alloc, SIZEOF_LRUVEC_STATS_PERCPU)]
+    made = {}
+    for what, alloc, size in steps:
+        obj = alloc(sys, size, None)
+        if isinstance(obj, int):
+            mem_cgroup_free_stats(sys, _free_order(made))
+            return obj
+        made[what] = obj
+    return _free_order(made)
+
+
+def _free_order(made: dict) -> list:
+    """__mem_cgroup_free(): per node free_mem_cgroup_per_node_info() (lruvec_stats_percpu,
+    then lruvec_stats), then memcg1_free_events(), kfree(vmstats), free_percpu(vmstats_percpu)."""
+    order = []
+    for node in range(NR_NODE_IDS):
+        order += [("lruvec_stats_percpu", node), ("lruvec_stats", node)]
+    order += ["events_percpu", "vmstats", "vmstats_percpu"]
+    return [made[w] for w in order if w in made]
+
+
+def mem_cgroup_free_stats(sys: System, objs: list) -> None:
+    """Free the statistics' objects (kfree / free_percpu), which uncharges whoever pays."""
+    from . import percpu, slab  # late: both import names from here at load
+
+    for obj in objs:
+        if isinstance(obj, percpu.PcpuObject):
+            percpu.free_percpu(sys, obj)
+        else:
+            slab.kmem_cache_free(sys, obj)
 
 
 def mem_cgroup_alloc_id(sys: System) -> int:
@@ -254,6 +331,11 @@ def mem_cgroup_free(sys: System, memcg: MemCgroup) -> None:
     sock.memcg_sock_free(sys, memcg)  # the socket static key reference goes
     del sys.memcgs[memcg.id]
     heapq.heappush(sys._free_ids, memcg.id)
+    # __mem_cgroup_free(): the statistics go, uncharged from the parent's objcg (now
+    # perhaps a further ancestor's: memcg_reparent_objcgs); last, since what that gives
+    # back may let a dying ancestor go too
+    stats, memcg.stats_objs = memcg.stats_objs, []
+    mem_cgroup_free_stats(sys, stats)
     if not parent.online:
         maybe_free_dying(sys, parent)
 
@@ -688,7 +770,7 @@ def memcg_online_kmem(sys: System, memcg: MemCgroup) -> None:
         sys.kmem_key.static_key_slow_inc()
         return
     memcg.kmemcg_id = slab.memcg_alloc_cache_id(sys)
-    memcg.objcg = ObjCgroup(memcg)
+    memcg.objcg = memcg.orig_objcg = ObjCgroup(memcg)
     sys.kmem_key.static_branch_enable()
 
 
@@ -758,15 +840,32 @@ def memcg_uncharge_kmem(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
 
 # -- 6.18: obj_cgroup charging ----------------------------------------------------------
 
+def set_active_memcg(sys: System, memcg: MemCgroup | None) -> MemCgroup | None:
+    """set_active_memcg() (include/linux/sched/mm.h): charge the kernel allocations that
+    follow to memcg instead of the current task's group; returns the old one to restore."""
+    old, sys.active_memcg = sys.active_memcg, memcg
+    return old
+
+
 def get_obj_cgroup_from_current(sys: System, task: Task | None) -> ObjCgroup | None:
-    """current_obj_cgroup(): the objcg of the task's group; None for the root (unaccounted)."""
+    """current_obj_cgroup(): the objcg of the active memcg (set_active_memcg) or else of
+    the task's group; None for the root (unaccounted).  From an active memcg the nearest
+    ancestor with an objcg is taken, as the kernel walks up to the root."""
+    memcg = sys.active_memcg
+    if memcg is not None:
+        for m in memcg.ancestors():
+            if m.is_root():
+                return None
+            if m.objcg is not None:
+                return m.objcg
+        return None
     if task is None or task.memcg.is_root():
         return None
     return task.memcg.objcg
 
 
 def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: Task | None,
-                            user_fault: bool = False) -> int:
+                            user_fault: bool = False, nofail: bool = False) -> int:
     """obj_cgroup_charge_pages(): try_charge_memcg(), then the v1 kmem counter (no limit).
 
     No PGPGIN and no event check: memcg1_charge_statistics() and memcg1_check_events()
@@ -775,6 +874,11 @@ def obj_cgroup_charge_pages(sys: System, objcg: ObjCgroup, nr_pages: int, task: 
     """
     memcg = objcg.memcg
     ret = try_charge_memcg(sys, memcg, nr_pages, task, user_fault)
+    if ret and nofail:
+        # try_charge_memcg(): __GFP_NOFAIL - "force:" the charge goes past the limit
+        memcg.memory.charge(nr_pages)
+        memcg.memsw.charge(nr_pages)
+        ret = 0
     if ret:
         return ret
     memcg.kmem.charge(nr_pages)  # memcg1_account_kmem()
@@ -843,7 +947,7 @@ def refill_obj_stock(sys: System, objcg: ObjCgroup, nr_bytes: int, allow_uncharg
 
 
 def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | None,
-                      user_fault: bool = False) -> int:
+                      user_fault: bool = False, nofail: bool = False) -> int:
     """obj_cgroup_charge(): size bytes from the stock, or whole pages with the rest parked."""
     cpu = task.cpu if task is not None else 0
     if consume_obj_stock(sys, objcg, size, cpu):
@@ -852,7 +956,7 @@ def obj_cgroup_charge(sys: System, objcg: ObjCgroup, size: int, task: Task | Non
     nr_pages, nr_bytes = size >> PAGE_SHIFT, size & (PAGE_SIZE - 1)
     if nr_bytes:
         nr_pages += 1
-    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault)
+    ret = obj_cgroup_charge_pages(sys, objcg, nr_pages, task, user_fault, nofail)
     if ret:
         return ret
     objcg.nr_live_bytes += size

@@ -69,6 +69,17 @@ ROOT_CACHES = {
     "anon_vma_chain": (64, 64, 1),  # mm/rmap.c: anon_vma_chain_cachep
     "kmalloc-cg": (1, 4096, 1),
 }
+# mm/slab_common.c: kmalloc_info[] - the accounted kmalloc caches (KMALLOC_CGROUP,
+# "kmalloc-cg-<size>"), as /proc/slabinfo of the reference machine lists them
+KMALLOC_CG_CACHES = {
+    8: (512, 1), 16: (256, 1), 32: (128, 1), 64: (64, 1), 96: (42, 1), 128: (32, 1),
+    192: (21, 1), 256: (16, 1), 512: (16, 2), 1024: (16, 4), 2048: (16, 8), 4096: (8, 8),
+    8192: (4, 8),
+}
+# include/linux/slab.h: KMALLOC_MAX_CACHE_SIZE (SLUB: 1 << (PAGE_SHIFT + 1))
+KMALLOC_MAX_CACHE_SIZE = 8192
+for _size, (_objs, _pages) in KMALLOC_CG_CACHES.items():
+    ROOT_CACHES[f"kmalloc-cg-{_size}"] = (_size, _objs, _pages)
 
 
 @dataclass(eq=False)
@@ -216,7 +227,7 @@ def _slabs_for(cache: KmemCache, nr_objects: int) -> int:
 
 
 def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
-                     user_fault: bool = False) -> SlabObject | int:
+                     user_fault: bool = False, nofail: bool = False) -> SlabObject | int:
     """kmem_cache_alloc() of `count` objects charged to the task's group.
 
     Returns the object, or the failed charge's result (CHARGE_NOMEM and friends).  The
@@ -227,7 +238,7 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
     key = sys.kmem_key
     if key.enabled:  # static_branch_unlikely(): off, the hook is jumped over
         key.hits += 1
-        obj = _memcg_slab_alloc(sys, root, task, count, user_fault)
+        obj = _memcg_slab_alloc(sys, root, task, count, user_fault, nofail)
         if obj is not None:
             if isinstance(obj, SlabObject):
                 obj.cache.nr_objects += count
@@ -237,7 +248,7 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
 
 
 def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: int,
-                      user_fault: bool = False):
+                      user_fault: bool = False, nofail: bool = False):
     if sys.semantics == "3.8":
         if task is None or task.memcg.is_root() or not memcg_can_account_kmem(task.memcg):
             return None
@@ -257,10 +268,23 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
     size = count * root.object_size
     if root.name != "kmalloc-cg":
         size += count * OBJCG_POINTER_SIZE  # obj_full_size()
-    ret = obj_cgroup_charge(sys, objcg, size, task, user_fault)
+    ret = obj_cgroup_charge(sys, objcg, size, task, user_fault, nofail)
     if ret:
         return ret
     return SlabObject(root, count, objcg, size)
+
+
+def kmalloc_slab(size: int) -> str:
+    """kmalloc_slab() for a __GFP_ACCOUNT request: the smallest kmalloc-cg cache that holds size."""
+    if size > KMALLOC_MAX_CACHE_SIZE:
+        raise ValueError(f"kmalloc of {size} bytes: larger than KMALLOC_MAX_CACHE_SIZE")
+    return f"kmalloc-cg-{min(s for s in KMALLOC_CG_CACHES if s >= size)}"
+
+
+def kmalloc(sys: System, size: int, task: Task | None) -> SlabObject | int:
+    """kmalloc(size, GFP_KERNEL_ACCOUNT): one object of the kmalloc-cg cache that fits
+    size, charged as that cache's object size plus the objcg pointer (obj_full_size())."""
+    return kmem_cache_alloc(sys, kmalloc_slab(size), task)
 
 
 def kmem_cache_free(sys: System, obj: SlabObject, cpu: int = 0) -> None:

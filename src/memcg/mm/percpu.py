@@ -1,0 +1,65 @@
+"""Per-CPU allocations and how they are charged (mm/percpu.c, 5.9+ with obj_cgroup).
+
+An accounted per-CPU allocation (alloc_percpu_gfp(..., GFP_KERNEL_ACCOUNT)) is one
+object of `size` bytes on every possible CPU.  pcpu_memcg_pre_alloc_hook() charges the
+current object cgroup for all the copies at once, plus one objcg pointer per
+PCPU_MIN_ALLOC_SIZE bytes (the chunk's obj_exts, pcpu_obj_full_size()); free_percpu()
+gives the same bytes back through the per-CPU object stock (pcpu_memcg_free_hook()).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
+                         obj_cgroup_charge, obj_cgroup_uncharge)
+
+if TYPE_CHECKING:
+    from ..system import System
+    from ..tasks import Task
+
+# mm/percpu-internal.h: PCPU_MIN_ALLOC_SHIFT 2, PCPU_MIN_ALLOC_SIZE = 1 << PCPU_MIN_ALLOC_SHIFT
+PCPU_MIN_ALLOC_SIZE = 4
+
+
+@dataclass(eq=False)
+class PcpuObject:
+    """A per-CPU allocation: who pays for it (None: unaccounted) and how many bytes."""
+
+    objcg: ObjCgroup | None
+    charged: int = 0
+
+
+def pcpu_obj_full_size(sys: System, size: int) -> int:
+    """pcpu_obj_full_size(): size on each possible CPU, plus the objcg pointers."""
+    return size * sys.cpus + size // PCPU_MIN_ALLOC_SIZE * OBJCG_POINTER_SIZE
+
+
+def pcpu_alloc(sys: System, size: int, task: Task | None) -> PcpuObject | int:
+    """pcpu_alloc() of an accounted object: charged before it is carved out of a chunk.
+
+    Returns the object, or the failed charge's result.  Behind the kmem static key
+    (memcg_kmem_online()), like the slab hook.
+    """
+    # mm/percpu.c: pcpu_alloc() rounds the size up to PCPU_MIN_ALLOC_SIZE first
+    size = -(-max(size, PCPU_MIN_ALLOC_SIZE) // PCPU_MIN_ALLOC_SIZE) * PCPU_MIN_ALLOC_SIZE
+    key = sys.kmem_key
+    if not key.enabled:
+        return PcpuObject(None)
+    key.hits += 1
+    objcg = get_obj_cgroup_from_current(sys, task)
+    if objcg is None:
+        return PcpuObject(None)
+    full = pcpu_obj_full_size(sys, size)
+    ret = obj_cgroup_charge(sys, objcg, full, task)
+    if ret:
+        return ret
+    return PcpuObject(objcg, full)
+
+
+def free_percpu(sys: System, obj: PcpuObject, cpu: int = 0) -> None:
+    """free_percpu(): pcpu_memcg_free_hook() uncharges what the allocation was charged."""
+    objcg, obj.objcg = obj.objcg, None
+    if objcg is not None:
+        obj_cgroup_uncharge(sys, objcg, obj.charged, cpu)
