@@ -534,3 +534,77 @@ def test_calibrate_writes_a_profile_the_simulator_loads(real_memcg, tmp_path, ca
     assert prof["kmem_fork_bytes"] == doc["kmem_fork_bytes"]
     k = memcg.SimKernel(profile=str(out))
     k.close()
+
+
+# --------------------------------------------------------------------------- leftovers and pid namespaces
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    import memcg
+    k = memcg.LinuxKernel()
+    k.mkdir("/a")
+    print(k.root_dir, k._workdir, k._shmdir or "-", flush=True)
+    time.sleep(60)
+""")
+
+
+def _unshare_pid() -> list[str]:
+    """`unshare --pid --fork --mount-proc` (a new pid namespace with its own /proc, in a
+    private mount namespace, as in a container) as a command prefix, or skip."""
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    try:
+        ok = subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("unshare --pid --fork --mount-proc is not usable here")
+    return cmd
+
+
+def _python(prefix: list[str], code: str, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    return subprocess.Popen(prefix + [sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.linux
+def test_a_sweep_from_a_pid_namespace_keeps_a_live_controllers_groups(real_memcg):
+    """A controller started in a new pid namespace cannot see this one's pid; its sweep
+    must still leave this live controller's groups and file directories alone."""
+    prefix = _unshare_pid()
+    k = memcg.LinuxKernel()
+    try:
+        k.mkdir("/a")
+        p = _python(prefix, "import memcg, os; k = memcg.LinuxKernel(); "
+                            f"print(os.getpid(), os.path.exists('/proc/{os.getpid()}')); k.close()")
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.split() == ["1", "False"]            # pid 1, and this controller's pid unseen
+        assert os.path.isdir(os.path.join(k.root_dir, "a"))
+        assert os.path.isdir(k._workdir) and (k._shmdir is None or os.path.isdir(k._shmdir))
+        k.write("/a/memory.limit_in_bytes", "8M")       # and it still works
+    finally:
+        k.close()
+
+
+@pytest.mark.linux
+def test_a_killed_pid_1_controllers_leftovers_are_swept(real_memcg):
+    """kill -9 of a controller that was pid 1 in its namespace: the next one (pid 1
+    again) starts, and sweeps what the first left, because nobody holds its lock."""
+    prefix = _unshare_pid()
+    p = _python(prefix, HOLD)
+    line = p.stdout.readline().split()
+    assert line, p.stderr.read()
+    root, workdir, shmdir = line
+    os.kill(p.pid, signal.SIGKILL)      # unshare --kill-child takes the pid-1 child with it
+    p.communicate(timeout=30)
+    leftovers = [root, workdir] + ([shmdir] if shmdir != "-" else [])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the pid-1 child dies after its parent
+        q = _python(prefix, "import memcg; memcg.LinuxKernel().close()")
+        out, err = q.communicate(timeout=60)
+        assert q.returncode == 0, err
+        if not any(os.path.exists(d) for d in leftovers):
+            break
+        time.sleep(0.1)
+    assert not any(os.path.exists(d) for d in leftovers)

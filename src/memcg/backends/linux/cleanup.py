@@ -6,15 +6,26 @@ Whatever is still open is closed at interpreter exit (atexit) and on SIGTERM/SIG
 (the handler cleans up, then dies of the signal); Ctrl-C unwinds into close() as a
 KeyboardInterrupt.  Clean-up runs once, to the end: while it runs, stop signals
 (SIGTERM, SIGHUP, SIGINT) are only noted, and the first one is delivered when it is
-done - a second signal neither re-enters it nor cuts it short.  A controller killed by SIGKILL runs none of this: its workers die
-with it (PR_SET_PDEATHSIG), and the next LinuxKernel made below the same parent
-removes its groups and file directories, recognised by their names.
+done - a second signal neither re-enters it nor cuts it short.  A controller killed by
+SIGKILL runs none of this: its workers die with it (PR_SET_PDEATHSIG), and the next
+LinuxKernel made below the same parent removes its groups and file directories.
+
+What a run owns is recognised by a marker the run holds, never by its pid: each of its
+file directories holds a lock file (LOCK_FILE) on which it keeps an exclusive flock(2)
+for its whole life.  The kernel drops the lock when the process dies, however it dies,
+so a name whose lock can be taken is a leftover, and one whose lock is held belongs to
+a live controller - whatever pid namespace either of them runs in (a pid seen from a
+container says nothing about the host's processes).  A name with no lock file anywhere
+is left alone: nothing shows it is ours to remove.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
+import fcntl
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -27,9 +38,12 @@ from . import files
 if TYPE_CHECKING:
     from .kernel import LinuxKernel
 
-# Roots and file directories are named ROOT_PREFIX + "<owner pid>-<n>", so that the
-# sweep knows them and their owner.
+# Roots and file directories are named ROOT_PREFIX + "<pid>-<n>-<random>": the pid for
+# people reading the tree, the random part so that two controllers that are both pid 1
+# (in two pid namespaces) never pick the same name.  The owner is the lock, not the pid.
 ROOT_PREFIX = "memcg-linux-"
+LOCK_FILE = ".owner.lock"
+_STAGING = ".staging-"   # a private directory before its lock is held: never swept
 
 _OPEN: set["LinuxKernel"] = set()
 # Re-entrant: a signal handler runs in the main thread between two bytecodes, possibly
@@ -133,33 +147,85 @@ def install_handlers() -> None:
             signal.signal(sig, _on_fatal_signal)
 
 
-def _stale(names: list[str]) -> list[str]:
-    """Names of our scheme whose owner process is gone."""
-    out = []
-    for name in names:
-        if not name.startswith(ROOT_PREFIX):
-            continue
-        owner = name[len(ROOT_PREFIX):].split("-", 1)[0]
-        if owner.isdigit() and int(owner) != os.getpid() and not os.path.exists(f"/proc/{owner}"):
-            out.append(name)
-    return out
+_SEQ = 0
+
+
+def new_name() -> str:
+    """A fresh root name of our scheme."""
+    global _SEQ
+    _SEQ += 1
+    return f"{ROOT_PREFIX}{os.getpid()}-{_SEQ}-{secrets.token_hex(4)}"
+
+
+def make_owned_dir(base: str, name: str) -> tuple[str, int]:
+    """Make the private directory base/name holding its lock file, locked: (path, the
+    lock's descriptor, to keep open for the controller's life).  The directory is made
+    and locked under a staging name and then renamed, so a sweep never sees it
+    unlocked (flock belongs to the open file, which the rename does not touch)."""
+    staging = os.path.join(base, _STAGING + name)
+    path = os.path.join(base, name)
+    os.mkdir(staging, 0o700)
+    try:
+        fd = os.open(os.path.join(staging, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path, fd
+
+
+def _take_lock(path: str) -> int | None:
+    """The lock of a private directory if nobody holds it (its owner is dead), else None."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return None
+    return fd
+
+
+def _names(top: str) -> list[str]:
+    try:
+        return [n for n in os.listdir(top) if n.startswith(ROOT_PREFIX)]
+    except OSError:
+        return []
 
 
 def sweep_stale(parent: str, file_bases: list[str]) -> None:
     """Remove what a LinuxKernel whose process was killed (SIGKILL: no clean-up ran)
-    left behind: empty groups and file directories of our own naming scheme whose
-    owner process is gone.  Its workers died with it (PR_SET_PDEATHSIG)."""
-    try:
-        for name in _stale(os.listdir(parent)):
-            _remove_tree_quietly(os.path.join(parent, name))
-    except OSError:
-        pass
+    left behind: its groups below parent and its file directories in file_bases, for
+    every name of our scheme whose lock files exist and can all be taken.  A lock held
+    by anyone, or no lock file at all, keeps the name.  Its workers died with it
+    (PR_SET_PDEATHSIG), so its groups are empty."""
+    names = set(_names(parent))
     for base in file_bases:
+        names.update(_names(base))
+    for name in sorted(names):
+        dirs = [os.path.join(base, name) for base in file_bases
+                if os.path.isfile(os.path.join(base, name, LOCK_FILE))]
+        if not dirs:
+            continue
+        held = []
         try:
-            for name in _stale(os.listdir(base)):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-        except OSError:
-            pass
+            for d in dirs:
+                fd = _take_lock(d)
+                if fd is None:
+                    break
+                held.append(fd)
+            else:
+                _remove_tree_quietly(os.path.join(parent, name))
+                for d in dirs:
+                    shutil.rmtree(d, ignore_errors=True)
+        finally:
+            for fd in held:
+                os.close(fd)
 
 
 def _remove_tree_quietly(top: str) -> None:

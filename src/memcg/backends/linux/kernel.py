@@ -31,7 +31,6 @@ WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 STAT_FLUSH_WAIT = 2.1
 START_TIMEOUT = 30.0
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
-_SEQ = 0
 
 
 def _procs_pid(text: str) -> int | None:
@@ -63,7 +62,6 @@ class LinuxKernel(Kernel):
     def __init__(self, parent: str | None = None, *, version: int | None = None,
                  memory: str | None = None, workdir: str | None = None, tick: float = 0.02,
                  pin: bool = True, sparse_files: bool = False):
-        global _SEQ
         if parent is None:
             if os.geteuid() != 0:
                 raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or "
@@ -92,15 +90,16 @@ class LinuxKernel(Kernel):
         self._last_activity = time.monotonic()
         self._cpus = sorted(os.sched_getaffinity(0))
         self._next_cpu = 0
-        _SEQ += 1
-        self.root_name = f"{cleanup.ROOT_PREFIX}{os.getpid()}-{_SEQ}"
+        self.root_name = cleanup.new_name()
         self.parent_dir = parent
         self.root_dir = os.path.join(parent, self.root_name)
-        # Files live in directories named like the root, so that what a killed
-        # controller leaves behind can be recognised and swept by the next one.
+        # Files live in directories named like the root, each holding the lock this
+        # controller keeps for its life, so that what a killed controller leaves behind
+        # is recognised and swept by the next one (cleanup.sweep_stale).
         file_bases = [workdir or tempfile.gettempdir()] + (["/dev/shm"] if os.path.isdir("/dev/shm") else [])
         cleanup.sweep_stale(parent, file_bases)
         cleanup.install_handlers()
+        self._locks: list[int] = []
         self._workdir = self._make_private_dir(file_bases[0])
         self._shmdir = self._make_private_dir(file_bases[1]) if len(file_bases) > 1 else None
         self.working_fs = host.fs_type(self._workdir)
@@ -534,6 +533,9 @@ class LinuxKernel(Kernel):
         for d in (self._workdir, self._shmdir):
             if d:
                 shutil.rmtree(d, ignore_errors=True)
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
         self._closed = True
         cleanup.unregister(self)
         if problems:
@@ -564,7 +566,7 @@ class LinuxKernel(Kernel):
         return problems
 
     def _make_private_dir(self, base: str) -> str:
-        path = os.path.join(base, self.root_name)
-        os.mkdir(path, 0o700)
+        path, lock = cleanup.make_owned_dir(base, self.root_name)
+        self._locks.append(lock)
         return path
 
