@@ -252,3 +252,57 @@ def test_hypothesis_limit_size_chunking(limit_kb, reads, monkeypatch):
             t.read_file(name, pages * 4096)
         return observe(k, [t])
     run_both(workload, monkeypatch)
+
+
+# The observed workloads of bench/perf.py (rows 6a-6g), scaled down: a pressure
+# listener, a usage threshold, anon and shmem into swap, a memsw limit with a listener,
+# global reclaim with soft limits and listeners, dirty file writes.  The fast paths
+# (bulk reads, fault spans) take what they can of each before the limit is reached;
+# everything must come out as with every step through the kernel's algorithm.
+
+def _observed(kind):
+    def workload():
+        swap = "64M" if kind in ("anon_swap", "shmem_swap", "memsw") else "0"
+        k = memcg.SimKernel(memory="96M" if kind == "global_soft" else "1G", cpus=2, swap=swap)
+        events, tasks = [], []
+        if kind == "global_soft":
+            for i in range(4):
+                k.mkdir(f"/s{i}")
+                k.write(f"/s{i}/memory.soft_limit_in_bytes", "4M")
+                events.append(k.event(f"/s{i}/memory.pressure_level", "low"))
+                tasks.append(k.spawn(f"/s{i}"))
+            for i, t in enumerate(tasks):
+                t.read_file(f"f{i}", 40 * MiB)
+            return observe(k, tasks, events)
+        k.mkdir("/g")
+        k.write("/g/memory.limit_in_bytes", "8M")
+        if kind == "memsw":
+            k.write("/g/memory.memsw.limit_in_bytes", "48M")
+        if kind in ("listener", "memsw"):
+            events.append(k.event("/g/memory.pressure_level", "low"))
+        if kind == "threshold":
+            events.append(k.event("/g/memory.usage_in_bytes", "4M"))
+        t = k.spawn("/g")
+        tasks.append(t)
+        {"listener": lambda: t.read_file("big", 40 * MiB),
+         "threshold": lambda: t.read_file("big", 40 * MiB),
+         "anon_swap": lambda: t.touch_anon(32 * MiB),
+         "shmem_swap": lambda: t.touch_shm("s", 32 * MiB),
+         "memsw": lambda: t.touch_anon(24 * MiB),
+         "writes": lambda: t.write_file("w", 32 * MiB)}[kind]()
+        obs = observe(k, tasks, events)
+        obs["swap"] = k.read("/g/memory.memsw.usage_in_bytes") if swap != "0" else None
+        return obs
+    return workload
+
+
+@pytest.mark.parametrize("kind", ["listener", "threshold", "anon_swap", "shmem_swap", "memsw",
+                                  "global_soft", "writes"])
+def test_observed_workloads_same_both_ways(kind, monkeypatch):
+    obs = run_both(_observed(kind), monkeypatch)
+    assert all(t == "running" for t in obs["tasks"])
+    if kind in ("listener", "threshold", "memsw"):
+        assert obs["events"][0] > 0  # the listener or threshold was signalled
+    if kind in ("anon_swap", "shmem_swap", "memsw"):
+        usage = int(obs["files"]["/g/memory.usage_in_bytes"])
+        assert int(obs["swap"]) > usage  # pages went to swap at the limit
