@@ -1,11 +1,12 @@
 """A userspace-shrinker client written from the protocol description alone.
 
-    python chunk_client.py SOCKET|- GROUP_DIR CHUNKS [--hold]
+    python chunk_client.py SOCKET|- GROUP_DIR CHUNKS [--hold] [--linger SECONDS]
 
 Moves itself into GROUP_DIR (after start-up, so the interpreter is not charged there),
 then an allocator thread maps and writes CHUNKS chunks of 1 MiB one after another while
 a shrinker thread frees the oldest chunks the daemon asks for.  With SOCKET "-" there is
 no shrinker.  With --hold the shrinker frees nothing and hands every chunk back ("+N").
+With --linger it stays that long after allocating.
 Prints one JSON line at the end: chunks allocated, asked, freed, request times.
 """
 
@@ -22,6 +23,7 @@ from collections import deque
 CHUNK = 1 << 20
 sock_path, group, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 hold = "--hold" in sys.argv
+linger = float(sys.argv[sys.argv.index("--linger") + 1]) if "--linger" in sys.argv else 0.0
 sys.setswitchinterval(0.0002)   # let the shrinker thread in between two page writes
 
 chunks = deque()
@@ -44,7 +46,7 @@ with open(os.path.join(group, "cgroup.procs"), "w") as f:
 def shrinker():
     while True:
         n = os.eventfd_read(efd)            # blocks until the daemon asks
-        stats["requests"].append((time.monotonic(), n))
+        stats["requests"].append((time.time(), n))
         stats["asked"] += n
         if hold:
             sock.sendall(b"+%d\n" % n)
@@ -71,6 +73,7 @@ for i in range(total):
     stats["alloc_times"].append(time.monotonic())
     if sock is not None:
         sock.sendall(b"+1\n")
+time.sleep(linger)
 if sock is not None:
     sock.sendall(b"?\n")
     stats["held_reply"] = sock.recv(100).decode().strip()
