@@ -98,6 +98,8 @@ def daemon(tree):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert not os.path.exists(run), "SIGTERM left the runtime directory"
+        for here, _, _ in os.walk(tree):   # the OOM guard is given back
+            assert "oom_kill_disable 0" in _read(here, "memory.oom_control"), here
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -305,7 +305,8 @@ def _cmd_shrinkerd(args: argparse.Namespace) -> int:
             raise _Fatal(f"--margin: expected a size such as 8M, got {args.margin!r}") from None
     try:
         return shrinkerd.serve(args.cgroup, args.runtime_dir, foreground=args.foreground,
-                               json_log=args.json_log, margin=margin)
+                               json_log=args.json_log, margin=margin,
+                               oom_guard=not args.no_oom_guard)
     except shrinkerd.DaemonError as e:
         raise _Fatal(str(e)) from None
     except OSError as e:
@@ -380,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
     sd.add_argument("--json-log", action="store_true", help="log as one JSON object a line")
     sd.add_argument("--margin", metavar="SIZE",
                     help="ask for memory when usage is this close to the limit (default: limit/4, at least 4M)")
+    sd.add_argument("--no-oom-guard", action="store_true",
+                    help="never set oom_kill_disable while clients hold chunks")
     sd.set_defaults(func=_cmd_shrinkerd)
     return p
 

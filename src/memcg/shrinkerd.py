@@ -59,6 +59,8 @@ MAX_LINE = 256         # longest request line
 MAX_OUTBUF = 4096      # a client that does not read its replies is dropped past this
 MAX_FDS = 4            # eventfds accepted with one message
 EVENTFD_SANE = 1 << 62 # an eventfd counter above this could block our write: drop it
+OOM_GRACE = 0.2        # an OOM the asked clients did not end in this time goes to the kernel
+OOM_GUARD_PAUSE = 1.0  # then the guard stays off this long
 SUN_PATH_MAX = 107     # include/uapi/linux/un.h: sun_path[108], NUL included
 
 
@@ -120,11 +122,22 @@ class Group:
     asked_round: list[ShrinkerClient] = field(default_factory=list)   # asked at the last ask
     dropped: bool = True       # usage went under the high mark since the last ask
     made_run: bool = False
+    guard: bool = False        # the daemon set oom_kill_disable (it was 0)
+    guard_off_until: float = 0.0
+    oom_since: float = -1.0
 
 
 def _read_int(path: str) -> int:
     with open(path) as f:
         return int(f.read().split()[0])
+
+
+def _quiet(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _peer_pid(sock: socket.socket) -> int:
@@ -151,10 +164,11 @@ class Daemon:
     """The selector loop over every group's sockets and cgroup eventfds."""
 
     def __init__(self, cgroup: str, run: str, margin: int | None = None,
-                 log=None, json_log: bool = False):
+                 log=None, json_log: bool = False, oom_guard: bool = True):
         self.root = os.path.abspath(cgroup)
         self.run = os.path.abspath(run)
         self.margin_opt = margin
+        self.oom_guard = oom_guard
         self.log_file = log
         self.json_log = json_log
         self.sel = selectors.DefaultSelector()
@@ -251,6 +265,8 @@ class Daemon:
         # vmpressure_event, VMPRESSURE_LOCAL), so it goes to that group's subtree only.
         for level in LEVELS:
             self.register_event(g, "memory.pressure_level", f"{level},local", level)
+        # mm/memcontrol-v1.c: mem_cgroup_oom_register_event - signalled on entering OOM.
+        self.register_event(g, "memory.oom_control", "", "oom")
 
     def margin(self, limit: int) -> int:
         if self.margin_opt is not None:
@@ -287,6 +303,7 @@ class Daemon:
 
     def release_group(self, g: Group) -> None:
         """Close everything of g and remove what was made for it in RUN."""
+        self.set_guard(g, False, "release")
         for efd in list(g.efds):
             self.close_event(g, efd)
         for c in list(g.shrinkers):
@@ -312,6 +329,12 @@ class Daemon:
         self.groups.pop(g.rel, None)
         self.log("drop-group", group=g.rel, why=why)
 
+    def ancestors(self, g: Group) -> list[Group]:
+        """g and the served groups above it: whose limits g's memory counts against."""
+        parts = g.rel.split("/") if g.rel else []
+        rels = ["/".join(parts[:i]) for i in range(len(parts) + 1)]
+        return [self.groups[r] for r in rels if r in self.groups]
+
     def subtree(self, g: Group) -> list[Group]:
         """g and the groups below it: who is reclaimed when g's limit is."""
         pre = g.rel + "/" if g.rel else ""
@@ -329,6 +352,8 @@ class Daemon:
             return
         if kind == "threshold":
             self.reclaim_check(g, seen, "threshold")
+        elif kind == "oom":
+            self.on_oom(g, seen)
         else:
             self.notify_pressure(g, "full" if kind == "critical" else "some", seen)
             win = {"low": 0, "medium": VMPRESSURE_LEVEL_MED,
@@ -352,10 +377,11 @@ class Daemon:
             g.dropped = True
             return
         self.notify_pressure(g, "some", seen)
-        short = usage - (g.limit - 2 * m) - sum(b for _, b in g.in_flight)
+        pending = sum(b for _, b in g.in_flight)
+        short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
             return
-        if not g.dropped:
+        if not g.dropped and not pending:
             self.back_off(g, now)
         g.dropped = False
         g.asked_round = self.ask(g, -(-short // PAGE_SIZE), seen, reason, usage=usage)
@@ -370,14 +396,14 @@ class Daemon:
                      seconds=round(c.backoff_until - now, 3))
 
     def ask(self, g: Group, debt_pages: int, seen: float, reason: str,
-            usage: int = -1) -> list[ShrinkerClient]:
+            usage: int = -1, urgent: bool = False) -> list[ShrinkerClient]:
         """Split debt_pages over the shrinkers of g's subtree (shrink_plan) and ask;
-        returns the clients asked."""
+        returns the clients asked.  Urgent (an OOM) asks those backed off too."""
         if debt_pages <= 0:
             return []
         now = time.monotonic()
         clients = [c for h in self.subtree(g) for c in h.shrinkers
-                   if c.efd >= 0 and c.chunks > 0 and c.backoff_until <= now]
+                   if c.efd >= 0 and c.chunks > 0 and (urgent or c.backoff_until <= now)]
         if not clients:
             return []
         asked = []
@@ -400,6 +426,52 @@ class Daemon:
                      held=c.chunks, reason=reason, usage=usage,
                      latency_us=round((done - seen) * 1e6))
         return asked
+
+    # --- the OOM guard -------------------------------------------------------------
+    def set_guard(self, g: Group, on: bool, why: str) -> None:
+        """Hold an OOM of g for the shrinkers (memory.oom_control oom_kill_disable 1:
+        the charging task waits in mem_cgroup_oom_synchronize, and the uncharge of
+        the chunks freed wakes it, uncharge_batch -> memcg1_oom_recover), or give the
+        kernel its OOM killer back.  Only a 0 the daemon found is ever changed."""
+        if on == g.guard:
+            return
+        path = os.path.join(g.path, "memory.oom_control")
+        try:
+            if on:
+                if "oom_kill_disable 0" not in open(path).read():
+                    return   # the administrator's own setting: left alone
+            with open(path, "w") as f:
+                f.write("1" if on else "0")
+        except OSError as e:
+            self.log("guard-failed", group=g.rel, error=str(e))
+            return
+        g.guard = on
+        self.log("guard", group=g.rel, on=on, why=why)
+
+    def update_guard(self, g: Group, now: float) -> None:
+        """The guard is on while a limited group's subtree has chunks to give."""
+        if not self.oom_guard or g.limit < 0 or g.limit >= 1 << 60:
+            return
+        holding = any(c.chunks > 0 and c.efd >= 0 for h in self.subtree(g) for c in h.shrinkers)
+        if g.guard and g.oom_since >= 0 and now - g.oom_since > OOM_GRACE:
+            # Still under OOM after the clients were asked: the kernel decides.
+            if "under_oom 1" in _quiet(os.path.join(g.path, "memory.oom_control")):
+                g.guard_off_until = now + OOM_GUARD_PAUSE
+                self.set_guard(g, False, "oom not resolved")
+            g.oom_since = -1.0
+            return
+        self.set_guard(g, holding and now >= g.guard_off_until, "clients" if holding else "no chunks")
+
+    def on_oom(self, g: Group, seen: float) -> None:
+        """g entered OOM: ask for what brings it back under the high mark, now."""
+        if not g.guard:
+            return
+        m = self.margin(g.limit)
+        g.oom_since = time.monotonic()
+        asked = self.ask(g, -(-m // PAGE_SIZE), seen, "oom", urgent=True)
+        if not asked:
+            g.guard_off_until = g.oom_since + OOM_GUARD_PAUSE
+            self.set_guard(g, False, "nothing to ask")
 
     def notify_pressure(self, g: Group, kind: str, now: float) -> None:
         """POLLIN for the pressure clients of g's subtree, at most once per window."""
@@ -488,6 +560,10 @@ class Daemon:
             n = int(m.group(2))
             if m.group(1) == "+":
                 c.chunks += n
+                if c.chunks == n:   # chunks to give again: guard the limits above
+                    now = time.monotonic()
+                    for h in self.ancestors(c.group):
+                        self.update_guard(h, now)
             else:
                 c.chunks = max(0, c.chunks - n)
             return
@@ -572,6 +648,7 @@ class Daemon:
                     self.send_pressure(p, now)
             if any(g2.shrinkers for g2 in self.subtree(g)):
                 self.reclaim_check(g, now, "tick")
+            self.update_guard(g, now)
 
     def start(self) -> None:
         """Make RUN and serve the groups there are now."""
@@ -628,10 +705,10 @@ class Daemon:
 
 
 def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False,
-          margin: int | None = None) -> int:
+          margin: int | None = None, oom_guard: bool = True) -> int:
     """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status."""
     log = sys.stderr if foreground or json_log else None
-    d = Daemon(cgroup, run, margin=margin, log=log, json_log=json_log)
+    d = Daemon(cgroup, run, margin=margin, log=log, json_log=json_log, oom_guard=oom_guard)
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _stop(signum, frame):
