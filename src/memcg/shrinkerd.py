@@ -381,10 +381,12 @@ class Daemon:
         short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
             return
-        if not g.dropped and not pending:
+        if not g.dropped and not pending and g.asked_round:
             self.back_off(g, now)
-        g.dropped = False
-        g.asked_round = self.ask(g, -(-short // PAGE_SIZE), seen, reason, usage=usage)
+            g.asked_round = []   # one strike per request
+        asked = self.ask(g, -(-short // PAGE_SIZE), seen, reason, usage=usage)
+        if asked:
+            g.dropped, g.asked_round = False, asked
 
     def back_off(self, g: Group, now: float) -> None:
         """The last request settled and usage never went under the high mark: the
