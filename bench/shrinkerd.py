@@ -12,7 +12,7 @@ times per request:
   (both on CLOCK_REALTIME).
 Then the same client without the daemon, which the kernel OOM-kills.  Needs root.
 
-    python3 bench/shrinkerd.py [--runs 5] [--limit 64M]
+    python3 bench/shrinkerd.py [--runs 5] [--limit 64M] [--oom-guard]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _wait(cond, timeout=10.0) -> bool:
     return False
 
 
-def one_run(parent: str, limit: int, daemon: bool) -> dict:
+def one_run(parent: str, limit: int, daemon: bool, extra: tuple = ()) -> dict:
     group = os.path.join(parent, f"memcg-shrinkerd-bench-{os.getpid()}")
     os.mkdir(group)
     tmp = tempfile.mkdtemp(prefix="memcg-shrinkerd-bench-")
@@ -71,7 +71,7 @@ def one_run(parent: str, limit: int, daemon: bool) -> dict:
         if daemon:
             with open(logpath, "w") as logf:
                 proc = subprocess.Popen([sys.executable, "-m", "memcg", "shrinkerd", "--cgroup", group,
-                                         "--runtime-dir", run, "--json-log"],
+                                         "--runtime-dir", run, "--json-log", *extra],
                                         stderr=logf, env=dict(os.environ, PYTHONPATH=SRC))
             sock = os.path.join(run, "shrinker.sock")
             if not _wait(lambda: os.path.exists(sock)):
@@ -119,10 +119,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--limit", default="64M")
+    ap.add_argument("--oom-guard", action="store_true", help="run the daemon with --oom-guard")
     args = ap.parse_args()
     limit = parse_size(args.limit)
     parent = v1_memory_cgroup()
-    runs = [one_run(parent, limit, True) for _ in range(args.runs)]
+    extra = ("--oom-guard",) if args.oom_guard else ()
+    runs = [one_run(parent, limit, True, extra) for _ in range(args.runs)]
     without = one_run(parent, limit, False)
     react = [x for r in runs for x in r.get("reaction_us", [])]
     deliver = [x for r in runs for x in r.get("delivery_us", [])]

@@ -81,13 +81,19 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(tree):
+def daemon_args():
+    """Extra command-line options of the daemon (a test overrides this fixture)."""
+    return ()
+
+
+@pytest.fixture
+def daemon(tree, daemon_args):
     tmp = tempfile.mkdtemp(prefix="memcg-shrinkerd-")
     run = os.path.join(tmp, "run")
     logpath = os.path.join(tmp, "log")
     with open(logpath, "w") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "memcg", "shrinkerd", "--cgroup", tree,
-                                 "--runtime-dir", run, "--json-log"],
+                                 "--runtime-dir", run, "--json-log", *daemon_args],
                                 stderr=logf, env=dict(os.environ, PYTHONPATH=SRC))
     d = Daemon(tree, run, logpath, proc)
     try:
@@ -211,6 +217,23 @@ def test_stress_with_daemon_never_oom_never_above_limit(daemon):
     assert int(_read(a, "memory.max_usage_in_bytes")) <= LIMIT
     asks = [e for e in daemon.log() if e["what"] == "ask"]
     assert asks and all(e["group"] == "a" and e["chunks"] > 0 for e in asks)
+
+
+@pytest.mark.linux
+@pytest.mark.parametrize("daemon_args", [("--margin", "4K", "--oom-guard")])
+def test_oom_guard_asks_on_oom_and_never_leaves_the_group_hung(daemon):
+    """With no room before the limit (margin 4K) the allocator meets the limit while
+    the guard holds the OOM (oom_kill_disable 1): the daemon asks on the OOM event, and
+    whatever the client does, the group does not stay under OOM - the guard is given
+    back and the kernel decides."""
+    a = os.path.join(daemon.base, "a")
+    r = _run_client(os.path.join(daemon.run, "a", "shrinker.sock"), a, 2 * LIMIT // MiB)
+    assert r.returncode in (0, -signal.SIGKILL), r.stderr
+    log = daemon.log()
+    assert any(e["what"] == "guard" and e["on"] for e in log)
+    assert any(e["what"] == "ask" and e["reason"] == "oom" for e in log)
+    assert _poll(lambda: "under_oom 0" in _read(a, "memory.oom_control"))
+    assert int(_read(a, "memory.max_usage_in_bytes")) <= LIMIT
 
 
 @pytest.mark.linux

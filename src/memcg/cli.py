@@ -306,7 +306,7 @@ def _cmd_shrinkerd(args: argparse.Namespace) -> int:
     try:
         return shrinkerd.serve(args.cgroup, args.runtime_dir, foreground=args.foreground,
                                json_log=args.json_log, margin=margin,
-                               oom_guard=not args.no_oom_guard)
+                               oom_guard=args.oom_guard)
     except shrinkerd.DaemonError as e:
         raise _Fatal(str(e)) from None
     except OSError as e:
@@ -381,8 +381,9 @@ def _parser() -> argparse.ArgumentParser:
     sd.add_argument("--json-log", action="store_true", help="log as one JSON object a line")
     sd.add_argument("--margin", metavar="SIZE",
                     help="ask for memory when usage is this close to the limit (default: limit/4, at least 4M)")
-    sd.add_argument("--no-oom-guard", action="store_true",
-                    help="never set oom_kill_disable while clients hold chunks")
+    sd.add_argument("--oom-guard", action="store_true",
+                    help="set oom_kill_disable on a limited group while its clients hold chunks, "
+                         "ask at once on its OOM event, give the OOM back to the kernel after 0.2 s")
     sd.set_defaults(func=_cmd_shrinkerd)
     return p
 

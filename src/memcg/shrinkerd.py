@@ -164,7 +164,7 @@ class Daemon:
     """The selector loop over every group's sockets and cgroup eventfds."""
 
     def __init__(self, cgroup: str, run: str, margin: int | None = None,
-                 log=None, json_log: bool = False, oom_guard: bool = True):
+                 log=None, json_log: bool = False, oom_guard: bool = False):
         self.root = os.path.abspath(cgroup)
         self.run = os.path.abspath(run)
         self.margin_opt = margin
@@ -359,7 +359,11 @@ class Daemon:
             win = {"low": 0, "medium": VMPRESSURE_LEVEL_MED,
                    "critical": VMPRESSURE_LEVEL_CRITICAL}[kind]
             # A window reported at this level fell short by at least this share of it.
-            self.ask(g, VMPRESSURE_WIN * win // 100, seen, kind)
+            # Requests still in flight count against it, as for thresholds.
+            now = time.monotonic()
+            g.in_flight = [(t, b) for t, b in g.in_flight if now - t < SETTLE]
+            pending = sum(b for _, b in g.in_flight) // PAGE_SIZE
+            self.ask(g, VMPRESSURE_WIN * win // 100 - pending, seen, kind)
 
     def reclaim_check(self, g: Group, seen: float, reason: str) -> None:
         """Usage above limit - margin: ask for what brings it to limit - 2 * margin."""
@@ -468,9 +472,11 @@ class Daemon:
         """g entered OOM: ask for what brings it back under the high mark, now."""
         if not g.guard:
             return
-        m = self.margin(g.limit)
+        # At least one chunk of the largest, so that a margin under a chunk still frees.
+        want = max([self.margin(g.limit)] + [c.chunk_size for h in self.subtree(g)
+                                             for c in h.shrinkers if c.chunks > 0])
         g.oom_since = time.monotonic()
-        asked = self.ask(g, -(-m // PAGE_SIZE), seen, "oom", urgent=True)
+        asked = self.ask(g, -(-want // PAGE_SIZE), seen, "oom", urgent=True)
         if not asked:
             g.guard_off_until = g.oom_since + OOM_GUARD_PAUSE
             self.set_guard(g, False, "nothing to ask")
@@ -707,7 +713,7 @@ class Daemon:
 
 
 def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False,
-          margin: int | None = None, oom_guard: bool = True) -> int:
+          margin: int | None = None, oom_guard: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status."""
     log = sys.stderr if foreground or json_log else None
     d = Daemon(cgroup, run, margin=margin, log=log, json_log=json_log, oom_guard=oom_guard)
