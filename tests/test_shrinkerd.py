@@ -323,3 +323,43 @@ def test_pressure_protocol_own_group_and_ancestors_only(daemon):
     assert got["sibling"] == 0 and got["above"] == 0, got
     # At most once per 1 s window (plus the one at the window's end).
     assert got["near"] <= elapsed / 1.0 + 1, (got, elapsed)
+
+
+def test_cli_errors_are_one_line(capsys):
+    from memcg.cli import main
+    assert main(["shrinkerd", "--cgroup", "/nonexistent-group"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory.limit_in_bytes" in err
+
+
+def _docs_client():
+    """The 20-line client of docs/shrinker.md, taken from the document itself."""
+    text = (HERE.parent / "docs" / "shrinker.md").read_text()
+    block = text.split("A client in 20 lines of Python")[1].split("```python\n")[1].split("```")[0]
+    assert len(block.strip().splitlines()) <= 22
+    ns = {}
+    exec(block, ns)
+    return ns["shrinker_client"]
+
+
+@pytest.mark.linux
+def test_docs_client_is_asked_for_its_ancestor_s_pressure(daemon):
+    """The documented client in a/x reports 40 chunks; an allocator without a shrinker
+    takes a (limit 64M) over its high mark: the client below is asked, never for more
+    than it reported."""
+    asked = []
+
+    def free_chunks(n):
+        asked.append(n)
+        return n
+
+    report = _docs_client()(os.path.join(daemon.run, "a", "x", "shrinker.sock"), MiB, free_chunks)
+    report(+40)
+    assert _poll(lambda: any(e["what"] == "register" for e in daemon.log()))
+    a = os.path.join(daemon.base, "a")
+    # 56 chunks: over the high mark (48M), under the limit; nothing is freed, so the
+    # daemon keeps asking until the client's 40 are all asked for.
+    r = _run_client("-", a, 56, "--linger", "1")
+    assert r.returncode == 0, r.stderr
+    assert _poll(lambda: sum(asked) == 40, 5.0), asked
+    assert all(e["client"] == "a/x" for e in daemon.log() if e["what"] == "ask")
