@@ -382,6 +382,8 @@ class Daemon:
             return
         self.notify_pressure(g, "some", seen)
         pending = sum(b for _, b in g.in_flight)
+        if pending and reason == "tick":
+            return   # the tick only re-asks once a request has settled
         short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
             return
