@@ -203,8 +203,12 @@ def test_bad_lines_get_an_error_line_and_counts_are_kept(daemon):
 
 
 @pytest.mark.linux
+@pytest.mark.parametrize("daemon_args", [("--margin", "24M")])
 def test_stress_with_daemon_never_oom_never_above_limit(daemon):
-    """Document 002's test: 4x the limit in 1 MiB chunks, a shrinker freeing what is asked."""
+    """Document 002's test: 4x the limit in 1 MiB chunks, a shrinker freeing what is asked.
+
+    A 24M margin (the default is limit/4, 16M): on a loaded 2-core machine the client's
+    thread has been seen to wake 18 ms late, long enough for the allocator to run 16M."""
     a = os.path.join(daemon.base, "a")
     r = _run_client(os.path.join(daemon.run, "a", "shrinker.sock"), a, 4 * LIMIT // MiB)
     assert r.returncode == 0, r.stderr
