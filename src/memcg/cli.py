@@ -24,11 +24,12 @@ import platform
 import sys
 from typing import Sequence
 
-from . import calibrate, compare, parse, record, report, sweep
+from . import calibrate, compare, parse, record, report, shrinkerd, sweep
 from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
 from .kernel import Kernel
+from .parse import parse_size
 from .profile import load_profile
 from .scenario import (
     Scenario,
@@ -333,6 +334,23 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shrinkerd(args: argparse.Namespace) -> int:
+    margin = None
+    if args.margin is not None:
+        try:
+            margin = parse_size(args.margin)
+        except (OSError, ValueError):
+            raise _Fatal(f"--margin: expected a size such as 8M, got {args.margin!r}") from None
+    try:
+        return shrinkerd.serve(args.cgroup, args.runtime_dir, foreground=args.foreground,
+                               json_log=args.json_log, margin=margin,
+                               oom_guard=args.oom_guard)
+    except shrinkerd.DaemonError as e:
+        raise _Fatal(str(e)) from None
+    except OSError as e:
+        raise _Fatal(f"shrinkerd: {e.filename or args.runtime_dir}: {e.strerror or e}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -403,6 +421,20 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("action", choices=("fetch", "probe"))
     v.add_argument("--hierarchy", choices=("v1", "v2"), default="v2")
     v.set_defaults(func=_cmd_vm)
+    sd = sub.add_parser("shrinkerd", help="serve the userspace shrinker and pressure sockets "
+                                          "for a real memory cgroup and the groups below it")
+    sd.add_argument("--cgroup", required=True, metavar="DIR", help="the cgroup v1 memory group to serve")
+    sd.add_argument("--runtime-dir", default="/run/memcg-shrinkerd", metavar="RUN",
+                    help="where RUN/<group>/shrinker.sock and pressure.sock go "
+                         "(default: /run/memcg-shrinkerd)")
+    sd.add_argument("--foreground", action="store_true", help="log what is asked of whom to stderr")
+    sd.add_argument("--json-log", action="store_true", help="log as one JSON object a line")
+    sd.add_argument("--margin", metavar="SIZE",
+                    help="ask for memory when usage is this close to the limit (default: limit/4, at least 4M)")
+    sd.add_argument("--oom-guard", action="store_true",
+                    help="set oom_kill_disable on a limited group while its clients hold chunks, "
+                         "ask at once on its OOM event, give the OOM back to the kernel after 0.2 s")
+    sd.set_defaults(func=_cmd_shrinkerd)
     return p
 
 
