@@ -224,6 +224,7 @@ class VMKernel(Kernel):
         self._guest: Guest | None = None
         self._tasks: dict[int, VMTask] = {}
         self._closed = False
+        self._release: str | None = None
         atexit.register(self.close)
 
     # --- the guest ------------------------------------------------------------------------
@@ -235,12 +236,16 @@ class VMKernel(Kernel):
         if self._guest is None:
             self._guest = Guest(self.hierarchy, self.memory_mib + ROOTFS_SLACK_MIB, self.cpus,
                                 self.boot_timeout)
+            self._release = self._guest.release
         return self._guest
 
     @property
     def kernel_release(self) -> str:
-        """The guest kernel's release (uname -r), booting the guest if needed."""
-        return self.boot().release
+        """The guest kernel's release (uname -r), booting the guest if needed; still
+        known after close()."""
+        if self._release is None:
+            self._release = self.boot().release
+        return self._release
 
     @property
     def qemu_pid(self) -> int | None:
