@@ -27,7 +27,35 @@ KiB, MiB = 1 << 10, 1 << 20
 UNLIMITED = 9223372036854771712
 
 LINUX = pytest.param("linux", marks=pytest.mark.linux)
-BOTH = ["sim", LINUX]
+VM = pytest.param("vm", marks=pytest.mark.vm)
+BOTH = ["sim", LINUX, VM]
+
+
+@pytest.fixture(scope="module")
+def vm_guest():
+    """One cgroup v1 guest for the module's "vm" cases (reset between them)."""
+    from memcg.backends import vm
+    try:
+        vm.find_images()
+        vm._qemu()
+    except vm.GuestError as e:
+        pytest.skip(str(e))
+    k = memcg.VMKernel(hierarchy="v1", memory="1G", cpus=2)
+    yield k
+    k.close()
+
+
+class _GuestCase:
+    """The module's guest as a fresh kernel: close() resets it instead of powering off."""
+
+    def __init__(self, guest):
+        self._guest = guest
+
+    def __getattr__(self, name):
+        return getattr(self._guest, name)
+
+    def close(self) -> None:
+        self._guest.reset()
 
 
 @pytest.fixture
@@ -41,6 +69,8 @@ def kernel(request, tmp_path):
         profile = tmp_path / "profile.json"
         profile.write_text(json.dumps({key: v for key, v in costs.items() if key in PROFILE_KEYS}))
         k = memcg.SimKernel(memory="4G", cpus=2, profile=str(profile))
+    elif request.param == "vm":
+        k = _GuestCase(request.getfixturevalue("vm_guest"))
     else:
         request.getfixturevalue("real_memcg")   # skips with the reason; checks nothing is left
         k = memcg.LinuxKernel()

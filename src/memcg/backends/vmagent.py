@@ -8,7 +8,8 @@ answers the host's VMKernel.
 Protocol: the worker protocol's framing (memcg/backends/worker.py), one JSON object
 per line each way, every command exactly one reply, ``{"ok": value}`` or
 ``{"err": errno, "msg": text, "file": path}``; a refusal that is not an OSError is
-``{"exc": type name, "msg": text}``.  Commands name a kernel method (``{"op":
+``{"exc": type name, "msg": text}``.  ``{"op": "reset"}`` removes everything and starts
+a fresh LinuxKernel (one guest serves many test cases).  Commands name a kernel method (``{"op":
 "write", "args": [path, text]}``), or a task, socket or event by its number
 (``{"op": "task", "pid": 12, "call": "touch_anon", "args": [...]}``).  Events flow
 the other way without being asked: each time a registered eventfd is signalled the
@@ -95,6 +96,8 @@ class Agent:
         k = self.kernel
         if op == "ping":
             return None
+        if op == "reset":
+            return self.reset()
         if op in KERNEL_CALLS:
             return getattr(k, op)(*args)
         if op == "spawn":
@@ -114,6 +117,15 @@ class Agent:
                 raise ValueError(f"socket: no call {cmd['call']!r}")
             return getattr(self.sockets[cmd["id"]], cmd["call"])(*args)
         raise ValueError(f"unknown command {op!r}")
+
+    def reset(self) -> None:
+        """A fresh LinuxKernel: everything of the old one removed, numbering kept."""
+        for ev in self.events.values():
+            ev.close()
+        self.events.clear()
+        self.sockets.clear()
+        self.kernel.close()
+        self.kernel = LinuxKernel(version=self.kernel.version)
 
     def task_call(self, task, call: str, args: list):
         if call not in TASK_CALLS:

@@ -39,6 +39,10 @@ BOOT_TIMEOUT = 120.0      # a TCG boot with Python takes 10-20 s on a shared mac
 CALL_TIMEOUT = 600.0      # one command; an OOM in an emulated guest can take minutes
 CLOSE_TIMEOUT = 60.0
 ROOTFS_SLACK_MIB = 256    # guest RAM added for the initramfs, which stays in guest memory
+# Debian's kernels default to transparent_hugepage=always (CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS),
+# most hosts and the model fault anonymous memory in 4 KiB pages: the guest is booted with
+# "madvise" (mm/huge_memory.c: setup_transparent_hugepage), as the workers never madvise.
+GUEST_THP = "madvise"
 _EXCEPTIONS = {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError,
                "NotImplementedError": NotImplementedError, "LookupError": LookupError}
 
@@ -87,7 +91,7 @@ class Guest:
                 "-chardev", f"socket,id=agent,path={sock_path},server=on,wait=on",
                 "-serial", "stdio", "-serial", "chardev:agent",
                 "-kernel", kernel, "-initrd", initrd,
-                "-append", "console=ttyS0 quiet panic=-1 rdinit=/init"]
+                "-append", f"console=ttyS0 quiet panic=-1 rdinit=/init transparent_hugepage={GUEST_THP}"]
         start = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, preexec_fn=vm._die_with_parent)
@@ -223,6 +227,7 @@ class VMKernel(Kernel):
         self.boot_timeout = boot_timeout
         self._guest: Guest | None = None
         self._tasks: dict[int, VMTask] = {}
+        self._events: list[VMEvent] = []
         self._closed = False
         self._release: str | None = None
         atexit.register(self.close)
@@ -301,7 +306,9 @@ class VMKernel(Kernel):
             os.close(efd)
             raise
         guest.events[eid] = efd
-        return VMEvent(self, f"{path} {args}".rstrip(), efd, eid)
+        ev = VMEvent(self, f"{path} {args}".rstrip(), efd, eid)
+        self._events.append(ev)
+        return ev
 
     def advance(self, ticks: int = 1) -> None:
         self._call("advance", int(ticks))
@@ -318,6 +325,15 @@ class VMKernel(Kernel):
         """A directory in the guest that the guest's kernel object removes on close."""
         return self._call("scratch_dir", fs)
 
+    def reset(self) -> None:
+        """Remove every group, task, event and file made in the guest, keeping the guest:
+        one boot serves many cases (the guest's LinuxKernel is made anew)."""
+        if self._guest is not None:
+            for ev in list(self._events):
+                ev.close()
+            self._call("reset")
+        self._tasks.clear()
+
     def close(self) -> None:
         """Remove everything in the guest, power it off, and leave no QEMU behind."""
         if self._closed:
@@ -327,6 +343,8 @@ class VMKernel(Kernel):
         guest, self._guest = self._guest, None
         if guest is not None:
             guest.shutdown()
+        for ev in self._events:
+            ev.close()
 
 
 class VMTask(Task):
@@ -467,5 +485,7 @@ class VMEvent(LinuxEvent):
             except (OSError, vm.GuestError):
                 pass
             guest.events.pop(self._id, None)
+        if self in self._k._events:
+            self._k._events.remove(self)
         super().close()
 
