@@ -59,6 +59,7 @@ def _init_script(hierarchy: str, python: str) -> str:
         "#!/bin/busybox sh", "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
         "mount -t tmpfs tmp /tmp; mkdir -p /dev/shm; mount -t tmpfs shm /dev/shm", mount,
+        "ip link set lo up",        # loopback TCP between workers
         f"echo memcg-guest $(uname -r) {hierarchy}",
         f"PYTHONPATH={vmimage.GUEST_ROOT} {python} -S -m {vmimage.AGENT_MODULE} /dev/ttyS1 {hierarchy}",
         "echo memcg-agent-exit $?", "poweroff -f", ""])
