@@ -99,9 +99,11 @@ def _boot_vm(cls, m) -> Kernel:
         raise _Fatal(f"{m.memory} machine: the VM backend refused it: {e}") from None
     try:
         kernel.boot()
-    except vm.GuestError as e:
+        # as on real cgroups, the kernel's root group is limited to the machine's memory
+        kernel.write("/memory.limit_in_bytes", m.memory)
+    except (vm.GuestError, OSError) as e:
         kernel.close()
-        raise _Fatal(str(e)) from None
+        raise _Fatal(f"cannot use the VM guest: {e}") from None
     return kernel
 
 
@@ -217,7 +219,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.against == "vm":
         result["kernel"] = real.kernel_release
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-                  f"(a QEMU guest with the machine's {scenario.machine.memory}, cgroup v1)")
+                  f"(a QEMU guest, cgroup v1, root limited to the machine's {scenario.machine.memory})")
     else:
         result["kernel"] = platform.release()
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
