@@ -5,6 +5,7 @@ Guest runs skip, saying why, where qemu or the guest kernel is unavailable
 """
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -320,3 +321,35 @@ def test_a_guest_that_dies_is_a_guest_error():
     finally:
         k.close()
     assert set(_qemu_children(os.getpid())) == guests
+
+
+@needs_guest
+def test_a_vmkernel_dies_with_its_caller():
+    code = ("import memcg, sys; k = memcg.VMKernel(hierarchy='v2', memory='512M'); "
+            "k.mkdir('/a'); print(k.qemu_pid, flush=True); sys.stdin.read()")
+    caller = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        qemu = int(caller.stdout.readline())
+        assert os.path.exists(f"/proc/{qemu}")
+        caller.kill()
+        caller.wait(10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{qemu}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{qemu}")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+
+
+@needs_guest
+def test_run_hog_on_the_vm_backend(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["run", "hog", "--backend", "vm", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["backend"] == "vm"
+    assert data["tasks"]["hog"]["state"] == "oom_killed"
+    assert data["tasks"]["neighbour"]["state"] == "running"
+    assert data["groups"]["/hog"]["memory.oom_control"].split()[-1] == "1"
