@@ -389,6 +389,10 @@ class VMTask(Task):
         return self._do("info")["exit_signal"]
 
     @property
+    def exit_code(self) -> int | None:
+        return self._do("info")["exit_code"]
+
+    @property
     def late_errors(self) -> list[str]:
         return self._do("info")["late_errors"]
 
