@@ -4,6 +4,8 @@ Guest runs skip, saying why, where qemu or the guest kernel is unavailable
 (`apt-get install qemu-system-x86`, `memcg vm fetch`).
 """
 
+import errno
+import json
 import os
 import shutil
 import signal
@@ -14,7 +16,8 @@ import time
 
 import pytest
 
-from memcg.backends import vm
+from memcg.backends import vm, vmimage
+from memcg.backends.vmkernel import VMKernel
 from memcg.cli import main
 
 
@@ -155,3 +158,198 @@ def test_the_guest_dies_with_its_caller(sig):
         if caller.poll() is None:
             caller.kill()
             caller.wait()
+
+
+# --- VMKernel: the Kernel interface on the guest kernel ---------------------------------
+
+def test_vmkernel_refuses_swap_and_unknown_hierarchies():
+    with pytest.raises(NotImplementedError, match="swap"):
+        VMKernel(swap="1G")
+    with pytest.raises(ValueError, match="hierarchy"):
+        VMKernel(hierarchy="v3")
+    with pytest.raises(ValueError, match="memory"):
+        VMKernel(memory="lots")
+
+
+def test_vm_backend_without_qemu_is_one_line_and_exit_2(capsys, monkeypatch):
+    monkeypatch.setattr(vm.shutil, "which", lambda name: None)
+    assert main(["run", "hog", "--backend", "vm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "apt-get install qemu-system-x86" in err
+    assert main(["compare", "hog", "--against", "vm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "apt-get install qemu-system-x86" in err
+
+
+def test_the_image_holds_the_interpreter_and_the_agent_and_is_cached(tmp_path):
+    pairs, python = vmimage.image_files()
+    guest_paths = {g for g, _ in pairs}
+    assert python in guest_paths
+    assert "/memcg/memcg/backends/vmagent.py" in guest_paths
+    assert "/memcg/memcg/backends/linux/kernel.py" in guest_paths
+    assert not any("/site-packages/" in g for g in guest_paths)   # no NumPy, no model
+    bb = tmp_path / "busybox"
+    bb.write_bytes(b"\x7fELF")
+    first = vmimage.build(str(bb), "#!/bin/sh\n", root=str(tmp_path))
+    stamp = os.stat(first).st_mtime_ns
+    assert vmimage.build(str(bb), "#!/bin/sh\n", root=str(tmp_path)) == first
+    assert os.stat(first).st_mtime_ns == stamp            # not rebuilt
+    other = vmimage.build(str(bb), "#!/bin/sh\necho\n", root=str(tmp_path))
+    assert other != first and not os.path.exists(first)   # one image kept
+
+
+@pytest.fixture(scope="module")
+def v2():
+    if _WHY:
+        pytest.skip(_WHY)
+    k = VMKernel(hierarchy="v2", memory="512M", cpus=2)
+    k.boot()
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="module")
+def v1():
+    if _WHY:
+        pytest.skip(_WHY)
+    k = VMKernel(hierarchy="v1", memory="512M", cpus=2)
+    k.boot()
+    yield k
+    k.close()
+
+
+def test_v2_memory_max_is_read_back_as_the_guest_prints_it(v2):
+    assert v2.kernel_release.startswith("6.1.")
+    v2.mkdir("/a")
+    v2.write("/a/memory.max", "16M")
+    assert v2.read("/a/memory.max") == "16777216\n"
+    v2.write("/a/memory.max", "max")
+    assert v2.read("/a/memory.max") == "max\n"
+    assert "memory.events" in v2.listdir("/a")
+    v2.rmdir("/a")
+    with pytest.raises(FileNotFoundError):
+        v2.read("/a/memory.max")
+
+
+def test_v2_bad_writes_carry_the_guest_kernels_errno(v2):
+    v2.mkdir("/e")
+    try:
+        with pytest.raises(OSError) as e:
+            v2.write("/e/memory.max", "lots")
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(OSError) as e:
+            v2.mkdir("/e")
+        assert e.value.errno == errno.EEXIST
+        t = v2.spawn("/e")
+        with pytest.raises(OSError) as e:
+            v2.rmdir("/e")
+        assert e.value.errno == errno.EBUSY
+        t.exit()
+        assert t.state == "exited"
+    finally:
+        v2.rmdir("/e")
+
+
+def test_v2_anon_past_memory_max_is_oom_killed_and_counted(v2):
+    v2.mkdir("/hog")
+    v2.write("/hog/memory.max", "16M")
+    t = v2.spawn("/hog")
+    assert t.group == "/hog"
+    t.touch_anon(64 << 20)
+    assert t.state == "oom_killed"
+    events = dict(line.split() for line in v2.read("/hog/memory.events").splitlines())
+    assert events["oom_kill"] == "1" and int(events["max"]) >= 1
+    assert int(v2.read("/hog/memory.peak")) <= 16 << 20
+
+
+def test_v1_oom_is_signalled_on_an_eventfd_and_failcnt_counts(v1):
+    v1.mkdir("/g")
+    v1.write("/g/memory.limit_in_bytes", "16M")
+    assert v1.read("/g/memory.limit_in_bytes") == "16777216\n"
+    ev = v1.event("/g/memory.oom_control")
+    t = v1.spawn("/g")
+    t.touch_anon(64 << 20)
+    assert t.state == "oom_killed"
+    assert ev.count() == 1 and ev.count() == 0
+    oom = dict(line.split() for line in v1.read("/g/memory.oom_control").splitlines())
+    assert oom["oom_kill"] == "1"
+    assert int(v1.read("/g/memory.failcnt")) >= 1
+    assert v1.read("/g/memory.max_usage_in_bytes") == "16777216\n"
+    ev.close()
+
+
+def test_v1_fork_and_move_between_groups(v1):
+    v1.mkdir("/p")
+    v1.mkdir("/q")
+    t = v1.spawn("/p")
+    c = t.fork()
+    assert c.pid != t.pid and c.group == "/p" and c.state == "running"
+    c.move("/q")
+    assert c.group == "/q"
+    assert str(c.pid) in v1.read("/q/cgroup.procs").split()
+    c.touch_anon(4 << 20)
+    assert int(v1.read("/q/memory.usage_in_bytes")) >= 4 << 20
+    c.exit()
+    t.exit()
+
+
+@needs_guest
+def test_close_leaves_no_qemu_and_a_dead_guest_is_one_line():
+    before, guests = _memcg_tmpdirs(), set(_qemu_children(os.getpid()))   # the module's guests
+    k = VMKernel(hierarchy="v2", memory="512M")
+    assert k.qemu_pid is None            # booted on first use only
+    k.mkdir("/x")
+    pid = k.qemu_pid
+    assert pid in _qemu_children(os.getpid())
+    k.close()
+    assert not os.path.exists(f"/proc/{pid}") and set(_qemu_children(os.getpid())) == guests
+    assert _memcg_tmpdirs() - before == set()
+    with pytest.raises(vm.GuestError, match="closed"):
+        k.read("/x/memory.max")
+
+
+@needs_guest
+def test_a_guest_that_dies_is_a_guest_error():
+    guests = set(_qemu_children(os.getpid()))
+    k = VMKernel(hierarchy="v1", memory="512M")
+    try:
+        k.boot()
+        os.kill(k.qemu_pid, signal.SIGKILL)
+        with pytest.raises(vm.GuestError, match="stopped") as e:
+            k.read("/memory.usage_in_bytes")
+        assert "\n" not in str(e.value)
+    finally:
+        k.close()
+    assert set(_qemu_children(os.getpid())) == guests
+
+
+@needs_guest
+def test_a_vmkernel_dies_with_its_caller():
+    code = ("import memcg, sys; k = memcg.VMKernel(hierarchy='v2', memory='512M'); "
+            "k.mkdir('/a'); print(k.qemu_pid, flush=True); sys.stdin.read()")
+    caller = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        qemu = int(caller.stdout.readline())
+        assert os.path.exists(f"/proc/{qemu}")
+        caller.kill()
+        caller.wait(10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{qemu}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{qemu}")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+
+
+@needs_guest
+def test_run_hog_on_the_vm_backend(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["run", "hog", "--backend", "vm", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["backend"] == "vm"
+    assert data["tasks"]["hog"]["state"] == "oom_killed"
+    assert data["tasks"]["neighbour"]["state"] == "running"
+    assert data["groups"]["/hog"]["memory.oom_control"].split()[-1] == "1"

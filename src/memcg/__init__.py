@@ -9,18 +9,19 @@ import importlib
 
 from .kernel import PAGE_SIZE, Event, Kernel, Socket, Task
 
-__all__ = ["PAGE_SIZE", "Event", "Kernel", "LinuxKernel", "SimKernel", "Socket", "Task"]
+__all__ = ["PAGE_SIZE", "Event", "Kernel", "LinuxKernel", "SimKernel", "Socket", "Task", "VMKernel"]
 __version__ = "0.1.0"
 
 # name -> the module that defines it, imported when the name is first asked for
 _BACKENDS = {
     "SimKernel": ".backends.sim",        # the model: NumPy and every mechanism
     "LinuxKernel": ".backends.linux",    # standard library only; touches no cgroup until constructed
+    "VMKernel": ".backends.vmkernel",    # a QEMU guest, booted on first use
 }
 
 
 def __getattr__(name: str):
-    """memcg.SimKernel and memcg.LinuxKernel, imported when first used."""
+    """memcg.SimKernel, memcg.LinuxKernel and memcg.VMKernel, imported when first used."""
     if name not in _BACKENDS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_BACKENDS[name], __name__), name)

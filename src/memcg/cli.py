@@ -1,9 +1,9 @@
 """The `memcg` command: run scenarios, list the built-ins, look at a run's cgroup files.
 
-    memcg run NAME|FILE [--backend sim|linux] [--json OUT] [--plot OUT.png] [--param k=v ...]
+    memcg run NAME|FILE [--backend sim|linux|vm] [--json OUT] [--plot OUT.png] [--param k=v ...]
     memcg list
     memcg fs NAME|FILE [--param k=v ...] [PATH ...]
-    memcg compare NAME|FILE [--json OUT] [--profile FILE] [--param k=v ...]
+    memcg compare NAME|FILE [--against linux|vm] [--json OUT] [--profile FILE] [--param k=v ...]
     memcg calibrate [--out FILE]
     memcg sweep NAME|FILE --param KEY=V1,V2,...|KEY=LOW..HIGH:STEP [...] [--jobs N]
                 [--engine local|ray] [--address ADDR] [--json OUT] [--csv OUT] [--plot OUT.png]
@@ -28,6 +28,7 @@ from . import calibrate, compare, parse, record, report, shrinkerd, sweep
 from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
+from .backends.vmkernel import VMKernel
 from .kernel import Kernel
 from .parse import parse_size
 from .profile import load_profile
@@ -41,7 +42,7 @@ from .scenario import (
 
 __all__ = ["KERNELS", "main", "make_kernel"]
 
-KERNELS: dict[str, type[Kernel]] = {"sim": SimKernel, "linux": LinuxKernel}
+KERNELS: dict[str, type[Kernel]] = {"sim": SimKernel, "linux": LinuxKernel, "vm": VMKernel}
 """The kernels `--backend` chooses from."""
 
 
@@ -82,6 +83,8 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
             msg = " ".join(msg.split()) or type(e).__name__
             raise _Fatal(f"cannot use real cgroups: {msg}") from None
     m = scenario.machine
+    if backend == "vm":
+        return _boot_vm(cls, m)
     try:
         if profile is not None:
             return cls(**m.sim_kwargs(), profile=profile)
@@ -89,6 +92,23 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
     except (ValueError, TypeError, OSError) as e:
         msg = " ".join(str(e).split())
         raise _Fatal(f"{scenario.file}: machine: the simulated kernel refused it: {msg}") from None
+
+
+def _boot_vm(cls, m) -> Kernel:
+    """A VM guest with the scenario's machine (RAM, CPUs), cgroup v1 as the scenarios
+    are written for, booted now so that a missing qemu or kernel is reported first."""
+    try:
+        kernel = cls(hierarchy="v1", memory=m.memory, cpus=m.cpus, swap=m.swap)
+    except (ValueError, NotImplementedError) as e:
+        raise _Fatal(f"{m.memory} machine: the VM backend refused it: {e}") from None
+    try:
+        kernel.boot()
+        # as on real cgroups, the kernel's root group is limited to the machine's memory
+        kernel.write("/memory.limit_in_bytes", m.memory)
+    except (vm.GuestError, OSError) as e:
+        kernel.close()
+        raise _Fatal(f"cannot use the VM guest: {e}") from None
+    return kernel
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -194,15 +214,21 @@ def _check_profile(path: str | None) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, _params(args.param))
     _check_profile(args.profile)
-    real = make_kernel(scenario, "linux")   # fail early, before the simulated run
+    real = make_kernel(scenario, args.against)   # fail early, before the simulated run
     try:
         result = compare.run_compare(scenario, lambda: make_kernel(scenario, "sim", args.profile),
                                      lambda: real)
     finally:
         real.close()
-    result["kernel"] = platform.release()
-    header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-              f"(real cgroups, root limited to the machine's {scenario.machine.memory})")
+    if args.against == "vm":
+        result["kernel"] = real.kernel_release
+        header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
+                  f"(a QEMU guest, cgroup v1, root limited to the machine's {scenario.machine.memory})")
+    else:
+        result["kernel"] = platform.release()
+        header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
+                  f"(real cgroups, root limited to the machine's {scenario.machine.memory})")
+    result["against"] = args.against
     sys.stdout.write(compare.format_table(result, header))
     if args.json:
         try:
@@ -360,8 +386,8 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a scenario and print a summary")
     r.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
-    r.add_argument("--backend", choices=("sim", "linux"), default="sim",
-                   help="the simulated kernel (default) or real cgroups")
+    r.add_argument("--backend", choices=("sim", "linux", "vm"), default="sim",
+                   help="the simulated kernel (default), real cgroups or a QEMU guest's kernel")
     r.add_argument("--json", metavar="OUT", help="write the JSON of the run to OUT ('-': to stdout, instead of the summary)")
     r.add_argument("--plot", metavar="OUT.png", help="plot usage, cache and rss per group")
     r.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
@@ -380,6 +406,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="run a scenario on the simulated kernel and on real cgroups, "
                                        "print every figure side by side")
     c.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario name or a scenario file")
+    c.add_argument("--against", choices=("linux", "vm"), default="linux",
+                   help="the real kernel: the host's cgroups (default) or a QEMU guest's")
     c.add_argument("--json", metavar="OUT", help="write the comparison as JSON to OUT")
     c.add_argument("--profile", metavar="FILE", help="a calibration profile for the simulated kernel")
     c.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
@@ -449,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Fatal as e:
         print(f"memcg: {e}", file=sys.stderr)
         return e.status
+    except vm.GuestError as e:      # the VM guest stopped or stopped answering mid-run
+        print(f"memcg: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("memcg: interrupted", file=sys.stderr)
         return 130

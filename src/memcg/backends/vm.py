@@ -101,12 +101,17 @@ def fetch(root: str | None = None) -> tuple[str, str]:
     return find_images(root)
 
 
-def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """An initramfs archive (the kernel's "newc" cpio format, usr/gen_init_cpio.c)."""
+def _cpio_newc(entries: list[tuple]) -> bytes:
+    """An initramfs archive (the kernel's "newc" cpio format, usr/gen_init_cpio.c).
+
+    Each entry is (name, mode, data) or (name, mode, data, mtime): a file keeps its
+    modification time, so the compiled modules beside Python sources stay valid."""
     out = bytearray()
-    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], start=1):
+    for ino, entry in enumerate(entries + [("TRAILER!!!", 0, b"")], start=1):
+        name, mode, data = entry[:3]
+        mtime = entry[3] if len(entry) > 3 else 0
         raw = name.encode() + b"\0"
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), 0]
+        fields = [ino, mode, 0, 0, 1, mtime, len(data), 0, 0, 0, 0, len(raw), 0]
         out += b"070701" + b"".join(b"%08X" % f for f in fields) + raw
         out += b"\0" * (-len(out) % 4) + data
         out += b"\0" * (-len(out) % 4)
