@@ -496,6 +496,10 @@ def test_mkdir_charges_the_parent_for_the_childs_statistics(kernel):
     # bytes with 2 possible CPUs, 3 pages through the object stock, taken from a
     # 64-page charge batch whose other 61 pages stay in the parent's per-CPU stock
     k = kernel
+    if k.backend == "vm":
+        # the 6.1 guest's struct memcg_vmstats and lruvec_stats are smaller: it charges
+        # 2 pages where 6.18 charges 3 (measured: kmem 8192)
+        pytest.skip("the figures are 6.18's; the VM guest runs 6.1")
     if k.backend == "linux" and _possible_cpus() != 2:
         pytest.skip("the figures are those of a machine with 2 possible CPUs")
     k.mkdir("/G")
@@ -517,6 +521,10 @@ def test_mkdir_charges_the_parent_for_the_childs_statistics(kernel):
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_mkdir_below_a_full_parent_is_enomem(kernel):
     k = kernel
+    if k.backend == "vm":
+        # the 6.1 guest's struct memcg_vmstats and lruvec_stats are smaller: it charges
+        # 2 pages where 6.18 charges 3 (measured: kmem 8192)
+        pytest.skip("the figures are 6.18's; the VM guest runs 6.1")
     if k.backend == "linux" and _possible_cpus() != 2:
         pytest.skip("the figures are those of a machine with 2 possible CPUs")
     k.mkdir("/G")
@@ -542,6 +550,8 @@ def test_file_writes_charge_buffer_heads_as_kmem(kernel):
     # 104 + 8 bytes per page, 56 pages of kmem for 8 MiB (the real kernel: 57, with
     # some ext4 metadata); unlink frees them with the pages
     k = kernel
+    if k.backend == "vm":
+        pytest.skip("the VM guest has no disk yet: its files are tmpfs, which has no buffer heads")
     if k.backend == "linux" and k.working_fs != "ext4":
         pytest.skip(f"the working directory is on {k.working_fs}, not ext4")
     t = group_with_task(k)
