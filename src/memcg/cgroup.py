@@ -34,3 +34,11 @@ def cgroup_attach_task(sys: System, task, memcg: MemCgroup) -> None:
     task.memcg.tasks.remove(task)
     memcg.tasks.append(task)
     task.memcg = memcg
+
+
+def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
+    """kernel/cgroup/cgroup.c: cgroup_file_notify() - wake whoever polls the group's file
+    (kernfs_notify: POLLPRI and an inotify IN_MODIFY); the eventfds registered on it
+    through Kernel.event() are signalled."""
+    for efd in sys.file_watchers.get((memcg.id, name), ()):
+        efd.signal()

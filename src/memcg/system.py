@@ -30,9 +30,18 @@ class System:
     """Everything the simulated kernel knows about memory (see boot() for a running one)."""
 
     def __init__(self, memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
-                 semantics: str = "6.18", kmemcg_id_policy: str = "reparent"):
+                 semantics: str = "6.18", kmemcg_id_policy: str = "reparent",
+                 hierarchy: str = "v1", mount_options: tuple = ()):
         self.cpus = cpus
         self.semantics = semantics
+        # cgroup_subsys_on_dfl(memory_cgrp_subsys): the memory controller is on cgroup v2
+        self.cgroup_dfl = hierarchy == "v2"
+        # the cgroup2 mount options (kernel/cgroup/cgroup.c: cgroup2_parse_param):
+        # CGRP_ROOT_MEMORY_LOCAL_EVENTS and CGRP_ROOT_MEMORY_RECURSIVE_PROT
+        self.memory_localevents = "memory_localevents" in mount_options
+        self.memory_recursiveprot = "memory_recursiveprot" in mount_options
+        # (memcg id, file name) -> eventfds woken by cgroup_file_notify()
+        self.file_watchers: dict = {}
         self.kmemcg_id_policy = kmemcg_id_policy
         self.mem = MemMap(memory_pages)
         self.swap = SwapInfo(swap_pages)
@@ -90,11 +99,13 @@ class System:
 
 
 def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
-         semantics: str = "6.18", kmemcg_id_policy: str = "reparent") -> System:
+         semantics: str = "6.18", kmemcg_id_policy: str = "reparent",
+         hierarchy: str = "v1", mount_options: tuple = ()) -> System:
     """A running machine: the watermarks, the kernel-memory state of the era, the two
     mounts (ext4, tmpfs) with their shrinkers, the root group, the network and the
     flusher."""
-    sys = System(memory_pages, cpus, swap_pages, seed, semantics, kmemcg_id_policy)
+    sys = System(memory_pages, cpus, swap_pages, seed, semantics, kmemcg_id_policy,
+                 hierarchy, mount_options)
     page_alloc.setup_per_zone_wmarks(sys)
     sys.profile = default_profile()
     # 6.18: memcg_kmem_online_key, switched on for good by the first non-root group;

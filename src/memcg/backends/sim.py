@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 
 from .. import cgroup, parse, sched, system, tasks
-from ..cgroupfs import v1 as cgroupfs
+from ..cgroupfs import v1 as cgroupfs_v1, v2 as cgroupfs_v2
 from ..mm import memcontrol, memcontrol_v1
 from ..fs.eventfd import EventFd
 from ..kernel import PAGE_SIZE, Kernel
@@ -23,20 +23,34 @@ from ..mm.vmpressure import memcg_to_vmpressure, vmpressure_register_event
 # "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
 SEMANTICS = ("6.18", "3.8")
 KMEMCG_ID_POLICIES = ("reparent", "keep", "reclaim")
+HIERARCHIES = ("v1", "v2")
+# kernel/cgroup/cgroup.c: cgroup2_parse_param() - the memory controller's mount options
+MOUNT_OPTIONS = ("memory_localevents", "memory_recursiveprot")
 
 
 class SimKernel(Kernel):
-    """The simulated memory controller (cgroup v1 files as Linux 6.18 has them)."""
+    """The simulated memory controller: cgroup v1 files as Linux 6.18 has them, or the
+    cgroup v2 interface with hierarchy="v2"."""
 
     backend = "sim"
 
     def __init__(self, memory="2G", cpus: int = 2, swap="0", semantics: str = "6.18",
-                 kmemcg_id_policy: str = "reparent", profile=None, seed: int = 0):
+                 kmemcg_id_policy: str = "reparent", profile=None, seed: int = 0,
+                 hierarchy: str = "v1", mount_options=()):
         if semantics not in SEMANTICS:
             raise ValueError(f"semantics: expected one of {', '.join(SEMANTICS)}, got {semantics!r}")
         if kmemcg_id_policy not in KMEMCG_ID_POLICIES:
             raise ValueError(f"kmemcg_id_policy: expected one of {', '.join(KMEMCG_ID_POLICIES)}, "
                              f"got {kmemcg_id_policy!r}")
+        if hierarchy not in HIERARCHIES:
+            raise ValueError(f"hierarchy: expected one of {', '.join(HIERARCHIES)}, got {hierarchy!r}")
+        if hierarchy == "v2" and semantics != "6.18":
+            raise ValueError("hierarchy: cgroup v2 is modelled with semantics=\"6.18\" only")
+        mount_options = tuple(mount_options)
+        for opt in mount_options:
+            if opt not in MOUNT_OPTIONS or hierarchy != "v2":
+                raise ValueError(f"mount_options: expected cgroup2 options from "
+                                 f"{', '.join(MOUNT_OPTIONS)}, got {opt!r}")
         if not isinstance(cpus, int) or cpus < 1:
             raise ValueError(f"cpus: expected a positive number, got {cpus!r}")
         memory_pages = parse.parse_memopt(memory, "memory") // PAGE_SIZE
@@ -44,8 +58,12 @@ class SimKernel(Kernel):
             raise ValueError("memory: expected at least 4M")
         self.semantics = semantics
         self.kmemcg_id_policy = kmemcg_id_policy
+        self.hierarchy = hierarchy
+        # the cgroupfs layer of the hierarchy: the only code that parses and prints files
+        self.cgroupfs = cgroupfs_v2 if hierarchy == "v2" else cgroupfs_v1
         self.sys = system.boot(memory_pages, cpus, parse.parse_memopt(swap, "swap") // PAGE_SIZE,
-                               seed, semantics=semantics, kmemcg_id_policy=kmemcg_id_policy)
+                               seed, semantics=semantics, kmemcg_id_policy=kmemcg_id_policy,
+                               hierarchy=hierarchy, mount_options=mount_options)
         self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self.flags: dict = {}
         self._events: list[EventFd] = []
@@ -64,7 +82,7 @@ class SimKernel(Kernel):
         parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
         if "\n" in name:
             raise OSError(errno.EINVAL, "Invalid argument")
-        taken = name in parent.online_children or name in cgroupfs.files_of(parent, self.semantics)
+        taken = name in parent.online_children or name in self.cgroupfs.files_of(parent, self.semantics)
         if taken or name in (".", ".."):
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
         mem_cgroup_alloc(self.sys, parent, name)
@@ -73,7 +91,7 @@ class SimKernel(Kernel):
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
         head, _, name = path.rstrip("/").rpartition("/")
         parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
-        if name in cgroupfs.files_of(parent, self.semantics):
+        if name in self.cgroupfs.files_of(parent, self.semantics):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
@@ -98,16 +116,16 @@ class SimKernel(Kernel):
 
     def listdir(self, path: str) -> list[str]:
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
-        return cgroupfs.files_of(memcg, self.semantics) + [c.name for c in memcg.children if c.online]
+        return self.cgroupfs.files_of(memcg, self.semantics) + [c.name for c in memcg.children if c.online]
 
     def read(self, path: str) -> str:
         memcg, name = self._split(path)
-        return cgroupfs.read_file(self, memcg, name)
+        return self.cgroupfs.read_file(self, memcg, name)
 
     def write(self, path: str, text: str) -> None:
         memcg, name = self._split(path)
         try:
-            cgroupfs.write_file(self, memcg, name, text)
+            self.cgroupfs.write_file(self, memcg, name, text)
         finally:
             sched.exit_to_user_mode(self.sys.clock)
 
@@ -125,16 +143,19 @@ class SimKernel(Kernel):
     def event(self, path: str, args: str = "") -> EventFd:
         """cgroup.event_control registration of a new eventfd on a control file."""
         memcg, name = self._split(path)
-        cgroupfs.lookup(memcg, name, self.semantics)
+        self.cgroupfs.lookup(memcg, name, self.semantics)
         # The line "<efd> <cfd> <args>" is one write (at most a page) and is strstrip()ed.
-        if len(f"0 0 {args}".encode()) > cgroupfs.MAX_WRITE:
+        if len(f"0 0 {args}".encode()) > self.cgroupfs.MAX_WRITE:
             raise OSError(errno.E2BIG, "Argument list too long")
         args = args.rstrip(" \t\n\v\f\r")
-        if name not in cgroupfs.EVENT_FILES:
+        if name not in self.cgroupfs.EVENT_FILES:
             raise OSError(errno.EINVAL, "Invalid argument")
         efd = EventFd(self.sys, f"{path} {args}".rstrip())
         try:
-            if name == "memory.usage_in_bytes":
+            if self.hierarchy == "v2":
+                # cgroup_file_notify() wakes pollers of the file (no cgroup.event_control)
+                self.sys.file_watchers.setdefault((memcg.id, name), []).append(efd)
+            elif name == "memory.usage_in_bytes":
                 memcontrol_v1.mem_cgroup_usage_register_event(self.sys, memcg, efd, args, False)
             elif name == "memory.memsw.usage_in_bytes":
                 memcontrol_v1.mem_cgroup_usage_register_event(self.sys, memcg, efd, args, True)

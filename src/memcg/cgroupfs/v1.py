@@ -172,7 +172,7 @@ def _read_numa_stat(k, memcg: MemCgroup) -> str:
 
 def _read_oom_control(k, memcg: MemCgroup) -> str:
     """mem_cgroup_oom_control_read()."""
-    oom_kill = int(k.sys.stats.a[memcg.id, MEMCG_OOM_KILL])
+    oom_kill = memcg.memory_events[MEMCG_OOM_KILL]
     return (f"oom_kill_disable {memcg.oom_kill_disable}\n"
             f"under_oom {1 if memcg.under_oom else 0}\noom_kill {oom_kill}\n")
 

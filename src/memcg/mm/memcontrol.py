@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import sched
+from .. import cgroup, sched
 from ..kernel import PAGE_SIZE
 from ..net import sock
 from . import list_lru
@@ -48,9 +48,14 @@ SOFTLIMIT_EVENTS_TARGET = 1024
  NR_WRITEBACK, WORKINGSET_REFAULT_ANON, WORKINGSET_REFAULT_FILE, MEMCG_SWAP, NR_SWAPCACHE,
  PGPGIN, PGPGOUT, PGFAULT, PGMAJFAULT, NR_LRU_BASE) = range(16)
 (WORKINGSET_ACTIVATE_ANON, WORKINGSET_ACTIVATE_FILE, PGSCAN, PGSTEAL, PGREFILL,
- PGACTIVATE, PGDEACTIVATE, MEMCG_OOM, MEMCG_OOM_KILL) = range(NR_LRU_BASE + NR_LRU_LISTS,
-                                                              NR_LRU_BASE + NR_LRU_LISTS + 9)
-NR_STAT_ITEMS = NR_LRU_BASE + NR_LRU_LISTS + 9
+ PGACTIVATE, PGDEACTIVATE) = range(NR_LRU_BASE + NR_LRU_LISTS, NR_LRU_BASE + NR_LRU_LISTS + 7)
+NR_STAT_ITEMS = NR_LRU_BASE + NR_LRU_LISTS + 7
+
+# include/linux/memcontrol.h: enum memcg_memory_event - the counts of memory.events,
+# memory.events.local and memory.swap.events (v2), and of oom_control's oom_kill (v1)
+(MEMCG_LOW, MEMCG_HIGH, MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL, MEMCG_OOM_GROUP_KILL,
+ MEMCG_SWAP_HIGH, MEMCG_SWAP_MAX, MEMCG_SWAP_FAIL, MEMCG_SOCK_THROTTLED,
+ MEMCG_NR_MEMORY_EVENTS) = range(11)
 
 
 class StatTable:
@@ -133,6 +138,13 @@ class MemCgroup:
     objcg_list: list = field(default_factory=list)  # 5.9+: objcgs reparented to this memcg
     memcg_slab_caches: list = field(default_factory=list)  # 3.8: this group's cache copies
     stats_objs: list = field(default_factory=list)  # 6.18: its statistics, charged to the parent
+    # cgroup v2: memcg->swap (memory.swap.*; v1 uses memsw instead), the memory events
+    # counted here and below (memory_events) and here only (memory_events_local), and
+    # memory.oom.group
+    swap: PageCounter = field(default_factory=PageCounter)
+    memory_events: list = field(default_factory=lambda: [0] * MEMCG_NR_MEMORY_EVENTS)
+    memory_events_local: list = field(default_factory=lambda: [0] * MEMCG_NR_MEMORY_EVENTS)
+    oom_group: bool = False
 
     @property
     def path(self) -> str:
@@ -192,7 +204,11 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
         kmem=pc(parent.kmem if parent else None),
         # mm/memcontrol.c: page_counter_init(&memcg->tcpmem, ..., false)
         tcpmem=PageCounter(parent=parent.tcpmem if parent else None, track_failcnt=False),
+        swap=pc(parent.swap if parent else None),
     )
+    # mm/memcontrol.c: mem_cgroup_css_alloc() - on the default hierarchy memory tracks
+    # protected usage and failcnt is v1's alone (page_counter_init(..., protection_support))
+    memcg.memory.protection_support = sys.cgroup_dfl
     memcg.stats_objs = stats
     if parent is not None:
         try:
@@ -201,7 +217,7 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
             mem_cgroup_id_remove(sys, memcg_id)
             mem_cgroup_free_stats(sys, stats)
             raise
-    for c in (memcg.memory, memcg.memsw, memcg.kmem, memcg.tcpmem):
+    for c in (memcg.memory, memcg.memsw, memcg.kmem, memcg.tcpmem, memcg.swap):
         c.owner = memcg  # container_of(counter, struct mem_cgroup, memory)
     if parent is not None:
         memcg.swappiness = parent.swappiness
@@ -504,7 +520,8 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         # victim goes round once more (its memory is not reaped yet) and then fails.
         if passed_oom and task is not None and task.oom_victim:
             return CHARGE_KILLED
-        sys.stats.mod(mem_over_limit.id, MEMCG_OOM, 1)
+        # mm/memcontrol.c: mem_cgroup_oom() counts the event before it kills
+        memcg_memory_event(sys, mem_over_limit, MEMCG_OOM)
         ret = memcontrol_v1.mem_cgroup_oom(sys, mem_over_limit, nr_pages, task, user_fault)
         if ret is True:
             passed_oom = True
@@ -640,6 +657,25 @@ def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
         memcontrol_v1.mem_cgroup_threshold(sys, memcg)
         if do_softlimit:
             memcontrol_v1.memcg1_update_tree(sys, memcg)
+
+
+def memcg_memory_event(sys: System, memcg: MemCgroup, event: int) -> None:
+    """include/linux/memcontrol.h: memcg_memory_event() - count an event here and, on the
+    default hierarchy, in every ancestor below the root (only here with the
+    memory_localevents mount option, and always only here on v1), and notify the files
+    that show it (cgroup_file_notify)."""
+    swap_event = event in (MEMCG_SWAP_HIGH, MEMCG_SWAP_MAX, MEMCG_SWAP_FAIL)
+    memcg.memory_events_local[event] += 1
+    if not swap_event:
+        cgroup.cgroup_file_notify(sys, memcg, "memory.events.local")
+    while True:
+        memcg.memory_events[event] += 1
+        cgroup.cgroup_file_notify(sys, memcg, "memory.swap.events" if swap_event else "memory.events")
+        if not sys.cgroup_dfl or sys.memory_localevents:
+            break
+        memcg = memcg.parent
+        if memcg is None or memcg.is_root():
+            break
 
 
 def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .memcontrol import MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin
+from .memcontrol import MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin, memcg_memory_event
 
 if TYPE_CHECKING:
     from ..system import System
@@ -66,7 +66,7 @@ def oom_kill_process(sys: System, victim: Task) -> None:
     MEMCG_OOM_KILL counts in the victim's own group (memcg_memory_event_mm), not
     necessarily the group whose limit was hit.
     """
-    sys.stats.mod(victim.memcg.id, MEMCG_OOM_KILL, 1)
+    memcg_memory_event(sys, victim.memcg, MEMCG_OOM_KILL)
     victim.oom_victim = True
     if victim is sys.current:
         return  # SIGKILL is pending: it dies when its charge gives up and returns

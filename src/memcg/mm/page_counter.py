@@ -29,6 +29,23 @@ class PageCounter:
     failcnt: int = 0
     # page_counter->track_failcnt (6.13+): v1's tcpmem counter leaves failcnt at 0
     track_failcnt: bool = True
+    # cgroup v2 (include/linux/page_counter.h): memory.min, memory.low and memory.high (the
+    # swap counter's high is memory.swap.high), the effective protection computed by
+    # page_counter_calculate_protection() (emin, elow), the protected usage propagated up the
+    # tree (min_usage, low_usage and the parents' children_*_usage), and the watermark that
+    # a write to memory.peak resets (local_watermark)
+    min: int = 0
+    low: int = 0
+    high: int = PAGE_COUNTER_MAX
+    emin: int = 0
+    elow: int = 0
+    min_usage: int = 0
+    low_usage: int = 0
+    children_min_usage: int = 0
+    children_low_usage: int = 0
+    local_watermark: int = 0
+    # page_counter->protection_support: only memcg->memory tracks protected usage (v2)
+    protection_support: bool = False
     # container_of(counter, struct mem_cgroup, memory): the group that owns this counter
     owner: object = None
 
