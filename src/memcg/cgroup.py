@@ -1,5 +1,5 @@
-"""The cgroup core the memory controller needs: path lookup and task migration
-(kernel/cgroup/cgroup.c).
+"""The cgroup core the memory controller needs: path lookup, task migration and, on
+cgroup v2, the default hierarchy's rules (kernel/cgroup/cgroup.c).
 
 Apart from tasks.py because both are the cgroup core's, used by the cgroup files and
 the backend as much as by tasks, and neither touches a task's memory.
@@ -8,7 +8,10 @@ the backend as much as by tasks, and neither touches a task's memory.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from .mm.page_counter import PAGE_COUNTER_MAX
 
 if TYPE_CHECKING:
     from .mm.memcontrol import MemCgroup
@@ -31,9 +34,11 @@ def cgroup_attach_task(sys: System, task, memcg: MemCgroup) -> None:
     (charge moving at immigration is gone from today's kernel)."""
     if task.memcg is memcg:
         return
+    cgroup_update_populated(sys, task.memcg, -1)
     task.memcg.tasks.remove(task)
     memcg.tasks.append(task)
     task.memcg = memcg
+    cgroup_update_populated(sys, memcg, 1)
 
 
 def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
@@ -42,3 +47,186 @@ def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
     through Kernel.event() are signalled."""
     for efd in sys.file_watchers.get((memcg.id, name), ()):
         efd.signal()
+
+
+# --- cgroup v2: the default hierarchy's core rules (kernel/cgroup/cgroup.c, 6.18) -------------
+#
+# The model has one controller, memory, so a subsystem mask is the set {"memory"} or empty.
+# Each group is still one MemCgroup: where the kernel has no memory css for a group whose
+# parent does not enable memory (its tasks are charged to the nearest ancestor that has
+# one), the model keeps charging the group's own counters, which are children of its
+# parent's - limits and hierarchical figures come out the same; only files and local
+# figures of such a group differ, and those files are hidden.
+
+# the controllers of this kernel on the default hierarchy (cgroup_subsys[]); the model's
+# machine has the memory controller only
+CGROUP_SUBSYS = ("memory",)
+# include/linux/limits.h / kernel/cgroup/cgroup.c: max.depth and max.descendants start at INT_MAX
+INT_MAX = 2**31 - 1
+
+
+@dataclass
+class Cgroup:
+    """The struct cgroup fields of the default hierarchy that memcg's group lacks."""
+
+    subtree_control: set = field(default_factory=set)  # cgrp->subtree_control
+    max_depth: int = INT_MAX  # cgrp->max_depth (cgroup.max.depth)
+    max_descendants: int = INT_MAX  # cgrp->max_descendants (cgroup.max.descendants)
+    nr_populated: int = 0  # tasks in the subtree (nr_populated_csets + children, folded)
+
+
+def cgrp(sys: System, memcg: MemCgroup) -> Cgroup:
+    """The cgroup of memcg (made on first use; the root starts with +memory, as systemd
+    leaves it)."""
+    c = sys.cgroups.get(memcg)
+    if c is None:
+        c = sys.cgroups[memcg] = Cgroup()
+        if memcg.is_root():
+            c.subtree_control = set(CGROUP_SUBSYS)
+    return c
+
+
+def cgroup_control(sys: System, memcg: MemCgroup) -> set:
+    """cgroup_control(): the controllers a group may enable for its children - those its
+    parent enables for it (cgroup.controllers); all of them at the root."""
+    if memcg.is_root():
+        return set(CGROUP_SUBSYS)
+    return set(cgrp(sys, memcg.parent).subtree_control)
+
+
+def cgroup_css_online(sys: System, memcg: MemCgroup, ss: str = "memory") -> bool:
+    """Whether the group has a css of ss (its parent enables ss; the root always)."""
+    if not sys.cgroup_dfl:
+        return True
+    return memcg.is_root() or ss in cgrp(sys, memcg.parent).subtree_control
+
+
+def cgroup_is_populated(sys: System, memcg: MemCgroup) -> bool:
+    """cgroup_is_populated(): a task lives in the group or below it."""
+    return cgrp(sys, memcg).nr_populated > 0
+
+
+def cgroup_update_populated(sys: System, memcg: MemCgroup, delta: int) -> None:
+    """cgroup_update_populated(): a task joined (+1) or left (-1) memcg; each ancestor whose
+    populated state flips has its cgroup.events notified (cgroup_file_notify)."""
+    if not sys.cgroup_dfl:
+        return
+    for m in memcg.ancestors():
+        c = cgrp(sys, m)
+        was = c.nr_populated > 0
+        c.nr_populated += delta
+        if (c.nr_populated > 0) != was and not m.is_root():
+            cgroup_file_notify(sys, m, "cgroup.events")
+
+
+def cgroup_migrate_vet_dst(sys: System, dst: MemCgroup) -> None:
+    """cgroup_migrate_vet_dst(): the no-internal-process rule - a non-root group that
+    enables a controller for its children cannot take tasks (EBUSY); v1 has no rule.
+    (The model has no threaded mode: cgroup_can_be_thread_root() is false for a group
+    that enables memory, a domain controller.)"""
+    if not sys.cgroup_dfl or dst.is_root():  # cgroup_is_mixable()
+        return
+    if cgrp(sys, dst).subtree_control:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+
+def cgroup_procs_write(sys: System, task, dst: MemCgroup) -> None:
+    """__cgroup_procs_write() for one task: vet the destination, then migrate."""
+    cgroup_migrate_vet_dst(sys, dst)
+    cgroup_attach_task(sys, task, dst)
+
+
+def cgroup_subtree_control_write(sys: System, memcg: MemCgroup, text: str) -> None:
+    """cgroup_subtree_control_write(): "+memory" / "-memory" tokens separated by spaces.
+
+    A token naming no controller is EINVAL, as is one without '+' or '-'; the later of
+    "+x" and "-x" wins.  Enabling what the parent does not enable is ENOENT; disabling
+    while a child still enables it for its own children is EBUSY; enabling in a group
+    with tasks of its own is EBUSY (cgroup_vet_subtree_control_enable), except at the root.
+    """
+    enable: set = set()
+    disable: set = set()
+    for tok in text.strip(" \t\n\v\f\r").split(" "):
+        if not tok:
+            continue
+        ss = tok[1:]
+        if ss not in CGROUP_SUBSYS:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        if tok[0] == "+":
+            enable.add(ss)
+            disable.discard(ss)
+        elif tok[0] == "-":
+            disable.add(ss)
+            enable.discard(ss)
+        else:
+            raise OSError(errno.EINVAL, "Invalid argument")
+    c = cgrp(sys, memcg)
+    for ss in CGROUP_SUBSYS:
+        if ss in enable:
+            if ss in c.subtree_control:
+                enable.discard(ss)
+                continue
+            if ss not in cgroup_control(sys, memcg):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        elif ss in disable:
+            if ss not in c.subtree_control:
+                disable.discard(ss)
+                continue
+            for child in memcg.online_children.values():
+                if ss in cgrp(sys, child).subtree_control:
+                    raise OSError(errno.EBUSY, "Device or resource busy")
+    if not enable and not disable:
+        return
+    # cgroup_vet_subtree_control_enable(): controllers can't be enabled for a cgroup with
+    # tasks, to avoid child cgroups competing against tasks (the root is mixable)
+    if enable and not memcg.is_root() and memcg.tasks:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+    c.subtree_control |= enable
+    c.subtree_control -= disable
+    # cgroup_apply_control(): the children's memory css go (css_killed) or come back new;
+    # a new css starts with the default knobs (mem_cgroup_css_alloc)
+    if "memory" in disable or "memory" in enable:
+        for child in memcg.online_children.values():
+            mem_cgroup_css_reset(child)
+
+
+def mem_cgroup_css_reset(memcg: MemCgroup) -> None:
+    """mm/memcontrol.c: mem_cgroup_css_reset() - the knobs of a group whose memory css goes
+    away or comes back return to their defaults."""
+    for counter in (memcg.memory, memcg.swap):
+        counter.max = PAGE_COUNTER_MAX
+        counter.high = PAGE_COUNTER_MAX
+    memcg.memory.min = memcg.memory.low = 0
+    memcg.oom_group = False
+
+
+def cgroup_check_hierarchy_limits(sys: System, parent: MemCgroup) -> None:
+    """cgroup_check_hierarchy_limits(): cgroup_mkdir() is EAGAIN when an ancestor-or-self of
+    the new group's parent has as many live descendants as its cgroup.max.descendants,
+    or the new group would lie deeper below it than its cgroup.max.depth."""
+    if not sys.cgroup_dfl:
+        return
+    depth = 1
+    for m in parent.ancestors():
+        c = cgrp(sys, m)
+        if cgroup_nr_descendants(m) >= c.max_descendants or depth > c.max_depth:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        depth += 1
+
+
+def cgroup_nr_descendants(memcg: MemCgroup) -> int:
+    """cgrp->nr_descendants: live groups below memcg."""
+    return sum(1 + cgroup_nr_descendants(c) for c in memcg.online_children.values())
+
+
+def cgroup_nr_dying_descendants(memcg: MemCgroup) -> int:
+    """cgrp->nr_dying_descendants: removed groups below memcg not freed yet."""
+    return sum((0 if c.online else 1) + cgroup_nr_dying_descendants(c) for c in memcg.children)
+
+
+def cgroup_kill(sys: System, memcg: MemCgroup) -> None:
+    """cgroup_kill(): SIGKILL every task of the group and its descendants."""
+    for m in list(memcg.subtree()):
+        for task in list(m.tasks):
+            if task.state not in ("exited", "oom_killed"):
+                task.do_exit("exited")

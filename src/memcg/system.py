@@ -42,6 +42,8 @@ class System:
         self.memory_recursiveprot = "memory_recursiveprot" in mount_options
         # (memcg id, file name) -> eventfds woken by cgroup_file_notify()
         self.file_watchers: dict = {}
+        # group -> cgroup.Cgroup: the default hierarchy's per-group state (subtree_control, ...)
+        self.cgroups: dict = {}
         self.kmemcg_id_policy = kmemcg_id_policy
         self.mem = MemMap(memory_pages)
         self.swap = SwapInfo(swap_pages)

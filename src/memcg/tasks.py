@@ -91,6 +91,7 @@ def kernel_clone(sys: System, memcg) -> SimTask:
     sys._next_pid += 1
     task = SimTask(sys, pid, memcg, cpu=(pid - 1000) % sys.cpus)
     sys.tasks[pid] = task
+    cgroup.cgroup_update_populated(sys, memcg, 1)
     return task
 
 
@@ -297,7 +298,8 @@ class SimTask(kernel.Task):
 
     def move(self, path: str) -> None:
         self._alive()
-        cgroup.cgroup_attach_task(self._sys, self, cgroup.cgroup_get_from_path(self._sys, path))
+        # the same as writing the pid to the group's cgroup.procs (v2: its rules apply)
+        cgroup.cgroup_procs_write(self._sys, self, cgroup.cgroup_get_from_path(self._sys, path))
 
     def connect_tcp(self, peer):
         """A loopback TCP connection to peer (net/tcp.py): this task's socket is charged
@@ -335,6 +337,7 @@ class SimTask(kernel.Task):
         self.mm.shm_objects.clear()
         if self in self.memcg.tasks:
             self.memcg.tasks.remove(self)
+            cgroup.cgroup_update_populated(sys, self.memcg, -1)
         release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
         tcp.tcp_task_exit(sys, self)  # exit_files(): its connections are closed
         memcontrol.maybe_free_dying(sys)

@@ -70,6 +70,12 @@ class SimKernel(Kernel):
 
     # --- the cgroup filesystem ---------------------------------------------------------------
 
+    def _files_of(self, memcg) -> list[str]:
+        """The names of memcg's files (on v2 they depend on the parent's subtree_control)."""
+        if self.hierarchy == "v2":
+            return self.cgroupfs.files_of(memcg, self.semantics, self.sys)
+        return self.cgroupfs.files_of(memcg, self.semantics)
+
     def _split(self, path: str):
         """(group, file name) for "/a/b/memory.stat"."""
         head, _, name = path.rstrip("/").rpartition("/")
@@ -82,16 +88,17 @@ class SimKernel(Kernel):
         parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
         if "\n" in name:
             raise OSError(errno.EINVAL, "Invalid argument")
-        taken = name in parent.online_children or name in self.cgroupfs.files_of(parent, self.semantics)
+        taken = name in parent.online_children or name in self._files_of(parent)
         if taken or name in (".", ".."):
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
+        cgroup.cgroup_check_hierarchy_limits(self.sys, parent)  # v2: cgroup.max.depth/descendants
         mem_cgroup_alloc(self.sys, parent, name)
 
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
         head, _, name = path.rstrip("/").rpartition("/")
         parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
-        if name in self.cgroupfs.files_of(parent, self.semantics):
+        if name in self._files_of(parent):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
         if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
@@ -116,7 +123,7 @@ class SimKernel(Kernel):
 
     def listdir(self, path: str) -> list[str]:
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
-        return self.cgroupfs.files_of(memcg, self.semantics) + [c.name for c in memcg.children if c.online]
+        return self._files_of(memcg) + [c.name for c in memcg.children if c.online]
 
     def read(self, path: str) -> str:
         memcg, name = self._split(path)
@@ -132,7 +139,11 @@ class SimKernel(Kernel):
     # --- processes and events -------------------------------------------------------------------
 
     def spawn(self, path: str = "/"):
-        task = tasks.kernel_clone(self.sys, cgroup.cgroup_get_from_path(self.sys, path))
+        """A new process in the group (forked, then written to the group's cgroup.procs:
+        on v2 EBUSY for a group that enables memory for its children)."""
+        memcg = cgroup.cgroup_get_from_path(self.sys, path)
+        cgroup.cgroup_migrate_vet_dst(self.sys, memcg)
+        task = tasks.kernel_clone(self.sys, memcg)
         sched.exit_to_user_mode(self.sys.clock)
         return task
 
@@ -143,7 +154,10 @@ class SimKernel(Kernel):
     def event(self, path: str, args: str = "") -> EventFd:
         """cgroup.event_control registration of a new eventfd on a control file."""
         memcg, name = self._split(path)
-        self.cgroupfs.lookup(memcg, name, self.semantics)
+        if self.hierarchy == "v2":
+            self.cgroupfs.lookup(memcg, name, self.semantics, self.sys)
+        else:
+            self.cgroupfs.lookup(memcg, name, self.semantics)
         # The line "<efd> <cfd> <args>" is one write (at most a page) and is strstrip()ed.
         if len(f"0 0 {args}".encode()) > self.cgroupfs.MAX_WRITE:
             raise OSError(errno.E2BIG, "Argument list too long")

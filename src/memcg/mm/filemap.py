@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel import PAGE_SIZE
-from . import fastpath, page_alloc, page_writeback, swap, swapfile
+from . import fastpath, memcontrol, page_alloc, page_writeback, swap, swapfile
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped, PG_swapbacked,
@@ -148,7 +148,14 @@ def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
     Returns the pages that got a slot, their indices and their memcg ids.
     """
     slots = sys.swap.alloc(len(pfns))
+    if sys.cgroup_dfl and len(slots) < len(pfns):
+        # folio_alloc_swap() found no entry: v2 counts MEMCG_SWAP_FAIL per folio
+        left = sys.mem.memcg[pfns[len(slots):]]
+        for memcg_id, n in zip(*np.unique(left, return_counts=True)):
+            memcontrol.mem_cgroup_swap_fail(sys, sys.memcgs[int(memcg_id)], int(n))
     pfns = pfns[:len(slots)]
+    if sys.cgroup_dfl and len(pfns):
+        pfns, slots = _try_charge_swap(sys, pfns, slots)
     idx = sys.mem.index[pfns].astype(np.int64)
     ids = sys.mem.memcg[pfns]
     swap_ids = ids.copy()
@@ -169,6 +176,29 @@ def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
     mapping.slots[idx] = swp_entry(slots)
     sys.stats.mod_many(swap_ids, MEMCG_SWAP, 1)
     return pfns, idx, ids
+
+
+def _swap_owner(sys: System, memcg):
+    """mem_cgroup_id_get_online(): the group whose id a new swap entry records - memcg, or
+    for an offline group whose id no entry holds any more, its nearest online ancestor."""
+    if memcg.online or sys.stats.a[memcg.id, MEMCG_SWAP]:
+        return memcg
+    return next(m for m in memcg.ancestors() if m.online)
+
+
+def _try_charge_swap(sys: System, pfns: np.ndarray, slots: np.ndarray):
+    """mem_cgroup_try_charge_swap() (v2) for pages that got a swap slot: each group charges
+    its swap counter; pages beyond swap.max give their slot back and stay in memory."""
+    ids = sys.mem.memcg[pfns]
+    keep = np.ones(len(pfns), bool)
+    for memcg_id in np.unique(ids).tolist():
+        sel = np.flatnonzero(ids == memcg_id)
+        owner = _swap_owner(sys, sys.memcgs[memcg_id])
+        ok = memcontrol.mem_cgroup_try_charge_swap(sys, owner, len(sel))
+        keep[sel[ok:]] = False
+    if not keep.all():
+        sys.swap.free(slots[~keep])  # put_swap_folio()
+    return pfns[keep], slots[keep]
 
 
 def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:

@@ -501,6 +501,8 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         if batch > nr_pages:
             batch = nr_pages
             continue
+        # mm/memcontrol.c: try_charge_memcg() raises MEMCG_MAX on every reclaim attempt
+        memcg_memory_event(sys, mem_over_limit, MEMCG_MAX)
         nr_reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, mem_over_limit, nr_pages, may_swap)
         # User-space threads woken by reclaim (pressure listeners, userspace shrinkers) run
         # while this task retries; memory they free lets the charge succeed.
@@ -725,6 +727,117 @@ def mem_cgroup_resize_max(sys: System, memcg: MemCgroup, max_pages: int, memsw: 
             raise OSError(errno.EBUSY, "Device or resource busy")
     if enlarge:
         memcontrol_v1.memcg1_oom_recover(sys, memcg)
+
+
+# --- cgroup v2: the memory.* knobs that act (mm/memcontrol.c, 6.18) -------------------------
+
+def memory_max_write(sys: System, memcg: MemCgroup, max_pages: int) -> None:
+    """memory_max_write(): the new limit is set first (xchg), then usage is driven under
+    it - the stocks drained once, up to MAX_RECLAIM_RETRIES reclaim rounds that free
+    nothing, then the OOM killer (MEMCG_OOM each time) until nobody is left to kill.
+    The write itself never fails."""
+    from . import oom_kill, vmscan  # late: both import names from here at load
+
+    memcg.memory.max = max_pages
+    nr_reclaims = MAX_RECLAIM_RETRIES
+    drained = False
+    while True:
+        nr_pages = memcg.memory.usage
+        if nr_pages <= max_pages:
+            break
+        if not drained:
+            drain_all_stock(sys, memcg)
+            drained = True
+            continue
+        if nr_reclaims:
+            if not vmscan.try_to_free_mem_cgroup_pages(sys, memcg, nr_pages - max_pages, True):
+                nr_reclaims -= 1
+            continue
+        memcg_memory_event(sys, memcg, MEMCG_OOM)
+        if not oom_kill.mem_cgroup_out_of_memory(sys, memcg, 1, None):
+            break
+        sched.cond_resched(sys.clock)
+
+
+def memory_high_write(sys: System, memcg: MemCgroup, high: int) -> None:
+    """memory_high_write(): set memory.high, then reclaim down to it - stocks drained once,
+    and it gives up after MAX_RECLAIM_RETRIES rounds that free nothing; never an OOM."""
+    from . import vmscan  # late: vmscan imports names from here at load
+
+    memcg.memory.high = high
+    nr_retries = MAX_RECLAIM_RETRIES
+    drained = False
+    while True:
+        nr_pages = memcg.memory.usage
+        if nr_pages <= high:
+            break
+        if not drained:
+            drain_all_stock(sys, memcg)
+            drained = True
+            continue
+        reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, memcg, nr_pages - high, True)
+        if not reclaimed:
+            if not nr_retries:
+                break
+            nr_retries -= 1
+
+
+def user_proactive_reclaim(sys: System, memcg: MemCgroup, nr_to_reclaim: int,
+                           swappiness: int | None) -> None:
+    """mm/vmscan.c: user_proactive_reclaim() (memory.reclaim, 6.18), after parsing: reclaim
+    in batches of a quarter of what is left (reclaim enforces its minimum), with
+    MAX_RECLAIM_RETRIES rounds that free nothing allowed; then EAGAIN."""
+    from . import vmscan  # late: vmscan imports names from here at load
+
+    nr_retries = MAX_RECLAIM_RETRIES
+    nr_reclaimed = 0
+    while nr_reclaimed < nr_to_reclaim:
+        batch_size = (nr_to_reclaim - nr_reclaimed) // 4
+        reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, memcg, batch_size, True,
+                                                        swappiness=swappiness)
+        if not reclaimed:
+            if not nr_retries:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            nr_retries -= 1
+        nr_reclaimed += reclaimed
+
+
+def mem_cgroup_get_nr_swap_pages(sys: System, memcg: MemCgroup) -> int:
+    """mem_cgroup_get_nr_swap_pages(): free swap, and on v2 no more than any ancestor's
+    swap.max leaves (v1 counts swap in memsw instead)."""
+    nr_swap_pages = sys.swap.nr_free
+    if not sys.cgroup_dfl:
+        return nr_swap_pages
+    for m in memcg.ancestors():
+        if m.is_root():
+            break
+        nr_swap_pages = min(nr_swap_pages, m.swap.max - m.swap.usage)
+    return nr_swap_pages
+
+
+def mem_cgroup_try_charge_swap(sys: System, memcg: MemCgroup, nr_pages: int) -> int:
+    """__mem_cgroup_try_charge_swap() for nr_pages one-page folios of memcg (the online
+    group that will own the entries): v2 only - each folio charges memcg->swap, and one
+    that does not fit counts MEMCG_SWAP_MAX and MEMCG_SWAP_FAIL and stays in memory.
+    Returns how many were charged (they come first)."""
+    if not sys.cgroup_dfl or memcg.is_root():
+        return nr_pages
+    room = min(c.max - c.usage for c in memcg.swap.ancestors())
+    ok = max(0, min(nr_pages, room))
+    if ok:
+        memcg.swap.charge(ok)
+    for _ in range(nr_pages - ok):
+        memcg_memory_event(sys, memcg, MEMCG_SWAP_MAX)
+        memcg_memory_event(sys, memcg, MEMCG_SWAP_FAIL)
+    return ok
+
+
+def mem_cgroup_swap_fail(sys: System, memcg: MemCgroup, nr_pages: int) -> None:
+    """__mem_cgroup_try_charge_swap() with no swap entry (the device is full): v2 counts
+    MEMCG_SWAP_FAIL for each folio."""
+    if sys.cgroup_dfl:
+        for _ in range(nr_pages):
+            memcg_memory_event(sys, memcg, MEMCG_SWAP_FAIL)
 
 
 # --- kernel memory (kmem) ---------------------------------------------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .memcontrol import MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin, memcg_memory_event
+from .memcontrol import (MEMCG_OOM_GROUP_KILL, MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin,
+                         memcg_memory_event)
 
 if TYPE_CHECKING:
     from ..system import System
@@ -32,8 +33,13 @@ def oom_badness(task: Task, totalpages: int) -> int | None:
 
 
 def mem_cgroup_get_max(sys: System, memcg: MemCgroup) -> int:
-    """mem_cgroup_get_max() (v1): memory max, plus the swap memsw allows if swappiness > 0."""
+    """mem_cgroup_get_max(): memory max, plus the swap memsw allows (v1) or swap.max (v2,
+    !do_memsw_account()) if swappiness > 0."""
     max_pages = memcg.memory.max
+    if sys.cgroup_dfl:
+        if memcg.swappiness:
+            max_pages += min(memcg.swap.max, sys.swap.nr_pages)
+        return max_pages
     if memcg.swappiness:
         memsw_max = memcg.memsw.max
         swap = max(0, memsw_max - max_pages)
@@ -60,13 +66,54 @@ def mem_cgroup_scan_tasks(memcg: MemCgroup):
         yield from list(m.tasks)
 
 
-def oom_kill_process(sys: System, victim: Task) -> None:
-    """oom_kill_process() -> __oom_kill_process(): SIGKILL the victim; its memory goes.
+def mem_cgroup_get_oom_group(sys: System, victim: Task, oom_domain: MemCgroup | None):
+    """mm/memcontrol.c: mem_cgroup_get_oom_group() - the highest group with memory.oom.group
+    set from the victim's group up to the OOM domain (the group whose limit was hit, or the
+    root for a global OOM); None on v1, for a victim in the root, or with none set."""
+    if not sys.cgroup_dfl:
+        return None
+    if oom_domain is None:
+        oom_domain = sys.root
+    memcg = victim.memcg
+    if memcg.is_root() or not memcg.is_descendant(oom_domain):
+        return None
+    oom_group = None
+    for m in memcg.ancestors():
+        if m.oom_group:
+            oom_group = m
+        if m is oom_domain:
+            break
+    return oom_group
+
+
+def oom_kill_process(sys: System, victim: Task, oom_domain: MemCgroup | None = None) -> None:
+    """oom_kill_process(): kill the victim, then (v2) every task of its memory.oom.group
+    group except those with oom_score_adj -1000 (oom_kill_memcg_member), counting
+    MEMCG_OOM_GROUP_KILL in that group.
+
+    The group's tasks are walked after the victim's SIGKILL, while the victim is still
+    listed (it exits asynchronously): __oom_kill_process() finds its mm and counts
+    MEMCG_OOM_KILL for it a second time, as the kernel does.
+    """
+    oom_group = mem_cgroup_get_oom_group(sys, victim, oom_domain)
+    members = list(mem_cgroup_scan_tasks(oom_group)) if oom_group is not None else []
+    __oom_kill_process(sys, victim)
+    if oom_group is not None:
+        memcg_memory_event(sys, oom_group, MEMCG_OOM_GROUP_KILL)
+        for task in members:
+            if task.oom_score_adj != OOM_SCORE_ADJ_MIN:
+                __oom_kill_process(sys, task)
+
+
+def __oom_kill_process(sys: System, victim: Task) -> None:
+    """__oom_kill_process(): SIGKILL the victim; its memory goes.
 
     MEMCG_OOM_KILL counts in the victim's own group (memcg_memory_event_mm), not
     necessarily the group whose limit was hit.
     """
     memcg_memory_event(sys, victim.memcg, MEMCG_OOM_KILL)
+    if victim.oom_victim or victim.state in ("exited", "oom_killed"):
+        return  # SIGKILL already pending
     victim.oom_victim = True
     if victim is sys.current:
         return  # SIGKILL is pending: it dies when its charge gives up and returns
@@ -87,7 +134,7 @@ def mem_cgroup_out_of_memory(sys: System, memcg: MemCgroup, nr_pages: int,
     victim = select_bad_process(mem_cgroup_scan_tasks(memcg), totalpages)
     if victim is None:
         return False
-    oom_kill_process(sys, victim)
+    oom_kill_process(sys, victim, memcg)
     return True
 
 

@@ -60,6 +60,8 @@ def swap_free(sys: System, slots: np.ndarray) -> None:
             continue
         if not memcg.is_root():
             memcg.memsw.uncharge(n)
+            if sys.cgroup_dfl:
+                memcg.swap.uncharge(n)  # !do_memsw_account(): memcg->swap
         sys.stats.mod(memcg_id, MEMCG_SWAP, -n)
     sys.swap.free(slots)
     memcontrol.maybe_free_dying(sys)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import fastpath, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
 from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
-                         MemCgroup, memcg_page_state)
+                         MemCgroup, mem_cgroup_get_nr_swap_pages, memcg_page_state)
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
@@ -32,6 +32,10 @@ SWAP_CLUSTER_MAX = 32
 DEF_PRIORITY = 12
 # include/linux/swap.h: MAX_SWAPPINESS (the anon + file priority sum in get_scan_count)
 MAX_SWAPPINESS = 200
+# include/linux/swap.h: MIN_SWAPPINESS, and SWAPPINESS_ANON_ONLY - memory.reclaim's
+# "swappiness=max" (6.13+): reclaim anon only
+MIN_SWAPPINESS = 0
+SWAPPINESS_ANON_ONLY = MAX_SWAPPINESS + 1
 # mm/vmscan.c: enum scan_balance
 SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = range(4)
 DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
@@ -55,6 +59,8 @@ class ScanControl:
     cache_trim_mode: bool = False
     memcg_full_walk: bool = False
     kswapd: bool = False
+    # the swappiness memory.reclaim asked for (sc->proactive_swappiness), or None
+    proactive_swappiness: int | None = None
 
 
 def cgroup_reclaim(sc: ScanControl) -> bool:
@@ -62,10 +68,11 @@ def cgroup_reclaim(sc: ScanControl) -> bool:
 
 
 def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
-                                 may_swap: bool = True) -> int:
-    """try_to_free_mem_cgroup_pages(): limit reclaim of memcg's subtree; pages reclaimed."""
+                                 may_swap: bool = True, swappiness: int | None = None) -> int:
+    """try_to_free_mem_cgroup_pages(): limit reclaim of memcg's subtree; pages reclaimed.
+    swappiness: memory.reclaim's swappiness= (else each group's own)."""
     sc = ScanControl(nr_to_reclaim=max(nr_pages, SWAP_CLUSTER_MAX), target=memcg,
-                     may_swap=may_swap)
+                     may_swap=may_swap, proactive_swappiness=swappiness)
     return do_try_to_free_pages(sys, sc)
 
 
@@ -190,9 +197,12 @@ def get_scan_count(sys: System, memcg: MemCgroup, sc: ScanControl) -> list[int]:
     The reclaim-cost feedback (anon_cost/file_cost) is not modelled: SCAN_FRACT uses the
     plain swappiness split.
     """
-    swappiness = memcg.swappiness
-    if not sc.may_swap or sys.swap.nr_free <= 0:
+    swappiness = memcg.swappiness if sc.proactive_swappiness is None else sc.proactive_swappiness
+    # can_reclaim_anon_pages(): free swap, within swap.max on v2 (mem_cgroup_get_nr_swap_pages)
+    if not sc.may_swap or mem_cgroup_get_nr_swap_pages(sys, memcg) <= 0:
         balance = SCAN_FILE
+    elif swappiness == SWAPPINESS_ANON_ONLY:
+        balance = SCAN_ANON  # proactive reclaim asked for anon only
     elif cgroup_reclaim(sc) and not swappiness:
         balance = SCAN_FILE
     elif not sc.priority and swappiness:
@@ -341,7 +351,7 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
     evict = rest & ~dirty
     # Anon and shmem go to swap, or back to the active list when there is none.
     if swapbacked.any():
-        can_swap = sc.may_swap and sys.swap.nr_free > 0
+        can_swap = sc.may_swap and mem_cgroup_get_nr_swap_pages(sys, memcg) > 0
         if not can_swap:
             activate |= evict & swapbacked
             evict &= ~swapbacked
