@@ -749,3 +749,36 @@ def test_random_tree_operations_keep_the_rules(seed):
         assert not (m.tasks and c.subtree_control), m.path
         assert ("memory.current" in k.listdir(m.path)) == ("memory" in cgroup.cgrp(sys, m.parent).subtree_control)
         assert cgroup.cgroup_is_populated(sys, m) == any(x.tasks for x in m.subtree())
+
+
+# --- sockets ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_sock_memory_is_in_current(k):
+    """test_memcg_sock: a v2 group's socket buffers are charged to memory.current with no
+    limit file written (mem_cgroup_sk_charge on the memory counter) and shown as memory.stat
+    sock; once the connection is gone, sock is 0 again."""
+    top(k)
+    k.mkdir("/t/srv")
+    k.mkdir("/t/cli")
+    server = k.spawn("/t/srv")
+    client = k.spawn("/t/cli")
+    base = int(k.read("/t/srv/memory.current"))
+    conn = server.connect_tcp(client)
+    sent = 0
+    for _ in range(64):
+        n = conn.send(1 * MiB)
+        sent += n
+        if not n:
+            break
+    k.settle()
+    current = int(k.read("/t/srv/memory.current")) - base
+    sock = events(k, "/t/srv/memory.stat")["sock"] + events(k, "/t/cli/memory.stat")["sock"]
+    assert sent > 1 * MiB and sock > 1 * MiB
+    assert values_close(current + int(k.read("/t/cli/memory.current")), sock, 25)
+    conn.close()
+    server.exit()
+    client.exit()
+    k.advance(2)
+    k.settle()
+    assert events(k, "/t/memory.stat")["sock"] == 0

@@ -33,6 +33,7 @@ from ..mm.memcontrol import (MEMCG_HIGH, MEMCG_LOW, MEMCG_MAX, MEMCG_OOM, MEMCG_
                              WORKINGSET_REFAULT_FILE, MemCgroup)
 from ..mm.mmzone import NR_LRU_LISTS
 from ..mm.page_counter import PAGE_COUNTER_MAX, page_counter_memparse
+from ..net import sock
 from ..mm.vmscan import MAX_SWAPPINESS, MIN_SWAPPINESS, SWAPPINESS_ANON_ONLY
 from .v1 import MAX_WRITE, einval
 
@@ -243,6 +244,10 @@ def _kernel_pages(sys, memcg):
     return memcg.kmem.usage  # MEMCG_KMEM: the group's charged kernel pages
 
 
+def _sock_pages(sys, memcg):
+    return sock.memcg_sock_pages(sys, memcg)  # MEMCG_SOCK
+
+
 _LRU = {name: NR_LRU_BASE + i for i, name in enumerate(
     ("inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"))}
 assert len(_LRU) == NR_LRU_LISTS
@@ -254,7 +259,7 @@ MEMORY_STATS = [
     ("pagetables", None, PAGE_SIZE),
     ("sec_pagetables", None, PAGE_SIZE),
     ("percpu", None, 1),
-    ("sock", None, PAGE_SIZE),
+    ("sock", _sock_pages, PAGE_SIZE),
     ("vmalloc", None, PAGE_SIZE),
     ("shmem", NR_SHMEM, PAGE_SIZE),
     ("file_mapped", NR_FILE_MAPPED, PAGE_SIZE),

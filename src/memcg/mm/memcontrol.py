@@ -224,6 +224,8 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
         memcg.oom_kill_disable = parent.oom_kill_disable
         parent.children.append(memcg)
         parent.online_children[name] = memcg
+    if parent is not None:
+        sock.memcg_sockets_online(sys, memcg)
     memcg.nr_page_events = [0] * sys.cpus
     memcg.thresh_target = [0] * sys.cpus
     memcg.softlimit_target = [0] * sys.cpus

@@ -73,6 +73,7 @@ class MemcgSock:
     activated: bool = False  # 3.8: the static key was taken for this group
     sysctl_mem: list = field(default_factory=list)  # 3.8: per-group tcp_mem (pages)
     nr_sockets: int = 0  # sockets holding a css reference (sk->sk_memcg)
+    sock_pages: int = 0  # v2: MEMCG_SOCK, the pages the group's sockets have charged
 
 
 class Proto:
@@ -177,6 +178,10 @@ def memcg_sock_free(sys: System, memcg: MemCgroup) -> None:
     if net is None:
         return
     st = net.memcg_sock.pop(memcg, None)
+    if sys.cgroup_dfl:
+        # mm/memcontrol.c: mem_cgroup_css_free() - on v2 every group held a reference
+        net.memcg_sockets_enabled_key.static_key_slow_dec()
+        return
     if st is None:
         return
     if (st.activated if net.semantics == "3.8" else st.active):
@@ -189,14 +194,32 @@ def memcg_has_sockets(sys: System, memcg: MemCgroup) -> bool:
     if net is None:
         return False
     st = net.memcg_sock.get(memcg)
-    return bool(st and (st.nr_sockets or memcg.tcpmem.usage))
+    return bool(st and (st.nr_sockets or st.sock_pages or memcg.tcpmem.usage))
+
+
+def memcg_sockets_online(sys: System, memcg: MemCgroup) -> None:
+    """mem_cgroup_css_alloc() on v2: every new group takes a reference on
+    memcg_sockets_enabled_key (unless cgroup.memory=nosocket): its sockets are accounted
+    from the start, with no limit file to write."""
+    if sys.cgroup_dfl and memcg.parent is not None:
+        sys.net.memcg_sockets_enabled_key.static_key_slow_inc()
+
+
+def memcg_sock_pages(sys: System, memcg: MemCgroup) -> int:
+    """memcg_page_state(memcg, MEMCG_SOCK): the socket pages of the group's subtree (v2)."""
+    net = getattr(sys, "net", None)
+    if net is None:
+        return 0
+    return sum(st.sock_pages for m in memcg.subtree() if (st := net.memcg_sock.get(m)))
 
 
 def _sk_alloc_memcg(net: Net, sk, memcg: MemCgroup) -> None:
     if memcg.is_root() or not memcg.online:
         return  # mem_cgroup_is_root(), or css_tryget() of a dying group failed
     st = net.memcg_sock.get(memcg)
-    if st is None or not st.active:
+    if net.sys.cgroup_dfl:
+        st = net.state(memcg)  # v2: every group accounts its sockets
+    elif st is None or not st.active:
         return  # v1: !memcg1_tcpmem_active(memcg); 3.8: !memcg_proto_active()
     sk.sk_memcg = memcg
     st.nr_sockets += 1
@@ -256,12 +279,44 @@ def memcg1_charge_skmem(net: Net, memcg: MemCgroup, nr_pages: int, nofail: bool 
 
 
 def mem_cgroup_sk_charge(sk, nr_pages: int, nofail: bool = False) -> bool:
-    """mem_cgroup_sk_charge() -> mem_cgroup_charge_skmem() on v1."""
-    return memcg1_charge_skmem(sk.net, sk.sk_memcg, nr_pages, nofail)
+    """mem_cgroup_sk_charge(): memcg1_charge_skmem() on v1; on v2 the group's memory
+    counter itself (try_charge_memcg with gfp_memcg_charge(): GFP_KERNEL in a task, which
+    may reclaim and OOM-kill, GFP_NOWAIT in the receive softirq, which may not), and
+    MEMCG_SOCK counts the pages."""
+    net = sk.net
+    if not net.sys.cgroup_dfl:
+        return memcg1_charge_skmem(net, sk.sk_memcg, nr_pages, nofail)
+    sys, memcg = net.sys, sk.sk_memcg
+    if nofail:
+        # __GFP_NOFAIL: try_charge_memcg()'s force path
+        memcg.memory.charge(nr_pages)
+        memcg.memsw.charge(nr_pages)
+    elif net.in_rx:
+        # GFP_NOWAIT: no reclaim (!gfpflags_allow_blocking: nomem, no max event)
+        if memcg.memsw.try_charge(nr_pages) is not None:
+            return False
+        if memcg.memory.try_charge(nr_pages) is not None:
+            memcg.memsw.uncharge(nr_pages)
+            return False
+    elif memcontrol.try_charge_memcg(sys, memcg, nr_pages, None):
+        return False
+    net.state(memcg).sock_pages += nr_pages
+    return True
 
 
 def mem_cgroup_sk_uncharge(sk, nr_pages: int) -> None:
-    """mem_cgroup_sk_uncharge() -> memcg1_uncharge_skmem(): page_counter_uncharge()."""
+    """mem_cgroup_sk_uncharge(): v1 memcg1_uncharge_skmem() (page_counter_uncharge); v2
+    MEMCG_SOCK down and the pages to this CPU's stock (refill_stock)."""
+    if sk.net.sys.cgroup_dfl:
+        sys, memcg = sk.net.sys, sk.sk_memcg
+        sk.net.state(memcg).sock_pages -= nr_pages
+        if memcg.online:
+            memcontrol.refill_stock(sys, memcg, nr_pages, sys.cpu)
+        else:
+            memcg.memory.uncharge(nr_pages)
+            memcg.memsw.uncharge(nr_pages)
+            memcontrol.maybe_free_dying(sys, memcg)
+        return
     sk.sk_memcg.tcpmem.uncharge(nr_pages)
     if not sk.sk_memcg.online:
         memcontrol.maybe_free_dying(sk.net.sys, sk.sk_memcg)
