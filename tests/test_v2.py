@@ -801,3 +801,42 @@ def test_sock_memory_is_in_current(k):
     k.advance(2)
     k.settle()
     assert events(k, "/t/memory.stat")["sock"] == 0
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+def test_oom_group_scenario_holds_on_the_model():
+    """The oom-group built-in (hierarchy = "v2"): the job's three processes die together,
+    the neighbour lives, and every expectation holds."""
+    from memcg.scenario import load_scenario, run_scenario
+    sc = load_scenario("oom-group")
+    assert sc.machine.hierarchy == "v2"
+    result = run_scenario(sc, memcg.SimKernel(**sc.machine.sim_kwargs()))
+    assert result["hierarchy"] == "v2"
+    assert all(e["ok"] for e in result["expectations"]), result["expectations"]
+    assert set(result["groups"]["/job"]) >= {"memory.current", "memory.peak", "memory.events"}
+    assert "memory.usage_in_bytes" not in result["groups"]["/job"]
+
+
+def test_a_bad_hierarchy_names_the_key(tmp_path):
+    from memcg.scenario import ScenarioError, load_scenario
+    f = tmp_path / "s.toml"
+    f.write_text('[machine]\nhierarchy = "v3"\n[[group]]\npath = "/a"\n')
+    with pytest.raises(ScenarioError, match=r"machine\.hierarchy.*v1, v2"):
+        load_scenario(str(f))
+
+
+@pytest.mark.vm
+def test_compare_oom_group_against_the_guest(tmp_path, capsys):
+    """`memcg compare oom-group --against vm`: every discrete figure (task outcomes, event
+    counts, expectations) agrees with the 6.1 guest."""
+    import json
+    from memcg.cli import main
+    why = _vm_unavailable()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "cmp.json"
+    assert main(["compare", "oom-group", "--against", "vm", "--json", str(out)]) in (0, 1)
+    rows = json.loads(out.read_text())["rows"]
+    discrete = [r for r in rows if r["what"].startswith(("task ", "expect ", "/job memory.events oom"))]
+    assert discrete and all(r["agree"] for r in discrete), [r for r in discrete if not r["agree"]]

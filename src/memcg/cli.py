@@ -77,11 +77,16 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
         raise _Fatal(f"the {backend} backend is not available (backends: {', '.join(KERNELS)})")
     if backend == "linux":
         try:
-            return cls(memory=scenario.machine.memory)
+            kernel = cls(memory=scenario.machine.memory)
         except Exception as e:  # the boundary to the real system: report it in one line
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             msg = " ".join(msg.split()) or type(e).__name__
             raise _Fatal(f"cannot use real cgroups: {msg}") from None
+        if scenario.machine.hierarchy == "v2" and getattr(kernel, "version", 2) != 2:
+            kernel.close()
+            raise _Fatal(f"{scenario.file}: the scenario is for cgroup v2 and this host's memory "
+                         "controller is cgroup v1 (use --backend sim or vm)")
+        return kernel
     m = scenario.machine
     if backend == "vm":
         return _boot_vm(cls, m)
@@ -95,16 +100,16 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
 
 
 def _boot_vm(cls, m) -> Kernel:
-    """A VM guest with the scenario's machine (RAM, CPUs), cgroup v1 as the scenarios
-    are written for, booted now so that a missing qemu or kernel is reported first."""
+    """A VM guest with the scenario's machine (RAM, CPUs) and cgroup version, booted now
+    so that a missing qemu or kernel is reported first."""
     try:
-        kernel = cls(hierarchy="v1", memory=m.memory, cpus=m.cpus, swap=m.swap)
+        kernel = cls(hierarchy=m.hierarchy, memory=m.memory, cpus=m.cpus, swap=m.swap)
     except (ValueError, NotImplementedError) as e:
         raise _Fatal(f"{m.memory} machine: the VM backend refused it: {e}") from None
     try:
         kernel.boot()
         # as on real cgroups, the kernel's root group is limited to the machine's memory
-        kernel.write("/memory.limit_in_bytes", m.memory)
+        kernel.write("/memory.max" if m.hierarchy == "v2" else "/memory.limit_in_bytes", m.memory)
     except (vm.GuestError, OSError) as e:
         kernel.close()
         raise _Fatal(f"cannot use the VM guest: {e}") from None

@@ -49,6 +49,20 @@ def group_row(path: str, files: dict[str, str], swap: bool = False) -> list[str]
     stat = parse_stat(files.get("memory.stat", ""))
     oom = parse_stat(files.get("memory.oom_control", ""))
     extra = [human_size(stat.get("swap"))] if swap else []
+    if "memory.current" in files:
+        # cgroup v2: max, current, peak, events max (v1's failcnt), file, anon, oom_kill
+        ev = parse_stat(files.get("memory.events", ""))
+        limit = files.get("memory.max", "").strip()
+        return [
+            path,
+            "max" if limit == "max" else human_size(parse_int(limit)),
+            human_size(parse_int(files.get("memory.current"))),
+            human_size(parse_int(files.get("memory.peak"))),
+            str(ev["max"]) if "max" in ev else "-",
+            human_size(stat.get("file", stat.get("cache"))),
+            human_size(stat.get("anon", stat.get("rss"))),
+            str(ev["oom_kill"]) if "oom_kill" in ev else "-",
+        ] + ([human_size(parse_int(files.get("memory.swap.current")))] if swap else [])
     return [
         path,
         human_size(parse_int(files.get("memory.limit_in_bytes"))),

@@ -59,8 +59,9 @@ __all__ = ["ACTIONS", "builtin_names", "load_scenario", "parse_scenario", "quote
 MAX_SCENARIO_BYTES = 4 << 20
 
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
-_MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy")
-_MACHINE_CHOICES = {"semantics": ("6.18", "3.8"), "kmemcg_id_policy": ("reparent", "keep", "reclaim")}
+_MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy", "hierarchy")
+_MACHINE_CHOICES = {"semantics": ("6.18", "3.8"), "kmemcg_id_policy": ("reparent", "keep", "reclaim"),
+                    "hierarchy": ("v1", "v2")}
 _GROUP_KEYS = ("path", "files")
 _TASK_KEYS = ("name", "group")
 _EVENT_KEYS = ("path", "args")

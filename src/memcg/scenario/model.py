@@ -43,6 +43,7 @@ class Machine:
     swap: str = "0"
     semantics: str = "6.18"  # SimKernel(semantics=...): "6.18" or "3.8"
     kmemcg_id_policy: str = "reparent"  # SimKernel(kmemcg_id_policy=...)
+    hierarchy: str = "v1"  # SimKernel(hierarchy=...): the cgroup version the scenario is for
 
     @property
     def memory_bytes(self) -> int:
@@ -62,6 +63,8 @@ class Machine:
             kw["semantics"] = self.semantics
         if self.kmemcg_id_policy != "reparent":
             kw["kmemcg_id_policy"] = self.kmemcg_id_policy
+        if self.hierarchy != "v1":
+            kw["hierarchy"] = self.hierarchy
         return kw
 
 

@@ -16,7 +16,8 @@ from ..kernel import Event, Kernel, Socket, Task
 from .loader import quote_key
 from .model import SOCKET_FIELDS, Expectation, Scenario, ScenarioError, Step, is_reference
 
-__all__ = ["run_scenario", "REPORTED_FILES", "MEMSW_FILES", "TCP_FILES", "TCP_SERIES"]
+__all__ = ["run_scenario", "REPORTED_FILES", "REPORTED_FILES_V2", "MEMSW_FILES", "SWAP_FILES_V2",
+           "TCP_FILES", "TCP_SERIES"]
 
 
 REPORTED_FILES = (
@@ -31,6 +32,19 @@ REPORTED_FILES = (
 
 MEMSW_FILES = ("memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes")
 """Reported as well when the machine has swap."""
+
+REPORTED_FILES_V2 = (
+    "memory.current",
+    "memory.peak",
+    "memory.max",
+    "memory.high",
+    "memory.events",
+    "memory.stat",
+)
+"""The files of every group that a run's JSON reports on cgroup v2."""
+
+SWAP_FILES_V2 = ("memory.swap.current", "memory.swap.max")
+"""Reported as well on cgroup v2 when the machine has swap."""
 
 TCP_FILES = ("memory.kmem.tcp.usage_in_bytes", "memory.kmem.tcp.max_usage_in_bytes",
              "memory.kmem.tcp.limit_in_bytes", "memory.kmem.tcp.failcnt")
@@ -90,6 +104,8 @@ class _Run:
         for g in self.sc.groups:
             if g.path != "/":
                 try:
+                    if self.sc.machine.hierarchy == "v2":
+                        self.enable_memory(g.path.rsplit("/", 1)[0] or "/")
                     k.mkdir(g.path)
                 except OSError as e:
                     raise self.fail(f"{g.key}.path", f"mkdir {g.path} failed: {_oserror_text(e)}") from None
@@ -113,6 +129,14 @@ class _Run:
             except NotImplementedError as e:
                 raise self.fail(ev.key, f"not supported by the {self.k.backend} kernel: {e}") from None
             self.event_totals[ev.label] = 0
+
+    def enable_memory(self, parent: str) -> None:
+        """cgroup v2: a group has memory files only if its parent enables the controller
+        for its children (cgroup.subtree_control), so the parent of each declared group
+        gets "+memory" first (a no-op where it is on already, as on the root)."""
+        path = _join(parent, "cgroup.subtree_control")
+        if "memory" not in self.k.read(path).split():
+            self.k.write(path, "+memory")
 
     # -- the timeline
 
@@ -140,14 +164,16 @@ class _Run:
         s["tick"].append(tick)
         for g in self.sc.groups:
             row = s["groups"][g.path]
+            v2 = self.sc.machine.hierarchy == "v2"
             try:
-                usage = int(self.k.read(_join(g.path, "memory.usage_in_bytes")))
+                usage = int(self.k.read(_join(g.path, "memory.current" if v2 else "memory.usage_in_bytes")))
                 stat = parse.parse_stat(self.k.read(_join(g.path, "memory.stat")))
             except (OSError, ValueError):
                 usage, stat = 0, {}
             row["usage"].append(usage)
-            row["cache"].append(stat.get("cache", 0))
-            row["rss"].append(stat.get("rss", 0))
+            # v2's memory.stat names them file and anon (VMKernel shows v1's keys)
+            row["cache"].append(stat.get("cache", stat.get("file", 0)))
+            row["rss"].append(stat.get("rss", stat.get("anon", 0)))
         for label in self.events:
             s["events"][label].append(self.event_totals[label])
         if self.has_sockets:
@@ -347,7 +373,10 @@ class _Run:
     # -- the result
 
     def group_files(self) -> dict[str, dict[str, str]]:
-        names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
+        if self.sc.machine.hierarchy == "v2":
+            names = REPORTED_FILES_V2 + (SWAP_FILES_V2 if self.sc.machine.swap_bytes > 0 else ())
+        else:
+            names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
         names += TCP_FILES if self.has_sockets else ()
         out: dict[str, dict[str, str]] = {}
         for g in self.sc.groups:
@@ -372,6 +401,7 @@ class _Run:
         return {
             "scenario": self.sc.name,
             "backend": self.k.backend,
+            "hierarchy": self.sc.machine.hierarchy,
             "groups": self.group_files(),
             "tasks": {name: {"pid": int(t.pid), "state": t.state} for name, t in self.tasks.items()},
             "events": dict(self.event_totals),
