@@ -847,3 +847,30 @@ def test_compare_oom_group_against_the_guest(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     discrete = [r for r in rows if r["what"].startswith(("task ", "expect ", "/job memory.events oom"))]
     assert discrete and all(r["agree"] for r in discrete), [r for r in discrete if not r["agree"]]
+
+
+def test_a_v1_scenario_runs_on_v2_with_its_knobs_mapped():
+    """`--hierarchy v2` on a v1 scenario: limit -> memory.max, max_usage -> memory.peak,
+    failcnt -> memory.events max, oom_control -> memory.events, soft limit -> memory.low,
+    force_empty -> memory.reclaim; the run reports the mapping and the hog outcome holds."""
+    from memcg.scenario import load_scenario, parse_scenario, run_scenario
+    from memcg.scenario.v2map import on_hierarchy
+    sc = on_hierarchy(load_scenario("hog"), "v2")
+    result = run_scenario(sc, memcg.SimKernel(**sc.machine.sim_kwargs()))
+    assert all(e["ok"] for e in result["expectations"]), result["expectations"]
+    assert result["mapped"]["memory.limit_in_bytes"] == "memory.max"
+    assert result["mapped"]["memory.oom_control"] == "memory.events"
+    assert result["groups"]["/hog"]["memory.limit_in_bytes"] == str(64 * MiB) + "\n"
+    text = ('[machine]\nmemory = "256M"\n[[group]]\npath = "/a"\nfiles = { "memory.soft_limit_in_bytes" = "8M" }\n'
+            '[[task]]\nname = "t"\ngroup = "/a"\n'
+            '[[step]]\nat = 0\ntask = "t"\nread_file = "f"\nsize = "16M"\n'
+            '[[step]]\nat = 1\nwrite = { "/a/memory.force_empty" = "0" }\n'
+            '[[step]]\nat = 2\nexpect = { "/a/memory.usage_in_bytes" = "< 1M", "/a/memory.soft_limit_in_bytes" = "== 8M" }\n')
+    sc = on_hierarchy(parse_scenario(text), "v2")
+    k = memcg.SimKernel(**sc.machine.sim_kwargs())
+    result = run_scenario(sc, k)
+    assert all(e["ok"] for e in result["expectations"]), result["expectations"]
+    assert result["mapped"]["memory.soft_limit_in_bytes"] == "memory.low"
+    assert result["mapped"]["memory.force_empty"] == "memory.reclaim"
+    with pytest.raises(ValueError, match="written for cgroup v2"):
+        on_hierarchy(load_scenario("oom-group"), "v1")

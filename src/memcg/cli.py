@@ -39,6 +39,7 @@ from .scenario import (
     load_scenario,
     run_scenario,
 )
+from .scenario.v2map import on_hierarchy
 
 __all__ = ["KERNELS", "main", "make_kernel"]
 
@@ -117,7 +118,7 @@ def _boot_vm(cls, m) -> Kernel:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario, _params(args.param))
+    scenario = _hierarchy(load_scenario(args.scenario, _params(args.param)), args.hierarchy)
     kernel = make_kernel(scenario, args.backend)
     result = run_scenario(scenario, kernel, settle=True)   # exact final memory.stat on real cgroups
     if args.json != "-":
@@ -216,8 +217,18 @@ def _check_profile(path: str | None) -> None:
         raise _Fatal(str(e)) from None
 
 
+def _hierarchy(scenario, hierarchy: str | None):
+    """--hierarchy: a v1 scenario on cgroup v2 (its knobs mapped, scenario.v2map)."""
+    if hierarchy is None:
+        return scenario
+    try:
+        return on_hierarchy(scenario, hierarchy)
+    except ValueError as e:
+        raise _Fatal(str(e)) from None
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario, _params(args.param))
+    scenario = _hierarchy(load_scenario(args.scenario, _params(args.param)), args.hierarchy)
     _check_profile(args.profile)
     real = make_kernel(scenario, args.against)   # fail early, before the simulated run
     try:
@@ -228,7 +239,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.against == "vm":
         result["kernel"] = real.kernel_release
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-                  f"(a QEMU guest, cgroup v1, root limited to the machine's {scenario.machine.memory})")
+                  f"(a QEMU guest, cgroup {scenario.machine.hierarchy}, root limited to the machine's {scenario.machine.memory})")
     else:
         result["kernel"] = platform.release()
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
@@ -396,6 +407,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="OUT", help="write the JSON of the run to OUT ('-': to stdout, instead of the summary)")
     r.add_argument("--plot", metavar="OUT.png", help="plot usage, cache and rss per group")
     r.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
+    r.add_argument("--hierarchy", choices=("v1", "v2"),
+                   help="the cgroup version to run on (a v1 scenario on v2: its knobs mapped)")
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser("list", help="list the built-in scenarios")
@@ -416,6 +429,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="OUT", help="write the comparison as JSON to OUT")
     c.add_argument("--profile", metavar="FILE", help="a calibration profile for the simulated kernel")
     c.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a [params] value")
+    c.add_argument("--hierarchy", choices=("v1", "v2"),
+                   help="the cgroup version to run on (a v1 scenario on v2: its knobs mapped)")
     c.set_defaults(func=_cmd_compare)
 
     cal = sub.add_parser("calibrate", help="measure this kernel's per-object memory costs on real "

@@ -84,6 +84,9 @@ def summary(result: dict[str, Any], description: str = "") -> str:
     params = result.get("params") or {}
     if params:
         lines.append("  params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    if result.get("mapped"):
+        lines.append("  on cgroup v2, the v1 files were served by: "
+                     + ", ".join(f"{v1} -> {v2}" for v1, v2 in result["mapped"].items()))
 
     groups = result.get("groups", {})
     if groups:

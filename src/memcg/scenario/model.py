@@ -141,6 +141,8 @@ class Scenario:
     events: list[EventSpec]
     steps: list[Step]
     ticks: int
+    # "v1": written with v1 file names and run on a v2 kernel through scenario.v2map
+    mapped_from: str = ""
 
     def group_paths(self) -> list[str]:
         """The paths of the declared groups, in declaration order."""

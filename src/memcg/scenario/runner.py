@@ -373,7 +373,7 @@ class _Run:
     # -- the result
 
     def group_files(self) -> dict[str, dict[str, str]]:
-        if self.sc.machine.hierarchy == "v2":
+        if self.sc.machine.hierarchy == "v2" and not self.sc.mapped_from:
             names = REPORTED_FILES_V2 + (SWAP_FILES_V2 if self.sc.machine.swap_bytes > 0 else ())
         else:
             names = REPORTED_FILES + (MEMSW_FILES if self.sc.machine.swap_bytes > 0 else ())
@@ -402,6 +402,7 @@ class _Run:
             "scenario": self.sc.name,
             "backend": self.k.backend,
             "hierarchy": self.sc.machine.hierarchy,
+            **({"mapped": dict(self.k.mapped)} if self.sc.mapped_from else {}),
             "groups": self.group_files(),
             "tasks": {name: {"pid": int(t.pid), "state": t.state} for name, t in self.tasks.items()},
             "events": dict(self.event_totals),
@@ -441,6 +442,9 @@ def run_scenario(scenario: Scenario, kernel: Kernel, *, settle: bool = False,
     exact on a kernel whose statistics lag.  `inspect(kernel)`, if given, runs after the
     result is taken and before the kernel is closed.  The kernel is always closed.
     """
+    if scenario.mapped_from == "v1":
+        from .v2map import V1NamesOnV2  # late: v2map imports the model, as this module does
+        kernel = V1NamesOnV2(kernel)
     try:
         run = _Run(scenario, kernel)
         run.setup()
