@@ -128,6 +128,8 @@ def test_subtree_control_decides_who_has_memory(k):
     assert errno_of(k.write, "/q/c/cgroup.subtree_control", "+memory") == "ENOENT"
     assert errno_of(k.write, "/p/cgroup.subtree_control", "memory") == "EINVAL"
     assert errno_of(k.write, "/p/cgroup.subtree_control", "+nosuch") == "EINVAL"
+    # a controller the kernel has but does not offer here: ENOENT
+    assert errno_of(k.write, "/p/cgroup.subtree_control", "+cpu") == "ENOENT"
     # the later of "+x" and "-x" wins; the same state again is no error
     k.write("/q/cgroup.subtree_control", "+memory -memory")
     assert k.read("/q/cgroup.subtree_control") == ""

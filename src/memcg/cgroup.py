@@ -61,6 +61,9 @@ def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
 # the controllers of this kernel on the default hierarchy (cgroup_subsys[]); the model's
 # machine has the memory controller only
 CGROUP_SUBSYS = ("memory",)
+# the other controllers the kernel knows (include/linux/cgroup_subsys.h, 6.18): none is
+# available on this machine's default hierarchy, so enabling one is ENOENT, not EINVAL
+OTHER_SUBSYS = ("cpuset", "cpu", "io", "hugetlb", "pids", "rdma", "misc", "dmem")
 # include/linux/limits.h / kernel/cgroup/cgroup.c: max.depth and max.descendants start at INT_MAX
 INT_MAX = 2**31 - 1
 
@@ -150,7 +153,7 @@ def cgroup_subtree_control_write(sys: System, memcg: MemCgroup, text: str) -> No
         if not tok:
             continue
         ss = tok[1:]
-        if ss not in CGROUP_SUBSYS:
+        if ss not in CGROUP_SUBSYS + OTHER_SUBSYS:
             raise OSError(errno.EINVAL, "Invalid argument")
         if tok[0] == "+":
             enable.add(ss)
@@ -161,7 +164,7 @@ def cgroup_subtree_control_write(sys: System, memcg: MemCgroup, text: str) -> No
         else:
             raise OSError(errno.EINVAL, "Invalid argument")
     c = cgrp(sys, memcg)
-    for ss in CGROUP_SUBSYS:
+    for ss in CGROUP_SUBSYS + OTHER_SUBSYS:
         if ss in enable:
             if ss in c.subtree_control:
                 enable.discard(ss)
