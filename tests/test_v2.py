@@ -659,17 +659,19 @@ def _random_ops(seed: int, n: int) -> list:
     rng = random.Random(seed)
     ops = []
     for _ in range(n):
-        kind = rng.choice(["mkdir", "mkdir", "enable", "disable", "spawn", "move", "exit",
-                           "max", "touch", "rmdir"])
-        ops.append((kind, rng.choice(GROUPS), rng.choice(GROUPS), rng.choice([4, 8, 16, 64])))
+        kind = rng.choice(["mkdir", "mkdir", "enable", "disable", "spawn", "spawn", "move", "exit",
+                           "max", "touch", "touch", "rmdir", "kill", "oomgroup"])
+        ops.append((kind, rng.choice(GROUPS), rng.choice(GROUPS), rng.choice([4, 8, 16, 64]),
+                    rng.choice([1, 2, 24])))
     return ops
 
 
-def _observe(k, groups) -> dict:
+def _observe(k, tasks: dict) -> dict:
     """What both kernels must agree on: which groups exist, which have memory files, their
-    subtree_control and controllers, how many tasks, populated, and memory.max."""
+    subtree_control and controllers, how many tasks, populated, memory.max, memory.oom.group,
+    the OOM kill counts, and which tasks still run."""
     seen = {}
-    for g in ["/t"] + groups:
+    for g in ["/t"] + GROUPS:
         try:
             names = k.listdir(g)
         except OSError as e:
@@ -681,8 +683,11 @@ def _observe(k, groups) -> dict:
                "procs": len(k.read(f"{g}/cgroup.procs").split()),
                "events": k.read(f"{g}/cgroup.events")}
         if row["memory"]:
-            row["max"] = k.read(f"{g}/memory.max")
+            ev = events(k, f"{g}/memory.events")
+            row.update(max=k.read(f"{g}/memory.max"), oom_group=k.read(f"{g}/memory.oom.group"),
+                       oom_kill=ev["oom_kill"], oom_group_kill=ev["oom_group_kill"])
         seen[g] = row
+    seen["running"] = [t.state == "running" for t, _ in tasks.values()]
     return seen
 
 
@@ -691,7 +696,8 @@ def _run_ops(k, ops) -> list:
     top(k)
     tasks = {}
     log = []
-    for i, (kind, g, h, mib) in enumerate(ops):
+    for i, (kind, g, h, mib, size) in enumerate(ops):
+        err = None
         if kind == "mkdir":
             # the guest's mkdir enables +memory in the parent first: do it in the open
             parent = g.rsplit("/", 1)[0]
@@ -705,32 +711,31 @@ def _run_ops(k, ops) -> list:
         elif kind == "spawn":
             try:
                 tasks[i] = (k.spawn(g), g)
-                err = None
             except OSError as e:
                 err = errno.errorcode[e.errno]
-        elif kind == "move" and tasks:
-            key = sorted(tasks)[mib % len(tasks)]
-            t, where = tasks[key]
-            err = errno_of(t.move, h)
-            if err is None:
-                tasks[key] = (t, h)
-        elif kind == "exit" and tasks:
-            key = sorted(tasks)[mib % len(tasks)]
-            tasks.pop(key)[0].exit()
-            err = None
+        elif kind in ("move", "exit", "touch"):
+            live = sorted(x for x in tasks if tasks[x][0].state == "running")
+            if not live:
+                err = "skip"
+            else:
+                t = tasks[live[mib % len(live)]][0]
+                if kind == "move":
+                    err = errno_of(t.move, h)
+                elif kind == "exit":
+                    t.exit()
+                else:
+                    t.touch_anon(size * MiB)   # 24M past a small memory.max: the OOM killer
         elif kind == "max":
             err = errno_of(k.write, f"{g}/memory.max", f"{mib}M")
-        elif kind == "touch" and tasks:
-            key = sorted(tasks)[mib % len(tasks)]
-            t, where = tasks[key]
-            t.touch_anon(MiB)
-            err = None
         elif kind == "rmdir":
             err = errno_of(k.rmdir, g)
-        else:
-            err = "skip"
+        elif kind == "kill":
+            err = errno_of(k.write, f"{g}/cgroup.kill", "1")
+        elif kind == "oomgroup":
+            err = errno_of(k.write, f"{g}/memory.oom.group", "1")
         log.append((i, kind, g, h, err))
-    log.append(_observe(k, GROUPS))
+    k.settle()
+    log.append(_observe(k, tasks))
     for t, _ in tasks.values():
         if t.state == "running":
             t.exit()
@@ -740,9 +745,10 @@ def _run_ops(k, ops) -> list:
 @pytest.mark.vm
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_tree_operations_agree_with_the_guest(seed, v2_guest):
-    """Random mkdir/rmdir, +memory/-memory, spawn/move/exit, memory.max and small touches:
-    every errno and the final tree (memory files, subtree_control, controllers, tasks,
-    populated, memory.max) are the same on the model and on the real kernel."""
+    """Random mkdir/rmdir, +memory/-memory, spawn/move/exit, memory.max, touches (some past
+    the limit), cgroup.kill and memory.oom.group: every errno and the final tree (memory
+    files, subtree_control, controllers, tasks, populated, memory.max, oom.group, oom_kill
+    and oom_group_kill counts, which tasks live) are the same on the model and the guest."""
     ops = _random_ops(seed, 40)
     sim = memcg.SimKernel(memory="1G", hierarchy="v2")
     want = _run_ops(sim, ops)
