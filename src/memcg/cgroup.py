@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from . import psi
+
 if TYPE_CHECKING:
     from .mm.memcontrol import MemCgroup
     from .system import System
@@ -31,9 +33,12 @@ def cgroup_attach_task(sys: System, task, memcg: MemCgroup) -> None:
     (charge moving at immigration is gone from today's kernel)."""
     if task.memcg is memcg:
         return
-    task.memcg.tasks.remove(task)
+    old = task.memcg
+    old.tasks.remove(task)
     memcg.tasks.append(task)
     task.memcg = memcg
+    if getattr(task, "psi_flags", 0):
+        psi.cgroup_move_task(sys, task, old, memcg)  # its stall states move with it
 
 
 def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
