@@ -17,7 +17,8 @@ from .fs import dcache, namei
 from .kernel import PAGE_SIZE
 from .mm import filemap, memcontrol, memcontrol_v1, slab
 from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
-from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
+from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, CHARGE_THROTTLED,
+                         OBJCG_POINTER_SIZE,
                          THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page)
 from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
@@ -249,6 +250,12 @@ class SimTask(kernel.Task):
                     sched.mod_timer(clock, self.nomem_retry, clock.now + 1)
                 return
             if ret == CHARGE_KILLED:
+                return
+            if ret == CHARGE_THROTTLED:
+                # mem_cgroup_handle_over_high() called from try_charge_memcg() sleeps in
+                # the fault; the fault goes on after the penalty
+                penalty, self.memcg_high_penalty = self.memcg_high_penalty, 0
+                self.throttle(penalty)
                 return
             self._work.popleft()
             if self.memcg_nr_pages_over_high or self.memcg_high_penalty:

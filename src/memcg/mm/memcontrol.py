@@ -485,6 +485,9 @@ def high_limited(memcg: MemCgroup) -> bool:
 CHARGE_NOMEM = -errno.ENOMEM
 CHARGE_OOM_WAIT = 1  # v1 oom_kill_disable: the faulting task sleeps (memcg_in_oom)
 CHARGE_KILLED = 2  # the charging task itself was chosen by the OOM killer
+# v2: a synchronous memory.high reclaim in a user fault left a penalty; the fault stops
+# here and the task sleeps it (mem_cgroup_handle_over_high), then goes on where it stopped
+CHARGE_THROTTLED = 3
 
 
 def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | None,
@@ -719,6 +722,8 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
     cpu = task.cpu if task is not None else 0
     done = 0
     while done < n:
+        if user_fault and task is not None and task.memcg_high_penalty:
+            return done, CHARGE_THROTTLED  # the fault sleeps inside the kernel
         done += consume_stock(sys, memcg, n - done, cpu)
         if done == n:
             break
