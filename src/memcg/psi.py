@@ -504,7 +504,12 @@ def update_triggers(group: PsiGroup, now: int) -> int:
         if t.event == 0:
             t.event = 1
             t.events += 1
-            t.efd.signal()  # wake_up_interruptible(&t->event_wait): POLLPRI
+            if t.efd is not None:
+                # wake_up_interruptible(&t->event_wait): the poller sees POLLPRI and
+                # psi_trigger_poll() takes the event (t->event back to 0) - the eventfd
+                # stands for a poller always waiting in poll()
+                t.efd.signal()
+                t.event = 0
         t.last_event_time = now
         t.pending_event = False
     if update_total:
