@@ -116,46 +116,66 @@ def test_calculate_high_delay_follows_the_kernels_table(usage_mb, table_ms):
     assert abs(jiffies * 1000 // sched.HZ - table_ms) <= 1000 // sched.HZ
 
 
-def test_high_throttles_anon_without_oom_and_keeps_page_cache_near_high():
-    # test_memcg_high: high 30M and no swap; 31M of anon survives (no OOM), 50M of page
-    # cache never brings memory.current to 50M, high events are counted
-    k = SimKernel(memory="1G", hierarchy="v2")
-    k.mkdir("/t")
-    _set(k, "/t", "memory.swap.max", 0)
-    _set(k, "/t", "memory.high", 30 * MB)
-    t = k.spawn("/t")
+def check_memcg_high(k, g):
+    """test_memcg_high: high 30M and no swap; 31M of anon survives (no OOM), 50M of page
+    cache never brings memory.current to 50M, high events are counted."""
+    k.mkdir(g)
+    _set(k, g, "memory.swap.max", 0)
+    _set(k, g, "memory.high", 30 * MB)
+    t = k.spawn(g)
     t.touch_anon(31 * MB)
     k.advance(10)
     assert t.state == "running"
-    assert _event(k, "/t", "oom_kill") == 0 and _event(k, "/t", "max") == 0
+    assert _event(k, g, "oom_kill") == 0 and _event(k, g, "max") == 0
     t.exit()
-    r = k.spawn("/t")
+    r = k.spawn(g)
     r.read_file("cache", 50 * MB)
     k.advance(5)
-    assert _current(k, "/t") < 50 * MB
-    assert _current(k, "/t") <= 30 * MB + 30 * MB // 20  # within 5% of memory.high
-    assert _event(k, "/t", "high") > 0
-    assert _event(k, "/t", "oom_kill") == 0
+    assert _current(k, g) < 50 * MB
+    assert _current(k, g) <= 30 * MB + 30 * MB // 20  # within 5% of memory.high
+    assert _event(k, g, "high") > 0
+    assert _event(k, g, "oom_kill") == 0
+    r.exit()
+
+
+def check_memcg_high_sync(k, g, size):
+    """test_memcg_high_sync: one big mlock with high 30M and max 140M - the synchronous
+    over-high path sleeps the task inside the fault, so memory.max is never reached:
+    high events grow, max events do not, nobody is OOM-killed."""
+    k.mkdir(g)
+    _set(k, g, "memory.swap.max", 0)
+    _set(k, g, "memory.high", 30 * MB)
+    _set(k, g, "memory.max", 140 * MB)
+    pre_high, pre_max = _event(k, g, "high"), _event(k, g, "max")
+    t = k.spawn(g)
+    t.touch_anon(size, locked=True)
+    for _ in range(120):
+        if t.state != "blocked":
+            break
+        assert 30 * MB < _current(k, g) < 140 * MB
+        k.advance(1)
+    assert _event(k, g, "high") > pre_high
+    assert _event(k, g, "max") == pre_max
+    assert _event(k, g, "oom_kill") == 0
+    t.exit()
+
+
+def test_high_throttles_anon_without_oom_and_keeps_page_cache_near_high():
+    check_memcg_high(SimKernel(memory="1G", hierarchy="v2"), "/t")
 
 
 def test_high_throttles_one_big_mlock_inside_the_kernel():
-    # test_memcg_high_sync: 200M mlocked in one call with high 30M and max 140M - the
-    # synchronous over-high path sleeps the task inside the fault, so memory.max is never
-    # reached: high events grow, max events do not
     k = SimKernel(memory="1G", hierarchy="v2")
     k.mkdir("/t")
-    _set(k, "/t", "memory.swap.max", 0)
     _set(k, "/t", "memory.high", 30 * MB)
     _set(k, "/t", "memory.max", 140 * MB)
-    pre_high, pre_max = _event(k, "/t", "high"), _event(k, "/t", "max")
     t = k.spawn("/t")
-    t.touch_anon(200 * MB, locked=True)
+    t.touch_anon(200 * MB, locked=True)  # the selftest's 200M: still sleeping after 10 s
     k.advance(10)
-    assert t.state == "blocked"  # still paying its penalties
-    assert _event(k, "/t", "high") > pre_high
-    assert _event(k, "/t", "max") == pre_max
+    assert t.state == "blocked"
     assert 30 * MB < _current(k, "/t") < 140 * MB
-    assert _event(k, "/t", "oom_kill") == 0
+    assert _event(k, "/t", "high") > 0 and _event(k, "/t", "max") == 0
+    check_memcg_high_sync(SimKernel(memory="1G", hierarchy="v2"), "/u", 36 * MB)
 
 
 def test_the_penalty_sleep_blocks_only_the_throttled_task():
@@ -176,52 +196,65 @@ def test_the_penalty_sleep_blocks_only_the_throttled_task():
 
 # --- memory.min and memory.low --------------------------------------------------------
 
-def _protection_tree(attr, mount_options=()):
+def _protection_tree(k, r, attr):
     """test_memcg_min/low's tree: A (max 200M, no swap) / B (50M) / C 75M, D 25M, E 0,
-    F 500M, with 50M of page cache in C, D and E; then A/G allocates 148M of anon."""
-    k = SimKernel(memory="1G", hierarchy="v2", mount_options=mount_options)
+    F 500M, with 50M of page cache in C, D and E; then A/G allocates 148M of anon, and
+    B keeps its 50M, shared 29M/21M between C and D (memcg_protection.m)."""
     for p in ("/A", "/A/B", "/A/G") + tuple(f"/A/B/{c}" for c in "CDEF"):
-        k.mkdir(p)
-    _set(k, "/A", "memory.max", 200 * MB)
-    _set(k, "/A", "memory.swap.max", 0)
-    for c in "CDE":
-        k.spawn(f"/A/B/{c}").read_file(f"file-{c}", 50 * MB)
+        k.mkdir(r + p)
+    _set(k, r + "/A", "memory.max", 200 * MB)
+    _set(k, r + "/A", "memory.swap.max", 0)
+    readers = [k.spawn(f"{r}/A/B/{c}") for c in "CDE"]
+    for c, t in zip("CDE", readers):
+        t.read_file(f"file-{c}", 50 * MB)
     for p, mb in (("/A/B", 50), ("/A/B/C", 75), ("/A/B/D", 25), ("/A/B/E", 0), ("/A/B/F", 500)):
-        _set(k, p, attr, mb * MB)
-    assert values_close(_current(k, "/A/B"), 150 * MB, 3)
-    g = k.spawn("/A/G")
+        _set(k, r + p, attr, mb * MB)
+    assert values_close(_current(k, r + "/A/B"), 150 * MB, 3)
+    g = k.spawn(r + "/A/G")
     g.touch_anon(148 * MB)
     assert g.state == "running"
-    assert values_close(_current(k, "/A/B"), 50 * MB, 3)
-    assert values_close(_current(k, "/A/B/C"), 29 * MB, 15)
-    assert values_close(_current(k, "/A/B/D"), 21 * MB, 20)
-    assert _current(k, "/A/B/F") == 0
+    assert values_close(_current(k, r + "/A/B"), 50 * MB, 3)
+    assert values_close(_current(k, r + "/A/B/C"), 29 * MB, 15)
+    assert values_close(_current(k, r + "/A/B/D"), 21 * MB, 20)
+    assert _current(k, r + "/A/B/F") == 0
     g.exit()
-    return k
+    return readers
+
+
+def check_memcg_min(k, r):
+    readers = _protection_tree(k, r, "memory.min")
+    g = k.spawn(r + "/A/G")
+    g.touch_anon(170 * MB)  # more than A has unprotected: the OOM killer, not B's cache
+    assert g.state == "oom_killed"
+    assert _event(k, r + "/A/G", "oom_kill") == 1
+    assert values_close(_current(k, r + "/A/B"), 50 * MB, 3)
+    return readers
+
+
+def check_memcg_low(k, r, recursiveprot):
+    readers = _protection_tree(k, r, "memory.low")
+    g = k.spawn(r + "/A/G")
+    g.touch_anon(170 * MB)  # low is best effort: the allocation succeeds
+    assert g.state == "running"
+    assert values_close(_current(k, r + "/A/B"), 30 * MB, 3)
+    for c in "CDEF":
+        assert _event(k, f"{r}/A/B/{c}", "oom") == 0
+    assert _event(k, r + "/A/B/C", "low") > 0 and _event(k, r + "/A/B/D", "low") > 0
+    assert _event(k, r + "/A/B/F", "low") == 0
+    if not recursiveprot:
+        assert _event(k, r + "/A/B/E", "low") == 0
+    g.exit()
+    return readers
 
 
 def test_memory_min_is_shared_in_proportion_and_holds_against_oom():
-    k = _protection_tree("memory.min")
-    g = k.spawn("/A/G")
-    g.touch_anon(170 * MB)  # more than A has unprotected: the OOM killer, not B's cache
-    assert g.state == "oom_killed"
-    assert _event(k, "/A/G", "oom_kill") == 1
-    assert values_close(_current(k, "/A/B"), 50 * MB, 3)
+    check_memcg_min(SimKernel(memory="1G", hierarchy="v2"), "")
 
 
 @pytest.mark.parametrize("mount_options", [(), ("memory_recursiveprot",)])
 def test_memory_low_gives_way_with_low_events_only_where_it_protected(mount_options):
-    k = _protection_tree("memory.low", mount_options)
-    g = k.spawn("/A/G")
-    g.touch_anon(170 * MB)  # low is best effort: the allocation succeeds
-    assert g.state == "running"
-    assert values_close(_current(k, "/A/B"), 30 * MB, 3)
-    for c in "CDEF":
-        assert _event(k, f"/A/B/{c}", "oom") == 0
-    assert _event(k, "/A/B/C", "low") > 0 and _event(k, "/A/B/D", "low") > 0
-    assert _event(k, "/A/B/F", "low") == 0
-    if not mount_options:
-        assert _event(k, "/A/B/E", "low") == 0
+    k = SimKernel(memory="1G", hierarchy="v2", mount_options=mount_options)
+    check_memcg_low(k, "", bool(mount_options))
 
 
 @st.composite
@@ -294,20 +327,39 @@ def test_memory_pressure_reads_zero_on_an_idle_group_and_the_root_has_one():
     _pressure(k, "/")
 
 
+def check_throttled_pressure(k, r):
+    """A task throttled at memory.high stalls its group and every ancestor; alone in its
+    group and asleep in the stall, its some and full times are the same."""
+    k.mkdir(r + "/a")
+    k.mkdir(r + "/a/b")
+    _set(k, r + "/a/b", "memory.swap.max", 0)
+    _set(k, r + "/a/b", "memory.high", 8 * MB)
+    efd = k.event(r + "/a/b/memory.pressure", "some 150000 1000000")
+    t = k.spawn(r + "/a/b")
+    t.touch_anon(12 * MB)
+    k.advance(4)
+    b, a = _pressure(k, r + "/a/b"), _pressure(k, r + "/a")
+    assert b["some"][3] > 100000  # microseconds
+    assert abs(b["some"][3] - b["full"][3]) <= b["some"][3] // 10
+    assert a["some"][3] >= b["some"][3] * 9 // 10
+    assert 0 < b["some"][0] <= 100
+    assert efd.signals >= 1 if hasattr(efd, "signals") else efd.count() >= 1
+    t.exit()
+    efd.close()
+
+
 def test_a_throttled_task_stalls_its_group_and_the_ancestors():
     k = SimKernel(memory="1G", hierarchy="v2")
-    k.mkdir("/a")
-    k.mkdir("/a/b")
-    _set(k, "/a/b", "memory.high", 8 * MB)
-    t = k.spawn("/a/b")
+    check_throttled_pressure(k, "")
+    k.mkdir("/x")
+    _set(k, "/x", "memory.high", 8 * MB)
+    t = k.spawn("/x")
     t.touch_anon(16 * MB)
     assert t.state == "blocked"
     k.advance(20)
-    b, a, root = _pressure(k, "/a/b"), _pressure(k, "/a"), _pressure(k, "/")
-    assert b["some"][3] > 0
-    assert b["some"] == b["full"]  # one task, asleep in its stall: nothing productive runs
-    assert a["some"][3] == b["some"][3] == root["some"][3]
-    assert 0 < b["some"][0] <= 100
+    x, root = _pressure(k, "/x"), _pressure(k, "/")
+    assert x["some"] == x["full"]
+    assert root["some"][3] >= x["some"][3]
 
 
 @pytest.mark.parametrize("text", ["some 0 1000000", "some 1000001 1000000", "some 1000 499999",
