@@ -116,7 +116,7 @@ def test_calculate_high_delay_follows_the_kernels_table(usage_mb, table_ms):
     assert abs(jiffies * 1000 // sched.HZ - table_ms) <= 1000 // sched.HZ
 
 
-def check_memcg_high(k, g):
+def check_memcg_high(k, g, page_cache=True):
     """test_memcg_high: high 30M and no swap; 31M of anon survives (no OOM), 50M of page
     cache never brings memory.current to 50M, high events are counted."""
     k.mkdir(g)
@@ -128,6 +128,9 @@ def check_memcg_high(k, g):
     assert t.state == "running"
     assert _event(k, g, "oom_kill") == 0 and _event(k, g, "max") == 0
     t.exit()
+    assert _event(k, g, "high") > 0
+    if not page_cache:
+        return
     r = k.spawn(g)
     r.read_file("cache", 50 * MB)
     k.advance(5)

@@ -6,6 +6,7 @@ follows, the test says so.  Skipped, saying why, where qemu or the guest kernel 
 """
 
 import errno
+import time
 
 import pytest
 
@@ -25,12 +26,30 @@ def guest():
     k.close()
 
 
+# The guest has no disk yet: its files are on tmpfs (shmem, charged when they are made),
+# so there is no reclaimable page cache for the protection tests to reclaim
+NO_PAGE_CACHE = "the VM guest has no disk yet: its files are tmpfs, not reclaimable page cache"
+
+
 def _remove(k, top):
-    """Remove top and everything under it, deepest first (their tasks are gone)."""
-    for name in k.listdir(top):
+    """Kill what is left in top (cgroup.kill) and remove it, deepest groups first."""
+    try:
+        names = k.listdir(top)
+    except FileNotFoundError:
+        return
+    k.write(f"{top}/cgroup.kill", "1")
+    for name in names:
         if name.startswith(("cgroup.", "memory.", "cpu.", "io.", "pids.")):
             continue
         _remove(k, f"{top}/{name}")
+    for _ in range(50):
+        try:
+            k.rmdir(top)
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            time.sleep(0.1)  # the killed tasks are still exiting
     k.rmdir(top)
 
 
@@ -42,7 +61,7 @@ def group(guest, request):
 
 
 def test_guest_memory_high_throttles_without_oom(guest, group):
-    check_memcg_high(guest, group)
+    check_memcg_high(guest, group, page_cache=False)  # the page-cache half: NO_PAGE_CACHE
 
 
 def test_guest_memory_high_throttles_one_mlock_inside_the_kernel(guest, group):
@@ -51,6 +70,7 @@ def test_guest_memory_high_throttles_one_mlock_inside_the_kernel(guest, group):
     check_memcg_high_sync(guest, group, 36 * MB)
 
 
+@pytest.mark.skip(reason=NO_PAGE_CACHE)
 def test_guest_memory_min(guest, group):
     guest.mkdir(group)
     readers = check_memcg_min(guest, group)
@@ -58,6 +78,7 @@ def test_guest_memory_min(guest, group):
         t.exit()
 
 
+@pytest.mark.skip(reason=NO_PAGE_CACHE)
 def test_guest_memory_low(guest, group):
     # the guest's cgroup2 is mounted without memory_recursiveprot
     guest.mkdir(group)
