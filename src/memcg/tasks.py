@@ -141,6 +141,7 @@ class SimTask(kernel.Task):
         self.in_memstall = False
         self.memcg_nr_pages_over_high = 0
         self.memcg_high_penalty = 0
+        self.mm_populate = False  # faulting pages in inside one system call (mlock)
         self.throttle_timer = sched.HrTimer(SimTask._throttle_end, self)
         self._throttle_pflags = None
         memcg.tasks.append(self)
@@ -203,6 +204,7 @@ class SimTask(kernel.Task):
         memory.high reclaim and penalty the operation's charges left (set_notify_resume)."""
         penalty = self.memcg_high_penalty
         self.memcg_high_penalty = 0
+        self.mm_populate = False  # faulting pages in inside one system call (mlock)
         if self.memcg_nr_pages_over_high:
             penalty += memcontrol.mem_cgroup_handle_over_high(self._sys, self)
         if penalty and self._state == "running":
@@ -232,6 +234,7 @@ class SimTask(kernel.Task):
                 ret = op()
             finally:
                 self._in_op = False
+                self.mm_populate = False
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")  # the pending SIGKILL, on return to user space
             if self._state != "running":

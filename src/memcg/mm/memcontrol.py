@@ -722,8 +722,16 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
     cpu = task.cpu if task is not None else 0
     done = 0
     while done < n:
-        if user_fault and task is not None and task.memcg_high_penalty:
-            return done, CHARGE_THROTTLED  # the fault sleeps inside the kernel
+        if user_fault and task is not None and (task.memcg_high_penalty or (
+                task.memcg_nr_pages_over_high and not task.mm_populate)):
+            # Between two faults: the last one returned to user space and paid its
+            # memory.high debt (resume_user_mode_work) - or, inside one system call that
+            # populates many pages (mlock), the synchronous reclaim left a penalty.  The
+            # fault stops here; the task sleeps and then goes on with the next page.
+            if not task.mm_populate:
+                task.memcg_high_penalty += mem_cgroup_handle_over_high(sys, task)
+            if task.memcg_high_penalty:
+                return done, CHARGE_THROTTLED
         done += consume_stock(sys, memcg, n - done, cpu)
         if done == n:
             break
