@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .mm.page_counter import PAGE_COUNTER_MAX
+from . import psi
 
 if TYPE_CHECKING:
     from .mm.memcontrol import MemCgroup
@@ -34,11 +35,14 @@ def cgroup_attach_task(sys: System, task, memcg: MemCgroup) -> None:
     (charge moving at immigration is gone from today's kernel)."""
     if task.memcg is memcg:
         return
-    cgroup_update_populated(sys, task.memcg, -1)
-    task.memcg.tasks.remove(task)
+    old = task.memcg
+    cgroup_update_populated(sys, old, -1)
+    old.tasks.remove(task)
     memcg.tasks.append(task)
     task.memcg = memcg
     cgroup_update_populated(sys, memcg, 1)
+    if getattr(task, "psi_flags", 0):
+        psi.cgroup_move_task(sys, task, old, memcg)  # its stall states move with it
 
 
 def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:

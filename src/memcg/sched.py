@@ -24,6 +24,16 @@ made runnable before a tick still runs after that tick's timers.
 
 The state is a plain `Clock` (System.clock); the functions receive it.  Time is in
 ticks of one second (`Clock.now`, the model's jiffies).
+
+Beside the ticks the clock keeps a monotonic time in nanoseconds (`Clock.ns`, the
+kernel's sched_clock()/ktime_get()) for what the kernel times finer than a tick: the
+memory.high penalty sleeps and PSI's stall times, averaging periods and trigger windows
+(kernel/sched/psi.c).  It never runs behind the ticks: each tick sets it to at least
+`now` seconds.  Sleeps and PSI's workers are high-resolution timers (`HrTimer`) on a
+second heap keyed by (nanoseconds, sequence number); `run_until` runs those that expire
+before a tick (and at it) first, each followed by a return to user space, then the
+tick.  Nothing on cgroup v1 arms one, so v1 runs see exactly the ticks they always saw.
+Kernel code that counts in jiffies does so at HZ (below), not in the model's ticks.
 """
 
 from __future__ import annotations
@@ -43,6 +53,27 @@ TASK = 7  # a woken task resumes the operations it was blocked in
 # What the timer softirq of a tick runs (__run_timers)
 TIMERS = (WRITEBACK, NOMEM_RETRY, TCP_DELACK, TCP_RETRANSMIT, TCP_PROBE)
 
+# include/vdso/time64.h
+NSEC_PER_SEC = 1_000_000_000
+NSEC_PER_MSEC = 1_000_000
+NSEC_PER_USEC = 1_000
+# CONFIG_HZ of the kernel code the model follows where it counts in jiffies (memory.high
+# penalties, PSI_FREQ, timer slack): 250, Debian's and most distributions' setting, the
+# VM guest's included.  The model's own tick (Clock.now) is one second, not a jiffy.
+HZ = 250
+TICK_NSEC = NSEC_PER_SEC // HZ
+
+
+def jiffies_to_nsecs(j: int) -> int:
+    """include/linux/jiffies.h: jiffies_to_nsecs()."""
+    return j * TICK_NSEC
+
+
+def nsecs_to_jiffies(n: int) -> int:
+    """kernel/time/time.c: nsecs_to_jiffies() (HZ divides NSEC_PER_SEC)."""
+    return n // TICK_NSEC
+
+
 # A heap entry: [time, priority, order, sequence number, fn, args]; fn is None once
 # the event was cancelled (it is dropped when it comes to the top).
 _TIME, _PRIO, _FN, _ARGS = 0, 1, 4, 5
@@ -58,6 +89,8 @@ class Clock:
         self.sleeping: list = []  # blocked tasks (tasks.py), in the order they slept
         self.in_resched = False  # user-space threads are running (cond_resched)
         self.in_exit = False  # the return to user space is running (exit_to_user_mode)
+        self.ns = 0  # nanoseconds since boot (sched_clock()); never behind now seconds
+        self.hrtimers: list = []  # the high-resolution timer heap: [ns, seq, fn, args]
 
 
 class Timer:
@@ -206,10 +239,71 @@ def exit_to_user_mode(clock: Clock) -> None:
         clock.in_exit = False
 
 
+class HrTimer:
+    """struct hrtimer: fn(*args) runs when Clock.ns reaches the expiry (nanoseconds)."""
+
+    __slots__ = ("fn", "args", "entry")
+
+    def __init__(self, fn, *args):
+        self.fn = fn
+        self.args = args
+        self.entry = None  # the pending heap entry, or None
+
+
+def ktime_get(clock: Clock) -> int:
+    """ktime_get() / sched_clock(): nanoseconds since boot."""
+    return clock.ns
+
+
+def _hrtimer_expire(timer: HrTimer) -> None:
+    timer.entry = None
+    timer.fn(*timer.args)
+
+
+def hrtimer_start(clock: Clock, timer: HrTimer, expires_ns: int) -> None:
+    """hrtimer_start(): (re)arm the timer for expires_ns (never before now)."""
+    hrtimer_cancel(timer)
+    clock.seq += 1
+    timer.entry = [max(expires_ns, clock.ns), clock.seq, _hrtimer_expire, (timer,)]
+    heappush(clock.hrtimers, timer.entry)
+
+
+def hrtimer_cancel(timer: HrTimer) -> None:
+    """hrtimer_cancel(): a pending timer will not fire."""
+    if timer.entry is not None:
+        timer.entry[2] = None
+        timer.entry = None
+
+
+def hrtimer_active(timer: HrTimer) -> bool:
+    return timer.entry is not None
+
+
+def run_hrtimers(clock: Clock, until_ns: int) -> None:
+    """Let time pass to until_ns: each high-resolution timer expiring by then runs at its
+    expiry (hrtimer_interrupt), then the machine returns to user space."""
+    q = clock.hrtimers
+    while q and q[0][0] <= until_ns:
+        entry = heappop(q)
+        if entry[2] is None:
+            continue  # cancelled
+        if entry[0] > clock.ns:
+            clock.ns = entry[0]
+        entry[2](*entry[3])
+        exit_to_user_mode(clock)
+    if clock.ns < until_ns:
+        clock.ns = until_ns
+
+
 def run_until(clock: Clock, end: int) -> None:
     """Let time pass to tick end: at each tick the expired timers run (the timer
-    softirq, in key order), then the machine returns to user space."""
+    softirq, in key order), then the machine returns to user space.  High-resolution
+    timers expiring before a tick (or at it) run first, at their own time."""
     while clock.now < end:
+        if clock.hrtimers:
+            run_hrtimers(clock, (clock.now + 1) * NSEC_PER_SEC)
         clock.now += 1
+        if clock.ns < clock.now * NSEC_PER_SEC:
+            clock.ns = clock.now * NSEC_PER_SEC
         run(clock, TIMERS)
         exit_to_user_mode(clock)

@@ -40,6 +40,8 @@ class System:
         # CGRP_ROOT_MEMORY_LOCAL_EVENTS and CGRP_ROOT_MEMORY_RECURSIVE_PROT
         self.memory_localevents = "memory_localevents" in mount_options
         self.memory_recursiveprot = "memory_recursiveprot" in mount_options
+        # kernel/sched/psi.c: psi_system, the root cgroup's pressure (v2 only: psi.py)
+        self.psi_system = None
         # (memcg id, file name) -> eventfds woken by cgroup_file_notify()
         self.file_watchers: dict = {}
         # group -> cgroup.Cgroup: the default hierarchy's per-group state (subtree_control, ...)

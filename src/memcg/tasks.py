@@ -12,12 +12,13 @@ import errno
 from collections import deque
 from typing import TYPE_CHECKING
 
-from . import cgroup, kernel, sched
+from . import cgroup, kernel, psi, sched
 from .fs import dcache, namei
 from .kernel import PAGE_SIZE
 from .mm import filemap, memcontrol, memcontrol_v1, slab
 from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
-from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, OBJCG_POINTER_SIZE,
+from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, CHARGE_THROTTLED,
+                         OBJCG_POINTER_SIZE,
                          THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
                          memcg_kmem_uncharge_page)
 from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
@@ -133,6 +134,17 @@ class SimTask(kernel.Task):
         self._in_op = False  # an operation of this task is running now
         self.children: list[SimTask] = []
         self.kmem: list = []  # kernel memory charged at fork, freed at exit
+        # cgroup v2: task->psi_flags and task->in_memstall (psi.py), the pages charged over
+        # memory.high not paid for yet (current->memcg_nr_pages_over_high), the penalty
+        # jiffies a synchronous mem_cgroup_handle_over_high() left for the return to user
+        # space, and the penalty sleep's timer with its psi_memstall_enter() flag
+        self.psi_flags = 0
+        self.in_memstall = False
+        self.memcg_nr_pages_over_high = 0
+        self.memcg_high_penalty = 0
+        self.mm_populate = False  # faulting pages in inside one system call (mlock)
+        self.throttle_timer = sched.HrTimer(SimTask._throttle_end, self)
+        self._throttle_pflags = None
         memcg.tasks.append(self)
 
     @property
@@ -174,7 +186,48 @@ class SimTask(kernel.Task):
             self._run()
         sched.exit_to_user_mode(self._sys.clock)
 
+    def throttle(self, penalty_jiffies: int) -> None:
+        """mem_cgroup_handle_over_high()'s penalty: psi_memstall_enter(), then
+        schedule_timeout_killable(penalty_jiffies) - the task is blocked (other tasks and
+        timers run) until its high-resolution timer ends the sleep."""
+        sys = self._sys
+        self._throttle_pflags = psi.psi_memstall_enter(sys, self)
+        self.sleep()
+        clock = sys.clock
+        sched.hrtimer_start(clock, self.throttle_timer,
+                            sched.ktime_get(clock) + sched.jiffies_to_nsecs(penalty_jiffies))
+
+    def _throttle_end(self) -> None:
+        self.wake()
+
+    def _resume_user_mode_work(self) -> None:
+        """kernel/entry/common.c: exit_to_user_mode_loop() -> resume_user_mode_work(): the
+        memory.high reclaim and penalty the operation's charges left (set_notify_resume)."""
+        penalty = self.memcg_high_penalty
+        self.memcg_high_penalty = 0
+        self.mm_populate = False  # faulting pages in inside one system call (mlock)
+        if self.memcg_nr_pages_over_high:
+            penalty += memcontrol.mem_cgroup_handle_over_high(self._sys, self)
+        if penalty and self._state == "running":
+            self.throttle(penalty)
+
     def _run(self) -> None:
+        sys = self._sys
+        if not sys.cgroup_dfl:
+            self._run_ops()
+            return
+        # kernel/sched/psi.c: the task is runnable while it runs operations (psi_enqueue);
+        # woken from the penalty sleep, its memory stall ends (psi_memstall_leave)
+        psi.psi_enqueue(sys, self)
+        if self._throttle_pflags is not None:
+            psi.psi_memstall_leave(sys, self, self._throttle_pflags)
+            self._throttle_pflags = None
+        try:
+            self._run_ops()
+        finally:
+            psi.psi_dequeue(sys, self)
+
+    def _run_ops(self) -> None:
         while self._work and self._state == "running":
             op = self._work[0]
             self._in_op = True
@@ -182,6 +235,7 @@ class SimTask(kernel.Task):
                 ret = op()
             finally:
                 self._in_op = False
+                self.mm_populate = False
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")  # the pending SIGKILL, on return to user space
             if self._state != "running":
@@ -201,7 +255,15 @@ class SimTask(kernel.Task):
                 return
             if ret == CHARGE_KILLED:
                 return
+            if ret == CHARGE_THROTTLED:
+                # mem_cgroup_handle_over_high() called from try_charge_memcg() sleeps in
+                # the fault; the fault goes on after the penalty
+                penalty, self.memcg_high_penalty = self.memcg_high_penalty, 0
+                self.throttle(penalty)
+                return
             self._work.popleft()
+            if self.memcg_nr_pages_over_high or self.memcg_high_penalty:
+                self._resume_user_mode_work()
 
     # --- memory -----------------------------------------------------------------------
 
@@ -325,6 +387,7 @@ class SimTask(kernel.Task):
             else:
                 sys.clock.sleeping.remove(self)
         sched.del_timer(self.nomem_retry)
+        sched.hrtimer_cancel(self.throttle_timer)
         self._state = state
         self._work.clear()
         while self.mm.vmas:
@@ -340,4 +403,5 @@ class SimTask(kernel.Task):
             cgroup.cgroup_update_populated(sys, self.memcg, -1)
         release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
         tcp.tcp_task_exit(sys, self)  # exit_files(): its connections are closed
+        psi.psi_dequeue(sys, self)  # its PSI states go with it
         memcontrol.maybe_free_dying(sys)

@@ -166,7 +166,11 @@ class SimKernel(Kernel):
             raise OSError(errno.EINVAL, "Invalid argument")
         efd = EventFd(self.sys, f"{path} {args}".rstrip())
         try:
-            if self.hierarchy == "v2":
+            if self.hierarchy == "v2" and name == "memory.pressure":
+                # a PSI trigger ("some|full <threshold_us> <window_us>") on the open file;
+                # its POLLPRI is the eventfd's signal
+                self.cgroupfs.pressure_trigger(self, memcg, efd, args)
+            elif self.hierarchy == "v2":
                 # cgroup_file_notify() wakes pollers of the file (no cgroup.event_control)
                 self.sys.file_watchers.setdefault((memcg.id, name), []).append(efd)
             elif name == "memory.usage_in_bytes":

@@ -17,10 +17,11 @@ freezing, threads' domains and the cpu and io controllers are not modelled.
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import cgroup, parse
+from .. import cgroup, parse, psi
 from ..kernel import PAGE_SIZE
 from ..mm import memcontrol
 from ..mm.memcontrol import (MEMCG_HIGH, MEMCG_LOW, MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_GROUP_KILL,
@@ -205,12 +206,12 @@ def _knob(attr: str, field: str):
 
 def _min_write(k, memcg: MemCgroup, text: str) -> None:
     """memory_min_write(): page_counter_set_min()."""
-    memcg.memory.min = _memparse(text)
+    memcg.memory.set_min(_memparse(text))
 
 
 def _low_write(k, memcg: MemCgroup, text: str) -> None:
     """memory_low_write(): page_counter_set_low()."""
-    memcg.memory.low = _memparse(text)
+    memcg.memory.set_low(_memparse(text))
 
 
 def _high_write(k, memcg: MemCgroup, text: str) -> None:
@@ -412,6 +413,55 @@ _desc_read, _desc_write = _limit("max_descendants")
 _peak_read, _peak_write = _peak("memory")
 _swap_peak_read, _swap_peak_write = _peak("swap")
 
+def _pressure_read(k, memcg: MemCgroup) -> str:
+    """kernel/sched/psi.c: psi_show() of the group's memory pressure (cgroup_psi: the
+    root's is the system's) - "some" and "full", each with avg10/avg60/avg300 in percent
+    (two decimals) and the total stall time in microseconds."""
+    rows = psi.psi_show(k.sys, psi.cgroup_psi(k.sys, memcg), psi.PSI_MEM)
+    out = []
+    for name, (a10, a60, a300, total) in zip(("some", "full"), rows):
+        out.append(f"{name} avg10={psi.LOAD_INT(a10)}.{psi.LOAD_FRAC(a10):02d} "
+                   f"avg60={psi.LOAD_INT(a60)}.{psi.LOAD_FRAC(a60):02d} "
+                   f"avg300={psi.LOAD_INT(a300)}.{psi.LOAD_FRAC(a300):02d} total={total}\n")
+    return "".join(out)
+
+
+_TRIGGER_NUMBER = re.compile(r"\s*(\d+)")
+
+
+def parse_pressure_trigger(text: str) -> tuple[str, int, int]:
+    """psi_trigger_create()'s sscanf(buf, "some %u %u") / "full %u %u": the state and
+    the two numbers (each cut to 32 bits as %u stores it); OSError(EINVAL) otherwise."""
+    for name in ("some", "full"):
+        if not text.startswith(name):
+            continue
+        rest, nums = text[len(name):], []
+        for _ in range(2):
+            m = _TRIGGER_NUMBER.match(rest)
+            if m is None:
+                break
+            nums.append(int(m.group(1)) & 0xFFFFFFFF)
+            rest = rest[m.end():]
+        if len(nums) == 2:
+            return name, nums[0], nums[1]
+    raise einval()
+
+
+def pressure_trigger(k, memcg: MemCgroup, efd, text: str) -> psi.PsiTrigger:
+    """A trigger written to an open memory.pressure (cgroup_pressure_write): poll()
+    reports POLLPRI when it fires; here the eventfd is signalled."""
+    name, threshold_us, window_us = parse_pressure_trigger(text)
+    return psi.psi_trigger_create(k.sys, psi.cgroup_psi(k.sys, memcg), name, threshold_us,
+                                  window_us, efd, psi.PSI_MEM)
+
+
+def _pressure_write(k, memcg: MemCgroup, text: str) -> None:
+    """A write(2) that closes the file at once: the trigger is made (or EINVAL) and
+    destroyed with the file (psi_trigger_destroy)."""
+    t = pressure_trigger(k, memcg, None, text)
+    psi.psi_trigger_destroy(k.sys, t)
+
+
 # In `ls` order of a cgroup2 directory.
 FILES = [
     CFType("cgroup.controllers", _controllers),
@@ -436,6 +486,8 @@ FILES = [
     CFType("memory.numa_stat", _numa_stat, subsys="memory"),
     CFType("memory.oom.group", _oom_group, _oom_group_write, subsys="memory", not_on_root=True),
     CFType("memory.peak", _peak_read, _peak_write, subsys="memory", not_on_root=True),
+    # kernel/cgroup/cgroup.c: cgroup_psi_files[] - in every group, the root too (psi_system)
+    CFType("memory.pressure", _pressure_read, _pressure_write),
     CFType("memory.reclaim", None, _reclaim_write, subsys="memory"),
     CFType("memory.stat", _memory_stat, subsys="memory"),
     CFType("memory.swap.current", _swap_current, subsys="memory", not_on_root=True),
@@ -449,7 +501,8 @@ FILES = [
 ]
 BY_NAME = {cft.name: cft for cft in FILES}
 # the files Kernel.event() watches for cgroup_file_notify() (poll POLLPRI / inotify)
-EVENT_FILES = ("memory.events", "memory.events.local", "memory.swap.events", "cgroup.events")
+EVENT_FILES = ("memory.events", "memory.events.local", "memory.swap.events", "cgroup.events",
+               "memory.pressure")
 
 
 def _present(cft: CFType, memcg: MemCgroup, sys) -> bool:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import cgroup, sched
+from .. import cgroup, psi, sched
 from ..kernel import PAGE_SIZE
 from ..net import sock
 from . import list_lru
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
-from .page_counter import PAGE_COUNTER_MAX, PageCounter
+from .page_counter import PAGE_COUNTER_MAX, PageCounter, page_counter_calculate_protection
 
 if TYPE_CHECKING:
     from ..system import System
@@ -145,6 +145,10 @@ class MemCgroup:
     memory_events: list = field(default_factory=lambda: [0] * MEMCG_NR_MEMORY_EVENTS)
     memory_events_local: list = field(default_factory=lambda: [0] * MEMCG_NR_MEMORY_EVENTS)
     oom_group: bool = False
+    # cgroup->psi: the group's pressure stall state (psi.py; v2 only)
+    psi: object = None
+    # memcg->high_work queued (an over-high charge outside any task, try_charge_memcg)
+    high_work_pending: bool = False
 
     @property
     def path(self) -> str:
@@ -231,6 +235,7 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
     memcg.softlimit_target = [0] * sys.cpus
     sys.memcgs[memcg_id] = memcg
     sys.stats.ensure(memcg_id)
+    psi.psi_cgroup_alloc(sys, memcg)  # kernel/cgroup/cgroup.c: cgroup_create()
     return memcg
 
 
@@ -346,6 +351,7 @@ def mem_cgroup_free(sys: System, memcg: MemCgroup) -> None:
                 s.cached[i] = None
                 s.nr_pages[i] = 0
     memcg_free_kmem(sys, memcg)
+    psi.psi_cgroup_free(sys, memcg)
     sock.memcg_sock_free(sys, memcg)  # the socket static key reference goes
     del sys.memcgs[memcg.id]
     heapq.heappush(sys._free_ids, memcg.id)
@@ -452,19 +458,38 @@ def mem_cgroup_margin(memcg: MemCgroup) -> int:
 
 
 def hierarchy_margin(memcg: MemCgroup) -> int:
-    """The most pages that could be charged right now without any level failing."""
+    """The most pages that could be charged right now without any level failing - or,
+    on v2, going over its memory.high (a charge past it takes try_charge_memcg()'s
+    over-high path): 0 while any level's swap is over its swap.high."""
     m = PAGE_COUNTER_MAX
     for c in memcg.memory.ancestors():
-        m = min(m, c.max - c.usage)
+        m = min(m, c.max - c.usage, c.high - c.usage)
     for c in memcg.memsw.ancestors():
         m = min(m, c.max - c.usage)
+    for c in memcg.swap.ancestors():
+        if c.usage > c.high:
+            return 0
     return max(0, m)
+
+
+def high_limited(memcg: MemCgroup) -> bool:
+    """hierarchy_margin() is bound by a memory.high (or a swap.high breached), not by a
+    max: a charge batch would pass, over the high."""
+    if any(c.usage > c.high for c in memcg.swap.ancestors()):
+        return True
+    to_high = min(c.high - c.usage for c in memcg.memory.ancestors())
+    to_max = min(min(c.max - c.usage for c in memcg.memory.ancestors()),
+                 min(c.max - c.usage for c in memcg.memsw.ancestors()))
+    return to_high < to_max
 
 
 # Results of try_charge_memcg() besides 0.
 CHARGE_NOMEM = -errno.ENOMEM
 CHARGE_OOM_WAIT = 1  # v1 oom_kill_disable: the faulting task sleeps (memcg_in_oom)
 CHARGE_KILLED = 2  # the charging task itself was chosen by the OOM killer
+# v2: a synchronous memory.high reclaim in a user fault left a penalty; the fault stops
+# here and the task sleeps it (mem_cgroup_handle_over_high), then goes on where it stopped
+CHARGE_THROTTLED = 3
 
 
 def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | None,
@@ -494,6 +519,8 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
             if fail is None:
                 if batch > nr_pages:
                     refill_stock(sys, memcg, batch - nr_pages, cpu)
+                if sys.cgroup_dfl:
+                    charge_over_high(sys, memcg, batch, task)
                 return 0
             memcg.memsw.uncharge(batch)
             mem_over_limit = fail.owner
@@ -505,7 +532,10 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
             continue
         # mm/memcontrol.c: try_charge_memcg() raises MEMCG_MAX on every reclaim attempt
         memcg_memory_event(sys, mem_over_limit, MEMCG_MAX)
+        # mm/memcontrol.c: direct reclaim is a memory stall (psi_memstall_enter/leave)
+        pflags = psi.psi_memstall_enter(sys, task)
         nr_reclaimed = vmscan.try_to_free_mem_cgroup_pages(sys, mem_over_limit, nr_pages, may_swap)
+        psi.psi_memstall_leave(sys, task, pflags)
         # User-space threads woken by reclaim (pressure listeners, userspace shrinkers) run
         # while this task retries; memory they free lets the charge succeed.
         sched.cond_resched(sys.clock)
@@ -534,6 +564,148 @@ def try_charge_memcg(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | 
         return ret
 
 
+# --- memory.high (cgroup v2) -------------------------------------------------------------
+
+# mm/memcontrol.c: the clamp of the penalty sleep per allocation batch (2 seconds)
+MEMCG_MAX_HIGH_DELAY_JIFFIES = 2 * sched.HZ
+# mm/memcontrol.c: precision bits of the overage ratio, and the scaling of its square
+# down to jiffies (with a high of 100M: 101M sleeps 6 ms, 110M 639 ms, 118M+ 2000 ms)
+MEMCG_DELAY_PRECISION_SHIFT = 20
+MEMCG_DELAY_SCALING_SHIFT = 14
+
+
+def charge_over_high(sys: System, memcg: MemCgroup, batch: int, task: Task | None) -> None:
+    """try_charge_memcg()'s tail on the default hierarchy (6.18): if memcg or an
+    ancestor is over its memory.high or swap.high, the charging task owes reclaim and
+    a penalty on its return to user space (memcg_nr_pages_over_high += batch,
+    set_notify_resume); outside a task memcg->high_work is queued instead.  A task that
+    owes more than a batch pays part of it now, synchronously (5.17+: "avoid excessive
+    overrun while the task is still inside the kernel")."""
+    m = memcg
+    while m is not None:
+        mem_high = m.memory.usage > m.memory.high
+        swap_high = m.swap.usage > m.swap.high
+        if task is None:  # !in_task(): don't bother a random interrupted task
+            if mem_high:
+                if not m.high_work_pending:
+                    m.high_work_pending = True
+                    sched.queue_work(sys.clock, sched.TASK, high_work_func, sys, m)
+                break
+        elif mem_high or swap_high:
+            task.memcg_nr_pages_over_high += batch
+            break
+        m = m.parent
+    if task is not None and task.memcg_nr_pages_over_high > MEMCG_CHARGE_BATCH:
+        # the sleep of this call is taken when the operation returns to user space
+        task.memcg_high_penalty += mem_cgroup_handle_over_high(sys, task)
+
+
+def high_work_func(sys: System, memcg: MemCgroup) -> None:
+    """high_work_func(): the worker's reclaim for a charge made outside any task."""
+    memcg.high_work_pending = False
+    reclaim_high(sys, memcg, MEMCG_CHARGE_BATCH, None)
+
+
+def reclaim_high(sys: System, memcg: MemCgroup, nr_pages: int, task: Task | None) -> int:
+    """reclaim_high(): reclaim nr_pages from memcg and each ancestor below the root that
+    is over its memory.high, counting a MEMCG_HIGH event at each; pages reclaimed."""
+    from . import vmscan  # late: vmscan imports names from here at load
+
+    nr_reclaimed = 0
+    while memcg is not None and not memcg.is_root():
+        if memcg.memory.usage > memcg.memory.high:
+            memcg_memory_event(sys, memcg, MEMCG_HIGH)
+            pflags = psi.psi_memstall_enter(sys, task)
+            nr_reclaimed += vmscan.try_to_free_mem_cgroup_pages(sys, memcg, nr_pages, True)
+            psi.psi_memstall_leave(sys, task, pflags)
+        memcg = memcg.parent
+    return nr_reclaimed
+
+
+def calculate_overage(usage: int, high: int) -> int:
+    """calculate_overage(): how far usage is over high, as a fraction of high in
+    MEMCG_DELAY_PRECISION_SHIFT fixed point (a high of 0 acts as 1 page)."""
+    if usage <= high:
+        return 0
+    high = max(high, 1)
+    return ((usage - high) << MEMCG_DELAY_PRECISION_SHIFT) // high
+
+
+def mem_find_max_overage(memcg: MemCgroup) -> int:
+    """mem_find_max_overage(): the largest memory.high overage of memcg and its ancestors
+    below the root."""
+    max_overage = 0
+    while True:
+        max_overage = max(max_overage, calculate_overage(memcg.memory.usage, memcg.memory.high))
+        memcg = memcg.parent
+        if memcg is None or memcg.is_root():
+            return max_overage
+
+
+def swap_find_max_overage(sys: System, memcg: MemCgroup) -> int:
+    """swap_find_max_overage(): the same for memory.swap.high, counting a MEMCG_SWAP_HIGH
+    event at each level over it."""
+    max_overage = 0
+    while True:
+        overage = calculate_overage(memcg.swap.usage, memcg.swap.high)
+        if overage:
+            memcg_memory_event(sys, memcg, MEMCG_SWAP_HIGH)
+        max_overage = max(max_overage, overage)
+        memcg = memcg.parent
+        if memcg is None or memcg.is_root():
+            return max_overage
+
+
+def calculate_high_delay(memcg: MemCgroup, nr_pages: int, max_overage: int) -> int:
+    """calculate_high_delay(): the penalty in jiffies - the overage squared, scaled
+    down, in proportion to the task's own part of the overage (nr_pages against
+    MEMCG_CHARGE_BATCH)."""
+    if not max_overage:
+        return 0
+    penalty_jiffies = max_overage * max_overage * sched.HZ
+    penalty_jiffies >>= MEMCG_DELAY_PRECISION_SHIFT
+    penalty_jiffies >>= MEMCG_DELAY_SCALING_SHIFT
+    return penalty_jiffies * nr_pages // MEMCG_CHARGE_BATCH
+
+
+def mem_cgroup_handle_over_high(sys: System, task: Task) -> int:
+    """mem_cgroup_handle_over_high() (6.18): reclaim what the task owes, retrying while
+    reclaim makes progress (or MAX_RECLAIM_RETRIES times), then - memory.high breached
+    and reclaim unable to keep up - return the penalty in jiffies the task must sleep
+    (at most MEMCG_MAX_HIGH_DELAY_JIFFIES; 0 when it is HZ/100 or less).  The caller
+    sleeps it (SimTask.throttle: schedule_timeout_killable() in a memory stall).
+    Never an OOM kill."""
+    from .vmscan import SWAP_CLUSTER_MAX  # late: vmscan imports names from here at load
+
+    nr_pages = task.memcg_nr_pages_over_high
+    if not nr_pages:
+        return 0
+    memcg = task.memcg  # get_mem_cgroup_from_mm(current->mm)
+    task.memcg_nr_pages_over_high = 0
+    nr_retries = MAX_RECLAIM_RETRIES
+    in_retry = False
+    while True:
+        # 6.18: bail if the task is already exiting (task_is_dying)
+        if task.oom_victim or task.state in ("exited", "oom_killed"):
+            return 0
+        nr_reclaimed = reclaim_high(sys, memcg, SWAP_CLUSTER_MAX if in_retry else nr_pages, task)
+        penalty_jiffies = calculate_high_delay(memcg, nr_pages, mem_find_max_overage(memcg))
+        penalty_jiffies += calculate_high_delay(memcg, nr_pages, swap_find_max_overage(sys, memcg))
+        penalty_jiffies = min(penalty_jiffies, MEMCG_MAX_HIGH_DELAY_JIFFIES)
+        # not worth a sleep: the group may not have been reclaimed aggressively enough yet
+        if penalty_jiffies <= sched.HZ // 100:
+            return 0
+        # reclaim is making progress: encourage it rather than throttle
+        if nr_reclaimed:
+            in_retry = True
+            continue
+        if nr_retries:
+            nr_retries -= 1
+            in_retry = True
+            continue
+        return penalty_jiffies
+
+
 def _stock_covers(sys: System, memcg: MemCgroup, nr_pages: int, cpu: int) -> bool:
     stock = sys.stock[cpu]
     for c, n in zip(stock.cached, stock.nr_pages):
@@ -554,12 +726,22 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
     cpu = task.cpu if task is not None else 0
     done = 0
     while done < n:
+        if user_fault and task is not None and (task.memcg_high_penalty or (
+                task.memcg_nr_pages_over_high and not task.mm_populate)):
+            # Between two faults: the last one returned to user space and paid its
+            # memory.high debt (resume_user_mode_work) - or, inside one system call that
+            # populates many pages (mlock), the synchronous reclaim left a penalty.  The
+            # fault stops here; the task sleeps and then goes on with the next page.
+            if not task.mm_populate:
+                task.memcg_high_penalty += mem_cgroup_handle_over_high(sys, task)
+            if task.memcg_high_penalty:
+                return done, CHARGE_THROTTLED
         done += consume_stock(sys, memcg, n - done, cpu)
         if done == n:
             break
         margin = hierarchy_margin(memcg)
         room = margin // MEMCG_CHARGE_BATCH
-        if not room and margin:
+        if not room and margin and not (sys.cgroup_dfl and high_limited(memcg)):
             k = min(margin, n - done)
             _charge_singles(memcg, k)
             done += k
@@ -680,6 +862,45 @@ def memcg_memory_event(sys: System, memcg: MemCgroup, event: int) -> None:
         memcg = memcg.parent
         if memcg is None or memcg.is_root():
             break
+
+
+# --- memory.min and memory.low (cgroup v2) --------------------------------------------
+
+def mem_cgroup_calculate_protection(sys: System, root: MemCgroup | None, memcg: MemCgroup) -> None:
+    """mem_cgroup_calculate_protection(): memcg's effective min and low for reclaim of
+    root's subtree (None: global reclaim, the root group), memory_recursiveprot from the
+    cgroup2 mount (CGRP_ROOT_MEMORY_RECURSIVE_PROT)."""
+    if root is None:
+        root = sys.root
+    page_counter_calculate_protection(root.memory, memcg.memory, sys.memory_recursiveprot)
+
+
+def mem_cgroup_unprotected(target: MemCgroup | None, memcg: MemCgroup) -> bool:
+    """mem_cgroup_unprotected(): the root and the reclaim target itself are never
+    protected (6.2+; 6.1 used the target's possibly stale effective values)."""
+    return memcg.is_root() or memcg is target
+
+
+def mem_cgroup_below_min(target: MemCgroup | None, memcg: MemCgroup) -> bool:
+    """mem_cgroup_below_min(): usage within the effective memory.min."""
+    if mem_cgroup_unprotected(target, memcg):
+        return False
+    return memcg.memory.emin >= memcg.memory.usage
+
+
+def mem_cgroup_below_low(target: MemCgroup | None, memcg: MemCgroup) -> bool:
+    """mem_cgroup_below_low(): usage within the effective memory.low."""
+    if mem_cgroup_unprotected(target, memcg):
+        return False
+    return memcg.memory.elow >= memcg.memory.usage
+
+
+def mem_cgroup_protection(target: MemCgroup | None, memcg: MemCgroup) -> tuple[int, int]:
+    """mem_cgroup_protection(): (emin, elow) for proportional reclaim; none for the
+    target of the reclaim itself."""
+    if memcg is target or memcg.is_root():
+        return 0, 0
+    return memcg.memory.emin, memcg.memory.elow
 
 
 def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:

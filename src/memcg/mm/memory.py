@@ -113,6 +113,9 @@ def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
     if vma.locked:
         flags |= PG_mlocked
         lru = LRU_UNEVICTABLE
+    # mlock() populates the range in one system call (mm_populate): no return to user
+    # space between its pages, unlike faults (the task clears it when the call returns)
+    task.mm_populate = vma.locked
     while vma.nr_faulted < vma.nr_pages:
         # If the fast path can take a span of steps from here at once, let it.
         if fastpath.ENABLED and fault.take_span(sys, task, memcg, vma, flags, lru):

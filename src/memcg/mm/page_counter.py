@@ -71,8 +71,12 @@ class PageCounter:
                     c.failcnt += 1
                 for d in done:
                     d.usage -= nr_pages
+                    if d.protection_support:
+                        propagate_protected_usage(d, d.usage)
                 return c
             c.usage = new
+            if c.protection_support:
+                propagate_protected_usage(c, new)
             if new > c.watermark:
                 c.watermark = new
             done.append(c)
@@ -82,6 +86,8 @@ class PageCounter:
         """page_counter_charge(): charge unconditionally; usage may exceed max."""
         for c in self.ancestors():
             c.usage += nr_pages
+            if c.protection_support:
+                propagate_protected_usage(c, c.usage)
             if c.usage > c.watermark:
                 c.watermark = c.usage
 
@@ -92,6 +98,8 @@ class PageCounter:
             # mm/page_counter.c: page_counter_cancel WARNs on underflow and resets to 0
             if c.usage < 0:
                 c.usage = 0
+            if c.protection_support:
+                propagate_protected_usage(c, c.usage)
 
     def set_max(self, nr_pages: int) -> int:
         """page_counter_set_max(): 0, or -EBUSY when usage is already above nr_pages."""
@@ -100,6 +108,18 @@ class PageCounter:
         self.max = nr_pages
         return 0
 
+    def set_min(self, nr_pages: int) -> None:
+        """page_counter_set_min(): memory.min; the protected usage follows."""
+        self.min = nr_pages
+        for c in self.ancestors():
+            propagate_protected_usage(c, c.usage)
+
+    def set_low(self, nr_pages: int) -> None:
+        """page_counter_set_low(): memory.low; the protected usage follows."""
+        self.low = nr_pages
+        for c in self.ancestors():
+            propagate_protected_usage(c, c.usage)
+
     def reset_watermark(self) -> None:
         """memory.max_usage_in_bytes write: the watermark becomes the current usage."""
         self.watermark = self.usage
@@ -107,6 +127,68 @@ class PageCounter:
     def margin(self) -> int:
         """Pages left below max (0 when at or over it)."""
         return max(0, self.max - self.usage)
+
+
+def propagate_protected_usage(c: PageCounter, usage: int) -> None:
+    """mm/page_counter.c: propagate_protected_usage() - the part of usage under min
+    (under low) is this counter's min_usage (low_usage); the parent's
+    children_min_usage (children_low_usage) is the sum of its children's."""
+    parent = c.parent
+    if parent is None:
+        return
+    protected = min(usage, c.min)
+    if protected != c.min_usage:
+        parent.children_min_usage += protected - c.min_usage
+        c.min_usage = protected
+    protected = min(usage, c.low)
+    if protected != c.low_usage:
+        parent.children_low_usage += protected - c.low_usage
+        c.low_usage = protected
+
+
+def effective_protection(usage: int, parent_usage: int, setting: int, parent_effective: int,
+                         siblings_protected: int, recursive_protection: bool) -> int:
+    """mm/page_counter.c: effective_protection() - a child's share of its parent's
+    effective protection: what it claims and uses (min(usage, setting)); when the
+    children together claim more than the parent has, shares in proportion to their
+    protected usage; with memory_recursiveprot, the protection the children leave
+    unclaimed goes to them in proportion to their unprotected usage."""
+    protected = min(usage, setting)
+    if siblings_protected > parent_effective:
+        return protected * parent_effective // siblings_protected
+    ep = protected
+    if not recursive_protection:
+        return ep
+    if parent_effective > siblings_protected and parent_usage > siblings_protected \
+            and usage > protected:
+        unclaimed = parent_effective - siblings_protected
+        unclaimed *= usage - protected
+        unclaimed //= parent_usage - siblings_protected
+        ep += unclaimed
+    return ep
+
+
+def page_counter_calculate_protection(root: PageCounter, counter: PageCounter,
+                                      recursive_protection: bool) -> None:
+    """mm/page_counter.c: page_counter_calculate_protection() (6.10+; before, the same in
+    mm/memcontrol.c) - counter's emin and elow for reclaim of root's subtree.  The
+    reclaim target's own values are not computed (they may be stale, and are ignored:
+    mem_cgroup_unprotected); the target's children get their settings as they are."""
+    if root is counter:
+        return
+    usage = counter.usage
+    if not usage:
+        return
+    parent = counter.parent
+    if parent is root:
+        counter.emin = counter.min
+        counter.elow = counter.low
+        return
+    parent_usage = parent.usage
+    counter.emin = effective_protection(usage, parent_usage, counter.min, parent.emin,
+                                        parent.children_min_usage, recursive_protection)
+    counter.elow = effective_protection(usage, parent_usage, counter.low, parent.elow,
+                                        parent.children_low_usage, recursive_protection)
 
 
 def page_counter_memparse(text: str, max_token: str = "-1") -> int:

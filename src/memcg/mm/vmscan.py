@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import fastpath, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
-from .memcontrol import (NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN, PGSTEAL,
-                         MemCgroup, mem_cgroup_get_nr_swap_pages, memcg_page_state)
+from . import fastpath, memcontrol, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
+from .memcontrol import (MEMCG_LOW, NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN,
+                         PGSTEAL, MemCgroup, mem_cgroup_get_nr_swap_pages, memcg_page_state)
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
@@ -61,6 +61,10 @@ class ScanControl:
     kswapd: bool = False
     # the swappiness memory.reclaim asked for (sc->proactive_swappiness), or None
     proactive_swappiness: int | None = None
+    # cgroup v2 protection: reclaim below memory.low is allowed (the retry when everything
+    # reclaimable was protected), and some group was skipped or spared for its low
+    memcg_low_reclaim: bool = False
+    memcg_low_skipped: bool = False
 
 
 def cgroup_reclaim(sc: ScanControl) -> bool:
@@ -104,6 +108,13 @@ def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
             sc.priority = initial_priority
             sc.force_deactivate = True
             sc.skipped_deactivate = False
+            continue
+        # Untapped cgroup reserves?  Don't OOM, retry - into memory.low this time.
+        if sc.memcg_low_skipped:
+            sc.priority = initial_priority
+            sc.force_deactivate = False
+            sc.memcg_low_reclaim = True
+            sc.memcg_low_skipped = False
             continue
         if not sc.total_scanned:
             # Nothing was scannable (anon without swap): vmpressure never saw a window,
@@ -183,6 +194,16 @@ def shrink_node_memcgs(sys: System, sc: ScanControl) -> None:
         # Skip memcg with no usage (the root's own pages are charged to no counter).
         if not memcg.is_root() and not memcg.memory.usage:
             continue
+        if sys.cgroup_dfl:
+            memcontrol.mem_cgroup_calculate_protection(sys, sc.target, memcg)
+            if memcontrol.mem_cgroup_below_min(sc.target, memcg):
+                continue  # hard protection: this group cannot be reclaimed
+            if memcontrol.mem_cgroup_below_low(sc.target, memcg):
+                # soft protection: respected unless nothing else is reclaimable
+                if not sc.memcg_low_reclaim:
+                    sc.memcg_low_skipped = True
+                    continue
+                memcontrol.memcg_memory_event(sys, memcg, MEMCG_LOW)
         shrink_lruvec(sys, memcg, sc)
         shrinker.shrink_slab(sys, memcg, sc.priority, not cgroup_reclaim(sc))  # dentries, inodes
         if partial and sc.nr_reclaimed >= sc.nr_to_reclaim:
@@ -214,10 +235,18 @@ def get_scan_count(sys: System, memcg: MemCgroup, sc: ScanControl) -> list[int]:
     ap, fp = swappiness, MAX_SWAPPINESS - swappiness
     denominator = ap + fp
     nr = [0] * 5
+    protection = apply_proportional_protection(memcg, sc) if sys.cgroup_dfl else None
     for lru in EVICTABLE_LRUS:
         file = is_file_lru(lru)
         size = memcg.lruvec.size(lru)
-        scan = size >> sc.priority
+        scan = size
+        if protection is not None:
+            # memory.low scaling: reclaim above the protection in proportion to the overage
+            protected, cgroup_size = protection
+            scan -= scan * protected // (cgroup_size + 1)
+            # minimally target SWAP_CLUSTER_MAX pages to keep reclaim moving forwards
+            scan = max(scan, SWAP_CLUSTER_MAX)
+        scan >>= sc.priority
         if not scan and not memcg.online:
             # If the cgroup's already been deleted, scrape out the remaining cache.
             scan = min(size, SWAP_CLUSTER_MAX)
@@ -229,6 +258,22 @@ def get_scan_count(sys: System, memcg: MemCgroup, sc: ScanControl) -> list[int]:
                 scan = 0
         nr[lru] = scan
     return nr
+
+
+def apply_proportional_protection(memcg: MemCgroup, sc: ScanControl) -> tuple[int, int] | None:
+    """mm/vmscan.c: apply_proportional_protection() - the protection get_scan_count()
+    discounts from each list's size (memory.low unless this is the memory.low retry,
+    memory.min then), with the group's size; None for an unprotected group."""
+    emin, elow = memcontrol.mem_cgroup_protection(sc.target, memcg)
+    if not emin and not elow:
+        return None
+    if not sc.memcg_low_reclaim and elow > emin:
+        protection = elow
+        sc.memcg_low_skipped = True  # make sure we retry before OOM
+    else:
+        protection = emin
+    # avoid TOCTOU with the earlier protection check
+    return protection, max(memcg.memory.usage, protection)
 
 
 def shrink_lruvec(sys: System, memcg: MemCgroup, sc: ScanControl) -> None:

@@ -69,3 +69,43 @@ class LinuxEvent(Event):
             except OSError:
                 pass
 
+
+class PsiTriggerEvent(LinuxEvent):
+    """A PSI trigger on cgroup v2 (Documentation/accounting/psi.rst): "some|full
+    <threshold_us> <window_us>" written to an open memory.pressure; a thread blocked in
+    poll() on that file signals the eventfd once per POLLPRI (each poll takes the event,
+    kernel/sched/psi.c: psi_trigger_poll).  Closing the file destroys the trigger."""
+
+    def __init__(self, kernel: "LinuxKernel", label: str, efd: int, pfd: int):
+        super().__init__(kernel, label, efd)
+        self._pfd = pfd
+        t = threading.Thread(target=self._poll_loop, daemon=True, name=f"memcg-psi {label}")
+        self._threads.append(t)
+        t.start()
+
+    def _poll_loop(self) -> None:
+        p = select.poll()
+        p.register(self._pfd, select.POLLPRI)
+        p.register(self._stop_r, select.POLLIN)
+        while not self.closed:
+            try:
+                ready = p.poll()
+            except (OSError, ValueError):
+                return
+            if self.closed or any(fd == self._stop_r for fd, _ in ready):
+                return
+            for fd, mask in ready:
+                if fd == self._pfd:
+                    if mask & (select.POLLERR | select.POLLNVAL):
+                        return
+                    if mask & select.POLLPRI:
+                        os.eventfd_write(self._efd, 1)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        try:
+            os.close(self._pfd)
+        except OSError:
+            pass

@@ -22,7 +22,7 @@ from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
-from .events import LinuxEvent
+from .events import LinuxEvent, PsiTriggerEvent
 
 # The worker runs as a file of its own, so it imports nothing of the package.
 WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")
@@ -437,6 +437,8 @@ class LinuxKernel(Kernel):
     def event(self, path: str, args: str = "") -> LinuxEvent:
         """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control."""
         gdir, name = self._split(path)
+        if self._fs.version == 2 and name == "memory.pressure":
+            return self._psi_trigger(gdir, path, args)
         name = self._fs.event_names(name)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
@@ -452,6 +454,22 @@ class LinuxKernel(Kernel):
         finally:
             os.close(cfd)   # the registration holds what it needs; only the eventfd matters
         ev = LinuxEvent(self, f"{path} {args}".rstrip(), efd)
+        self._events.append(ev)
+        return ev
+
+    def _psi_trigger(self, gdir: str, path: str, args: str) -> PsiTriggerEvent:
+        """A PSI trigger: the args written to the group's memory.pressure, kept open."""
+        try:
+            pfd = os.open(os.path.join(gdir, "memory.pressure"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+        try:
+            os.write(pfd, args.encode())
+        except OSError as e:
+            os.close(pfd)
+            raise self._oserror(e, path) from None
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        ev = PsiTriggerEvent(self, f"{path} {args}".rstrip(), efd, pfd)
         self._events.append(ev)
         return ev
 

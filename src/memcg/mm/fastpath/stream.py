@@ -212,7 +212,10 @@ class StreamReclaim:
         self.watched = 0
 
     def _at_limit(self) -> bool:
-        return not self.memcg.is_root() and hierarchy_margin(self.memcg) < FILEMAP_BATCH
+        # Not on cgroup v2: memory.high penalties, protection and PSI times are not in
+        # the cycles it replays.
+        return not self.memcg.is_root() and not self.sys.cgroup_dfl \
+            and hierarchy_margin(self.memcg) < FILEMAP_BATCH
 
     def begin(self, start: int, nr: int) -> int:
         """Called before the read batch at start runs in the slow path.
