@@ -306,3 +306,78 @@ def test_observed_workloads_same_both_ways(kind, monkeypatch):
     if kind in ("anon_swap", "shmem_swap", "memsw"):
         usage = int(obs["files"]["/g/memory.usage_in_bytes"])
         assert int(obs["swap"]) > usage  # pages went to swap at the limit
+
+
+# Listeners and thresholds do not stop the streaming fast path: its vmpressure windows
+# are delivered to the listeners as vmpressure_work_fn() delivers them, and a threshold
+# check that can find nothing to do (usage stays inside the current threshold interval
+# at every page-event step of the cycle) is skipped with the rest.
+
+def test_listener_streams_skipped_same_both_ways(monkeypatch, skipped):
+    def setup(k):
+        return [k.event("/b/memory.pressure_level", "low"),
+                k.event("/b/memory.pressure_level", "medium"),
+                k.event("/b/memory.pressure_level", "low,local"),
+                k.event("/memory.pressure_level", "low,hierarchy"),
+                k.event("/memory.pressure_level", "low")]
+    obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
+    assert skipped[0] > 0
+    assert obs["events"][0] > 20 and obs["events"][3] == obs["events"][0]
+
+
+def test_threshold_streams_skipped_same_both_ways(monkeypatch, skipped):
+    def setup(k):
+        return [k.event("/b/memory.usage_in_bytes", "4M"),
+                k.event("/b/memory.usage_in_bytes", "20M"),
+                k.event("/b/memory.memsw.usage_in_bytes", "6M"),
+                k.event("/memory.usage_in_bytes", "2M")]
+    obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
+    assert skipped[0] > 0
+    assert obs["events"][0] == 1 and obs["events"][1] == 0
+
+
+def test_threshold_inside_the_cycle_same_both_ways(monkeypatch):
+    # a threshold a few pages under the limit: usage crosses it every cycle
+    def setup(k):
+        return [k.event("/b/memory.usage_in_bytes", str(8 * MiB - 16 * 4096))]
+    obs = run_both(_stream("8M", 64 * MiB, setup=setup), monkeypatch)
+    assert obs["events"][0] > 1
+
+
+def test_listener_with_watcher_same_both_ways(monkeypatch):
+    def setup(k):
+        ev = k.event("/b/memory.pressure_level", "low")
+        seen = []
+        ev.watch(seen.append)
+        return [ev]
+    run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
+
+
+_LEVEL_ARGS = st.sampled_from(["low", "medium", "critical", "low,local", "medium,hierarchy",
+                               "critical,local", "low,hierarchy"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 10 * 1024),
+       pages=st.integers(1, 48 * 256),
+       listeners=st.lists(st.tuples(st.sampled_from(["/b", "/"]), _LEVEL_ARGS), max_size=3),
+       thresholds=st.lists(st.tuples(st.sampled_from(["/b", "/"]), st.booleans(),
+                                     st.integers(1, 12 * 1024)), max_size=3),
+       rereads=st.booleans(), swap=st.booleans())
+@example(limit_kb=4096, pages=8192, listeners=[("/b", "low")], thresholds=[("/b", False, 2048)],
+         rereads=False, swap=False)
+def test_hypothesis_listeners_and_thresholds(limit_kb, pages, listeners, thresholds, rereads,
+                                             swap, monkeypatch):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="16M" if swap else "0")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", f"{limit_kb}K")
+        events = [k.event(f"{g.rstrip('/')}/memory.pressure_level", a) for g, a in listeners]
+        events += [k.event(f"{g.rstrip('/')}/memory.{'memsw.' if memsw else ''}usage_in_bytes",
+                           f"{kb}K") for g, memsw, kb in thresholds]
+        t = k.spawn("/b")
+        t.read_file("x", pages * 4096)
+        if rereads:
+            t.read_file("x", pages * 4096)
+        return observe(k, [t], events)
+    run_both(workload, monkeypatch)
