@@ -357,25 +357,31 @@ _LEVEL_ARGS = st.sampled_from(["low", "medium", "critical", "low,local", "medium
                                "critical,local", "low,hierarchy"])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(limit_kb=st.integers(1024, 10 * 1024),
        pages=st.integers(1, 48 * 256),
-       listeners=st.lists(st.tuples(st.sampled_from(["/b", "/"]), _LEVEL_ARGS), max_size=3),
-       thresholds=st.lists(st.tuples(st.sampled_from(["/b", "/"]), st.booleans(),
+       listeners=st.lists(st.tuples(st.sampled_from(["/p/b", "/p", "/"]), _LEVEL_ARGS), max_size=3),
+       thresholds=st.lists(st.tuples(st.sampled_from(["/p/b", "/p", "/"]), st.booleans(),
                                      st.integers(1, 12 * 1024)), max_size=3),
-       rereads=st.booleans(), swap=st.booleans())
-@example(limit_kb=4096, pages=8192, listeners=[("/b", "low")], thresholds=[("/b", False, 2048)],
-         rereads=False, swap=False)
-def test_hypothesis_listeners_and_thresholds(limit_kb, pages, listeners, thresholds, rereads,
-                                             swap, monkeypatch):
+       limit_on=st.sampled_from(["/p/b", "/p"]), rereads=st.booleans(), swap=st.booleans())
+@example(limit_kb=4096, pages=8192, listeners=[("/p/b", "low")],
+         thresholds=[("/p/b", False, 2048)], limit_on="/p/b", rereads=False, swap=False)
+@example(limit_kb=4096, pages=8192, listeners=[("/p", "medium,hierarchy")],
+         thresholds=[("/p", True, 4000), ("/", False, 1000)], limit_on="/p", rereads=True,
+         swap=True)
+def test_hypothesis_listeners_and_thresholds(limit_kb, pages, listeners, thresholds, limit_on,
+                                             rereads, swap, monkeypatch):
+    """Random reads through a limit on the reader's group or its parent, with pressure
+    listeners and memory/memsw usage thresholds on the group, its parent and the root."""
     def workload():
         k = memcg.SimKernel(memory="1G", cpus=2, swap="16M" if swap else "0")
-        k.mkdir("/b")
-        k.write("/b/memory.limit_in_bytes", f"{limit_kb}K")
+        k.mkdir("/p")
+        k.mkdir("/p/b")
+        k.write(f"{limit_on}/memory.limit_in_bytes", f"{limit_kb}K")
         events = [k.event(f"{g.rstrip('/')}/memory.pressure_level", a) for g, a in listeners]
         events += [k.event(f"{g.rstrip('/')}/memory.{'memsw.' if memsw else ''}usage_in_bytes",
                            f"{kb}K") for g, memsw, kb in thresholds]
-        t = k.spawn("/b")
+        t = k.spawn("/p/b")
         t.read_file("x", pages * 4096)
         if rereads:
             t.read_file("x", pages * 4096)
