@@ -387,3 +387,42 @@ def test_hypothesis_listeners_and_thresholds(limit_kb, pages, listeners, thresho
             t.read_file("x", pages * 4096)
         return observe(k, [t], events)
     run_both(workload, monkeypatch)
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "read", "write"]),
+                          st.integers(1, 24 * 256)), min_size=1, max_size=4)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 12 * 1024), memsw_extra_kb=st.one_of(st.none(), st.integers(0, 16 * 1024)),
+       swap_mb=st.sampled_from([0, 4, 32]), ops=_OPS,
+       listener=st.one_of(st.none(), _LEVEL_ARGS),
+       threshold_kb=st.one_of(st.none(), st.integers(1, 12 * 1024)))
+@example(limit_kb=4096, memsw_extra_kb=8192, swap_mb=32, ops=[("anon", 4096), ("read", 4096)],
+         listener="low", threshold_kb=2048)
+def test_hypothesis_mixed_workloads(limit_kb, memsw_extra_kb, swap_mb, ops, listener,
+                                    threshold_kb, monkeypatch):
+    """Random anon, shmem, read and write workloads through a limit (a memsw limit, swap,
+    a listener and a threshold as drawn): the fault spans, bulk reads and streaming cycles
+    give what the step-by-step path gives."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap=f"{swap_mb}M")
+        k.mkdir("/g")
+        k.write("/g/memory.limit_in_bytes", f"{limit_kb}K")
+        if memsw_extra_kb is not None:
+            k.write("/g/memory.memsw.limit_in_bytes", f"{limit_kb + memsw_extra_kb}K")
+        events = []
+        if listener:
+            events.append(k.event("/g/memory.pressure_level", listener))
+        if threshold_kb:
+            events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
+        t = k.spawn("/g")
+        for i, (op, pages) in enumerate(ops):
+            n = pages * 4096
+            if t.state != "running":
+                break
+            {"anon": lambda: t.touch_anon(n), "shm": lambda: t.touch_shm(f"s{i}", n),
+             "read": lambda: t.read_file(f"f{i % 2}", n),
+             "write": lambda: t.write_file(f"w{i}", n)}[op]()
+        return observe(k, [t], events)
+    run_both(workload, monkeypatch)
