@@ -306,3 +306,123 @@ def test_observed_workloads_same_both_ways(kind, monkeypatch):
     if kind in ("anon_swap", "shmem_swap", "memsw"):
         usage = int(obs["files"]["/g/memory.usage_in_bytes"])
         assert int(obs["swap"]) > usage  # pages went to swap at the limit
+
+
+# Listeners and thresholds do not stop the streaming fast path: its vmpressure windows
+# are delivered to the listeners as vmpressure_work_fn() delivers them, and a threshold
+# check that can find nothing to do (usage stays inside the current threshold interval
+# at every page-event step of the cycle) is skipped with the rest.
+
+def test_listener_streams_skipped_same_both_ways(monkeypatch, skipped):
+    def setup(k):
+        return [k.event("/b/memory.pressure_level", "low"),
+                k.event("/b/memory.pressure_level", "medium"),
+                k.event("/b/memory.pressure_level", "low,local"),
+                k.event("/memory.pressure_level", "low,hierarchy"),
+                k.event("/memory.pressure_level", "low")]
+    obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
+    assert skipped[0] > 0
+    assert obs["events"][0] > 20 and obs["events"][3] == obs["events"][0]
+
+
+def test_threshold_streams_skipped_same_both_ways(monkeypatch, skipped):
+    def setup(k):
+        return [k.event("/b/memory.usage_in_bytes", "4M"),
+                k.event("/b/memory.usage_in_bytes", "20M"),
+                k.event("/b/memory.memsw.usage_in_bytes", "6M"),
+                k.event("/memory.usage_in_bytes", "2M")]
+    obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
+    assert skipped[0] > 0
+    assert obs["events"][0] == 1 and obs["events"][1] == 0
+
+
+def test_threshold_inside_the_cycle_same_both_ways(monkeypatch):
+    # a threshold a few pages under the limit: usage crosses it every cycle
+    def setup(k):
+        return [k.event("/b/memory.usage_in_bytes", str(8 * MiB - 16 * 4096))]
+    obs = run_both(_stream("8M", 64 * MiB, setup=setup), monkeypatch)
+    assert obs["events"][0] > 1
+
+
+def test_listener_with_watcher_same_both_ways(monkeypatch):
+    def setup(k):
+        ev = k.event("/b/memory.pressure_level", "low")
+        seen = []
+        ev.watch(seen.append)
+        return [ev]
+    run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
+
+
+_LEVEL_ARGS = st.sampled_from(["low", "medium", "critical", "low,local", "medium,hierarchy",
+                               "critical,local", "low,hierarchy"])
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 10 * 1024),
+       pages=st.integers(1, 48 * 256),
+       listeners=st.lists(st.tuples(st.sampled_from(["/p/b", "/p", "/"]), _LEVEL_ARGS), max_size=3),
+       thresholds=st.lists(st.tuples(st.sampled_from(["/p/b", "/p", "/"]), st.booleans(),
+                                     st.integers(1, 12 * 1024)), max_size=3),
+       limit_on=st.sampled_from(["/p/b", "/p"]), rereads=st.booleans(), swap=st.booleans())
+@example(limit_kb=4096, pages=8192, listeners=[("/p/b", "low")],
+         thresholds=[("/p/b", False, 2048)], limit_on="/p/b", rereads=False, swap=False)
+@example(limit_kb=4096, pages=8192, listeners=[("/p", "medium,hierarchy")],
+         thresholds=[("/p", True, 4000), ("/", False, 1000)], limit_on="/p", rereads=True,
+         swap=True)
+def test_hypothesis_listeners_and_thresholds(limit_kb, pages, listeners, thresholds, limit_on,
+                                             rereads, swap, monkeypatch):
+    """Random reads through a limit on the reader's group or its parent, with pressure
+    listeners and memory/memsw usage thresholds on the group, its parent and the root."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="16M" if swap else "0")
+        k.mkdir("/p")
+        k.mkdir("/p/b")
+        k.write(f"{limit_on}/memory.limit_in_bytes", f"{limit_kb}K")
+        events = [k.event(f"{g.rstrip('/')}/memory.pressure_level", a) for g, a in listeners]
+        events += [k.event(f"{g.rstrip('/')}/memory.{'memsw.' if memsw else ''}usage_in_bytes",
+                           f"{kb}K") for g, memsw, kb in thresholds]
+        t = k.spawn("/p/b")
+        t.read_file("x", pages * 4096)
+        if rereads:
+            t.read_file("x", pages * 4096)
+        return observe(k, [t], events)
+    run_both(workload, monkeypatch)
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "read", "write"]),
+                          st.integers(1, 24 * 256)), min_size=1, max_size=4)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 12 * 1024), memsw_extra_kb=st.one_of(st.none(), st.integers(0, 16 * 1024)),
+       swap_mb=st.sampled_from([0, 4, 32]), ops=_OPS,
+       listener=st.one_of(st.none(), _LEVEL_ARGS),
+       threshold_kb=st.one_of(st.none(), st.integers(1, 12 * 1024)))
+@example(limit_kb=4096, memsw_extra_kb=8192, swap_mb=32, ops=[("anon", 4096), ("read", 4096)],
+         listener="low", threshold_kb=2048)
+def test_hypothesis_mixed_workloads(limit_kb, memsw_extra_kb, swap_mb, ops, listener,
+                                    threshold_kb, monkeypatch):
+    """Random anon, shmem, read and write workloads through a limit (a memsw limit, swap,
+    a listener and a threshold as drawn): the fault spans, bulk reads and streaming cycles
+    give what the step-by-step path gives."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap=f"{swap_mb}M")
+        k.mkdir("/g")
+        k.write("/g/memory.limit_in_bytes", f"{limit_kb}K")
+        if memsw_extra_kb is not None:
+            k.write("/g/memory.memsw.limit_in_bytes", f"{limit_kb + memsw_extra_kb}K")
+        events = []
+        if listener:
+            events.append(k.event("/g/memory.pressure_level", listener))
+        if threshold_kb:
+            events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
+        t = k.spawn("/g")
+        for i, (op, pages) in enumerate(ops):
+            n = pages * 4096
+            if t.state != "running":
+                break
+            {"anon": lambda: t.touch_anon(n), "shm": lambda: t.touch_shm(f"s{i}", n),
+             "read": lambda: t.read_file(f"f{i % 2}", n),
+             "write": lambda: t.write_file(f"w{i}", n)}[op]()
+        return observe(k, [t], events)
+    run_both(workload, monkeypatch)

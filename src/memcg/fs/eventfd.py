@@ -42,6 +42,10 @@ class EventFd(Event):
             for cb in list(self._watchers):
                 cb(n)
 
+    def has_watchers(self) -> bool:
+        """Whether a signal wakes a reader (queues user-space work) besides counting."""
+        return bool(self._watchers)
+
     # user side
     def fileno(self) -> int:
         return self._fd

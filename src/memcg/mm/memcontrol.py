@@ -75,7 +75,12 @@ class StatTable:
 
     def mod_many(self, ids: np.ndarray, item: int, delta: int = 1) -> None:
         """Add delta per page to item of each page's memcg (ids may repeat)."""
-        if len(ids):
+        if not len(ids):
+            return
+        first = ids[0]
+        if (ids == first).all():  # the common case, pages of one group: one add
+            self.a[first, item] += delta * len(ids)
+        else:
             np.add.at(self.a[:, item], ids, delta)
 
 
@@ -810,8 +815,13 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
     """
     if not len(pfns):
         return
-    ids, counts = np.unique(sys.mem.memcg[pfns], return_counts=True)
-    for memcg_id, n in zip(ids.tolist(), counts.tolist()):
+    ids = sys.mem.memcg[pfns]
+    if (ids == ids[0]).all():  # pages of one group (the common case): no sort needed
+        groups = [(int(ids[0]), len(pfns))]
+    else:
+        uids, counts = np.unique(ids, return_counts=True)
+        groups = zip(uids.tolist(), counts.tolist())
+    for memcg_id, n in groups:
         if memcg_id == 0:
             continue
         memcg = sys.memcgs[memcg_id]
@@ -915,7 +925,7 @@ def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:
 
 def memcg_page_state(sys: System, memcg: MemCgroup, item: int, hierarchical: bool) -> int:
     """memcg_page_state() (subtree, dying groups included) or _local()."""
-    if not hierarchical:
+    if not hierarchical or not memcg.children:
         return int(sys.stats.a[memcg.id, item])
     ids = [m.id for m in memcg.subtree()]
     return int(sys.stats.a[ids, item].sum())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import memcontrol
+from . import fastpath, memcontrol
 from .memcontrol import NR_LRU_BASE, PGACTIVATE
 from .mmzone import LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, LRU_NONE, PG_referenced
 
@@ -33,7 +33,9 @@ def _traced_events(sys: System, memcgs: list, cpu: int, fn, *args, **kwargs) -> 
     fn(*args, **kwargs)
     for m, b in zip(memcgs, before):
         if m.nr_page_events[cpu] != b:
-            trace.append(("e", m.id, cpu, m.nr_page_events[cpu] - b))
+            # with the usages a threshold check of these events saw (one group: after fn)
+            usages = fastpath.stream.threshold_usages(sys, m) if len(memcgs) == 1 else None
+            trace.append(("e", m.id, cpu, m.nr_page_events[cpu] - b, usages))
 
 
 def folio_add_lru(sys: System, task, memcg: MemCgroup, mapping: AddressSpace, idx, pfns,

@@ -102,6 +102,12 @@ def vmpressure_work_fn(sys: System, memcg: MemCgroup) -> None:
     sys.pressure_history.append((memcg.path, LEVEL_NAMES[level]))
     # mempressure.shrinker: the pages this window failed to reclaim are asked of user space
     mempressure.shrinker_request(sys, memcg, scanned - reclaimed)
+    vmpressure_signal(sys, memcg, level)
+
+
+def vmpressure_signal(sys: System, memcg: MemCgroup, level: int) -> None:
+    """The walk of vmpressure_work_fn(): deliver one window's level from memcg up to the
+    root, each group's listeners seeing whether one below was signalled."""
     ancestor = False
     signalled = False
     m = memcg

@@ -428,6 +428,8 @@ def reclaim_pages(sys: System, pfns: np.ndarray) -> np.ndarray:
     """shrink_folio_list()'s pageout / __remove_mapping / free for isolated pages, through
     each page's address space (its evict()); returns the pages freed."""
     mids = sys.mem.mapping[pfns]
+    if len(mids) and (mids == mids[0]).all():  # pages of one address space (the common case)
+        return sys.mappings[int(mids[0])].evict(sys, pfns)
     freed = []
     for mid in np.unique(mids).tolist():
         part = pfns[mids == mid]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ... import sched
-from .. import memcontrol_v1, mempressure, vmpressure
+from .. import memcontrol, memcontrol_v1, mempressure, vmpressure
 from ..filemap import FILEMAP_BATCH, HOLE, SHADOW, AddressSpace
 from ..memcontrol import (PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, SOFTLIMIT_EVENTS_TARGET,
                           THRESHOLDS_EVENTS_TARGET, WORKINGSET_REFAULT_FILE, MemCgroup,
@@ -102,6 +102,56 @@ def trace_vmpressure(sys: System, memcg: MemCgroup, scanned: int, reclaimed: int
     """Record what vmpressure() will account (mm/vmscan.c: shrink_node)."""
     if scanned:
         sys.reclaim_trace.append(("v", memcg.id, scanned, reclaimed))
+
+
+def threshold_usages(sys: System, memcg: MemCgroup) -> tuple:
+    """The usages mem_cgroup_threshold() would compare now, for a check of memcg's events:
+    (group id, memsw, usage) of every ancestor with thresholds of that kind."""
+    return tuple((m.id, memsw, memcontrol.mem_cgroup_usage(sys, m, memsw))
+                 for m in memcg.ancestors()
+                 for memsw in (False, True)
+                 if (m.memsw_thresholds if memsw else m.thresholds))
+
+
+def thresholds_quiet(sys: System, trace: list, memcg_id: int) -> bool:
+    """Whether every threshold check a cycle can make for memcg's events finds nothing to do.
+
+    mm/memcontrol-v1.c: __mem_cgroup_threshold() signals the thresholds between the
+    current one and usage, and moves the current index.  A cycle's checks come at some of
+    its page-event steps, which ones depending on the ratelimit counters (they drift from
+    cycle to cycle); the usages at each step come back every cycle.  If at every step each
+    ancestor's usage lies between its current threshold (inclusive) and the next one
+    (exclusive), no check of any cycle signals or moves an index.
+    """
+    for e in trace:
+        if e[0] != "e" or e[1] != memcg_id:
+            continue
+        usages = e[4]
+        if usages is None:
+            return False  # uncharged with other groups: the usage at the check is unknown
+        for mid, memsw, usage in usages:
+            m = sys.memcgs[mid]
+            lst = m.memsw_thresholds if memsw else m.thresholds
+            i = m.memsw_current_threshold if memsw else m.current_threshold
+            if i >= 0 and lst[i][0] > usage:
+                return False
+            if i + 1 < len(lst) and lst[i + 1][0] <= usage:
+                return False
+    return True
+
+
+def pressure_quiet(sys: System, memcg: MemCgroup) -> bool:
+    """Whether a vmpressure window of memcg does nothing but count and signal eventfds.
+
+    mm/vmpressure.c: vmpressure_work_fn() -> vmpressure_event() signals listeners from
+    memcg up; a signal that wakes a reader (user-space work queued) or a user-space
+    shrinker holding chunks (mempressure.shrinker_request) would change what follows.
+    """
+    for x in memcg.ancestors():
+        v = sys._vmpressure.get(x.id)
+        if v is not None and any(ev.efd.has_watchers() for ev in v.events):
+            return False
+    return not any(s.chunks > 0 for x in memcg.subtree() for s in sys.user_shrinkers.get(x.id, ()))
 
 
 class _Accumulators:
@@ -198,9 +248,12 @@ class StreamReclaim:
       not young, in a file (not shmem) mapping: shrink_folio_list() evicts each one it
       scans, oldest first (mm/vmscan.c: folio_check_references -> FOLIOREF_RECLAIM);
     - the ratelimited checks and vmpressure windows crossed on the way are replayed
-      (_Accumulators); a cycle whose threshold check could signal (thresholds on the
-      group or an ancestor), whose soft-limit update could re-key the tree, or whose
-      vmpressure window could reach a listener or a user-space shrinker is not skipped;
+      (_Accumulators), each window delivered to the listeners as vmpressure_work_fn()
+      delivers it; a cycle whose threshold check could signal or move an index (a usage
+      seen at one of its page-event steps outside the current threshold interval,
+      thresholds_quiet), whose soft-limit update could re-key the tree, or whose
+      vmpressure window could wake a reader or ask a user-space shrinker (pressure_quiet)
+      is not skipped;
     - the batches skipped are whole and their slots all holes (or all shadows) as in the
       cycles watched; the read goes on in the slow path after them.
     """
@@ -303,7 +356,7 @@ class StreamReclaim:
         n = span // pages
         if n < 1 or not stream_pages_ok(sys, memcg):
             return 0
-        n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc))
+        n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc, trace))
         if n < 1:
             return 0
         self._apply_counters(acc, c, b, n, state, fired, grow)
@@ -325,24 +378,22 @@ class StreamReclaim:
         return sys.pressure_history[b.history:c.history] == history and \
             len(sys.pressure_history) == c.history
 
-    def _forbidden(self, acc: _Accumulators) -> set:
-        """The checks that could do more than move their own accumulator."""
+    def _forbidden(self, acc: _Accumulators, trace: list) -> set:
+        """The checks that could do more than move their own accumulator or signal an
+        eventfd nobody waits on."""
         sys = self.sys
         forbidden = set()
         for mid, _ in acc.ekeys:
             m = sys.memcgs[mid]
+            if not thresholds_quiet(sys, trace, mid):
+                forbidden.add("t")  # mem_cgroup_threshold() could signal
             for x in m.ancestors():
-                if x.thresholds or x.memsw_thresholds:
-                    forbidden.add("t")  # mem_cgroup_threshold() could signal
                 if x.id in sys.soft_limit_tree or memcontrol_v1.soft_limit_excess(x) or \
                         (not x.is_root() and x.soft_limit < x.memory.max):
                     forbidden.add("s")  # memcg1_update_tree() could re-key
         for mid in acc.vkeys:
-            m = sys.memcgs[mid]
-            if any(sys._vmpressure.get(x.id) is not None and sys._vmpressure[x.id].events
-                   for x in m.ancestors()) or \
-                    any(s.chunks > 0 for x in m.subtree() for s in sys.user_shrinkers.get(x.id, ())):
-                forbidden.add("v")  # vmpressure_event() / shrinker_request() would signal
+            if not pressure_quiet(sys, sys.memcgs[mid]):
+                forbidden.add("v")  # a signal would wake a reader, or a shrinker be asked
         return forbidden
 
     def _apply_counters(self, acc: _Accumulators, c: _StreamSnap, b: _StreamSnap, n: int,
@@ -366,13 +417,16 @@ class StreamReclaim:
             m.nr_page_events[cpu] = val
             m.thresh_target[cpu] = val - dt
             m.softlimit_target[cpu] = val - ds
-        windows = [(acc.vkeys[i], lvl) for kind, i, lvl in fired if kind == "v"]
-        sys.pressure_history.extend((sys.memcgs[mid].path, vmpressure.LEVEL_NAMES[lvl])
-                                     for mid, lvl in windows)
-        for mid in sorted({mid for mid, _ in windows}):
-            mempressure.shrinker_request(sys, sys.memcgs[mid], 0)  # no shrinker holds chunks: forgets the debt
-            for m in sys.memcgs[mid].ancestors():
-                vmpressure.memcg_to_vmpressure(sys, m)  # vmpressure_work_fn() walks up, finding no listener
+        # vmpressure_work_fn() of every window of the n cycles, in order: the level is
+        # recorded, no shrinker holds chunks (the debt is forgotten), the listeners from
+        # the group up are signalled (pressure_quiet: nobody waits on them)
+        for kind, i, lvl in fired:
+            if kind != "v":
+                continue
+            m = sys.memcgs[acc.vkeys[i]]
+            sys.pressure_history.append((m.path, vmpressure.LEVEL_NAMES[lvl]))
+            mempressure.shrinker_request(sys, m, 0)
+            vmpressure.vmpressure_signal(sys, m, lvl)
 
 
 def stream_pages_ok(sys: System, memcg) -> bool:
