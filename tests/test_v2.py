@@ -480,7 +480,12 @@ def test_oom_group_parent_events(k):
     assert parent_task.state == "oom_killed"
     assert k.read("/t/p/cgroup.procs") == "" and k.read("/t/p/c/cgroup.procs") == ""
     ev = events(k, "/t/p/memory.events")
-    assert ev["oom_group_kill"] == 1 and ev["oom_kill"] == 5   # four tasks, the victim twice
+    # four tasks, the victim twice: the group kill (mm/oom_kill.c: oom_kill_memcg_member)
+    # reaches the victim again and counts it once more, unless the victim has already
+    # dropped its mm (__oom_kill_process: find_lock_task_mm fails, "already exiting",
+    # nothing counted) - a race the real kernel sometimes loses, the model never
+    assert ev["oom_group_kill"] == 1
+    assert ev["oom_kill"] == 5 if is_618(k) else ev["oom_kill"] in (4, 5)
 
 
 def test_oom_group_score_events():
