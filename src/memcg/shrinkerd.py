@@ -689,6 +689,8 @@ class Daemon:
                         self.read_shrinker(c)
                 elif what == "pressure":
                     self.read_pressure(key.data[1])
+                elif what == "parent":
+                    self.stop()   # the parent's end of the life pipe is closed
                 elif what == "wakeup":
                     try:
                         os.read(key.fd, 64)
@@ -715,8 +717,11 @@ class Daemon:
 
 
 def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False,
-          margin: int | None = None, oom_guard: bool = False) -> int:
-    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status."""
+          margin: int | None = None, oom_guard: bool = False, parent_fd: int = -1) -> int:
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status.
+
+    parent_fd: the read end of a pipe whose write end only the parent holds; the daemon
+    stops when it reports hang-up (the parent closed it or died), as with SIGTERM."""
     log = sys.stderr if foreground or json_log else None
     d = Daemon(cgroup, run, margin=margin, log=log, json_log=json_log, oom_guard=oom_guard)
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -728,6 +733,8 @@ def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False
     old_fd = signal.set_wakeup_fd(w)
     try:
         d.sel.register(r, selectors.EVENT_READ, ("wakeup",))
+        if parent_fd >= 0:
+            d.sel.register(parent_fd, selectors.EVENT_READ, ("parent",))
         d.start()
         d.log("ready", cgroup=d.root, run=d.run)
         d.serve_forever()
