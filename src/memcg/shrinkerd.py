@@ -53,6 +53,7 @@ WINDOW_MAX_US = 10_000_000
 
 TICK = 0.05            # seconds between checks: new and vanished groups, limits, deferrals
 SETTLE = 0.2           # a request counts as in flight (its memory not yet freed) this long
+TAKEN = 0.005          # ... or this long once the client has read it from its eventfd
 BACKOFF_BASE = 0.05    # first back-off of a client that did not free; doubles per strike
 BACKOFF_MAX = 5.0
 MAX_LINE = 256         # longest request line
@@ -118,9 +119,10 @@ class Group:
     efds: dict[int, str] = field(default_factory=dict)   # eventfd -> "threshold" | level
     shrinkers: list[ShrinkerClient] = field(default_factory=list)
     pressure: list[PressureClient] = field(default_factory=list)
-    in_flight: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes asked)
+    in_flight: list[tuple[float, int, "ShrinkerClient"]] = field(default_factory=list)  # (time, bytes, whom)
     asked_round: list[ShrinkerClient] = field(default_factory=list)   # asked at the last ask
     dropped: bool = True       # usage went under the high mark since the last ask
+    last_ask: float = -1e9     # when the last request of a usage check was made
     made_run: bool = False
     guard: bool = False        # the daemon set oom_kill_disable (it was 0)
     guard_off_until: float = 0.0
@@ -361,9 +363,25 @@ class Daemon:
             # A window reported at this level fell short by at least this share of it.
             # Requests still in flight count against it, as for thresholds.
             now = time.monotonic()
-            g.in_flight = [(t, b) for t, b in g.in_flight if now - t < SETTLE]
-            pending = sum(b for _, b in g.in_flight) // PAGE_SIZE
+            pending = self.pending(g, now) // PAGE_SIZE
             self.ask(g, VMPRESSURE_WIN * win // 100 - pending, seen, kind)
+
+    def pending(self, g: Group, now: float) -> int:
+        """Bytes asked of g's subtree whose freeing cannot show in usage yet.
+
+        A request is in flight until its client has read it from the eventfd (the
+        counter we share with it is back to 0) and TAKEN has passed since, or for
+        SETTLE at most: a client that frees at once is not charged its old requests
+        while it allocates again."""
+        keep = []
+        for t, b, c in g.in_flight:
+            if now - t >= SETTLE or c.efd < 0:
+                continue
+            if now - t >= TAKEN and not _eventfd_count(c.efd):
+                continue
+            keep.append((t, b, c))
+        g.in_flight = keep
+        return sum(b for _, b, _ in keep)
 
     def reclaim_check(self, g: Group, seen: float, reason: str) -> None:
         """Usage above limit - margin: ask for what brings it to limit - 2 * margin."""
@@ -375,24 +393,23 @@ class Daemon:
             return
         m = self.margin(g.limit)
         now = time.monotonic()
-        g.in_flight = [(t, b) for t, b in g.in_flight if now - t < SETTLE]
+        pending = self.pending(g, now)
         if usage <= g.limit - m:
             g.in_flight.clear()
             g.dropped = True
             return
         self.notify_pressure(g, "some", seen)
-        pending = sum(b for _, b in g.in_flight)
         if pending and reason == "tick":
             return   # the tick only re-asks once a request has settled
         short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
             return
-        if not g.dropped and not pending and g.asked_round:
+        if not g.dropped and now - g.last_ask >= SETTLE and g.asked_round:
             self.back_off(g, now)
             g.asked_round = []   # one strike per request
         asked = self.ask(g, -(-short // PAGE_SIZE), seen, reason, usage=usage)
         if asked:
-            g.dropped, g.asked_round = False, asked
+            g.dropped, g.asked_round, g.last_ask = False, asked, now
 
     def back_off(self, g: Group, now: float) -> None:
         """The last request settled and usage never went under the high mark: the
@@ -429,7 +446,7 @@ class Daemon:
                 c.strikes = 0   # its last request was met
             c.chunks -= n
             asked.append(c)
-            g.in_flight.append((done, n * c.chunk_size))
+            g.in_flight.append((done, n * c.chunk_size, c))
             self.log("ask", group=g.rel, client=c.group.rel, pid=c.pid, chunks=n,
                      held=c.chunks, reason=reason, usage=usage,
                      latency_us=round((done - seen) * 1e6))

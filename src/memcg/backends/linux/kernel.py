@@ -24,7 +24,7 @@ from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
 from .events import LinuxEvent
-from .shrinker import LinuxShrinkerEvent, ShrinkerDaemon, parse_report
+from .shrinker import SHRINKER_MARGIN, LinuxShrinkerEvent, ShrinkerDaemon, parse_report
 
 # The worker runs as a file of its own, so it imports nothing of the package.
 WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")
@@ -497,7 +497,8 @@ class LinuxKernel(Kernel):
         if not size.isdigit() or int(size) == 0:
             raise OSError(errno.EINVAL, "Invalid argument", path)
         if self._shrinkerd is None:
-            self._shrinkerd = ShrinkerDaemon(self.root_dir, os.path.join(self._workdir, "run"))
+            self._shrinkerd = ShrinkerDaemon(self.root_dir, os.path.join(self._workdir, "run"),
+                                             margin=SHRINKER_MARGIN)
         self._shrinkerd.start()
         rel = os.path.relpath(gdir, self.root_dir)
         try:

@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from .kernel import LinuxKernel
 
 PR_SET_PDEATHSIG = 1      # include/uapi/linux/prctl.h
+# The daemon's margin under a limit (shrinkerd --margin).  This kernel's own watchers
+# serve a request before the task's next command, so a task allocates at most one
+# command's memory past the high mark before it is served, plus the usage thresholds'
+# 128-page granularity (mm/memcontrol-v1.c THRESHOLDS_EVENTS_TARGET) and the wake-ups
+# of a loaded machine: a 1-MiB-chunk allocator at a 64M limit overran 4 MiB and, once in
+# three runs, 8 MiB; 12 MiB held in every run.
+SHRINKER_MARGIN = 12 << 20
 SOCKET_WAIT = 5.0         # a new group is served on the daemon's next 50 ms tick
 REPLY_WAIT = 5.0
 # The package directory's parent: the daemon imports this very copy of memcg.
@@ -65,9 +72,10 @@ def parse_report(text: str) -> tuple[int, int]:
 class ShrinkerDaemon:
     """The shrinkerd child of one LinuxKernel: started once, on first use."""
 
-    def __init__(self, cgroup: str, run: str):
+    def __init__(self, cgroup: str, run: str, margin: int | None = None):
         self.cgroup = cgroup
         self.run = run
+        self.margin = margin
         self.proc: subprocess.Popen | None = None
         self._life_w = -1
 
@@ -92,10 +100,11 @@ class ShrinkerDaemon:
         env["PYTHONPATH"] = PACKAGE_PARENT
         code = ("import sys; from memcg import shrinkerd; "
                 "sys.exit(shrinkerd.serve(sys.argv[1], sys.argv[2], foreground=False, "
-                "parent_fd=int(sys.argv[3])))")
+                "parent_fd=int(sys.argv[3]), margin=int(sys.argv[4]) if sys.argv[4] else None))")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", code, self.cgroup, self.run, str(life_r)],
+                [sys.executable, "-c", code, self.cgroup, self.run, str(life_r),
+                 "" if self.margin is None else str(self.margin)],
                 pass_fds=[life_r], preexec_fn=arm, start_new_session=True, close_fds=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 env=env)
