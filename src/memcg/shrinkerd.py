@@ -399,7 +399,7 @@ class Daemon:
             g.dropped = True
             return
         self.notify_pressure(g, "some", seen)
-        if pending and reason == "tick":
+        if reason == "tick" and (pending or now - g.last_ask < SETTLE):
             return   # the tick only re-asks once a request has settled
         short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
