@@ -157,7 +157,16 @@ class LinuxShrinkerEvent(LinuxEvent):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self._sock.settimeout(REPLY_WAIT)
-            self._sock.connect(sock_path)
+            deadline = time.monotonic() + SOCKET_WAIT
+            while True:
+                try:
+                    self._sock.connect(sock_path)
+                    break
+                except ConnectionRefusedError:
+                    # bound but not listening yet: the daemon is setting the group up
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
             self._sock.sendmsg([b"register %d\n?\n" % chunk_size],
                                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [efd]))])
             reply = self._line()
