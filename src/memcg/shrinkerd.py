@@ -367,7 +367,17 @@ class Daemon:
             return
         try:
             if trigger:
-                os.write(fd, trigger.encode() + b"\0")
+                try:
+                    os.write(fd, trigger.encode() + b"\0")
+                except OSError as e:
+                    # kernel/sched/psi.c psi_trigger_create: without CAP_SYS_RESOURCE a
+                    # trigger's window must be a multiple of 2 s; the daemon's own
+                    # triggers fall back to one 2 s window.
+                    if e.errno != errno.EINVAL or kind == "client":
+                        raise
+                    f = trigger.split()
+                    trigger = f"{f[0]} {f[1]} 2000000"
+                    os.write(fd, trigger.encode() + b"\0")
             else:
                 self.read_events(g, fd)   # reading arms kernfs' event counter
             self.sel.register(fd, EVENT_PRI, ("pri", g, kind))
@@ -914,38 +924,41 @@ class Daemon:
         """The selector loop, until stop()."""
         next_tick = time.monotonic() + TICK
         while not self.stopping:
-            timeout = max(0.0, next_tick - time.monotonic())
-            for key, mask in self.sel.select(timeout):
-                what = key.data[0]
-                if what == "event":
-                    _, g, kind = key.data
-                    if key.fd in g.efds:
-                        self.on_event(g, key.fd, kind)
-                elif what == "listen":
-                    _, g, name = key.data
-                    self.accept(g, key.fileobj, name)
-                elif what == "shrinker":
-                    c = key.data[1]
-                    if mask & selectors.EVENT_WRITE and c.sock.fileno() >= 0:
-                        self.flush(c)
-                    if mask & selectors.EVENT_READ and c.sock.fileno() >= 0:
-                        self.read_shrinker(c)
-                elif what == "pressure":
-                    self.read_pressure(key.data[1])
-                elif what == "parent":
-                    self.stop()   # the parent's end of the life pipe is closed
-                elif what == "pri":
-                    _, g, kind = key.data
-                    if key.fd in g.pri:
-                        self.on_pri(g, key.fd, kind)
-                elif what == "wakeup":
-                    try:
-                        os.read(key.fd, 64)
-                    except BlockingIOError:
-                        pass
+            self.run_once(max(0.0, next_tick - time.monotonic()))
             if time.monotonic() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic() + TICK
+
+    def run_once(self, timeout: float) -> None:
+        """Wait up to timeout for what is ready, and handle it (no tick)."""
+        for key, mask in self.sel.select(timeout):
+            what = key.data[0]
+            if what == "event":
+                _, g, kind = key.data
+                if key.fd in g.efds:
+                    self.on_event(g, key.fd, kind)
+            elif what == "listen":
+                _, g, name = key.data
+                self.accept(g, key.fileobj, name)
+            elif what == "shrinker":
+                c = key.data[1]
+                if mask & selectors.EVENT_WRITE and c.sock.fileno() >= 0:
+                    self.flush(c)
+                if mask & selectors.EVENT_READ and c.sock.fileno() >= 0:
+                    self.read_shrinker(c)
+            elif what == "pressure":
+                self.read_pressure(key.data[1])
+            elif what == "parent":
+                self.stop()   # the parent's end of the life pipe is closed
+            elif what == "pri":
+                _, g, kind = key.data
+                if key.fd in g.pri:
+                    self.on_pri(g, key.fd, kind)
+            elif what == "wakeup":
+                try:
+                    os.read(key.fd, 64)
+                except BlockingIOError:
+                    pass
 
     def stop(self) -> None:
         self.stopping = True
