@@ -1,6 +1,6 @@
 """memcg shrinkerd: the userspace shrinker and pressure sockets on a real memory cgroup.
 
-For a cgroup v1 memory group DIR and every group below it (found again on every tick),
+For a memory group DIR (cgroup v1 or v2) and every group below it (found again on every tick),
 the daemon serves, in a runtime directory RUN, for each group G (relative to DIR):
 
 - RUN/G/shrinker.sock: the 2013 proposal's chunk protocol.  A client sends
@@ -15,7 +15,9 @@ the daemon serves, in a runtime directory RUN, for each group G (relative to DIR
 The pressure sources are the kernel's own (mm/memcontrol-v1.c): memory.pressure_level
 at every level, registered "local" on each group so an event names the group whose
 limit is reclaimed, and usage thresholds (memory.usage_in_bytes) just under each
-limit.  An event in group A concerns the clients of A's subtree only.  How much to ask
+limit.  On v2: PSI triggers on memory.pressure and changes of memory.events (both
+polled for POLLPRI) and the headroom under memory.high / memory.max on the tick.  An
+event in group A concerns the clients of A's subtree only.  How much to ask
 of whom is memcg.mm.shrink_plan, the code the model's mempressure.shrinker uses.
 
 One selector loop; every socket is nonblocking; a client is a small state record.
