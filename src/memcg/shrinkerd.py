@@ -1,6 +1,6 @@
 """memcg shrinkerd: the userspace shrinker and pressure sockets on a real memory cgroup.
 
-For a cgroup v1 memory group DIR and every group below it (found again on every tick),
+For a memory group DIR (cgroup v1 or v2) and every group below it (found again on every tick),
 the daemon serves, in a runtime directory RUN, for each group G (relative to DIR):
 
 - RUN/G/shrinker.sock: the 2013 proposal's chunk protocol.  A client sends
@@ -15,7 +15,9 @@ the daemon serves, in a runtime directory RUN, for each group G (relative to DIR
 The pressure sources are the kernel's own (mm/memcontrol-v1.c): memory.pressure_level
 at every level, registered "local" on each group so an event names the group whose
 limit is reclaimed, and usage thresholds (memory.usage_in_bytes) just under each
-limit.  An event in group A concerns the clients of A's subtree only.  How much to ask
+limit.  On v2: PSI triggers on memory.pressure and changes of memory.events (both
+polled for POLLPRI) and the headroom under memory.high / memory.max on the tick.  An
+event in group A concerns the clients of A's subtree only.  How much to ask
 of whom is memcg.mm.shrink_plan, the code the model's mempressure.shrinker uses.
 
 One selector loop; every socket is nonblocking; a client is a small state record.
@@ -27,6 +29,7 @@ import errno
 import json
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -53,6 +56,7 @@ WINDOW_MAX_US = 10_000_000
 
 TICK = 0.05            # seconds between checks: new and vanished groups, limits, deferrals
 SETTLE = 0.2           # a request counts as in flight (its memory not yet freed) this long
+TAKEN = 0.005          # ... or this long once the client has read it from its eventfd
 BACKOFF_BASE = 0.05    # first back-off of a client that did not free; doubles per strike
 BACKOFF_MAX = 5.0
 MAX_LINE = 256         # longest request line
@@ -62,6 +66,83 @@ EVENTFD_SANE = 1 << 62 # an eventfd counter above this could block our write: dr
 OOM_GRACE = 0.2        # an OOM the asked clients did not end in this time goes to the kernel
 OOM_GUARD_PAUSE = 1.0  # then the guard stays off this long
 SUN_PATH_MAX = 107     # include/uapi/linux/un.h: sun_path[108], NUL included
+# cgroup v2: the daemon's own PSI triggers on each group's memory.pressure - a stall of
+# 50 ms in a 500 ms window (the smallest window kernel/sched/psi.c accepts) for "some"
+# (medium) and "full" (critical), as the vmpressure levels are used on v1.
+V2_TRIGGERS = (("some", "some 50000 500000"), ("full", "full 50000 500000"))
+PAGE_COUNTER_MAX = 1 << 60   # a limit at or above this is none ("max")
+
+
+EVENT_PRI = 4   # an exceptional condition (EPOLLPRI): PSI triggers, kernfs notifications
+
+
+class EpollLoop:
+    """The selectors interface on epoll, plus EVENT_PRI.
+
+    selectors has no way to wait for POLLPRI alone, and a nested epoll does not do:
+    the outer readiness check polls the inner items, and psi_trigger_poll consumes its
+    event as it reports it (kernel/sched/psi.c: cmpxchg(&t->event, 1, 0); fs/eventpoll.c
+    __ep_eventpoll_poll), so the inner epoll would never see it."""
+
+    def __init__(self):
+        self._ep = select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+
+    @staticmethod
+    def _fd(fileobj) -> int:
+        return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+    @staticmethod
+    def _mask(events: int) -> int:
+        if events & EVENT_PRI:
+            return select.EPOLLPRI
+        return ((select.EPOLLIN if events & selectors.EVENT_READ else 0)
+                | (select.EPOLLOUT if events & selectors.EVENT_WRITE else 0))
+
+    def register(self, fileobj, events: int, data=None) -> selectors.SelectorKey:
+        fd = self._fd(fileobj)
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._ep.register(fd, self._mask(events))
+        self._keys[fd] = key
+        return key
+
+    def modify(self, fileobj, events: int, data=None) -> selectors.SelectorKey:
+        fd = self._fd(fileobj)
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._ep.modify(fd, self._mask(events))
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj) -> None:
+        fd = self._fd(fileobj)
+        self._keys.pop(fd, None)
+        try:
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        try:
+            ready = self._ep.poll(-1 if timeout is None else timeout, max(1, len(self._keys)))
+        except InterruptedError:
+            return []
+        out = []
+        for fd, ev in ready:
+            key = self._keys.get(fd)
+            if key is None:
+                continue
+            if key.events & EVENT_PRI:
+                mask = EVENT_PRI if ev & (select.EPOLLPRI | select.EPOLLERR) else 0
+            else:
+                mask = ((selectors.EVENT_READ if ev & ~select.EPOLLOUT else 0)
+                        | (selectors.EVENT_WRITE if ev & ~select.EPOLLIN else 0))
+            if mask:
+                out.append((key, mask))
+        return out
+
+    def close(self) -> None:
+        self._keys.clear()
+        self._ep.close()
 
 
 class DaemonError(Exception):
@@ -105,6 +186,7 @@ class PressureClient:
     inbuf: bytes = b""
     last_sent: float = -1e9
     deferred: bool = False
+    psi_fd: int = -1       # v2: the client's own trigger on its group's memory.pressure
 
 
 @dataclass(eq=False)
@@ -116,11 +198,15 @@ class Group:
     limit: int = -1
     listeners: dict[int, tuple[socket.socket, str]] = field(default_factory=dict)
     efds: dict[int, str] = field(default_factory=dict)   # eventfd -> "threshold" | level
+    pri: dict[int, str] = field(default_factory=dict)    # v2: fd polled for POLLPRI -> "some" | "full" | "events"
+    events_seen: dict[str, int] = field(default_factory=dict)   # v2: memory.events as last read
     shrinkers: list[ShrinkerClient] = field(default_factory=list)
     pressure: list[PressureClient] = field(default_factory=list)
-    in_flight: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes asked)
+    # requests in flight: [time, bytes, client, usage when asked, lowest usage read since]
+    in_flight: list[list] = field(default_factory=list)
     asked_round: list[ShrinkerClient] = field(default_factory=list)   # asked at the last ask
     dropped: bool = True       # usage went under the high mark since the last ask
+    last_ask: float = -1e9     # when the last request of a usage check was made
     made_run: bool = False
     guard: bool = False        # the daemon set oom_kill_disable (it was 0)
     guard_off_until: float = 0.0
@@ -171,16 +257,25 @@ class Daemon:
         self.oom_guard = oom_guard
         self.log_file = log
         self.json_log = json_log
-        self.sel = selectors.DefaultSelector()
+        self.sel = EpollLoop()
         self.groups: dict[str, Group] = {}
         self.stopping = False
         self.made_run = False
+        self.pri_clients: dict[int, PressureClient] = {}
         if os.path.exists(os.path.join(self.root, "cgroup.controllers")):
-            raise DaemonError(f"{self.root}: cgroup v2 is not served yet (v1 memory only)")
-        if not os.path.exists(os.path.join(self.root, "memory.limit_in_bytes")):
-            raise DaemonError(f"{self.root}: not a cgroup v1 memory group (no memory.limit_in_bytes)")
-        if not os.access(os.path.join(self.root, "cgroup.event_control"), os.W_OK):
-            raise DaemonError(f"{self.root}/cgroup.event_control: not writable")
+            self.version = 2
+            if not os.path.exists(os.path.join(self.root, "memory.current")):
+                raise DaemonError(f"{self.root}: not a cgroup v2 group with the memory controller "
+                                  "(no memory.current: enable +memory in the parent's cgroup.subtree_control)")
+        else:
+            self.version = 1
+            if not os.path.exists(os.path.join(self.root, "memory.limit_in_bytes")):
+                raise DaemonError(f"{self.root}: not a memory cgroup (no memory.limit_in_bytes "
+                                  "or memory.current)")
+            if not os.access(os.path.join(self.root, "cgroup.event_control"), os.W_OK):
+                raise DaemonError(f"{self.root}/cgroup.event_control: not writable")
+        self.marker = "memory.limit_in_bytes" if self.version == 1 else "memory.current"
+        self.usage_file = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
 
     # --- logging -------------------------------------------------------------------
     def log(self, what: str, **kw) -> None:
@@ -198,7 +293,7 @@ class Daemon:
         """Serve new groups below DIR, drop vanished ones, follow limit changes."""
         seen = set()
         for here, dirs, names in os.walk(self.root):
-            if "memory.limit_in_bytes" not in names:
+            if self.marker not in names:
                 dirs[:] = []
                 continue
             rel = os.path.relpath(here, self.root)
@@ -260,7 +355,58 @@ class Daemon:
         g.efds[efd] = kind
         self.sel.register(efd, selectors.EVENT_READ, ("event", g, kind))
 
+    def register_pri(self, g: Group, file: str, trigger: str | None, kind: str) -> None:
+        """cgroup v2: a file polled for POLLPRI - memory.pressure with a PSI trigger
+        written to it (kernel/sched/psi.c psi_trigger_create; psi_trigger_poll raises
+        EPOLLPRI when the stall passes the threshold in the window), or memory.events,
+        whose changes kernfs announces as EPOLLPRI (cgroup_file_notify ->
+        kernfs_notify; kernfs_generic_poll)."""
+        try:
+            fd = os.open(os.path.join(g.path, file),
+                         (os.O_RDWR if trigger else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            self.log("register-failed", group=g.rel, file=file, error=str(e))
+            return
+        try:
+            if trigger:
+                try:
+                    os.write(fd, trigger.encode() + b"\0")
+                except OSError as e:
+                    # kernel/sched/psi.c psi_trigger_create: without CAP_SYS_RESOURCE a
+                    # trigger's window must be a multiple of 2 s; the daemon's own
+                    # triggers fall back to one 2 s window.
+                    if e.errno != errno.EINVAL or kind == "client":
+                        raise
+                    f = trigger.split()
+                    trigger = f"{f[0]} {f[1]} 2000000"
+                    os.write(fd, trigger.encode() + b"\0")
+            else:
+                self.read_events(g, fd)   # reading arms kernfs' event counter
+            self.sel.register(fd, EVENT_PRI, ("pri", g, kind))
+        except OSError as e:
+            os.close(fd)
+            self.log("register-failed", group=g.rel, file=file, args=trigger, error=str(e))
+            return
+        g.pri[fd] = kind
+
+    def read_events(self, g: Group, fd: int) -> dict[str, int]:
+        """memory.events now; returns what grew since the last read."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        now = {}
+        for line in os.read(fd, 4096).decode(errors="replace").splitlines():
+            f = line.split()
+            if len(f) == 2 and f[1].isdigit():
+                now[f[0]] = int(f[1])
+        grew = {k: v - g.events_seen.get(k, 0) for k, v in now.items() if v > g.events_seen.get(k, 0)}
+        g.events_seen = now
+        return grew
+
     def register_levels(self, g: Group) -> None:
+        if self.version == 2:
+            for kind, trigger in V2_TRIGGERS:
+                self.register_pri(g, "memory.pressure", trigger, kind)
+            self.register_pri(g, "memory.events", None, "events")
+            return
         # "local": an event names the group whose reclaim it is (mm/vmpressure.c
         # vmpressure_event, VMPRESSURE_LOCAL), so it goes to that group's subtree only.
         for level in LEVELS:
@@ -278,6 +424,8 @@ class Daemon:
 
     def check_limit(self, g: Group) -> None:
         """Usage thresholds at limit - margin and limit - margin/2, moved with the limit."""
+        if self.version == 2:
+            return self.check_limit_v2(g)
         try:
             limit = _read_int(os.path.join(g.path, "memory.limit_in_bytes"))
         except (OSError, ValueError):
@@ -296,6 +444,71 @@ class Daemon:
                 self.register_event(g, "memory.usage_in_bytes", str(t), "threshold")
         self.log("limit", group=g.rel, limit=limit, high=limit - m)
 
+    def check_limit_v2(self, g: Group) -> None:
+        """v2: the group's limit is the lower of memory.high (reclaim and throttling
+        start there, mm/memcontrol.c mem_cgroup_handle_over_high) and memory.max."""
+        limit = PAGE_COUNTER_MAX
+        for name in ("memory.high", "memory.max"):
+            text = _quiet(os.path.join(g.path, name)).strip()
+            if text.isdigit():
+                limit = min(limit, int(text))
+        if limit != g.limit:
+            g.limit = limit
+            if limit < PAGE_COUNTER_MAX:
+                self.log("limit", group=g.rel, limit=limit, high=limit - self.margin(limit))
+
+    def on_pri(self, g: Group, fd: int, kind: str) -> None:
+        """v2: a POLLPRI file fired (a PSI trigger, a memory.events change)."""
+        seen = time.monotonic()
+        if kind == "client":
+            p = self.pri_clients.get(fd)
+            if p is not None:
+                self.send_pressure(p, seen)
+        elif kind == "events":
+            try:
+                grew = self.read_events(g, fd)
+            except OSError:
+                return
+            self.on_events(g, grew, seen)
+        else:
+            self.on_psi(g, kind, seen)
+
+    def on_psi(self, g: Group, kind: str, seen: float) -> None:
+        """A PSI trigger of g fired: tasks of g stalled on memory for the threshold
+        within the window.  Asked as a vmpressure level on v1: medium for "some",
+        critical for "full" - or, near the limit, what brings usage under it."""
+        self.notify_pressure(g, kind, seen)
+        if 0 <= g.limit < PAGE_COUNTER_MAX and self.usage(g) > g.limit - self.margin(g.limit):
+            return self.reclaim_check(g, seen, f"psi-{kind}")
+        share = VMPRESSURE_LEVEL_CRITICAL if kind == "full" else VMPRESSURE_LEVEL_MED
+        pending = self.pending(g, time.monotonic()) // PAGE_SIZE
+        self.ask(g, VMPRESSURE_WIN * share // 100 - pending, seen, f"psi-{kind}")
+
+    def on_events(self, g: Group, grew: dict[str, int], seen: float) -> None:
+        """memory.events of g changed: "high" (usage went over memory.high and g was
+        reclaimed, mm/memcontrol.c reclaim_high) and "max" (a charge met memory.max)
+        ask for what brings usage back under the margin, at once; "oom" asks urgently."""
+        if not any(grew.get(k) for k in ("high", "max", "oom")):
+            return
+        self.notify_pressure(g, "full" if grew.get("oom") else "some", seen)
+        if grew.get("oom") and 0 <= g.limit < PAGE_COUNTER_MAX:
+            want = max([self.margin(g.limit)] + [c.chunk_size for h in self.subtree(g)
+                                                 for c in h.shrinkers if c.chunks > 0])
+            self.ask(g, -(-want // PAGE_SIZE), seen, "oom", urgent=True)
+            return
+        self.reclaim_check(g, seen, "max" if grew.get("max") else "high")
+
+    def usage(self, g: Group) -> int:
+        try:
+            return _read_int(os.path.join(g.path, self.usage_file))
+        except (OSError, ValueError):
+            return -1
+
+    def close_pri(self, g: Group, fd: int) -> None:
+        self.sel.unregister(fd)
+        os.close(fd)
+        del g.pri[fd]
+
     def close_event(self, g: Group, efd: int) -> None:
         self.sel.unregister(efd)
         os.close(efd)
@@ -306,6 +519,8 @@ class Daemon:
         self.set_guard(g, False, "release")
         for efd in list(g.efds):
             self.close_event(g, efd)
+        for fd in list(g.pri):
+            self.close_pri(g, fd)
         for c in list(g.shrinkers):
             self.drop_shrinker(c, None)
         for p in list(g.pressure):
@@ -361,38 +576,56 @@ class Daemon:
             # A window reported at this level fell short by at least this share of it.
             # Requests still in flight count against it, as for thresholds.
             now = time.monotonic()
-            g.in_flight = [(t, b) for t, b in g.in_flight if now - t < SETTLE]
-            pending = sum(b for _, b in g.in_flight) // PAGE_SIZE
+            pending = self.pending(g, now) // PAGE_SIZE
             self.ask(g, VMPRESSURE_WIN * win // 100 - pending, seen, kind)
+
+    def pending(self, g: Group, now: float, usage: int = -1) -> int:
+        """Bytes asked of g's subtree whose freeing cannot show in usage yet.
+
+        A request is in flight for SETTLE at most, and less once it has shown: its
+        client has read it from the eventfd (the counter we share with it is back to
+        0), TAKEN has passed, and usage has been read lower than when it was asked.  A
+        client that frees at once and allocates again is not charged with requests it
+        has met; one that hands them back ("+N") is, until they settle."""
+        keep = []
+        for e in g.in_flight:
+            t, c, asked_at = e[0], e[2], e[3]
+            if usage >= 0:
+                e[4] = min(e[4], usage)
+            if now - t >= SETTLE or c.efd < 0:
+                continue
+            if now - t >= TAKEN and e[4] < asked_at and not _eventfd_count(c.efd):
+                continue
+            keep.append(e)
+        g.in_flight = keep
+        return sum(e[1] for e in keep)
 
     def reclaim_check(self, g: Group, seen: float, reason: str) -> None:
         """Usage above limit - margin: ask for what brings it to limit - 2 * margin."""
-        if g.limit < 0 or g.limit >= 1 << 60:
+        if g.limit < 0 or g.limit >= PAGE_COUNTER_MAX:
             return
-        try:
-            usage = _read_int(os.path.join(g.path, "memory.usage_in_bytes"))
-        except (OSError, ValueError):
+        usage = self.usage(g)
+        if usage < 0:
             return
         m = self.margin(g.limit)
         now = time.monotonic()
-        g.in_flight = [(t, b) for t, b in g.in_flight if now - t < SETTLE]
+        pending = self.pending(g, now, usage)
         if usage <= g.limit - m:
             g.in_flight.clear()
             g.dropped = True
             return
         self.notify_pressure(g, "some", seen)
-        pending = sum(b for _, b in g.in_flight)
-        if pending and reason == "tick":
+        if reason == "tick" and (pending or now - g.last_ask < SETTLE):
             return   # the tick only re-asks once a request has settled
         short = usage - (g.limit - 2 * m) - pending
         if short <= 0:
             return
-        if not g.dropped and not pending and g.asked_round:
+        if not g.dropped and now - g.last_ask >= SETTLE and g.asked_round:
             self.back_off(g, now)
             g.asked_round = []   # one strike per request
         asked = self.ask(g, -(-short // PAGE_SIZE), seen, reason, usage=usage)
         if asked:
-            g.dropped, g.asked_round = False, asked
+            g.dropped, g.asked_round, g.last_ask = False, asked, now
 
     def back_off(self, g: Group, now: float) -> None:
         """The last request settled and usage never went under the high mark: the
@@ -429,7 +662,9 @@ class Daemon:
                 c.strikes = 0   # its last request was met
             c.chunks -= n
             asked.append(c)
-            g.in_flight.append((done, n * c.chunk_size))
+            if usage < 0:
+                usage = self.usage(g)
+            g.in_flight.append([done, n * c.chunk_size, c, usage, usage])
             self.log("ask", group=g.rel, client=c.group.rel, pid=c.pid, chunks=n,
                      held=c.chunks, reason=reason, usage=usage,
                      latency_us=round((done - seen) * 1e6))
@@ -458,8 +693,8 @@ class Daemon:
 
     def update_guard(self, g: Group, now: float) -> None:
         """The guard is on while a limited group's subtree has chunks to give."""
-        if not self.oom_guard or g.limit < 0 or g.limit >= 1 << 60:
-            return
+        if not self.oom_guard or self.version != 1 or g.limit < 0 or g.limit >= 1 << 60:
+            return   # v2 has no oom_kill_disable
         holding = any(c.chunks > 0 and c.efd >= 0 for h in self.subtree(g) for c in h.shrinkers)
         if g.guard and g.oom_since >= 0 and now - g.oom_since > OOM_GRACE:
             # Still under OOM after the clients were asked: the kernel decides.
@@ -487,8 +722,8 @@ class Daemon:
         """POLLIN for the pressure clients of g's subtree, at most once per window."""
         for h in self.subtree(g):
             for p in list(h.pressure):
-                if p.trigger is None or (p.trigger[0] == "full" and kind != "full"):
-                    continue
+                if p.trigger is None or p.psi_fd >= 0 or (p.trigger[0] == "full" and kind != "full"):
+                    continue   # (a client with a trigger of its own hears the kernel)
                 if now - p.last_sent < p.trigger[2] / 1e6:
                     p.deferred = True
                     continue
@@ -639,9 +874,27 @@ class Daemon:
                     pass
                 self.drop_pressure(p)
             return
+        if self.version == 2:
+            self.psi_client(p)
         self.log("trigger", group=p.group.rel, pid=p.pid, trigger=" ".join(map(str, p.trigger)))
 
+    def psi_client(self, p: PressureClient) -> None:
+        """v2: the client's trigger goes to the kernel as systemd writes it, on its
+        group's memory.pressure; each POLLPRI becomes POLLIN on the client's socket
+        (the kernel already limits it to one per window)."""
+        before = set(p.group.pri)
+        self.register_pri(p.group, "memory.pressure", " ".join(map(str, p.trigger)), "client")
+        new = set(p.group.pri) - before
+        if new:
+            p.psi_fd = new.pop()
+            self.pri_clients[p.psi_fd] = p
+
     def drop_pressure(self, p: PressureClient) -> None:
+        if p.psi_fd >= 0:
+            self.pri_clients.pop(p.psi_fd, None)
+            if p.psi_fd in p.group.pri:
+                self.close_pri(p.group, p.psi_fd)
+            p.psi_fd = -1
         if p.sock.fileno() >= 0:
             self.sel.unregister(p.sock)
             p.sock.close()
@@ -657,7 +910,9 @@ class Daemon:
                 if p.deferred and p.trigger and now - p.last_sent >= p.trigger[2] / 1e6:
                     self.send_pressure(p, now)
             if any(g2.shrinkers for g2 in self.subtree(g)):
-                self.reclaim_check(g, now, "tick")
+                # v2 has no usage thresholds: the tick is the headroom check under
+                # memory.high / memory.max, and asks at once like a threshold.
+                self.reclaim_check(g, now, "tick" if self.version == 1 else "headroom")
             self.update_guard(g, now)
 
     def start(self) -> None:
@@ -671,32 +926,41 @@ class Daemon:
         """The selector loop, until stop()."""
         next_tick = time.monotonic() + TICK
         while not self.stopping:
-            timeout = max(0.0, next_tick - time.monotonic())
-            for key, mask in self.sel.select(timeout):
-                what = key.data[0]
-                if what == "event":
-                    _, g, kind = key.data
-                    if key.fd in g.efds:
-                        self.on_event(g, key.fd, kind)
-                elif what == "listen":
-                    _, g, name = key.data
-                    self.accept(g, key.fileobj, name)
-                elif what == "shrinker":
-                    c = key.data[1]
-                    if mask & selectors.EVENT_WRITE and c.sock.fileno() >= 0:
-                        self.flush(c)
-                    if mask & selectors.EVENT_READ and c.sock.fileno() >= 0:
-                        self.read_shrinker(c)
-                elif what == "pressure":
-                    self.read_pressure(key.data[1])
-                elif what == "wakeup":
-                    try:
-                        os.read(key.fd, 64)
-                    except BlockingIOError:
-                        pass
+            self.run_once(max(0.0, next_tick - time.monotonic()))
             if time.monotonic() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic() + TICK
+
+    def run_once(self, timeout: float) -> None:
+        """Wait up to timeout for what is ready, and handle it (no tick)."""
+        for key, mask in self.sel.select(timeout):
+            what = key.data[0]
+            if what == "event":
+                _, g, kind = key.data
+                if key.fd in g.efds:
+                    self.on_event(g, key.fd, kind)
+            elif what == "listen":
+                _, g, name = key.data
+                self.accept(g, key.fileobj, name)
+            elif what == "shrinker":
+                c = key.data[1]
+                if mask & selectors.EVENT_WRITE and c.sock.fileno() >= 0:
+                    self.flush(c)
+                if mask & selectors.EVENT_READ and c.sock.fileno() >= 0:
+                    self.read_shrinker(c)
+            elif what == "pressure":
+                self.read_pressure(key.data[1])
+            elif what == "parent":
+                self.stop()   # the parent's end of the life pipe is closed
+            elif what == "pri":
+                _, g, kind = key.data
+                if key.fd in g.pri:
+                    self.on_pri(g, key.fd, kind)
+            elif what == "wakeup":
+                try:
+                    os.read(key.fd, 64)
+                except BlockingIOError:
+                    pass
 
     def stop(self) -> None:
         self.stopping = True
@@ -715,8 +979,11 @@ class Daemon:
 
 
 def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False,
-          margin: int | None = None, oom_guard: bool = False) -> int:
-    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status."""
+          margin: int | None = None, oom_guard: bool = False, parent_fd: int = -1) -> int:
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit status.
+
+    parent_fd: the read end of a pipe whose write end only the parent holds; the daemon
+    stops when it reports hang-up (the parent closed it or died), as with SIGTERM."""
     log = sys.stderr if foreground or json_log else None
     d = Daemon(cgroup, run, margin=margin, log=log, json_log=json_log, oom_guard=oom_guard)
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -728,6 +995,8 @@ def serve(cgroup: str, run: str, foreground: bool = True, json_log: bool = False
     old_fd = signal.set_wakeup_fd(w)
     try:
         d.sel.register(r, selectors.EVENT_READ, ("wakeup",))
+        if parent_fd >= 0:
+            d.sel.register(parent_fd, selectors.EVENT_READ, ("parent",))
         d.start()
         d.log("ready", cgroup=d.root, run=d.run)
         d.serve_forever()

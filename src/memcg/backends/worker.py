@@ -147,15 +147,21 @@ class Worker:
         self.drain()
 
     def op_free_anon(self, cmd):
+        """Unmap n bytes: the newest mappings first, or the oldest with "oldest"."""
         left = _pages(int(cmd["n"])) * PAGE
+        oldest = bool(cmd.get("oldest"))
         while left > 0 and self.anon:
-            addr, length = self.anon[-1]
+            i = 0 if oldest else -1
+            addr, length = self.anon[i]
             cut = min(left, length)
-            if libc.munmap(addr + length - cut, cut) != 0:
+            start = addr if oldest else addr + length - cut
+            if libc.munmap(start, cut) != 0:
                 _raise_errno("munmap")
             left -= cut
             if cut == length:
-                self.anon.pop()
+                self.anon.pop(i)
+            elif oldest:
+                self.anon[0] = [addr + cut, length - cut]
             else:
                 self.anon[-1][1] = length - cut
         self.drain()

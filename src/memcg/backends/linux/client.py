@@ -9,6 +9,7 @@ task wakes up.  The task's state is read from the kernel (procfs), never assumed
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import select
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
     from .kernel import LinuxKernel
 
 COMMAND_TIMEOUT = 120.0
+
+
+def _locked(method):
+    """Run under the kernel's task lock: a shrinker watcher's thread may use the channel
+    too (backends/linux/shrinker.py)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._k._task_lock:
+            return method(self, *args, **kwargs)
+    return run
 
 
 class TaskGone(Exception):
@@ -121,6 +132,7 @@ class LinuxTask(Task):
 
     # --- the channel ---------------------------------------------------------------------
 
+    @_locked
     def _send(self, cmd: dict, fds: list[int] | None = None) -> None:
         data = json.dumps(cmd, separators=(",", ":")).encode() + b"\n"
         try:
@@ -150,6 +162,7 @@ class LinuxTask(Task):
         line, _, self._buf = self._buf.partition(b"\n")
         return json.loads(line)
 
+    @_locked
     def _collect(self, timeout: float) -> dict | None:
         """Take the replies that have arrived (waiting up to timeout for one); the last."""
         last = None
@@ -170,6 +183,7 @@ class LinuxTask(Task):
                 self._classify()
         return last
 
+    @_locked
     def _wait(self, timeout: float = COMMAND_TIMEOUT, grace: float = 0.0) -> dict | None:
         """Wait until every sent command has its reply (the last reply is returned), the
         task blocks in the charge path (None) or dies (None).  Polls with a bounded
@@ -201,10 +215,14 @@ class LinuxTask(Task):
         if self.state in ("exited", "oom_killed"):
             raise ProcessLookupError(errno.ESRCH, f"task {self.pid} has {self._final}")
 
+    @_locked
     def _call(self, cmd: dict, fds: list[int] | None = None, queue: bool = True) -> dict | None:
         """Run one command.  A blocked task queues it (the reply comes when it wakes up,
         as the simulated kernel queues work behind a sleep) when `queue`; commands that
-        need an answer refuse instead.  None when the task blocked or died meanwhile."""
+        need an answer refuse instead.  None when the task blocked or died meanwhile.
+        Shrinker requests waiting are served first, as the simulated kernel runs their
+        watchers before the task goes on."""
+        self._k._dispatch_shrinkers()
         self._alive()
         if self._pending:
             self._wait(grace=0.05)
@@ -231,10 +249,8 @@ class LinuxTask(Task):
         self._call({"op": "touch_anon", "n": int(nbytes), "locked": bool(locked)})
 
     def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
-        """Unmap nbytes, newest mappings first; the worker has no oldest-first order."""
-        if oldest_first:
-            raise NotImplementedError("free_anon oldest first")
-        self._call({"op": "free_anon", "n": int(nbytes)})
+        """Unmap nbytes, newest mappings first (oldest first with oldest_first)."""
+        self._call({"op": "free_anon", "n": int(nbytes), "oldest": bool(oldest_first)})
 
     def touch_shm(self, name: str, nbytes: int) -> None:
         self._alive()

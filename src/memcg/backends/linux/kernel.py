@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from ... import parse
@@ -23,6 +24,7 @@ from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
 from .events import LinuxEvent, PsiTriggerEvent
+from .shrinker import SHRINKER_MARGIN, LinuxShrinkerEvent, ShrinkerDaemon, parse_report
 
 # The worker runs as a file of its own, so it imports nothing of the package.
 WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")
@@ -31,6 +33,8 @@ WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 STAT_FLUSH_WAIT = 2.1
 START_TIMEOUT = 30.0
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
+# The userspace shrinker's file (docs/shrinker.md), served by shrinkerd on real kernels.
+SHRINKER_FILE = "mempressure.shrinker"
 
 
 def _procs_pid(text: str) -> int | None:
@@ -85,6 +89,13 @@ class LinuxKernel(Kernel):
         # reused by another process once the task has exited and been reaped.
         self._start_times: dict[int, int | None] = {}
         self._events: list[LinuxEvent] = []
+        # mempressure.shrinker: the daemon (started on first use), the watched
+        # registrations, and the lock a task's channel is used under.
+        self._shrinkerd: ShrinkerDaemon | None = None
+        self._watched: list[LinuxShrinkerEvent] = []
+        self._task_lock = threading.RLock()
+        self._dispatching = False
+        self.shrinker_errors: list[str] = []
         self._commands: list[command.LinuxCommand] = []
         self._oom_claimed: dict[str, int] = {}
         self._last_activity = time.monotonic()
@@ -167,13 +178,21 @@ class LinuxKernel(Kernel):
             raise self._oserror(e, path) from None
 
     def listdir(self, path: str) -> list[str]:
+        """The group's directory; on v1 with mempressure.shrinker, which every group has
+        here as in the model (the daemon serves it; the real directory has no such file)."""
         try:
-            return sorted(os.listdir(self._group_dir(path)))
+            names = os.listdir(self._group_dir(path))
         except OSError as e:
             raise self._oserror(e, path) from None
+        if self.version == 1 and "cgroup.event_control" in names:
+            names.append(SHRINKER_FILE)
+        return sorted(names)
 
     def read(self, path: str) -> str:
         gdir, name = self._split(path)
+        if name == SHRINKER_FILE:
+            self._shrinker_group(gdir, path)
+            raise OSError(errno.EINVAL, "Invalid argument", path)   # write-only, as in the model
         self._quiesce()       # a task woken meanwhile finishes what it was asked first
         try:
             return self._fs.read(gdir, name)
@@ -184,6 +203,8 @@ class LinuxKernel(Kernel):
         gdir, name = self._split(path)
         if name in ("cgroup.procs", "tasks"):
             self._check_pid_write(text, path)
+        if name == SHRINKER_FILE:
+            return self._shrinker_report(gdir, path, text)
         try:
             self._fs.write(gdir, name, text)
         except OSError as e:
@@ -435,10 +456,15 @@ class LinuxKernel(Kernel):
     # --- events ---------------------------------------------------------------------------------------
 
     def event(self, path: str, args: str = "") -> LinuxEvent:
-        """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control."""
+        """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control.
+
+        mempressure.shrinker (args: the chunk size in bytes) is a registration with
+        this kernel's shrinkerd instead (backends/linux/shrinker.py)."""
         gdir, name = self._split(path)
         if self._fs.version == 2 and name == "memory.pressure":
             return self._psi_trigger(gdir, path, args)
+        if name == SHRINKER_FILE:
+            return self._shrinker_event(gdir, path, args)
         name = self._fs.event_names(name)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
@@ -473,15 +499,87 @@ class LinuxKernel(Kernel):
         self._events.append(ev)
         return ev
 
+    # --- the userspace shrinker (mempressure.shrinker through shrinkerd) ---------------------------------
+
+    def _shrinker_group(self, gdir: str, path: str) -> None:
+        """ENOENT for a group that does not exist, EOPNOTSUPP on v2 (not served yet)."""
+        if not os.path.isdir(gdir):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        if self.version != 1:
+            raise OSError(errno.EOPNOTSUPP, "mempressure.shrinker: shrinkerd serves cgroup v1 only", path)
+
+    def _shrinker_event(self, gdir: str, path: str, args: str) -> LinuxShrinkerEvent:
+        self._shrinker_group(gdir, path)
+        size = args.rstrip(" \t\n\v\f\r")
+        # mm/mempressure.py shrinker_register_event: an unsigned decimal, not 0
+        if not size.isdigit() or int(size) == 0:
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        if self._shrinkerd is None:
+            self._shrinkerd = ShrinkerDaemon(self.root_dir, os.path.join(self._workdir, "run"),
+                                             margin=SHRINKER_MARGIN)
+        self._shrinkerd.start()
+        rel = os.path.relpath(gdir, self.root_dir)
+        try:
+            sock = self._shrinkerd.socket_path("" if rel == "." else rel)
+            ev = LinuxShrinkerEvent(self, f"{path} {size}", sock, int(size))
+        except OSError as e:
+            raise self._oserror(e, path) from None
+        self._events.append(ev)
+        return ev
+
+    def _shrinker_report(self, gdir: str, path: str, text: str) -> None:
+        """"<eventfd> <N>": N more (or fewer) chunks of that registration of this group."""
+        self._shrinker_group(gdir, path)
+        try:
+            efd, delta = parse_report(text)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+        rel = self._relative(gdir)
+        for ev in self._events:
+            if (isinstance(ev, LinuxShrinkerEvent) and not ev.closed and ev.fileno() == efd
+                    and ev.label.rsplit(" ", 1)[0] == rel.rstrip("/") + "/" + SHRINKER_FILE):
+                try:
+                    ev.report(delta)
+                except OSError as e:
+                    raise self._oserror(e, path) from None
+                self._touched()
+                return
+        raise OSError(errno.EBADF, "Bad file descriptor", path)
+
+    def _shrinker_watch(self, ev: LinuxShrinkerEvent) -> None:
+        if ev not in self._watched:
+            self._watched.append(ev)
+
+    def _dispatch_shrinkers(self) -> None:
+        """Run the callbacks of the shrinker requests waiting (under the task lock; a
+        callback's own task commands do not dispatch again)."""
+        if self._dispatching or not self._watched:
+            return
+        with self._task_lock:
+            self._dispatching = True
+            try:
+                for ev in list(self._watched):
+                    if ev.closed:
+                        self._watched.remove(ev)
+                        continue
+                    try:
+                        ev.dispatch()
+                    except OSError as e:   # e.g. the task to free memory of has died
+                        self.shrinker_errors.append(f"{ev.label}: {e.strerror or e}")
+            finally:
+                self._dispatching = False
+
     # --- time -----------------------------------------------------------------------------------------
 
     def advance(self, ticks: int = 1) -> None:
         """Let real time pass: tasks finish what they were asked, then `tick` seconds per
         tick go by (event work items, writeback, the kernel's own pace)."""
         self._quiesce()
+        self._dispatch_shrinkers()
         if ticks > 0 and self.tick > 0:
             time.sleep(self.tick * ticks)
         self._quiesce()
+        self._dispatch_shrinkers()
 
     def settle(self) -> None:
         """Wait until memory.stat is exact: tasks are idle and one periodic statistics
@@ -532,6 +630,8 @@ class LinuxKernel(Kernel):
     def _close(self) -> None:
         for ev in self._events:
             ev.close()
+        if self._shrinkerd is not None:
+            self._shrinkerd.stop()   # it removes its runtime directory
         for cmd in self._commands:
             cmd.kill()
         tasks = list(self._tasks.values())
