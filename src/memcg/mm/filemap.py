@@ -251,6 +251,19 @@ def filemap_read_folios(sys: System, task: Task, mapping: AddressSpace, nr: int)
     """
     ra = readahead.file_ra_state_init(sys)
     chunk = readahead.READ_CHUNK
+    fast = None
+    if fastpath.ENABLED:
+        from .fastpath import folio  # the fast path builds on this module: a cycle
+        fast = folio.FolioStream(sys, task, mapping, ra)
+    try:
+        _filemap_read_folios(sys, task, mapping, nr, ra, chunk, fast)
+    finally:
+        if fast is not None:
+            fast.close()
+
+
+def _filemap_read_folios(sys: System, task: Task, mapping: AddressSpace, nr: int, ra,
+                         chunk: int, fast) -> None:
     pos = 0
     while pos < nr:
         q = _next_event(mapping, pos, nr)
@@ -259,6 +272,17 @@ def filemap_read_folios(sys: System, task: Task, mapping: AddressSpace, nr: int)
             pos = q
             if pos >= nr:
                 break
+        if fast is not None:
+            # The step watched since the last marked folio ends here; from a marked
+            # folio the fast path may skip whole windows of the steady state.
+            fast.end()
+            if mapping.slots[pos] >= 0:
+                new = fast.begin_window(pos, nr)
+                if new != pos:
+                    pos = new
+                    continue
+            else:
+                fast.snaps.clear()
         call = pos // chunk * chunk  # the read() call that reaches index pos
         end = min(nr, call + chunk)
         ra.prev_pos = call if call else -1  # ra->prev_pos: where the last call ended

@@ -71,7 +71,11 @@ class StatTable:
     def mod_many(self, ids: np.ndarray, item: int, delta: int = 1) -> None:
         """Add delta per page to item of each page's memcg (ids may repeat)."""
         if len(ids):
-            np.add.at(self.a[:, item], ids, delta)
+            first = ids[0]
+            if ids[-1] == first and (ids == first).all():  # one group: a plain add
+                self.a[first, item] += delta * len(ids)
+            else:
+                np.add.at(self.a[:, item], ids, delta)
 
 
 class ListHead(dict):
@@ -620,8 +624,13 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
     """
     if not len(pfns):
         return
-    ids, counts = np.unique(sys.mem.memcg[pfns], return_counts=True)
-    for memcg_id, n in zip(ids.tolist(), counts.tolist()):
+    owners = sys.mem.memcg[pfns]
+    first = owners[0]
+    if owners[-1] == first and (owners == first).all():  # one group (the usual case)
+        ids, counts = [int(first)], [len(pfns)]
+    else:
+        ids, counts = (x.tolist() for x in np.unique(owners, return_counts=True))
+    for memcg_id, n in zip(ids, counts):
         if memcg_id == 0:
             continue
         memcg = sys.memcgs[memcg_id]
@@ -630,7 +639,8 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
             if memsw:
                 memcg.memsw.uncharge(n)
         # mm/memcontrol.c: uncharge_folio() - one PGPGOUT per folio (ug->pgpgout++)
-        folios = n if not sys.mem.large else nr_folios(sys, pfns[sys.mem.memcg[pfns] == memcg_id])
+        folios = n if not sys.mem.large else \
+            nr_folios(sys, pfns if len(ids) == 1 else pfns[owners == memcg_id])
         sys.stats.mod(memcg_id, PGPGOUT, folios)
         page_events(sys, memcg, n, cpu)
         if memcg.under_oom:

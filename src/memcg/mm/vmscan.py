@@ -382,6 +382,9 @@ def reclaim_pages(sys: System, pfns: np.ndarray) -> np.ndarray:
     """shrink_folio_list()'s pageout / __remove_mapping / free for isolated pages, through
     each page's address space (its evict()); returns the pages freed."""
     mids = sys.mem.mapping[pfns]
+    first = mids[0]
+    if mids[-1] == first and (mids == first).all():  # one address space (the usual case)
+        return sys.mappings[int(first)].evict(sys, pfns)
     freed = []
     for mid in np.unique(mids).tolist():
         part = pfns[mids == mid]
