@@ -123,10 +123,10 @@ def test_free_stack_of_whole_mappings_stays_a_few_runs():
 def test_untouched_per_page_arrays_start_at_zero():
     """Every per-page array but lru is np.zeros: untouched pages cost no resident memory."""
     mem = MemMap(NR_PAGES)
-    for a in (mem.memcg, mem.flags, mem.seq, mem.mapping, mem.index):
+    for a in (mem.memcg, mem.flags, mem.seq, mem.mapping, mem.index, mem.order):
         assert not a.any()
     assert (mem.lru == LRU_NONE).all()
-    assert mem.bytes_used() == NR_PAGES * 16
+    assert mem.bytes_used() == NR_PAGES * 17
 
 
 # --- LRU lists ----------------------------------------------------------------------------

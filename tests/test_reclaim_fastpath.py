@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.cgroupfs import v1 as cgroupfs
 from memcg.mm import fastpath
-from memcg.mm.fastpath import stream
+from memcg.mm.fastpath import folio, stream
 from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS
 
 MiB = 1 << 20
@@ -100,16 +100,35 @@ def run_both(workload, monkeypatch):
     return fast
 
 
+@pytest.fixture(autouse=True, params=["6.18", "3.8"])
+def semantics(request, monkeypatch):
+    """Every workload under both rules: 6.18 reads files in large readahead folios
+    (fastpath.folio skips whole windows), 3.8 page by page (fastpath.stream, read)."""
+    real = memcg.SimKernel
+
+    def kernel(*args, **kwargs):
+        kwargs.setdefault("semantics", request.param)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(memcg, "SimKernel", kernel)
+    return request.param
+
+
 @pytest.fixture
 def skipped(monkeypatch):
-    """Counts the pages the streaming fast path skipped."""
+    """Counts the pages the streaming fast paths skipped."""
     count = [0]
     real = stream.filemap_stream_cycles
+    real_folio = folio.folio_stream_cycles
 
     def counting(sys, task, mapping, start, n):
         count[0] += n
         real(sys, task, mapping, start, n)
+
+    def counting_folio(sys, task, mapping, q, w, steps, order):
+        count[0] += w * steps
+        real_folio(sys, task, mapping, q, w, steps, order)
     monkeypatch.setattr(stream, "filemap_stream_cycles", counting)
+    monkeypatch.setattr(folio, "folio_stream_cycles", counting_folio)
     return count
 
 

@@ -30,6 +30,10 @@ PROFILE_KEYS: dict[str, tuple[float | None, str]] = {
     "kmem_file_bytes_ext4": (1347.584, "kmem growth per empty file created on ext4"),
     # connect() + accept() on 127.0.0.1, both ends kept open: every run
     "kmem_socket_bytes": (5160.96, "kmem growth per connected loopback TCP socket pair"),
+    # the ext4 disk of the reference machine: /sys/block/vda/queue/read_ahead_kb and
+    # max_sectors_kb (the bdi's ra_pages and io_pages, mm/readahead.c), 2026-12-03
+    "read_ahead_kb": (8192, "readahead window limit of the disk holding the files, in KiB"),
+    "max_sectors_kb": (4096, "largest request of that disk, in KiB (bdi io_pages)"),
     "worker_baseline_bytes": (None, "memory.usage_in_bytes of an idle worker process"),
 }
 

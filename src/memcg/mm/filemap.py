@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel import PAGE_SIZE
-from . import fastpath, memcontrol, page_alloc, page_writeback, swap, swapfile
+from . import fastpath, memcontrol, page_alloc, page_writeback, readahead, swap, swapfile
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped, PG_swapbacked,
@@ -48,6 +48,8 @@ class AddressSpace:
         self.slots = np.full(0, HOLE, np.int64)
         self.buffers = np.zeros(0, bool)  # folio_buffers(): the page has buffer heads
         self.dirtied_when: int | None = None  # inode->dirtied_when, in ticks
+        self.i_size = 0  # i_size_read(), in pages: readahead stops at the end of the file
+        self.ra_marks: set[int] = set()  # head indices of the folios with PG_readahead
 
     def ensure(self, nr: int) -> None:
         if nr > len(self.slots):
@@ -78,6 +80,8 @@ class AddressSpace:
         idx = sys.mem.index[pfns].astype(np.int64)
         self.release_buffers(sys, idx, pfns)
         self.slots[idx] = SHADOW
+        if self.ra_marks:
+            self.ra_marks.difference_update(idx.tolist())
         ids = sys.mem.memcg[pfns]
         sys.stats.mod_many(ids, NR_FILE_PAGES, -1)
         swap.release_pages(sys, pfns)
@@ -209,6 +213,10 @@ def filemap_read(sys: System, task: Task, mapping: AddressSpace, nbytes: int) ->
     """
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
+    mapping.i_size = max(mapping.i_size, nr)
+    if large_folios(sys, mapping):
+        filemap_read_folios(sys, task, mapping, nr)
+        return
     fast = None
     if fastpath.ENABLED:
         from .fastpath import read  # the fast path builds on this module: a cycle
@@ -249,6 +257,163 @@ def _filemap_read_batch(sys: System, task: Task, mapping: AddressSpace, start: i
         if ret:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
     swap.folio_mark_accessed(sys, mapping.slots[idx])
+
+
+EEXIST = -errno.EEXIST
+
+
+def large_folios(sys: System, mapping: AddressSpace) -> bool:
+    """mapping_large_folio_support(): ext4 regular files since 6.16 (ext4_set_inode_mapping_order);
+    never under the 3.8 rules, which predate folios."""
+    return sys.semantics != "3.8" and mapping.kind == "file"
+
+
+def filemap_read_folios(sys: System, task: Task, mapping: AddressSpace, nr: int) -> None:
+    """filemap_read() of a file with large folios: nr pages from the start, in read() calls
+    of READ_CHUNK pages, through one open file's readahead state.
+
+    Per call, filemap_get_pages() looks up the folios from the position: a miss starts
+    synchronous readahead there (page_cache_sync_ra, asking for the rest of the call);
+    reaching a folio marked PG_readahead starts the next window (page_cache_async_ra);
+    the folios found are marked accessed, each once per read_file (filemap_read: "only
+    mark it as accessed the first time").  The loop jumps from one such event to the
+    next; in between every page is cached and only marked.
+    """
+    ra = readahead.file_ra_state_init(sys)
+    chunk = readahead.READ_CHUNK
+    fast = None
+    if fastpath.ENABLED:
+        from .fastpath import folio  # the fast path builds on this module: a cycle
+        fast = folio.FolioStream(sys, task, mapping, ra)
+    try:
+        _filemap_read_folios(sys, task, mapping, nr, ra, chunk, fast)
+    finally:
+        if fast is not None:
+            fast.close()
+
+
+def _filemap_read_folios(sys: System, task: Task, mapping: AddressSpace, nr: int, ra,
+                         chunk: int, fast) -> None:
+    pos = 0
+    while pos < nr:
+        q = _next_event(mapping, pos, nr)
+        if q > pos:
+            _mark_folios_accessed(sys, mapping, pos, q, nr)
+            pos = q
+            if pos >= nr:
+                break
+        if fast is not None:
+            # The step watched since the last marked folio ends here; from a marked
+            # folio the fast path may skip whole windows of the steady state.
+            fast.end()
+            if mapping.slots[pos] >= 0:
+                new = fast.begin_window(pos, nr)
+                if new != pos:
+                    pos = new
+                    continue
+            else:
+                fast.snaps.clear()
+        call = pos // chunk * chunk  # the read() call that reaches index pos
+        end = min(nr, call + chunk)
+        ra.prev_pos = call if call else -1  # ra->prev_pos: where the last call ended
+        if mapping.slots[pos] < 0:
+            err = readahead.page_cache_sync_ra(sys, task, mapping, ra, pos, end - pos)
+            if not err and mapping.slots[pos] < 0:
+                # filemap_create_folio(): readahead left the index out; one small folio
+                err = ra_alloc_run(sys, task, mapping, pos, 1, -1)
+            if err and err != EEXIST:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        else:
+            nrp = 1 << int(sys.mem.order[mapping.slots[pos]])
+            err = readahead.page_cache_async_ra(sys, task, mapping, ra, pos, nrp, end - pos)
+            if err and err != EEXIST:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+
+def _next_event(mapping: AddressSpace, pos: int, nr: int) -> int:
+    """The first index from pos that is a hole or the head of a PG_readahead folio (nr if
+    none before it)."""
+    mark = min((m for m in mapping.ra_marks if m >= pos), default=nr)
+    stop = min(mark, nr)
+    step = 4096
+    i = pos
+    while i < stop:
+        j = min(stop, i + step)
+        holes = np.flatnonzero(mapping.slots[i:j] < 0)
+        if len(holes):
+            return i + int(holes[0])
+        i = j
+        step *= 4
+    return stop
+
+
+def _mark_folios_accessed(sys: System, mapping: AddressSpace, start: int, end: int,
+                          nr: int) -> None:
+    """folio_mark_accessed() of the folios of [start, end), all cached; a folio that
+    goes past the read's last page (end == nr) is marked whole."""
+    if end >= nr:
+        last = int(mapping.slots[nr - 1])
+        size = 1 << int(sys.mem.order[last])
+        end = (nr - 1) // size * size + size
+    swap.folio_mark_accessed(sys, mapping.slots[start:end])
+
+
+def ra_alloc_folio(sys: System, task: Task, mapping: AddressSpace, index: int, mark: int,
+                   order: int) -> int:
+    """ra_alloc_folio() + filemap_add_folio() for a folio of 2**order pages at index.
+
+    The charge comes first (mem_cgroup_charge), then the insertion into the cache; an
+    index of the range already cached makes the insertion fail with -EEXIST and the
+    folio is uncharged again (mm/filemap.c: __filemap_add_folio, xas_for_each_conflict),
+    so the attempt still counts once in pgpgin and pgpgout.  A workingset shadow in the
+    range makes the folio a refault of all its pages (workingset_refault: nr_pages).
+    Returns 0, EEXIST or the charge's result.
+    """
+    if not order:
+        return ra_alloc_run(sys, task, mapping, index, 1, mark)
+    nr = 1 << order
+    memcg = task.memcg
+    pfns, ret = page_alloc.alloc_and_charge_folio(sys, task, memcg, order)
+    if ret:
+        return ret
+    idx = np.arange(index, index + nr, dtype=np.int64)
+    slots = mapping.slots[idx]
+    if (slots >= 0).any():
+        sys.mem.large = True
+        sys.mem.order[pfns] = order
+        memcontrol.commit_charge(sys, memcg, pfns, task.cpu, order)
+        swap.release_pages(sys, pfns)
+        return EEXIST
+    refault = bool((slots == SHADOW).any())
+    mapping.slots[idx] = pfns
+    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, 0, LRU_INACTIVE_FILE,
+                       (NR_FILE_PAGES,), order=order)
+    if refault:
+        sys.stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, nr)
+    if index == mark // nr * nr:
+        mapping.ra_marks.add(index)  # folio_set_readahead()
+    return 0
+
+
+def ra_alloc_run(sys: System, task: Task, mapping: AddressSpace, index: int, n: int,
+                 mark: int) -> int:
+    """n single-page folios at index.. (all missing), each charged and committed on its
+    own, added to the LRU together (as the per-CPU lru_add batch would); the one at
+    mark gets PG_readahead.  Returns 0 or the result of the charge that failed."""
+    memcg = task.memcg
+    idx = np.arange(index, index + n, dtype=np.int64)
+    refaults = int(np.count_nonzero(mapping.slots[idx] == SHADOW))
+    pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, n, user_fault=False)
+    if len(pfns):
+        got = idx[:len(pfns)]
+        mapping.slots[got] = pfns
+        swap.folio_add_lru(sys, task, memcg, mapping, got, pfns, 0, LRU_INACTIVE_FILE,
+                           (NR_FILE_PAGES,), events_batch=1)
+        if refaults:
+            sys.stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, min(refaults, len(pfns)))
+        if index <= mark < index + len(pfns):
+            mapping.ra_marks.add(mark)
+    return ret
 
 
 def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
@@ -298,6 +463,8 @@ def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:
     if len(swapped):
         swapfile.swap_free(sys, swp_offset(swapped))
     mapping.slots = np.full(0, HOLE, np.int64)
+    mapping.ra_marks.clear()
+    mapping.i_size = 0
 
 
 def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:

@@ -793,19 +793,32 @@ def _charge_singles(memcg: MemCgroup, k: int) -> None:
     memcg.memory.charge(k)
 
 
-def commit_charge(sys: System, memcg: MemCgroup, pfns, cpu: int) -> None:
+def commit_charge(sys: System, memcg: MemCgroup, pfns, cpu: int, order: int = 0) -> None:
     """commit_charge() + memcg1_commit_charge(): the pages now belong to memcg.
 
-    pfns is an array of frames or a range of consecutive ones; one commit.
+    pfns is an array of frames or a range of consecutive ones, folios of 2**order pages
+    each; one commit.
     """
     n = len(pfns)
     if isinstance(pfns, range):
         sys.mem.memcg[run_slice(pfns)] = memcg.id
     else:
         sys.mem.memcg[pfns] = memcg.id
-    # mm/memcontrol-v1.c: memcg1_charge_statistics - one PGPGIN per folio
-    sys.stats.mod(memcg.id, PGPGIN, n)
+    # mm/memcontrol-v1.c: memcg1_charge_statistics - one PGPGIN per folio, and the
+    # folio's pages to nr_page_events
+    sys.stats.mod(memcg.id, PGPGIN, n >> order)
     page_events(sys, memcg, n, cpu)
+
+
+def nr_folios(sys: System, pfns: np.ndarray) -> int:
+    """How many folios the pages make (whole folios: a large one counts once)."""
+    if not sys.mem.large:
+        return len(pfns)
+    orders = sys.mem.order[pfns]
+    if not orders.any():
+        return len(pfns)
+    counts = np.bincount(orders)
+    return int(sum(int(c) >> k for k, c in enumerate(counts.tolist())))
 
 
 def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = True) -> None:
@@ -829,7 +842,10 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
             memcg.memory.uncharge(n)
             if memsw:
                 memcg.memsw.uncharge(n)
-        sys.stats.mod(memcg_id, PGPGOUT, n)
+        # mm/memcontrol.c: uncharge_folio() - one PGPGOUT per folio (ug->pgpgout++)
+        folios = n if not sys.mem.large else \
+            nr_folios(sys, pfns if len(ids) == 1 else pfns[owners == memcg_id])
+        sys.stats.mod(memcg_id, PGPGOUT, folios)
         page_events(sys, memcg, n, cpu)
         if memcg.under_oom:
             from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load

@@ -10,6 +10,10 @@ atomic_t per page; today's kernel keeps one memcg pointer in struct page).  Per 
     seq      uint32  stamp of its entry in its LRU list (stale entries are skipped)
     mapping  int32   id of the address space that owns it (file, shmem object, anon vma)
     index    uint32  offset in that address space, in pages
+    order    uint8   order of the folio the page belongs to (folio_order(); 0: a small
+                     page).  A large folio's pages are the 2**order consecutive indices
+                     from its naturally aligned head in one mapping; they are charged,
+                     put on an LRU list, isolated and freed together.
 
 All but `lru` start as np.zeros, whose memory the host does not make resident until a
 page is first written: a machine costs what its touched pages cost.
@@ -129,6 +133,10 @@ class MemMap:
         self.seq = np.zeros(nr_pages, np.uint32)
         self.mapping = np.zeros(nr_pages, np.int32)
         self.index = np.zeros(nr_pages, np.uint32)
+        self.order = np.zeros(nr_pages, np.uint8)
+        # Set once a large folio was made: until then `order` is all zeros, untouched (not
+        # resident), and freeing frames need not clear it.
+        self.large = False
         # The buddy allocator's free lists, flattened to a stack of runs; the bottom run is
         # the whole of memory, popped from PFN 0 upwards.
         self._first = np.empty(64, np.int32)
@@ -198,6 +206,8 @@ class MemMap:
         self.lru[pfns] = LRU_NONE
         self.flags[pfns] = 0
         self.mapping[pfns] = 0
+        if self.large:
+            self.order[pfns] = 0
         self._push(pfns)
         self.nr_free += n
 
@@ -265,7 +275,22 @@ class MemMap:
         frames (free_stack_bytes()), which depends on the order frames were freed in.
         """
         return sum(a.nbytes for a in (self.memcg, self.lru, self.flags, self.seq,
-                                      self.mapping, self.index))
+                                      self.mapping, self.index, self.order))
+
+    def folio_tail_missing(self, pfns: np.ndarray) -> int:
+        """Pages of the last folio of pfns (an isolation, oldest first) that are not in
+        it: the rest of that folio, next on its LRU list."""
+        last = int(pfns[-1])
+        order = int(self.order[last])
+        if not order:
+            return 0
+        nr = 1 << order
+        tail = pfns[-nr:]
+        same = (self.mapping[tail] == self.mapping[last]) & \
+            ((self.index[tail] >> order) == (self.index[last] >> order))
+        # the folio's pages are the trailing run of `same`
+        run = len(tail) - (int(np.flatnonzero(~same)[-1]) + 1 if not same.all() else 0)
+        return nr - run
 
     def free_stack_bytes(self) -> int:
         """Bytes of simulator memory spent on the free stack (its run arrays)."""

@@ -92,3 +92,33 @@ def alloc_and_charge(sys: System, task, memcg: MemCgroup, n: int, user_fault: bo
         return pfns, ret
     finally:
         sys.current = prev
+
+
+def alloc_and_charge_folio(sys: System, task, memcg: MemCgroup, order: int):
+    """filemap_alloc_folio() + mem_cgroup_charge(): one folio of 2**order frames, charged
+    as one unit (mm/memcontrol.c: charge_memcg -> try_charge_memcg(folio_nr_pages)).
+
+    One failed attempt counts once in failcnt however large the folio; reclaim is asked
+    for the whole folio.  Returns (pfns, 0) or (empty, the charge's result).
+    """
+    nr = 1 << order
+    prev, sys.current = sys.current, task
+    try:
+        pfns = alloc_pages(sys, nr, task)
+        if len(pfns) < nr:
+            sys.mem.free(pfns)
+            return pfns[:0], CHARGE_KILLED if task is not None and task.oom_victim else CHARGE_NOMEM
+        ret = memcontrol.try_charge_memcg(sys, memcg, nr, task, False)
+        if ret:
+            sys.mem.free(pfns)
+            return pfns[:0], ret
+        if task is not None and task.oom_victim:
+            # the OOM killer chose the charging task: the folio goes with it
+            if not memcg.is_root():
+                memcg.memory.uncharge(nr)
+                memcg.memsw.uncharge(nr)
+            sys.mem.free(pfns)
+            return pfns[:0], CHARGE_KILLED
+        return pfns, 0
+    finally:
+        sys.current = prev

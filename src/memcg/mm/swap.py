@@ -39,17 +39,22 @@ def _traced_events(sys: System, memcgs: list, cpu: int, fn, *args, **kwargs) -> 
 
 
 def folio_add_lru(sys: System, task, memcg: MemCgroup, mapping: AddressSpace, idx, pfns,
-                  flags: int, lru: int, items, events_batch: int | None = None) -> None:
+                  flags: int, lru: int, items, events_batch: int | None = None,
+                  order: int = 0) -> None:
     """Set up freshly charged pages, put them on memcg's LRU, count and commit them.
 
     events_batch: commit in slices of that many pages, as that many separate
-    insertions would (the bulk read path); by default one commit for all.
+    insertions would (the bulk read path); by default one commit for all.  order: the
+    pages are one folio of 2**order pages (include/linux/mm.h: folio_order()).
     """
     mem = sys.mem
     n = len(pfns)
     mem.flags[pfns] = flags
     mem.mapping[pfns] = mapping.id
     mem.index[pfns] = idx
+    if order:
+        mem.large = True
+        mem.order[pfns] = order
     memcg.lruvec.lists[lru].add(mem, pfns)
     sys.stats.mod(memcg.id, NR_LRU_BASE + lru, n)
     for item in items:
@@ -59,7 +64,7 @@ def folio_add_lru(sys: System, task, memcg: MemCgroup, mapping: AddressSpace, id
     for i in range(0, max(n, 1), step):
         # one commit per folio batch of the caller: the event ratelimit sees each
         _traced_events(sys, [memcg], cpu, memcontrol.commit_charge, sys, memcg,
-                       pfns[i:i + step], cpu)
+                       pfns[i:i + step], cpu, order)
 
 
 def _by_memcg_lru(sys: System, pfns: np.ndarray):

@@ -339,8 +339,17 @@ def _lru_move(sys: System, memcg: MemCgroup, pfns: np.ndarray, lru: int) -> None
 
 
 def _isolate(sys: System, memcg: MemCgroup, lru: int, nr: int) -> np.ndarray:
+    """isolate_lru_folios(): whole folios from the tail until nr pages are scanned.
+
+    The kernel counts a folio's pages towards nr_to_scan (`scan += nr_pages`), so the last
+    folio taken may go past nr: its remaining pages, next on the list, come too.
+    """
     lst = memcg.lruvec.lists[lru]
     pfns = lst.isolate(sys.mem, nr)
+    if sys.mem.large and len(pfns):
+        more = sys.mem.folio_tail_missing(pfns)
+        if more:
+            pfns = np.concatenate([pfns, lst.isolate(sys.mem, more)])
     sys.stats.mod(memcg.id, NR_LRU_BASE + lru, -len(pfns))
     lst.maybe_compact(sys.mem)
     return pfns
