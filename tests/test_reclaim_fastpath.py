@@ -113,10 +113,25 @@ def semantics(request, monkeypatch):
     return request.param
 
 
+class _Skipped(list):
+    """[pages skipped]; found() is whether the fast path had a steady state to skip."""
+    semantics = "6.18"
+
+    def found(self) -> bool:
+        # Under 6.18 a read through a limit of a few windows (up to 16M here) never
+        # reaches a steady window: the readahead windows cycle 256, 512, 1024 pages and
+        # fall back to 256 when the reader overtakes what reclaim left (page_cache_sync_ra
+        # on a miss), and FolioStream skips only a repeated window of one size.  Those
+        # workloads check the equivalence alone; test_folio_stream_skips_whole_windows
+        # checks a stream that does reach one.
+        return self[0] > 0 or self.semantics == "6.18"
+
+
 @pytest.fixture
-def skipped(monkeypatch):
+def skipped(monkeypatch, semantics):
     """Counts the pages the streaming fast paths skipped."""
-    count = [0]
+    count = _Skipped([0])
+    count.semantics = semantics
     real = stream.filemap_stream_cycles
     real_folio = folio.folio_stream_cycles
 
@@ -150,12 +165,12 @@ def _stream(limit, size, memory="1G", swap="0", reads=1, setup=None):
                                         ("3000K", 30 * MiB)])
 def test_streaming_read_same_both_ways(limit, size, monkeypatch, skipped):
     run_both(_stream(limit, size), monkeypatch)
-    assert skipped[0] > 0  # the steady state was found and skipped
+    assert skipped.found()  # the steady state was found and skipped
 
 
 def test_streaming_reread_refaults_same_both_ways(monkeypatch, skipped):
     run_both(_stream("4M", 32 * MiB, reads=2), monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
 
 
 def test_streaming_with_swap_and_anon_same_both_ways(monkeypatch):
@@ -168,7 +183,7 @@ def test_streaming_with_swap_and_anon_same_both_ways(monkeypatch):
 
 def test_streaming_with_swap_only_cache_same_both_ways(monkeypatch, skipped):
     run_both(_stream("8M", 48 * MiB, swap="64M"), monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
 
 
 def test_threshold_listener_same_both_ways(monkeypatch):
@@ -193,7 +208,7 @@ def test_listener_on_other_group_same_both_ways(monkeypatch, skipped):
         return [k.event("/other/memory.pressure_level", "low"),
                 k.event("/other/memory.usage_in_bytes", "1M")]
     run_both(_stream("8M", 48 * MiB, setup=setup), monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
 
 
 def test_soft_limit_same_both_ways(monkeypatch):
@@ -221,7 +236,7 @@ def test_parent_limit_child_reader_and_sibling(monkeypatch, skipped):
         t.read_file("big2", 20 * MiB)
         return observe(k, [t, sib, other])
     run_both(workload, monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
 
 
 def test_interleaved_tasks_same_both_ways(monkeypatch):
@@ -340,7 +355,7 @@ def test_listener_streams_skipped_same_both_ways(monkeypatch, skipped):
                 k.event("/memory.pressure_level", "low,hierarchy"),
                 k.event("/memory.pressure_level", "low")]
     obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
     assert obs["events"][0] > 20 and obs["events"][3] == obs["events"][0]
 
 
@@ -351,7 +366,7 @@ def test_threshold_streams_skipped_same_both_ways(monkeypatch, skipped):
                 k.event("/b/memory.memsw.usage_in_bytes", "6M"),
                 k.event("/memory.usage_in_bytes", "2M")]
     obs = run_both(_stream("8M", 96 * MiB, setup=setup), monkeypatch)
-    assert skipped[0] > 0
+    assert skipped.found()
     assert obs["events"][0] == 1 and obs["events"][1] == 0
 
 
@@ -445,3 +460,11 @@ def test_hypothesis_mixed_workloads(limit_kb, memsw_extra_kb, swap_mb, ops, list
              "write": lambda: t.write_file(f"w{i}", n)}[op]()
         return observe(k, [t], events)
     run_both(workload, monkeypatch)
+
+
+def test_folio_stream_skips_whole_windows(monkeypatch, skipped, semantics):
+    """A 512 MiB read through a 32M group: under 6.18 the windows reach their full size
+    and whole cycles of them
+    are skipped; under 3.8 the page-by-page stream is."""
+    run_both(_stream("32M", 512 * MiB), monkeypatch)
+    assert skipped[0] > 64 * MiB // 4096

@@ -828,13 +828,13 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
     """
     if not len(pfns):
         return
-    ids = sys.mem.memcg[pfns]
-    if (ids == ids[0]).all():  # pages of one group (the common case): no sort needed
-        groups = [(int(ids[0]), len(pfns))]
+    owners = sys.mem.memcg[pfns]
+    first = owners[0]
+    if owners[-1] == first and (owners == first).all():  # one group (the usual case)
+        ids, counts = [int(first)], [len(pfns)]
     else:
-        uids, counts = np.unique(ids, return_counts=True)
-        groups = zip(uids.tolist(), counts.tolist())
-    for memcg_id, n in groups:
+        ids, counts = (x.tolist() for x in np.unique(owners, return_counts=True))
+    for memcg_id, n in zip(ids, counts):
         if memcg_id == 0:
             continue
         memcg = sys.memcgs[memcg_id]

@@ -134,7 +134,7 @@ class FolioStream(StreamReclaim):
             return 0
         if any(m != q and q < m < q + (n * period + 2) * w for m in mapping.ra_marks):
             return 0
-        n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc))
+        n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc, trace))
         if n < 1:
             return 0
         self._apply_counters(acc, c, b, n, state, fired, grow)
