@@ -22,7 +22,7 @@ from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
-from .events import LinuxEvent
+from .events import LinuxEvent, Notifier, V2Event, open_v2_event
 
 # The worker runs as a file of its own, so it imports nothing of the package.
 WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")
@@ -85,6 +85,7 @@ class LinuxKernel(Kernel):
         # reused by another process once the task has exited and been reaped.
         self._start_times: dict[int, int | None] = {}
         self._events: list[LinuxEvent] = []
+        self._notifier: Notifier | None = None      # the v2 events' watcher thread
         self._commands: list[command.LinuxCommand] = []
         self._oom_claimed: dict[str, int] = {}
         self._last_activity = time.monotonic()
@@ -435,7 +436,14 @@ class LinuxKernel(Kernel):
     # --- events ---------------------------------------------------------------------------------------
 
     def event(self, path: str, args: str = "") -> LinuxEvent:
-        """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control."""
+        """An event on the control file at path (see Kernel.event).
+
+        cgroup v1: an eventfd registered with "<efd> <cfd> <args>" in the group's
+        cgroup.event_control.  cgroup v2: a notified file (memory.events, ...; args
+        "") or a PSI trigger (memory.pressure, args "some 150000 1000000"), counted
+        into an eventfd by this kernel's watcher thread (events.V2Event)."""
+        if self.version == 2:
+            return self._v2_event(path, args)
         gdir, name = self._split(path)
         name = self._fs.event_names(name)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -452,6 +460,20 @@ class LinuxKernel(Kernel):
         finally:
             os.close(cfd)   # the registration holds what it needs; only the eventfd matters
         ev = LinuxEvent(self, f"{path} {args}".rstrip(), efd)
+        self._events.append(ev)
+        return ev
+
+    def _v2_event(self, path: str, args: str) -> V2Event:
+        gdir, name = self._split(path)
+        try:
+            cfd, kind = open_v2_event(os.path.join(gdir, name), name, args)
+        except OSError as e:
+            raise self._oserror(e, path) from None
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        if self._notifier is None:
+            self._notifier = Notifier()
+        ev = V2Event(self, f"{path} {args}".rstrip(), efd, cfd, kind, self._notifier)
+        self._notifier.add(ev)
         self._events.append(ev)
         return ev
 
@@ -514,6 +536,9 @@ class LinuxKernel(Kernel):
     def _close(self) -> None:
         for ev in self._events:
             ev.close()
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         for cmd in self._commands:
             cmd.kill()
         tasks = list(self._tasks.values())
