@@ -46,6 +46,10 @@ class LinuxEvent(Event):
         self._threads: list[threading.Thread] = []
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.closed = False
+        self.group: str | None = None       # the group path the event is registered on (v1)
+        # rmdir of that group will signal it (memcg_event_remove); cleared by the
+        # signal's arrival: the first non-zero count after the rmdir, or advance()
+        self.removal_pending = False
 
     def fileno(self) -> int:
         return self._efd
@@ -54,9 +58,11 @@ class LinuxEvent(Event):
         if self.closed:
             return 0
         try:
-            return os.eventfd_read(self._efd)
+            n = os.eventfd_read(self._efd)
         except BlockingIOError:
             return 0
+        self.removal_pending = False
+        return n
 
     def watch(self, callback: Callable[[int], None]) -> None:
         """A thread blocked in poll() on the eventfd runs callback(n) after each signal."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,9 @@ WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # mm/memcontrol.c: FLUSH_TIME (2 * HZ): the periodic memcg statistics flush.  memory.stat
 # is exact once one such flush has run after the last change.
 STAT_FLUSH_WAIT = 2.1
+# The longest advance() waits for the signals rmdir sends to the removed group's events
+# (the offline work of an emulated guest on a loaded machine can take seconds).
+REMOVAL_SIGNAL_WAIT = 5.0
 START_TIMEOUT = 30.0
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
 
@@ -166,6 +170,15 @@ class LinuxKernel(Kernel):
             files.remove_group_dir(gdir)
         except OSError as e:
             raise self._oserror(e, path) from None
+        if self.version == 1:
+            # mm/memcontrol.c: mem_cgroup_css_offline schedules memcg_event_remove for
+            # every event registered on the group, which signals its eventfd once; the
+            # offline runs after rmdir returns (kill_css waits for an RCU grace period,
+            # then a work item), so advance() waits for those signals
+            group = os.path.normpath(path)
+            for ev in self._events:
+                if not ev.closed and ev.group == group:
+                    ev.removal_pending = True
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -460,6 +473,7 @@ class LinuxKernel(Kernel):
         finally:
             os.close(cfd)   # the registration holds what it needs; only the eventfd matters
         ev = LinuxEvent(self, f"{path} {args}".rstrip(), efd)
+        ev.group = os.path.dirname(os.path.normpath(path))
         self._events.append(ev)
         return ev
 
@@ -486,6 +500,25 @@ class LinuxKernel(Kernel):
         if ticks > 0 and self.tick > 0:
             time.sleep(self.tick * ticks)
         self._quiesce()
+        self._wait_removal_signals()
+
+    def _wait_removal_signals(self) -> None:
+        """Wait (at most REMOVAL_SIGNAL_WAIT seconds) until every event of a removed
+        group has had the signal its removal sends (rmdir)."""
+        deadline = time.monotonic() + REMOVAL_SIGNAL_WAIT
+        while True:
+            pending = [ev for ev in self._events if ev.removal_pending and not ev.closed]
+            if not pending:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for ev in pending:
+                    ev.removal_pending = False
+                return
+            ready, _, _ = select.select([ev.fileno() for ev in pending], [], [], left)
+            for ev in pending:
+                if ev.fileno() in ready:
+                    ev.removal_pending = False
 
     def settle(self) -> None:
         """Wait until memory.stat is exact: tasks are idle and one periodic statistics
