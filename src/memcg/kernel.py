@@ -35,7 +35,7 @@ class Event(abc.ABC):
     - `event("/a/memory.pressure", "some 150000 1000000")`: a PSI trigger (the text
       written to an open descriptor of memory.pressure, "some|full STALL_US
       WINDOW_US"; kernel/sched/psi.c: psi_trigger_create, the window 500 ms..10 s,
-      the threshold above 0 and below the window); each POLLPRI, at most one per
+      the threshold above 0 and not above the window); each POLLPRI, at most one per
       window, counts one.
     """
 
@@ -188,7 +188,7 @@ class Kernel(abc.ABC):
         `event("/a/memory.pressure", "some 150000 1000000")` creates a PSI trigger
         (the trigger written to an open descriptor of memory.pressure, then poll()
         for POLLPRI; kernel/sched/psi.c: psi_trigger_create, window 500 ms..10 s,
-        threshold < window, EINVAL otherwise) and counts its events.  Any other
+        0 < threshold <= window, EINVAL otherwise) and counts its events.  Any other
         file: EOPNOTSUPP."""
 
     @abc.abstractmethod

@@ -15,7 +15,7 @@ as poll() on an open cgroup file, and V2Event turns each into an eventfd count:
 - PSI triggers: "some|full STALL_US WINDOW_US" written to an open memory.pressure
   (or cpu./io.pressure) creates a trigger on that descriptor (kernel/sched/psi.c:
   psi_trigger_create: the window between 500 ms and 10 s, the threshold above 0
-  and below the window; EINVAL otherwise); poll() reports POLLPRI once per window
+  and not above the window; EINVAL otherwise); poll() reports POLLPRI once per window
   in which the stall time passed the threshold (psi_trigger_poll).  Each counts one.
 One watcher thread per kernel object polls every such descriptor; count() also looks
 at its own descriptor first, so a notification the kernel has already made is
