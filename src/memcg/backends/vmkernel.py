@@ -1,6 +1,6 @@
 """VMKernel: the `Kernel` interface on a real kernel booted in a QEMU guest.
 
-The guest is the one memcg/backends/vm.py boots (Debian's 6.1 cloud kernel under TCG),
+The guest is the one memcg/backends/vm.py boots (Debian's 6.1 cloud kernel, KVM or TCG),
 with the host's Python and the real-cgroup backend in its initramfs
 (memcg/backends/vmimage.py).  Its /init mounts the memory controller (cgroup v1
 `memory`, or cgroup2 with `+memory` in the root's subtree_control) and starts the
