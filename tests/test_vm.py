@@ -209,6 +209,18 @@ def test_no_mkfs_is_one_line_saying_what_to_install(monkeypatch):
     assert "\n" not in str(e.value)
 
 
+@needs_guest
+def test_the_vm_backend_without_mkfs_is_one_line_exit_2_and_leaves_nothing(capsys, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(vm.shutil, "which",
+                        lambda name, **kw: None if name == "mkfs.ext4" else real_which(name, **kw))
+    before, guests = _memcg_tmpdirs(), set(_qemu_children(os.getpid()))
+    assert main(["run", "hog", "--backend", "vm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "apt-get install e2fsprogs" in err
+    assert set(_qemu_children(os.getpid())) == guests and _memcg_tmpdirs() - before == set()
+
+
 def test_no_modules_says_how_to_fetch(tmp_path):
     boot = tmp_path / "kernel" / "boot"
     boot.mkdir(parents=True)
