@@ -2,9 +2,11 @@
 """VMKernel speed: the image, the boot, one call of each kind, a whole compare of hog.
 
 Figures (wall seconds): building the initramfs with the host's Python (cold, then
-cached), booting the guest until its agent answers, one cgroup file read, one write,
-one task operation (touch_anon of one page; the same on the host's LinuxKernel for
-scale where real cgroups are usable) and `memcg compare hog --against vm`.
+cached), booting the guest until its agent answers (without a disk, with its ext4
+disk, with the disk and swap), one cgroup file read, one write, one task operation
+(touch_anon of one page; the same on the host's LinuxKernel for scale where real
+cgroups are usable), reading a 16 MiB file on the guest's ext4 disk, and `memcg
+compare hog --against vm`.  Every report names the guest kernel and the accelerator.
 
     python3 bench/vm.py                 # every figure, v2 guest
     python3 bench/vm.py --hierarchy v1 --calls 100 --no-compare
@@ -36,19 +38,34 @@ def _each(fn, n: int) -> float:
 
 
 def image_figures() -> dict:
-    _, busybox = vm.find_images()
+    kernel, busybox = vm.find_images()
     _, python = vmimage.image_files()
-    init = vmkernel._init_script("v2", python)
+    modules = vmimage.disk_modules(kernel)
+    guest = ["/lib/modules/" + os.path.relpath(m, os.path.dirname(vmimage.modules_dir(kernel)))
+             for m in modules]
+    init = vmkernel._init_script(python, guest)
+    extra = list(zip(guest, modules))
     with tempfile.TemporaryDirectory(prefix="memcg-bench-") as root:
         t = time.monotonic()
-        path = vmimage.build(busybox, init, root=root)
+        path = vmimage.build(busybox, init, root=root, extra=extra)
         cold = time.monotonic() - t
         size = os.path.getsize(path)
         t = time.monotonic()
-        vmimage.build(busybox, init, root=root)
+        vmimage.build(busybox, init, root=root, extra=extra)
         cached = time.monotonic() - t
     return {"image_build_s": round(cold, 2), "image_cached_s": round(cached, 3),
             "image_mib": round(size / (1 << 20), 1)}
+
+
+def boot_figure(hierarchy: str, key: str, **kw) -> dict:
+    """Boot until the agent answers, then close, for one disk/swap configuration."""
+    k = memcg.VMKernel(hierarchy=hierarchy, memory="512M", cpus=2, **kw)
+    try:
+        t = time.monotonic()
+        k.boot()
+        return {key: round(time.monotonic() - t, 2)}
+    finally:
+        k.close()
 
 
 def guest_figures(hierarchy: str, calls: int) -> dict:
@@ -63,7 +80,8 @@ def guest_figures(hierarchy: str, calls: int) -> dict:
         t = time.monotonic()
         task = k.spawn("/b")
         spawn = time.monotonic() - t
-        out = {"kernel": k.kernel_release, "hierarchy": hierarchy, "boot_s": round(boot, 2),
+        out = {"kernel": k.kernel_release, "accel": k.accel, "hierarchy": hierarchy,
+               "boot_disk_s": round(boot, 2),
                "spawn_s": round(spawn, 3),
                "read_s": _each(lambda: k.read(f"/b/{usage}"), calls),
                "write_s": _each(lambda: k.write(f"/b/{limit}", "64M"), calls),
@@ -71,6 +89,9 @@ def guest_figures(hierarchy: str, calls: int) -> dict:
         t = time.monotonic()
         task.touch_anon(16 << 20)
         out["touch_anon_16M_s"] = round(time.monotonic() - t, 3)
+        t = time.monotonic()
+        task.read_file("data", 16 << 20)          # page cache of a file on the guest's ext4
+        out["read_file_16M_ext4_s"] = round(time.monotonic() - t, 3)
         task.exit()
     finally:
         t = time.monotonic()
@@ -116,6 +137,8 @@ def main() -> int:
     try:
         fig = image_figures()
         fig |= guest_figures(args.hierarchy, args.calls)
+        fig |= boot_figure(args.hierarchy, "boot_no_disk_s", disk="0")
+        fig |= boot_figure(args.hierarchy, "boot_disk_swap_s", swap="256M")
     except vm.GuestError as e:
         print(f"bench/vm.py: {e}", file=sys.stderr)
         return 2

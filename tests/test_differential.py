@@ -130,11 +130,20 @@ def near(k, got: int, want: int, pages: int = 8) -> bool:
     return want <= got <= want + pages * 4096
 
 
+def cache_near(k, got: int, want: int) -> bool:
+    """got == want, but on the guest's freshly made ext4 disk the first files made also
+    read its metadata (inode-table and directory blocks: page cache of the block
+    device, charged to the group that caused the read): a page or two more."""
+    if k.backend != "vm":
+        return got == want
+    return want <= got <= want + 2 * 4096
+
+
 def needs_disk(k) -> None:
-    """Skip on the guest: its files are on tmpfs (shmem, charged when made), not page
-    cache of a disk file system, until it has a disk (docs/vm-backend.md)."""
-    if k.backend == "vm":
-        pytest.skip("the VM guest has no disk yet: its files are tmpfs, not page cache")
+    """Skip on a guest without a disk: its files would be on tmpfs (shmem, charged
+    when made), not page cache of a disk file system (docs/vm-backend.md)."""
+    if k.backend == "vm" and k.working_fs != "ext4":
+        pytest.skip("this VM guest has no disk: its files are tmpfs, not page cache")
 
 
 def group_with_task(k, path: str = "/g", limit: str | None = None):
@@ -237,10 +246,10 @@ def test_page_cache_read_write_unlink(kernel):
     assert s["cache"] == 8 * MiB and near(k, s["rss"], 0) and s["dirty"] == 0
     t.write_file("log", 4 * MiB)
     s = stat(k, "/g")
-    assert s["cache"] == 12 * MiB and s["dirty"] == 4 * MiB
+    assert cache_near(k, s["cache"], 12 * MiB) and s["dirty"] == 4 * MiB
     t.unlink("log")
     t.read_file("data2", 1 * MiB)   # more charges, so the statistics flush
-    assert stat(k, "/g")["cache"] == 9 * MiB
+    assert cache_near(k, stat(k, "/g")["cache"], 9 * MiB)
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
@@ -267,7 +276,7 @@ def test_exit_frees_anon_keeps_cache(kernel):
     assert t.state == "exited"
     k.spawn("/g").touch_anon(1 * MiB)   # flush the statistics
     s = stat(k, "/g")
-    assert near(k, s["rss"], 1 * MiB) and s["cache"] == 8 * MiB
+    assert near(k, s["rss"], 1 * MiB) and cache_near(k, s["cache"], 8 * MiB)
 
 
 # --------------------------------------------------------------------------- limits, reclaim, OOM
@@ -397,11 +406,9 @@ def test_pressure_events_per_mode(kernel):
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_rmdir_signals_registered_events(kernel):
+    # the removal signals come from a work item after rmdir returns; advance() waits
+    # for them on the real kernels (and the guest's reply carries them)
     k = kernel
-    if k.backend == "vm":
-        # the guest's usage-threshold eventfd has been seen unsignalled after advance(1)
-        # on a loaded host: the mirror of the guest's eventfd is not yet synchronous
-        pytest.skip("event delivery from the VM guest after rmdir is not yet reliable")
     k.mkdir("/g")
     evs = {"usage 8M": k.event("/g/memory.usage_in_bytes", "8M"),
            "oom_control": k.event("/g/memory.oom_control"),
@@ -554,17 +561,18 @@ def test_file_writes_charge_buffer_heads_as_kmem(kernel):
     # 104 + 8 bytes per page, 56 pages of kmem for 8 MiB (the real kernel: 57, with
     # some ext4 metadata); unlink frees them with the pages
     k = kernel
-    if k.backend == "vm":
-        pytest.skip("the VM guest has no disk yet: its files are tmpfs, which has no buffer heads")
-    if k.backend == "linux" and k.working_fs != "ext4":
+    if k.backend in ("linux", "vm") and k.working_fs != "ext4":
         pytest.skip(f"the working directory is on {k.working_fs}, not ext4")
+    # the 6.1 guest charges more per page written: 62 pages for 8 MiB, 487 for 64 MiB
+    # (measured; 6.18: 57 and 450-470)
+    small, big = ((56, 66), (448, 500)) if k.backend == "vm" else ((56, 60), (448, 470))
     t = group_with_task(k)
     t.write_file("log", 8 * MiB)
-    assert 56 * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= 60 * 4096
+    assert small[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= small[1] * 4096
     t.unlink("log")
     assert num(k, "/g/memory.kmem.usage_in_bytes") <= 2 * 4096
     t.write_file("big", 64 * MiB)
-    assert 448 * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= 470 * 4096
+    assert big[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= big[1] * 4096
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
@@ -577,7 +585,8 @@ def test_page_cache_is_charged_in_readahead_folios(kernel):
     reclaim episode reports one "low" vmpressure window (docs/real-kernel-behaviour.md,
     sections g and m)."""
     k = kernel
-    needs_disk(k)
+    if k.backend == "vm":
+        pytest.skip("the guest runs 6.1, whose ext4 has no large folios (ext4_set_inode_mapping_order, 6.16)")
     if k.backend == "linux" and k.working_fs != "ext4":
         pytest.skip(f"the working directory is on {k.working_fs}, not ext4")
     k.mkdir("/g")

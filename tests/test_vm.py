@@ -162,13 +162,117 @@ def test_the_guest_dies_with_its_caller(sig):
 
 # --- VMKernel: the Kernel interface on the guest kernel ---------------------------------
 
-def test_vmkernel_refuses_swap_and_unknown_hierarchies():
-    with pytest.raises(NotImplementedError, match="swap"):
-        VMKernel(swap="1G")
+def test_vmkernel_refuses_bad_sizes_and_unknown_hierarchies():
+    with pytest.raises(ValueError, match="swap"):
+        VMKernel(swap="4K")
+    with pytest.raises(ValueError, match="disk"):
+        VMKernel(disk="1M")
     with pytest.raises(ValueError, match="hierarchy"):
         VMKernel(hierarchy="v3")
     with pytest.raises(ValueError, match="memory"):
         VMKernel(memory="lots")
+    with pytest.raises(ValueError, match="accel"):
+        VMKernel(accel="xen")
+
+
+def test_the_swap_area_is_what_mkswap_writes():
+    fd = vm.make_swap_image(1 << 20)
+    try:
+        head = os.pread(fd, 4096, 0)
+        assert os.fstat(fd).st_size == 1 << 20 and os.fstat(fd).st_nlink == 0   # no name
+    finally:
+        os.close(fd)
+    assert head[-10:] == b"SWAPSPACE2"
+    assert int.from_bytes(head[1024:1028], "little") == 1          # version
+    assert int.from_bytes(head[1028:1032], "little") == 255        # last_page
+
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 not installed (e2fsprogs)")
+def test_the_disk_is_an_unnamed_sparse_ext4_image():
+    fd = vm.make_ext4_image(256 << 20)
+    try:
+        st = os.fstat(fd)
+        sb = os.pread(fd, 1024, 1024)          # fs/ext4/ext4.h: struct ext4_super_block
+    finally:
+        os.close(fd)
+    assert st.st_nlink == 0 and st.st_size == 256 << 20
+    assert st.st_blocks * 512 < 16 << 20               # sparse: only the metadata
+    assert sb[0x38:0x3a] == b"\x53\xef"                # s_magic EXT4_SUPER_MAGIC
+
+
+def test_no_mkfs_is_one_line_saying_what_to_install(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(vm.shutil, "which",
+                        lambda name, **kw: None if name == "mkfs.ext4" else real_which(name, **kw))
+    with pytest.raises(vm.GuestError, match="apt-get install e2fsprogs") as e:
+        vm.make_ext4_image(64 << 20)
+    assert "\n" not in str(e.value)
+
+
+@needs_guest
+def test_the_vm_backend_without_mkfs_is_one_line_exit_2_and_leaves_nothing(capsys, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(vm.shutil, "which",
+                        lambda name, **kw: None if name == "mkfs.ext4" else real_which(name, **kw))
+    before, guests = _memcg_tmpdirs(), set(_qemu_children(os.getpid()))
+    assert main(["run", "hog", "--backend", "vm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "apt-get install e2fsprogs" in err
+    assert set(_qemu_children(os.getpid())) == guests and _memcg_tmpdirs() - before == set()
+
+
+def test_no_modules_says_how_to_fetch(tmp_path):
+    boot = tmp_path / "kernel" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "vmlinuz-6.1.0-0-cloud-amd64").write_bytes(b"")
+    with pytest.raises(vm.GuestError, match="memcg vm fetch") as e:
+        vmimage.disk_modules(str(boot / "vmlinuz-6.1.0-0-cloud-amd64"))
+    assert "virtio" in str(e.value) and "\n" not in str(e.value)
+
+
+@needs_guest
+def test_the_disk_modules_come_with_their_dependencies_first():
+    kernel, _ = vm.find_images()
+    names = [os.path.basename(m)[:-3] for m in vmimage.disk_modules(kernel)]
+    assert names[-1] == "virtio_blk" and "virtio_pci" in names
+    for dep in ("virtio", "virtio_ring"):
+        assert names.index(dep) < names.index("virtio_blk")
+    assert names.index("virtio_ring") < names.index("virtio")
+
+
+def test_the_kvm_probe_falls_back_to_tcg_and_is_remembered(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMCG_VM_ACCEL", raising=False)
+    monkeypatch.setattr(vm, "_kvm_usable", lambda: True)
+    monkeypatch.setattr(vm, "_probe_key", lambda: "this boot")
+    probes = []
+    monkeypatch.setattr(vm, "probe_kvm", lambda **kw: probes.append(1) or False)
+    assert vm.choose_accel("auto", root=str(tmp_path)) == "tcg"
+    assert vm.choose_accel("auto", root=str(tmp_path)) == "tcg" and len(probes) == 1
+    assert json.loads((tmp_path / "accel.json").read_text())["accel"] == "tcg"
+    monkeypatch.setattr(vm, "_probe_key", lambda: "the next boot")
+    monkeypatch.setattr(vm, "probe_kvm", lambda **kw: True)
+    assert vm.choose_accel("auto", root=str(tmp_path)) == "kvm"       # probed again
+    assert vm.choose_accel("tcg", root=str(tmp_path)) == "tcg"
+    monkeypatch.setenv("MEMCG_VM_ACCEL", "tcg")
+    assert vm.choose_accel("auto", root=str(tmp_path)) == "tcg"
+    monkeypatch.setenv("MEMCG_VM_ACCEL", "xen")
+    with pytest.raises(vm.GuestError, match="MEMCG_VM_ACCEL"):
+        vm.choose_accel("auto", root=str(tmp_path))
+    monkeypatch.setattr(vm, "_kvm_usable", lambda: False)
+    monkeypatch.delenv("MEMCG_VM_ACCEL")
+    assert vm.choose_accel("auto", root=str(tmp_path / "none")) == "tcg"   # no /dev/kvm: no probe
+
+
+@needs_guest
+def test_a_kvm_probe_that_does_not_boot_in_time_is_false_and_leaves_nothing():
+    before, guests = _memcg_tmpdirs(), set(_qemu_children(os.getpid()))
+    start = time.monotonic()
+    # 0.5 s: no guest answers that fast under TCG, and a hanging KVM is given up on
+    ok = vm.probe_kvm(timeout=0.5)
+    assert isinstance(ok, bool) and time.monotonic() - start < 15
+    if not vm._kvm_usable():
+        assert ok is False
+    assert set(_qemu_children(os.getpid())) == guests and _memcg_tmpdirs() - before == set()
 
 
 def test_vm_backend_without_qemu_is_one_line_and_exit_2(capsys, monkeypatch):
@@ -202,7 +306,7 @@ def test_the_image_holds_the_interpreter_and_the_agent_and_is_cached(tmp_path):
 def v2():
     if _WHY:
         pytest.skip(_WHY)
-    k = VMKernel(hierarchy="v2", memory="512M", cpus=2)
+    k = VMKernel(hierarchy="v2", memory="512M", cpus=2, swap="256M")
     k.boot()
     yield k
     k.close()
@@ -253,6 +357,9 @@ def test_v2_bad_writes_carry_the_guest_kernels_errno(v2):
 def test_v2_anon_past_memory_max_is_oom_killed_and_counted(v2):
     v2.mkdir("/hog")
     v2.write("/hog/memory.max", "16M")
+    v2.write("/hog/memory.swap.max", "0")       # the guest has swap; this group may not use it
+    notified = v2.event("/hog/memory.events")
+    populated = v2.event("/hog/cgroup.events")
     t = v2.spawn("/hog")
     assert t.group == "/hog"
     t.touch_anon(64 << 20)
@@ -260,6 +367,66 @@ def test_v2_anon_past_memory_max_is_oom_killed_and_counted(v2):
     events = dict(line.split() for line in v2.read("/hog/memory.events").splitlines())
     assert events["oom_kill"] == "1" and int(events["max"]) >= 1
     assert int(v2.read("/hog/memory.peak")) <= 16 << 20
+    # cgroup_file_notify on each max/oom/oom_kill event; populated 0 -> 1 -> 0
+    assert notified.count() >= 1 and notified.count() == 0
+    assert populated.count() >= 1
+    assert dict(line.split() for line in v2.read("/hog/cgroup.events").splitlines())["populated"] == "0"
+    notified.close()
+    populated.close()
+
+
+def test_v2_debugfs_reports_the_kernel_the_accelerator_and_the_disk(v2):
+    d = v2.debugfs()
+    assert d["kernel_release"] == v2.kernel_release and d["kernel_release"].startswith("6.1.")
+    assert d["accel"] in ("kvm", "tcg") and d["disk"] == "ext4" and d["swap_bytes"] == 256 << 20
+    assert v2.working_fs == "ext4"
+
+
+def test_v2_page_cache_of_an_ext4_file_is_charged_and_reclaimed(v2):
+    v2.mkdir("/pc")
+    t = v2.spawn("/pc")
+    t.read_file("data", 16 << 20)
+    stat = dict(line.split() for line in v2.read("/pc/memory.stat").splitlines())
+    assert int(stat["cache"]) >= 16 << 20 and int(stat["shmem"]) == 0    # not tmpfs
+    v2.write("/pc/memory.max", "8M")               # reclaims the clean cache to fit
+    t.read_file("big", 64 << 20)
+    assert t.state == "running" and int(v2.read("/pc/memory.current")) <= 8 << 20
+    events = dict(line.split() for line in v2.read("/pc/memory.events").splitlines())
+    assert events["oom_kill"] == "0" and int(events["max"]) >= 1
+    t.exit()
+
+
+def test_v2_swap_in_the_guest_only_and_a_psi_trigger(v2):
+    with open("/proc/swaps") as f:
+        host_swaps = f.read()
+    v2.mkdir("/bad")
+    # kernel/sched/psi.c: psi_trigger_create: a window under 500 ms or over 10 s, a
+    # threshold of 0 or above the window (equal to it is accepted), an unknown type
+    for bad in ("some 150000 100000", "some 150000 10000001", "some 0 1000000",
+                "some 1000001 1000000", "most 1 1000000"):
+        with pytest.raises(OSError) as e:
+            v2.event("/bad/memory.pressure", bad)
+        assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        v2.event("/bad/memory.max")
+    assert e.value.errno == errno.EOPNOTSUPP
+    v2.event("/bad/memory.pressure", "full 1000000 1000000").close()
+    v2.rmdir("/bad")
+    v2.mkdir("/sw")
+    v2.write("/sw/memory.max", "16M")
+    psi = v2.event("/sw/memory.pressure", "some 10000 1000000")
+    t = v2.spawn("/sw")
+    t.touch_anon(40 << 20)                         # 24M and more into the guest's swap
+    assert t.state == "running"
+    assert int(v2.read("/sw/memory.swap.current")) >= 16 << 20
+    events = dict(line.split() for line in v2.read("/sw/memory.events").splitlines())
+    assert events["oom_kill"] == "0"
+    v2.advance(1)
+    assert psi.count() >= 1                        # swapping out stalls the task on memory
+    with open("/proc/swaps") as f:
+        assert f.read() == host_swaps              # the host's swap is untouched
+    psi.close()
+    t.exit()
 
 
 def test_v1_oom_is_signalled_on_an_eventfd_and_failcnt_counts(v1):

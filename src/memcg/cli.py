@@ -121,6 +121,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = _hierarchy(load_scenario(args.scenario, _params(args.param)), args.hierarchy)
     kernel = make_kernel(scenario, args.backend)
     result = run_scenario(scenario, kernel, settle=True)   # exact final memory.stat on real cgroups
+    if args.backend == "vm":        # which kernel ran it, and how QEMU ran the guest
+        result["kernel"], result["accel"] = kernel.kernel_release, kernel.accel
     if args.json != "-":
         sys.stdout.write(report.summary(result, scenario.description))
     if args.json:
@@ -237,9 +239,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     finally:
         real.close()
     if args.against == "vm":
-        result["kernel"] = real.kernel_release
+        result["kernel"], result["accel"] = real.kernel_release, real.accel
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-                  f"(a QEMU guest, cgroup {scenario.machine.hierarchy}, root limited to the machine's {scenario.machine.memory})")
+                  f"(a QEMU guest under {result['accel'].upper()}, cgroup {scenario.machine.hierarchy}, "
+                  f"root limited to the machine's {scenario.machine.memory})")
     else:
         result["kernel"] = platform.release()
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
@@ -368,11 +371,12 @@ def _cmd_vm(args: argparse.Namespace) -> int:
             kernel, _ = vm.fetch()
             print(f"guest kernel: {kernel}")
             return 0
-        r = vm.run_script("", hierarchy=args.hierarchy)
+        accel = vm.choose_accel("auto")
+        r = vm.run_script("", hierarchy=args.hierarchy, accel=accel)
     except vm.GuestError as e:
         raise _Fatal(str(e)) from None
-    print(f"guest kernel {r.kernel_release}: booted to cgroup {args.hierarchy} "
-          f"and powered off in {r.seconds:.1f} s")
+    print(f"guest kernel {r.kernel_release} under {accel.upper()}: booted to cgroup "
+          f"{args.hierarchy} and powered off in {r.seconds:.1f} s")
     return 0
 
 

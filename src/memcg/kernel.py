@@ -22,7 +22,22 @@ PAGE_SIZE = 4096  # arch/x86/include/asm/page_types.h: PAGE_SIZE (4 KiB pages on
 
 
 class Event(abc.ABC):
-    """An eventfd registered through cgroup.event_control (or the userspace shrinker)."""
+    """An event a kernel signals, counted like an eventfd.
+
+    cgroup v1: an eventfd registered through cgroup.event_control (or the userspace
+    shrinker); each signal the kernel sends counts.
+    cgroup v2 (no cgroup.event_control), two forms, from Kernel.event:
+    - `event("/a/memory.events", "")` (also memory.events.local, cgroup.events,
+      memory.swap.events): signalled each time the kernel notifies the file
+      (cgroup_file_notify -> kernfs_notify: poll() reports POLLPRI|POLLERR, inotify
+      IN_MODIFY); notifications the kernel makes before the file is read again
+      coalesce into one.
+    - `event("/a/memory.pressure", "some 150000 1000000")`: a PSI trigger (the text
+      written to an open descriptor of memory.pressure, "some|full STALL_US
+      WINDOW_US"; kernel/sched/psi.c: psi_trigger_create, the window 500 ms..10 s,
+      the threshold above 0 and not above the window); each POLLPRI, at most one per
+      window, counts one.
+    """
 
     @abc.abstractmethod
     def fileno(self) -> int:
@@ -161,8 +176,20 @@ class Kernel(abc.ABC):
 
     @abc.abstractmethod
     def event(self, path: str, args: str = "") -> Event:
-        """An eventfd registered on the control file at path through the group's
-        cgroup.event_control ("<efd> <cfd> <args>"); OSError if the kernel refuses."""
+        """An event on the control file at path; OSError with the kernel's errno if
+        the kernel refuses.
+
+        cgroup v1: an eventfd registered through the group's cgroup.event_control
+        ("<efd> <cfd> <args>").
+        cgroup v2: `event("/a/memory.events", "")` (and memory.events.local,
+        cgroup.events, memory.swap.events) is signalled each time the kernel
+        notifies the file (cgroup_file_notify -> kernfs_notify: poll() POLLPRI|POLLERR,
+        or inotify IN_MODIFY); args must be empty (EINVAL otherwise).
+        `event("/a/memory.pressure", "some 150000 1000000")` creates a PSI trigger
+        (the trigger written to an open descriptor of memory.pressure, then poll()
+        for POLLPRI; kernel/sched/psi.c: psi_trigger_create, window 500 ms..10 s,
+        0 < threshold <= window, EINVAL otherwise) and counts its events.  Any other
+        file: EOPNOTSUPP."""
 
     @abc.abstractmethod
     def advance(self, ticks: int = 1) -> None:

@@ -78,6 +78,8 @@ def group_row(path: str, files: dict[str, str], swap: bool = False) -> list[str]
 def summary(result: dict[str, Any], description: str = "") -> str:
     """The readable summary of a run: groups, tasks, events, step errors, expectations."""
     lines = [f"scenario {result['scenario']} on the {result['backend']} kernel"
+             + (f" (Linux {result['kernel']}" + (f", {result['accel'].upper()}" if "accel" in result else "")
+                + ")" if "kernel" in result else "")
              + (f", {result['ticks']} ticks" if "ticks" in result else "")]
     if description:
         lines.append("  " + " ".join(description.split()))

@@ -7,15 +7,20 @@ cgroup2 with `+memory` in the root's subtree_control), runs one shell script and
 powers off.  The serial console is the channel: the script's output comes back
 between markers.  Nothing needs host root, networking or the host's cgroups.
 
-QEMU runs with `-accel tcg` (software emulation); it is started with
-PR_SET_PDEATHSIG so it dies with its parent, and every temporary file lives in one
-temporary directory removed when the run ends.
+QEMU runs with `-accel kvm` where a short probe boot under KVM succeeds (probe_kvm,
+its answer cached per host boot) and with `-accel tcg` (software emulation)
+otherwise; it is started with PR_SET_PDEATHSIG so it dies with its parent, and every
+temporary file lives in one temporary directory removed when the run ends.  Disks
+for the guest (an ext4 file system, a swap area) are unnamed sparse files
+(O_TMPFILE) handed to QEMU as open descriptors: they never have a name to leave
+behind.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import json
 import os
 import shutil
 import signal
@@ -25,12 +30,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ["GuestError", "GuestResult", "cache_dir", "fetch", "find_images", "run_script"]
+__all__ = ["GuestError", "GuestResult", "cache_dir", "choose_accel", "fetch", "find_images",
+           "make_ext4_image", "make_swap_image", "probe_kvm", "run_script"]
 
 _KERNEL_META = "linux-image-cloud-amd64"  # Debian's cloud kernel: memcg, PSI, 8250 console built in
 _BUSYBOX = "busybox-static"
 _BEGIN, _END = "@@memcg-begin@@", "@@memcg-end@@"
 _PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h: PR_SET_PDEATHSIG
+PAGE_SIZE = 4096
+# A KVM guest prints its first line in well under a second; where /dev/kvm exists
+# but does not run guests, QEMU hangs after "Booting from ROM": the probe gives up
+# after this long and the guest runs under TCG.
+KVM_PROBE_TIMEOUT = 8.0
+ACCELS = ("auto", "kvm", "tcg")
 
 
 class GuestError(RuntimeError):
@@ -57,6 +69,122 @@ def _qemu() -> str:
     if path is None:
         raise GuestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
     return path
+
+
+def qemu_accel_args(accel: str) -> list[str]:
+    """QEMU's accelerator options: KVM with the host's CPU, or TCG emulating every feature."""
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg", "-cpu", "max"]
+
+
+def _kvm_usable() -> bool:
+    return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def probe_kvm(timeout: float = KVM_PROBE_TIMEOUT, root: str | None = None) -> bool:
+    """Whether a guest boots under KVM here: a busybox guest that runs nothing must
+    finish within timeout seconds with `-accel kvm`."""
+    if not _kvm_usable():
+        return False
+    try:
+        run_script(":", hierarchy="v2", memory=256, cpus=1, timeout=timeout, root=root,
+                   accel="kvm")
+    except GuestError:
+        return False
+    return True
+
+
+def _probe_key() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = "?"
+    st = os.stat(_qemu())
+    return f"{boot} {st.st_size} {st.st_mtime_ns}"
+
+
+def choose_accel(accel: str = "auto", root: str | None = None) -> str:
+    """"kvm" or "tcg".  "auto" asks probe_kvm once per host boot and QEMU build (the
+    answer is kept in the cache folder); the environment's MEMCG_VM_ACCEL (kvm or tcg)
+    overrides "auto"."""
+    if accel not in ACCELS:
+        raise ValueError(f"accel: expected one of {', '.join(ACCELS)}, got {accel!r}")
+    if accel == "auto":
+        accel = os.environ.get("MEMCG_VM_ACCEL", "auto")
+        if accel not in ACCELS:
+            raise GuestError(f"MEMCG_VM_ACCEL: expected kvm or tcg, got {accel!r}")
+    if accel != "auto":
+        return accel
+    if not _kvm_usable():
+        return "tcg"
+    path = os.path.join(root or cache_dir(), "accel.json")
+    key = _probe_key()
+    try:
+        with open(path) as f:
+            known = json.load(f)
+        if known.get("key") == key and known.get("accel") in ("kvm", "tcg"):
+            return known["accel"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    found = "kvm" if probe_kvm(root=root) else "tcg"
+    try:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"key": key, "accel": found}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return found
+
+
+def _unnamed_file(size: int) -> int:
+    """A sparse file of size bytes with no name (O_TMPFILE), open read-write."""
+    where = tempfile.gettempdir()
+    try:
+        fd = os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:     # a file system without O_TMPFILE: a name for an instant
+        fd, name = tempfile.mkstemp(prefix="memcg-vm-disk-")
+        os.unlink(name)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def make_ext4_image(size: int) -> int:
+    """An open descriptor of an unnamed sparse file holding an empty ext4 file system
+    (mkfs.ext4 from e2fsprogs, run on the host as any user)."""
+    mkfs = shutil.which("mkfs.ext4") or shutil.which("mkfs.ext4", path="/sbin:/usr/sbin")
+    if mkfs is None:
+        raise GuestError("mkfs.ext4 not found (the guest's disk needs it): apt-get install e2fsprogs")
+    fd = _unnamed_file(size)
+    # lazy_itable_init/lazy_journal_init: the sparse file reads as zeros already, so
+    # nothing needs writing but the metadata (fs/ext4/super.c skips the lazy init
+    # thread with noinit_itable, which the guest mounts with).
+    r = subprocess.run([mkfs, "-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                        f"/proc/{os.getpid()}/fd/{fd}"], capture_output=True, text=True)
+    if r.returncode != 0:
+        os.close(fd)
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GuestError(f"mkfs.ext4 failed for the guest's disk: {last}")
+    return fd
+
+
+def make_swap_image(size: int) -> int:
+    """An open descriptor of an unnamed sparse file holding a swap area, as mkswap
+    writes it: include/linux/swap.h union swap_header (version 1, last_page, no bad
+    pages) and "SWAPSPACE2" in the last 10 bytes of the first page (mm/swapfile.c:
+    read_swap_header checks both)."""
+    pages = size // PAGE_SIZE
+    if pages < 10:
+        raise ValueError(f"swap: {size} bytes is too small for a swap area")
+    fd = _unnamed_file(pages * PAGE_SIZE)
+    header = bytearray(PAGE_SIZE)
+    header[1024:1036] = (1).to_bytes(4, "little") + (pages - 1).to_bytes(4, "little") + bytes(4)
+    header[1036:1052] = os.urandom(16)        # uuid
+    header[PAGE_SIZE - 10:] = b"SWAPSPACE2"
+    os.pwrite(fd, bytes(header), 0)
+    return fd
 
 
 def find_images(root: str | None = None) -> tuple[str, str]:
@@ -177,11 +305,12 @@ def _read_until_exit(proc: subprocess.Popen, tmp: str, timeout: float) -> bytes:
 
 
 def run_script(script: str, hierarchy: str = "v2", memory: int = 1024, cpus: int = 2,
-               timeout: float = 60.0, root: str | None = None) -> GuestResult:
+               timeout: float = 60.0, root: str | None = None, accel: str = "tcg") -> GuestResult:
     """Boot a guest, run a shell script after the memory controller is mounted, power off.
 
     memory is the guest's RAM in MiB.  Raises GuestError when qemu or the kernel is
-    missing or the guest does not finish within timeout seconds.
+    missing or the guest does not finish within timeout seconds.  accel: "tcg",
+    "kvm" or "auto" (choose_accel).
     """
     if hierarchy not in ("v1", "v2"):
         raise ValueError(f"hierarchy must be 'v1' or 'v2', not {hierarchy!r}")
@@ -193,7 +322,7 @@ def run_script(script: str, hierarchy: str = "v2", memory: int = 1024, cpus: int
         with open(initrd, "wb") as f:
             f.write(_initramfs(busybox, hierarchy, script))
         cmdline = "console=ttyS0 quiet panic=-1 rdinit=/init"
-        argv = [qemu, "-accel", "tcg", "-cpu", "max", "-m", str(memory), "-smp", str(cpus),
+        argv = [qemu, *qemu_accel_args(choose_accel(accel, root)), "-m", str(memory), "-smp", str(cpus),
                 "-nographic", "-no-reboot", "-nic", "none", "-monitor", "none",
                 "-serial", "stdio", "-kernel", kernel, "-initrd", initrd, "-append", cmdline]
         start = time.monotonic()

@@ -1,7 +1,9 @@
 """The guest agent: a LinuxKernel inside the VM guest, driven over a serial port.
 
-Run in the guest as ``python -S -m memcg.backends.vmagent /dev/ttyS1 v1|v2`` by the
-initramfs's /init (memcg/backends/vmimage.py).  It makes one LinuxKernel on the guest's
+Run in the guest as ``python -S -m memcg.backends.vmagent /dev/ttyS1 v1|v2 WORKDIR FATAL``
+by the initramfs's /init (memcg/backends/vmkernel.py): WORKDIR is where the workers'
+files live (the guest's ext4 disk, or /tmp without one), FATAL what /init could not
+set up (the disk, swap), empty when all is well.  It makes one LinuxKernel on the guest's
 memory controller (the real backend: its groups, worker processes and eventfds) and
 answers the host's VMKernel.
 
@@ -42,10 +44,11 @@ TASK_INFO = ("state", "group", "cpu", "exit_signal", "exit_code", "late_errors")
 class Agent:
     """One LinuxKernel and the numbers the host knows its tasks, sockets and events by."""
 
-    def __init__(self, fd: int, version: int):
+    def __init__(self, fd: int, version: int, workdir: str | None = None):
         self.fd = fd
         self.inbuf = b""
-        self.kernel = LinuxKernel(version=version)
+        self.workdir = workdir
+        self.kernel = LinuxKernel(version=version, workdir=workdir)
         self.sockets: dict[int, object] = {}
         self.events: dict[int, object] = {}
         self.next_id = 1
@@ -125,7 +128,7 @@ class Agent:
         self.events.clear()
         self.sockets.clear()
         self.kernel.close()
-        self.kernel = LinuxKernel(version=self.kernel.version)
+        self.kernel = LinuxKernel(version=self.kernel.version, workdir=self.workdir)
 
     def task_call(self, task, call: str, args: list):
         if call not in TASK_CALLS:
@@ -163,8 +166,12 @@ def main(argv: list[str]) -> int:
     fd = os.open(argv[1], os.O_RDWR | os.O_NOCTTY)
     tty.setraw(fd)               # bytes as they are: no echo, no line editing, no CR/LF
     version = 2 if argv[2] == "v2" else 1
+    workdir = argv[3] if len(argv) > 3 else None
+    if len(argv) > 4 and argv[4]:
+        os.write(fd, (json.dumps({"fatal": argv[4]}) + "\n").encode())
+        return 1
     try:
-        agent = Agent(fd, version)
+        agent = Agent(fd, version, workdir)
     except OSError as e:
         os.write(fd, (json.dumps({"fatal": str(e)}) + "\n").encode())
         return 1

@@ -8,6 +8,13 @@ guest agent).  Files keep their host paths, so the interpreter finds its prefix 
 it does on the host, and their modification times, so the host's compiled modules
 are used as they are (compiling in an emulated CPU costs seconds).
 
+For a disk in the guest the image also holds the kernel modules of its block
+device: the cloud kernel builds ext4, jbd2, crc16 and crc32c in, but virtio-pci and
+virtio-blk are modules.  They come from the fetched kernel package's
+/lib/modules/RELEASE, with the modules each names in its `depends=` (the package
+ships no modules.dep: Debian's depmod writes it at install), loaded dependencies
+first by busybox insmod.
+
 Building reads about a thousand files; the image is cached in the package's cache
 folder under a key made of every file's path, size and modification time and of the
 init script, and rebuilt only when one of them changes.
@@ -25,7 +32,7 @@ import sysconfig
 
 from . import vm
 
-__all__ = ["AGENT_MODULE", "GUEST_SOURCES", "build", "image_files"]
+__all__ = ["AGENT_MODULE", "DISK_MODULES", "GUEST_SOURCES", "build", "disk_modules", "image_files"]
 
 AGENT_MODULE = "memcg.backends.vmagent"
 GUEST_ROOT = "/memcg"       # where the package's guest modules are put in the guest
@@ -33,6 +40,9 @@ GUEST_ROOT = "/memcg"       # where the package's guest modules are put in the g
 GUEST_SOURCES = ("memcg/__init__.py", "memcg/kernel.py", "memcg/parse.py",
                  "memcg/backends/__init__.py", "memcg/backends/worker.py",
                  "memcg/backends/vmagent.py", "memcg/backends/linux/*.py")
+# The virtio transport and block driver (drivers/virtio/virtio_pci_common.c,
+# drivers/block/virtio_blk.c): modules in Debian's cloud kernel.
+DISK_MODULES = ("virtio_pci", "virtio_blk")
 # Standard-library folders no controller or worker imports: left out to keep the image
 # (which stays in guest memory) small.
 _SKIP_DIRS = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "distutils",
@@ -111,6 +121,53 @@ def image_files() -> tuple[list[tuple[str, str]], str]:
     return pairs, python
 
 
+def _modinfo(path: str) -> dict[str, str]:
+    """A module's .modinfo strings ("name=virtio_blk", "depends=virtio,virtio_ring", ...):
+    NUL-separated key=value pairs (include/linux/moduleparam.h: __MODULE_INFO)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out: dict[str, str] = {}
+    for key in (b"name", b"depends"):
+        at = data.find(b"\0" + key + b"=")
+        if at >= 0:
+            end = data.find(b"\0", at + 1)
+            out[key.decode()] = data[at + len(key) + 2:end].decode(errors="replace")
+    return out
+
+
+def modules_dir(kernel: str) -> str:
+    """/lib/modules/RELEASE of the fetched package that holds this vmlinuz."""
+    release = os.path.basename(kernel).removeprefix("vmlinuz-")
+    return os.path.join(os.path.dirname(os.path.dirname(kernel)), "lib", "modules", release)
+
+
+def disk_modules(kernel: str, wanted: tuple[str, ...] = DISK_MODULES) -> list[str]:
+    """Host paths of the modules wanted and all they depend on, dependencies first
+    (the order insmod needs); vm.GuestError when the package has none of them."""
+    root = modules_dir(kernel)
+    index: dict[str, str] = {}
+    for here, _, names in os.walk(os.path.join(root, "kernel")):
+        for n in names:
+            if n.endswith(".ko"):
+                index[n[:-3].replace("-", "_")] = os.path.join(here, n)
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name not in index:
+            raise vm.GuestError(f"the guest kernel has no module {name} in {root}: run `memcg vm fetch`")
+        if name in path:
+            raise vm.GuestError(f"module {name} depends on itself through {' -> '.join(path)}")
+        for dep in filter(None, _modinfo(index[name]).get("depends", "").split(",")):
+            visit(dep.replace("-", "_"), path + (name,))
+        order.append(name)
+
+    for name in wanted:
+        visit(name, ())
+    return [index[n] for n in order]
+
+
 def _dirs_of(paths: list[str]) -> list[str]:
     out: set[str] = set()
     for p in paths:
@@ -129,9 +186,12 @@ def _key(pairs: list[tuple[str, str]], extra: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def build(busybox: str, init: str, root: str | None = None) -> str:
-    """The path of the cached initramfs for this init script, built if it is missing."""
+def build(busybox: str, init: str, root: str | None = None,
+          extra: list[tuple[str, str]] = ()) -> str:
+    """The path of the cached initramfs for this init script, built if it is missing;
+    extra: more (guest path, host path) files (the kernel modules)."""
     pairs, _ = image_files()
+    pairs = pairs + list(extra)
     folder = os.path.join(root or vm.cache_dir(), "initramfs")
     os.makedirs(folder, exist_ok=True)
     key = _key(pairs, [busybox]) + hashlib.sha256(init.encode()).hexdigest()[:8]

@@ -1,6 +1,6 @@
 """VMKernel: the `Kernel` interface on a real kernel booted in a QEMU guest.
 
-The guest is the one memcg/backends/vm.py boots (Debian's 6.1 cloud kernel under TCG),
+The guest is the one memcg/backends/vm.py boots (Debian's 6.1 cloud kernel, KVM or TCG),
 with the host's Python and the real-cgroup backend in its initramfs
 (memcg/backends/vmimage.py).  Its /init mounts the memory controller (cgroup v1
 `memory`, or cgroup2 with `+memory` in the root's subtree_control) and starts the
@@ -47,22 +47,56 @@ _EXCEPTIONS = {"ValueError": ValueError, "TypeError": TypeError, "KeyError": Key
                "NotImplementedError": NotImplementedError, "LookupError": LookupError}
 
 
-def _init_script(hierarchy: str, python: str) -> str:
-    """/init: the memory controller, /dev/shm, then the agent on ttyS1; power off after."""
-    if hierarchy == "v1":
-        mount = ("mount -t tmpfs cgroup /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory; "
-                 "mount -t cgroup -o memory memory /sys/fs/cgroup/memory")
-    else:
-        mount = ("mount -t cgroup2 none /sys/fs/cgroup; "
-                 "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
+# The guest's disk and swap (virtio-blk, in the order QEMU is given them) and where
+# the disk is mounted: the guest LinuxKernel's working directory, so the workers'
+# files are page cache of a real ext4 file system.
+GUEST_DISK_MOUNT = "/disk"
+DEFAULT_DISK = "2G"        # sparse on the host: only what the guest writes takes space
+
+
+def _init_script(python: str, modules: list[str]) -> str:
+    """/init: the memory controller, /dev/shm, the disk and swap asked for on the
+    kernel command line (memcg.hierarchy=, memcg.disk=, memcg.swap=: dotted
+    parameters, which init/main.c leaves to modules and does not pass to init), then
+    the agent on ttyS1; power off after.  One image serves every configuration."""
+    v1 = ("mount -t tmpfs cgroup /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory; "
+          "mount -t cgroup -o memory memory /sys/fs/cgroup/memory")
+    v2 = ("mount -t cgroup2 none /sys/fs/cgroup; "
+          "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
+    mods = " ".join(modules)
     return "\n".join([
         "#!/bin/busybox sh", "/bin/busybox --install -s /bin",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
-        "mount -t tmpfs tmp /tmp; mkdir -p /dev/shm; mount -t tmpfs shm /dev/shm", mount,
+        "mount -t tmpfs tmp /tmp; mkdir -p /dev/shm; mount -t tmpfs shm /dev/shm",
+        "H=v2; DISK=; SWAP=; FATAL=; WORK=/tmp",
+        "for a in $(cat /proc/cmdline); do case \"$a\" in memcg.hierarchy=*) H=\"${a#*=}\";; "
+        "memcg.disk=*) DISK=\"${a#*=}\";; memcg.swap=*) SWAP=\"${a#*=}\";; esac; done",
+        f"if [ \"$H\" = v1 ]; then {v1}; else {v2}; fi",
         "ip link set lo up",        # loopback TCP between workers
-        f"echo memcg-guest $(uname -r) {hierarchy}",
-        f"PYTHONPATH={vmimage.GUEST_ROOT} {python} -S -m {vmimage.AGENT_MODULE} /dev/ttyS1 {hierarchy}",
+        f"if [ -n \"$DISK$SWAP\" ]; then for m in {mods}; do "
+        "err=$(insmod $m 2>&1) || FATAL=\"insmod $m: $err\"; done; fi",
+        # virtio_blk's probe adds the disk (device_add_disk); devtmpfs makes its node
+        "for d in $DISK $SWAP; do n=0; while [ ! -b /dev/$d ] && [ $n -lt 200 ]; do "
+        "sleep 0.05; n=$((n+1)); done; [ -b /dev/$d ] || FATAL=\"no /dev/$d in the guest\"; done",
+        f"if [ -n \"$DISK\" ] && [ -z \"$FATAL\" ]; then mkdir -p {GUEST_DISK_MOUNT}; "
+        f"if err=$(mount -t ext4 -o noinit_itable /dev/$DISK {GUEST_DISK_MOUNT} 2>&1); "
+        f"then WORK={GUEST_DISK_MOUNT}; else FATAL=\"cannot mount the guest's disk: $err\"; fi; fi",
+        "if [ -n \"$SWAP\" ] && [ -z \"$FATAL\" ]; then "
+        "err=$(swapon /dev/$SWAP 2>&1) || FATAL=\"swapon in the guest: $err\"; fi",
+        "echo memcg-guest $(uname -r) $H",
+        f"PYTHONPATH={vmimage.GUEST_ROOT} {python} -S -m {vmimage.AGENT_MODULE} /dev/ttyS1 $H $WORK \"$FATAL\"",
         "echo memcg-agent-exit $?", "poweroff -f", ""])
+
+
+def guest_image() -> tuple[str, str]:
+    """(initramfs path, interpreter) of the cached image, built if missing."""
+    kernel, busybox = vm.find_images()
+    _, python = vmimage.image_files()
+    mods_root = vmimage.modules_dir(kernel)
+    modules = vmimage.disk_modules(kernel)
+    guest_mods = ["/lib/modules/" + os.path.relpath(m, os.path.dirname(mods_root)) for m in modules]
+    init = _init_script(python, guest_mods)
+    return vmimage.build(busybox, init, extra=list(zip(guest_mods, modules))), python
 
 
 def _mib(size, what: str) -> int:
@@ -73,13 +107,32 @@ def _mib(size, what: str) -> int:
 class Guest:
     """A QEMU guest running the agent: the process, the channel and the console."""
 
-    def __init__(self, hierarchy: str, memory_mib: int, cpus: int, timeout: float = BOOT_TIMEOUT):
+    def __init__(self, hierarchy: str, memory_mib: int, cpus: int, timeout: float = BOOT_TIMEOUT,
+                 disk_bytes: int = 0, swap_bytes: int = 0, accel: str = "auto"):
         qemu = vm._qemu()
-        kernel, busybox = vm.find_images()
-        _, python = vmimage.image_files()
+        kernel, _ = vm.find_images()
         start = time.monotonic()
-        initrd = vmimage.build(busybox, _init_script(hierarchy, python))
+        initrd, _ = guest_image()
         self.image_seconds = time.monotonic() - start
+        self.accel = vm.choose_accel(accel)
+        # the disks: unnamed sparse files, open here until QEMU has its own descriptors
+        fds = []
+        try:
+            if disk_bytes:
+                fds.append(vm.make_ext4_image(disk_bytes))
+            if swap_bytes:
+                fds.append(vm.make_swap_image(swap_bytes))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        drives, params, names = [], [f"memcg.hierarchy={hierarchy}"], iter("abcd")
+        for fd, what in zip(fds, (["disk"] if disk_bytes else []) + (["swap"] if swap_bytes else [])):
+            # cache=unsafe: the guest's flushes need not reach the host's disk, the image
+            # dies with QEMU
+            drives += ["-drive", f"file=/proc/self/fd/{fd},if=virtio,format=raw,cache=unsafe"]
+            params.append(f"memcg.{what}=vd{next(names)}")
+        self.disk_bytes, self.swap_bytes = disk_bytes, swap_bytes
         self.console: deque[str] = deque(maxlen=40)
         self.replies: queue.Queue = queue.Queue()
         self.events: dict[int, int] = {}       # event id -> the host eventfd that mirrors it
@@ -87,15 +140,24 @@ class Guest:
         self.tmp = tempfile.mkdtemp(prefix="memcg-vm-")
         self.lock = threading.Lock()
         sock_path = os.path.join(self.tmp, "agent.sock")
-        argv = [qemu, "-accel", "tcg", "-cpu", "max", "-m", str(memory_mib), "-smp", str(cpus),
+        argv = [qemu, *vm.qemu_accel_args(self.accel), "-m", str(memory_mib), "-smp", str(cpus),
                 "-nographic", "-no-reboot", "-nic", "none", "-monitor", "none",
                 "-chardev", f"socket,id=agent,path={sock_path},server=on,wait=on",
-                "-serial", "stdio", "-serial", "chardev:agent",
+                "-serial", "stdio", "-serial", "chardev:agent", *drives,
                 "-kernel", kernel, "-initrd", initrd,
-                "-append", f"console=ttyS0 quiet panic=-1 rdinit=/init transparent_hugepage={GUEST_THP}"]
+                "-append", f"console=ttyS0 quiet panic=-1 rdinit=/init "
+                           f"transparent_hugepage={GUEST_THP} {' '.join(params)}"]
         start = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, preexec_fn=vm._die_with_parent)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, preexec_fn=vm._die_with_parent,
+                                         pass_fds=fds)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        finally:
+            for fd in fds:          # QEMU holds the images now; they go when it exits
+                os.close(fd)
         try:
             self.chan = self._connect(sock_path, start + 10)
             shutil.rmtree(self.tmp, ignore_errors=True)     # QEMU has what it needs
@@ -107,7 +169,7 @@ class Guest:
             raise
         if "fatal" in ready:
             self.kill()
-            raise vm.GuestError(f"the guest's cgroups cannot be used: {ready['fatal']}")
+            raise vm.GuestError(f"the guest cannot be used: {ready['fatal']}")
         self.release = ready["ready"]
         self.boot_seconds = time.monotonic() - start
 
@@ -208,7 +270,11 @@ class VMKernel(Kernel):
 
     hierarchy: "v1" (the memory controller on its own mount) or "v2" (cgroup2, +memory);
     memory: the guest's RAM for the workload ("1G"; the initramfs gets ROOTFS_SLACK_MIB
-    on top); cpus: guest CPUs; swap: "0" only (the guest has no disk yet).
+    on top); cpus: guest CPUs; swap: a swap area of this size on a virtio disk of its
+    own, swapped on inside the guest only ("0": none); disk: the size of the guest's
+    ext4 disk, mounted as the workers' working directory, so their files are page
+    cache of a real file system ("0": no disk, files on tmpfs); accel: "auto" (KVM
+    where a probe boot succeeds, else TCG), "kvm" or "tcg".
     Paths, file names and texts are those of the guest's hierarchy; on v2 the v1 names
     a scenario uses are mapped as LinuxKernel maps them (linux/v2names.py).
     The guest boots on first use (boot()); close() powers it off.
@@ -217,11 +283,18 @@ class VMKernel(Kernel):
     backend = "vm"
 
     def __init__(self, hierarchy: str = "v2", memory="1G", cpus: int = 2, swap="0",
-                 boot_timeout: float = BOOT_TIMEOUT):
+                 boot_timeout: float = BOOT_TIMEOUT, *, disk=DEFAULT_DISK, accel: str = "auto"):
         if hierarchy not in ("v1", "v2"):
             raise ValueError(f"hierarchy: expected 'v1' or 'v2', got {hierarchy!r}")
-        if parse.parse_memopt(swap, "swap") != 0:
-            raise NotImplementedError("swap in the guest is not available yet (the guest has no disk)")
+        if accel not in vm.ACCELS:
+            raise ValueError(f"accel: expected one of {', '.join(vm.ACCELS)}, got {accel!r}")
+        self.swap_bytes = parse.parse_memopt(swap, "swap")
+        self.disk_bytes = parse.parse_memopt(disk, "disk")
+        if self.swap_bytes and self.swap_bytes < 10 * vm.PAGE_SIZE:
+            raise ValueError(f"swap: {swap!r} is too small for a swap area (10 pages at least)")
+        if self.disk_bytes and self.disk_bytes < 64 << 20:
+            raise ValueError(f"disk: {disk!r} is too small for the guest's ext4 disk (64M at least)")
+        self.accel_wanted = accel
         self.hierarchy = hierarchy
         self.memory_mib = _mib(memory, "memory")
         self.cpus = int(cpus)
@@ -231,6 +304,7 @@ class VMKernel(Kernel):
         self._events: list[VMEvent] = []
         self._closed = False
         self._release: str | None = None
+        self._accel: str | None = None
         atexit.register(self.close)
 
     # --- the guest ------------------------------------------------------------------------
@@ -241,7 +315,9 @@ class VMKernel(Kernel):
             raise vm.GuestError("this VMKernel is closed")
         if self._guest is None:
             self._guest = Guest(self.hierarchy, self.memory_mib + ROOTFS_SLACK_MIB, self.cpus,
-                                self.boot_timeout)
+                                self.boot_timeout, disk_bytes=self.disk_bytes,
+                                swap_bytes=self.swap_bytes, accel=self.accel_wanted)
+            self._accel = self._guest.accel
             self._release = self._guest.release
         return self._guest
 
@@ -252,6 +328,19 @@ class VMKernel(Kernel):
         if self._release is None:
             self._release = self.boot().release
         return self._release
+
+    @property
+    def working_fs(self) -> str:
+        """The file system of the workers' working directory: the guest's ext4 disk,
+        or tmpfs without one."""
+        return "ext4" if self.disk_bytes else "tmpfs"
+
+    @property
+    def accel(self) -> str:
+        """"kvm" or "tcg": how QEMU runs the guest (booting it if needed)."""
+        if self._accel is None:
+            self.boot()
+        return self._accel
 
     @property
     def qemu_pid(self) -> int | None:
@@ -320,6 +409,9 @@ class VMKernel(Kernel):
     def debugfs(self) -> dict:
         out = self._call("debugfs")
         out["kernel_release"] = self.kernel_release
+        out["accel"] = self.accel
+        out["disk"] = "ext4" if self.disk_bytes else "none"
+        out["swap_bytes"] = self.swap_bytes
         return out
 
     def scratch_dir(self, fs: str = "disk") -> str:
@@ -423,10 +515,11 @@ class VMTask(Task):
     def create_files(self, n: int, fs: str = "ext4", where: str | None = None) -> None:
         self._do("create_files", int(n), self._fs(fs), where)
 
-    @staticmethod
-    def _fs(fs: str) -> str:
-        # The guest's working directory is on tmpfs (it has no disk yet).
-        return "disk" if fs not in ("tmpfs", "disk") else fs
+    def _fs(self, fs: str) -> str:
+        # Without a disk the guest's working directory is on tmpfs: "ext4" means it.
+        if fs not in ("tmpfs", "disk") and not self._k.disk_bytes:
+            return "disk"
+        return fs
 
     def move(self, path: str) -> None:
         self._do("move", path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
 from . import cleanup, command, files, host, procfs, v2names
 from .client import LinuxTask
-from .events import LinuxEvent, PsiTriggerEvent
+from .events import LinuxEvent, Notifier, V2Event, open_v2_event
 from .shrinker import SHRINKER_MARGIN, LinuxShrinkerEvent, ShrinkerDaemon, parse_report
 
 # The worker runs as a file of its own, so it imports nothing of the package.
@@ -31,6 +32,9 @@ WORKER_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # mm/memcontrol.c: FLUSH_TIME (2 * HZ): the periodic memcg statistics flush.  memory.stat
 # is exact once one such flush has run after the last change.
 STAT_FLUSH_WAIT = 2.1
+# The longest advance() waits for the signals rmdir sends to the removed group's events
+# (the offline work of an emulated guest on a loaded machine can take seconds).
+REMOVAL_SIGNAL_WAIT = 5.0
 START_TIMEOUT = 30.0
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
 # The userspace shrinker's file (docs/shrinker.md), served by shrinkerd on real kernels.
@@ -96,6 +100,7 @@ class LinuxKernel(Kernel):
         self._task_lock = threading.RLock()
         self._dispatching = False
         self.shrinker_errors: list[str] = []
+        self._notifier: Notifier | None = None      # the v2 events' watcher thread
         self._commands: list[command.LinuxCommand] = []
         self._oom_claimed: dict[str, int] = {}
         self._last_activity = time.monotonic()
@@ -176,6 +181,15 @@ class LinuxKernel(Kernel):
             files.remove_group_dir(gdir)
         except OSError as e:
             raise self._oserror(e, path) from None
+        if self.version == 1:
+            # mm/memcontrol.c: mem_cgroup_css_offline schedules memcg_event_remove for
+            # every event registered on the group, which signals its eventfd once; the
+            # offline runs after rmdir returns (kill_css waits for an RCU grace period,
+            # then a work item), so advance() waits for those signals
+            group = os.path.normpath(path)
+            for ev in self._events:
+                if not ev.closed and ev.group == group:
+                    ev.removal_pending = True
 
     def listdir(self, path: str) -> list[str]:
         """The group's directory; on v1 with mempressure.shrinker, which every group has
@@ -456,15 +470,20 @@ class LinuxKernel(Kernel):
     # --- events ---------------------------------------------------------------------------------------
 
     def event(self, path: str, args: str = "") -> LinuxEvent:
-        """An eventfd registered with "<efd> <cfd> <args>" in the group's cgroup.event_control.
+        """An event on the control file at path (see Kernel.event).
+
+        cgroup v1: an eventfd registered with "<efd> <cfd> <args>" in the group's
+        cgroup.event_control.  cgroup v2: a notified file (memory.events, ...; args
+        "") or a PSI trigger (memory.pressure, args "some 150000 1000000"), counted
+        into an eventfd by this kernel's watcher thread (events.V2Event).
 
         mempressure.shrinker (args: the chunk size in bytes) is a registration with
         this kernel's shrinkerd instead (backends/linux/shrinker.py)."""
         gdir, name = self._split(path)
-        if self._fs.version == 2 and name == "memory.pressure":
-            return self._psi_trigger(gdir, path, args)
         if name == SHRINKER_FILE:
             return self._shrinker_event(gdir, path, args)
+        if self.version == 2:
+            return self._v2_event(path, args)
         name = self._fs.event_names(name)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
@@ -480,22 +499,21 @@ class LinuxKernel(Kernel):
         finally:
             os.close(cfd)   # the registration holds what it needs; only the eventfd matters
         ev = LinuxEvent(self, f"{path} {args}".rstrip(), efd)
+        ev.group = os.path.dirname(os.path.normpath(path))
         self._events.append(ev)
         return ev
 
-    def _psi_trigger(self, gdir: str, path: str, args: str) -> PsiTriggerEvent:
-        """A PSI trigger: the args written to the group's memory.pressure, kept open."""
+    def _v2_event(self, path: str, args: str) -> V2Event:
+        gdir, name = self._split(path)
         try:
-            pfd = os.open(os.path.join(gdir, "memory.pressure"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            cfd, kind = open_v2_event(os.path.join(gdir, name), name, args)
         except OSError as e:
-            raise self._oserror(e, path) from None
-        try:
-            os.write(pfd, args.encode())
-        except OSError as e:
-            os.close(pfd)
             raise self._oserror(e, path) from None
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        ev = PsiTriggerEvent(self, f"{path} {args}".rstrip(), efd, pfd)
+        if self._notifier is None:
+            self._notifier = Notifier()
+        ev = V2Event(self, f"{path} {args}".rstrip(), efd, cfd, kind, self._notifier)
+        self._notifier.add(ev)
         self._events.append(ev)
         return ev
 
@@ -580,6 +598,25 @@ class LinuxKernel(Kernel):
             time.sleep(self.tick * ticks)
         self._quiesce()
         self._dispatch_shrinkers()
+        self._wait_removal_signals()
+
+    def _wait_removal_signals(self) -> None:
+        """Wait (at most REMOVAL_SIGNAL_WAIT seconds) until every event of a removed
+        group has had the signal its removal sends (rmdir)."""
+        deadline = time.monotonic() + REMOVAL_SIGNAL_WAIT
+        while True:
+            pending = [ev for ev in self._events if ev.removal_pending and not ev.closed]
+            if not pending:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for ev in pending:
+                    ev.removal_pending = False
+                return
+            ready, _, _ = select.select([ev.fileno() for ev in pending], [], [], left)
+            for ev in pending:
+                if ev.fileno() in ready:
+                    ev.removal_pending = False
 
     def settle(self) -> None:
         """Wait until memory.stat is exact: tasks are idle and one periodic statistics
@@ -632,6 +669,9 @@ class LinuxKernel(Kernel):
             ev.close()
         if self._shrinkerd is not None:
             self._shrinkerd.stop()   # it removes its runtime directory
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         for cmd in self._commands:
             cmd.kill()
         tasks = list(self._tasks.values())
