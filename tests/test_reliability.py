@@ -190,3 +190,137 @@ def test_pid_whose_start_time_differs_is_not_moved(real_memcg, newcomer):
         newcomer.kill()           # so that a wrongly moved newcomer cannot keep /a busy
         newcomer.wait()
         k.close()
+
+
+# --- sizes, counts and times against the simulated machine (issue 17, item 5)
+
+_HOG = '[machine]\nmemory = "512M"\nswap = "64M"\n[[group]]\npath = "/a"\n[[task]]\nname = "t"\ngroup = "/a"\n'
+
+
+@pytest.mark.parametrize("extra, key, expected", [
+    ('[[step]]\nat = 0\ntask = "t"\ntouch_anon = "8E"\n', "step[0].touch_anon", "at most 576M"),
+    ('[[step]]\nat = 0\ntask = "t"\ntouch_anon = "577M"\n', "step[0].touch_anon", "at most 576M"),
+    ('[[step]]\nat = 0\ntask = "t"\nfree_anon = "1E"\n', "step[0].free_anon", "at most 576M"),
+    ('[[step]]\nat = 0\ntask = "t"\ntouch_shm = "s"\nsize = "1P"\n', "step[0].size", "at most 576M"),
+    ('[[step]]\nat = 0\ntask = "t"\nread_file = "f"\nsize = "1P"\n', "step[0].size", "at most 64G"),
+    ('[[step]]\nat = 0\ntask = "t"\nwrite_file = "f"\nsize = "65G"\n', "step[0].size", "at most 64G"),
+    ('[[step]]\nat = 0\ntask = "t"\ncache_put = 1\nchunk = "1E"\n', "step[0].chunk", "at most 576M"),
+    ('[[step]]\nat = 0\ntask = "t"\nmkdirs = 1000000000\n', "step[0].mkdirs", ">= 1 and <= 1000000"),
+    ('[[step]]\nat = 0\ntask = "t"\nmkdirs = 600000\n[[step]]\nat = 1\ntask = "t"\n'
+     'create_files = 600000\n', "step[1].create_files", "at most 1000000 objects"),
+    ('[[step]]\nat = 0\ntask = "t"\nmkdirs = 1\nrepeat = 1000000000\n', "step[0].repeat", ">= 1 and <= 100000"),
+    ('[[step]]\nat = 0\ntask = "t"\nmkdirs = 1\nrepeat = 60000\n[[step]]\nat = 0\ntask = "t"\n'
+     'mkdirs = 1\nrepeat = 60000\n', "step[1].repeat", "at most 100000 steps"),
+    ('[[step]]\nat = 1000000000000\nadvance = 1\n', "step[0].at", ">= 0 and <= 99999"),
+    ('[[step]]\nat = 0\ntask = "t"\nmkdirs = 1\nrepeat = 100\nevery = 10000\n', "step[0].every",
+     "tick 99999 or before"),
+    ('ticks = 1000000000\n', "ticks", ">= 1 and <= 100000"),
+    ('[[step]]\nat = 0\nadvance = 1000000000\n', "step[0].advance", ">= 1 and <= 100000"),
+    ('[[step]]\nat = 0\nadvance = 60000\n[[step]]\nat = 1\nadvance = 60000\n', "step[1].advance",
+     "at most 100000 ticks"),
+])
+def test_sizes_counts_and_times_beyond_the_limits_are_refused(extra, key, expected):
+    msg = _scenario_error(extra + _HOG if extra.startswith("ticks") else _HOG + extra)
+    assert msg.startswith(f"test.toml: {key}: expected "), msg
+    assert expected in msg, msg
+
+
+@pytest.mark.parametrize("machine, key, expected", [
+    ('memory = "1P"', "machine.memory", "at most 64G"),
+    ('memory = "1M"', "machine.memory", "at least 4M"),
+    ('swap = "1P"', "machine.swap", "at most 64G"),
+    ("cpus = 100000000000000000000", "machine.cpus", ">= 1 and <= 256"),
+])
+def test_machine_beyond_what_the_model_holds_is_refused(machine, key, expected):
+    msg = _scenario_error(f"[machine]\n{machine}\n[[group]]\npath = \"/a\"\n")
+    assert msg.startswith(f"test.toml: {key}: expected ") and expected in msg, msg
+
+
+def test_limits_at_the_bounds_load():
+    """The largest legal values still load (the bounds are inclusive)."""
+    parse_scenario(_HOG + '[[step]]\nat = 99999\ntask = "t"\ntouch_anon = "576M"\n'
+                   '[[step]]\nat = 0\ntask = "t"\nmkdirs = 1000000\n'
+                   '[[step]]\nat = 0\nadvance = 100000\n', "test.toml")
+    parse_scenario('[machine]\nmemory = "64G"\nswap = "64G"\ncpus = 256\n[[group]]\npath = "/a"\n', "t.toml")
+
+
+def test_param_from_the_command_line_is_named(capsys):
+    """`memcg run hog --param step=1E`: one line naming the file, the key and the --param."""
+    from memcg.cli import main
+    assert main(["run", "hog", "--param", "step=1E"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "hog.toml: step[3].touch_anon: expected at most 512M" in err
+    assert "(from --param step)" in err
+
+
+def test_loader_bounds_are_the_models():
+    from memcg import system
+    from memcg.kernel import PAGE_SIZE
+    from memcg.scenario import loader
+    assert loader.MAX_MEMORY == system.MAX_MEMORY_PAGES * PAGE_SIZE
+    assert loader.MAX_SWAP == system.MAX_SWAP_PAGES * PAGE_SIZE
+    assert loader.MAX_CPUS == system.MAX_CPUS
+
+
+@pytest.mark.parametrize("kw", [{"memory": "1P"}, {"swap": "1P"}, {"cpus": 10 ** 20}])
+def test_simkernel_refuses_a_machine_it_cannot_hold(kw):
+    with pytest.raises(ValueError) as info:
+        memcg.SimKernel(**kw)
+    assert "the model holds" in str(info.value)
+
+
+def test_mapping_larger_than_ram_plus_swap_is_enomem():
+    """mm/util.c __vm_enough_memory (OVERCOMMIT_GUESS): one mmap of more pages than
+    RAM + swap fails at once, and nothing is charged or allocated for it."""
+    k = memcg.SimKernel(memory="64M", swap="16M")
+    k.mkdir("/a")
+    t = k.spawn("/a")
+    for n in (8 << 60, 4 << 40, (80 << 20) + 4096):
+        with pytest.raises(OSError) as info:
+            t.touch_anon(n)
+        assert info.value.errno == errno.ENOMEM
+    assert t.state == "running"
+    assert k.read("/a/memory.usage_in_bytes") == "0\n"
+    t.touch_anon(80 << 20)  # exactly RAM + swap may be mapped (then the group reclaims/OOMs)
+
+
+def test_huge_mapping_is_enomem_on_the_real_kernel_too(real_memcg):
+    """The same 8 EiB mapping on real cgroups (the host's default overcommit mode)."""
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() != "0":
+            pytest.skip("the host does not use the default overcommit mode (0)")
+    k = memcg.LinuxKernel()
+    try:
+        k.mkdir("/a")
+        t = k.spawn("/a")
+        with pytest.raises(OSError) as info:
+            t.touch_anon(8 << 60)
+        assert info.value.errno == errno.ENOMEM
+        assert t.state == "running"
+        t.exit()
+    finally:
+        k.close()
+
+
+def test_100000_events_hold_no_descriptors():
+    """Each simulated event is a registration; a real eventfd exists only once its
+    descriptor is asked for, and every one is given back by close()."""
+    before = len(os.listdir("/proc/self/fd"))
+    k = memcg.SimKernel(memory="1G")
+    k.mkdir("/g")
+    t = k.spawn("/g")
+    evs = [k.event("/g/memory.usage_in_bytes", str((i + 1) * 4096)) for i in range(100_000)]
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
+    t.touch_anon(64 << 20)
+    k.advance(1)
+    # a descriptor asked for is real and carries what was signalled before it existed
+    fd = evs[0].fileno()
+    assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert evs[0].count() == 1
+    usage = int(k.read("/g/memory.usage_in_bytes")) // 4096
+    crossed = 1 + sum(e.count() for e in evs)
+    assert usage - 128 <= crossed <= usage  # the threshold check is rate-limited
+    k.close()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from . import parse
 from .backends.linux import LinuxKernel, LinuxUnavailable
 from .backends.linux.kernel import STAT_FLUSH_WAIT
+from .scenario.loader import MAX_CPUS, MAX_MEMORY, MAX_SWAP
 from .scenario.runner import REPORTED_FILES
 
 __all__ = ["RecordError", "ProcSample", "Sample", "Recording", "record", "replay_steps",
@@ -171,8 +172,11 @@ def _signal_name(signum: int) -> str:
 def _host_machine() -> dict[str, object]:
     """This machine as a [machine] table: its RAM and swap in MiB, the CPUs it may use."""
     mem = _kb_fields(_read("/proc/meminfo"), ("MemTotal", "SwapTotal"))
-    return {"memory": f"{mem.get('MemTotal', 1 << 30) >> 20}M", "cpus": len(os.sched_getaffinity(0)),
-            "swap": f"{mem.get('SwapTotal', 0) >> 20}M" if mem.get("SwapTotal") else "0"}
+    # within the largest machine the model holds (docs/scenarios.md, "Limits")
+    memory = min(mem.get("MemTotal", 1 << 30), MAX_MEMORY)
+    swap = min(mem.get("SwapTotal", 0), MAX_SWAP)
+    return {"memory": f"{memory >> 20}M", "cpus": min(len(os.sched_getaffinity(0)), MAX_CPUS),
+            "swap": f"{swap >> 20}M" if swap else "0"}
 
 
 def record(argv: list[str], *, limit: str | None = None, interval: float = 0.02,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 from . import sched
+from .kernel import PAGE_SIZE
 from .fs import dcache
 from .mm import memcontrol, page_alloc, page_writeback
 from .mm.filemap import AddressSpace, ShmemObject
@@ -102,12 +103,33 @@ class System:
         return self.current.cpu if self.current is not None else 0
 
 
+# The largest machine the model holds: 16 bytes of page metadata per page of memory and
+# of swap (64G + 64G is 512 MiB of arrays), and per-CPU stocks and counters in every group.
+# Scenario files are held to the same bounds where they are read (scenario/loader.py).
+MAX_MEMORY_PAGES = (64 << 30) // PAGE_SIZE
+MAX_SWAP_PAGES = (64 << 30) // PAGE_SIZE
+MAX_CPUS = 256
+
+
+def check_machine(memory_pages: int, cpus: int, swap_pages: int) -> None:
+    """ValueError for a machine the model cannot hold (see MAX_MEMORY_PAGES)."""
+    if memory_pages > MAX_MEMORY_PAGES:
+        raise ValueError(f"memory: expected at most {MAX_MEMORY_PAGES * PAGE_SIZE >> 30}G, "
+                         "the largest machine the model holds")
+    if swap_pages > MAX_SWAP_PAGES:
+        raise ValueError(f"swap: expected at most {MAX_SWAP_PAGES * PAGE_SIZE >> 30}G, "
+                         "the most swap the model holds")
+    if cpus > MAX_CPUS:
+        raise ValueError(f"cpus: expected at most {MAX_CPUS}, the most CPUs the model holds")
+
+
 def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
          semantics: str = "6.18", kmemcg_id_policy: str = "reparent",
          hierarchy: str = "v1", mount_options: tuple = ()) -> System:
     """A running machine: the watermarks, the kernel-memory state of the era, the two
     mounts (ext4, tmpfs) with their shrinkers, the root group, the network and the
-    flusher."""
+    flusher.  ValueError for a machine larger than the model holds (check_machine)."""
+    check_machine(memory_pages, cpus, swap_pages)
     sys = System(memory_pages, cpus, swap_pages, seed, semantics, kmemcg_id_policy,
                  hierarchy, mount_options)
     page_alloc.setup_per_zone_wmarks(sys)

@@ -269,6 +269,11 @@ class SimTask(kernel.Task):
 
     def touch_anon(self, nbytes: int, locked: bool = False) -> None:
         self._alive()
+        # mm/util.c: __vm_enough_memory() - under the default OVERCOMMIT_GUESS, mmap of
+        # more pages than totalram_pages() + total_swap_pages fails with ENOMEM
+        sys = self._sys
+        if nr_pages_of(nbytes) > sys.mem.nr_pages + sys.swap.nr_pages:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
         vma = AnonVma(self._sys, self.mm, nr_pages_of(nbytes), locked)
         self.mm.vmas.append(vma)
         self._submit(lambda: do_anonymous_faults(self._sys, self, vma))

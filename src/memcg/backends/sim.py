@@ -214,5 +214,5 @@ class SimKernel(Kernel):
 
     def close(self) -> None:
         for efd in self._events:
-            efd.close()
+            efd.release()
         self._events.clear()

@@ -28,6 +28,10 @@ MEM_CGROUP_MAX_RECLAIM_LOOPS = 100
 
 # --- usage thresholds ---------------------------------------------------------------
 
+def _threshold_of(entry: tuple) -> int:
+    return entry[0]
+
+
 def mem_cgroup_usage_register_event(sys: System, memcg: MemCgroup, efd: EventFd, args: str,
                                     memsw: bool) -> None:
     """__mem_cgroup_usage_register_event(): args is one size (page_counter_memparse, "-1")."""
@@ -35,13 +39,11 @@ def mem_cgroup_usage_register_event(sys: System, memcg: MemCgroup, efd: EventFd,
     # Check the existing thresholds first, so the new current index is consistent.
     _threshold(sys, memcg, memsw)
     lst = memcg.memsw_thresholds if memsw else memcg.thresholds
-    keys = [t for t, _ in lst]
-    lst.insert(bisect.bisect_right(keys, threshold), (threshold, efd))
+    # the kernel copies the sorted array into one a slot longer; a bisection finds the
+    # same place, and the new current index (the last threshold at or below usage)
+    lst.insert(bisect.bisect_right(lst, threshold, key=_threshold_of), (threshold, efd))
     usage = mem_cgroup_usage(sys, memcg, memsw)
-    current = -1
-    for i, (t, _) in enumerate(lst):
-        if t <= usage:
-            current = i
+    current = bisect.bisect_right(lst, usage, key=_threshold_of) - 1
     if memsw:
         memcg.memsw_current_threshold = current
     else:

@@ -54,7 +54,7 @@ def shrinker_unregister_event(sys: System, memcg: MemCgroup, efd: EventFd) -> No
 def shrinker_report(sys: System, memcg: MemCgroup, efd_fileno: int, delta: int) -> None:
     """A "<eventfd> <N>" write: N chunks more (or fewer) are reclaimable; clamped at 0."""
     for s in sys.user_shrinkers.get(memcg.id, ()):
-        if s.efd.fileno() == efd_fileno:
+        if s.efd.is_fd(efd_fileno):
             s.chunks = max(0, s.chunks + delta)
             return
     raise OSError(errno.EBADF, "Bad file descriptor")

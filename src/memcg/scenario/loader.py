@@ -58,6 +58,36 @@ __all__ = ["ACTIONS", "builtin_names", "load_scenario", "parse_scenario", "quote
 # recorded workloads while refusing /dev/zero or a log file passed by mistake.
 MAX_SCENARIO_BYTES = 4 << 20
 
+# Bounds on what a scenario may ask of the simulated machine, checked where the value is
+# read, so that a mistyped size or count is one line at load time rather than a run that
+# cannot finish or an allocation the model cannot hold (docs/scenarios.md, "Limits").
+# The machine: SimKernel keeps 16 bytes of metadata per page of memory and of swap, so
+# 64G + 64G is 512 MiB of arrays; per-CPU stocks and counters are kept per group.
+MIN_MEMORY = 4 << 20
+MAX_MEMORY = 64 << 30
+MAX_SWAP = 64 << 30
+MAX_CPUS = 256
+# A file one step reads or writes: its page-cache index is 4 bytes a page in the model.
+MAX_FILE_BYTES = 64 << 30
+# Simulated time: the timeline's ticks (each one is sampled), and all advances together.
+MAX_TICKS = 100_000
+# Steps after `repeat` is expanded, and the objects (directories, files, chunks) that all
+# count steps together create.
+MAX_STEPS = 100_000
+MAX_OBJECTS = 1_000_000
+# include/linux/memcontrol.h: MEM_CGROUP_ID_MAX - no more groups can exist at once;
+# include/linux/threads.h: PID_MAX_DEFAULT - no more tasks at once on a default system.
+MAX_GROUPS = 65535
+MAX_TASKS = 0x8000
+# Events: each is a registration in the model (a real eventfd only once user space asks
+# for its descriptor: fs/eventfd.py).
+MAX_EVENTS = 1_000_000
+# Task actions whose size is bounded by the machine's memory + swap: mm/util.c:
+# __vm_enough_memory() (OVERCOMMIT_GUESS) refuses a mapping larger than totalram_pages()
+# + total_swap_pages, and no more can be mapped, cached in a task or queued on a socket.
+_MAPPED_SIZES = ("touch_anon", "free_anon", "touch_shm", "send", "recv", "chunk")
+_FILE_SIZES = ("read_file", "write_file")
+
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
 _MACHINE_KEYS = ("memory", "cpus", "swap", "semantics", "kmemcg_id_policy", "hierarchy")
 _MACHINE_CHOICES = {"semantics": ("6.18", "3.8"), "kmemcg_id_policy": ("reparent", "keep", "reclaim"),
@@ -169,6 +199,14 @@ def quote_key(key: str) -> str:
     return key if _NAME_RE.match(key) else '"' + key.replace('"', '\\"') + '"'
 
 
+def _size_text(n: int) -> str:
+    """Bytes as the shortest exact size text: 64M, 1G, 4096."""
+    for suffix, shift in (("E", 60), ("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
 def _typename(v: Any) -> str:
     if isinstance(v, bool):
         return "a boolean"
@@ -200,6 +238,9 @@ class _Parser:
         self.overrides = overrides
         self.params: dict[str, str] = {}
         self.connections: dict[str, tuple[str, str]] = {}  # name -> (connecting task, peer)
+        self.mappable = MAX_MEMORY + MAX_SWAP  # the machine's memory + swap, once read
+        self.advanced = 0  # ticks of all advance steps so far
+        self.objects = 0  # objects of all count steps so far
 
     # -- helpers
 
@@ -245,24 +286,57 @@ class _Parser:
             raise self.err(key, f"expected {what}, got {_show(v)}")
         return self.subst(v, key, extra)
 
-    def size(self, v: Any, key: str, extra: dict[str, str] | None = None) -> int:
+    def origin(self, v: Any) -> str:
+        """" (from --param K)" when a placeholder in v was set on the command line."""
+        if not isinstance(v, str):
+            return ""
+        names = [m.group(1) for m in _PLACEHOLDER.finditer(v) if m.group(1) in self.overrides]
+        return f" (from --param {names[0]})" if names else ""
+
+    def size(self, v: Any, key: str, extra: dict[str, str] | None = None,
+             maximum: int | None = None, why: str = "") -> int:
         what = 'a size (bytes, or a string like "64M" with suffix K, M or G)'
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             raise self.err(key, f"expected {what}, got {_show(v)}")
         raw = self.subst(v, key, extra) if isinstance(v, str) else v
         try:
-            return parse.parse_size(raw)
+            n = parse.parse_size(raw)
         except ValueError:
-            raise self.err(key, f"expected {what}, got {raw!r}") from None
+            raise self.err(key, f"expected {what}, got {raw!r}{self.origin(v)}") from None
+        if maximum is not None and n > maximum:
+            raise self.err(key, f"expected at most {_size_text(maximum)}{why}, got {raw!r}{self.origin(v)}")
+        return n
 
-    def integer(self, v: Any, key: str, minimum: int = 0, extra: dict[str, str] | None = None) -> int:
+    def integer(self, v: Any, key: str, minimum: int = 0, extra: dict[str, str] | None = None,
+                maximum: int | None = None, why: str = "") -> int:
         what = f"an integer >= {minimum}"
+        if maximum is not None:
+            what = f"an integer >= {minimum} and <= {maximum}{why}"
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             raise self.err(key, f"expected {what}, got {_show(v)}")
         raw = self.subst(v, key, extra) if isinstance(v, str) else v
-        n = raw if isinstance(raw, int) else (int(raw) if re.fullmatch(r"\s*-?\d+\s*", raw) else None)
-        if n is None or n < minimum:
-            raise self.err(key, f"expected {what}, got {raw!r}")
+        # at most 20 digits: int() of a longer text is refused before it is converted
+        n = raw if isinstance(raw, int) else (int(raw) if re.fullmatch(r"\s*-?\d{1,20}\s*", raw, re.ASCII)
+                                              else None)
+        if n is None or n < minimum or (maximum is not None and n > maximum):
+            raise self.err(key, f"expected {what}, got {raw!r}{self.origin(v)}")
+        return n
+
+    def step_size(self, v: Any, key: str, action: str, extra: dict[str, str] | None) -> int:
+        """A step's size, bounded by what the machine can map (memory + swap) or, for a
+        file, by the largest file the model holds."""
+        if action in _FILE_SIZES:
+            return self.size(v, key, extra, MAX_FILE_BYTES, " (the largest file the model holds)")
+        return self.size(v, key, extra, self.mappable,
+                         " (the machine's memory + swap: mm/util.c __vm_enough_memory)")
+
+    def count(self, v: Any, key: str, extra: dict[str, str] | None) -> int:
+        """A step's object count; all count steps together make at most MAX_OBJECTS."""
+        n = self.integer(v, key, minimum=1, extra=extra, maximum=MAX_OBJECTS)
+        self.objects += n
+        if self.objects > MAX_OBJECTS:
+            raise self.err(key, f"expected at most {MAX_OBJECTS} objects made by all steps together, "
+                                f"got {self.objects} by this one{self.origin(v)}")
         return n
 
     def group_path(self, v: Any, key: str, extra: dict[str, str] | None = None) -> str:
@@ -290,11 +364,15 @@ class _Parser:
         name = self.string(doc.get("name", stem), "name")
         description = self.string(doc.get("description", ""), "description")
         machine = self.parse_machine(doc.get("machine", {}))
+        for section, top in (("group", MAX_GROUPS), ("task", MAX_TASKS), ("event", MAX_EVENTS)):
+            if isinstance(doc.get(section), list) and len(doc[section]) > top:
+                raise self.err(section, f"expected at most {top} [[{section}]] tables, got {len(doc[section])}")
         groups = self.parse_groups(doc.get("group", []))
         known_groups = {"/"} | {g.path for g in groups}
         tasks = self.parse_tasks(doc.get("task", []), known_groups)
         events = self.parse_events(doc.get("event", []), known_groups)
-        given = self.integer(doc["ticks"], "ticks", minimum=1) if "ticks" in doc else None
+        given = (self.integer(doc["ticks"], "ticks", minimum=1, maximum=MAX_TICKS) if "ticks" in doc
+                 else None)
         steps, ticks = self.parse_steps(doc.get("step", []), known_groups, tasks, events, given)
         return Scenario(name, description, self.file, machine, dict(self.params), groups, tasks, events, steps, ticks)
 
@@ -318,13 +396,18 @@ class _Parser:
         raw = self.table(raw, "machine")
         self.check_keys(raw, _MACHINE_KEYS, "machine")
         m = Machine()
-        for k in ("memory", "swap"):
+        for k, top in (("memory", MAX_MEMORY), ("swap", MAX_SWAP)):
             if k in raw:
                 v = raw[k]
-                n = self.size(v, f"machine.{k}")
+                n = self.size(v, f"machine.{k}", maximum=top, why=" (the largest machine the model holds)")
+                if k == "memory" and n < MIN_MEMORY:
+                    raise self.err("machine.memory", f"expected at least {_size_text(MIN_MEMORY)}, "
+                                                     f"got {self.subst(v, 'machine.memory') if isinstance(v, str) else v!r}"
+                                                     f"{self.origin(v)}")
                 setattr(m, k, self.subst(v, f"machine.{k}") if isinstance(v, str) else str(n))
         if "cpus" in raw:
-            m.cpus = self.integer(raw["cpus"], "machine.cpus", minimum=1)
+            m.cpus = self.integer(raw["cpus"], "machine.cpus", minimum=1, maximum=MAX_CPUS)
+        self.mappable = m.memory_bytes + m.swap_bytes
         for k, choices in _MACHINE_CHOICES.items():
             if k in raw:
                 v = self.string(raw[k], f"machine.{k}", what=f"one of {', '.join(choices)}")
@@ -464,12 +547,20 @@ class _Parser:
             if action not in _TASK_ACTIONS and "task" in s:
                 raise self.err(f"{where}.task", f"not allowed with {action}")
             at_end = isinstance(s["at"], str) and self.subst(s["at"], f"{where}.at").strip() == "end"
-            at = -1 if at_end else self.integer(s["at"], f"{where}.at")
-            repeat = self.integer(s.get("repeat", 1), f"{where}.repeat", minimum=1)
-            every = self.integer(s.get("every", 1), f"{where}.every")
+            at = -1 if at_end else self.integer(s["at"], f"{where}.at", maximum=MAX_TICKS - 1)
+            repeat = self.integer(s.get("repeat", 1), f"{where}.repeat", minimum=1, maximum=MAX_STEPS)
+            every = self.integer(s.get("every", 1), f"{where}.every", maximum=MAX_TICKS - 1)
             if at_end and ("repeat" in s or "every" in s):
                 raise self.err(f"{where}.repeat" if "repeat" in s else f"{where}.every",
                                'not allowed with at = "end"')
+            if len(expanded) + repeat > MAX_STEPS:
+                raise self.err(f"{where}.repeat" if "repeat" in s else where,
+                               f"expected at most {MAX_STEPS} steps in all after repeats, got "
+                               f"{len(expanded) + repeat} with this one{self.origin(s.get('repeat'))}")
+            if at + (repeat - 1) * every > MAX_TICKS - 1:
+                raise self.err(f"{where}.every" if "every" in s else f"{where}.repeat",
+                               f"expected the last repeat at tick {MAX_TICKS - 1} or before, got tick "
+                               f"{at + (repeat - 1) * every}")
             for n in range(repeat):
                 extra = {"i": str(n)} if "repeat" in s else None
                 step = self.parse_step(s, where, action, at + n * every, groups, extra)
@@ -495,7 +586,7 @@ class _Parser:
             step.task = self.task_name(s["task"], f"{where}.task", extra)
             kind = _TASK_ACTIONS[action][0]
             if kind == "size":
-                step.size = self.size(v, key, extra)
+                step.size = self.step_size(v, key, action, extra)
             elif kind == "name":
                 if action == "fork":
                     step.arg = self.task_name(v, key, extra)
@@ -504,7 +595,7 @@ class _Parser:
                     if not step.arg:
                         raise self.err(key, "expected a file name, got ''")
             elif kind == "count":
-                step.arg = self.integer(v, key, minimum=1, extra=extra)
+                step.arg = self.count(v, key, extra)
             elif kind == "socket":
                 step.arg = self.string(v, key, extra, "a connection name")
                 if not _NAME_RE.match(step.arg):
@@ -518,13 +609,13 @@ class _Parser:
                 if v is not True:
                     raise self.err(key, f"expected true, got {_show(v)}")
             if "size" in s:
-                step.size = self.size(s["size"], f"{where}.size", extra)
+                step.size = self.step_size(s["size"], f"{where}.size", action, extra)
             if "locked" in s:
                 if not isinstance(s["locked"], bool):
                     raise self.err(f"{where}.locked", f"expected true or false, got {_show(s['locked'])}")
                 step.locked = s["locked"]
             if "chunk" in s:
-                step.chunk = self.size(s["chunk"], f"{where}.chunk", extra)
+                step.chunk = self.step_size(s["chunk"], f"{where}.chunk", "chunk", extra)
             if "shrinker" in s:
                 step.shrinker = self.boolean(s["shrinker"], f"{where}.shrinker", extra)
             if "fs" in s:
@@ -532,7 +623,11 @@ class _Parser:
                 if step.fs not in ("ext4", "tmpfs"):
                     raise self.err(f"{where}.fs", f'expected "ext4" or "tmpfs", got {step.fs!r}')
         elif action == "advance":
-            step.arg = self.integer(v, key, minimum=1, extra=extra)
+            step.arg = self.integer(v, key, minimum=1, extra=extra, maximum=MAX_TICKS)
+            self.advanced += step.arg
+            if self.advanced > MAX_TICKS:
+                raise self.err(key, f"expected at most {MAX_TICKS} ticks advanced by all steps together, "
+                                    f"got {self.advanced} with this one{self.origin(v)}")
         elif action in ("mkdir", "rmdir"):
             # rmdir names a group declared or made by an earlier step, as move and write do
             step.arg = (self.group_path(v, key, extra) if action == "mkdir"
