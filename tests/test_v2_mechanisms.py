@@ -202,14 +202,16 @@ def test_the_penalty_sleep_blocks_only_the_throttled_task():
 def _protection_tree(k, r, attr):
     """test_memcg_min/low's tree: A (max 200M, no swap) / B (50M) / C 75M, D 25M, E 0,
     F 500M, with 50M of page cache in C, D and E; then A/G allocates 148M of anon, and
-    B keeps its 50M, shared 29M/21M between C and D (memcg_protection.m)."""
+    B keeps its 50M, shared 29M/21M between C and D (memcg_protection.m).  The page
+    cache is written, as alloc_pagecache() makes it: a read would come in readahead
+    folios of up to 2M (6.18), and reclaim takes whole folios."""
     for p in ("/A", "/A/B", "/A/G") + tuple(f"/A/B/{c}" for c in "CDEF"):
         k.mkdir(r + p)
     _set(k, r + "/A", "memory.max", 200 * MB)
     _set(k, r + "/A", "memory.swap.max", 0)
     readers = [k.spawn(f"{r}/A/B/{c}") for c in "CDE"]
     for c, t in zip("CDE", readers):
-        t.read_file(f"file-{c}", 50 * MB)
+        t.write_file(f"file-{c}", 50 * MB)
     for p, mb in (("/A/B", 50), ("/A/B/C", 75), ("/A/B/D", 25), ("/A/B/E", 0), ("/A/B/F", 500)):
         _set(k, r + p, attr, mb * MB)
     assert values_close(_current(k, r + "/A/B"), 150 * MB, 3)

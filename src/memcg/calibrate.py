@@ -12,7 +12,10 @@ that was moved into a fresh group, divided by the number of repetitions:
 - kmem_socket_bytes: one connected loopback TCP socket pair (both ends, plus the
   listening socket's share);
 - worker_baseline_bytes: memory.usage_in_bytes of a group in which an idle worker was
-  started (its whole start-up, per-CPU charge stock included).
+  started (its whole start-up, per-CPU charge stock included);
+- read_ahead_kb, max_sectors_kb: read from sysfs for the block device holding the
+  working directory (the bdi's ra_pages and io_pages that mm/readahead.c sizes its
+  windows and folios by); left out where the files are on no block device.
 
 The result has the keys of memcg.profile.PROFILE_KEYS (a key whose file system is not
 available is left out, so its default applies) plus descriptive "kernel", "measured"
@@ -36,7 +39,7 @@ from .backends.linux import LinuxKernel
 from .profile import PROFILE_KEYS
 
 __all__ = ["calibrate", "profile_json", "summary", "measure_fork", "measure_fs", "measure_sockets",
-           "measure_baseline"]
+           "measure_baseline", "measure_disk"]
 
 FORKS = 8
 FS_OBJECTS = 400
@@ -94,6 +97,25 @@ def measure_baseline(k: LinuxKernel) -> int:
     return int(k.read("/baseline/memory.usage_in_bytes"))
 
 
+def measure_disk(path: str) -> dict:
+    """read_ahead_kb and max_sectors_kb of the block device holding path, from
+    /sys/dev/block/MAJ:MIN/queue (a partition's queue is its disk's); {} when path is on
+    no block device (tmpfs, overlay)."""
+    dev = os.stat(path).st_dev
+    sysdir = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    for queue in (os.path.join(sysdir, "queue"), os.path.join(sysdir, "..", "queue")):
+        out = {}
+        for key in ("read_ahead_kb", "max_sectors_kb"):
+            try:
+                with open(os.path.join(queue, key), encoding="ascii") as f:
+                    out[key] = int(f.read().strip())
+            except (OSError, ValueError):
+                break
+        else:
+            return out
+    return {}
+
+
 def calibrate(kernel: LinuxKernel | None = None,
               progress: Callable[[str], None] | None = None) -> dict:
     """Measure every profile key on real cgroups; a dict ready for profile_json().
@@ -119,6 +141,8 @@ def calibrate(kernel: LinuxKernel | None = None,
         prof["kmem_socket_bytes"] = measure_sockets(k)
         say("measuring an idle worker's footprint")
         prof["worker_baseline_bytes"] = measure_baseline(k)
+        say("reading the readahead limits of the working directory's disk")
+        prof.update(measure_disk(k.scratch_dir("disk")))
     finally:
         k.close()
     prof = {key: round(max(0.0, v)) for key, v in prof.items()}
@@ -141,6 +165,7 @@ def summary(profile: dict) -> str:
     width = max(len(k) for k in PROFILE_KEYS)
     for key, (_, what) in PROFILE_KEYS.items():
         value = profile.get(key)
-        shown = "not measured (default applies)" if value is None else f"{value} bytes"
+        unit = "KiB" if key.endswith("_kb") else "bytes"
+        shown = "not measured (default applies)" if value is None else f"{value} {unit}"
         lines.append(f"  {key.ljust(width)}  {shown:>12}  {what}")
     return "\n".join(lines) + "\n"
