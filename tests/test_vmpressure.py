@@ -55,7 +55,9 @@ def test_listener_hears_its_level_and_above():
     t.read_file("f", 128 * MiB)
     t.touch_anon(160 * MiB)
     levels = Counter(lvl for path, lvl in k.sys.pressure_history if path == "/p/c")
-    assert levels["medium"] > 0 and levels["critical"] > 0
+    # low and critical windows on both rules (3.8 also medium ones); each listener hears
+    # its own level and those above it (mm/vmpressure.c: vmpressure_event)
+    assert levels["low"] > 0 and levels["critical"] > 0
     assert evs["low"].count() == sum(levels.values())
     assert evs["medium"].count() == levels["medium"] + levels["critical"]
     assert evs["critical"].count() == levels["critical"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 
+import numpy as np
 import pytest
 
 import memcg
@@ -32,6 +33,13 @@ def oom_kills(k, group):
     return int(lines["oom_kill"])
 
 
+def cached_folios(k, path: str) -> int:
+    """The folios charged to the group: each of its pages is 1/(1 << order) of one."""
+    gid = next(m.id for m in k.sys.memcgs.values() if m.path == path)
+    orders = k.sys.mem.order[k.sys.mem.memcg == gid].astype(np.int64)
+    return int(round((1.0 / (1 << orders)).sum()))
+
+
 # --- limit reclaim of page cache -----------------------------------------------------------
 
 
@@ -49,8 +57,11 @@ def test_streaming_read_stays_within_limit():
         s = stat(k, "/g")
         # the cache fills the limit (minus what the last reclaim round freed)
         assert 6 * MiB <= s["cache"] <= 8 * MiB
-        assert s["pgpgin"] == 64 * MiB // PAGE
-        assert s["pgpgout"] >= (64 - 8) * MiB // PAGE
+        # pgpgin/pgpgout count folios (6.18 reads ext4 files in readahead folios,
+        # mm/readahead.c page_cache_ra_order): fewer events than pages, and the folios
+        # charged less those uncharged are the folios still cached
+        assert s["pgpgin"] < 64 * MiB // PAGE
+        assert s["pgpgin"] - s["pgpgout"] == cached_folios(k, "/g")
         assert s["rss"] == 0
 
 
