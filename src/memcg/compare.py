@@ -362,9 +362,13 @@ def format_table(result: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment_notes(scenario: Scenario) -> list[str]:
-    """Differences between the scenario's machine and this one that show in the figures."""
+def environment_notes(scenario: Scenario, guest_release: str = "") -> list[str]:
+    """Differences between the scenario's machine and this one that show in the figures.
+    `guest_release`: the real kernel is a VM guest of that release, booted with the
+    scenario's memory, CPUs and swap, so only the era of the rules can differ."""
     notes = []
+    if guest_release:
+        return _semantics_note(scenario, guest_release)
     swap_total = 0
     try:
         with open("/proc/meminfo") as f:
@@ -376,15 +380,20 @@ def environment_notes(scenario: Scenario) -> list[str]:
     if scenario.machine.swap_bytes > 0 and swap_total == 0:
         notes.append(f"the scenario's machine has {scenario.machine.swap} of swap and this one has "
                      "none: on the real kernel anonymous memory cannot be swapped out")
-    semantics = scenario.machine.semantics
-    if semantics != "6.18":
-        notes.append(f"the scenario asks the simulated kernel for the rules of Linux {semantics}; "
-                     f"this kernel is {os.uname().release}")
+    notes += _semantics_note(scenario, os.uname().release)
     cpus = len(os.sched_getaffinity(0))
     if scenario.machine.cpus != cpus:
         notes.append(f"the scenario's machine has {scenario.machine.cpus} CPUs and this one {cpus}: "
                      "per-CPU charge stocks and LRU batches differ")
     return notes
+
+
+def _semantics_note(scenario: Scenario, release: str) -> list[str]:
+    semantics = scenario.machine.semantics
+    if semantics == "6.18":
+        return []
+    return [f"the scenario asks the simulated kernel for the rules of Linux {semantics}; "
+            f"this kernel is {release}"]
 
 
 def run_compare(scenario: Scenario, make_sim: Callable[[], Kernel], make_linux: Callable[[], Kernel],
