@@ -162,3 +162,39 @@ def test_compare_json_of_a_builtin_is_written(tmp_path):
     out = tmp_path / "c.json"
     memcg.compare.write_json(result, str(out))
     assert json.loads(out.read_text())["agreement"] == 1.0
+
+
+# --- how the comparison counts v2 figures ----------------------------------------------------
+
+def test_v2_tolerances_say_why():
+    from memcg.compare import tolerance_for
+    assert tolerance_for("/a memory.events oom_kill").kind == "exact"
+    assert tolerance_for("/a memory.events high").agree(278, 250)
+    assert not tolerance_for("/a memory.events high").agree(278, 0)
+    assert tolerance_for("/a memory.events low").agree(194, 506)
+    assert not tolerance_for("/a memory.events low").agree(0, 506)
+    assert tolerance_for("event /a/memory.pressure some 150000 1000000").agree(1, 2)
+    assert tolerance_for("event /a/memory.events").agree(37, 5)
+    # v1's oom_control eventfd counts OOMs exactly; on v2 it is a memory.events poller
+    assert tolerance_for("event /hog/memory.oom_control").kind == "exact"
+    assert tolerance_for("event /hog/memory.oom_control", v2=True).agree(37, 5)
+    assert tolerance_for("/a memory.stat anon").abs < tolerance_for("/a memory.stat active_anon").abs
+
+
+def test_a_mapped_run_shows_memory_stat_as_a_v2_kernel_object_does():
+    """hog --hierarchy v2: the model's memory.stat under v1 names has the lines the
+    guest's (backends/linux/v2names.py) has, plus 6.18's swapcached, and swap."""
+    from memcg.backends.linux.v2names import V2_STAT_KEYS
+    from memcg.scenario.v2map import on_hierarchy
+    sc = on_hierarchy(load_scenario("hog"), "v2")
+    result = run_scenario(sc, memcg.SimKernel(**sc.machine.sim_kwargs()))
+    keys = set(memcg.parse.parse_stat(result["groups"]["/hog"]["memory.stat"]))
+    assert keys == set(V2_STAT_KEYS) | {"swapcached", "swap"}
+
+
+def test_v2_stat_rows_are_the_lines_both_kernels_print():
+    from memcg.compare import compare_results
+    sim = {"hierarchy": "v2", "groups": {"/a": {"memory.stat": "cache 1\nswapcached 0\n"}}}
+    real = {"hierarchy": "v2", "groups": {"/a": {"memory.stat": "cache 1\nswap 0\n"}}}
+    rows = compare_results(sim, real)["rows"]
+    assert [r["what"] for r in rows] == ["/a memory.stat cache"]
