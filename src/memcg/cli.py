@@ -240,6 +240,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         real.close()
     if args.against == "vm":
         result["kernel"], result["accel"] = real.kernel_release, real.accel
+        result["notes"] = compare.environment_notes(scenario, real.kernel_release)
         header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
                   f"(a QEMU guest under {result['accel'].upper()}, cgroup {scenario.machine.hierarchy}, "
                   f"root limited to the machine's {scenario.machine.memory})")

@@ -94,7 +94,7 @@ _MACHINE_CHOICES = {"semantics": ("6.18", "3.8"), "kmemcg_id_policy": ("reparent
                     "hierarchy": ("v1", "v2")}
 _GROUP_KEYS = ("path", "files")
 _TASK_KEYS = ("name", "group")
-_EVENT_KEYS = ("path", "args")
+_EVENT_KEYS = ("path", "args", "on_fire")
 
 # action -> (kind of its value, extra keys it allows, extra keys it needs)
 _TASK_ACTIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -501,6 +501,20 @@ class _Parser:
         if parent not in groups:
             raise self.err(key, f"unknown group {parent!r} (declared: {', '.join(sorted(groups))})")
 
+    def writes(self, v: Any, key: str, groups: set[str], extra: dict | None = None) -> list[tuple[str, str]]:
+        """A table of cgroup file writes `{ "/a/memory.max" = "32M", ... }`, in order."""
+        table = self.table(v, key)
+        if not table:
+            raise self.err(key, "expected at least one file: text pair")
+        writes: list[tuple[str, str]] = []
+        for path, text in table.items():
+            wkey = f"{key}.{quote_key(path)}"
+            self.file_in_group(path, wkey, groups)
+            if isinstance(text, bool) or not isinstance(text, (str, int)):
+                raise self.err(wkey, f"expected the text to write (a string or an integer), got {_show(text)}")
+            writes.append((path, self.subst(text, wkey, extra) if isinstance(text, str) else str(text)))
+        return writes
+
     def parse_events(self, raw: Any, groups: set[str]) -> list[EventSpec]:
         out: list[EventSpec] = []
         for i, e in enumerate(self.tables(raw, "event")):
@@ -512,6 +526,10 @@ class _Parser:
             self.file_in_group(path, f"{where}.path", groups)
             args = self.string(e.get("args", ""), f"{where}.args")
             ev = EventSpec(path, args, where)
+            if "on_fire" in e:
+                # user space acting on the notification (a userspace OOM killer writing
+                # cgroup.kill when its PSI trigger fires)
+                ev.on_fire = self.writes(e["on_fire"], f"{where}.on_fire", groups)
             if ev.label in {x.label for x in out}:
                 raise self.err(where, f"event {ev.label!r} is registered twice")
             out.append(ev)
@@ -637,17 +655,7 @@ class _Parser:
             if action == "mkdir":
                 groups.add(step.arg)  # later steps may move tasks there or read its files
         elif action == "write":
-            table = self.table(v, key)
-            if not table:
-                raise self.err(key, "expected at least one file: text pair")
-            writes: list[tuple[str, str]] = []
-            for path, text in table.items():
-                wkey = f"{key}.{quote_key(path)}"
-                self.file_in_group(path, wkey, groups)
-                if isinstance(text, bool) or not isinstance(text, (str, int)):
-                    raise self.err(wkey, f"expected the text to write (a string or an integer), got {_show(text)}")
-                writes.append((path, self.subst(text, wkey, extra) if isinstance(text, str) else str(text)))
-            step.arg = writes
+            step.arg = self.writes(v, key, groups, extra)
         elif action == "expect":
             table = self.table(v, key)
             if not table:

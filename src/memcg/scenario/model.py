@@ -93,6 +93,9 @@ class EventSpec:
     path: str
     args: str = ""
     key: str = ""
+    # cgroup file writes made each time the event is counted after a tick, as a program
+    # blocked in poll() on it would make them (a userspace OOM killer: cgroup.kill)
+    on_fire: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def label(self) -> str:

@@ -79,6 +79,8 @@ class _Run:
         self.task_groups: dict[str, str] = {t.name: t.group for t in scenario.tasks}
         self.expectations: list[dict] = []
         self.errors: list[dict] = []
+        self.fired: set[str] = set()  # events counted since the last tick's on_fire writes
+        self.actions: list[dict] = []  # the on_fire writes made
         self.series: dict[str, Any] = {
             "tick": [],
             "groups": {g.path: {"usage": [], "cache": [], "rss": []} for g in scenario.groups},
@@ -153,10 +155,31 @@ class _Run:
             if settle and tick == self.sc.ticks - 1:
                 self.k.settle()
             self.sample(tick)
+            self.fire_events(tick)
 
     def poll_events(self) -> None:
+        """Add every event's count to its total; the events counted now are remembered
+        for fire_events."""
         for label, ev in self.events.items():
-            self.event_totals[label] += ev.count()
+            n = ev.count()
+            self.event_totals[label] += n
+            if n:
+                self.fired.add(label)
+
+    def fire_events(self, tick: int) -> None:
+        """The `on_fire` writes of each event counted since the last tick: user space woken
+        by the notification acts on it (kernel errors are outcomes, as a step's)."""
+        for spec in self.sc.events:
+            if spec.label not in self.fired or not spec.on_fire:
+                continue
+            for path, text in spec.on_fire:
+                try:
+                    self.k.write(path, text)
+                    self.actions.append({"tick": tick, "event": spec.label, "write": path, "text": text})
+                except OSError as e:
+                    self.errors.append({"tick": tick, "step": f"{spec.key}.on_fire", "action": "write",
+                                        "task": None, "error": f"write {text!r} to {path}: {_oserror_text(e)}"})
+        self.fired.clear()
 
     def sample(self, tick: int) -> None:
         self.poll_events()
@@ -409,6 +432,7 @@ class _Run:
             "series": self.series,
             "expectations": self.expectations,
             "errors": self.errors,
+            **({"actions": self.actions} if any(e.on_fire for e in self.sc.events) else {}),
             "params": dict(self.sc.params),
             "ticks": self.sc.ticks,
             "debugfs": self.debugfs(),

@@ -14,6 +14,7 @@ import dataclasses
 import errno
 
 from .. import parse
+from ..backends.linux.v2names import V2_STAT_KEYS
 from ..kernel import Kernel
 from .model import Scenario
 
@@ -44,16 +45,10 @@ NO_V2: dict[str, str] = {
     "memory.move_charge_at_immigrate": "v2 never moves charges",
     "mempressure.shrinker": "the userspace shrinker is served on v1 only",
 }
-# v1 memory.stat key -> v2 key (both in bytes, or both counts)
-STAT_V1_TO_V2 = {
-    "cache": "file", "rss": "anon", "rss_huge": "anon_thp", "shmem": "shmem",
-    "mapped_file": "file_mapped", "dirty": "file_dirty", "writeback": "file_writeback",
-    "swapcached": "swapcached", "pgfault": "pgfault", "pgmajfault": "pgmajfault",
-    "inactive_anon": "inactive_anon", "active_anon": "active_anon",
-    "inactive_file": "inactive_file", "active_file": "active_file", "unevictable": "unevictable",
-    "workingset_refault_anon": "workingset_refault_anon",
-    "workingset_refault_file": "workingset_refault_file",
-}
+# v1 memory.stat key -> v2 key (both in bytes, or both counts): the keys a v2 kernel object
+# shows a v1 scenario (backends/linux/v2names.py: V2_STAT_KEYS), so a mapped run reads the
+# same memory.stat lines on the model as on a real v2 kernel, plus swapcached (6.6+)
+STAT_V1_TO_V2 = {**V2_STAT_KEYS, "swapcached": "swapcached"}
 
 
 def on_hierarchy(scenario: Scenario, hierarchy: str) -> Scenario:
@@ -110,17 +105,22 @@ class V1NamesOnV2(Kernel):
             swap = self.k.read(f"{head}/memory.swap.current")
             return f"{int(text) + int(swap)}\n"
         if name == "memory.stat":
-            return self._stat(text)
+            return self._stat(head, text)
         return text
 
-    def _stat(self, text: str) -> str:
-        """v2's memory.stat (hierarchical) with v1's keys: the same figure as the local line
-        and as total_ (a kernel object that already shows v1 keys passes through)."""
+    def _stat(self, head: str, text: str) -> str:
+        """v2's memory.stat with v1's keys, as a real v2 kernel object shows it to a v1
+        scenario (backends/linux/v2names.py: V2Files): the v2 lines under their v1 names and
+        `swap` from memory.swap.current (a kernel object that already shows v1 keys passes
+        through)."""
         v2 = parse.parse_stat(text)
         if "rss" in v2 or "cache" in v2:
             return text
         lines = [f"{k1} {v2[k2]}" for k1, k2 in STAT_V1_TO_V2.items() if k2 in v2]
-        lines += [f"total_{k1} {v2[k2]}" for k1, k2 in STAT_V1_TO_V2.items() if k2 in v2]
+        try:
+            lines.append(f"swap {int(self.k.read(f'{head}/memory.swap.current'))}")
+        except (OSError, ValueError):
+            pass
         return "\n".join(lines) + "\n"
 
     def write(self, path: str, text: str) -> None:
