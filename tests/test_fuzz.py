@@ -17,7 +17,7 @@ def test_same_seed_same_ops():
     assert fuzz.generate(7, 40) != fuzz.generate(8, 40)
     assert len(fuzz.generate(3, 25)) == 25
     assert fuzz.generate(5, 30)[:3] == [fuzz.Op("mkdir", group="/a"), fuzz.Op("mkdir", group="/b"),
-                                       fuzz.Op("spawn", group="/a")]
+                                       fuzz.Op("spawn", group="/a", task=0)]
 
 
 def test_forked_children_only_move_or_exit():

@@ -65,7 +65,11 @@ class Op:
             parts.append(f"t{self.task}")
         if self.group:
             parts.append(self.group)
-        if self.size:
+        if self.kind == "fork":
+            parts.append(f"-> t{self.size}")
+        elif self.kind in ("mkdirs", "advance"):
+            parts.append(str(self.size))
+        elif self.size:
             parts.append(f"{self.size // KiB}K" if self.size % MiB else f"{self.size // MiB}M")
         if self.text:
             parts.append(self.text)
@@ -80,7 +84,7 @@ def generate(seed: int, n: int) -> list[Op]:
     business).  Forked children are only moved or exited: on a real kernel the child
     of a Python worker copies-on-write its interpreter's heap when it runs code."""
     rng = random.Random(seed)
-    ops = [Op("mkdir", group="/a"), Op("mkdir", group="/b"), Op("spawn", group="/a")]
+    ops = [Op("mkdir", group="/a"), Op("mkdir", group="/b"), Op("spawn", group="/a", task=0)]
     tasks = [0]                 # task numbers that may run commands
     children: list[int] = []    # forked: move and exit only
     next_task = 1
