@@ -88,9 +88,9 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, word, capsys):
     assert len(err.splitlines()) == 1 and word in err and "expected" in err
 
 
-# measured over seeds 0-199 x 30 ops (docs/linux-backend.md, "Differential fuzzer")
+# measured over seeds 0-199 x 30 ops: 99.91% (docs/linux-backend.md, "Differential fuzzer")
 SEEDS = range(10)
-MIN_AGREEMENT = 0.98
+MIN_AGREEMENT = 0.99   # seeds 0-9: 99.92%; the worst block of 10 seeds of 200: 99.24%
 
 
 @pytest.mark.linux
