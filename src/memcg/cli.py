@@ -10,6 +10,7 @@
     memcg record [--limit SIZE] [--interval S] [--timeout S] --out FILE.toml [--json REAL.json]
                  -- CMD [ARGS...]
     memcg vm fetch | memcg vm probe [--hierarchy v1|v2]
+    memcg fuzz --seeds N [--start S] [--ops K] [--against linux] [--repeat-real] [--json FILE]
 
 Exit status: 0 on success, 1 when a scenario's expectations do not hold (or a `fs` path
 cannot be read, or a recorded command failed or was OOM-killed), 2 for bad input (unknown scenario, bad file, bad parameter) or an
@@ -24,7 +25,7 @@ import platform
 import sys
 from typing import Sequence
 
-from . import calibrate, compare, parse, record, report, shrinkerd, sweep
+from . import calibrate, compare, fuzz, parse, record, report, shrinkerd, sweep
 from .backends import vm
 from .backends.linux import LinuxKernel
 from .backends.sim import SimKernel
@@ -398,6 +399,34 @@ def _cmd_shrinkerd(args: argparse.Namespace) -> int:
         raise _Fatal(f"shrinkerd: {e.filename or args.runtime_dir}: {e.strerror or e}") from None
 
 
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    for name, attr, low in (("--seeds", "seeds", 1), ("--start", "start", 0), ("--ops", "ops", 4)):
+        text = getattr(args, attr)
+        if not text.strip().isdigit() or int(text) < low:
+            raise _Fatal(f"fuzz: {name} {text!r}: expected an integer >= {low}")
+        setattr(args, attr, int(text))
+    try:
+        LinuxKernel(memory="1G").close()     # fail early, in one line
+    except OSError as e:
+        raise _Fatal(f"cannot use real cgroups: {e.strerror or e}") from None
+    cpus = len(os.sched_getaffinity(0))
+    results = []
+    for seed in range(args.start, args.start + args.seeds):
+        r = fuzz.fuzz_seed(seed, args.ops, lambda: SimKernel(memory="4G", cpus=cpus, swap="0"),
+                           lambda: LinuxKernel(memory="1G"), args.repeat_real, cpus)
+        results.append(r)
+        sys.stdout.write(fuzz.format_result(r, args.against))
+        sys.stdout.flush()
+    summary = fuzz.summarize(results)
+    sys.stdout.write(fuzz.format_summary(summary))
+    if args.json:
+        try:
+            fuzz.write_json(results, summary, args.json)
+        except OSError as e:
+            raise _Fatal(f"cannot write {args.json}: {e.strerror or e}") from None
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memcg",
@@ -488,6 +517,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="set oom_kill_disable on a limited group while its clients hold chunks, "
                          "ask at once on its OOM event, give the OOM back to the kernel after 0.2 s")
     sd.set_defaults(func=_cmd_shrinkerd)
+    fz = sub.add_parser("fuzz", help="seeded random workloads on the simulated kernel and on real "
+                                     "cgroups, compared op by op")
+    fz.add_argument("--seeds", required=True, metavar="N", help="how many seeds to run")
+    fz.add_argument("--start", default="0", metavar="S", help="the first seed (default 0)")
+    fz.add_argument("--ops", default="30", metavar="K", help="ops per workload (default 30)")
+    fz.add_argument("--against", choices=("linux",), default="linux", help="the real kernel: the host's cgroups")
+    fz.add_argument("--repeat-real", action="store_true",
+                    help="run the real side twice; figures that differ between the two are unstable")
+    fz.add_argument("--json", metavar="FILE", help="write every seed's rows and the summary as JSON")
+    fz.set_defaults(func=_cmd_fuzz)
     return p
 
 
