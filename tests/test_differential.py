@@ -500,6 +500,23 @@ def _wait_kmem(k, group: str, want: int) -> int:
         time.sleep(0.01)
 
 
+def _write_when_drained(k, path: str, value: str) -> None:
+    """A limit write that the freed pages can meet.  The uncharged statistics go to a
+    per-CPU stock first, and the limit write's drain_all_stock() only schedules the
+    other CPUs' drain work without waiting for it (mm/memcontrol.c), so on a loaded
+    real machine the write can give EBUSY before that work ran; the model drains at
+    once.  Retries for up to 2 s."""
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            k.write(path, value)
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or k.backend == "sim" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_mkdir_charges_the_parent_for_the_childs_statistics(kernel):
     # mm/memcontrol.c: mem_cgroup_css_alloc() allocates the child's vmstats, per-CPU
@@ -525,7 +542,7 @@ def test_mkdir_charges_the_parent_for_the_childs_statistics(kernel):
     assert num(k, "/G/memory.usage_in_bytes") == 12288   # the stock was drained
     k.rmdir("/G/a")
     assert _wait_kmem(k, "/G", 0) == 0                   # freed with the child
-    k.write("/G/memory.limit_in_bytes", "0")
+    _write_when_drained(k, "/G/memory.limit_in_bytes", "0")
     assert num(k, "/G/memory.usage_in_bytes") == 0
 
 
@@ -570,7 +587,8 @@ def test_file_writes_charge_buffer_heads_as_kmem(kernel):
     t.write_file("log", 8 * MiB)
     assert small[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= small[1] * 4096
     t.unlink("log")
-    assert num(k, "/g/memory.kmem.usage_in_bytes") <= 2 * 4096
+    # what stays: a page or two of ext4 metadata (three seen on the 6.1 guest)
+    assert num(k, "/g/memory.kmem.usage_in_bytes") <= (3 if k.backend == "vm" else 2) * 4096
     t.write_file("big", 64 * MiB)
     assert big[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= big[1] * 4096
 
