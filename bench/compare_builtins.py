@@ -49,6 +49,11 @@ def compare_one(name: str, against: str) -> dict:
     return doc
 
 
+def _release(release: str) -> str:
+    """The kernel's version, "6.18", without the build's suffixes."""
+    return ".".join(release.split(".")[:2])
+
+
 def table(results: dict[str, dict]) -> str:
     lines = ["| scenario | against | figures agreeing | discrete figures agreeing | differing |",
              "| --- | --- | --- | --- | --- |"]
@@ -60,7 +65,7 @@ def table(results: dict[str, dict]) -> str:
         differ = [r["what"] for r in rows if not r["agree"]]
         shown = ", ".join(differ[:6]) + (f", ... ({len(differ) - 6} more)" if len(differ) > 6 else "")
         pct = f"{100 * agree / len(rows):.1f}%" if rows else "-"
-        lines.append(f"| `{name}` | {doc['against']} {doc.get('kernel', '')} | {agree}/{len(rows)} ({pct}) "
+        lines.append(f"| `{name}` | {doc['against']} {_release(doc.get('kernel', ''))} | {agree}/{len(rows)} ({pct}) "
                      f"| {dagree}/{len(disc)} | {shown or '-'} |")
     return "\n".join(lines) + "\n"
 
@@ -94,7 +99,7 @@ def run(argv: list[str] | None = None) -> int:
         results[name] = doc
         print(f"  {sum(r['agree'] for r in doc['rows'])}/{len(doc['rows'])} in {doc['seconds']:.0f} s",
               file=sys.stderr, flush=True)
-    text = (f"Measured {time.strftime('%Y-%m-%d')} on Linux {platform.release()} "
+    text = (f"Measured {time.strftime('%Y-%m-%d')} on Linux {_release(platform.release())} "
             f"({os.cpu_count()} CPUs) with `python3 bench/compare_builtins.py"
             f"{' --vm' if args.vm else ''}`.\n\n" + table(results))
     sys.stdout.write(text)
