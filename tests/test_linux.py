@@ -492,7 +492,7 @@ def test_compare_every_builtin(real_memcg, name):
     m = scenario.machine
     if m.hierarchy != "v1":
         pytest.skip(f"{name} is a cgroup {m.hierarchy} scenario and this machine's real cgroups are v1 "
-                    "(it is compared against the guest in test_v2)")
+                    "(it is compared against the guest in test_v2 and test_v2_scenarios)")
     out = compare.run_compare(scenario, lambda: memcg.SimKernel(memory=m.memory, cpus=m.cpus, swap=m.swap),
                               lambda: memcg.LinuxKernel(memory=m.memory))
     assert out["rows"] and 0.0 <= out["agreement"] <= 1.0
