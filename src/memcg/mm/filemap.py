@@ -163,7 +163,9 @@ def add_to_swap(sys: System, mapping: AddressSpace, pfns: np.ndarray):
     idx = sys.mem.index[pfns].astype(np.int64)
     ids = sys.mem.memcg[pfns]
     swap_ids = ids.copy()
-    for memcg_id in np.unique(ids).tolist():
+    first = ids[0] if len(ids) else 0
+    one = len(ids) and ids[-1] == first and (ids == first).all()
+    for memcg_id in [int(first)] if one else np.unique(ids).tolist():  # one group: no sort
         memcg = sys.memcgs[memcg_id]
         if memcg.online or sys.stats.a[memcg_id, MEMCG_SWAP]:
             continue

@@ -381,6 +381,11 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
         return 0
     sc.nr_scanned += n
     sys.stats.mod(memcg.id, PGSCAN, n)
+    if fastpath.ENABLED:  # a small batch of anon or shmem pages, decided page by page
+        from .fastpath import swapout  # the fast path builds on this module: a cycle
+        evicted = swapout.shrink_swapbacked(sys, memcg, pfns, lru, sc)
+        if evicted is not None:
+            return evicted
     mem = sys.mem
     f = mem.flags[pfns]
     young = (f & PG_young) != 0

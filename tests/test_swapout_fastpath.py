@@ -1,0 +1,197 @@
+"""Anon and shmem reclaim into swap is the same with and without the fast paths.
+
+fastpath.swapout decides small isolated batches of swap-backed pages in plain integers
+(mm/vmscan.c shrink_folio_list: folio_check_references, add_to_swap, pageout), and
+mmzone.split_runs cuts short frame lists without NumPy.  Every workload runs both ways
+and everything must come out the same, frames included: every file of every group,
+memory.stat, event counts, task states, the RNG state, every per-page array, each LRU
+in order, the free stack frame by frame, every swap slot and its owner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import memcg
+from memcg.mm import fastpath, mmzone
+from memcg.mm.fastpath import swapout
+
+from test_reclaim_fastpath import observe
+
+MiB = 1 << 20
+
+
+def observe_exact(k, tasks=(), events=()):
+    """observe() and the frame-level state: which frame holds which page, the order of
+    the free stack, the swap slots."""
+    sys = k.sys
+    mem = sys.mem
+    out = observe(k, tasks, events)
+    out["mem"] = [a.tolist() for a in (mem.memcg, mem.lru, mem.flags, mem.seq, mem.mapping,
+                                       mem.index, mem.order)]
+    out["free"] = mem.free_pfns().tolist()
+    out["lru_order"] = {
+        (m.path, lru): mem_lru_order(sys, m, lru)
+        for m in sys.memcgs.values() for lru in range(mmzone.NR_LRU_LISTS)}
+    out["mapping_slots"] = {mid: mp.slots.tolist() for mid, mp in sorted(sys.mappings.items())}
+    out["swap"] = (sys.swap.nr_free, sys.swap._free[:sys.swap.nr_free].tolist(),
+                   sys.swap.swap_cgroup.tolist())
+    out["rng"] = sys.rng.getstate()
+    out["mm"] = [(t.mm.anon_rss, t.mm.swapents, t.mm.shmem_rss)
+                 for t in tasks if t.mm is not None]
+    return out
+
+
+def mem_lru_order(sys, m, lru):
+    """The frames of one list, tail first."""
+    mem = sys.mem
+    on = np.flatnonzero((mem.memcg == m.id) & (mem.lru == lru))
+    return on[np.argsort(mem.seq[on], kind="stable")].tolist()
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """Counts the batches fastpath.swapout decided."""
+    count = [0]
+    real = swapout.shrink_swapbacked
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r is not None
+        return r
+    monkeypatch.setattr(swapout, "shrink_swapbacked", counting)
+    return count
+
+
+def run_both(workload, monkeypatch):
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(fastpath, "ENABLED", fast)
+        results.append(workload())
+    fast, slow = results
+    assert fast.keys() == slow.keys()
+    for key in slow:
+        assert fast[key] == slow[key], key
+    return fast
+
+
+def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, threshold=None,
+                   semantics="6.18", parent_limit=False, memory="1G"):
+    def workload():
+        k = memcg.SimKernel(memory=memory, cpus=2, swap=swap, semantics=semantics)
+        k.mkdir("/p")
+        k.mkdir("/p/g")
+        where = "/p" if parent_limit else "/p/g"
+        k.write(f"{where}/memory.limit_in_bytes", limit)
+        if memsw:
+            k.write(f"{where}/memory.memsw.limit_in_bytes", memsw)
+        events = []
+        if listener:
+            events.append(k.event(f"{where}/memory.pressure_level", listener))
+        if threshold:
+            events.append(k.event(f"{where}/memory.usage_in_bytes", threshold))
+        tasks = [k.spawn("/p/g"), k.spawn("/p/g")]
+        for i, (op, who, pages) in enumerate(ops):
+            t = tasks[who]
+            if t.state != "running":
+                continue
+            n = pages * 4096
+            {"anon": lambda: t.touch_anon(n), "mlock": lambda: t.touch_anon(n, locked=True),
+             "shm": lambda: t.touch_shm(f"s{i % 3}", n), "free": lambda: t.free_anon(n),
+             "read": lambda: t.read_file("f", n), "write": lambda: t.write_file(f"w{i}", n)}[op]()
+        return observe_exact(k, tasks, events)
+    return workload
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("kind", ["anon", "shm"])
+def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken):
+    run_both(_swap_workload([(kind, 0, 40 * 256)], semantics=semantics), monkeypatch)
+    assert taken[0] > 100
+
+
+def test_memsw_listener_same_both_ways(monkeypatch, taken):
+    obs = run_both(_swap_workload([("anon", 0, 24 * 256)], memsw="40M", listener="low"),
+                   monkeypatch)
+    assert obs["events"][0] > 0 and taken[0]
+
+
+def test_memsw_limit_hit_same_both_ways(monkeypatch, taken):
+    """The memsw limit is hit: reclaim without swap, anon activated, then OOM."""
+    run_both(_swap_workload([("anon", 0, 20 * 256), ("shm", 1, 8 * 256)], memsw="16M"),
+             monkeypatch)
+
+
+def test_swap_runs_out_same_both_ways(monkeypatch, taken):
+    """Swap fills part-way through a batch: the pages left are activated, then the
+    anon task is OOM-killed and its swap entries go back."""
+    obs = run_both(_swap_workload([("anon", 0, 12 * 256 + 7), ("shm", 1, 6 * 256)], swap="5M"),
+                   monkeypatch)
+    assert taken[0] and obs["tasks"] == ["oom_killed", "running"]
+
+
+def test_mixed_batches_fall_back_same_both_ways(monkeypatch, taken):
+    """mlocked, dirty and file pages beside swap-backed ones: batches of other pages
+    go through the slow path, the rest through the fast one."""
+    run_both(_swap_workload([("mlock", 0, 256), ("write", 1, 4 * 256), ("anon", 0, 12 * 256),
+                             ("read", 1, 8 * 256), ("shm", 0, 6 * 256)]), monkeypatch)
+    assert taken[0]
+
+
+def test_parent_limit_threshold_same_both_ways(monkeypatch, taken):
+    run_both(_swap_workload([("anon", 0, 6 * 256), ("shm", 1, 6 * 256), ("anon", 1, 256)],
+                            limit="6M", parent_limit=True, threshold="5M"), monkeypatch)
+    assert taken[0]
+
+
+def test_swapin_and_free_same_both_ways(monkeypatch, taken):
+    """shmem touched again (swap-in), anon freed and faulted again."""
+    run_both(_swap_workload([("shm", 0, 10 * 256), ("shm", 0, 10 * 256), ("anon", 1, 10 * 256),
+                             ("free", 1, 5 * 256), ("anon", 1, 6 * 256), ("shm", 1, 10 * 256)]),
+             monkeypatch)
+    assert taken[0]
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),
+                          st.integers(0, 1), st.integers(1, 12 * 256)), min_size=1, max_size=5)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS, limit_kb=st.integers(1024, 8 * 1024), swap_mb=st.sampled_from([0, 2, 8, 64]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 16 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium,hierarchy"])),
+       parent_limit=st.booleans(), semantics=st.sampled_from(["6.18", "3.8"]))
+@example(ops=[("anon", 0, 3000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=8,
+         memsw_extra_kb=None, listener="low", parent_limit=False, semantics="6.18")
+def test_hypothesis_swap_workloads(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
+                                   parent_limit, semantics, monkeypatch):
+    """Random anon/shmem/swap workloads of two tasks give identical traces both ways."""
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, parent_limit=parent_limit, semantics=semantics),
+             monkeypatch)
+
+
+def _split_runs_numpy(pfns):
+    saved = mmzone.SPLIT_RUNS_SMALL
+    mmzone.SPLIT_RUNS_SMALL = 0
+    try:
+        return mmzone.split_runs(pfns)
+    finally:
+        mmzone.SPLIT_RUNS_SMALL = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, 1 << 20),
+       steps=st.lists(st.sampled_from([1, -1, 1, -1, 2, -2, 0, 7]), min_size=1, max_size=70))
+def test_split_runs_small_same_as_numpy(start, steps):
+    """The short lists' cuts are the vectorised ones."""
+    pfns = np.array(np.cumsum([start + 64] + steps), np.int32)
+    firsts, lasts = mmzone.split_runs(pfns)
+    ref_firsts, ref_lasts = _split_runs_numpy(pfns)
+    assert firsts.dtype == ref_firsts.dtype and lasts.dtype == ref_lasts.dtype
+    assert firsts.tolist() == ref_firsts.tolist() and lasts.tolist() == ref_lasts.tolist()
