@@ -389,6 +389,8 @@ class LruList:
 
         The pages are left with lru = LRU_NONE; the caller puts them back or frees them.
         """
+        if self.entries == self.nr:
+            return self._isolate_live(mem, nr)
         out = []
         need = nr
         while need and self.chunks:
@@ -415,6 +417,30 @@ class LruList:
         if not out:
             return np.empty(0, np.int32)
         taken = np.concatenate(out) if len(out) > 1 else out[0]
+        mem.lru[taken] = LRU_NONE
+        self.nr -= len(taken)
+        return taken
+
+    def _isolate_live(self, mem: MemMap, nr: int) -> np.ndarray:
+        """isolate() of a list without stale entries (as many entries as live pages):
+        the first nr entries are the pages, no stamp to check."""
+        out = []
+        need = nr
+        while need and self.chunks:
+            chunk = self.chunks[0]
+            pfns, _, start = chunk
+            stop = min(len(pfns), start + need)
+            got = _chunk_pfns(pfns, start, stop)
+            self.entries -= stop - start
+            if stop >= len(pfns):
+                self.chunks.popleft()
+            else:
+                chunk[2] = stop
+            out.append(got)
+            need -= stop - start
+        if not out:
+            return np.empty(0, np.int32)
+        taken = np.concatenate(out) if len(out) > 1 else out[0].copy()
         mem.lru[taken] = LRU_NONE
         self.nr -= len(taken)
         return taken

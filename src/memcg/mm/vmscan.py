@@ -19,6 +19,8 @@ import numpy as np
 from . import fastpath, memcontrol, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
 from .memcontrol import (MEMCG_LOW, NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN,
                          PGSTEAL, MemCgroup, mem_cgroup_get_nr_swap_pages, memcg_page_state)
+# the swap-out fast path reaches back into this module only inside its functions
+from .fastpath import swapout
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
@@ -382,7 +384,6 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
     sc.nr_scanned += n
     sys.stats.mod(memcg.id, PGSCAN, n)
     if fastpath.ENABLED:  # a small batch of anon or shmem pages, decided page by page
-        from .fastpath import swapout  # the fast path builds on this module: a cycle
         evicted = swapout.shrink_swapbacked(sys, memcg, pfns, lru, sc)
         if evicted is not None:
             return evicted

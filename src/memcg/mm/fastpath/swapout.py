@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+# vmscan imports this module for its seam; each needs the other only inside functions
+from .. import vmscan
 from ..memcontrol import PGACTIVATE, PGSTEAL, mem_cgroup_get_nr_swap_pages
 from ..mmzone import PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young
 
@@ -43,48 +45,69 @@ def shrink_swapbacked(sys: System, memcg: MemCgroup, pfns: np.ndarray, lru: int,
     shmem folio goes to swap (add_to_swap, pageout, __remove_mapping), or is activated
     when there is no swap to go to.
     """
-    from .. import vmscan  # late: vmscan reaches this module at its seam
-
     if len(pfns) > MAX_BATCH:
         return None
     mem = sys.mem
     flags = mem.flags[pfns].tolist()
-    for f in flags:
+    kinds = set(flags)
+    for f in kinds:
         if f & _CLASS_MASK != PG_swapbacked:
             return None
-    new = []
-    activate = []
-    keep = []
-    evict = []
-    for i, f in enumerate(flags):
-        g = f & _CLEAR  # folio_referenced() clears the young bits, the flag is tested
-        if f & PG_young:
-            if f & PG_referenced:
-                activate.append(i)  # FOLIOREF_ACTIVATE
-            else:
-                g |= PG_referenced  # FOLIOREF_KEEP: one more trip around the list
-                keep.append(i)
+    n = len(flags)
+    every = range(n)
+    if len(kinds) == 1:  # one kind of page (the common batch): one outcome for all
+        f = flags[0]
+        g = f & _CLEAR
+        activate, keep, evict = [], [], []
+        if not f & PG_young:
+            evict = every
+        elif f & PG_referenced:
+            activate = every
         else:
-            evict.append(i)  # FOLIOREF_RECLAIM
-        new.append(g)
+            g |= PG_referenced
+            keep = every
+        new = g
+    else:
+        new = []
+        activate = []
+        keep = []
+        evict = []
+        for i, f in enumerate(flags):
+            g = f & _CLEAR  # folio_referenced() clears the young bits, tests the flag
+            if f & PG_young:
+                if f & PG_referenced:
+                    activate.append(i)  # FOLIOREF_ACTIVATE
+                else:
+                    g |= PG_referenced  # FOLIOREF_KEEP: one more trip around the list
+                    keep.append(i)
+            else:
+                evict.append(i)  # FOLIOREF_RECLAIM
+            new.append(g)
     # Anon and shmem go to swap, or back to the active list when there is none.
     if evict and not (sc.may_swap and mem_cgroup_get_nr_swap_pages(sys, memcg) > 0):
-        activate = sorted(activate + evict)
+        activate = sorted([*activate, *evict])
         evict = []
     mem.flags[pfns] = new
     evicted = 0
     if evict:
-        victims = pfns[evict]
+        victims = _take(pfns, evict, n)
         freed = vmscan.reclaim_pages(sys, victims)  # pageout / __remove_mapping / free
         evicted = len(freed)
         if evicted < len(victims):
             # swap ran out part-way: the rest are activated
             back = set(np.setdiff1d(victims, freed, assume_unique=True).tolist())
-            activate = sorted(activate + [i for i in evict if int(pfns[i]) in back])
+            activate = sorted([*activate, *(i for i in evict if int(pfns[i]) in back)])
     sys.stats.mod(memcg.id, PGSTEAL, evicted)
     if activate:
         sys.stats.mod(memcg.id, PGACTIVATE, len(activate))
-        vmscan._lru_move(sys, memcg, pfns[activate], lru + 1)
+        vmscan._lru_move(sys, memcg, _take(pfns, activate, n), lru + 1)
     if keep:
-        vmscan._lru_move(sys, memcg, pfns[keep], lru)
+        vmscan._lru_move(sys, memcg, _take(pfns, keep, n), lru)
     return evicted
+
+
+def _take(pfns: np.ndarray, which, n: int) -> np.ndarray:
+    """The pages at the positions `which` (in batch order) of a batch of n."""
+    if len(which) == n:
+        return pfns.copy()  # all of them: no index array
+    return pfns[list(which)]
