@@ -303,6 +303,14 @@ class MemcgMachine(RuleBasedStateMachine):
         # every frame in use has one owner that exists; free frames have none
         assert (ids[~used] == 0).all()
         assert (mem.lru[~used] == LRU_NONE).all()
+        # the kernel's own frames (slab, stacks, page tables, per-CPU chunks) are in use
+        # without an owner group and off the LRU; with the free and the user frames they
+        # make up the machine
+        kernel = used & (ids == 0)
+        assert int(kernel.sum()) == sum(sys.kernel_pages.values())
+        assert (mem.lru[kernel] == LRU_NONE).all()
+        assert mem.nr_free + int((used & ~kernel).sum()) + int(kernel.sum()) == mem.nr_pages
+        used = used & ~kernel
         owners = np.unique(ids[used])
         assert 0 not in owners
         assert set(owners.tolist()) <= set(sys.memcgs)
@@ -433,7 +441,8 @@ class MemcgMachine(RuleBasedStateMachine):
         for path in sorted(self.groups[1:], key=lambda p: -p.count("/")):
             k.write(f"{path}/memory.force_empty", "0")
         self.bookkeeping_is_consistent()
-        assert sys.mem.nr_free == sys.mem.nr_pages
+        # what is left in use is the kernel's: the groups' own statistics and the slabs
+        assert sys.mem.nr_free + sum(sys.kernel_pages.values()) == sys.mem.nr_pages
         assert sys.swap.nr_free == sys.swap.nr_pages
         assert not sys.dying
         assert k.debugfs()["dying_groups"] == 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .mm.page_counter import PAGE_COUNTER_MAX
-from . import psi
+from . import parse, psi
 
 if TYPE_CHECKING:
     from .mm.memcontrol import MemCgroup
@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 
 def cgroup_get_from_path(sys: System, path: str) -> MemCgroup:
-    """cgroup_get_from_path(): resolve "/a/b" to an online group; ENOENT if there is none."""
+    """cgroup_get_from_path(): resolve "/a/b" to an online group; ENOENT if there is none
+    (the path read as path lookup reads it: parse.resolve_path)."""
     memcg = sys.root
-    for name in [p for p in path.split("/") if p]:
+    for name in parse.resolve_path(path):
         child = memcg.online_children.get(name)
         if child is None:
             raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {path}")

@@ -12,7 +12,9 @@ backend the same way, and the scenario runner, the report and the comparison the
 - parse_size: the size grammar of scenario files (decimal digits, kernel suffixes);
 - key_values, parse_stat: the "key value" lines of memory.stat, memory.oom_control,
   /proc/vmstat and /proc/zoneinfo;
-- parse_int: a one-number file (memory.usage_in_bytes prints "%llu\\n").
+- parse_int: a one-number file (memory.usage_in_bytes prints "%llu\\n");
+- lookup_path, resolve_path: a group path of the Kernel interface as path lookup
+  (fs/namei.c) reads it, for both backends.
 
 Standard library only.
 """
@@ -33,6 +35,8 @@ __all__ = [
     "key_values",
     "parse_stat",
     "parse_int",
+    "lookup_path",
+    "resolve_path",
 ]
 
 U64_MAX = 2**64 - 1
@@ -177,3 +181,63 @@ def parse_int(text: str | None) -> int | None:
         return int(text.strip())
     except ValueError:
         return None
+
+
+# include/uapi/linux/limits.h: PATH_MAX - a path's bytes with the terminating NUL
+PATH_MAX = 4096
+
+
+def lookup_path(path) -> tuple[list[str], str]:
+    """A group path ("/a/b", relative to the kernel object's root) as path lookup walks it:
+    (the resolved components of the parent, the last component as written).
+
+    fs/namei.c: getname_flags() copies a C string, so a NUL cannot be part of a path:
+    Python refuses it before any system call (ValueError "embedded null byte"), and so do
+    both backends, with ValueError; a path of PATH_MAX bytes or more is ENAMETOOLONG.
+    link_path_walk(): empty components (repeated or trailing slashes) and "." are skipped
+    and ".." goes up - PermissionError (EACCES) where it would leave the root.  The last
+    component is "" for the root itself (LAST_ROOT), "." (LAST_DOT), ".." (LAST_DOTDOT)
+    or a name (LAST_NORM; kernfs has no NAME_MAX of its own: only PATH_MAX bounds it).
+    """
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise ValueError(f"expected a group path like '/a/b', got {path!r}")
+    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+    comps = [c for c in path.split("/") if c]
+    if not comps:
+        return [], ""
+    parent: list[str] = []
+    for c in comps[:-1]:
+        if c == ".":
+            continue
+        if c == "..":
+            if not parent:
+                raise PermissionError(errno.EACCES, f"{path}: leaves the kernel's root group")
+            parent.pop()
+            continue
+        parent.append(c)
+    return parent, comps[-1]
+
+
+def resolve_path(path) -> list[str]:
+    """The components of the group or file a path names (lookup_path(), last included)."""
+    parent, last = lookup_path(path)
+    if last in ("", "."):
+        return parent
+    if last == "..":
+        if not parent:
+            raise PermissionError(errno.EACCES, f"{path}: leaves the kernel's root group")
+        return parent[:-1]
+    return parent + [last]
+
+
+def mkdir_last_errno(last: str) -> int:
+    """fs/namei.c: filename_create() - mkdir of "/", "." or ".." (type != LAST_NORM) is
+    EEXIST; 0 for a name."""
+    return errno.EEXIST if last in ("", ".", "..") else 0
+
+
+def rmdir_last_errno(last: str) -> int:
+    """fs/namei.c: do_rmdir() - LAST_DOTDOT ENOTEMPTY, LAST_DOT EINVAL, LAST_ROOT EBUSY;
+    0 for a name."""
+    return {"..": errno.ENOTEMPTY, ".": errno.EINVAL, "": errno.EBUSY}.get(last, 0)

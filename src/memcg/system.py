@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from . import sched
 from .kernel import PAGE_SIZE
 from .fs import dcache
@@ -82,6 +84,11 @@ class System:
         self.active_memcg = None
         # mm/page_alloc.c: the zone watermarks (setup_per_zone_wmarks at boot)
         self.wmark_min = self.wmark_low = self.wmark_high = 0
+        # frames the kernel holds for itself (page_alloc.alloc_kernel_pages), by meminfo item
+        self.kernel_pages = dict.fromkeys(page_alloc.KERNEL_PAGE_ITEMS, 0)
+        # mm/percpu.c: bytes of the dynamic per-CPU chunks in use, all CPUs' copies
+        self.pcpu_bytes = 0
+        self.pcpu_pfns = np.empty(0, np.int32)
         # kernel memory: the era's static key, the per-CPU object stocks, the slab caches
         # with their kmemcg ids, the memcg-aware list_lrus (memcg_list_lru_register), the
         # registered shrinkers (mm/shrinker.c: shrinker_list) and the mounted file systems

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 from . import cgroup, kernel, psi, sched
 from .fs import dcache, namei
 from .kernel import PAGE_SIZE
-from .mm import filemap, memcontrol, memcontrol_v1, slab
+from .mm import filemap, memcontrol, memcontrol_v1, page_alloc, slab
 from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
 from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, CHARGE_THROTTLED,
                          OBJCG_POINTER_SIZE,
-                         THREAD_SIZE, KmemPages, memcg_kmem_charge_page,
-                         memcg_kmem_uncharge_page)
+                         THREAD_SIZE, KmemPages)
 from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
                      zap_anon)
 from .net import tcp
@@ -63,7 +62,7 @@ def copy_process_kmem(sys: System, parent: SimTask) -> list | int:
     try:
         for name, count in plan:
             if name == "stack":
-                item = memcg_kmem_charge_page(sys, parent, count)
+                item = page_alloc.alloc_kmem_pages(sys, parent, count, "KernelStack")
             else:
                 item = slab.kmem_cache_alloc(sys, name, parent, count)
             if slab.charge_failed(item):
@@ -79,7 +78,7 @@ def release_task_kmem(sys: System, kmem: list, cpu: int) -> None:
     """free_task(): the stack (exit_task_stack_account) and the task's objects go back."""
     for item in kmem:
         if isinstance(item, KmemPages):
-            memcg_kmem_uncharge_page(sys, item, cpu)
+            page_alloc.free_kmem_pages(sys, item, cpu)
         else:
             slab.kmem_cache_free(sys, item, cpu)
     kmem.clear()

@@ -7,6 +7,7 @@ events and OOM victims.  One tick of `advance()` is one second of simulated time
 from __future__ import annotations
 
 import errno
+from os import strerror as os_strerror
 
 from .. import cgroup, parse, sched, system, tasks
 from ..cgroupfs import v1 as cgroupfs_v1, v2 as cgroupfs_v2
@@ -76,32 +77,46 @@ class SimKernel(Kernel):
             return self.cgroupfs.files_of(memcg, self.semantics, self.sys)
         return self.cgroupfs.files_of(memcg, self.semantics)
 
+    def _group_of(self, parts: list[str]):
+        return cgroup.cgroup_get_from_path(self.sys, "/" + "/".join(parts))
+
     def _split(self, path: str):
-        """(group, file name) for "/a/b/memory.stat"."""
-        head, _, name = path.rstrip("/").rpartition("/")
-        return cgroup.cgroup_get_from_path(self.sys, head or "/"), name
+        """(group, file name) for "/a/b/memory.stat" (parse.resolve_path: NUL ValueError,
+        ENAMETOOLONG, "." and ".." as path lookup takes them)."""
+        parts = parse.resolve_path(path)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, f"Is a directory: {path}")
+        return self._group_of(parts[:-1]), parts[-1]
 
     def mkdir(self, path: str) -> None:
-        head, _, name = path.rstrip("/").rpartition("/")
-        if not name:
+        parents, name = parse.lookup_path(path)
+        if parse.mkdir_last_errno(name):
+            # filename_create(): "/", "." and "..": the parent must exist, then EEXIST
+            parse.resolve_path(path)  # a ".." may not leave the root
+            self._group_of(parents)
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
-        parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
+        parent = self._group_of(parents)
         if "\n" in name:
             raise OSError(errno.EINVAL, "Invalid argument")
         taken = name in parent.online_children or name in self._files_of(parent)
-        if taken or name in (".", ".."):
+        if taken:
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
         cgroup.cgroup_check_hierarchy_limits(self.sys, parent)  # v2: cgroup.max.depth/descendants
         mem_cgroup_alloc(self.sys, parent, name)
 
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
-        head, _, name = path.rstrip("/").rpartition("/")
-        parent = cgroup.cgroup_get_from_path(self.sys, head or "/")
+        parse.resolve_path(path)  # a ".." may not leave the root
+        parents, name = parse.lookup_path(path)
+        parent = self._group_of(parents)
+        err = parse.rmdir_last_errno(name)
+        if err:
+            # do_rmdir(): "/" EBUSY, "." EINVAL, ".." ENOTEMPTY once the parent is found
+            raise OSError(err, os_strerror(err), path)
         if name in self._files_of(parent):
             raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: {path}")
-        memcg = cgroup.cgroup_get_from_path(self.sys, path)
-        if memcg.is_root() or memcg.tasks or any(c.online for c in memcg.children):
+        memcg = self._group_of(parents + [name])
+        if memcg.tasks or any(c.online for c in memcg.children):
             raise OSError(errno.EBUSY, "Device or resource busy")
         self._offline(memcg)
         sched.exit_to_user_mode(self.sys.clock)
@@ -206,6 +221,8 @@ class SimKernel(Kernel):
             "memcg_ids_in_use": len(sys.memcgs),
             "dying_groups": len(sys.dying),
             "nr_free_pages": sys.mem.nr_free,
+            # the kernel's own pages, as /proc/meminfo names them (page_alloc.alloc_kernel_pages)
+            "kernel_pages": dict(sys.kernel_pages),
             "watermarks": {"min": sys.wmark_min, "low": sys.wmark_low, "high": sys.wmark_high},
             "page_metadata_bytes_per_page": sys.mem.bytes_used() / sys.mem.nr_pages,
             "global_oom_kills": sys.global_oom_kills,

@@ -220,6 +220,17 @@ def _flag(attr):
     return read, _write_u64(write)
 
 
+def writer_is_not_a_task() -> OSError:
+    """A write of pid 0 to cgroup.procs or tasks.
+
+    The kernel moves the writing task itself (kernel/cgroup/cgroup-v1.c:
+    __cgroup1_procs_write and kernel/cgroup/cgroup.c: cgroup_procs_write_start, "if (pid)
+    ... else tsk = current").  Through the Kernel interface the writer is the program that
+    calls k.write(), which is no task of the kernel object and may not be moved: both
+    backends refuse with EPERM, as for any process the kernel object did not start."""
+    return PermissionError(errno.EPERM, "pid 0 is the writing process, not a task of this kernel")
+
+
 def _procs(threads: bool):
     def read(k, memcg):
         return "".join(f"{t.pid}\n" for t in sorted(memcg.tasks, key=lambda t: t.pid))
@@ -232,6 +243,8 @@ def _procs(threads: bool):
             raise einval() from None
         if pid < 0:
             raise einval()
+        if pid == 0:
+            raise writer_is_not_a_task()
         task = k.sys.tasks.get(pid)
         if task is None or task.state in ("exited", "oom_killed"):
             raise OSError(errno.ESRCH, "No such process")

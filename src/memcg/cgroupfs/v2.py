@@ -36,7 +36,7 @@ from ..mm.mmzone import NR_LRU_LISTS
 from ..mm.page_counter import PAGE_COUNTER_MAX, page_counter_memparse
 from ..net import sock
 from ..mm.vmscan import MAX_SWAPPINESS, MIN_SWAPPINESS, SWAPPINESS_ANON_ONLY
-from .v1 import MAX_WRITE, einval
+from .v1 import MAX_WRITE, einval, writer_is_not_a_task
 
 __all__ = ["EVENT_FILES", "FILES", "MAX_WRITE", "files_of", "lookup", "read_file", "write_file"]
 
@@ -95,6 +95,8 @@ def _task_of(k, text: str):
     pid = parse.kstrtoint(_strstrip(text))
     if pid < 0:
         raise einval()
+    if pid == 0:
+        raise writer_is_not_a_task()
     task = k.sys.tasks.get(pid)
     if task is None or task.state in ("exited", "oom_killed"):
         raise OSError(errno.ESRCH, "No such process")

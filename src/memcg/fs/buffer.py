@@ -60,3 +60,4 @@ def try_to_free_buffers(sys: System, pfns: np.ndarray, cpu: int = 0) -> None:
         cache.nr_objects -= count
         size = count * (cache.object_size + memcontrol.OBJCG_POINTER_SIZE)
         memcontrol.obj_cgroup_uncharge(sys, memcg.orig_objcg, size, cpu)
+        slab.discard_slabs(sys, cache)

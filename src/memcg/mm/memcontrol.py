@@ -1410,6 +1410,9 @@ class KmemPages:
 
     owner: object
     nr_pages: int
+    # the frames (page_alloc.alloc_kmem_pages) and the node counter they are under
+    pfns: object = None
+    item: str = ""
 
 
 def memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,

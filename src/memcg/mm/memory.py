@@ -34,8 +34,7 @@ import numpy as np
 
 from . import fastpath, filemap, page_alloc, slab, swap, swapfile
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
-from .memcontrol import (NR_ANON_MAPPED, PGFAULT, KmemPages, memcg_kmem_charge_page,
-                         memcg_kmem_uncharge_page)
+from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, PGFAULT, KmemPages
 from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_mlocked,
                      PG_swapbacked, PG_young)
 from .swapfile import swp_offset
@@ -236,9 +235,12 @@ def pte_alloc(sys: System, task: Task, vma: AnonVma, n: int) -> int:
     """
     for _ in range(ptes_needed(vma, n)):
         if sys.semantics == "3.8":
-            pages = KmemPages(None, 1)
+            pfns = page_alloc.alloc_kernel_pages(sys, 1, task, "PageTables")
+            if pfns is None:
+                return CHARGE_KILLED if task.oom_victim else CHARGE_NOMEM
+            pages = KmemPages(None, 1, pfns, "PageTables")
         else:
-            pages = _charged_as(sys, task, memcg_kmem_charge_page, sys, task, 1, user_fault=True)
+            pages = page_alloc.alloc_kmem_pages(sys, task, 1, "PageTables", user_fault=True)
             if isinstance(pages, int):
                 return pages
         vma.ptes.append(pages)
@@ -249,7 +251,7 @@ def free_pte_range(sys: System, vma: AnonVma, keep: int, cpu: int) -> None:
     """free_pgtables() -> free_pgd_range(): PTE pages past the first `keep` go back, in
     address order (pte_free_tlb -> __memcg_kmem_uncharge_page)."""
     for pages in vma.ptes[keep:]:
-        memcg_kmem_uncharge_page(sys, pages, cpu)
+        page_alloc.free_kmem_pages(sys, pages, cpu)
     del vma.ptes[keep:]
 
 

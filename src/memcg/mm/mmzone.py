@@ -223,6 +223,36 @@ class MemMap:
         self.nr_free -= n
         return pfns
 
+    def alloc_unmovable(self, n: int) -> np.ndarray:
+        """Take n free frames for the kernel's own use from the bottom of the stack.
+
+        mm/page_alloc.c: gfp_migratetype() - kernel allocations (slab pages, kernel
+        stacks, page tables, per-CPU chunks) are MIGRATE_UNMOVABLE and come from other
+        pageblocks than user pages (MIGRATE_MOVABLE); the model takes them from the far
+        end of the free stack, so that they do not change which frames user allocations
+        get while the two ends have not met.  The caller has checked nr_free.
+        """
+        assert n <= self.nr_free
+        out = np.empty(max(n, 0), np.int32)
+        got = 0
+        while got < n:
+            first, last = int(self._first[0]), int(self._last[0])
+            step = -1 if last >= first else 1  # popping walks from last back to first
+            size = abs(last - first) + 1
+            k = min(n - got, size)
+            # the bottom run's far end is `first`: take from there, towards `last`
+            out[got:got + k] = np.arange(first, first - step * k, -step, dtype=np.int32)
+            got += k
+            if k == size:
+                r = self._nr_runs
+                self._first[:r - 1] = self._first[1:r]
+                self._last[:r - 1] = self._last[1:r]
+                self._nr_runs = r - 1
+            else:
+                self._first[0] = first - step * k
+        self.nr_free -= n
+        return out
+
     def free(self, pfns: np.ndarray) -> None:
         """Return frames to the free lists and clear their state."""
         n = len(pfns)

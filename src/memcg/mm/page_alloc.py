@@ -66,6 +66,76 @@ def alloc_pages_slowpath(sys: System, n: int, task) -> None:
             break
 
 
+# --- the kernel's own pages --------------------------------------------------------------
+#
+# Slab pages (mm/slub.c: allocate_slab -> alloc_slab_page), kernel stacks (kernel/fork.c:
+# alloc_thread_stack_node -> __vmalloc_node), page tables (mm/memory.c: __pte_alloc ->
+# pagetable_alloc) and per-CPU chunks (mm/percpu-vm.c: pcpu_alloc_pages) come from the
+# same free pages as user memory: they lower the free count, wake kswapd and reclaim
+# below the watermarks, can call the OOM killer, and go back to the free lists when freed.
+# They are on no LRU list, so reclaim frees them only through their owners (shrinkers,
+# exits).  The counts are the node's, as /proc/meminfo names them.
+KERNEL_PAGE_ITEMS = ("Slab", "KernelStack", "PageTables", "Percpu")
+
+
+def alloc_kernel_pages(sys: System, n: int, task, item: str) -> np.ndarray | None:
+    """__alloc_pages(GFP_KERNEL) of n frames for the kernel's own use: the watermarks,
+    kswapd, direct reclaim and the OOM killer as for any allocation; None when the n
+    frames cannot be had (or the OOM killer chose the allocating task).  The frames are
+    unmovable (MemMap.alloc_unmovable) and counted under `item` (KERNEL_PAGE_ITEMS)."""
+    if n <= 0:
+        return np.empty(0, np.int32)
+    mem = sys.mem
+    prev, sys.current = sys.current, task
+    try:
+        if mem.nr_free - n < sys.wmark_low:
+            alloc_pages_slowpath(sys, n, task)
+    finally:
+        sys.current = prev
+    if (task is not None and task.oom_victim) or mem.nr_free < n:
+        return None
+    sys.kernel_pages[item] += n
+    return mem.alloc_unmovable(n)
+
+
+def free_kernel_pages(sys: System, pfns, item: str) -> None:
+    """__free_pages() of frames alloc_kernel_pages() gave: back to the free lists."""
+    if pfns is None or not len(pfns):
+        return
+    sys.kernel_pages[item] -= len(pfns)
+    sys.mem.free(np.asarray(pfns, np.int32))
+
+
+def alloc_kmem_pages(sys: System, task, nr_pages: int, item: str,
+                     user_fault: bool = False):
+    """alloc_pages(GFP_KERNEL_ACCOUNT) of nr_pages: the frames first, then the charge
+    (mm/page_alloc.c: __alloc_frozen_pages_noprof -> __memcg_kmem_charge_page; a kernel
+    stack's pages are charged after __vmalloc_node, kernel/fork.c:
+    memcg_charge_kernel_stack).  Returns the KmemPages, or the failure: CHARGE_KILLED when
+    the OOM killer chose the task, CHARGE_NOMEM when the frames cannot be had, or the
+    failed charge's result (the frames then go back)."""
+    pfns = alloc_kernel_pages(sys, nr_pages, task, item)
+    if pfns is None:
+        return CHARGE_KILLED if task is not None and task.oom_victim else CHARGE_NOMEM
+    prev, sys.current = sys.current, task  # the OOM killer tells the charging task by it
+    try:
+        pages = memcontrol.memcg_kmem_charge_page(sys, task, nr_pages, user_fault)
+    finally:
+        sys.current = prev
+    if isinstance(pages, int):
+        free_kernel_pages(sys, pfns, item)
+        return pages
+    pages.pfns, pages.item = pfns, item
+    return pages
+
+
+def free_kmem_pages(sys: System, pages, cpu: int = 0) -> None:
+    """__free_pages() of accounted pages: the uncharge, then the frames go back."""
+    memcontrol.memcg_kmem_uncharge_page(sys, pages, cpu)
+    pfns, pages.pfns = pages.pfns, None
+    free_kernel_pages(sys, pfns, pages.item)
+
+
 def alloc_and_charge(sys: System, task, memcg: MemCgroup, n: int, user_fault: bool):
     """Allocate n frames and charge them to memcg one page at a time.
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
+import numpy as np
+
+from . import page_alloc
+from ..kernel import PAGE_SIZE
+from .memcontrol import (CHARGE_NOMEM, OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
                          obj_cgroup_charge, obj_cgroup_uncharge)
 
 if TYPE_CHECKING:
@@ -29,6 +33,31 @@ class PcpuObject:
 
     objcg: ObjCgroup | None
     charged: int = 0
+    size: int = 0  # bytes of the chunks it takes: its size on every CPU
+
+
+def pcpu_populate(sys: System, nr_bytes: int, task: Task | None) -> bool:
+    """pcpu_populate_chunk() -> pcpu_alloc_pages(): the chunk pages that nr_bytes more
+    per-CPU memory (all CPUs' copies) needs, from the page allocator; False when they
+    cannot be had (pcpu_alloc() fails: ENOMEM).  The model packs the dynamic area into
+    whole pages; the first chunk's boot-time space is not modelled."""
+    need = -(-(sys.pcpu_bytes + nr_bytes) // PAGE_SIZE) - len(sys.pcpu_pfns)
+    if need > 0:
+        pfns = page_alloc.alloc_kernel_pages(sys, need, task, "Percpu")
+        if pfns is None:
+            return False
+        sys.pcpu_pfns = np.concatenate([sys.pcpu_pfns, pfns])
+    sys.pcpu_bytes += nr_bytes
+    return True
+
+
+def pcpu_depopulate(sys: System, nr_bytes: int) -> None:
+    """free_percpu() -> pcpu_balance_workfn(): chunk pages left empty go back."""
+    sys.pcpu_bytes -= nr_bytes
+    keep = -(-sys.pcpu_bytes // PAGE_SIZE)
+    if keep < len(sys.pcpu_pfns):
+        page_alloc.free_kernel_pages(sys, sys.pcpu_pfns[keep:][::-1].copy(), "Percpu")
+        sys.pcpu_pfns = sys.pcpu_pfns[:keep].copy()
 
 
 def pcpu_obj_full_size(sys: System, size: int) -> int:
@@ -45,21 +74,29 @@ def pcpu_alloc(sys: System, size: int, task: Task | None) -> PcpuObject | int:
     # mm/percpu.c: pcpu_alloc() rounds the size up to PCPU_MIN_ALLOC_SIZE first
     size = -(-max(size, PCPU_MIN_ALLOC_SIZE) // PCPU_MIN_ALLOC_SIZE) * PCPU_MIN_ALLOC_SIZE
     key = sys.kmem_key
-    if not key.enabled:
-        return PcpuObject(None)
-    key.hits += 1
-    objcg = get_obj_cgroup_from_current(sys, task)
-    if objcg is None:
-        return PcpuObject(None)
-    full = pcpu_obj_full_size(sys, size)
-    ret = obj_cgroup_charge(sys, objcg, full, task)
-    if ret:
-        return ret
-    return PcpuObject(objcg, full)
+    objcg = None
+    if key.enabled:
+        key.hits += 1
+        objcg = get_obj_cgroup_from_current(sys, task)
+    full = 0
+    if objcg is not None:
+        full = pcpu_obj_full_size(sys, size)
+        ret = obj_cgroup_charge(sys, objcg, full, task)  # pcpu_memcg_pre_alloc_hook()
+        if ret:
+            return ret
+    if not pcpu_populate(sys, size * sys.cpus, task):
+        if objcg is not None:
+            obj_cgroup_uncharge(sys, objcg, full, task.cpu if task is not None else 0)
+        return CHARGE_NOMEM
+    return PcpuObject(objcg, full, size * sys.cpus)
 
 
 def free_percpu(sys: System, obj: PcpuObject, cpu: int = 0) -> None:
-    """free_percpu(): pcpu_memcg_free_hook() uncharges what the allocation was charged."""
+    """free_percpu(): pcpu_memcg_free_hook() uncharges what the allocation was charged,
+    and the chunk space goes back."""
     objcg, obj.objcg = obj.objcg, None
     if objcg is not None:
         obj_cgroup_uncharge(sys, objcg, obj.charged, cpu)
+    size, obj.size = obj.size, 0
+    if size:
+        pcpu_depopulate(sys, size)

@@ -36,8 +36,10 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import list_lru, shrinker, vmscan
-from .memcontrol import (OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
+import numpy as np
+
+from . import list_lru, page_alloc, shrinker, vmscan
+from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
                          maybe_free_dying, memcg_can_account_kmem, memcg_charge_kmem,
                          memcg_uncharge_kmem, obj_cgroup_charge, obj_cgroup_uncharge)
 
@@ -94,8 +96,11 @@ class KmemCache:
     memcg: MemCgroup | None = None  # copies: the owning group
     memcg_caches: list = field(default_factory=list)  # root caches: copies by kmemcg_id
     nr_objects: int = 0
-    nr_slabs: int = 0
+    nr_slabs: int = 0  # 3.8 copies: the slabs charged to the group
     dead: bool = False  # the owning group was removed
+    # the frames of the cache's slabs (allocate_slab), a stack: the newest slab on top
+    pfns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    nr_pfns: int = 0
 
     def is_root_cache(self) -> bool:
         return self.root_cache is None
@@ -226,13 +231,49 @@ def _slabs_for(cache: KmemCache, nr_objects: int) -> int:
     return -(-nr_objects // cache.objs_per_slab)
 
 
+def allocate_slab(sys: System, cache: KmemCache, count: int, task: Task | None) -> int:
+    """new_slab() -> allocate_slab() for the slabs `count` more objects need: their pages
+    from the page allocator (mm/slub.c: alloc_slab_page), with its watermarks, reclaim and
+    OOM killer.  0, or CHARGE_NOMEM / CHARGE_KILLED when the pages cannot be had.  Objects
+    are packed into the cache's slabs (no partial or per-CPU slabs: docs/kmem.md)."""
+    need = _slabs_for(cache, cache.nr_objects + count) * cache.pages_per_slab - cache.nr_pfns
+    if need <= 0:
+        return 0
+    pfns = page_alloc.alloc_kernel_pages(sys, need, task, "Slab")
+    if pfns is None:
+        return CHARGE_KILLED if task is not None and task.oom_victim else CHARGE_NOMEM
+    n = cache.nr_pfns
+    if n + need > len(cache.pfns):
+        grown = np.empty(max(n + need, 2 * len(cache.pfns)), np.int32)
+        grown[:n] = cache.pfns[:n]
+        cache.pfns = grown
+    cache.pfns[n:n + need] = pfns
+    cache.nr_pfns = n + need
+    return 0
+
+
+def discard_slabs(sys: System, cache: KmemCache) -> None:
+    """discard_slab() -> __free_slab() of the slabs left empty: their pages go back to the
+    page allocator (the newest slab first)."""
+    surplus = cache.nr_pfns - _slabs_for(cache, cache.nr_objects) * cache.pages_per_slab
+    if surplus <= 0:
+        return
+    cache.nr_pfns -= surplus
+    page_alloc.free_kernel_pages(sys, cache.pfns[cache.nr_pfns:cache.nr_pfns + surplus][::-1].copy(),
+                                 "Slab")
+
+
 def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
                      user_fault: bool = False, nofail: bool = False) -> SlabObject | int:
     """kmem_cache_alloc() of `count` objects charged to the task's group.
 
     Returns the object, or the failed charge's result (CHARGE_NOMEM and friends).  The
     accounting hook sits behind the kmem static key.  user_fault: allocated inside a
-    page fault (the anon_vma of a mapping's first fault).
+    page fault (the anon_vma of a mapping's first fault).  The objects take slab pages
+    from the free memory (allocate_slab), the group's charged or not: 6.18 takes them
+    from the slab first and charges after (mm/slub.c: slab_alloc_node ->
+    memcg_slab_post_alloc_hook, which frees the objects again if the charge fails);
+    3.8 charged a group's copy of the cache for its new slabs before it allocated them.
     """
     root = sys.slab.caches[name]
     key = sys.kmem_key
@@ -243,6 +284,9 @@ def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
             if isinstance(obj, SlabObject):
                 obj.cache.nr_objects += count
             return obj
+    ret = allocate_slab(sys, root, count, task)
+    if ret:
+        return ret
     root.nr_objects += count
     return SlabObject(root, count)
 
@@ -261,17 +305,33 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
             if ret:
                 return ret
             cache.nr_slabs += need
+        ret = allocate_slab(sys, cache, count, task)
+        if ret:
+            _uncharge_empty_slabs(sys, cache)
+            return ret
         return SlabObject(cache, count)
     objcg = get_obj_cgroup_from_current(sys, task)
     if objcg is None:
         return None
+    ret = allocate_slab(sys, root, count, task)
+    if ret:
+        return ret
     size = count * root.object_size
     if root.name != "kmalloc-cg":
         size += count * OBJCG_POINTER_SIZE  # obj_full_size()
     ret = obj_cgroup_charge(sys, objcg, size, task, user_fault, nofail)
     if ret:
+        discard_slabs(sys, root)  # memcg_alloc_abort_single(): the objects go back
         return ret
     return SlabObject(root, count, objcg, size)
+
+
+def _uncharge_empty_slabs(sys: System, cache: KmemCache) -> None:
+    """3.8: the slabs of a group's copy left empty are uncharged (memcg_uncharge_slab)."""
+    surplus = cache.nr_slabs - _slabs_for(cache, cache.nr_objects)
+    if surplus > 0:
+        cache.nr_slabs -= surplus
+        memcg_uncharge_kmem(sys, cache.memcg, surplus * cache.pages_per_slab)
 
 
 def kmalloc_slab(size: int) -> str:
@@ -294,13 +354,10 @@ def kmem_cache_free(sys: System, obj: SlabObject, cpu: int = 0) -> None:
     if obj.objcg is not None:
         objcg, obj.objcg = obj.objcg, None
         obj_cgroup_uncharge(sys, objcg, obj.charged, cpu)
-        return
+    discard_slabs(sys, cache)  # empty slabs go back to the page allocator
     if cache.is_root_cache():
         return
-    surplus = cache.nr_slabs - _slabs_for(cache, cache.nr_objects)
-    if surplus > 0:  # empty slabs are freed: memcg_uncharge_slab()
-        cache.nr_slabs -= surplus
-        memcg_uncharge_kmem(sys, cache.memcg, surplus * cache.pages_per_slab)
+    _uncharge_empty_slabs(sys, cache)  # empty slabs are freed: memcg_uncharge_slab()
     if cache.dead and not cache.nr_objects:
         kmem_cache_destroy(sys, cache)
 

@@ -348,6 +348,10 @@ class _Parser:
         # copies up to the first NUL), so a name holding one cannot name a group.
         if "\0" in p:
             raise self.err(key, f"expected a group path without NUL bytes, got {p!r}")
+        # include/uapi/linux/limits.h: PATH_MAX - a longer path is ENAMETOOLONG on any kernel
+        if len(p.encode("utf-8", "surrogateescape")) >= parse.PATH_MAX:
+            raise self.err(key, f"expected a group path shorter than {parse.PATH_MAX} bytes, "
+                                f"got {len(p.encode('utf-8', 'surrogateescape'))}")
         return p
 
     # -- sections

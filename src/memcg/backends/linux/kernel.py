@@ -134,20 +134,9 @@ class LinuxKernel(Kernel):
     # --- paths ------------------------------------------------------------------------------
 
     def _group_dir(self, path: str) -> str:
-        """The directory of a group path; PermissionError for a path leaving the root."""
-        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-            raise ValueError(f"expected a group path like '/a/b', got {path!r}")
-        parts: list[str] = []
-        for p in path.split("/"):
-            if p in ("", "."):
-                continue
-            if p == "..":
-                if not parts:
-                    raise PermissionError(errno.EACCES, f"{path}: leaves the kernel's root group")
-                parts.pop()
-                continue
-            parts.append(p)
-        return os.path.join(self.root_dir, *parts)
+        """The directory of a group path; PermissionError for a path leaving the root,
+        ValueError for a NUL (parse.resolve_path, as the simulated kernel reads paths)."""
+        return os.path.join(self.root_dir, *parse.resolve_path(path))
 
     def _split(self, path: str) -> tuple[str, str]:
         """(group directory, file name) of a file path."""
@@ -165,7 +154,12 @@ class LinuxKernel(Kernel):
 
     def mkdir(self, path: str) -> None:
         gdir = self._group_dir(path)
-        if gdir == self.root_dir:
+        parents, last = parse.lookup_path(path)
+        if parse.mkdir_last_errno(last):
+            # "/", "." and "..": the kernel's EEXIST (fs/namei.c: filename_create), without
+            # touching the directory the path resolves to
+            if not os.path.isdir(os.path.join(self.root_dir, *parents)):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
             raise FileExistsError(errno.EEXIST, "File exists", path)
         try:
             self._fs.before_child(os.path.dirname(gdir))
@@ -175,8 +169,14 @@ class LinuxKernel(Kernel):
 
     def rmdir(self, path: str) -> None:
         gdir = self._group_dir(path)
-        if gdir == self.root_dir:
-            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        parents, last = parse.lookup_path(path)
+        err = parse.rmdir_last_errno(last)
+        if err:
+            # fs/namei.c: do_rmdir() - "/" EBUSY, "." EINVAL, ".." ENOTEMPTY: never the
+            # directory the path resolves to
+            if not os.path.isdir(os.path.join(self.root_dir, *parents)):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+            raise OSError(err, os.strerror(err), path)
         try:
             files.remove_group_dir(gdir)
         except OSError as e:

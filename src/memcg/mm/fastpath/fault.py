@@ -71,6 +71,9 @@ def quiet_fault_steps(sys: System, task: Task, memcg, vma: AnonVma) -> int:
         return 1
     mem = sys.mem
     k = min(k, (mem.nr_free - sys.wmark_low) // FAULT_BATCH)
+    # the span's PTE pages come from the free pages too, charged or not: with them every
+    # step still leaves free memory above the low watermark
+    k = min(k, (mem.nr_free - sys.wmark_low - ptes_needed(vma, k * FAULT_BATCH)) // FAULT_BATCH)
     ptes = 0
     if accounted:
         if memcg not in sys.stock[task.cpu].cached:
@@ -150,5 +153,9 @@ def pte_alloc_span(sys: System, task: Task, vma: AnonVma, n: int) -> None:
     objcg.nr_pages += p
     objcg.nr_live_bytes += p * PAGE_SIZE
     sys.kmem_key.hits += p  # p passes through the hook of memcg_kmem_charge_page()
-    vma.ptes.extend(KmemPages(objcg, 1) for _ in range(p))
+    # the frames, taken before each charge (page_alloc.alloc_kmem_pages): one at a time
+    # from the unmovable end of the free stack gives the same frames as all at once
+    pfns = sys.mem.alloc_unmovable(p)
+    sys.kernel_pages["PageTables"] += p
+    vma.ptes.extend(KmemPages(objcg, 1, pfns[j:j + 1], "PageTables") for j in range(p))
 
