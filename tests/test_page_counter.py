@@ -178,6 +178,11 @@ def test_margin():
     ("18446744073709551617", 1, ""),
     ("18446744073709551615", U64 - 1, ""),
     ("17E", 1 << 60, ""),  # (17 << 60) mod 2^64
+    ("k", 0, ""),  # no digits: simple_strtoull gives 0 and memparse still takes the suffix
+    ("M", 0, ""),
+    ("Mx", 0, "x"),
+    ("1\u212a", 1, "\u212a"),  # KELVIN SIGN lowers to "k" in Python, not in the kernel
+    ("0x1\u212a", 1, "\u212a"),
 ])
 def test_memparse(text, value, rest):
     assert memparse(text) == (value, rest)
@@ -213,7 +218,7 @@ def test_page_counter_memparse(text, pages):
 
 
 @pytest.mark.parametrize("text", ["-2", "-1K", "-0", "1KB", "1 ", " 1", "abc", "08", "1.5M",
-                                  "0x", "--1", "max"])
+                                  "0x", "--1", "max", "1\u212a", "\uff11"])
 def test_page_counter_memparse_einval(text):
     with pytest.raises(OSError) as e:
         page_counter_memparse(text, "-1")

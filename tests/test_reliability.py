@@ -324,3 +324,37 @@ def test_100000_events_hold_no_descriptors():
     assert usage - 128 <= crossed <= usage  # the threshold check is rate-limited
     k.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --- found by the write fuzz (tools/write_fuzz.py, tests/data/kernel_v1_write_fuzz.json)
+
+@pytest.mark.parametrize("name", ["notify_on_release", "cgroup.clone_children"])
+def test_cgroup_flags_do_not_outlive_their_group(name):
+    """cgrp->flags belong to the group: a new group that is handed a removed group's memcg
+    id starts with the flag clear (kernel/cgroup/cgroup.c: cgroup_create)."""
+    with memcg.SimKernel(memory="64M") as k:
+        k.mkdir("/a")
+        k.write(f"/a/{name}", "1")
+        assert k.read(f"/a/{name}") == "1\n"
+        old = k.sys.memcgs and memcg.cgroup.cgroup_get_from_path(k.sys, "/a").id
+        k.rmdir("/a")
+        k.mkdir("/b")
+        assert memcg.cgroup.cgroup_get_from_path(k.sys, "/b").id == old
+        assert k.read(f"/b/{name}") == "0\n"
+
+
+@pytest.mark.parametrize("text, limit", [
+    ("k", "0\n"), ("M", "0\n"), ("E", "0\n"),  # memparse: no digits is 0, the suffix is taken
+    ("1\u212a", None),  # KELVIN SIGN is no K: EINVAL
+])
+def test_limit_write_suffix_without_digits_and_kelvin_sign(text, limit):
+    with memcg.SimKernel(memory="64M") as k:
+        k.mkdir("/g")
+        if limit is None:
+            with pytest.raises(OSError) as info:
+                k.write("/g/memory.limit_in_bytes", text)
+            assert info.value.errno == errno.EINVAL
+            assert k.read("/g/memory.limit_in_bytes") == "9223372036854771712\n"
+        else:
+            k.write("/g/memory.limit_in_bytes", text)
+            assert k.read("/g/memory.limit_in_bytes") == limit

@@ -48,12 +48,33 @@ KERNELS: dict[str, type[Kernel]] = {"sim": SimKernel, "linux": LinuxKernel, "vm"
 """The kernels `--backend` chooses from."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as every other bad input: one line, exit status 2."""
+
+    def error(self, message: str):
+        print(f"memcg: {self.prog.removeprefix('memcg').strip() or 'memcg'}: "
+              f"{' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class _Fatal(Exception):
     """A one-line error that ends the command with a given exit status."""
 
     def __init__(self, message: str, status: int = 2):
         super().__init__(message)
         self.status = status
+
+
+def _check_writable(*paths: str | None) -> None:
+    """An output file that cannot be written is bad input, found before the work is done."""
+    for path in paths:
+        if not path or path == "-":
+            continue
+        where = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise _Fatal(f"cannot write {path}: it is a directory")
+        if not (os.path.isdir(where) and os.access(where, os.W_OK)):
+            raise _Fatal(f"cannot write {path}: no writable directory {os.path.dirname(path) or '.'}")
 
 
 def _params(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -260,6 +281,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    _check_writable(args.out)
     try:
         profile = calibrate.calibrate(progress=lambda msg: print(f"memcg: {msg}", file=sys.stderr))
     except OSError as e:
@@ -308,6 +330,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise sweep.GridError(f"--jobs {args.jobs}: expected a number of workers of 1 or more")
         cache = None if args.no_cache else sweep.ResultCache(args.cache_dir or sweep.default_cache_dir())
+        if cache is not None:
+            try:
+                os.makedirs(cache.directory, exist_ok=True)
+            except OSError as e:
+                raise _Fatal(f"--cache-dir {cache.directory}: cannot make the directory: "
+                             f"{e.strerror or e}") from None
         progress = _progress if sys.stderr.isatty() else None
         results = sweep.run_sweep(args.scenario, points, engine=args.engine, jobs=args.jobs,
                                   address=args.address, cache=cache, progress=progress)
@@ -348,10 +376,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         except ValueError:
             if args.limit.strip() != "-1":
                 raise _Fatal(f"record: --limit {args.limit}: expected a size such as 64M, or -1") from None
-    for path in (args.out, args.json):
-        where = os.path.dirname(os.path.abspath(path)) if path and path != "-" else None
-        if where and not (os.path.isdir(where) and os.access(where, os.W_OK)):
-            raise _Fatal(f"cannot write {path}: no writable directory {os.path.dirname(path) or '.'}")
+    _check_writable(args.out, args.json)
     try:
         rec = record.record(argv, limit=args.limit, interval=args.interval, timeout=args.timeout)
     except record.RecordError as e:
@@ -400,11 +425,15 @@ def _cmd_shrinkerd(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
-    for name, attr, low in (("--seeds", "seeds", 1), ("--start", "start", 0), ("--ops", "ops", 4)):
-        text = getattr(args, attr)
-        if not text.strip().isdigit() or int(text) < low:
-            raise _Fatal(f"fuzz: {name} {text!r}: expected an integer >= {low}")
+    for name, attr, low, high in (("--seeds", "seeds", 1, fuzz.MAX_SEEDS),
+                                  ("--start", "start", 0, fuzz.MAX_START),
+                                  ("--ops", "ops", 4, fuzz.MAX_OPS)):
+        text = getattr(args, attr).strip()
+        # ASCII digits only: str.isdigit() and int() take other scripts' digits too
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+            raise _Fatal(f"fuzz: {name} {getattr(args, attr)!r}: expected an integer from {low} to {high}")
         setattr(args, attr, int(text))
+    _check_writable(args.json)
     try:
         LinuxKernel(memory="1G").close()     # fail early, in one line
     except OSError as e:
@@ -428,7 +457,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="memcg",
         description="The Linux memory cgroup (v1) controller as an executable model.",
     )

@@ -35,6 +35,13 @@ KiB, MiB = 1 << 10, 1 << 20
 MEMCG_CHARGE_BATCH = 64   # include/linux/memcontrol.h: pages per CPU stock refill (6.1+)
 FOLIO_MAX = 2 * MiB       # mm/readahead.c: the largest readahead folio (PMD order) on ext4, 6.18
 
+# What `memcg fuzz` accepts: each seed is a few seconds on real cgroups, so 100,000 seeds
+# are days of work; a workload of 10,000 ops is minutes on each kernel.  The seed is
+# handed to random.Random, any integer works; 2^63 - 1 keeps it a C long.
+MAX_SEEDS = 100_000
+MAX_OPS = 10_000
+MAX_START = 2**63 - 1
+
 GROUPS = ["/a", "/b", "/a/c"]
 FILES = ["f0", "f1", "f2"]
 SHMS = ["s0", "s1"]

@@ -42,6 +42,9 @@ __all__ = [
 U64_MAX = 2**64 - 1
 # lib/cmdline.c: memparse() suffixes, each a power of 1024
 _SUFFIX_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+_SUFFIX_SHIFT.update({c.upper(): v for c, v in _SUFFIX_SHIFT.items()})
+# the digits of each base, ASCII only (lib/kstrtox.c: _parse_integer_limit(), isxdigit())
+_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
 def _einval() -> OSError:
@@ -52,24 +55,24 @@ def memparse(text: str) -> tuple[int, str]:
     """lib/cmdline.c: memparse() - a number in any C base with an optional K/M/G/T/P/E suffix.
 
     Returns (value, rest).  Like simple_strtoull, digits that overflow 64 bits wrap.
-    An unparsable start yields (0, text) so the caller sees the unparsed rest.
+    With no digits at all simple_strtoull gives 0 and leaves the pointer where it was,
+    and memparse() still takes a suffix there: "k" alone is 0 with nothing left, "x" is
+    0 with "x" left.  Only ASCII digits and suffix letters count (the kernel reads bytes).
     """
     s = text
     i = 0
     base = 10
-    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+    # lib/kstrtox.c: _parse_integer_fixup_radix() - "0x" counts only before a hex digit
+    if s[:2] in ("0x", "0X") and len(s) > 2 and s[2] in _DIGITS[16]:
         base, i = 16, 2
     elif s[:1] == "0":
         base = 8
-    digits = "0123456789abcdef"[:base]
+    digits = _DIGITS[base]
     value = 0
-    start = i
-    while i < len(s) and s[i].lower() in digits:
+    while i < len(s) and s[i] in digits:
         value = (value * base + int(s[i], 16)) & U64_MAX
         i += 1
-    if i == start and base != 8:
-        return 0, text
-    shift = _SUFFIX_SHIFT.get(s[i:i + 1].lower())
+    shift = _SUFFIX_SHIFT.get(s[i:i + 1])
     if shift is not None:
         value = (value << shift) & U64_MAX
         i += 1
@@ -86,12 +89,12 @@ def kstrtoull(text: str) -> int:
     if s.startswith("+"):
         s = s[1:]
     base = 10
-    if s[:2].lower() == "0x":
+    if s[:2] in ("0x", "0X"):
         base, s = 16, s[2:]
     elif s.startswith("0") and len(s) > 1:
         base, s = 8, s[1:]
-    digits = "0123456789abcdef"[:base]
-    if not s or any(c.lower() not in digits for c in s):
+    digits = _DIGITS[base]
+    if not s or any(c not in digits for c in s):
         raise _einval()
     v = int(s, base)
     if v > U64_MAX:

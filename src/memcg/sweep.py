@@ -44,6 +44,10 @@ class Point:
         return dict(self.params)
 
 
+# The most points a grid may have (and values one range may give): each point is one run.
+MAX_POINTS = 100_000
+
+
 def expand_range(key: str, text: str) -> list[str]:
     """`16M..256M:16M` -> ['16M', '32M', ... '256M'] (sizes in bytes when not a whole
     number of MiB); both ends included.  Raises GridError."""
@@ -60,8 +64,8 @@ def expand_range(key: str, text: str) -> list[str]:
         raise GridError(f"--param {key}: range {text!r}: expected a step above zero")
     if hi < lo:
         raise GridError(f"--param {key}: range {text!r}: expected LOW <= HIGH")
-    if (hi - lo) // step + 1 > 100_000:
-        raise GridError(f"--param {key}: range {text!r}: expected at most 100000 values")
+    if (hi - lo) // step + 1 > MAX_POINTS:
+        raise GridError(f"--param {key}: range {text!r}: expected at most {MAX_POINTS} values")
     return [_size_text(v) for v in range(lo, hi + 1, step)]
 
 
@@ -84,16 +88,23 @@ def parse_grid(pairs: Sequence[str]) -> list[Point]:
             raise GridError(f"--param {p!r}: expected KEY=V1,V2,... or KEY=LOW..HIGH:STEP")
         if key in keys:
             raise GridError(f"--param {key}: given twice; expected each key once")
-        vals: list[str] = []
+        vals: dict[str, None] = {}   # in order, each once
         for item in text.split(","):
             item = item.strip()
             if not item:
                 raise GridError(f"--param {key}={text}: empty value; expected V1,V2,...")
-            for v in (expand_range(key, item) if ".." in item else [item]):
-                if v not in vals:
-                    vals.append(v)
+            vals.update(dict.fromkeys(expand_range(key, item) if ".." in item else [item]))
+            if len(vals) > MAX_POINTS:
+                raise GridError(f"--param {key}: expected at most {MAX_POINTS} values")
         keys.append(key)
-        values.append(vals)
+        values.append(list(vals))
+    total = 1
+    for vals in values:
+        total *= len(vals)
+    if total > MAX_POINTS:
+        sizes = " x ".join(str(len(v)) for v in values)
+        raise GridError(f"--param: {sizes} = {total} points; expected at most {MAX_POINTS} points "
+                        "in the grid")
     return [Point(tuple(zip(keys, combo))) for combo in itertools.product(*values)]
 
 

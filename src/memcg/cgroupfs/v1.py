@@ -212,11 +212,15 @@ def _force_empty(k, memcg, text):
 
 
 def _flag(attr):
+    """kernel/cgroup/cgroup-v1.c: notify_on_release and cgroup.clone_children, bits of
+    cgrp->flags.  Kept per group object, not per memcg id: a removed group's id is
+    handed to the next mkdir (mm/memcontrol.c: mem_cgroup_alloc, xa_alloc of
+    mem_cgroup_ids), its flags are not."""
     def read(k, memcg):
-        return f"{k.flags.get((memcg.id, attr), 0)}\n"
+        return f"{k.flags.get((memcg, attr), 0)}\n"
 
     def write(k, memcg, val):
-        k.flags[(memcg.id, attr)] = 1 if val else 0
+        k.flags[(memcg, attr)] = 1 if val else 0
     return read, _write_u64(write)
 
 

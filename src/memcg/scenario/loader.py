@@ -122,7 +122,7 @@ ACTIONS = tuple(_TASK_ACTIONS) + _PLAIN_ACTIONS
 _STEP_COMMON = ("at", "task", "repeat", "every", "when")
 
 _OPS = ("==", "!=", "<=", ">=", "<", ">")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -154,7 +154,9 @@ def load_scenario(name_or_path: str, params: dict[str, str] | None = None) -> Sc
     if _looks_like_path(name_or_path):
         label = name_or_path
         try:
-            with open(name_or_path, "rb") as f:
+            # O_NONBLOCK: opening a FIFO for reading would wait for a writer
+            fd = os.open(name_or_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                     raise ScenarioError(f"{label}: not a regular file")
                 # read one byte past the limit: a longer file (or one still growing) is refused
@@ -273,6 +275,9 @@ class _Parser:
                 return "{"
             if whole == "}}":
                 return "}"
+            if whole in "{}":
+                raise self.err(key, f"a lone {whole!r} in {text!r}; expected {{name}} for a parameter, "
+                                    "or {{ and }} for literal braces")
             name = m.group(1)
             if name not in values:
                 known = ", ".join(sorted(values)) or "none"
@@ -491,6 +496,15 @@ class _Parser:
             raise self.err(key, f"expected a task name of letters, digits, '_' or '-', got {name!r}")
         return name
 
+    def file_name(self, name: str, key: str) -> None:
+        """A task's file: a relative path that stays inside the run's directory (the
+        real-cgroup backend makes it below its own working directory), without NUL."""
+        parts = name.split("/")
+        if (not name or "\0" in name or name.startswith("/") or ".." in parts
+                or not all(parts)):
+            raise self.err(key, f"expected a file name (a relative path without '..', empty parts "
+                                f"or NUL), got {name!r}")
+
     def known_group(self, v: Any, key: str, groups: set[str], extra: dict[str, str] | None = None) -> str:
         path = self.group_path(v, key, extra)
         if path not in groups:
@@ -614,8 +628,7 @@ class _Parser:
                     step.arg = self.task_name(v, key, extra)
                 else:
                     step.arg = self.string(v, key, extra, "a file name")
-                    if not step.arg:
-                        raise self.err(key, "expected a file name, got ''")
+                    self.file_name(step.arg, key)
             elif kind == "count":
                 step.arg = self.count(v, key, extra)
             elif kind == "socket":
