@@ -3,8 +3,9 @@
 
 Runs `memcg compare NAME` for each built-in (cgroup v1 ones against this machine's real
 cgroups, `--against linux`; cgroup v2 ones against the VM guest with `--vm`), and prints
-a Markdown table: figures agreeing, the discrete figures (task states, OOM kills, event
-fired or not, expectations) agreeing, and the figures that differ.  With --write FILE
+a Markdown table: compared figures agreeing, the discrete figures (task states, OOM
+kills, event fired or not, expectations) agreeing, the figures listed but not counted
+(model-only, not comparable), every row, and the compared figures that differ.  With --write FILE
 the table replaces the part of FILE between the two marker lines (or FILE is made).
 
     python3 bench/compare_builtins.py                    # v1 built-ins on real cgroups
@@ -55,18 +56,26 @@ def _release(release: str) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| scenario | against | figures agreeing | discrete figures agreeing | differing |",
-             "| --- | --- | --- | --- | --- |"]
+    """One line per built-in.  Only compared rows are counted; model-only rows (no
+    real-kernel counterpart) and not comparable ones (the real side lacks the scenario's
+    swap or memory) are listed beside, so "rows" is every figure either run showed."""
+    lines = ["| scenario | against | compared figures agreeing | discrete figures agreeing "
+             "| model-only | not comparable | rows | differing |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, doc in results.items():
         rows = doc["rows"]
-        agree = sum(r["agree"] for r in rows)
-        disc = [r for r in rows if discrete(r)]
+        compared = [r for r in rows if r.get("class", "compared") == "compared"]
+        agree = sum(r["agree"] for r in compared)
+        disc = [r for r in compared if discrete(r)]
         dagree = sum(r["agree"] for r in disc)
-        differ = [r["what"] for r in rows if not r["agree"]]
+        differ = [r["what"] for r in compared if not r["agree"]]
         shown = ", ".join(differ[:6]) + (f", ... ({len(differ) - 6} more)" if len(differ) > 6 else "")
-        pct = f"{100 * agree / len(rows):.1f}%" if rows else "-"
-        lines.append(f"| `{name}` | {doc['against']} {_release(doc.get('kernel', ''))} | {agree}/{len(rows)} ({pct}) "
-                     f"| {dagree}/{len(disc)} | {shown or '-'} |")
+        pct = f"{100 * agree / len(compared):.1f}%" if compared else "-"
+        mo = sum(r.get("class") == "model-only" for r in rows)
+        nc = sum(r.get("class") == "not comparable" for r in rows)
+        lines.append(f"| `{name}` | {doc['against']} {_release(doc.get('kernel', ''))} "
+                     f"| {agree}/{len(compared)} ({pct}) | {dagree}/{len(disc)} | {mo} | {nc} "
+                     f"| {len(rows)} | {shown or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,7 +106,8 @@ def run(argv: list[str] | None = None) -> int:
         doc = compare_one(name, against)
         doc["against"] = against
         results[name] = doc
-        print(f"  {sum(r['agree'] for r in doc['rows'])}/{len(doc['rows'])} in {doc['seconds']:.0f} s",
+        c = doc.get("counts") or {"agreeing": 0, "compared": 0, "rows": 0}
+        print(f"  {c['agreeing']}/{c['compared']} compared ({c['rows']} rows) in {doc['seconds']:.0f} s",
               file=sys.stderr, flush=True)
     text = (f"Measured {time.strftime('%Y-%m-%d')} on Linux {_release(platform.release())} "
             f"({os.cpu_count()} CPUs) with `python3 bench/compare_builtins.py"

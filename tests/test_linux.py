@@ -33,6 +33,7 @@ from memcg.scenario import builtin_names, load_scenario
 MiB = 1 << 20
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 BUILTINS_CHECKED = {"hog": 0.9, "backup": 0.9, "shared-pages": 0.9}
+from test_compare import ROWS_BEFORE  # noqa: E402
 
 
 @pytest.fixture
@@ -462,11 +463,13 @@ def test_compare_rows_tolerances_and_agreement():
     assert set(rows["/a memory.usage_in_bytes"]) >= {"what", "sim", "linux", "agree"}
     assert rows["/a memory.usage_in_bytes"]["agree"]
     assert rows["/a memory.limit_in_bytes"] == {"what": "/a memory.limit_in_bytes", "sim": 67108864,
-                                                "linux": 67108864, "agree": True, "tolerance": "exact"}
+                                                "linux": 67108864, "agree": True, "tolerance": "exact",
+                                                "class": "compared"}
     assert not rows["/a memory.stat pgpgin"]["agree"]
     assert not rows["task t state"]["agree"]
     assert rows["error tick 5 step[2] fork (t)"] == {"what": "error tick 5 step[2] fork (t)", "sim": None,
-                                                     "linux": "EAGAIN", "agree": False, "tolerance": "exact"}
+                                                     "linux": "EAGAIN", "agree": False, "tolerance": "exact",
+                                                     "class": "compared"}
     bad = sum(1 for r in out["rows"] if not r["agree"])
     assert out["agreement"] == pytest.approx(1 - bad / len(out["rows"]))
     assert "DIFF" in compare.format_table(out) and "agreement:" in compare.format_table(out)
@@ -493,9 +496,11 @@ def test_compare_every_builtin(real_memcg, name):
     if m.hierarchy != "v1":
         pytest.skip(f"{name} is a cgroup {m.hierarchy} scenario and this machine's real cgroups are v1 "
                     "(it is compared against the guest in test_v2 and test_v2_scenarios)")
-    out = compare.run_compare(scenario, lambda: memcg.SimKernel(memory=m.memory, cpus=m.cpus, swap=m.swap),
-                              lambda: memcg.LinuxKernel(memory=m.memory))
+    out = compare.run_compare(scenario, lambda shaped: memcg.SimKernel(**shaped.sim_kwargs()),
+                              lambda: memcg.LinuxKernel(memory=m.memory, swap=m.swap))
     assert out["rows"] and 0.0 <= out["agreement"] <= 1.0
+    # figures are classed, never dropped: no built-in lists fewer rows than before
+    assert out["counts"]["rows"] >= ROWS_BEFORE.get(name, 0), compare.format_table(out)
     whats = [r["what"] for r in out["rows"]]
     assert any(w.startswith("task ") for w in whats) and any(w.endswith("memory.usage_in_bytes") for w in whats)
     if name in BUILTINS_CHECKED:
@@ -513,7 +518,10 @@ def test_cli_compare_writes_the_designed_json(real_memcg, tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert set(doc) >= {"rows", "agreement"}
     assert all(set(r) >= {"what", "sim", "linux", "agree"} for r in doc["rows"])
-    assert doc["agreement"] == sum(r["agree"] for r in doc["rows"]) / len(doc["rows"])
+    compared = [r for r in doc["rows"] if r["class"] == "compared"]
+    assert doc["agreement"] == sum(r["agree"] for r in compared) / len(compared)
+    assert doc["counts"]["rows"] == len(doc["rows"])
+    assert "the model runs with the real side's machine: 512M of memory (the real root's limit" in text
     hog = next(r for r in doc["rows"] if r["what"] == "task hog state")
     assert hog == {**hog, "sim": "oom_killed", "linux": "oom_killed", "agree": True}
 

@@ -20,6 +20,7 @@ unavailable backend.  Errors are one line on stderr, `memcg: <message>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -100,7 +101,7 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = 
         raise _Fatal(f"the {backend} backend is not available (backends: {', '.join(KERNELS)})")
     if backend == "linux":
         try:
-            kernel = cls(memory=scenario.machine.memory)
+            kernel = cls(memory=scenario.machine.memory, swap=scenario.machine.swap)
         except Exception as e:  # the boundary to the real system: report it in one line
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             msg = " ".join(msg.split()) or type(e).__name__
@@ -256,22 +257,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     _check_profile(args.profile)
     real = make_kernel(scenario, args.against)   # fail early, before the simulated run
     try:
-        result = compare.run_compare(scenario, lambda: make_kernel(scenario, "sim", args.profile),
-                                     lambda: real)
+        # the model runs with the real side's machine (Kernel.machine())
+        result = compare.run_compare(
+            scenario, lambda m: make_kernel(dataclasses.replace(scenario, machine=m), "sim", args.profile),
+            lambda: real)
     finally:
         real.close()
     if args.against == "vm":
         result["kernel"], result["accel"] = real.kernel_release, real.accel
         result["notes"] = compare.environment_notes(scenario, real.kernel_release)
-        header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-                  f"(a QEMU guest under {result['accel'].upper()}, cgroup {scenario.machine.hierarchy}, "
-                  f"root limited to the machine's {scenario.machine.memory})")
     else:
         result["kernel"] = platform.release()
-        header = (f"scenario {scenario.name}: simulated kernel vs Linux {result['kernel']} "
-                  f"(real cgroups, root limited to the machine's {scenario.machine.memory})")
     result["against"] = args.against
-    sys.stdout.write(compare.format_table(result, header))
+    sys.stdout.write(compare.format_table(result, compare.header(result, scenario)))
     if args.json:
         try:
             compare.write_json(result, args.json)

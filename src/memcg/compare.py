@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .kernel import PAGE_SIZE, Kernel
-from .parse import parse_int, parse_stat
+from .parse import parse_int, parse_size, parse_stat
 from .report import human_size
 from .backends.linux.v2names import V2_STAT_KEYS
 from .scenario import Scenario, ScenarioError, run_scenario
+from .scenario.model import Machine
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "compare_results", "run_compare",
-           "format_table", "environment_notes", "write_json"]
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "compare_results", "count_rows", "run_compare",
+           "format_table", "header", "describe_machine", "shaped_machines", "environment_notes",
+           "write_json", "COMPARED", "MODEL_ONLY", "NOT_COMPARABLE"]
 
 MEMCG_CHARGE_BATCH = 64   # mm/memcontrol.c: pages precharged per CPU stock refill
 KiB, MiB = 1 << 10, 1 << 20
@@ -251,10 +253,18 @@ def _v2_stat_keys(ps: dict, pl: dict) -> tuple[dict, dict, bool]:
     return ps, pl, False
 
 
+MODEL_ONLY, NOT_COMPARABLE, COMPARED = "model-only", "not comparable", "compared"
+
+
 def _group_rows(path: str, sim: dict, linux: dict, nested: bool,
-                v2: bool = False) -> list[tuple[str, Any, Any]]:
-    """The rows of one group's files; on cgroup v2 (`v2`) only the memory.stat keys both
-    kernels print are compared: 6.18 prints lines 6.1 has not (swapcached, 6.6)."""
+                v2: bool = False) -> list[tuple]:
+    """The rows of one group's files, (what, sim, linux, class, why).
+
+    A file or a memory.stat line the model prints and the real kernel does not (the group
+    is there, with other files) is model-only.  On cgroup v2 (`v2`; the guest is another
+    kernel version, 6.1) a line only the real kernel prints is not comparable: 6.18
+    prints lines 6.1 has not (swapcached, 6.6) and the other way round; on v1, against
+    this machine's kernel, it counts: the model lacks a line the kernel prints."""
     rows = []
     for fname in sorted(set(sim) | set(linux)):
         s, l = sim.get(fname), linux.get(fname)
@@ -262,21 +272,49 @@ def _group_rows(path: str, sim: dict, linux: dict, nested: bool,
             ps, pl = parse_stat(s or ""), parse_stat(l or "")
             ps, pl, both_only = _v2_stat_keys(ps, pl) if fname == "memory.stat" else (ps, pl, False)
             keys = set(ps) | set(pl)
-            if both_only or v2 or fname == "memory.events":
-                # 6.18's memory.events has sock_throttled, 6.1's has not
-                keys = set(ps) & set(pl) if s is not None and l is not None else keys
+            # 6.18's memory.events has sock_throttled, 6.1's has not
+            one_version = not (both_only or v2 or fname == "memory.events")
             for key in sorted(keys, key=lambda k: (k.startswith("total_"), k)):
                 if key.startswith("total_") and not nested:
                     continue   # a leaf group's total_* lines repeat its own lines
-                rows.append((f"{path} {fname} {key}", ps.get(key), pl.get(key)))
+                what = f"{path} {fname} {key}"
+                cls, why = COMPARED, ""
+                if l is None and linux and s is not None:
+                    cls, why = MODEL_ONLY, f"the real kernel has no {fname} here"
+                elif s is not None and l is not None and key not in pl:
+                    cls, why = MODEL_ONLY, f"the real kernel's {fname} has no {key} line"
+                elif s is not None and l is not None and key not in ps and not one_version:
+                    cls, why = NOT_COMPARABLE, f"only the real kernel's version prints {key}"
+                rows.append((what, ps.get(key), pl.get(key), cls, why))
         else:
-            rows.append((f"{path} {fname}", parse_int(s), parse_int(l)))
+            cls, why = COMPARED, ""
+            if l is None and linux and s is not None:
+                cls, why = MODEL_ONLY, f"the real kernel has no {fname} here"
+            rows.append((f"{path} {fname}", parse_int(s), parse_int(l), cls, why))
     return rows
 
 
-def compare_results(sim: dict, linux: dict, cpus: int = 1, machine_bytes: int | None = None) -> dict:
-    """The comparison of two run results (the JSON of `memcg run`) of one scenario."""
-    raw: list[tuple[str, Any, Any]] = []
+def _model_only_ref(ref: str, linux: dict) -> str:
+    """Why a figure a scenario reads has no real-kernel counterpart ("" if it has one): a
+    debugfs key the real kernel's debugfs() does not show (the kernel keeps it internal:
+    kmemcg ids, dying groups), or a connection figure it reports as None
+    (memcg->tcpmem_pressure is not visible from user space)."""
+    if ref.startswith("debugfs:"):
+        if ref[8:] not in (linux.get("debugfs") or {}):
+            return f"the real kernel does not show {ref}"
+    elif ref.startswith("socket:"):
+        name, _, fld = ref[7:].partition(":")
+        sock = (linux.get("sockets") or {}).get(name)
+        if sock is not None and fld in sock and sock[fld] is None:
+            return f"the real kernel does not show {fld} of a connection"
+    return ""
+
+
+def _raw_rows(sim: dict, linux: dict) -> list[tuple]:
+    """Every figure of two runs, (what, sim, linux, class, why); the class is COMPARED, or
+    MODEL_ONLY for a figure the real kernel has no counterpart of (decided from what the
+    real kernel shows, never from whether the values agree)."""
+    raw: list[tuple] = []
     groups = list(dict.fromkeys(list(sim.get("groups", {})) + list(linux.get("groups", {}))))
     v2 = sim.get("hierarchy") == "v2"
     for g in groups:
@@ -285,37 +323,96 @@ def compare_results(sim: dict, linux: dict, cpus: int = 1, machine_bytes: int | 
                            nested, v2)
     for name in dict.fromkeys(list(sim.get("tasks", {})) + list(linux.get("tasks", {}))):
         raw.append((f"task {name} state", sim.get("tasks", {}).get(name, {}).get("state"),
-                    linux.get("tasks", {}).get(name, {}).get("state")))
+                    linux.get("tasks", {}).get(name, {}).get("state"), COMPARED, ""))
     for label in dict.fromkeys(list(sim.get("events", {})) + list(linux.get("events", {}))):
         raw.append((f"event {label}", sim.get("events", {}).get(label),
-                    linux.get("events", {}).get(label)))
+                    linux.get("events", {}).get(label), COMPARED, ""))
     for name in dict.fromkeys(list(sim.get("sockets", {})) + list(linux.get("sockets", {}))):
         ss, ls = sim.get("sockets", {}).get(name, {}), linux.get("sockets", {}).get(name, {})
         for fld in dict.fromkeys(list(ss) + list(ls)):
-            raw.append((f"socket {name} {fld}", ss.get(fld), ls.get(fld)))
+            why = _model_only_ref(f"socket:{name}:{fld}", linux) if ss.get(fld) is not None else ""
+            raw.append((f"socket {name} {fld}", ss.get(fld), ls.get(fld),
+                        MODEL_ONLY if why else COMPARED, why))
     errs: dict[str, list] = {}
     for side, res in ((0, sim), (1, linux)):
         for e in res.get("errors", []):
-            errs.setdefault(_error_key(e), [None, None])[side] = _error_value(e)
+            entry = errs.setdefault(_error_key(e), [None, None, []])
+            entry[side] = _error_value(e)
+            if side == 1:
+                entry[2].append([_model_only_ref(r, linux) for r in e.get("refs", [])] or [""])
     for key in sorted(errs, key=lambda k: (int(k.split()[2]), k)):
-        raw.append((key, errs[key][0], errs[key][1]))
+        s, l, whys = errs[key]
+        # a step that failed on the real kernel only because it read what it does not show
+        why = whys[0][0] if s is None and whys and all(w and all(w) for w in whys) else ""
+        raw.append((key, s, l, MODEL_ONLY if why else COMPARED, why))
     exps: dict[str, list] = {}
     for side, res in ((0, sim), (1, linux)):
         for e in res.get("expectations", []):
             key = f"expect tick {e['tick']} {e['target']} {e['condition']}"
-            exps.setdefault(key, [None, None])[side] = bool(e["ok"])
-    for key, (s, l) in exps.items():
-        raw.append((key, s, l))
+            entry = exps.setdefault(key, [None, None, ""])
+            entry[side] = bool(e["ok"])
+            if side == 1:
+                entry[2] = next((w for w in (_model_only_ref(r, linux) for r in e.get("refs", [])) if w), "")
+    for key, (s, l, why) in exps.items():
+        raw.append((key, s, l, MODEL_ONLY if why else COMPARED, why))
+    return raw
+
+
+def compare_results(sim: dict, linux: dict, cpus: int = 1, machine_bytes: int | None = None,
+                    as_written: dict | None = None, as_written_why: str = "") -> dict:
+    """The comparison of two run results (the JSON of `memcg run`) of one scenario.
+
+    Each row has a class: "compared" (counted in the agreement), "model-only" (the real
+    kernel has no counterpart: a debugfs figure, a figure it does not show; listed, not
+    counted) or "not comparable" (listed, not counted).  `as_written`: the model's run on
+    the scenario's own machine where the real side lacks some of it (its swap, its
+    memory; `sim` is then the run on the real side's machine): a figure whose value
+    there differs from `sim` (beyond its tolerance) is one the scenario's machine
+    changes, which this machine cannot show, so it is not comparable (`as_written_why`
+    says why).  Classes come from what each kernel shows and from the model's two runs,
+    never from the real values, so no disagreement can be classed away."""
+    raw = _raw_rows(sim, linux)
+    v2 = sim.get("hierarchy") == "v2"
+    if as_written is not None:
+        written = {r[0]: r[2] for r in _raw_rows(sim, as_written)}
+        seen = {r[0] for r in raw}
+        out_raw = []
+        for what, s, l, cls, why in raw:
+            tol = tolerance_for(what, cpus, machine_bytes, v2)
+            w = written.get(what)
+            if cls == COMPARED and not tol.agree(s, w):
+                cls = NOT_COMPARABLE
+                why = f"{as_written_why}: there the model gives {_show(w, _is_bytes(what))}"
+            out_raw.append((what, s, l, cls, why))
+        # figures only the run on the scenario's machine has (a step, a task, a line)
+        for what, s, w, _, _ in _raw_rows(as_written, {}):
+            if what not in seen:
+                out_raw.append((what, None, None, NOT_COMPARABLE,
+                                f"{as_written_why}: there the model gives {_show(s, _is_bytes(what))}"))
+        raw = out_raw
 
     rows = []
-    for what, s, l in raw:
+    for what, s, l, cls, why in raw:
         tol = tolerance_for(what, cpus, machine_bytes, v2)
-        in_bytes = _is_bytes(what)
-        rows.append({"what": what, "sim": s, "linux": l, "agree": tol.agree(s, l),
-                     "tolerance": tol.describe(in_bytes)})
-    agreed = sum(1 for r in rows if r["agree"])
-    return {"scenario": sim.get("scenario") or linux.get("scenario"),
-            "rows": rows, "agreement": agreed / len(rows) if rows else 1.0}
+        row = {"what": what, "sim": s, "linux": l, "agree": tol.agree(s, l),
+               "tolerance": tol.describe(_is_bytes(what)), "class": cls}
+        if why:
+            row["why"] = why
+        rows.append(row)
+    counts = count_rows(rows)
+    return {"scenario": sim.get("scenario") or linux.get("scenario"), "rows": rows,
+            "counts": counts,
+            "agreement": counts["agreeing"] / counts["compared"] if counts["compared"] else 1.0}
+
+
+def count_rows(rows: list[dict]) -> dict:
+    """rows: every row; compared and agreeing: the rows counted in the agreement;
+    model_only, not_comparable: the rows listed and not counted."""
+    compared = [r for r in rows if r.get("class", COMPARED) == COMPARED]
+    return {"rows": len(rows), "compared": len(compared),
+            "agreeing": sum(1 for r in compared if r["agree"]),
+            "model_only": sum(1 for r in rows if r.get("class") == MODEL_ONLY),
+            "not_comparable": sum(1 for r in rows if r.get("class") == NOT_COMPARABLE)}
 
 
 def _is_bytes(what: str) -> bool:
@@ -341,52 +438,37 @@ def _show(v: Any, in_bytes: bool) -> str:
     return str(v)
 
 
+MARKS = {MODEL_ONLY: "model-only", NOT_COMPARABLE: "n/c"}
+
+
 def format_table(result: dict, header: str = "") -> str:
-    """The side-by-side table: what, sim, linux, mark, tolerance; then the agreement."""
+    """The side-by-side table: what, sim, linux, mark, tolerance; then the agreement.
+
+    The mark is ok or DIFF for a compared row, "model-only" or "n/c" (not comparable)
+    for a row listed and not counted, whose last column says why."""
     rows = [["what", "sim", "linux", "", "tolerance"]]
     for r in result["rows"]:
         b = _is_bytes(r["what"])
-        rows.append([r["what"], _show(r["sim"], b), _show(r["linux"], b),
-                     "ok" if r["agree"] else "DIFF", r.get("tolerance", "")])
+        cls = r.get("class", COMPARED)
+        mark = MARKS.get(cls) or ("ok" if r["agree"] else "DIFF")
+        rows.append([r["what"], _show(r["sim"], b), _show(r["linux"], b), mark,
+                     r.get("why", "") if cls != COMPARED else r.get("tolerance", "")])
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = [header] if header else []
+    lines = [header.rstrip("\n")] if header else []
     for row in rows:
         cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2]),
                  row[3].ljust(widths[3]), row[4]]
         lines.append(("  " + "  ".join(cells)).rstrip())
-    n = len(result["rows"])
-    agreed = sum(1 for r in result["rows"] if r["agree"])
+    c = result.get("counts") or count_rows(result["rows"])
     lines.append("")
-    lines.append(f"agreement: {agreed} of {n} figures ({result['agreement']:.1%})")
+    lines.append(f"agreement: {c['agreeing']} of {c['compared']} compared figures "
+                 f"({result['agreement']:.1%})")
+    if c["model_only"] or c["not_comparable"]:
+        lines.append(f"not counted: {c['model_only']} model-only, {c['not_comparable']} not "
+                     f"comparable; {c['rows']} figures in all")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
-
-
-def environment_notes(scenario: Scenario, guest_release: str = "") -> list[str]:
-    """Differences between the scenario's machine and this one that show in the figures.
-    `guest_release`: the real kernel is a VM guest of that release, booted with the
-    scenario's memory, CPUs and swap, so only the era of the rules can differ."""
-    notes = []
-    if guest_release:
-        return _semantics_note(scenario, guest_release)
-    swap_total = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("SwapTotal:"):
-                    swap_total = int(line.split()[1]) * KiB
-    except OSError:
-        pass
-    if scenario.machine.swap_bytes > 0 and swap_total == 0:
-        notes.append(f"the scenario's machine has {scenario.machine.swap} of swap and this one has "
-                     "none: on the real kernel anonymous memory cannot be swapped out")
-    notes += _semantics_note(scenario, os.uname().release)
-    cpus = len(os.sched_getaffinity(0))
-    if scenario.machine.cpus != cpus:
-        notes.append(f"the scenario's machine has {scenario.machine.cpus} CPUs and this one {cpus}: "
-                     "per-CPU charge stocks and LRU batches differ")
-    return notes
 
 
 def _semantics_note(scenario: Scenario, release: str) -> list[str]:
@@ -397,23 +479,141 @@ def _semantics_note(scenario: Scenario, release: str) -> list[str]:
             f"this kernel is {release}"]
 
 
-def run_compare(scenario: Scenario, make_sim: Callable[[], Kernel], make_linux: Callable[[], Kernel],
-                cpus: int | None = None) -> dict:
+def environment_notes(scenario: Scenario, guest_release: str = "") -> list[str]:
+    """Differences between the scenario's kernel and the real one that show in the
+    figures and that the model's machine cannot take up: the era of the rules the
+    scenario asks for.  (Memory, CPUs and swap: the model runs with the real side's,
+    see shaped_machines.)"""
+    return _semantics_note(scenario, guest_release or os.uname().release)
+
+
+def _size(n: int) -> str:
+    return "no" if n == 0 else human_size(n)
+
+
+def shaped_machines(machine: Machine, real: dict) -> tuple[Machine, Machine | None, str]:
+    """The machine the model runs with, the real side's (`real`: Kernel.machine(); the
+    scenario's where it says nothing): its memory, CPUs and swap; and, where the real side
+    lacks some of the scenario's memory or swap, the machine the model also runs with to
+    find the figures the lack changes (the scenario's memory and swap on the real side's
+    CPUs), with the reason; (machine, None, "") where it lacks nothing."""
+    memory = real.get("memory") or machine.memory_bytes
+    swap = real.get("swap", machine.swap_bytes)
+    cpus = real.get("cpus") or machine.cpus
+    shaped = replace(machine, memory=str(memory), swap=str(swap), cpus=int(cpus))
+    lacks = []
+    if swap < machine.swap_bytes:
+        lacks.append(f"the scenario's machine has {machine.swap} of swap and this one "
+                     f"{'none' if swap == 0 else human_size(swap)}")
+    if memory < machine.memory_bytes:
+        lacks.append(f"the scenario's machine has {machine.memory} of memory and the real "
+                     f"root can have {human_size(memory)}")
+    if not lacks:
+        return shaped, None, ""
+    written = replace(shaped, memory=machine.memory, swap=machine.swap)
+    return shaped, written, "; ".join(lacks)
+
+
+def describe_machine(result: dict) -> list[str]:
+    """The header lines that say which machine the model ran with and what is not
+    counted, and why."""
+    m = result.get("machine") or {}
+    real, model = m.get("real") or {}, m.get("model") or {}
+    lines = []
+    if model:
+        if real:
+            where = []
+            if real.get("memory_limit") is not None and real.get("memory_total"):
+                lim, tot = real["memory_limit"], real["memory_total"]
+                where.append("the real root's limit" if lim <= tot else "the memory the kernel manages")
+                if lim <= tot:
+                    where.append(f"the host has {human_size(tot)}")
+            how = f" ({'; '.join(where)})" if where else ""
+            lines.append(f"the model runs with the real side's machine: {human_size(model['memory'])} "
+                         f"of memory{how}, {model['cpus']} CPUs, {_size(model['swap'])} swap"
+                         f" (the scenario's: {m['scenario']['memory']}, {m['scenario']['cpus']} CPUs, "
+                         f"{_size(parse_size(m['scenario']['swap']))} swap)")
+        else:
+            lines.append(f"the model runs with the scenario's machine: {human_size(model['memory'])} of "
+                         f"memory, {model['cpus']} CPUs, {_size(model['swap'])} swap (the real side "
+                         "does not say its own)")
+    c = result.get("counts") or count_rows(result["rows"])
+    if c["not_comparable"]:
+        nc = [r for r in result["rows"] if r.get("class") == NOT_COMPARABLE]
+        if m.get("lacks"):
+            lines.append(f"not comparable: {m['lacks']}, so the model runs without it as well; "
+                         f"{len(nc)} figures that it changes in the model (listed n/c) are not "
+                         f"counted (on this machine both kernels agree on {sum(r['agree'] for r in nc)} "
+                         "of them)")
+        else:
+            lines.append(f"not comparable: {len(nc)} figures only the real kernel's version "
+                         "prints (listed n/c), not counted")
+    if c["model_only"]:
+        lines.append(f"model-only: {c['model_only']} figures have no counterpart on the real kernel "
+                     "(debugfs, figures it does not show); listed, not counted")
+    return lines
+
+
+def header(result: dict, scenario: Scenario) -> str:
+    """The first lines of `memcg compare`: the scenario, the real kernel, the machine the
+    model ran with, and what is not counted and why."""
+    m = scenario.machine
+    if result.get("against") == "vm":
+        first = (f"scenario {scenario.name}: simulated kernel vs Linux {result.get('kernel', '')} "
+                 f"(a QEMU guest under {str(result.get('accel', '')).upper()}, cgroup {m.hierarchy}, "
+                 f"root limited to the machine's {m.memory})")
+    else:
+        first = (f"scenario {scenario.name}: simulated kernel vs Linux {result.get('kernel', '')} "
+                 f"(real cgroups, root limited to the machine's {m.memory})")
+    return "\n".join([first] + describe_machine(result)) + "\n"
+
+
+def run_compare(scenario: Scenario, make_sim: Callable[[Machine], Kernel],
+                make_linux: Callable[[], Kernel], cpus: int | None = None) -> dict:
     """Run the scenario on both kernels and compare; ScenarioError names the kernel.
 
-    Both runs settle after their last tick (Kernel.settle): the real kernel's final
-    memory.stat is then exact rather than up to 64 pages per CPU behind."""
-    results = {}
-    for backend, make in (("sim", make_sim), ("linux", make_linux)):
-        kernel = make()
+    The real kernel is made first and says what machine its groups have
+    (Kernel.machine()); the model is made by make_sim(machine) with that machine's
+    memory, CPUs and swap (shaped_machines).  Where the real side lacks the scenario's
+    swap or memory the model runs a second time on the scenario's own, to find the
+    figures that lack changes (not comparable, compare_results).  Both kernels run the
+    scenario as written (the files it reports are the same).  Both runs settle after
+    their last tick (Kernel.settle): the real kernel's final memory.stat is then exact
+    rather than up to 64 pages per CPU behind."""
+    real = make_linux()
+    try:
         try:
-            results[backend] = run_scenario(scenario, kernel, settle=True)
-        except ScenarioError as e:
-            raise ScenarioError(f"{e} (on the {backend} kernel)") from None
+            shape = real.machine() or {}
+        except (OSError, NotImplementedError):
+            shape = {}
+        model_m, written_m, lacks = shaped_machines(scenario.machine, shape)
+        results = {}
+        runs = [("sim", lambda: make_sim(model_m))]
+        if written_m is not None:
+            runs.append(("as_written", lambda: make_sim(written_m)))
+        for backend, make in runs:
+            try:
+                results[backend] = run_scenario(scenario, make(), settle=True)
+            except ScenarioError as e:
+                raise ScenarioError(f"{e} (on the simulated kernel)") from None
+    except BaseException:
+        real.close()
+        raise
+    try:
+        results["linux"] = run_scenario(scenario, real, settle=True)
+    except ScenarioError as e:
+        raise ScenarioError(f"{e} (on the {real.backend} kernel)") from None
     out = compare_results(results["sim"], results["linux"],
-                          cpus or scenario.machine.cpus or os.cpu_count() or 1,
-                          scenario.machine.memory_bytes)
+                          cpus or model_m.cpus or os.cpu_count() or 1,
+                          min(model_m.memory_bytes, scenario.machine.memory_bytes),
+                          results.get("as_written"), lacks)
     out["runs"] = results
+    out["machine"] = {"scenario": {"memory": scenario.machine.memory, "cpus": scenario.machine.cpus,
+                                   "swap": scenario.machine.swap},
+                      "real": shape,
+                      "model": {"memory": model_m.memory_bytes, "cpus": model_m.cpus,
+                                "swap": model_m.swap_bytes},
+                      **({"lacks": lacks} if lacks else {})}
     out["notes"] = environment_notes(scenario)
     return out
 
@@ -421,7 +621,10 @@ def run_compare(scenario: Scenario, make_sim: Callable[[], Kernel], make_linux: 
 def write_json(result: dict, path: str) -> None:
     """The comparison as the design document's JSON (rows and agreement, plus context)."""
     doc = {"scenario": result.get("scenario"), "rows": result["rows"],
-           "agreement": result["agreement"], "notes": result.get("notes", [])}
+           "agreement": result["agreement"], "notes": result.get("notes", []),
+           "counts": result.get("counts") or count_rows(result["rows"])}
+    if "machine" in result:
+        doc["machine"] = result["machine"]
     if "kernel" in result:
         doc["kernel"] = result["kernel"]
     with open(path, "w", encoding="utf-8") as f:

@@ -201,6 +201,12 @@ class Kernel(abc.ABC):
         """Wait until the figures the kernel shows are exact (statistics flushed); a
         kernel whose files are always exact does nothing."""
 
+    def machine(self) -> dict:
+        """The machine this kernel's groups run on: "memory" (bytes its root group can
+        have), "cpus" (the CPUs its tasks run on) and "swap" (bytes of swap its groups can
+        use), as the kernel sees them; {} where the kernel cannot tell."""
+        return {}
+
     @abc.abstractmethod
     def debugfs(self) -> dict:
         """The kernel's internal figures (static keys, kmemcg ids, dying groups, free pages,

@@ -66,6 +66,8 @@ class SimKernel(Kernel):
                                seed, semantics=semantics, kmemcg_id_policy=kmemcg_id_policy,
                                hierarchy=hierarchy, mount_options=mount_options)
         self.sys.profile = load_profile(profile) if profile is not None else default_profile()
+        self._machine = {"memory": memory_pages * PAGE_SIZE, "cpus": cpus,
+                         "swap": parse.parse_memopt(swap, "swap") // PAGE_SIZE * PAGE_SIZE}
         self.flags: dict = {}
         self._events: list[EventFd] = []
 
@@ -211,6 +213,10 @@ class SimKernel(Kernel):
         zero-window probes go), and user space runs after each tick."""
         clock = self.sys.clock
         sched.run_until(clock, clock.now + int(ticks))
+
+    def machine(self) -> dict:
+        """The simulated machine: its memory, CPUs and swap, as it was built."""
+        return dict(self._machine)
 
     def debugfs(self) -> dict:
         sys = self.sys

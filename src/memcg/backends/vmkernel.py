@@ -406,6 +406,11 @@ class VMKernel(Kernel):
     def settle(self) -> None:
         self._call("settle")
 
+    def machine(self) -> dict:
+        """The guest as it was booted: the machine's memory (its root group's limit, which
+        the command line sets), CPUs and swap."""
+        return {"memory": self.memory_mib << 20, "cpus": self.cpus, "swap": self.swap_bytes}
+
     def debugfs(self) -> dict:
         out = self._call("debugfs")
         out["kernel_release"] = self.kernel_release

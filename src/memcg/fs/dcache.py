@@ -33,7 +33,7 @@ from ..mm import page_alloc, shrinker, swap
 from ..mm.filemap import AddressSpace
 from ..mm.list_lru import ListLru, list_lru_add, list_lru_count_one, list_lru_walk_one
 from ..mm.memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
-from ..mm.mmzone import LRU_INACTIVE_FILE, PG_dirty
+from ..mm.mmzone import LRU_ACTIVE_FILE, PG_dirty
 from ..mm.slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
 
 if TYPE_CHECKING:
@@ -129,7 +129,14 @@ def unnamed_bytes(sys: System, sb: SuperBlock, is_dir: bool) -> int:
 
 
 def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int:
-    """sb_getblk() of a new metadata block: a dirty page-cache page and its buffer_head."""
+    """sb_getblk() of a new metadata block: a dirty page-cache page and its buffer_head.
+
+    The page goes on the active file list: fs/buffer.c bdev_getblk() -> __getblk_slow()
+    creates the folio in grow_dev_folio() with FGP_ACCESSED (PG_referenced), then finds
+    the buffer again through __find_get_block() -> __find_get_block_slow(), whose
+    __filemap_get_folio(..., FGP_ACCESSED) marks the referenced folio accessed a second
+    time, which activates it and clears PG_referenced (mm/swap.c: folio_mark_accessed).  Measured on 6.18: after
+    20000 mkdirs every page of the group's cache is active_file."""
     memcg = task.memcg
     mapping = sb.bdev
     pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, 1, user_fault=False)
@@ -138,7 +145,7 @@ def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int
     idx = np.array([sb.bdev_pages], dtype=np.int64)
     mapping.ensure(sb.bdev_pages + 1)
     mapping.slots[idx] = pfns
-    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, PG_dirty, LRU_INACTIVE_FILE,
+    swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, PG_dirty, LRU_ACTIVE_FILE,
                        (NR_FILE_PAGES, NR_FILE_DIRTY))
     if mapping.dirtied_when is None:
         mapping.dirtied_when = sys.clock.now

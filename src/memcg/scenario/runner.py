@@ -74,6 +74,7 @@ class _Run:
         self.events: dict[str, Event] = {}
         self.event_totals: dict[str, int] = {}
         self.recorded: dict[str, str] = {}
+        self.recorded_from: dict[str, str] = {}   # $name -> the target it was recorded from
         self.caches: dict[str, ChunkCache] = {}
         self.cache_keys = 0  # keys of the chunks put so far
         self.task_groups: dict[str, str] = {t.name: t.group for t in scenario.tasks}
@@ -239,9 +240,16 @@ class _Run:
             row["tcp_window"].append(total("window"))
             row["tcp_pressure"].append(None if pressure is None else min(1, pressure))
 
-    def note(self, step: Step, msg: str) -> None:
-        self.errors.append({"tick": step.at, "step": step.key, "action": step.action,
-                            "task": step.task, "error": msg})
+    def note(self, step: Step, msg: str, refs: list[str] | None = None) -> None:
+        entry = {"tick": step.at, "step": step.key, "action": step.action,
+                 "task": step.task, "error": msg}
+        if refs:
+            entry["refs"] = refs   # the figures the failed step read
+        self.errors.append(entry)
+
+    def refs(self, *targets: str) -> list[str]:
+        """The figures behind targets: a "$name" stands for the target it was recorded from."""
+        return [self.recorded_from.get(t[1:], t) if t.startswith("$") else t for t in targets]
 
     def do(self, step: Step) -> None:
         a = step.action
@@ -261,10 +269,11 @@ class _Run:
             elif a == "record":
                 self.poll_events()
                 for var, target in step.arg:
+                    self.recorded_from[var] = self.refs(target)[0]
                     try:
                         self.recorded[var] = self.value(target)
                     except LookupError as e:
-                        self.note(step, f"record {var}: {e}")
+                        self.note(step, f"record {var}: {e}", self.refs(target))
             elif a == "mkdir":
                 self.k.mkdir(step.arg)
             elif a == "rmdir":
@@ -386,7 +395,10 @@ class _Run:
         except LookupError as e:
             actual, ok = f"<{e}>", False
         entry = {"tick": step.at, "step": step.key, "target": ex.target, "condition": ex.condition,
-                 "actual": actual, "ok": ok}
+                 "actual": actual, "ok": ok,
+                 # the figures it reads, a "$name" by the target it was recorded from
+                 "refs": self.refs(ex.target, *([ex.operand] if ex.op != "contains"
+                                               and is_reference(ex.operand) else []))}
         if operand != ex.operand:
             entry["operand"] = operand
         if why:

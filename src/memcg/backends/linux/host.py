@@ -95,3 +95,58 @@ def check_usable(parent: str, version: int) -> None:
         raise LinuxUnavailable(errno.ENOENT, f"the memory controller is not enabled for the "
                                              f"children of {parent} (cgroup.subtree_control)")
 
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes (its "kB" figures times 1024)."""
+    out = {}
+    for line in files.read_quiet("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        f = rest.split()
+        if f and f[0].isdigit():
+            out[key] = int(f[0]) * (1024 if f[1:] == ["kB"] else 1)
+    return out
+
+
+def _v2_limit_above(group_dir: str, name: str) -> int | None:
+    """The least of `name` (memory.max, memory.swap.max) over group_dir and its ancestors
+    up to the cgroup2 mount (None: no limit anywhere).  On v2 a group's effective limit
+    is the least on its path (mm/page_counter.c: page_counter_try_charge walks them all)."""
+    best = None
+    d = os.path.normpath(group_dir)
+    while os.path.exists(os.path.join(d, name)):
+        text = files.read_quiet(os.path.join(d, name)).strip()
+        if text.isdigit():
+            best = int(text) if best is None else min(best, int(text))
+        up = os.path.dirname(d)
+        if up == d:
+            break
+        d = up
+    return best
+
+
+def machine_shape(group_dir: str, version: int, cpus: int) -> dict:
+    """What the group's tasks can have, as the kernel sees it: "memory" (bytes: the least
+    of the group's limit, its ancestors' limits and the memory the kernel manages,
+    MemTotal), "swap" (bytes of swap it can use: SwapTotal, less where a memsw or swap
+    limit above it leaves less), "cpus", and where the memory figure came from
+    ("memory_limit", "memory_total").
+
+    cgroup v1 prints the least limit of the group and its ancestors itself, as memory.stat
+    hierarchical_memory_limit and hierarchical_memsw_limit (mm/memcontrol-v1.c:
+    memcg1_stat_format); hierarchical_memsw_limit is there only with swap accounting."""
+    info = meminfo()
+    total, swap_total = info.get("MemTotal", 0), info.get("SwapTotal", 0)
+    if version == 1:
+        stat = files.read_quiet(os.path.join(group_dir, "memory.stat"))
+        vals = dict(line.split(" ", 1) for line in stat.splitlines() if " " in line)
+        limit = int(vals["hierarchical_memory_limit"]) if "hierarchical_memory_limit" in vals else None
+        memsw = int(vals["hierarchical_memsw_limit"]) if "hierarchical_memsw_limit" in vals else None
+        swap_limit = None if memsw is None or limit is None else max(0, memsw - limit)
+    else:
+        limit = _v2_limit_above(group_dir, "memory.max")
+        swap_limit = _v2_limit_above(group_dir, "memory.swap.max")
+    memory = min(limit, total) if limit is not None and total else (limit or total)
+    swap = swap_total if swap_limit is None else min(swap_total, swap_limit)
+    return {"memory": memory, "swap": swap, "cpus": cpus,
+            "memory_limit": limit, "memory_total": total}

@@ -57,6 +57,8 @@ class LinuxKernel(Kernel):
     parent: the group to create the root in (default: the caller's own memory cgroup);
     version: 1 or 2 (default: what `parent` is, or what find_memory_cgroup() finds);
     memory: if given, the root's limit - a scenario's machine size on a bigger machine;
+    swap: if given (with memory) and the host has swap, the most the root's groups may
+    swap out (its memsw limit is memory + swap on v1, memory.swap.max on v2);
     workdir: where files and directories are made (default: a new temporary directory,
     on a disk file system so page cache behaves as it does for real files);
     tick: real seconds one advance() tick waits (default 0.02);
@@ -69,7 +71,7 @@ class LinuxKernel(Kernel):
 
     def __init__(self, parent: str | None = None, *, version: int | None = None,
                  memory: str | None = None, workdir: str | None = None, tick: float = 0.02,
-                 pin: bool = True, sparse_files: bool = False):
+                 pin: bool = True, sparse_files: bool = False, swap: str | None = None):
         if parent is None:
             if os.geteuid() != 0:
                 raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or "
@@ -123,6 +125,8 @@ class LinuxKernel(Kernel):
         try:
             files.make_group_dir(self.root_dir)
             self._fs.setup_root(self.root_dir, memory)
+            if memory is not None and swap is not None and host.meminfo().get("SwapTotal", 0) > 0:
+                self._fs.limit_swap(self.root_dir, parse.parse_size(str(memory)), parse.parse_size(str(swap)))
             self._warm = os.path.join(self._workdir, ".warm")
             with open(self._warm, "wb") as f:
                 f.write(b"\1" * 65536)
@@ -626,6 +630,12 @@ class LinuxKernel(Kernel):
         wait = self._last_activity + STAT_FLUSH_WAIT - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+
+    def machine(self) -> dict:
+        """The machine the root's groups run on, as the kernel sees it: the memory they
+        can have (the least of the root's and its ancestors' limits and MemTotal), the
+        swap they can use and the CPUs the tasks run on (host.machine_shape)."""
+        return host.machine_shape(self.root_dir, self.version, len(self._cpus))
 
     def debugfs(self) -> dict:
         """What the real kernel shows of its internals without debugfs: machine-wide figures."""

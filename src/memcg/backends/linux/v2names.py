@@ -94,6 +94,14 @@ class V1Files:
         if memory is not None:
             self.write(root, "memory.limit_in_bytes", str(memory))
 
+    def limit_swap(self, root: str, memory: int, swap: int) -> None:
+        """Let the root's groups swap out at most `swap` bytes: memory + swap is its memsw
+        limit (mm/memcontrol-v1.c: mem_cgroup_get_nr_swap_pages() is the memsw margin, so
+        get_scan_count() scans no anon once it is used).  Without swap accounting there
+        is no memsw file and nothing to limit."""
+        if os.path.exists(os.path.join(root, "memory.memsw.limit_in_bytes")):
+            self.write(root, "memory.memsw.limit_in_bytes", str(memory + swap))
+
     def before_child(self, gdir: str) -> None:
         pass
 
@@ -164,6 +172,11 @@ class V2Files(V1Files):
     def setup_root(self, root: str, memory: str | None) -> None:
         if memory is not None:
             self.write(root, "memory.limit_in_bytes", str(memory))
+
+    def limit_swap(self, root: str, memory: int, swap: int) -> None:
+        """memory.swap.max of the root (v2 limits swap on its own counter)."""
+        if os.path.exists(os.path.join(root, "memory.swap.max")):
+            files.write_file(os.path.join(root, "memory.swap.max"), str(swap))
 
     def before_child(self, gdir: str) -> None:
         """Children of a v2 group get memory files only if its subtree_control says so."""
