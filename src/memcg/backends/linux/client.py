@@ -62,6 +62,8 @@ class LinuxTask(Task):
         self.cpu: int | None = None
         self.exit_signal: int | None = None
         self.exit_code: int | None = None
+        # a forked child that runs no Python yet (worker.py: FORK_CODE)
+        self.light = False
 
     def __repr__(self) -> str:
         return f"<LinuxTask {self.pid} {self.group} {self.state}>"
@@ -224,6 +226,9 @@ class LinuxTask(Task):
         watchers before the task goes on."""
         self._k._dispatch_shrinkers()
         self._alive()
+        if self.light and cmd.get("op") != "exit":
+            self._k._become_worker(self)
+            self._alive()
         if self._pending:
             self._wait(grace=0.05)
             self._alive()
