@@ -342,6 +342,11 @@ class LinuxTask(Task):
         if self._final is None:
             self._classify()
 
+    def mm_status(self) -> dict[str, int] | None:
+        """The task's rss, swap and page tables in bytes, as /proc/PID/status shows them
+        (what mm/oom_kill.c: oom_badness() counts); None once it is gone."""
+        return procfs.mm_status(self.pid)
+
     # --- used by the kernel ------------------------------------------------------------------
 
     def _kill(self) -> None:

@@ -36,6 +36,8 @@ STAT_FLUSH_WAIT = 2.1
 # (the offline work of an emulated guest on a loaded machine can take seconds).
 REMOVAL_SIGNAL_WAIT = 5.0
 START_TIMEOUT = 30.0
+# forks a worker makes in its warm-up: the heap pages its fork path settles into
+WARM_FORKS = 8
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
 # The userspace shrinker's file (docs/shrinker.md), served by shrinkerd on real kernels.
 SHRINKER_FILE = "mempressure.shrinker"
@@ -336,6 +338,13 @@ class LinuxKernel(Kernel):
         task._call({"op": "touch_anon", "n": PAGE_SIZE})
         task._call({"op": "free_anon", "n": PAGE_SIZE})
         task._call({"op": "read_file", "path": self._warm, "n": 65536})
+        for _ in range(WARM_FORKS):            # forks whose children exit at once (EOF)
+            mine, theirs = socket.socketpair()
+            try:
+                task._call({"op": "fork"}, fds=[theirs.fileno()], queue=False)
+            finally:
+                theirs.close()
+                mine.close()
         task._call({"op": "ping"})
 
     def _adopt(self, pid: int, chan: socket.socket, group: str) -> LinuxTask:
