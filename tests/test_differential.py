@@ -632,3 +632,37 @@ def test_page_cache_is_charged_in_readahead_folios(kernel):
     assert 1029 <= s["pgpgin"] <= 1029 + 48 and s["active_file"] == 0
     t.read_file("big", 8 * MiB)    # the second access activates
     assert stat(k, "/g")["active_file"] == 8 * MiB
+
+
+# --------------------------------------------------------------------------- fork bomb victims
+
+
+@pytest.mark.linux
+def test_forkbomb_victims_agree(real_memcg):
+    """The built-in forkbomb on the model (with the real backend's per-child cost, as
+    `memcg compare` runs it) and on real cgroups: the OOM killer takes the shell on both
+    (its resident set and page tables dwarf its children's: mm/oom_kill.c oom_badness),
+    once; every child it made keeps running, and both make the same number of children
+    give or take one - the real worker's own heap takes 3-6 pages of the group while it
+    forks, and the model's last child fits with 15 KiB to spare."""
+    from memcg.profile import worker_profile
+    from memcg.scenario import load_scenario, run_scenario
+    sc = load_scenario("forkbomb", {})
+    sim = run_scenario(sc, memcg.SimKernel(**sc.machine.sim_kwargs(), profile=worker_profile()))
+    k = memcg.LinuxKernel(memory=sc.machine.memory)
+    try:
+        real = run_scenario(sc, k)
+    finally:
+        k.close()
+    for res in (sim, real):
+        tasks = res["tasks"]
+        assert tasks["shell"]["state"] == "oom_killed"
+        assert tasks["neighbour"]["state"] == "running"
+        children = [n for n in tasks if n.startswith("child-")]
+        assert all(tasks[n]["state"] == "running" for n in children)
+        assert "oom_kill 1" in res["groups"]["/bomb"]["memory.oom_control"]
+        assert not [e for e in res["expectations"] if not e["ok"]]
+    count = {name: sum(n.startswith("child-") for n in res["tasks"]) for name, res in
+             (("sim", sim), ("linux", real))}
+    assert abs(count["sim"] - count["linux"]) <= 1, count
+    assert 300 <= count["sim"] <= 400

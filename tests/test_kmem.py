@@ -180,18 +180,58 @@ def test_today_kmem_limit_is_parsed_accepted_and_changes_nothing():
 
 def test_today_kmem_counts_against_the_memory_limit():
     """Kernel memory is charged like user memory: at the limit, reclaim, then the OOM
-    killer (kernel stacks and slab pages are small allocations): the newest children die
-    and the group stays within its limit."""
+    killer (kernel stacks and slab pages are small allocations).  The victim is the
+    largest process: the forking task, whose resident set and page tables were charged
+    where it started but count in oom_badness (tasks.spawned_image); its fork fails and
+    the children stay, within the limit."""
     k, t = group_with_task(limit="4M")
-    kids = [t.fork() for _ in range(100)]
-    alive = [c for c in kids if c.state == "running"]
-    assert 30 <= len(alive) < 60  # about 4M / 82K, minus the stock's batches
-    assert all(c.state == "oom_killed" for c in kids[len(alive):-1])
+    kids = []
+    with pytest.raises(OSError) as e:
+        for _ in range(100):
+            kids.append(t.fork())
+    assert e.value.errno == errno.ENOMEM
+    assert 30 <= len(kids) < 60  # about 4M / 82K, minus the stock's batches
+    assert t.state == "oom_killed"
+    assert all(c.state == "running" for c in kids)
     assert num(k, "/g/memory.max_usage_in_bytes") <= 4 * MiB
     assert int(k.read("/g/memory.failcnt")) > 0
     assert k.read("/g/memory.kmem.failcnt") == "0\n"
-    assert "oom_kill 0" not in k.read("/g/memory.oom_control")
+    assert "oom_kill 1" in k.read("/g/memory.oom_control")
+
+
+def test_without_an_image_the_newest_child_is_the_victim():
+    """Tasks of equal badness: select_bad_process() keeps the last one scanned (points >=
+    chosen_points), and children are listed after their parent - the newest child dies,
+    each fork at the limit kills one, the parent goes on."""
+    k = memcg.SimKernel(memory="1G", profile={"worker_rss_bytes": 0, "worker_pgtables_bytes": 0})
+    k.mkdir("/g")
+    k.write("/g/memory.limit_in_bytes", "4M")
+    t = k.spawn("/")
+    t.move("/g")
+    kids = [t.fork() for _ in range(100)]
+    alive = [c for c in kids if c.state == "running"]
+    assert 30 <= len(alive) < 60
+    assert all(c.state == "oom_killed" for c in kids[len(alive):-1])
     assert t.state == "running"
+    assert num(k, "/g/memory.max_usage_in_bytes") <= 4 * MiB
+
+
+def test_a_spawned_task_counts_what_it_brought_with_it():
+    """A spawned task's resident set and page tables (the profile's worker_rss_bytes,
+    worker_pgtables_bytes) are counted by oom_badness and charged to no group here;
+    its forked children do not share them."""
+    from memcg.mm.oom_kill import oom_badness
+    k = memcg.SimKernel(memory="1G")
+    k.mkdir("/g")
+    t = k.spawn("/g")
+    c = t.fork()
+    prof = k.sys.profile
+    image = (prof["worker_rss_bytes"] + prof["worker_pgtables_bytes"]) // PAGE
+    assert oom_badness(t, 1000) == image
+    assert oom_badness(c, 1000) == 0
+    assert k.read("/g/memory.stat").startswith("cache 0\nrss 0\n")
+    t.touch_anon(1 * MiB)
+    assert oom_badness(t, 1000) == image + 256 + t.mm.pgtables_pages()
 
 
 def test_independent_kmem_limit_exists_only_under_38():
@@ -299,9 +339,12 @@ def test_38_kmem_limit_at_or_above_the_memory_limit_only_tracks():
             t.fork()
         except OSError as e:
             assert e.errno == errno.ENOMEM
+            break  # the OOM killer took the forking task, the largest (its rss)
+    assert t.state == "oom_killed"
     assert k.read("/g/memory.kmem.failcnt") == "0\n"
     assert int(k.read("/g/memory.failcnt")) > 0  # the memory limit stopped it
-    assert num(k, "/g/memory.max_usage_in_bytes") <= 4 * MiB
+    # the victim was the charging task: 3.8 forces its charge (res_counter_charge_nofail)
+    assert num(k, "/g/memory.max_usage_in_bytes") <= 4 * MiB + 4 * PAGE
     assert "oom_kill 0" not in k.read("/g/memory.oom_control")  # ... with the OOM killer
 
 

@@ -138,7 +138,8 @@ def test_anonymous_memory_is_private_not_shmem(k):
     with open(f"/proc/{t.pid}/status") as f:
         status = dict(line.split(":", 1) for line in f.read().splitlines())
     assert int(status["RssAnon"].split()[0]) >= 8 * 1024
-    assert int(status["RssShmem"].split()[0]) == 0
+    # shmem: only the fork code's shared data page (worker.py, FORK_CODE)
+    assert int(status["RssShmem"].split()[0]) <= 4
 
 
 # --------------------------------------------------------------------------- task state from the kernel

@@ -4,15 +4,17 @@ Each figure is the growth of a group's memory.kmem.usage_in_bytes (or, for the w
 baseline, memory.usage_in_bytes) over many repetitions of one operation by a worker
 that was moved into a fresh group, divided by the number of repetitions:
 
-- kmem_fork_bytes: fork() of a worker (kernel stack, task_struct, mm, VMAs, the copied
-  page tables of the worker's own heap, ...) - the cost of forking *this* worker, a
-  Python process, which is what a `fork` step costs on the Linux backend;
+- kmem_fork_bytes: fork() of a worker's child (kernel stack, task_struct, mm, the VMAs
+  and page tables of the fork code's two pages: the interpreter's own mappings are not
+  copied, worker.py FORK_CODE), which is what a `fork` step costs on the Linux backend;
 - kmem_mkdir_bytes_<fs>, kmem_file_bytes_<fs>: mkdir() and creat() of an empty file on
   tmpfs (/dev/shm) and on the working file system (ext4 where it is one);
 - kmem_socket_bytes: one connected loopback TCP socket pair (both ends, plus the
   listening socket's share);
 - worker_baseline_bytes: memory.usage_in_bytes of a group in which an idle worker was
   started (its whole start-up, per-CPU charge stock included);
+- worker_rss_bytes, worker_pgtables_bytes: an idle worker's resident set and page tables
+  (/proc/PID/status VmRSS, VmPTE), charged where it started, counted by the OOM killer;
 - read_ahead_kb, max_sectors_kb: read from sysfs for the block device holding the
   working directory (the bdi's ra_pages and io_pages that mm/readahead.c sizes its
   windows and folios by); left out where the files are on no block device.
@@ -39,7 +41,7 @@ from .backends.linux import LinuxKernel
 from .profile import PROFILE_KEYS
 
 __all__ = ["calibrate", "profile_json", "summary", "measure_fork", "measure_fs", "measure_sockets",
-           "measure_baseline", "measure_disk"]
+           "measure_baseline", "measure_worker_mm", "measure_disk"]
 
 FORKS = 8
 FS_OBJECTS = 400
@@ -88,6 +90,13 @@ def measure_sockets(k: LinuxKernel, n: int = SOCKETS) -> float:
     for _ in range(n):
         a.connect_tcp(b)
     return (_kmem(k, "/tcp") - before) / n
+
+
+def measure_worker_mm(k: LinuxKernel) -> dict:
+    """An idle worker's rss and page tables, moved into a group as spawn() does."""
+    t = _group_with_worker(k, "/mm")
+    st = t.mm_status() or {}
+    return {"worker_rss_bytes": st.get("rss", 0), "worker_pgtables_bytes": st.get("pgtables", 0)}
 
 
 def measure_baseline(k: LinuxKernel) -> int:
@@ -141,6 +150,7 @@ def calibrate(kernel: LinuxKernel | None = None,
         prof["kmem_socket_bytes"] = measure_sockets(k)
         say("measuring an idle worker's footprint")
         prof["worker_baseline_bytes"] = measure_baseline(k)
+        prof.update(measure_worker_mm(k))
         say("reading the readahead limits of the working directory's disk")
         prof.update(measure_disk(k.scratch_dir("disk")))
     finally:

@@ -33,7 +33,7 @@ from .backends.sim import SimKernel
 from .backends.vmkernel import VMKernel
 from .kernel import Kernel
 from .parse import parse_size
-from .profile import load_profile
+from .profile import load_profile, worker_profile
 from .scenario import (
     Scenario,
     ScenarioError,
@@ -88,12 +88,12 @@ def _params(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | None = None) -> Kernel:
+def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | dict | None = None) -> Kernel:
     """A fresh kernel for `scenario`: SimKernel built from `[machine]`, or LinuxKernel.
 
     On real cgroups the machine's memory becomes the limit of the kernel's root group,
     so the scenario meets the same memory pressure on a bigger machine.  `profile` is a
-    calibration file for the simulated kernel.
+    calibration file (or a profile dict) for the simulated kernel.
     Raises _Fatal (exit 2) for a backend not in KERNELS or one that cannot start.
     """
     cls = KERNELS.get(backend)
@@ -257,9 +257,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     _check_profile(args.profile)
     real = make_kernel(scenario, args.against)   # fail early, before the simulated run
     try:
-        # the model runs with the real side's machine (Kernel.machine())
+        # the model runs with the real side's machine (Kernel.machine()) and the real
+        # backend's process costs unless a profile is given
+        prof = args.profile if args.profile is not None else worker_profile()
         result = compare.run_compare(
-            scenario, lambda m: make_kernel(dataclasses.replace(scenario, machine=m), "sim", args.profile),
+            scenario, lambda m: make_kernel(dataclasses.replace(scenario, machine=m), "sim", prof),
             lambda: real)
     finally:
         real.close()

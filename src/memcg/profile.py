@@ -35,12 +35,32 @@ PROFILE_KEYS: dict[str, tuple[float | None, str]] = {
     "read_ahead_kb": (8192, "readahead window limit of the disk holding the files, in KiB"),
     "max_sectors_kb": (4096, "largest request of that disk, in KiB (bdi io_pages)"),
     "worker_baseline_bytes": (None, "memory.usage_in_bytes of an idle worker process"),
+    # a spawned task stands for a process started elsewhere and moved in: its resident set
+    # and page tables were charged where it started, but mm/oom_kill.c: oom_badness()
+    # counts them.  The real backend's idle worker (/proc/PID/status VmRSS, VmPTE,
+    # `memcg calibrate` 2026-12-03, Python 3.11): 12.5-12.6 MiB, 64-72 KiB.
+    "worker_rss_bytes": (13164544, "resident set of a spawned task, charged where it started"),
+    "worker_pgtables_bytes": (69632, "page tables of a spawned task"),
 }
+
+
+# What differs for the real backend's own processes (LinuxKernel): its workers fork
+# children that run no Python and map only the two pages of the fork code and the task's
+# own mappings (backends/worker.py FORK_CODE).  `memcg calibrate`, 2026-12-03, Linux
+# 6.18, 2 CPUs: 45547.52 bytes per fork in every run (3 x 100 forks, and 8 runs of 25):
+# the C program's libc mappings, their VMAs and page tables, are what it saves.
+WORKER_FIGURES = {"kmem_fork_bytes": 45547.52}
 
 
 def default_profile() -> dict:
     """The built-in profile: every key with its default."""
     return {k: v for k, (v, _) in PROFILE_KEYS.items()}
+
+
+def worker_profile() -> dict:
+    """The built-in profile of the real backend's processes: the defaults with
+    WORKER_FIGURES (what `memcg compare` runs the model with unless given a profile)."""
+    return {**default_profile(), **WORKER_FIGURES}
 
 
 def load_profile(path: str) -> dict:

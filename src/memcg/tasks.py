@@ -95,10 +95,25 @@ def kernel_clone(sys: System, memcg) -> SimTask:
     return task
 
 
+def spawned_image(sys: System, task: SimTask) -> None:
+    """A spawned task stands for a process started elsewhere and then moved in (as the
+    real backend's workers are): its own resident set and page tables were charged where
+    it started, so no group pays for them here, but mm/oom_kill.c: oom_badness() counts
+    them (get_mm_rss + mm_pgtables_bytes) like any other.  The sizes are the profile's
+    (worker_rss_bytes, worker_pgtables_bytes).  They are mappings the process keeps to
+    itself - the real worker marks them MADV_DONTFORK - so its forked children do not
+    share them."""
+    task.mm.image_rss = int(sys.profile.get("worker_rss_bytes") or 0) // PAGE_SIZE
+    task.mm.image_pgtables = int(sys.profile.get("worker_pgtables_bytes") or 0) // PAGE_SIZE
+
+
 class MmStruct:
     """struct mm_struct: the task's mappings and its rss counters (in pages)."""
 
     def __init__(self):
+        # what a spawned task brought with it (spawned_image): counted, never charged here
+        self.image_rss = 0
+        self.image_pgtables = 0
         self.vmas: list[AnonVma] = []
         self.shm_objects: list[ShmemObject] = []
         self.anon_rss = 0  # MM_ANONPAGES

@@ -65,7 +65,10 @@ class SimKernel(Kernel):
         self.sys = system.boot(memory_pages, cpus, parse.parse_memopt(swap, "swap") // PAGE_SIZE,
                                seed, semantics=semantics, kmemcg_id_policy=kmemcg_id_policy,
                                hierarchy=hierarchy, mount_options=mount_options)
-        self.sys.profile = load_profile(profile) if profile is not None else default_profile()
+        if isinstance(profile, dict):
+            self.sys.profile = {**default_profile(), **profile}
+        else:
+            self.sys.profile = load_profile(profile) if profile is not None else default_profile()
         self._machine = {"memory": memory_pages * PAGE_SIZE, "cpus": cpus,
                          "swap": parse.parse_memopt(swap, "swap") // PAGE_SIZE * PAGE_SIZE}
         self.flags: dict = {}
@@ -161,6 +164,7 @@ class SimKernel(Kernel):
         memcg = cgroup.cgroup_get_from_path(self.sys, path)
         cgroup.cgroup_migrate_vet_dst(self.sys, memcg)
         task = tasks.kernel_clone(self.sys, memcg)
+        tasks.spawned_image(self.sys, task)
         sched.exit_to_user_mode(self.sys.clock)
         return task
 

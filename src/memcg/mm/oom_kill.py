@@ -27,6 +27,9 @@ def oom_badness(task: Task, totalpages: int) -> int | None:
         return None
     mm = task.mm
     points = mm.get_mm_rss() + mm.swapents + mm.pgtables_pages()
+    # what a spawned task brought with it: mapped and counted, charged where it started
+    # (tasks.spawned_image)
+    points += mm.image_rss + mm.image_pgtables
     # mm/oom_kill.c: adj *= totalpages / 1000 (integer division first)
     points += task.oom_score_adj * (totalpages // 1000)
     return points

@@ -62,6 +62,8 @@ class LinuxTask(Task):
         self.cpu: int | None = None
         self.exit_signal: int | None = None
         self.exit_code: int | None = None
+        # a forked child that runs no Python yet (worker.py: FORK_CODE)
+        self.light = False
 
     def __repr__(self) -> str:
         return f"<LinuxTask {self.pid} {self.group} {self.state}>"
@@ -224,6 +226,9 @@ class LinuxTask(Task):
         watchers before the task goes on."""
         self._k._dispatch_shrinkers()
         self._alive()
+        if self.light and cmd.get("op") != "exit":
+            self._k._become_worker(self)
+            self._alive()
         if self._pending:
             self._wait(grace=0.05)
             self._alive()
@@ -336,6 +341,11 @@ class LinuxTask(Task):
         self._collect(0)
         if self._final is None:
             self._classify()
+
+    def mm_status(self) -> dict[str, int] | None:
+        """The task's rss, swap and page tables in bytes, as /proc/PID/status shows them
+        (what mm/oom_kill.c: oom_badness() counts); None once it is gone."""
+        return procfs.mm_status(self.pid)
 
     # --- used by the kernel ------------------------------------------------------------------
 

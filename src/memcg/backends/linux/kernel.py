@@ -36,6 +36,8 @@ STAT_FLUSH_WAIT = 2.1
 # (the offline work of an emulated guest on a loaded machine can take seconds).
 REMOVAL_SIGNAL_WAIT = 5.0
 START_TIMEOUT = 30.0
+# forks a worker makes in its warm-up: the heap pages its fork path settles into
+WARM_FORKS = 8
 OUTSIDE = "(outside)"   # the group of a worker still starting in the caller's own group
 # The userspace shrinker's file (docs/shrinker.md), served by shrinkerd on real kernels.
 SHRINKER_FILE = "mempressure.shrinker"
@@ -49,6 +51,15 @@ def _procs_pid(text: str) -> int | None:
         return parse.kstrtoint(text.split("\0", 1)[0].strip(" \t\n\v\f\r"))
     except OSError:
         return None
+
+
+def worker_env() -> dict:
+    """The workers' environment: the caller's, with glibc's rseq registration off (a
+    forked child of a worker runs without its parent's memory: worker.py, FORK_CODE)."""
+    env = dict(os.environ)
+    tunables = env.get("GLIBC_TUNABLES")
+    env["GLIBC_TUNABLES"] = f"{tunables}:glibc.pthread.rseq=0" if tunables else "glibc.pthread.rseq=0"
+    return env
 
 
 class LinuxKernel(Kernel):
@@ -288,6 +299,7 @@ class LinuxKernel(Kernel):
                     "sh", procs] + argv
         try:
             popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                     env=worker_env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, close_fds=True)
         finally:
@@ -330,10 +342,20 @@ class LinuxKernel(Kernel):
         task._call({"op": "touch_anon", "n": PAGE_SIZE})
         task._call({"op": "free_anon", "n": PAGE_SIZE})
         task._call({"op": "read_file", "path": self._warm, "n": 65536})
+        for _ in range(WARM_FORKS):            # forks whose children exit at once (EOF)
+            mine, theirs = socket.socketpair()
+            try:
+                task._call({"op": "fork"}, fds=[theirs.fileno()], queue=False)
+            finally:
+                theirs.close()
+                mine.close()
         task._call({"op": "ping"})
 
     def _adopt(self, pid: int, chan: socket.socket, group: str) -> LinuxTask:
+        """A forked child: it runs no Python until a command needs a worker
+        (LinuxTask._become_worker)."""
         task = LinuxTask(self, pid, chan, group)
+        task.light = True
         self._learn(task)
         task._pending = 1                          # the child's "ready" message
         task._wait(START_TIMEOUT)
@@ -359,6 +381,30 @@ class LinuxKernel(Kernel):
             raise self._oserror(e, path + "/" + self._fs.procs_file()) from None
         task.group = self._relative(gdir)
         self._touched()
+
+    def _become_worker(self, task: LinuxTask) -> None:
+        """A forked child execs a worker of its own: it does so in the caller's group,
+        warms up there and comes back, so that its group is charged only for what the
+        task does, as for spawn().  What it mapped before (its share of the parent's
+        anonymous memory) goes with the exec."""
+        group = task.group
+        try:
+            files.write_file(os.path.join(self.parent_dir, self._fs.procs_file()), str(task.pid))
+        except OSError as e:
+            raise self._oserror(e, group) from None
+        task.group = OUTSIDE
+        task.light = False
+        try:
+            task._chan.sendall(b"e")
+        except OSError:
+            task._collect(0)
+            return
+        task._pending = 1                          # the new worker's "ready" message
+        task._wait(START_TIMEOUT)
+        if task.state in ("exited", "oom_killed"):
+            return
+        self._warm_up(task)
+        self._move(task, group)
 
     def task(self, pid: int) -> LinuxTask:
         """The task with this pid (exited ones included)."""

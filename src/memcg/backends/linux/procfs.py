@@ -72,3 +72,20 @@ def in_oom_wait(pid: int) -> bool:
         return False
     wchan = files.read_quiet(f"/proc/{pid}/wchan").strip()
     return any(w in wchan for w in OOM_WAIT_WCHANS)
+
+
+def mm_status(pid: int) -> dict[str, int] | None:
+    """What the OOM killer counts of a task's mm, in bytes, from /proc/PID/status
+    (fs/proc/task_mmu.c: task_mem): "rss" (VmRSS: MM_ANONPAGES + MM_FILEPAGES +
+    MM_SHMEMPAGES, get_mm_rss), "swap" (VmSwap: MM_SWAPENTS) and "pgtables" (VmPTE:
+    mm_pgtables_bytes); None if the process is gone."""
+    text = files.read_quiet(f"/proc/{pid}/status")
+    if not text:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        name = {"VmRSS": "rss", "VmSwap": "swap", "VmPTE": "pgtables"}.get(key)
+        if name:
+            out[name] = int(value.split()[0]) * 1024
+    return out
