@@ -96,6 +96,9 @@ class LinuxKernel(Kernel):
         # mempressure.shrinker: the daemon (started on first use), the watched
         # registrations, and the lock a task's channel is used under.
         self._shrinkerd: ShrinkerDaemon | None = None
+        # The margin of that daemon (None where mempressure.shrinker is not served): what
+        # a simulated kernel that predicts this one runs (SimKernel(shrinker="shrinkerd")).
+        self.shrinkerd_margin: int | None = SHRINKER_MARGIN if version == 1 else None
         self._watched: list[LinuxShrinkerEvent] = []
         self._task_lock = threading.RLock()
         self._dispatching = False
