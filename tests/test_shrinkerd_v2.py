@@ -23,9 +23,9 @@ import time
 import pytest
 
 import memcg
-from memcg.mm.shrink_plan import shrink_plan
-from memcg.shrinkerd import (EVENT_PRI, PAGE_SIZE, VMPRESSURE_LEVEL_CRITICAL, VMPRESSURE_LEVEL_MED,
-                             VMPRESSURE_WIN, Daemon, DaemonError, EpollLoop)
+from memcg.mm.shrink_plan import (VMPRESSURE_LEVEL_CRITICAL, VMPRESSURE_LEVEL_MED, VMPRESSURE_WIN,
+                                  shrink_plan)
+from memcg.shrinkerd import EVENT_PRI, PAGE_SIZE, Daemon, DaemonError, EpollLoop
 
 MiB = 1 << 20
 EVENTS = "low 0\nhigh {high}\nmax {max}\noom {oom}\noom_kill 0\noom_group_kill 0\n"

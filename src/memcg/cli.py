@@ -88,12 +88,16 @@ def _params(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | dict | None = None) -> Kernel:
+def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | dict | None = None,
+                predict: Kernel | None = None) -> Kernel:
     """A fresh kernel for `scenario`: SimKernel built from `[machine]`, or LinuxKernel.
 
     On real cgroups the machine's memory becomes the limit of the kernel's root group,
     so the scenario meets the same memory pressure on a bigger machine.  `profile` is a
-    calibration file (or a profile dict) for the simulated kernel.
+    calibration file (or a profile dict) for the simulated kernel.  `predict`: the real
+    kernel the simulated one is to predict; one that serves mempressure.shrinker through a
+    shrinkerd (LinuxKernel on v1) gets a simulated kernel whose requests come from the
+    same daemon's policy instead of the in-kernel hook.
     Raises _Fatal (exit 2) for a backend not in KERNELS or one that cannot start.
     """
     cls = KERNELS.get(backend)
@@ -114,10 +118,14 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | dict | 
     m = scenario.machine
     if backend == "vm":
         return _boot_vm(cls, m)
+    kw = m.sim_kwargs()
+    margin = getattr(predict, "shrinkerd_margin", None)
+    if margin is not None and m.hierarchy == "v1":
+        kw.update(shrinker="shrinkerd", shrinkerd_margin=margin)
     try:
         if profile is not None:
-            return cls(**m.sim_kwargs(), profile=profile)
-        return cls(**m.sim_kwargs())
+            return cls(**kw, profile=profile)
+        return cls(**kw)
     except (ValueError, TypeError, OSError) as e:
         msg = " ".join(str(e).split())
         raise _Fatal(f"{scenario.file}: machine: the simulated kernel refused it: {msg}") from None
@@ -261,7 +269,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         # backend's process costs unless a profile is given
         prof = args.profile if args.profile is not None else worker_profile()
         result = compare.run_compare(
-            scenario, lambda m: make_kernel(dataclasses.replace(scenario, machine=m), "sim", prof),
+            scenario, lambda m: make_kernel(dataclasses.replace(scenario, machine=m), "sim", prof,
+                                            predict=real),
             lambda: real)
     finally:
         real.close()

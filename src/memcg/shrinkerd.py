@@ -39,26 +39,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .mm.shrink_plan import PAGE_SIZE, shrink_plan
+from .mm.shrink_plan import (PAGE_SIZE, SETTLE, backoff_seconds, default_margin, level_shortfall,
+                             over_high_mark, request_settled, shrink_plan, usage_shortfall,
+                             usage_thresholds)
 
 __all__ = ["Daemon", "DaemonError", "parse_trigger", "serve"]
 
-# mm/vmpressure.c: vmpressure_win (SWAP_CLUSTER_MAX * 16 pages), vmpressure_level_med
-# (60) and vmpressure_level_critical (95): a window's shortfall is at least this share
-# of it when the level is reported.
-VMPRESSURE_WIN = 512
-VMPRESSURE_LEVEL_MED = 60
-VMPRESSURE_LEVEL_CRITICAL = 95
 LEVELS = ("low", "medium", "critical")
 # kernel/sched/psi.c: psi_trigger_create - window 500 ms .. 10 s, threshold <= window.
 WINDOW_MIN_US = 500_000
 WINDOW_MAX_US = 10_000_000
 
 TICK = 0.05            # seconds between checks: new and vanished groups, limits, deferrals
-SETTLE = 0.2           # a request counts as in flight (its memory not yet freed) this long
-TAKEN = 0.005          # ... or this long once the client has read it from its eventfd
-BACKOFF_BASE = 0.05    # first back-off of a client that did not free; doubles per strike
-BACKOFF_MAX = 5.0
 MAX_LINE = 256         # longest request line
 MAX_OUTBUF = 4096      # a client that does not read its replies is dropped past this
 MAX_FDS = 4            # eventfds accepted with one message
@@ -420,7 +412,7 @@ class Daemon:
         # A quarter of the limit: room for the allocator to run on while the request
         # travels (usage thresholds are checked every 128 page events, and the client
         # thread must wake); with an eighth a 1-MiB-chunk allocator came within 1 MiB.
-        return max(limit // 4, 4 << 20)
+        return default_margin(limit)
 
     def check_limit(self, g: Group) -> None:
         """Usage thresholds at limit - margin and limit - margin/2, moved with the limit."""
@@ -439,9 +431,8 @@ class Daemon:
         if limit >= 1 << 60:   # unlimited (PAGE_COUNTER_MAX): ancestors' limits apply
             return
         m = self.margin(limit)
-        for t in (limit - m, limit - m // 2):
-            if t > 0:
-                self.register_event(g, "memory.usage_in_bytes", str(t), "threshold")
+        for t in usage_thresholds(limit, m):
+            self.register_event(g, "memory.usage_in_bytes", str(t), "threshold")
         self.log("limit", group=g.rel, limit=limit, high=limit - m)
 
     def check_limit_v2(self, g: Group) -> None:
@@ -480,9 +471,9 @@ class Daemon:
         self.notify_pressure(g, kind, seen)
         if 0 <= g.limit < PAGE_COUNTER_MAX and self.usage(g) > g.limit - self.margin(g.limit):
             return self.reclaim_check(g, seen, f"psi-{kind}")
-        share = VMPRESSURE_LEVEL_CRITICAL if kind == "full" else VMPRESSURE_LEVEL_MED
         pending = self.pending(g, time.monotonic()) // PAGE_SIZE
-        self.ask(g, VMPRESSURE_WIN * share // 100 - pending, seen, f"psi-{kind}")
+        level = "critical" if kind == "full" else "medium"
+        self.ask(g, level_shortfall(level, pending), seen, f"psi-{kind}")
 
     def on_events(self, g: Group, grew: dict[str, int], seen: float) -> None:
         """memory.events of g changed: "high" (usage went over memory.high and g was
@@ -571,13 +562,11 @@ class Daemon:
             self.on_oom(g, seen)
         else:
             self.notify_pressure(g, "full" if kind == "critical" else "some", seen)
-            win = {"low": 0, "medium": VMPRESSURE_LEVEL_MED,
-                   "critical": VMPRESSURE_LEVEL_CRITICAL}[kind]
             # A window reported at this level fell short by at least this share of it.
             # Requests still in flight count against it, as for thresholds.
             now = time.monotonic()
             pending = self.pending(g, now) // PAGE_SIZE
-            self.ask(g, VMPRESSURE_WIN * win // 100 - pending, seen, kind)
+            self.ask(g, level_shortfall(kind, pending), seen, kind)
 
     def pending(self, g: Group, now: float, usage: int = -1) -> int:
         """Bytes asked of g's subtree whose freeing cannot show in usage yet.
@@ -592,9 +581,7 @@ class Daemon:
             t, c, asked_at = e[0], e[2], e[3]
             if usage >= 0:
                 e[4] = min(e[4], usage)
-            if now - t >= SETTLE or c.efd < 0:
-                continue
-            if now - t >= TAKEN and e[4] < asked_at and not _eventfd_count(c.efd):
+            if c.efd < 0 or request_settled(now - t, not _eventfd_count(c.efd), e[4] < asked_at):
                 continue
             keep.append(e)
         g.in_flight = keep
@@ -610,14 +597,14 @@ class Daemon:
         m = self.margin(g.limit)
         now = time.monotonic()
         pending = self.pending(g, now, usage)
-        if usage <= g.limit - m:
+        if not over_high_mark(usage, g.limit, m):
             g.in_flight.clear()
             g.dropped = True
             return
         self.notify_pressure(g, "some", seen)
         if reason == "tick" and (pending or now - g.last_ask < SETTLE):
             return   # the tick only re-asks once a request has settled
-        short = usage - (g.limit - 2 * m) - pending
+        short = usage_shortfall(usage, g.limit, m, pending)
         if short <= 0:
             return
         if not g.dropped and now - g.last_ask >= SETTLE and g.asked_round:
@@ -632,7 +619,7 @@ class Daemon:
         clients asked then did not free.  Ask each of them less often (doubling)."""
         for c in g.asked_round:
             c.strikes += 1
-            c.backoff_until = now + min(BACKOFF_MAX, BACKOFF_BASE * 2 ** c.strikes)
+            c.backoff_until = now + backoff_seconds(c.strikes)
             self.log("backoff", group=c.group.rel, pid=c.pid, strikes=c.strikes,
                      seconds=round(c.backoff_until - now, 3))
 

@@ -20,11 +20,16 @@ from ..static_key import static_keys_state
 from ..net.tcp import tcp_debugfs
 from ..mm.mempressure import shrinker_register_event
 from ..mm.vmpressure import memcg_to_vmpressure, vmpressure_register_event
+from .sim_shrinkerd import SimShrinkerd
 
 # "6.18": today's v1 rules; "3.8": the kmem controller as merged in 3.8 (docs/kmem.md)
 SEMANTICS = ("6.18", "3.8")
 KMEMCG_ID_POLICIES = ("reparent", "keep", "reclaim")
 HIERARCHIES = ("v1", "v2")
+# Who serves mempressure.shrinker: "kernel", document 002's in-kernel hook (requests from
+# reclaim that falls short); "shrinkerd", the daemon a real kernel needs (requests from
+# usage thresholds and pressure levels, backends/sim_shrinkerd.py), to predict it.
+SHRINKERS = ("kernel", "shrinkerd")
 # kernel/cgroup/cgroup.c: cgroup2_parse_param() - the memory controller's mount options
 MOUNT_OPTIONS = ("memory_localevents", "memory_recursiveprot")
 
@@ -37,7 +42,8 @@ class SimKernel(Kernel):
 
     def __init__(self, memory="2G", cpus: int = 2, swap="0", semantics: str = "6.18",
                  kmemcg_id_policy: str = "reparent", profile=None, seed: int = 0,
-                 hierarchy: str = "v1", mount_options=()):
+                 hierarchy: str = "v1", mount_options=(), shrinker: str = "kernel",
+                 shrinkerd_margin: int | None = None):
         if semantics not in SEMANTICS:
             raise ValueError(f"semantics: expected one of {', '.join(SEMANTICS)}, got {semantics!r}")
         if kmemcg_id_policy not in KMEMCG_ID_POLICIES:
@@ -45,6 +51,13 @@ class SimKernel(Kernel):
                              f"got {kmemcg_id_policy!r}")
         if hierarchy not in HIERARCHIES:
             raise ValueError(f"hierarchy: expected one of {', '.join(HIERARCHIES)}, got {hierarchy!r}")
+        if shrinker not in SHRINKERS:
+            raise ValueError(f"shrinker: expected one of {', '.join(SHRINKERS)}, got {shrinker!r}")
+        if shrinker == "shrinkerd" and hierarchy != "v1":
+            raise ValueError("shrinker: the modelled shrinkerd serves cgroup v1 only")
+        if shrinkerd_margin is not None and (shrinker != "shrinkerd" or shrinkerd_margin <= 0):
+            raise ValueError(f"shrinkerd_margin: a positive size with shrinker=\"shrinkerd\", "
+                             f"got {shrinkerd_margin!r}")
         if hierarchy == "v2" and semantics != "6.18":
             raise ValueError("hierarchy: cgroup v2 is modelled with semantics=\"6.18\" only")
         mount_options = tuple(mount_options)
@@ -73,6 +86,9 @@ class SimKernel(Kernel):
                          "swap": parse.parse_memopt(swap, "swap") // PAGE_SIZE * PAGE_SIZE}
         self.flags: dict = {}
         self._events: list[EventFd] = []
+        self.shrinker = shrinker
+        self._shrinkerd_margin = shrinkerd_margin
+        self.shrinkerd: SimShrinkerd | None = None   # started by the first registration
 
     # --- the cgroup filesystem ---------------------------------------------------------------
 
@@ -108,6 +124,8 @@ class SimKernel(Kernel):
             raise FileExistsError(errno.EEXIST, f"File exists: {path}")
         cgroup.cgroup_check_hierarchy_limits(self.sys, parent)  # v2: cgroup.max.depth/descendants
         mem_cgroup_alloc(self.sys, parent, name)
+        if self.shrinkerd is not None:
+            self.shrinkerd.changed()
 
     def rmdir(self, path: str) -> None:
         """cgroup_rmdir(): EBUSY with tasks or children; charges make the group dying."""
@@ -124,6 +142,8 @@ class SimKernel(Kernel):
         if memcg.tasks or any(c.online for c in memcg.children):
             raise OSError(errno.EBUSY, "Device or resource busy")
         self._offline(memcg)
+        if self.shrinkerd is not None:
+            self.shrinkerd.changed()   # rmdir signals its eventfds: the group is dropped
         sched.exit_to_user_mode(self.sys.clock)
 
     def _offline(self, memcg) -> None:
@@ -152,9 +172,29 @@ class SimKernel(Kernel):
     def write(self, path: str, text: str) -> None:
         memcg, name = self._split(path)
         try:
-            self.cgroupfs.write_file(self, memcg, name, text)
+            if self.shrinker == "shrinkerd" and name == "mempressure.shrinker":
+                self._shrinkerd_report(memcg, path, text)
+            else:
+                self.cgroupfs.write_file(self, memcg, name, text)
+                if self.shrinkerd is not None and name.endswith("limit_in_bytes"):
+                    self.shrinkerd.changed()
         finally:
             sched.exit_to_user_mode(self.sys.clock)
+
+    def _shrinkerd_report(self, memcg, path: str, text: str) -> None:
+        """A "<eventfd> <N>" write, as LinuxKernel sends it to its daemon: EINVAL as the
+        file parses it, EBADF for an eventfd that is not a registration of this group."""
+        self.cgroupfs.lookup(memcg, "mempressure.shrinker", self.semantics)
+        fields = text.split()
+        if len(fields) != 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        try:
+            efd, delta = parse.kstrtoint(fields[0]), parse.kstrtoint(fields[1])
+        except OSError:
+            raise OSError(errno.EINVAL, "Invalid argument") from None
+        if self.shrinkerd is None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        self.shrinkerd.report(path.rstrip("/").rpartition("/")[0] or "/", efd, delta)
 
     # --- processes and events -------------------------------------------------------------------
 
@@ -186,6 +226,8 @@ class SimKernel(Kernel):
         if name not in self.cgroupfs.EVENT_FILES:
             raise OSError(errno.EINVAL, "Invalid argument")
         efd = EventFd(self.sys, f"{path} {args}".rstrip())
+        if name == "mempressure.shrinker" and self.shrinker == "shrinkerd":
+            return self._shrinkerd_register(path, efd, args)
         try:
             if self.hierarchy == "v2" and name == "memory.pressure":
                 # a PSI trigger ("some|full <threshold_us> <window_us>") on the open file;
@@ -211,12 +253,31 @@ class SimKernel(Kernel):
         sched.exit_to_user_mode(self.sys.clock)
         return efd
 
+    def _shrinkerd_register(self, path: str, efd: EventFd, args: str) -> EventFd:
+        """A registration with the machine's shrinkerd (started on first use), as
+        LinuxKernel makes one: EINVAL for a chunk size that is not an unsigned decimal
+        or is 0."""
+        if not args.isdigit() or int(args) == 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self._events.append(efd)
+        if self.shrinkerd is None:
+            self.shrinkerd = SimShrinkerd(self, self._shrinkerd_margin)
+        self.shrinkerd.register(path.rstrip("/").rpartition("/")[0] or "/", efd, int(args))
+        sched.exit_to_user_mode(self.sys.clock)
+        return efd
+
     def advance(self, ticks: int = 1) -> None:
         """Let simulated time pass: the timers that expire run tick by tick (the flusher
         writes back, stuck faults are retried, TCP's delayed ACKs, retransmissions and
         zero-window probes go), and user space runs after each tick."""
         clock = self.sys.clock
-        sched.run_until(clock, clock.now + int(ticks))
+        if self.shrinkerd is None:
+            sched.run_until(clock, clock.now + int(ticks))
+            return
+        for _ in range(int(ticks)):   # the daemon's tick, once per tick of the machine
+            sched.run_until(clock, clock.now + 1)
+            self.shrinkerd.tick()
+            sched.exit_to_user_mode(clock)
 
     def machine(self) -> dict:
         """The simulated machine: its memory, CPUs and swap, as it was built."""

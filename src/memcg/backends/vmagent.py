@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import select
+import subprocess
 import sys
 import tty
 
@@ -39,6 +40,7 @@ SOCKET_CALLS = {"send", "recv", "info", "close"}
 KERNEL_CALLS = {"mkdir", "rmdir", "listdir", "read", "write", "advance", "settle", "debugfs",
                 "scratch_dir"}
 TASK_INFO = ("state", "group", "cpu", "exit_signal", "exit_code", "late_errors")
+PYTHON_TIMEOUT = 300.0   # one "python" command (a program of the host's, run in the guest)
 
 
 class Agent:
@@ -108,6 +110,13 @@ class Agent:
         if op == "event":
             ev = k.event(*args)
             return self._number(self.events, ev)
+        if op == "shrinker_report":
+            # "<eventfd> <N>" on mempressure.shrinker: the host names the eventfd by the
+            # event's number; an fd that is no event of this agent is no registration
+            ev = self.events.get(cmd.get("id"))
+            return k.write(args[0], f"{ev.fileno() if ev is not None else -1} {args[1]}")
+        if op == "python":
+            return self.python(*args)
         if op == "event_close":
             ev = self.events.pop(cmd["id"], None)
             if ev is not None:
@@ -120,6 +129,19 @@ class Agent:
                 raise ValueError(f"socket: no call {cmd['call']!r}")
             return getattr(self.sockets[cmd["id"]], cmd["call"])(*args)
         raise ValueError(f"unknown command {op!r}")
+
+    def python(self, code: str, argv: list, timeout: float = PYTHON_TIMEOUT) -> dict:
+        """Run a Python program in the guest (the guest's interpreter, this package on
+        its path), with the guest kernel's root group directory and working directory
+        as its first two arguments; its status and output."""
+        try:
+            r = subprocess.run([sys.executable, "-S", "-c", code, self.kernel.root_dir,
+                                self.kernel.scratch_dir(), *map(str, argv)],
+                               capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            return {"rc": None, "out": e.stdout or "", "err": e.stderr or ""}
+        return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
 
     def reset(self) -> None:
         """A fresh LinuxKernel: everything of the old one removed, numbering kept."""

@@ -39,7 +39,9 @@ GUEST_ROOT = "/memcg"       # where the package's guest modules are put in the g
 # The package modules the guest imports (relative to the package's parent directory).
 GUEST_SOURCES = ("memcg/__init__.py", "memcg/kernel.py", "memcg/parse.py",
                  "memcg/backends/__init__.py", "memcg/backends/worker.py",
-                 "memcg/backends/vmagent.py", "memcg/backends/linux/*.py")
+                 "memcg/backends/vmagent.py", "memcg/backends/linux/*.py",
+                 # memcg shrinkerd, which the guest's LinuxKernel starts for mempressure.shrinker
+                 "memcg/shrinkerd.py", "memcg/mm/__init__.py", "memcg/mm/shrink_plan.py")
 # The virtio transport and block driver (drivers/virtio/virtio_pci_common.c,
 # drivers/block/virtio_blk.c): modules in Debian's cloud kernel.
 DISK_MODULES = ("virtio_pci", "virtio_blk")

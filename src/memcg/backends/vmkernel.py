@@ -365,9 +365,25 @@ class VMKernel(Kernel):
         return self._call("read", path)
 
     def write(self, path: str, text: str) -> None:
+        fields = text.split()
+        if path.rstrip("/").endswith("/mempressure.shrinker") and len(fields) == 2 \
+                and fields[0].lstrip("+").isdigit():
+            # "<eventfd> <N>": the eventfd is this side's mirror of the guest's; the
+            # guest's LinuxKernel knows its own descriptor (None: no event of ours)
+            fd = int(fields[0])
+            eid = next((ev._id for ev in self._events if not ev.closed and ev.fileno() == fd), None)
+            self._call("shrinker_report", path, fields[1], id=eid)
+            return
         self._call("write", path, text)
         for task in self._tasks.values():     # a cgroup.procs write moves a task
             task._group = None
+
+    def run_python(self, code: str, *argv, timeout: float = 300.0) -> dict:
+        """Run a Python program inside the guest: `python -S -c code ROOT WORKDIR *argv`,
+        ROOT the guest's directory of this kernel's root group, WORKDIR a scratch directory
+        of it (removed on close).  {"rc": status (None on timeout), "out": ..., "err": ...}."""
+        return self.boot().call({"op": "python", "args": [code, list(argv), timeout]},
+                                timeout=timeout + 60)
 
     # --- processes and events ----------------------------------------------------------------
 

@@ -50,3 +50,69 @@ def shrink_plan(debt_pages: int, holdings: list[tuple[int, int]],
         requests[i] = min(chunks, target // size)
     covered = sum(-(-n * size // page_size) for n, (_, size) in zip(requests, holdings))
     return ShrinkPlan(tuple(requests), max(0, debt_pages - covered))
+
+
+# --- when to ask: the policy of memcg shrinkerd, for a kernel without the in-kernel hook ---
+#
+# Mainline has no mempressure.shrinker, so on a real kernel a daemon asks instead
+# (memcg.shrinkerd), from the notifications mm/memcontrol-v1.c gives user space.  The
+# simulated kernel runs the same policy when it predicts such a kernel
+# (SimKernel(shrinker="shrinkerd")), so both ask from the same arithmetic below.
+
+# mm/vmpressure.c: vmpressure_win (SWAP_CLUSTER_MAX * 16 pages), vmpressure_level_med
+# (60) and vmpressure_level_critical (95): a window's shortfall is at least this share
+# of it when the level is reported.
+VMPRESSURE_WIN = 512
+VMPRESSURE_LEVEL_MED = 60
+VMPRESSURE_LEVEL_CRITICAL = 95
+LEVEL_SHARE = {"low": 0, "medium": VMPRESSURE_LEVEL_MED, "critical": VMPRESSURE_LEVEL_CRITICAL}
+MARGIN_MIN = 4 << 20
+# A request counts as in flight (its memory not yet freed) this long at most (seconds) ...
+SETTLE = 0.2
+# ... or this long once its client has read it from its eventfd and usage has gone down.
+TAKEN = 0.005
+BACKOFF_BASE = 0.05    # first back-off of a client that did not free; doubles per strike
+BACKOFF_MAX = 5.0
+
+
+def default_margin(limit: int) -> int:
+    """The margin under a limit where asking starts: a quarter of the limit, at least
+    4 MiB (room for the allocator to run on while a request travels)."""
+    return max(limit // 4, MARGIN_MIN)
+
+
+def usage_thresholds(limit: int, margin: int) -> tuple[int, ...]:
+    """The usage thresholds registered under a limit: the high mark (limit - margin)
+    and limit - margin / 2 (memory.usage_in_bytes events, mm/memcontrol-v1.c)."""
+    return tuple(t for t in (limit - margin, limit - margin // 2) if t > 0)
+
+
+def over_high_mark(usage: int, limit: int, margin: int) -> bool:
+    """Usage at or above the high mark, where its threshold event fires
+    (mm/memcontrol-v1.c __mem_cgroup_threshold: a threshold is crossed once
+    threshold <= usage)."""
+    return usage >= limit - margin
+
+
+def usage_shortfall(usage: int, limit: int, margin: int, pending: int) -> int:
+    """Bytes to ask for at a usage check above the high mark: what brings usage to
+    limit - 2 * margin, less what is asked and cannot show in usage yet."""
+    return usage - (limit - 2 * margin) - pending
+
+
+def level_shortfall(level: str, pending_pages: int) -> int:
+    """Pages to ask for at a memory.pressure_level event: a window reported at this
+    level fell short by at least this share of it (low: reclaim keeps up)."""
+    return VMPRESSURE_WIN * LEVEL_SHARE[level] // 100 - pending_pages
+
+
+def request_settled(age: float, read: bool, shown: bool, taken: float = TAKEN) -> bool:
+    """Whether a request stops counting as in flight: SETTLE has passed, or its client
+    has read it (the eventfd counter is 0 again), `taken` has passed and usage has been
+    read lower than when it was asked."""
+    return age >= SETTLE or (read and shown and age >= taken)
+
+
+def backoff_seconds(strikes: int) -> float:
+    """How long a client with this many unmet requests is not asked (doubling)."""
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** strikes)

@@ -109,6 +109,9 @@ class LinuxKernel(Kernel):
         # mempressure.shrinker: the daemon (started on first use), the watched
         # registrations, and the lock a task's channel is used under.
         self._shrinkerd: ShrinkerDaemon | None = None
+        # The margin of that daemon (None where mempressure.shrinker is not served): what
+        # a simulated kernel that predicts this one runs (SimKernel(shrinker="shrinkerd")).
+        self.shrinkerd_margin: int | None = SHRINKER_MARGIN
         self._watched: list[LinuxShrinkerEvent] = []
         self._task_lock = threading.RLock()
         self._dispatching = False
@@ -570,11 +573,10 @@ class LinuxKernel(Kernel):
     # --- the userspace shrinker (mempressure.shrinker through shrinkerd) ---------------------------------
 
     def _shrinker_group(self, gdir: str, path: str) -> None:
-        """ENOENT for a group that does not exist, EOPNOTSUPP on v2 (not served yet)."""
+        """ENOENT for a group that does not exist (v1 and v2 alike: the daemon serves
+        both, from the sources of docs/shrinker.md)."""
         if not os.path.isdir(gdir):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
-        if self.version != 1:
-            raise OSError(errno.EOPNOTSUPP, "mempressure.shrinker: shrinkerd serves cgroup v1 only", path)
 
     def _shrinker_event(self, gdir: str, path: str, args: str) -> LinuxShrinkerEvent:
         self._shrinker_group(gdir, path)
