@@ -37,3 +37,54 @@ def real_memcg():
     yield path
     left = {d for d in set(os.listdir(path)) - before if os.path.isdir(os.path.join(path, d))}
     assert not left, f"groups left behind: {sorted(left)}"
+
+
+# --- the VM guest -------------------------------------------------------------------------
+
+def vm_unavailable() -> str:
+    """Why no VM guest can be booted here (no qemu, no guest kernel image), or ""."""
+    from memcg.backends import vm
+    try:
+        vm.find_images()
+        vm._qemu()
+    except vm.GuestError as e:
+        return str(e)
+    return ""
+
+
+def guest_fixture(**shape):
+    """A module-scoped fixture giving one booted VMKernel of this shape, closed after the
+    module; skipped, saying why, where no guest can be booted.  Booting costs tens of
+    seconds, so a module boots one guest and resets it between cases (GuestCase)."""
+    @pytest.fixture(scope="module")
+    def guest():
+        import memcg
+        why = vm_unavailable()
+        if why:
+            pytest.skip(f"no VM guest: {why}")
+        k = memcg.VMKernel(**shape)
+        try:
+            k.boot()
+        except BaseException:
+            k.close()
+            raise
+        yield k
+        k.close()
+    return guest
+
+
+class GuestCase:
+    """A module's guest as a fresh kernel: close() resets it instead of powering off."""
+
+    def __init__(self, guest):
+        self._guest = guest
+
+    @property
+    def release(self) -> str:
+        return self._guest.kernel_release
+
+    def __getattr__(self, name):
+        return getattr(self._guest, name)
+
+    def close(self) -> None:
+        self._guest.reset()

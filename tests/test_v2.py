@@ -17,45 +17,15 @@ import random
 import pytest
 
 import memcg
+from conftest import GuestCase, guest_fixture, vm_unavailable
 
 MiB = 1 << 20
 VM = pytest.param("vm", marks=pytest.mark.vm)
 BOTH = ["sim", VM]
 
 
-def _vm_unavailable() -> str:
-    from memcg.backends import vm
-    try:
-        vm.find_images()
-        vm._qemu()
-    except vm.GuestError as e:
-        return str(e)
-    return ""
-
-
-@pytest.fixture(scope="module")
-def v2_guest():
-    """One cgroup v2 guest for the module's "vm" cases (reset between them)."""
-    why = _vm_unavailable()
-    if why:
-        pytest.skip(why)
-    k = memcg.VMKernel(hierarchy="v2", memory="1G", cpus=2)
-    yield k
-    k.close()
-
-
-class _GuestCase:
-    """The module's guest as a fresh kernel: close() resets it instead of powering off."""
-
-    def __init__(self, guest):
-        self._guest = guest
-        self.release = guest.kernel_release
-
-    def __getattr__(self, name):
-        return getattr(self._guest, name)
-
-    def close(self) -> None:
-        self._guest.reset()
+# One cgroup v2 guest for the module's "vm" cases (reset between them).
+v2_guest = guest_fixture(hierarchy="v2", memory="1G", cpus=2)
 
 
 @pytest.fixture
@@ -65,7 +35,7 @@ def k(request):
         kern = memcg.SimKernel(memory="1G", cpus=2, hierarchy="v2")
         kern.release = "6.18"
     else:
-        kern = _GuestCase(request.getfixturevalue("v2_guest"))
+        kern = GuestCase(request.getfixturevalue("v2_guest"))
     yield kern
     kern.close()
 
@@ -527,7 +497,7 @@ def swap_k(request):
         kern = memcg.SimKernel(memory="1G", swap="512M", hierarchy="v2")
         kern.release = "6.18"
     else:
-        why = _vm_unavailable()
+        why = vm_unavailable()
         if why:
             pytest.skip(why)
         try:
@@ -766,7 +736,7 @@ def test_random_tree_operations_agree_with_the_guest(seed, v2_guest):
     ops = _random_ops(seed, 40)
     sim = memcg.SimKernel(memory="1G", hierarchy="v2")
     want = _run_ops(sim, ops)
-    guest = _GuestCase(v2_guest)
+    guest = GuestCase(v2_guest)
     try:
         got = _run_ops(guest, ops)
     finally:
@@ -861,7 +831,7 @@ def test_compare_oom_group_against_the_guest(tmp_path, capsys):
     counts, expectations) agrees with the 6.1 guest."""
     import json
     from memcg.cli import main
-    why = _vm_unavailable()
+    why = vm_unavailable()
     if why:
         pytest.skip(why)
     out = tmp_path / "cmp.json"

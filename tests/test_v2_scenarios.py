@@ -12,6 +12,7 @@ import json
 import pytest
 
 import memcg
+from conftest import GuestCase, guest_fixture
 from memcg.cli import main
 from memcg.compare import run_compare
 from memcg.scenario import ScenarioError, load_scenario, parse_scenario, run_scenario
@@ -93,44 +94,9 @@ def test_bad_on_fire_exits_2(tmp_path, capsys):
 
 # --- against the guest -----------------------------------------------------------------------
 
-def _vm_unavailable() -> str:
-    from memcg.backends import vm
-    try:
-        vm.find_images()
-        vm._qemu()
-    except vm.GuestError as e:
-        return str(e)
-    return ""
-
-
-class _Reused:
-    """The module's guest as a fresh kernel: close() resets it instead of powering off."""
-
-    def __init__(self, guest):
-        self._guest = guest
-
-    def __getattr__(self, name):
-        return getattr(self._guest, name)
-
-    def close(self) -> None:
-        self._guest.reset()
-
-
-@pytest.fixture(scope="module")
-def v2_swap_guest():
-    """One cgroup v2 guest with swap for the module's comparisons (reset between them);
-    a scenario without swap sets memory.swap.max 0 where it matters."""
-    why = _vm_unavailable()
-    if why:
-        pytest.skip(f"no VM guest: {why}")
-    k = memcg.VMKernel(hierarchy="v2", memory="512M", cpus=2, swap="256M")
-    try:
-        k.boot()
-    except Exception:
-        k.close()
-        raise
-    yield k
-    k.close()
+# One cgroup v2 guest with swap for the module's comparisons (reset between them); a
+# scenario without swap sets memory.swap.max 0 where it matters.
+v2_swap_guest = guest_fixture(hierarchy="v2", memory="512M", cpus=2, swap="256M")
 
 
 def _discrete(row: dict) -> bool:
@@ -146,7 +112,7 @@ def _discrete(row: dict) -> bool:
 def test_builtin_agrees_with_the_guest(name, v2_swap_guest):
     sc = load_scenario(name)
     result = run_compare(sc, lambda m: memcg.SimKernel(**m.sim_kwargs()),
-                         lambda: _Reused(v2_swap_guest))
+                         lambda: GuestCase(v2_swap_guest))
     rows = result["rows"]
     bad = [r for r in rows if r["class"] == "compared" and _discrete(r) and not r["agree"]]
     assert not bad, bad

@@ -10,20 +10,11 @@ import time
 
 import pytest
 
-from memcg.backends.vmkernel import VMKernel
+from conftest import guest_fixture
 from test_v2_mechanisms import (MB, _pressure, check_memcg_high, check_memcg_high_sync,
                                 check_memcg_low, check_memcg_min, check_throttled_pressure)
-from test_vm import _WHY
 
-
-@pytest.fixture(scope="module")
-def guest():
-    if _WHY:
-        pytest.skip(_WHY)
-    k = VMKernel(hierarchy="v2", memory="1G", cpus=2)
-    k.boot()
-    yield k
-    k.close()
+guest = guest_fixture(hierarchy="v2", memory="1G", cpus=2)
 
 
 # The guest has no disk yet: its files are on tmpfs (shmem, charged when they are made),

@@ -20,6 +20,8 @@ from memcg.backends import vm, vmimage
 from memcg.backends.vmkernel import VMKernel
 from memcg.cli import main
 
+from conftest import guest_fixture
+
 
 def _guest_available() -> str:
     if shutil.which("qemu-system-x86_64") is None:
@@ -302,24 +304,8 @@ def test_the_image_holds_the_interpreter_and_the_agent_and_is_cached(tmp_path):
     assert other != first and not os.path.exists(first)   # one image kept
 
 
-@pytest.fixture(scope="module")
-def v2():
-    if _WHY:
-        pytest.skip(_WHY)
-    k = VMKernel(hierarchy="v2", memory="512M", cpus=2, swap="256M")
-    k.boot()
-    yield k
-    k.close()
-
-
-@pytest.fixture(scope="module")
-def v1():
-    if _WHY:
-        pytest.skip(_WHY)
-    k = VMKernel(hierarchy="v1", memory="512M", cpus=2)
-    k.boot()
-    yield k
-    k.close()
+v2 = guest_fixture(hierarchy="v2", memory="512M", cpus=2, swap="256M")
+v1 = guest_fixture(hierarchy="v1", memory="512M", cpus=2)
 
 
 def test_v2_memory_max_is_read_back_as_the_guest_prints_it(v2):

@@ -103,6 +103,9 @@ class System:
         self.super_blocks: dict[str, dcache.SuperBlock] = {}
         self.net: sock.Net | None = None  # TCP: tcp_mem from this machine's memory, the socket key
         self.wb_dwork: sched.Timer | None = None  # the flusher's delayed work (boot arms it)
+        self.stats_flush_dwork: sched.Timer | None = None  # the periodic statistics flush
+        self.stats_flushes = 0  # statistics flushes so far, periodic or of one subtree
+        self.stats_periodic_flush = 0  # the number of the last periodic one
 
     @property
     def cpu(self) -> int:
@@ -157,4 +160,7 @@ def boot(memory_pages: int, cpus: int, swap_pages: int, seed: int = 0,
     # it when an inode is first dirtied, the model's flusher wakes every tick
     sys.wb_dwork = sched.Timer(sched.WRITEBACK, 0, page_writeback.wb_workfn, sys)
     sched.mod_timer(sys.clock, sys.wb_dwork, page_writeback.DIRTY_WRITEBACK_TICKS)
+    # mm/memcontrol.c: mem_cgroup_init() queues stats_flush_dwork FLUSH_TIME after boot
+    sys.stats_flush_dwork = sched.Timer(sched.WRITEBACK, 1, memcontrol.flush_memcg_stats_dwork, sys)
+    sched.mod_timer(sys.clock, sys.stats_flush_dwork, memcontrol.FLUSH_TIME)
     return sys

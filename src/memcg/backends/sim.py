@@ -283,6 +283,12 @@ class SimKernel(Kernel):
         """The simulated machine: its memory, CPUs and swap, as it was built."""
         return dict(self._machine)
 
+    def settle(self) -> None:
+        """As if the periodic statistics flush had just run (LinuxKernel.settle() waits
+        for it): what reclaim reads of the LRU lists is then exact.  Simulated time does
+        not move."""
+        memcontrol.mem_cgroup_flush_root(self.sys)
+
     def debugfs(self) -> dict:
         sys = self.sys
         return {

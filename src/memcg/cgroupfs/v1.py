@@ -111,6 +111,7 @@ def _tcp_usage(k, memcg: MemCgroup) -> str:
 def _read_stat(k, memcg: MemCgroup) -> str:
     """memcg1_stat_format(): local values, limits, then total_* over the subtree."""
     sys = k.sys
+    memcontrol.mem_cgroup_flush_stats(sys, memcg)  # memcg1_stat_format() flushes first
     out = []
 
     def state(item, hier):

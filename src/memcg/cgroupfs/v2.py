@@ -325,6 +325,7 @@ def _memory_stat(k, memcg: MemCgroup) -> str:
     """memcg_stat_format(): memory_stats[] (slab after slab_unreclaimable), pgscan and
     pgsteal summed over their sources, then the vm events; hierarchical figures."""
     sys = k.sys
+    memcontrol.mem_cgroup_flush_stats(sys, memcg)  # memory_stat_format() flushes first
     out = []
     for name, item, unit in MEMORY_STATS:
         out.append(f"{name} {_stat_value(sys, memcg, item) * unit}")
@@ -340,6 +341,7 @@ def _memory_stat(k, memcg: MemCgroup) -> str:
 def _numa_stat(k, memcg: MemCgroup) -> str:
     """memory_numa_stat_show(): the node statistics of memory_stats[], one node (N0)."""
     sys = k.sys
+    memcontrol.mem_cgroup_flush_stats(sys, memcg)
     by_name = {name: (item, unit) for name, item, unit in MEMORY_STATS}
     out = []
     for name in NUMA_STATS:

@@ -63,12 +63,18 @@ class StatTable:
 
     def __init__(self, rows: int = 64):
         self.a = np.zeros((rows, NR_STAT_ITEMS), np.int64)
+        # the LRU sizes (local) as the last periodic flush saw them: flush_memcg_stats_dwork
+        self.flushed = np.zeros((rows, NR_LRU_LISTS), np.int64)
 
     def ensure(self, memcg_id: int) -> None:
         if memcg_id >= len(self.a):
-            grown = np.zeros((max(memcg_id + 1, 2 * len(self.a)), NR_STAT_ITEMS), np.int64)
+            rows = max(memcg_id + 1, 2 * len(self.a))
+            grown = np.zeros((rows, NR_STAT_ITEMS), np.int64)
             grown[:len(self.a)] = self.a
             self.a = grown
+            flushed = np.zeros((rows, NR_LRU_LISTS), np.int64)
+            flushed[:len(self.flushed)] = self.flushed
+            self.flushed = flushed
 
     def mod(self, memcg_id: int, item: int, delta: int) -> None:
         self.a[memcg_id, item] += delta
@@ -118,6 +124,10 @@ class MemCgroup:
     oom_lock: bool = False
     online: bool = True
     move_charge_at_immigrate: int = 0
+    # the subtree's LRU sizes as this group's own last statistics flush left them (a
+    # memory.stat read: mem_cgroup_flush_stats), and that flush's number (System.stats_flushes)
+    lru_flushed: object = None
+    lru_flush_seq: int = 0
     # memory.usage_in_bytes / memsw thresholds: sorted [(pages, eventfd)], and the index
     # of the last threshold at or below usage (mem_cgroup_threshold_ary.current_threshold)
     thresholds: list = field(default_factory=list)
@@ -240,6 +250,7 @@ def mem_cgroup_alloc(sys: System, parent: MemCgroup | None, name: str) -> MemCgr
     memcg.softlimit_target = [0] * sys.cpus
     sys.memcgs[memcg_id] = memcg
     sys.stats.ensure(memcg_id)
+    sys.stats.flushed[memcg_id] = 0  # a new group: nothing of it was flushed yet
     psi.psi_cgroup_alloc(sys, memcg)  # kernel/cgroup/cgroup.c: cgroup_create()
     return memcg
 
@@ -937,6 +948,62 @@ def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:
             val += sys.swap.nr_used
         return val
     return (memcg.memsw if swap else memcg.memory).usage
+
+
+# mm/memcontrol.c: FLUSH_TIME (2UL*HZ) - the period of flush_memcg_stats_dwork(), in the
+# model's one-second ticks
+FLUSH_TIME = 2
+
+
+def mem_cgroup_flush_root(sys: System) -> None:
+    """__mem_cgroup_flush_stats(root_mem_cgroup, true): every group's statistics flushed."""
+    lrus = slice(NR_LRU_BASE, NR_LRU_BASE + NR_LRU_LISTS)
+    sys.stats.flushed[:] = sys.stats.a[:, lrus]
+    sys.stats_flushes += 1
+    sys.stats_periodic_flush = sys.stats_flushes
+
+
+def flush_memcg_stats_dwork(sys: System) -> None:
+    """flush_memcg_stats_dwork(): every FLUSH_TIME the statistics of every group are
+    flushed; the work re-arms itself for the next."""
+    mem_cgroup_flush_root(sys)
+    sched.mod_timer(sys.clock, sys.stats_flush_dwork, sys.clock.now + FLUSH_TIME)
+
+
+def mem_cgroup_flush_stats(sys: System, memcg: MemCgroup) -> None:
+    """mem_cgroup_flush_stats(memcg), as a memory.stat read calls it: css_rstat_flush()
+    brings each group of memcg's subtree up to date; the ancestors' own figures catch up
+    only when they are flushed themselves (the deltas wait in their state_pending).
+
+    The kernel skips the flush while the subtree has fewer than MEMCG_CHARGE_BATCH *
+    num_online_cpus() updates pending (memcg_vmstats_needs_flush); the model does not
+    count updates and always flushes, so a view it keeps may be that many pages fresher.
+    """
+    if sys.semantics == "3.8":
+        return  # 3.8 read the per-CPU counters directly: nothing is held back
+    sys.stats_flushes += 1
+    lrus = slice(NR_LRU_BASE, NR_LRU_BASE + NR_LRU_LISTS)
+    for m in memcg.subtree():
+        ids = [d.id for d in m.subtree()]
+        m.lru_flushed = sys.stats.a[ids, lrus].sum(axis=0)
+        m.lru_flush_seq = sys.stats_flushes
+
+
+def lruvec_page_state_lru(sys: System, memcg: MemCgroup, lru: int) -> int:
+    """lruvec_page_state(lruvec, NR_LRU_BASE + lru) of memcg's lruvec: the subtree's list
+    size as of the group's last statistics flush, which is what reclaim's heuristics read.
+    Since 6.12 reclaim flushes only when the periodic flush is late (prepare_scan_control:
+    mem_cgroup_flush_stats_ratelimited, "memcg: use ratelimited stats flush in the reclaim"), so a burst of work within
+    one FLUSH_TIME is judged by the lists as they were before it.  3.8 summed the per-CPU
+    counters: exact."""
+    if sys.semantics == "3.8":
+        return memcg_page_state(sys, memcg, NR_LRU_BASE + lru, True)
+    if memcg.lru_flush_seq > sys.stats_periodic_flush:
+        return int(memcg.lru_flushed[lru])
+    if not memcg.children:
+        return int(sys.stats.flushed[memcg.id, lru])
+    ids = [m.id for m in memcg.subtree()]
+    return int(sys.stats.flushed[ids, lru].sum())
 
 
 def memcg_page_state(sys: System, memcg: MemCgroup, item: int, hierarchical: bool) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import fastpath, memcontrol, memcontrol_v1, mempressure, page_writeback, shrinker, vmpressure
 from .memcontrol import (MEMCG_LOW, NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN,
-                         PGSTEAL, MemCgroup, mem_cgroup_get_nr_swap_pages, memcg_page_state)
+                         PGSTEAL, MemCgroup, lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
 # the swap-out fast path reaches back into this module only inside its functions
 from .fastpath import swapout
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -133,12 +133,9 @@ def inactive_is_low(inactive: int, active: int) -> bool:
     return inactive * ratio < active
 
 
-def lru_size(sys: System, memcg: MemCgroup, lru: int, hierarchical: bool) -> int:
-    return memcg_page_state(sys, memcg, NR_LRU_BASE + lru, hierarchical)
-
-
 def prepare_scan_control(sys: System, sc: ScanControl) -> None:
-    """prepare_scan_control(): decide deactivation and cache-trim mode on the target's lruvec.
+    """prepare_scan_control(): decide deactivation and cache-trim mode on the target's lruvec,
+    from its statistics as last flushed (lruvec_page_state, 6.12+: at most FLUSH_TIME old).
 
     The workingset refault trigger is not modelled: deactivation follows the list ratio.
     """
@@ -147,13 +144,13 @@ def prepare_scan_control(sys: System, sc: ScanControl) -> None:
         sc.may_deactivate = DEACTIVATE_ANON | DEACTIVATE_FILE
     else:
         sc.may_deactivate = 0
-        if inactive_is_low(lru_size(sys, target, LRU_INACTIVE_ANON, True),
-                           lru_size(sys, target, LRU_ACTIVE_ANON, True)):
+        if inactive_is_low(lruvec_page_state_lru(sys, target, LRU_INACTIVE_ANON),
+                           lruvec_page_state_lru(sys, target, LRU_ACTIVE_ANON)):
             sc.may_deactivate |= DEACTIVATE_ANON
-        if inactive_is_low(lru_size(sys, target, LRU_INACTIVE_FILE, True),
-                           lru_size(sys, target, LRU_ACTIVE_FILE, True)):
+        if inactive_is_low(lruvec_page_state_lru(sys, target, LRU_INACTIVE_FILE),
+                           lruvec_page_state_lru(sys, target, LRU_ACTIVE_FILE)):
             sc.may_deactivate |= DEACTIVATE_FILE
-    file = lru_size(sys, target, LRU_INACTIVE_FILE, True)
+    file = lruvec_page_state_lru(sys, target, LRU_INACTIVE_FILE)
     sc.cache_trim_mode = bool(file >> sc.priority) and not (sc.may_deactivate & DEACTIVATE_FILE)
 
 
@@ -315,9 +312,11 @@ def shrink_lruvec(sys: System, memcg: MemCgroup, sc: ScanControl) -> None:
             nr[lru] = max(0, targets[lru] * (100 - percentage) // 100 - done)
         scan_adjusted = True
     sc.nr_reclaimed += nr_reclaimed
-    # Even if we did not try to evict anon pages at all, age the active anon list.
+    # Even if we did not try to evict anon pages at all, age the active anon list
+    # (inactive_is_low() of this lruvec: its statistics as last flushed, like the target's)
     if sys.swap.nr_free > 0 and sc.may_swap and inactive_is_low(
-            memcg.lruvec.size(LRU_INACTIVE_ANON), memcg.lruvec.size(LRU_ACTIVE_ANON)):
+            lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
+            lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON)):
         shrink_active_list(sys, memcg, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, sc)
 
 
