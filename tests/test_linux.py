@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import dataclasses
 import textwrap
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 import memcg
 from memcg import compare
 from memcg.backends import linux
-from memcg.cli import main
+from memcg.cli import main, make_kernel
 from memcg.profile import PROFILE_KEYS, load_profile
 from memcg.scenario import builtin_names, load_scenario
 
@@ -497,8 +498,15 @@ def test_compare_every_builtin(real_memcg, name):
     if m.hierarchy != "v1":
         pytest.skip(f"{name} is a cgroup {m.hierarchy} scenario and this machine's real cgroups are v1 "
                     "(it is compared against the guest in test_v2 and test_v2_scenarios)")
-    out = compare.run_compare(scenario, lambda shaped: memcg.SimKernel(**shaped.sim_kwargs()),
-                              lambda: memcg.LinuxKernel(memory=m.memory, swap=m.swap))
+    real = memcg.LinuxKernel(memory=m.memory, swap=m.swap)
+    try:
+        # as `memcg compare` does: the model predicts the real side's shrinkerd
+        out = compare.run_compare(
+            scenario, lambda shaped: make_kernel(dataclasses.replace(scenario, machine=shaped),
+                                                 "sim", predict=real),
+            lambda: real)
+    finally:
+        real.close()
     assert out["rows"] and 0.0 <= out["agreement"] <= 1.0
     # figures are classed, never dropped: no built-in lists fewer rows than before
     assert out["counts"]["rows"] >= ROWS_BEFORE.get(name, 0), compare.format_table(out)

@@ -128,6 +128,10 @@ def test_both_protocols_on_a_real_v2_group(v2):
     assert out["sockets"]
     # shrinker.sock: 4x the limit in 1 MiB chunks, never OOM-killed, never at the limit
     w = out["with"]
+    if "libgcc_s.so.1 must be installed" in w["err"]:
+        # glibc loads libgcc_s when a thread exits; a guest image built without it cannot
+        # run the threaded client
+        pytest.skip("the guest image has no libgcc_s.so.1 for the threaded chunk client")
     assert w["rc"] == 0, w["err"]
     assert w["stats"]["allocated"] == 256 and w["stats"]["freed"] > 0
     assert w["events"]["oom_kill"] == "0" and w["events"]["max"] == "0"
