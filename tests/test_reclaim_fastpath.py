@@ -95,6 +95,7 @@ def run_both(workload, monkeypatch):
         monkeypatch.setattr(fastpath, "ENABLED", fast)
         results.append(workload())
     fast, slow = results
+    assert fast.keys() == slow.keys()
     for key in slow:
         assert fast[key] == slow[key], key
     return fast

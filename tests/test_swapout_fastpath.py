@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import memcg
-from memcg.mm import fastpath, mmzone
+from memcg.mm import mmzone
 from memcg.mm.fastpath import swapout
 
-from test_reclaim_fastpath import observe
+from test_reclaim_fastpath import observe, run_both
 
 MiB = 1 << 20
 
@@ -64,18 +64,6 @@ def taken(monkeypatch):
         return r
     monkeypatch.setattr(swapout, "shrink_swapbacked", counting)
     return count
-
-
-def run_both(workload, monkeypatch):
-    results = []
-    for fast in (True, False):
-        monkeypatch.setattr(fastpath, "ENABLED", fast)
-        results.append(workload())
-    fast, slow = results
-    assert fast.keys() == slow.keys()
-    for key in slow:
-        assert fast[key] == slow[key], key
-    return fast
 
 
 def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, threshold=None,

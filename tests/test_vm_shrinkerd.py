@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from memcg.backends import vm
+from conftest import guest_fixture
 
 pytestmark = pytest.mark.vm
 
@@ -22,26 +21,8 @@ MiB = 1 << 20
 CLIENT = (Path(__file__).resolve().parent / "data" / "chunk_client.py").read_text()
 
 
-def _why() -> str:
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-    try:
-        vm.find_images()
-    except vm.GuestError as e:
-        return str(e)
-    return ""
-
-
-@pytest.fixture(scope="module")
-def v2():
-    why = _why()
-    if why:
-        pytest.skip(why)
-    from memcg.backends.vmkernel import VMKernel
-    k = VMKernel(hierarchy="v2", memory="512M", cpus=2, swap="0")
-    k.boot()
-    yield k
-    k.close()
+# One cgroup v2 guest without swap for the module.
+v2 = guest_fixture(hierarchy="v2", memory="512M", cpus=2, swap="0")
 
 
 # Runs in the guest: argv = ROOT WORKDIR CLIENT_SOURCE.  Starts the daemon on ROOT, then
