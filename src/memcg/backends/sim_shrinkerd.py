@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from .. import sched
 from ..kernel import PAGE_SIZE
-from ..mm.shrink_plan import (backoff_seconds, default_margin, level_shortfall, over_high_mark,
-                              request_settled, shrink_plan, usage_shortfall, usage_thresholds)
+from ..mm.shrink_plan import (SETTLE, backoff_seconds, default_margin, level_shortfall,
+                              over_high_mark, request_settled, shrink_plan, usage_shortfall,
+                              usage_thresholds)
 
 if TYPE_CHECKING:
     from ..fs.eventfd import EventFd
@@ -211,12 +212,12 @@ class SimShrinkerd:
             g.in_flight.clear()
             g.dropped = True
             return
-        if reason == "tick" and (pending or now - g.last_ask < 0.2):
-            return   # the tick only re-asks once a request has settled (SETTLE)
+        if reason == "tick" and (pending or now - g.last_ask < SETTLE):
+            return   # the tick only re-asks once a request has settled
         short = usage_shortfall(usage, g.limit, m, pending)
         if short <= 0:
             return
-        if not g.dropped and now - g.last_ask >= 0.2 and g.asked_round:
+        if not g.dropped and now - g.last_ask >= SETTLE and g.asked_round:
             for c in g.asked_round:   # the last request settled unmet: back off
                 c.strikes += 1
                 c.backoff_until = now + backoff_seconds(c.strikes)
