@@ -135,11 +135,17 @@ def test_new_ext4_metadata_blocks_are_active_file_on_the_real_kernel(real_memcg)
         lru = _file_lru(k)
     finally:
         k.close()
+    on_lru = lru["active_file"] + lru["inactive_file"]
     if lru["cache"] == 0:
         pytest.skip("every block ext4 gave the new directories still had its page cached "
                     "from earlier directories: no new page to look at")
+    if on_lru == 0:
+        # mm/swap.c: folio_add_lru() parks a new folio in the CPU's lru_add batch; a few
+        # pages can all still be there (counted in cache, on no list yet)
+        pytest.skip(f"the {lru['cache'] // 4096} new pages are all still in per-CPU lru_add "
+                    "batches: none on an LRU list to look at")
     # measured: 1341 of 1356 pages, 7 of 7, 33 of 33, 181 of 181 (a few may be other pages)
-    assert lru["active_file"] >= 0.95 * lru["cache"], lru
+    assert lru["active_file"] >= 0.95 * on_lru, lru
 
 
 def test_kernel_stack_is_thread_size_of_the_era():
