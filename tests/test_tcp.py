@@ -514,6 +514,16 @@ def test_tcp_bloat_scenario_holds_the_limited_group_back(tmp_path):
     lim, free = result["series"]["groups"]["/limited"], result["series"]["groups"]["/free"]
     assert max(lim["tcp_buffered"]) < 1.1 * MiB < 4 * MiB < max(free["tcp_buffered"])
     assert any(lim["tcp_pressure"]) and not any(free["tcp_pressure"])
+    # The drain at tick 25 grows the limited reader's buffer by autotuning, a round trip
+    # at a time: Linux 6.18.44 ended the run with 1615485 (memcg compare tcp-bloat, every
+    # run); the model's steps are coarser (2971021), within a factor of two.
+    real_rcvbuf = 1615485
+    assert real_rcvbuf // 2 <= result["sockets"]["lim"]["rcvbuf"] <= 2 * real_rcvbuf
+    # ... and the window it opens lets through more than the group holds: segments are
+    # dropped in the drain and wait for the retransmission timer (the real kernel left
+    # 0.57M at the sender in some runs, everything got across in others).
+    drain = int(sc.params["drain_at"])
+    assert lim["tcp_drops"][drain] > lim["tcp_drops"][drain - 1]
     assert result["groups"]["/limited"][f"{TCP}limit_in_bytes"] == f"{MiB}\n"
     text = report.summary(result)
     assert "tcp (the group's memory.kmem.tcp.usage_in_bytes" in text and "/limited" in text

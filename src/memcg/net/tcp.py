@@ -839,11 +839,14 @@ def tcp_rcv_data(tp: TcpSock, skb: Skb) -> None:
         tcp_event_data_recv(tp, skb)
         tcp_ack_snd_check(tp)
         return
+    # Either way the segment is freed by tcp_drop_reason(), which counts it in sk_drops
+    # (SO_MEMINFO's drops): a retransmission of data already here (SKB_DROP_REASON_
+    # TCP_OLD_DATA) as well as one out of order after a drop.
     if skb.end_seq <= tp.rcv_nxt:
         net.mib_inc("DelayedACKLost")  # a retransmission of data already here
     else:
         net.mib_inc("TCPOFODrop")  # out of order after a drop: not queued in the model
-        tp.drops += 1
+    tp.drops += 1
     tcp_enter_quickack_mode(tp)
     tcp_send_ack(tp)
 
