@@ -576,5 +576,38 @@ def test_scenario_connection_figures_and_json():
     assert result["series"]["groups"]["/a"]["tcp_usage"] == [0, 0]  # no tcp limit written
 
 
+class SettlingTakesTime(memcg.SimKernel):
+    """A kernel whose settle() lets time pass, as a real one's does (about 2 s for the
+    statistics flush, while TCP's timers go on)."""
+
+    def settle(self) -> None:
+        self.advance(3)
+
+
+def test_final_tcp_figures_are_taken_before_the_kernel_settles():
+    """A run's last TCP figures (the connections and memory.kmem.tcp.*) are those at the
+    end of its last tick: what a settle lets TCP do afterwards is not the scenario's."""
+    text = scenario_text('[[group]]\npath = "/b"\n'
+                         'files = { "memory.kmem.tcp.limit_in_bytes" = "1M" }\n'
+                         '[[task]]\nname = "u"\ngroup = "/b"\n[[task]]\nname = "v"\ngroup = "/b"\n'
+                         '[[step]]\nat = 0\ntask = "u"\nconnect_tcp = "c"\npeer = "v"\n'
+                         '[[step]]\nat = 0\ntask = "u"\nsend = "c"\nsize = "1M"\nrepeat = 4\n'
+                         '[[step]]\nat = 1\ntask = "v"\nrecv = "c"\nsize = "64K"\nrepeat = 3\n'
+                         '[[step]]\nat = 3\ntask = "v"\nrecv = "c"\nsize = "8M"\nrepeat = 40\n'
+                         'every = 0\n')
+    sc = scenario.parse_scenario(text, "t.toml")
+    plain = scenario.run_scenario(sc, memcg.SimKernel(memory="1G"), settle=True)
+    after_settle = {}
+
+    def look(k):
+        after_settle["usage"] = k.read(f"/b/{TCP}usage_in_bytes")
+    settled = scenario.run_scenario(sc, SettlingTakesTime(memory="1G"), settle=True, inspect=look)
+    assert settled["sockets"] == plain["sockets"]
+    assert settled["groups"]["/b"][f"{TCP}usage_in_bytes"] == plain["groups"]["/b"][f"{TCP}usage_in_bytes"]
+    # the settle's time did move TCP: segments dropped in the burst of reads were sent
+    # again by the retransmission timer
+    assert after_settle["usage"] != plain["groups"]["/b"][f"{TCP}usage_in_bytes"]
+
+
 def test_model_constants_follow_the_reference_config():
     assert MAX_TCP_HEADER == 192 and SKB_HEAD_TRUESIZE == 832
