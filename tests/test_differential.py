@@ -492,12 +492,13 @@ def test_tcp_drain_at_the_limit_grows_the_receive_buffer_and_the_limit_bites_aga
     drained = sum(s.recv(8 * MiB) for _ in range(40))
     after = s.info()
     usage = num(k, "/g/memory.kmem.tcp.usage_in_bytes")
-    assert drained > 0 and after["inq"] == 0
+    # (the real reader sometimes got everything, sometimes the burst ended before the
+    # segments repaired by fast retransmission arrived: then they wait in its queue)
+    assert drained > 0
     # grown by autotuning in the burst: 1615485 on the real kernel; the model measures a
     # round trip per read that ACK-clocked data reached (tcp.py: tcp_rcv_space_adjust)
     # and grows less in this sequence (595307), more in tcp-bloat's (2971021)
     assert 3 * 131072 < after["rcvbuf"] < 4 * MiB
-    assert after["window"] > 128 * KiB
     assert usage < 768 * KiB
     assert after["sndbuf"] >= 3 * MiB                     # tcp_new_space(): pressure lifted
     k.advance(1)
