@@ -46,7 +46,8 @@ import numpy as np
 
 from . import fastpath, filemap, page_alloc, slab, swap, swapfile
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
-from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, PGFAULT, KmemPages
+from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT,
+                         KmemPages)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_mlocked,
                      PG_swapbacked, PG_young)
 from .swapfile import swp_offset
@@ -185,6 +186,8 @@ def zap_anon(sys: System, vma: AnonVma, start: int, cpu: int | None = None) -> N
         shared = folio_mapcount(vma, pos, pfns) > 1
         if shared.any():
             rmap_move_mapping(sys, vma, pos[shared], pfns[shared])
+            if vma.locked:
+                munlock_folios(sys, pfns[shared])
             vma.mm.anon_rss -= int(np.count_nonzero(shared))
             pfns = pfns[~shared]
     if len(pfns):
@@ -255,6 +258,23 @@ def rmap_move_mapping(sys: System, vma: AnonVma, pos: np.ndarray, pfns: np.ndarr
         hit = need & (v.slots[pos] == pfns)
         sys.mem.mapping[pfns[hit]] = v.id
         need &= ~hit
+
+
+def munlock_folios(sys: System, pfns: np.ndarray) -> None:
+    """mm/mlock.c: munlock_folio() as a VM_LOCKED mapping unmaps pages others still map
+    (their copies are never VM_LOCKED: fork does not inherit mlock): PG_mlocked is
+    cleared and each goes from the unevictable list to its group's inactive anon list."""
+    mem = sys.mem
+    pfns = pfns[(mem.flags[pfns] & PG_mlocked) != 0]
+    if not len(pfns):
+        return
+    swap.lruvec_del_folio(sys, pfns)
+    mem.flags[pfns] &= np.uint8(~PG_mlocked & 0xFF)
+    for memcg_id in np.unique(mem.memcg[pfns]).tolist():
+        part = pfns[mem.memcg[pfns] == memcg_id]
+        memcg = sys.memcgs[memcg_id]
+        memcg.lruvec.lists[LRU_INACTIVE_ANON].add(mem, part)
+        sys.stats.mod(memcg_id, NR_LRU_BASE + LRU_INACTIVE_ANON, len(part))
 
 
 def dup_mmap(sys: System, parent: Task, mm) -> int:
