@@ -256,6 +256,12 @@ class LinuxTask(Task):
         self._k._dispatch_shrinkers()
         self._alive()
         if self.light and cmd.get("op") != "exit":
+            if self._pending:   # a write_anon ("w") still running: its reply comes first
+                self._wait(grace=0.05)
+                self._alive()
+                if self._pending:
+                    raise OSError(errno.EAGAIN, f"task {self.pid} is blocked in the kernel "
+                                                "(mem_cgroup_oom_synchronize)")
             self._k._become_worker(self)
             self._alive()
         if self._pending:
