@@ -281,6 +281,28 @@ def test_fork_shares_anon_copy_on_write(kernel):
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_copy_on_write_blocks_at_the_childs_limit(kernel):
+    """A COW fault is a user fault like any other: with oom_kill_disable the child
+    waits in mem_cgroup_oom_synchronize at its group's limit, and goes on once the limit
+    is raised; the parent's group is not touched."""
+    k = kernel
+    parent = group_with_task(k, "/a")
+    k.mkdir("/b")
+    k.write("/b/memory.limit_in_bytes", "2M")
+    k.write("/b/memory.oom_control", "1")
+    parent.touch_anon(8 * MiB)
+    child = parent.fork()
+    child.move("/b")
+    child.write_anon(4 * MiB)
+    assert child.state == "blocked"
+    assert oom(k, "/b")["under_oom"] == 1 and num(k, "/b/memory.usage_in_bytes") == 2 * MiB
+    k.write("/b/memory.limit_in_bytes", "16M")
+    assert child.state == "running"
+    assert stat(k, "/b")["rss"] == 4 * MiB and near(k, stat(k, "/a")["rss"], 8 * MiB)
+    assert oom(k, "/b")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_fork_copies_page_tables_as_kmem(kernel):
     """copy_page_range(): the child gets a PTE page for each 2 MiB region the parent has
     one for (kmem of the forking task's group), besides the copied vma objects."""
