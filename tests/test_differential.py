@@ -244,6 +244,102 @@ def test_charges_stay_when_a_task_moves(kernel):
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_fork_shares_anon_copy_on_write(kernel):
+    """A forked child shares its parent's anonymous pages; a write to a shared page (by
+    either) is a copy-on-write fault charged to the writer's group (mm/memory.c:
+    wp_page_copy); a page left with one mapper is written in place (wp_page_reuse), a
+    fault that charges nothing; a shared page stays charged where it was faulted in
+    until its last mapper unmaps it."""
+    k = kernel
+    parent = group_with_task(k, "/a")
+    k.mkdir("/b")
+    parent.touch_anon(8 * MiB)
+    child = parent.fork()
+    child.move("/b")
+    child.write_anon(3 * MiB)
+    a, b = stat(k, "/a"), stat(k, "/b")
+    assert near(k, a["rss"], 8 * MiB) and b["rss"] == 3 * MiB
+    assert b["pgfault"] == 768 and b["pgpgin"] == 768       # one COW fault and charge a page
+    assert 3 * MiB <= num(k, "/b/memory.usage_in_bytes") <= 3 * MiB + 64 * 4096
+    child.write_anon(3 * MiB)                                 # its own pages now: no fault
+    assert stat(k, "/b")["pgfault"] == 768
+    faults = stat(k, "/a")["pgfault"]
+    parent.write_anon(5 * MiB)    # 3 MiB only it maps now (reused), 2 MiB still shared (copied)
+    a = stat(k, "/a")
+    assert near(k, a["rss"], 10 * MiB)
+    assert 1280 <= a["pgfault"] - faults <= 1280 + 16         # + the worker's own faults
+    parent.exit()
+    a, b = stat(k, "/a"), stat(k, "/b")
+    # what the child still maps stays charged to /a: the 5 MiB it never wrote
+    assert a["rss"] == 5 * MiB and b["rss"] == 3 * MiB
+    child.write_anon(8 * MiB)     # the pages it shared are its alone: faults, no charges
+    b = stat(k, "/b")
+    assert b["rss"] == 3 * MiB and b["pgfault"] == 768 + 1280 and b["pgpgin"] == 768
+    assert stat(k, "/a")["rss"] == 5 * MiB
+    child.exit()
+    assert stat(k, "/a")["rss"] == 0 and stat(k, "/b")["rss"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_copy_on_write_blocks_at_the_childs_limit(kernel):
+    """A COW fault is a user fault like any other: with oom_kill_disable the child
+    waits in mem_cgroup_oom_synchronize at its group's limit, and goes on once the limit
+    is raised; the parent's group is not touched."""
+    k = kernel
+    parent = group_with_task(k, "/a")
+    k.mkdir("/b")
+    k.write("/b/memory.limit_in_bytes", "2M")
+    k.write("/b/memory.oom_control", "1")
+    parent.touch_anon(8 * MiB)
+    child = parent.fork()
+    child.move("/b")
+    child.write_anon(4 * MiB)
+    assert child.state == "blocked"
+    assert oom(k, "/b")["under_oom"] == 1 and num(k, "/b/memory.usage_in_bytes") == 2 * MiB
+    k.write("/b/memory.limit_in_bytes", "16M")
+    assert child.state == "running"
+    assert stat(k, "/b")["rss"] == 4 * MiB and near(k, stat(k, "/a")["rss"], 8 * MiB)
+    assert oom(k, "/b")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_fork_copies_page_tables_as_kmem(kernel):
+    """copy_page_range(): the child gets a PTE page for each 2 MiB region the parent has
+    one for (kmem of the forking task's group), besides the copied vma objects."""
+    k = kernel
+    per_fork = {}
+    for mib in (0, 8):
+        g = f"/g{mib}"
+        t = group_with_task(k, g)
+        if mib:
+            t.touch_anon(mib * MiB)
+        before = num(k, f"{g}/memory.kmem.usage_in_bytes")
+        children = [t.fork() for _ in range(4)]
+        per_fork[mib] = (num(k, f"{g}/memory.kmem.usage_in_bytes") - before) / 4
+        assert all(c.state == "running" for c in children)
+    # four PTE pages (8 MiB, 2 MiB-aligned) and a vm_area_struct, anon_vma and two
+    # anon_vma_chains; slab objects reach the kmem counter a page at a time
+    assert 3 * 4096 <= per_fork[8] - per_fork[0] <= 5 * 4096
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_counts_shared_pages_for_the_child(kernel):
+    """get_mm_rss() counts every page a task maps: a child that inherited its exited
+    parent's 48 MiB is the largest task of the group and the OOM killer's victim."""
+    k = kernel
+    parent = group_with_task(k, limit="64M")
+    parent.touch_anon(48 * MiB)
+    child = parent.fork()
+    parent.exit()
+    assert near(k, stat(k, "/g")["rss"], 48 * MiB)              # still mapped by the child
+    other = k.spawn("/g")
+    other.touch_anon(24 * MiB)                               # over the limit: someone must go
+    assert child.state == "oom_killed" and other.state == "running"
+    assert oom(k, "/g")["oom_kill"] == 1
+    assert near(k, stat(k, "/g")["rss"], 24 * MiB)
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_exit_frees_anon_keeps_cache(kernel):
     k = kernel
     needs_disk(k)

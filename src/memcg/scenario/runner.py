@@ -309,6 +309,8 @@ class _Run:
             t.touch_anon(step.size, locked=step.locked)
         elif a == "free_anon":
             t.free_anon(step.size)
+        elif a == "write_anon":
+            t.write_anon(step.size)
         elif a == "touch_shm":
             t.touch_shm(step.arg, step.size)
         elif a == "read_file":
