@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import memcg
 from memcg.mm import mmzone
-from memcg.mm.fastpath import stream, swapout
+from memcg.mm.fastpath import folio, stream, swapout
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -205,6 +205,31 @@ def test_stream_reads_exact_under_3_8(limit, size, reads, monkeypatch, streamed)
         return observe_exact(k, [t])
     run_both(workload, monkeypatch)
     assert streamed[0] > 0
+
+
+@pytest.mark.parametrize("limit,size,reads", [("32M", 512 * MiB, 1), ("24M", 512 * MiB, 1),
+                                              ("32M", 512 * MiB, 2)])
+def test_folio_stream_exact(limit, size, reads, monkeypatch):
+    """A 6.18 read in large folios whose readahead windows reach their full size: the
+    windows fastpath.folio skips leave every frame as the folio-by-folio path does."""
+    count = [0]
+    real = folio.folio_stream_cycles
+
+    def counting(sys, task, mapping, q, w, steps, order):
+        count[0] += w * steps
+        real(sys, task, mapping, q, w, steps, order)
+    monkeypatch.setattr(folio, "folio_stream_cycles", counting)
+
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0", semantics="6.18")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", limit)
+        t = k.spawn("/b")
+        for _ in range(reads):
+            t.read_file("big", size)
+        return observe_exact(k, [t])
+    run_both(workload, monkeypatch)
+    assert count[0] > 0
 
 
 def _stream_workload(reads, limit_kb, parent_limit, swap_mb, anon):

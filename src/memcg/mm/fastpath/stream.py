@@ -499,6 +499,55 @@ def stream_frames_ok(sys: System, memcg: MemCgroup, mapping: AddressSpace, steal
     return not any(sys.mappings[mid].buffers.any() for mid in np.unique(mids).tolist())
 
 
+def _replay_frames(old: np.ndarray, stack: np.ndarray, n: int, steals: tuple,
+                   unit: int) -> tuple[int, np.ndarray, list, int]:
+    """stream_frames() step by step: (first_k, the frames of pages start + first_k .. in
+    order, the free stack's top at the end bottom to top, pages of the stream evicted)."""
+    # The list, oldest first: the old pages, then each step's frames as they are added.
+    # queue[i] is entry head + i; entries more than `keep` before the list's tail are
+    # dropped: every frame left on the stack at the end was pushed in the last cycle
+    # (each cycle pops down to its deepest point, taking every frame above it), so the
+    # last page any frame held is among the kept entries.
+    period = len(steals)
+    keep = 2 * unit * period + unit
+    queue = old.tolist()
+    stack = stack.tolist()
+    head = freed = 0
+    for b in range(n // unit):
+        got = stack[-unit:]
+        del stack[-unit:]
+        got.reverse()  # popped top first
+        steal = steals[b % period]
+        stack.extend(queue[freed - head:freed - head + steal])
+        freed += steal
+        queue.extend(got)
+        if freed - head > keep + len(queue) // 2:
+            del queue[:freed - head - keep]
+            head = freed - keep
+    nr_old = len(old)
+    gone = freed - nr_old  # pages of the stream evicted again within the n
+    # entries from the kept ones on that are pages of the stream: page start + k in frame
+    first_k = max(head, nr_old) - nr_old
+    ins = np.array(queue[first_k + nr_old - head:], np.int32)  # pages start + first_k ..
+    return first_k, ins, stack, gone
+
+
+def _steady_frames(old: np.ndarray, top: np.ndarray, steps: int, blocks: int,
+                   unit: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """stream_frames() when every step reclaims exactly its own size (a folio's charge
+    reclaims one folio) and the list holds `blocks` whole steps: each step takes the
+    frames the step before it freed, so the list's blocks repeat every blocks + 1 steps,
+    reversed.  Block i of the list (the old blocks, then one per step) is block i - blocks
+    - 1 reversed, and block -1 is the free stack's top before the first step."""
+    def block(i: int) -> np.ndarray:
+        t, r = divmod(i + 1, blocks + 1)
+        b = top if r == 0 else old[(r - 1) * unit:r * unit]
+        return b[::-1] if t % 2 else b
+    first = max(0, steps - blocks - 1)
+    ins = np.concatenate([block(blocks + j) for j in range(first, steps)]).astype(np.int32)
+    return first * unit, ins, block(steps - 1)
+
+
 def stream_frames(sys: System, memcg: MemCgroup, start: int, n: int, steals: tuple,
                   unit: int = FILEMAP_BATCH) -> tuple[np.ndarray, int]:
     """The frames of n pages streamed through memcg's inactive file list, as the steps
@@ -512,13 +561,15 @@ def stream_frames(sys: System, memcg: MemCgroup, start: int, n: int, steals: tup
     (stream_frames_ok holds).  A freed frame keeps the index and LRU stamp of the last page
     it held.  The pages are start .. start + n of the reader's mapping.
 
-    Returns (the frame of each page, how many of the first of them were evicted again).
-    The caller fills the mapping's slots and the pages' flags, mapping and group.
+    Returns (the frames of the pages still cached, pages start + gone .. start + n, in
+    order; gone, how many of the first pages were evicted again).  The caller fills the
+    mapping's slots and the pages' flags, mapping and group.
     """
     mem = sys.mem
     lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
-    stack = mem.alloc(_stack_depth(steals, unit))[::-1].tolist()  # bottom to top
-    old = lst.isolate(mem, min(n, lst.nr))
+    stack = mem.alloc(_stack_depth(steals, unit))[::-1]  # bottom to top
+    nr_lru = lst.nr
+    old = lst.isolate(mem, min(n, nr_lru))
     mids = mem.mapping[old]
     index = mem.index[old].astype(np.int64)
     for mid in np.unique(mids).tolist():
@@ -527,36 +578,29 @@ def stream_frames(sys: System, memcg: MemCgroup, start: int, n: int, steals: tup
         evicted.slots[idx] = SHADOW
         if evicted.ra_marks:
             evicted.ra_marks.difference_update(idx.tolist())
-    # The list, oldest first: the old pages, then each step's frames as they are added.
-    queue = old.tolist()
-    freed = 0
-    period = len(steals)
-    for b in range(n // unit):
-        got = stack[-unit:]
-        del stack[-unit:]
-        got.reverse()  # popped top first
-        steal = steals[b % period]
-        stack.extend(queue[freed:freed + steal])
-        freed += steal
-        queue.extend(got)
-    ins = np.array(queue[len(old):], np.int32)  # the frame page start + k was read into
-    gone = freed - len(old)  # pages of the stream evicted again within the n
+    nr_old = len(old)
+    if set(steals) == {unit} and nr_lru % unit == 0:
+        first_k, ins, stack = _steady_frames(old, np.asarray(stack, np.int32), n // unit,
+                                             nr_lru // unit, unit)
+        gone = n - nr_old
+    else:
+        first_k, ins, stack, gone = _replay_frames(old, stack, n, steals, unit)
     base = mem.next_seq(0)
     frames, first = np.unique(ins[::-1], return_index=True)
-    k = len(ins) - 1 - first  # the last page each frame held
+    k = first_k + len(ins) - 1 - first  # the last page each frame held
     mem.index[frames] = start + k
     mem.seq[frames] = ((k + base) & 0xFFFFFFFF).astype(np.uint32)
-    mem.free(np.array(stack, np.int32))
+    mem.free(np.asarray(stack, np.int32))
     # The steps' list entries: each step's pages were added as one chunk, stamped in
     # turn; the first step still on the list has lost its oldest pages to reclaim.
     b = gone // unit
+    assert b * unit >= first_k, "the first step still on the list was not kept"
     mem.next_seq(b * unit)
-    lst.add(mem, ins[b * unit:(b + 1) * unit])
-    if gone > b * unit:
-        lst.isolate(mem, gone - b * unit)
-    for b in range(b + 1, n // unit):
-        lst.add(mem, ins[b * unit:(b + 1) * unit])
-    return ins, gone
+    for j in range(b, n // unit):
+        lst.add(mem, ins[j * unit - first_k:(j + 1) * unit - first_k])
+        if j == b and gone > b * unit:
+            lst.isolate(mem, gone - b * unit)
+    return ins[gone - first_k:], gone
 
 
 def filemap_stream_cycles(sys: System, task: Task, mapping: AddressSpace, start: int,
@@ -571,10 +615,9 @@ def filemap_stream_cycles(sys: System, task: Task, mapping: AddressSpace, start:
     Counters and statistics are the caller's: it adds the growth of the cycles it skips.
     """
     mem = sys.mem
-    ins, gone = stream_frames(sys, task.memcg, start, n, steals)
+    live, gone = stream_frames(sys, task.memcg, start, n, steals)
     mapping.slots[start:start + gone] = SHADOW
-    mapping.slots[start + gone:start + n] = ins[gone:]
-    live = ins[gone:]
+    mapping.slots[start + gone:start + n] = live
     mem.flags[live] = PG_referenced
     mem.mapping[live] = mapping.id
     mem.memcg[live] = task.memcg.id
