@@ -166,8 +166,9 @@ def folio_stream_cycles(sys: System, task: Task, mapping: AddressSpace, q: int, 
     of the group's inactive file list in file order; the same number of the oldest pages
     of that list are evicted (shadow entries left), first the old ones, then those of the
     new windows the evictions reach; each folio takes the frames the folio its charge
-    reclaimed gave back (stream.stream_frames, one folio per step).  Folios from q to q + steps * w that are still cached
-    were read: PG_referenced.  The PG_readahead mark moves from q to q + steps * w.
+    reclaimed gave back (stream.stream_frames, one folio per step).  Folios from q to
+    q + steps * w that are still cached were read: PG_referenced.  The PG_readahead mark
+    moves from q to q + steps * w.
 
     Counters and statistics are the caller's (FolioStream._apply_counters).
     """
