@@ -136,9 +136,9 @@ def skipped(monkeypatch, semantics):
     real = stream.filemap_stream_cycles
     real_folio = folio.folio_stream_cycles
 
-    def counting(sys, task, mapping, start, n):
+    def counting(sys, task, mapping, start, n, steals):
         count[0] += n
-        real(sys, task, mapping, start, n)
+        real(sys, task, mapping, start, n, steals)
 
     def counting_folio(sys, task, mapping, q, w, steps, order):
         count[0] += w * steps

@@ -475,6 +475,17 @@ class LruList:
         self.nr -= len(taken)
         return taken
 
+    def pages(self, mem: MemMap) -> np.ndarray:
+        """The live pages of the list, oldest first (the list is left as it is)."""
+        parts = []
+        for pfns, base, start in self.chunks:
+            window = _chunk_pfns(pfns, start, len(pfns))
+            if self.entries != self.nr:
+                window = window[(mem.seq[window] == _stamps(base, start, len(pfns)))
+                                & (mem.lru[window] == self.lru)]
+            parts.append(window)
+        return np.concatenate(parts) if parts else np.empty(0, np.int32)
+
     def forget(self, n: int) -> None:
         """n pages left this list from the middle (freed or moved): their entries go stale."""
         self.nr -= n
