@@ -267,6 +267,56 @@ class MemMap:
         self._push(pfns)
         self.nr_free += n
 
+    def free_each(self, pfns: np.ndarray, bounds) -> None:
+        """free() of the slices of pfns cut at bounds, one after the other: the same
+        free stack (runs included) as that many free() calls."""
+        n = len(pfns)
+        if not n:
+            return
+        self.memcg[pfns] = 0
+        self.lru[pfns] = LRU_NONE
+        self.flags[pfns] = 0
+        self.mapping[pfns] = 0
+        if self.large:
+            self.order[pfns] = 0
+        # A slice that is one run of consecutive frames (a folio, as allocated) is pushed
+        # as that run; split_runs() of it would give the same single run.
+        p = np.asarray(pfns, np.int64)
+        d = np.diff(p)
+        unit = np.concatenate([[0], np.cumsum((d == 1) | (d == -1))])
+        turn = np.concatenate([[0, 0], np.cumsum(d[1:] != d[:-1])]) if n > 1 else np.zeros(2, np.int64)
+        starts = np.concatenate([[0], np.asarray(bounds, np.int64)])
+        ends = np.concatenate([starts[1:], [n]])
+        keep = ends > starts
+        starts, ends = starts[keep], ends[keep]
+        last = ends - 1
+        second = np.minimum(starts + 1, n - 1)
+        single = (last == starts) | ((unit[last] - unit[starts] == last - starts) &
+                                     (turn[last] == turn[second]))
+        for a, b, one, first_pfn, last_pfn in zip(starts.tolist(), ends.tolist(), single.tolist(),
+                                                  p[starts].tolist(), p[last].tolist()):
+            if one:
+                self._push_run(first_pfn, last_pfn)
+            else:
+                self._push(pfns[a:b])
+        self.nr_free += n
+
+    def _push_run(self, first: int, last: int) -> None:
+        """_push() of one run of consecutive frames, first to last."""
+        r = self._nr_runs
+        if r and self._extends_top(first, last):
+            self._last[r - 1] = last
+            return
+        if r + 1 > len(self._first):
+            cap = 2 * len(self._first)
+            for name in ("_first", "_last"):
+                grown = np.empty(cap, np.int32)
+                grown[:r] = getattr(self, name)[:r]
+                setattr(self, name, grown)
+        self._first[r] = first
+        self._last[r] = last
+        self._nr_runs = r + 1
+
     def _push(self, pfns: np.ndarray) -> None:
         firsts, lasts = split_runs(pfns)
         r = self._nr_runs
