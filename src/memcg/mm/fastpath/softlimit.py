@@ -28,7 +28,7 @@ from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, PGPGOUT, PGSCAN, PGSTEAL,
                           lruvec_page_state_lru, maybe_free_dying, page_events)
 from ..memcontrol_v1 import MEM_CGROUP_MAX_RECLAIM_LOOPS
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty,
-                      PG_mlocked, PG_swapbacked, PG_young)
+                      PG_mlocked, PG_swapbacked, PG_young, _chunk_pfns)
 
 if TYPE_CHECKING:
     from ...system import System
@@ -86,9 +86,9 @@ def _tail(lst, n: int) -> np.ndarray:
         if not need:
             break
         stop = min(len(pfns), start + need)
-        out.append(np.asarray(pfns[start:stop], np.int64))
+        out.append(_chunk_pfns(pfns, start, stop))
         need -= stop - start
-    return np.concatenate(out) if out else np.empty(0, np.int64)
+    return np.concatenate(out) if out else np.empty(0, np.int32)
 
 
 def _evictable(sys: System, pfns: np.ndarray) -> int:
@@ -109,40 +109,45 @@ def _evictable(sys: System, pfns: np.ndarray) -> int:
 
 
 class _Tail:
-    """The oldest pages of the list, with what the walks need to know of them: where
-    each page's folio starts among them (a folio's pages are consecutive on the list,
-    from isolation to isolation), where the address space changes, and per folio order
-    the running count of pages (memcontrol.nr_folios of any stretch of them)."""
+    """The oldest pages of the list, with what the walks need to know of them: each
+    page's address space and folio order, looked up once; the rest (a folio's run among
+    the isolated pages, the folios of a walk) walk by walk, on the few pages concerned."""
 
     def __init__(self, sys: System, pfns: np.ndarray):
         mem = sys.mem
+        self.mem = mem
         self.pfns = pfns
-        n = len(pfns)
-        mids = mem.mapping[pfns].astype(np.int64)
-        pos = np.arange(n)
-        self.mid_change = np.zeros(n + 1, np.int64)  # running count of mapping changes
-        if n > 1:
-            np.cumsum(mids[1:] != mids[:-1], out=self.mid_change[2:])
+        self.mids = mem.mapping[pfns]
         self.large = mem.large
-        if not self.large:
-            return
-        orders = mem.order[pfns].astype(np.int64)
-        folio = mem.index[pfns].astype(np.int64) >> orders
-        brk = np.ones(n, bool)
-        brk[1:] = (mids[1:] != mids[:-1]) | (folio[1:] != folio[:-1]) | (orders[1:] != orders[:-1])
-        self.fstart = np.maximum.accumulate(np.where(brk, pos, 0))
-        self.orders = orders
-        present = np.flatnonzero(np.bincount(orders)).tolist()
-        self.by_order = [(k, np.concatenate([[0], np.cumsum(orders == k)])) for k in present]
+        self.orders = mem.order[pfns] if self.large else None
+
+    def trailing_run(self, pos: int, last: int, size: int) -> int:
+        """MemMap.folio_tail_missing()'s run: of the isolated pages pos..last, how many
+        at the end are in the folio of the last one (at most its size)."""
+        lo = max(pos, last + 1 - size)
+        pfns = self.pfns[lo:last + 1]
+        order = int(self.orders[last])
+        mids = self.mids[lo:last + 1]
+        folio = self.mem.index[pfns] >> order
+        same = (mids == mids[-1]) & (folio == folio[-1])
+        if same.all():
+            return len(same)
+        return len(same) - (int(np.flatnonzero(~same)[-1]) + 1)
 
     def folios(self, a: int, b: int) -> int:
         """memcontrol.nr_folios() of pages a..b-1."""
         if not self.large:
             return b - a
-        return sum((int(c[b]) - int(c[a])) >> k for k, c in self.by_order)
+        o = self.orders[a:b]
+        first = int(o[0])
+        if o[-1] == first and (o == first).all():
+            return (b - a) >> first
+        counts = np.bincount(o)
+        return int(sum(int(c) >> k for k, c in enumerate(counts.tolist())))
 
     def one_mapping(self, a: int, b: int) -> bool:
-        return int(self.mid_change[b]) == int(self.mid_change[a + 1])
+        seg = self.mids[a:b]
+        return bool(seg[-1] == seg[0] and (seg == seg[0]).all())
 
 
 def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
@@ -166,7 +171,7 @@ def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
             order = int(tail.orders[last])
             if order:
                 size = 1 << order
-                run = min(last + 1 - max(int(tail.fstart[last]), pos), size)
+                run = tail.trailing_run(pos, last, size)
                 n = s + min(size - run, left - s)
         if pos + n > usable:
             break
