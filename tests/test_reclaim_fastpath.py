@@ -584,3 +584,51 @@ def test_global_soft_limit_bench_shape_same_both_ways(monkeypatch, soft_walks):
     4M soft limit and a listener each, each reading 32M in turn."""
     run_both(_global_soft("128M", 8, "4M", 32 * MiB), monkeypatch)
     assert soft_walks[0] > 0
+
+
+# --- readahead windows with room (fastpath.window) ----------------------------------------
+
+@pytest.fixture
+def window_folios(monkeypatch):
+    """Counts the pages the window fast path added at once."""
+    from memcg.mm.fastpath import window
+    count = [0]
+    real = window.ra_alloc_folios
+
+    def counting(sys, task, mapping, index, limit, new_order, mark):
+        end = real(sys, task, mapping, index, limit, new_order, mark)
+        count[0] += end - index
+        return end
+    monkeypatch.setattr(window, "ra_alloc_folios", counting)
+    return count
+
+
+def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics):
+    """Reads with room in the group and on the machine: a file read whole, part of
+    another read first (the window meets cached pages: -EEXIST), re-reads after the
+    pages were dropped (shadows: refaults), a second reader on another CPU, a soft limit
+    the reads go past (the event ratelimit re-keys the tree between the folios), a
+    parent with a limit that leaves room."""
+    def workload():
+        k = memcg.SimKernel(memory="256M", cpus=2, swap="0")
+        k.mkdir("/p")
+        k.write("/p/memory.limit_in_bytes", "200M")
+        k.mkdir("/p/a")
+        k.write("/p/a/memory.soft_limit_in_bytes", "3M")
+        k.mkdir("/b")
+        ev = [k.event("/p/memory.pressure_level", "low"), k.event("/b/memory.usage_in_bytes", "9M")]
+        a, a2, b = k.spawn("/p/a"), k.spawn("/p/a"), k.spawn("/b")
+        a.read_file("one", 24 * MiB)
+        a2.read_file("two", 3 * MiB + 8192)
+        a2.read_file("two", 20 * MiB)
+        b.read_file("three", 12 * MiB)  # a threshold on /b: its windows go page by page
+        k.write("/p/a/memory.force_empty", "0")
+        a.read_file("one", 24 * MiB)  # refaults
+        a2.read_file("four", 40 * MiB)
+        obs = observe(k, [a, a2, b], ev)
+        obs["free"] = k.sys.mem.free_pfns().tolist()
+        obs["soft_tree"] = (sorted(k.sys.soft_limit_tree.items()), k.sys.soft_limit_seq)
+        return obs
+    run_both(workload, monkeypatch)
+    if semantics == "6.18":
+        assert window_folios[0] > 0
