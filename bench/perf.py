@@ -937,9 +937,10 @@ def detail(row: dict) -> str:
             parts.append(f"{r['memory']} with {r['groups']:,} more groups: runs {r['all_seconds']} s"
                          f"{_cpu(r)} (fastest: boot {r['boot_seconds']:.3f} s, run "
                          f"{r['run_seconds']:.3f} s; making the groups {r['groups_seconds']:.2f} s), "
-                         f"peak RSS {r['peak_rss'] >> 20} MiB = {r['rss_per_page']:.2f} B per "
-                         f"simulated page ({r['array_bytes_per_page']:.0f} B/page of per-page "
-                         "arrays, resident only where touched)")
+                         f"peak RSS {r['peak_rss'] >> 20} MiB"
+                         + (f" = {r['rss_per_page']:.2f} B per simulated page "
+                            f"({r['array_bytes_per_page']:.0f} B/page of per-page arrays, "
+                            "resident only where touched)" if key == "large" else ""))
         return "; ".join(parts)
     if row["name"] == "sweep":
         one, fresh = sim["one_process"], sim["fresh"]
