@@ -173,6 +173,7 @@ def test_one_directory_of_20000_names_is_an_htree_of_half_full_leaves():
     assert 20000 / full < nr < 20000 / (full / 2)
     assert sum(len(leaf) for leaf in d.leaves) == 20000
     assert all(sum(r for _, r in leaf) <= ext4_namei.DX_LEAF_BYTES for leaf in d.leaves)
+    assert d.used == [sum(r for _, r in leaf) for leaf in d.leaves]
     assert d.starts == sorted(d.starts)
     stat = parse_stat(k.read("/g/memory.stat"))
     # 20000 directory blocks, 1250 inode-table blocks, the leaves (the real kernel: pgpgin

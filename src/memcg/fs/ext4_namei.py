@@ -67,6 +67,7 @@ class Ext4Dir:
     leaves: list = field(default_factory=lambda: [[]])
     starts: list = field(default_factory=lambda: [0])
     blocks: list = field(default_factory=lambda: [-1])
+    used: list = field(default_factory=lambda: [0])  # bytes of entries in each leaf
     indexed: bool = False
     nr_names: int = 0
 
@@ -135,6 +136,8 @@ def do_split(sys: System, task: Task, sb: SuperBlock, d: Ext4Dir, leaf: int) -> 
     split = len(entries) - move
     d.leaves[leaf] = entries[:split]
     d.leaves.insert(leaf + 1, entries[split:])
+    d.used[leaf] -= size
+    d.used.insert(leaf + 1, size)
     d.starts.insert(leaf + 1, entries[split][0])
     d.blocks.insert(leaf + 1, index)
     return 0
@@ -155,7 +158,7 @@ def ext4_add_entry(sys: System, task: Task, sb: SuperBlock, d: Ext4Dir, name: st
     """ext4_add_entry(): name into directory d; 0 or the error of a block's charge."""
     h = ext4fs_dirhash(name)
     rec_len = ext4_dir_rec_len(len(name))
-    if not d.indexed and _used(d.leaves[0]) + rec_len > LINEAR_BYTES:
+    if not d.indexed and d.used[0] + rec_len > LINEAR_BYTES:
         ret = make_indexed_dir(sys, task, sb, d)
         if ret:
             return ret
@@ -163,15 +166,12 @@ def ext4_add_entry(sys: System, task: Task, sb: SuperBlock, d: Ext4Dir, name: st
     ret = ext4_bread(sys, task, sb, d.blocks[leaf])  # dx_probe + the leaf's block
     if ret:
         return ret
-    if d.indexed and _used(d.leaves[leaf]) + rec_len > DX_LEAF_BYTES:
+    if d.indexed and d.used[leaf] + rec_len > DX_LEAF_BYTES:
         ret = do_split(sys, task, sb, d, leaf)
         if ret:
             return ret
         leaf = bisect.bisect_right(d.starts, h) - 1
     d.leaves[leaf].append((h, rec_len))
+    d.used[leaf] += rec_len
     d.nr_names += 1
     return 0
-
-
-def _used(entries: list) -> int:
-    return sum(rec_len for _, rec_len in entries)
