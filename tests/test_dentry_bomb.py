@@ -10,11 +10,15 @@ scratchfs.py), a 16M group making 20000 directories 100 a tick
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 import memcg
 from memcg.cgroup import cgroup_get_from_path
+from memcg.backends.linux import scratchfs
 from memcg.compare import tolerance_for
 from memcg.fs import ext4_namei
 from memcg.mm import shrinker
@@ -209,27 +213,108 @@ def test_an_evicted_leaf_is_read_back_as_a_refault():
     assert after["pgpgin"] - before["pgpgin"] >= 50 + after["workingset_refault_file"]
 
 
+def _host_mounts_below(top: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == top or p.startswith(top + os.sep)]
+
+
+def _loops_backed_below(top: str) -> list[str]:
+    found = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                if f.read().startswith(top + os.sep):
+                    found.append(name)
+        except OSError:
+            pass
+    return found
+
+
 @pytest.mark.linux
 def test_the_real_backend_makes_directories_on_a_fresh_ext4(real_memcg):
-    """Each LinuxKernel makes its ext4 directories on an ext4 of its own (a loop device)
-    and removes it at close."""
+    """Each LinuxKernel makes its ext4 directories on an ext4 of its own (a loop device,
+    mounted in a private mount namespace: the host's mount table never shows it) and
+    removes it at close."""
     k = memcg.LinuxKernel()
     try:
         if k._dirfs is None:
             pytest.skip("no fresh ext4 here (needs root, mkfs.ext4 and losetup)")
-        path = k._dirfs.path
-        with open("/proc/self/mountinfo") as f:
-            assert any(line.split()[4] == path and " ext4 " in line for line in f)
+        workdir, holder, path = os.path.realpath(k._workdir), k._dirfs.holder.pid, k._dirfs.path
+        assert path == f"/proc/{holder}/root{k._dirfs.point}"
+        assert _host_mounts_below(workdir) == []
+        with open(f"/proc/{holder}/mountinfo") as f:
+            assert any(line.split()[4] == k._dirfs.point and " ext4 " in line for line in f)
         k.mkdir("/g")
         t = k.spawn("/g")
         t.mkdirs(1000, fs="ext4")
         k.settle()
+        made = os.path.join(path, "dirs", str(t.pid), "d999")
+        assert os.stat(made).st_dev != os.stat(workdir).st_dev    # on the new ext4
+        assert not os.path.exists(os.path.join(k._dirfs.point, "dirs"))  # not in the host's view
+        assert os.statvfs(made).f_blocks * os.statvfs(made).f_frsize > 2 << 30
+        assert _host_mounts_below(workdir) == []
         stat = parse_stat(k.read("/g/memory.stat"))
         # every directory block new to the page cache: 1000 + 63 inode-table blocks + more
         assert stat["pgpgin"] >= 1000 + 62
         assert stat["workingset_refault_file"] == 0
     finally:
         k.close()
-    with open("/proc/self/mountinfo") as f:
-        assert not any(line.split()[4] == path for line in f)
-    assert not os.path.exists(path)
+    assert _host_mounts_below(workdir) == []
+    assert not os.path.exists(f"/proc/{holder}")
+    assert _loops_backed_below(workdir) == []
+    assert not os.path.exists(workdir)
+
+
+@pytest.mark.linux
+def test_the_sweep_ends_a_leftover_holder_and_its_loop_device(tmp_path):
+    """A holder that outlived its controller: the sweep kills it (known by its pid file
+    and its command line) and the loop device goes; an unrelated process named in the
+    pid file is left alone."""
+    top = os.path.realpath(tmp_path)
+    fs = scratchfs.make(top)
+    if fs is None:
+        pytest.skip("no fresh ext4 here (needs root, mkfs.ext4 and losetup)")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        holder = fs.holder.pid
+        assert _loops_backed_below(top) and _host_mounts_below(top) == []
+        with open(os.path.join(top, scratchfs.HOLDER_PID), "w") as f:
+            f.write(f"{other.pid}\n")
+        scratchfs.release_under(top)
+        assert other.poll() is None                      # not a holder: alive
+        assert fs.holder.poll() is None and _loops_backed_below(top)
+        with open(os.path.join(top, scratchfs.HOLDER_PID), "w") as f:
+            f.write(f"{holder}\n")
+        scratchfs.release_under(top)
+        assert fs.holder.wait(timeout=10) == -signal.SIGKILL
+        assert _loops_backed_below(top) == [] and _host_mounts_below(top) == []
+    finally:
+        other.kill()
+        other.wait()
+        fs.close()
+    assert not os.path.exists(os.path.join(top, scratchfs.IMAGE))
+
+
+@pytest.mark.linux
+def test_a_killed_controllers_file_system_is_swept(real_memcg):
+    """kill -9 of a controller: its holder dies with it, and the next LinuxKernel leaves
+    no loop device, holder or image of it."""
+    code = ("import memcg, time; k = memcg.LinuxKernel(); "
+            "print(k._workdir, k._dirfs.holder.pid if k._dirfs else 0, flush=True); time.sleep(60)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(memcg.__file__))] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    workdir, holder = p.stdout.readline().split()
+    workdir = os.path.realpath(workdir)
+    if holder == "0":
+        p.kill()
+        p.wait()
+        pytest.skip("no fresh ext4 here (needs root, mkfs.ext4 and losetup)")
+    assert _host_mounts_below(workdir) == [] and _loops_backed_below(workdir)
+    p.kill()
+    p.wait()
+    memcg.LinuxKernel().close()                       # its sweep
+    assert not os.path.exists(f"/proc/{holder}/root")
+    assert _loops_backed_below(workdir) == [] and _host_mounts_below(workdir) == []
+    assert not os.path.exists(workdir)
