@@ -14,10 +14,13 @@ gets a directory block, and every EXT4_INODES_PER_BLOCK-th inode starts a new
 inode-table block.  Each new block is a dirty page of the block device's page cache
 (charged to the group as cache) with a buffer_head (kmem).
 
+The new name also goes into the task's directory (ext4_namei.py): an htree whose leaf
+blocks, added as it grows, are pages of the block device charged to the group.
+
 tmpfs dentries are pinned for as long as the file exists: tmpfs has nowhere else to
-keep them.  ext4's unused dentries (and the inodes they hold) wait on the superblock's
-memcg-aware list_lru until the superblock's shrinker, registered at mount, frees them
-(super_cache_scan).
+keep them.  ext4's unused dentries wait on the superblock's memcg-aware dentry list_lru
+until the superblock's shrinker, registered at mount, frees them (super_cache_scan);
+a freed dentry's inode then waits on the inode list_lru for a later scan.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from ..kernel import PAGE_SIZE
 from ..mm import page_alloc, shrinker, swap
 from ..mm.filemap import AddressSpace
 from ..mm.list_lru import ListLru, list_lru_add, list_lru_count_one, list_lru_walk_one
-from ..mm.memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE
+from ..mm.memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, OBJCG_POINTER_SIZE, WORKINGSET_REFAULT_FILE
 from ..mm.mmzone import LRU_ACTIVE_FILE, PG_dirty
 from ..mm.slab import SlabObject, charge_failed, kmem_cache_alloc, kmem_cache_free
+from . import ext4_namei
 
 if TYPE_CHECKING:
     from ..mm.memcontrol import MemCgroup
@@ -53,9 +57,11 @@ FS_TYPES = {
 
 @dataclass(eq=False)
 class Inode:
-    """A directory or file: its dentry, inode and other accounted objects."""
+    """A directory or file: its dentry, inode and other accounted objects (the dentry
+    first).  dentry_killed: the dentry is gone and the inode waits on the inode LRU."""
 
     objs: list = field(default_factory=list)
+    dentry_killed: bool = False
 
 
 class SuperBlock:
@@ -67,13 +73,16 @@ class SuperBlock:
         self.inode_cache, self.pinned, self.metadata = FS_TYPES[fs_type]
         self.s_shrink = shrinker.shrinker_alloc(shrinker.SHRINKER_MEMCG_AWARE, f"sb-{fs_type}")
         self.s_shrink.scan_objects = super_cache_scan
+        self.s_shrink.batch = 1024  # fs/super.c: alloc_super()
         self.s_shrink.count_objects = super_cache_count
         self.s_shrink.private_data = self
         self.s_dentry_lru = ListLru(sys, f"{fs_type}-dentries")
+        self.s_inode_lru = ListLru(sys, f"{fs_type}-inodes")
         self.nr_inodes = 0
         self.carry = 0.0  # the fractional bytes of the unnamed allocations
         self.bdev: AddressSpace | None = None
         self.bdev_pages = 0  # metadata blocks in use
+        self.dirs: dict[int, ext4_namei.Ext4Dir] = {}  # pid -> the directory it fills
         if self.metadata:
             self.bdev = AddressSpace(sys, f"[{fs_type} metadata]")
             sys.files[self.bdev.name] = self.bdev  # so that the flusher writes it back
@@ -128,8 +137,10 @@ def unnamed_bytes(sys: System, sb: SuperBlock, is_dir: bool) -> int:
     return n
 
 
-def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int:
-    """sb_getblk() of a new metadata block: a dirty page-cache page and its buffer_head.
+def bdev_add_page(sys: System, task: Task, sb: SuperBlock, index: int, refault: bool = False) -> int:
+    """bdev_getblk() of a block not in the cache: a new page of the block device's cache
+    at index, charged to the task's group, dirty (the caller writes to it), on the active
+    file list; `refault`: its shadow entry was there (workingset_refault).
 
     The page goes on the active file list: fs/buffer.c bdev_getblk() -> __getblk_slow()
     creates the folio in grow_dev_folio() with FGP_ACCESSED (PG_referenced), then finds
@@ -142,13 +153,24 @@ def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int
     pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, 1, user_fault=False)
     if not len(pfns):
         return ret or -errno.ENOMEM
-    idx = np.array([sb.bdev_pages], dtype=np.int64)
-    mapping.ensure(sb.bdev_pages + 1)
+    idx = np.array([index], dtype=np.int64)
+    mapping.ensure(index + 1)
     mapping.slots[idx] = pfns
     swap.folio_add_lru(sys, task, memcg, mapping, idx, pfns, PG_dirty, LRU_ACTIVE_FILE,
                        (NR_FILE_PAGES, NR_FILE_DIRTY))
+    if refault:
+        sys.stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, 1)
     if mapping.dirtied_when is None:
         mapping.dirtied_when = sys.clock.now
+    return 0
+
+
+def bdev_new_block(sys: System, task: Task, sb: SuperBlock, inode: Inode) -> int:
+    """sb_getblk() of a new metadata block: a dirty page-cache page (bdev_add_page) and
+    its buffer_head, kept with the inode (freed with it)."""
+    ret = bdev_add_page(sys, task, sb, sb.bdev_pages)
+    if ret:
+        return ret
     sb.bdev_pages += 1
     bh = kmem_cache_alloc(sys, "buffer_head", task)  # folio_alloc_buffers(), charged
     if charge_failed(bh):
@@ -177,6 +199,12 @@ def new_inode(sys: System, task: Task, sb: SuperBlock, is_dir: bool) -> Inode | 
             if ret:
                 free_inode(sys, inode)
                 return ret
+        # the entry in the task's directory (the real backend's: one per task)
+        d = sb.dirs.setdefault(task.pid, ext4_namei.Ext4Dir())
+        ret = ext4_namei.ext4_add_entry(sys, task, sb, d, f"{'d' if is_dir else 'f'}{d.nr_names}")
+        if ret:
+            free_inode(sys, inode)
+            return ret
     sb.nr_inodes += 1
     if not sb.pinned:
         # dput() of a fresh, unused dentry: onto the LRU of the group that owns it
@@ -193,16 +221,39 @@ def free_inode(sys: System, inode: Inode) -> None:
 
 
 def super_cache_count(sys: System, shrink: shrinker.Shrinker, memcg: MemCgroup | None) -> int:
-    """super_cache_count(): the unused dentries (with their inodes) on one group's list."""
-    return list_lru_count_one(shrink.private_data.s_dentry_lru, memcg)
+    """super_cache_count(): one group's unused dentries and unused inodes."""
+    sb = shrink.private_data
+    return list_lru_count_one(sb.s_dentry_lru, memcg) + list_lru_count_one(sb.s_inode_lru, memcg)
+
+
+def dentry_kill(sys: System, sb: SuperBlock, inode: Inode) -> None:
+    """__dentry_kill() of an unused dentry: the dentry is freed and its inode, still
+    linked, goes onto the inode LRU (fs/inode.c: iput_final -> __inode_add_lru), where a
+    later pass of the shrinker finds it: the dentry pinned it until now."""
+    kmem_cache_free(sys, inode.objs.pop(0), sys.cpu)
+    inode.dentry_killed = True
+    if inode.objs:
+        list_lru_add(sb.s_inode_lru, inode, obj_memcg(inode.objs[0]))
 
 
 def super_cache_scan(sys: System, shrink: shrinker.Shrinker, memcg: MemCgroup | None,
                      nr_to_scan: int) -> int:
-    """super_cache_scan(): prune up to nr_to_scan unused dentries (and their inodes) of one
-    group's list (prune_dcache_sb + prune_icache_sb).  Dirty inodes are not waited for."""
+    """super_cache_scan(): the scan split between one group's dentry and inode lists in
+    proportion to their sizes, at least one object each: prune_dcache_sb first (the
+    dentries pin the inodes), then prune_icache_sb (evict).  Dirty inodes are not
+    waited for."""
     sb = shrink.private_data
-    return list_lru_walk_one(sb.s_dentry_lru, memcg, nr_to_scan, lambda inode: free_inode(sys, inode))
+    dentries = list_lru_count_one(sb.s_dentry_lru, memcg)
+    inodes = list_lru_count_one(sb.s_inode_lru, memcg)
+    total_objects = dentries + inodes + 1
+    # mult_frac(sc->nr_to_scan, dentries, total_objects)
+    dentries = nr_to_scan * dentries // total_objects
+    inodes = nr_to_scan * inodes // total_objects
+    freed = list_lru_walk_one(sb.s_dentry_lru, memcg, dentries + 1,
+                              lambda inode: dentry_kill(sys, sb, inode))
+    freed += list_lru_walk_one(sb.s_inode_lru, memcg, inodes + 1,
+                               lambda inode: free_inode(sys, inode))
+    return freed
 
 
 def vfs_create_many(sys: System, task: Task, fs_type: str, n: int, is_dir: bool) -> int:

@@ -15,6 +15,7 @@ reclaim (shrink_slab).
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def list_lru_walk_one(lru: ListLru, memcg: MemCgroup | None, nr_to_walk: int,
     if one is None:
         return 0
     freed = 0
-    for item in list(one.items)[:nr_to_walk]:
+    for item in list(islice(one.items, nr_to_walk)):
         if item not in one.items:
             continue
         del one.items[item]

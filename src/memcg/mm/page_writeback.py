@@ -47,9 +47,23 @@ def wb_workfn(sys: System) -> None:
     sched.mod_timer(sys.clock, sys.wb_dwork, sys.clock.now + DIRTY_WRITEBACK_TICKS)
 
 
-def wb_writeback(sys: System) -> None:
+def wakeup_flusher_threads(sys: System) -> None:
+    """fs/fs-writeback.c: wakeup_flusher_threads(WB_REASON_VMSCAN), as reclaim calls it
+    when every folio it took was dirty and not under writeback (mm/vmscan.c:
+    shrink_inactive_list, stat.nr_unqueued_dirty == nr_taken).  wb_start_writeback()
+    sets WB_start_all, and wb_check_start_all() writes back get_nr_dirty_pages(): every
+    dirty page of every inode, expired or not.  The model's writeback completes at once.
+
+    Measured on 6.18 (a fresh ext4 without a journal, as the machine's root file system
+    is; a 16M group making 20000 directories): dirty 8.5M at the limit's first hit
+    (2900 directories), 100K a moment later with 6.8M under writeback."""
+    wb_writeback(sys, start_all=True)
+
+
+def wb_writeback(sys: System, start_all: bool = False) -> None:
     """fs/fs-writeback.c: wb_writeback(): write back inodes dirty for longer than the
-    expire interval, and the oldest ones while dirty pages exceed the background ratio."""
+    expire interval, and the oldest ones while dirty pages exceed the background ratio;
+    every dirty inode when `start_all` (wb_check_start_all)."""
     dirty_total = int(sys.stats.a[:, NR_FILE_DIRTY].sum())
     if not dirty_total:
         return
@@ -58,7 +72,7 @@ def wb_writeback(sys: System) -> None:
                    key=lambda f: f.dirtied_when)
     for f in files:
         expired = sys.clock.now - f.dirtied_when >= DIRTY_EXPIRE_TICKS
-        if not expired and dirty_total <= limit:
+        if not expired and dirty_total <= limit and not start_all:
             continue
         s = f.slots
         pfns = s[s >= 0]

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 # include/linux/shrinker.h: DEFAULT_SEEKS
 DEFAULT_SEEKS = 2
+# mm/shrinker.c: SHRINK_BATCH, the scan batch of a shrinker that sets none of its own
+SHRINK_BATCH = 128
 # include/linux/shrinker.h: the shrinker's objects are on memcg-aware list_lrus
 SHRINKER_MEMCG_AWARE = 1 << 3
 
@@ -23,12 +25,17 @@ SHRINKER_MEMCG_AWARE = 1 << 3
 class Shrinker:
     """struct shrinker: count_objects(sys, shrinker, memcg) -> objects freeable, and
     scan_objects(sys, shrinker, memcg, nr_to_scan) -> objects freed; private_data is the
-    cache's own (the superblock)."""
+    cache's own (the superblock).  batch: objects per scan_objects() call (0:
+    SHRINK_BATCH); nr_deferred: the scan work left over, per group for a memcg-aware
+    shrinker (memcg->nodeinfo[nid]->shrinker_info->unit[]->nr_deferred; key None: the
+    shrinker's own, for the root and global reclaim)."""
 
     def __init__(self, name: str, flags: int):
         self.name = name
         self.flags = flags
         self.seeks = DEFAULT_SEEKS
+        self.batch = 0
+        self.nr_deferred: dict[int | None, int] = {}
         self.count_objects: Callable | None = None
         self.scan_objects: Callable | None = None
         self.private_data = None
@@ -44,18 +51,45 @@ def shrinker_register(sys: System, shrinker: Shrinker) -> None:
     sys.shrinkers.append(shrinker)
 
 
+def _deferred_key(shrinker: Shrinker, memcg: MemCgroup | None) -> int | None:
+    """Whose nr_deferred a scan uses (xchg_nr_deferred / add_nr_deferred)."""
+    if memcg is not None and shrinker.flags & SHRINKER_MEMCG_AWARE and not memcg.is_root():
+        return memcg.id
+    return None
+
+
 def do_shrink_slab(sys: System, shrinker: Shrinker, memcg: MemCgroup | None,
                    priority: int) -> int:
-    """do_shrink_slab(): scan (freeable >> priority) * 4 / seeks objects, at most twice
-    the freeable ones; the number freed."""
+    """do_shrink_slab(): the number of objects freed.
+
+    The scan target is (freeable >> priority) * 4 / seeks plus the work deferred by
+    earlier calls (nr_deferred >> priority), at most twice the freeable objects, and
+    the shrinker is called in batches of `batch` objects: a target below one batch is
+    not scanned at all (unless it is at least every freeable object) but deferred to
+    the next call.  So a superblock's dentries (batch 1024, fs/super.c alloc_super)
+    are left alone by reclaim at high priorities: measured on 6.18, a 16M group making
+    20000 directories on ext4 kept 7-11M of kernel memory (the dentries and inodes)
+    and 5-9M of page cache at its limit."""
     freeable = shrinker.count_objects(sys, shrinker, memcg)
     if not freeable:
         return 0
+    key = _deferred_key(shrinker, memcg)
+    nr = shrinker.nr_deferred.pop(key, 0)          # xchg_nr_deferred()
     delta = (freeable >> priority) * 4 // shrinker.seeks
-    total_scan = min(delta, 2 * freeable)
-    if not total_scan:
-        return 0
-    return shrinker.scan_objects(sys, shrinker, memcg, total_scan)
+    total_scan = min((nr >> priority) + delta, 2 * freeable)
+    batch_size = shrinker.batch or SHRINK_BATCH
+    freed = scanned = 0
+    while total_scan >= batch_size or total_scan >= freeable:
+        nr_to_scan = min(batch_size, total_scan)
+        freed += shrinker.scan_objects(sys, shrinker, memcg, nr_to_scan)
+        total_scan -= nr_to_scan
+        scanned += nr_to_scan
+    # the new work not done is deferred, the old work done is taken off; at most
+    # twice the freeable objects (add_nr_deferred)
+    next_deferred = min(max(nr + delta - scanned, 0), 2 * freeable)
+    if next_deferred:
+        shrinker.nr_deferred[key] = shrinker.nr_deferred.get(key, 0) + next_deferred
+    return freed
 
 
 def shrink_slab(sys: System, memcg: MemCgroup | None, priority: int, global_reclaim: bool) -> int:
@@ -79,7 +113,12 @@ def drop_slab_memcg(sys: System, memcg: MemCgroup) -> int:
     """Free everything of memcg's that every shrinker holds (the "reclaim" kmemcg id
     policy), as drop_slab() does for the whole machine; objects freed."""
     freed = 0
-    for shrinker in sys.shrinkers:
-        nr = shrinker.count_objects(sys, shrinker, memcg)
-        freed += shrinker.scan_objects(sys, shrinker, memcg, nr)
-    return freed
+    while True:  # mm/vmscan.c drop_slab_node(): again while the pass frees something
+        this = 0
+        for shrinker in sys.shrinkers:
+            nr = shrinker.count_objects(sys, shrinker, memcg)
+            if nr:
+                this += shrinker.scan_objects(sys, shrinker, memcg, nr)
+        freed += this
+        if not this:
+            return freed

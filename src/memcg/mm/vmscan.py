@@ -428,6 +428,10 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
             page_writeback.folio_end_writeback(sys, pfns[to_flush])
     elif to_flush.any():
         page_writeback.folio_end_writeback(sys, pfns[to_flush])
+    # mm/vmscan.c: shrink_inactive_list() - every folio taken was dirty and not queued
+    # for writeback (nr_unqueued_dirty == nr_taken): nudge the flushers
+    if to_flush.any() and int(np.count_nonzero(dirty & ~swapbacked)) == n:
+        page_writeback.wakeup_flusher_threads(sys)
     sys.stats.mod(memcg.id, PGSTEAL, evicted)
     act = pfns[activate]
     if len(act):

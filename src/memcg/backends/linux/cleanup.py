@@ -33,7 +33,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import files
+from . import files, scratchfs
 
 if TYPE_CHECKING:
     from .kernel import LinuxKernel
@@ -222,6 +222,7 @@ def sweep_stale(parent: str, file_bases: list[str]) -> None:
             else:
                 _remove_tree_quietly(os.path.join(parent, name))
                 for d in dirs:
+                    scratchfs.release_under(d)  # its fresh ext4, if it made one
                     shutil.rmtree(d, ignore_errors=True)
         finally:
             for fd in held:

@@ -22,7 +22,7 @@ import time
 
 from ... import parse
 from ...kernel import PAGE_SIZE, Kernel
-from . import cleanup, command, files, host, procfs, v2names
+from . import cleanup, command, files, host, procfs, scratchfs, v2names
 from .client import LinuxTask
 from .events import LinuxEvent, Notifier, V2Event, open_v2_event
 from .shrinker import SHRINKER_MARGIN, LinuxShrinkerEvent, ShrinkerDaemon, parse_report
@@ -100,6 +100,7 @@ class LinuxKernel(Kernel):
         self.sparse_files = sparse_files
         self._owner = os.getpid()
         self._closed = False
+        self._dirfs: scratchfs.ScratchExt4 | None = None
         self._closing = False
         self._tasks: dict[int, LinuxTask] = {}
         # pid -> /proc/PID/stat starttime when the task was learned: a pid alone may be
@@ -135,6 +136,9 @@ class LinuxKernel(Kernel):
         self._workdir = self._make_private_dir(file_bases[0])
         self._shmdir = self._make_private_dir(file_bases[1]) if len(file_bases) > 1 else None
         self.working_fs = host.fs_type(self._workdir)
+        # directories and empty files on ext4 go to a fresh ext4 of this kernel's own,
+        # so that each takes new blocks, as the scenario means (scratchfs)
+        self._dirfs = scratchfs.make(self._workdir) if self.working_fs == "ext4" else None
         cleanup.register(self)
         try:
             files.make_group_dir(self.root_dir)
@@ -502,7 +506,7 @@ class LinuxKernel(Kernel):
         if fs == "tmpfs":
             base = self._shmdir
         elif fs == self.working_fs or fs == "disk":
-            base = self._workdir
+            base = self._dirfs.path if self._dirfs is not None else self._workdir
         else:
             raise ValueError(f"fs: this kernel has tmpfs and {self.working_fs} (the working "
                              f"directory's file system), not {fs!r}")
@@ -746,6 +750,8 @@ class LinuxKernel(Kernel):
                 t._final = "exited"
             t._close_channel()
         problems = self._remove_tree(self.root_dir)
+        if self._dirfs is not None:
+            self._dirfs.close()
         for d in (self._workdir, self._shmdir):
             if d:
                 shutil.rmtree(d, ignore_errors=True)
