@@ -226,7 +226,7 @@ def test_sizes_counts_and_times_beyond_the_limits_are_refused(extra, key, expect
 
 
 @pytest.mark.parametrize("machine, key, expected", [
-    ('memory = "1P"', "machine.memory", "at most 64G"),
+    ('memory = "1P"', "machine.memory", "at most 256G"),
     ('memory = "1M"', "machine.memory", "at least 4M"),
     ('swap = "1P"', "machine.swap", "at most 64G"),
     ("cpus = 100000000000000000000", "machine.cpus", ">= 1 and <= 256"),
@@ -241,7 +241,7 @@ def test_limits_at_the_bounds_load():
     parse_scenario(_HOG + '[[step]]\nat = 99999\ntask = "t"\ntouch_anon = "576M"\n'
                    '[[step]]\nat = 0\ntask = "t"\nmkdirs = 1000000\n'
                    '[[step]]\nat = 0\nadvance = 100000\n', "test.toml")
-    parse_scenario('[machine]\nmemory = "64G"\nswap = "64G"\ncpus = 256\n[[group]]\npath = "/a"\n', "t.toml")
+    parse_scenario('[machine]\nmemory = "256G"\nswap = "64G"\ncpus = 256\n[[group]]\npath = "/a"\n', "t.toml")
 
 
 def test_param_from_the_command_line_is_named(capsys):
