@@ -81,14 +81,15 @@ class AnonVma(AddressSpace):
             grown[:len(self.slots)] = self.slots
             self.slots = grown
 
-    def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
-        """pageout() + try_to_unmap(): move pages to swap while slots last."""
+    def evict(self, sys: System, pfns: np.ndarray, batches: list[int] | None = None) -> np.ndarray:
+        """pageout() + try_to_unmap(): move pages to swap while slots last.  batches: the
+        pages are several reclaim batches' in a row (release_pages)."""
         pfns, idx, ids = add_to_swap(sys, self, pfns)
         if len(pfns):
             sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
             self.mm.anon_rss -= len(pfns)
             self.mm.swapents += len(pfns)
-            swap.release_pages(sys, pfns, memsw=False)
+            swap.release_pages(sys, pfns, memsw=False, batches=batches)
         return pfns
 
 
