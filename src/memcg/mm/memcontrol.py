@@ -857,6 +857,8 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
         folios = n if not sys.mem.large else \
             nr_folios(sys, pfns if len(ids) == 1 else pfns[owners == memcg_id])
         sys.stats.mod(memcg_id, PGPGOUT, folios)
+        if batches and memcg.nr_page_events[cpu] + n - memcg.thresh_target[cpu] < 0:
+            batches = None  # no event check in any of them: as one call
         for part in (batches or (n,)):
             if not memcg.is_root():
                 memcg.memory.uncharge(part)

@@ -23,7 +23,7 @@ from .. import vmpressure, vmscan
 from ..memcontrol import (NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL, lruvec_page_state_lru,
                           mem_cgroup_get_nr_swap_pages)
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
-                      PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young)
+                      PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young, _chunk_pfns)
 
 if TYPE_CHECKING:
     from ...system import System
@@ -244,8 +244,7 @@ def _peek(lst, n: int) -> np.ndarray:
     out = []
     for pfns, _, start in lst.chunks:
         stop = min(len(pfns), start + n)
-        part = pfns[start:stop]
-        out.append(np.asarray(part, np.int64) if isinstance(part, range) else part)
+        out.append(_chunk_pfns(pfns, start, stop))
         n -= stop - start
         if not n:
             break
