@@ -10,6 +10,10 @@ page of a batch in which every page is swap-backed, clean and evictable, the com
 batch of an anon or shmem workload, and applies it with one write per array.  Pages go
 to swap through the same vmscan.reclaim_pages(), and back onto the lists in the same
 order: the result is the slow path's, step for step.
+
+reclaim_swap_episode() goes one level up: a whole do_try_to_free_pages() of a leaf
+group whose every scanned page goes to swap, all its priorities' batches planned in
+integers and evicted in one go.
 """
 
 from __future__ import annotations
