@@ -4,7 +4,8 @@ fastpath.swapout decides small isolated batches of swap-backed pages in plain in
 (mm/vmscan.c shrink_folio_list: folio_check_references, add_to_swap, pageout), takes
 whole limit-reclaim episodes of a leaf group's inactive anon list at once
 (do_try_to_free_pages: every priority's batches evicted in one go, each batch's
-uncharge and event check in its turn), and mmzone.split_runs cuts short frame lists
+uncharge and event check in its turn) and runs of batches that keep every page they
+scan (shrink_lruvec), and mmzone.split_runs cuts short frame lists
 without NumPy.  Every workload runs both ways
 and everything must come out the same, frames included: every file of every group,
 memory.stat, event counts, task states, the RNG state, every per-page array, each LRU
@@ -83,6 +84,20 @@ def episodes(monkeypatch):
     return count
 
 
+@pytest.fixture
+def kept(monkeypatch):
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once."""
+    count = [0]
+    real = swapout.keep_batches
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r
+        return r
+    monkeypatch.setattr(swapout, "keep_batches", counting)
+    return count
+
+
 def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, threshold=None,
                    semantics="6.18", parent_limit=False, memory="1G", swappiness=None,
                    soft_limit=None):
@@ -118,9 +133,9 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 @pytest.mark.parametrize("kind", ["anon", "shm"])
-def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken):
+def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken, episodes):
     run_both(_swap_workload([(kind, 0, 40 * 256)], semantics=semantics), monkeypatch)
-    assert taken[0] > 100
+    assert taken[0] > 0 and episodes[0] > 100  # single batches and whole episodes
 
 
 def test_memsw_listener_same_both_ways(monkeypatch, taken):
@@ -169,10 +184,12 @@ def test_swapin_and_free_same_both_ways(monkeypatch, taken):
 @pytest.mark.parametrize("kind", ["anon", "shm"])
 @pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
                                          ("16M", 48 * 256)])
-def test_swap_episodes_same_both_ways(kind, limit, pages, semantics, monkeypatch, episodes):
-    """Whole limit-reclaim episodes of a leaf group's anon list at once (6c, 6d)."""
+def test_swap_episodes_same_both_ways(kind, limit, pages, semantics, monkeypatch, episodes,
+                                     kept):
+    """Whole limit-reclaim episodes of a leaf group's anon list at once (6c, 6d), and the
+    first reclaims' runs of batches that keep every freshly faulted (young) page."""
     run_both(_swap_workload([(kind, 0, pages)], limit=limit, semantics=semantics), monkeypatch)
-    assert episodes[0] > 50
+    assert episodes[0] > 50 and kept[0] > 0
 
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])

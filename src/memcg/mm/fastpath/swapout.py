@@ -253,3 +253,46 @@ def _peek(lst, n: int) -> np.ndarray:
         if not n:
             break
     return np.concatenate(out) if len(out) > 1 else out[0]
+
+
+# --- runs of batches that keep every page they scan ---------------------------------------
+
+def keep_batches(sys: System, memcg: MemCgroup, nr_to_scan: int, sc) -> int:
+    """Whole SWAP_CLUSTER_MAX batches of memcg's inactive anon list in which every page
+    is kept (young ptes, no referenced flag: FOLIOREF_KEEP, one more trip around the
+    list), taken at once; the pages scanned (0: none taken).
+
+    mm/vmscan.c: shrink_lruvec() with only this list to scan, and nothing reclaimed
+    between its batches: each batch is isolated from the tail, marked referenced, and
+    put back at the head.  While the batches together reach no further than the pages
+    on the list, none of them meets a page put back by an earlier one, so their pages
+    are the list's oldest, in order, and they go back at the head in that order with
+    the same LRU stamps as batch after batch.
+    """
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    if lst.entries != lst.nr:
+        return 0
+    k = min(nr_to_scan, lst.nr) // vmscan.SWAP_CLUSTER_MAX
+    if k < 2:
+        return 0
+    mem = sys.mem
+    n = k * vmscan.SWAP_CLUSTER_MAX
+    pfns = _peek(lst, n)
+    flags = mem.flags[pfns]
+    other = np.flatnonzero((flags & (_CLASS_MASK | PG_young | PG_referenced))
+                           != (PG_swapbacked | PG_young))
+    if mem.large:
+        other = np.union1d(other, np.flatnonzero(mem.order[pfns]))
+    if len(other):
+        k = int(other[0]) // vmscan.SWAP_CLUSTER_MAX  # the batches before the first other page
+        if k < 2:
+            return 0
+        n = k * vmscan.SWAP_CLUSTER_MAX
+        flags = flags[:n]
+    pfns = lst.isolate(mem, n)
+    sc.nr_scanned += n
+    sys.stats.mod(memcg.id, PGSCAN, n)
+    # folio_referenced() clears the young bits; FOLIOREF_KEEP sets the referenced flag
+    mem.flags[pfns] = (flags & _CLEAR) | PG_referenced
+    lst.add(mem, pfns)  # NR_LRU unchanged: off the list and back on
+    return n
