@@ -232,6 +232,8 @@ def _plan_episode(sys: System, sc):
         prio -= 1
     if not total or total >= memcg.memory.usage or total >= mem_cgroup_get_nr_swap_pages(sys, memcg):
         return None
+    if _signals_may_interleave(sys, memcg, passes, total):
+        return None
     pfns = _peek(inactive, total)
     mem = sys.mem
     flags = mem.flags[pfns]
@@ -241,6 +243,23 @@ def _plan_episode(sys: System, sc):
     if mem.large and mem.order[pfns].any():
         return None
     return passes, total
+
+
+def _signals_may_interleave(sys: System, memcg: MemCgroup, passes, total: int) -> bool:
+    """Could the episode signal both a pressure level and a threshold?  The episode
+    checks thresholds (its uncharges' event checks) before it counts the priorities'
+    vmpressure passes; each signal queues its readers' wakeup (eventfd_signal), so
+    while both kinds can come the slow path keeps their order."""
+    vmpr = sys._vmpressure.get(memcg.id)
+    scanned = vmpr.tree_scanned if vmpr is not None else 0
+    window = scanned + total >= vmpressure.vmpressure_win or \
+        passes[-1][0] <= vmpressure.vmpressure_level_critical_prio
+    if not window:
+        return False
+    cpu = sys.cpu
+    if memcg.nr_page_events[cpu] + total - memcg.thresh_target[cpu] < 0:
+        return False  # no event check: no threshold signal
+    return any(m.thresholds or m.memsw_thresholds for m in memcg.ancestors())
 
 
 def _peek(lst, n: int) -> np.ndarray:
@@ -270,7 +289,7 @@ def keep_batches(sys: System, memcg: MemCgroup, nr_to_scan: int, sc) -> int:
     the same LRU stamps as batch after batch.
     """
     lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
-    if lst.entries != lst.nr:
+    if lst.entries != lst.nr or sys.reclaim_trace is not None:
         return 0
     k = min(nr_to_scan, lst.nr) // vmscan.SWAP_CLUSTER_MAX
     if k < 2:
