@@ -264,6 +264,23 @@ def test_replay_of_a_fork_charges_the_child_only_its_own_anon():
     assert tasks == {"cmd": {"pid": 10, "state": "exited"}, "cmd-1": {"pid": 11, "state": "exited"}}
 
 
+def test_replay_of_a_parent_exit_leaves_the_shared_pages_to_the_child():
+    rec = _rec([
+        _s(0.0, rss=8 * M, procs={10: _p(1, 8 * M)}),
+        _s(0.5, rss=8 * M, procs={10: _p(1, 8 * M), 11: _p(10, 8 * M)}),
+        # the parent is gone; its pages stay, mapped (copy-on-write) by the child
+        _s(1.2, rss=8 * M, procs={11: _p(10, 8 * M)}),
+        _s(2.5, procs={}),
+    ])
+    steps, _ = record.replay_steps(rec)
+    assert steps == [
+        {"at": 0, "task": "cmd", "touch_anon": 8 * M},
+        {"at": 0, "task": "cmd", "fork": "cmd-1"},
+        {"at": 1, "task": "cmd", "exit": True},
+        {"at": 2, "task": "cmd-1", "exit": True},
+    ]
+
+
 def test_replay_reads_what_io_says_even_when_the_cache_was_reclaimed():
     rec = _rec([
         _s(0.0, procs={10: _p(1, 0)}),

@@ -214,6 +214,12 @@ class MemcgMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.alive())
     @rule(i=index, n=pages)
+    def write_anon(self, i, n):
+        """A write to the task's anonymous memory: copy-on-write faults after a fork."""
+        self.pick(self.alive(), i).write_anon(n * PAGE)
+
+    @precondition(lambda self: self.alive())
+    @rule(i=index, n=pages)
     def free_anon(self, i, n):
         self.pick(self.alive(), i).free_anon(n * PAGE)
 
@@ -409,6 +415,21 @@ class MemcgMachine(RuleBasedStateMachine):
             if t.state in ("exited", "oom_killed"):
                 assert t.mm.anon_rss == 0 and t.mm.swapents == 0
                 assert t not in t.memcg.tasks
+
+    @invariant()
+    def swap_references_match_mappings(self):
+        """swap_map: one reference per mapping slot that holds the entry (a page swapped
+        out while shared copy-on-write is one entry in each mapper)."""
+        sw = self.sys.swap
+        if not sw.nr_pages:
+            return
+        refs = np.zeros(sw.nr_pages, np.int64)
+        for mapping in self.sys.mappings.values():
+            if mapping.kind == "file":
+                continue  # its entries below HOLE are shadows, not swap
+            s = mapping.slots
+            np.add.at(refs, -s[s <= -2] - 2, 1)
+        assert (sw.swap_map[:sw.nr_pages] == refs).all()
 
     @invariant()
     def task_states(self):

@@ -42,7 +42,7 @@ def observe_exact(k, tasks=(), events=()):
         for m in sys.memcgs.values() for lru in range(mmzone.NR_LRU_LISTS)}
     out["mapping_slots"] = {mid: mp.slots.tolist() for mid, mp in sorted(sys.mappings.items())}
     out["swap"] = (sys.swap.nr_free, sys.swap._free[:sys.swap.nr_free].tolist(),
-                   sys.swap.swap_cgroup.tolist())
+                   sys.swap.swap_cgroup.tolist(), sys.swap.swap_map.tolist())
     out["rng"] = sys.rng.getstate()
     out["mm"] = [(t.mm.anon_rss, t.mm.swapents, t.mm.shmem_rss)
                  for t in tasks if t.mm is not None]
@@ -124,11 +124,26 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
             if t.state != "running":
                 continue
             n = pages * 4096
-            {"anon": lambda: t.touch_anon(n), "mlock": lambda: t.touch_anon(n, locked=True),
+            if op == "fork":
+                tasks.append(t.fork())
+                continue
+            {"anon": lambda: t.touch_anon(n), "cow": lambda: t.write_anon(n),
+             "exit": lambda: t.exit(), "mlock": lambda: t.touch_anon(n, locked=True),
              "shm": lambda: t.touch_shm(f"s{i % 3}", n), "free": lambda: t.free_anon(n),
              "read": lambda: t.read_file("f", n), "write": lambda: t.write_file(f"w{i}", n)}[op]()
         return observe_exact(k, tasks, events)
     return workload
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_shared_anon_swaps_out_the_same_both_ways(semantics, monkeypatch):
+    """Pages a fork shares copy-on-write go to swap from every mapper at once (one entry,
+    one reference each); copies, reuses and exits in between come out the same."""
+    obs = run_both(_swap_workload([("anon", 0, 6 * 256), ("fork", 0, 0), ("cow", 2, 2 * 256),
+                                   ("anon", 1, 6 * 256), ("cow", 0, 3 * 256), ("exit", 0, 0),
+                                   ("anon", 2, 4 * 256), ("cow", 2, 6 * 256)],
+                                  semantics=semantics), monkeypatch)
+    assert obs["swap"][0] < 64 * 256          # reclaim did swap (64M of slots)
 
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])

@@ -100,6 +100,15 @@ class Task(abc.ABC):
         """Unmap nbytes of the anonymous memory this task mapped, newest first (oldest
         first with oldest_first; NotImplementedError where the kernel cannot)."""
 
+    def write_anon(self, nbytes: int) -> None:
+        """Write to the first nbytes of the anonymous memory this task maps, oldest
+        mapping first.  A page it shares copy-on-write since a fork (a child's share of
+        its parent's memory, or the parent's of its child's) gets a copy of its own,
+        charged to this task's group (mm/memory.c: do_wp_page -> wp_page_copy); a page
+        it maps alone is written in place, charging nothing.  NotImplementedError where
+        the kernel cannot."""
+        raise NotImplementedError("write_anon")
+
     @abc.abstractmethod
     def touch_shm(self, name: str, nbytes: int) -> None:
         """Map and write a shared tmpfs/shmem object (charged as cache and shmem)."""

@@ -253,6 +253,10 @@ class _Task:
     pid: int
     last: ProcSample
     anon: int = 0             # anonymous memory the replay has touched for it
+    # of the anonymous memory other tasks' `anon` counts, what it maps too: what its
+    # parent mapped when it forked it (shared copy-on-write)
+    shared: int = 0
+    children: list = field(default_factory=list)
     state: str = "running"
     read_io: int = 0          # read_bytes / write_bytes not yet replayed
     write_io: int = 0
@@ -272,6 +276,19 @@ def _split(amount: int, weights: dict[str, int]) -> dict[str, int]:
     heaviest = max(weights, key=lambda n: weights[n])
     out[heaviest] = out.get(heaviest, 0) + _page_down(amount) - sum(out.values())
     return {n: v for n, v in out.items() if v > 0}
+
+
+def _hand_down(t: _Task, alive: list[_Task]) -> None:
+    """t exits in the replay: the pages it touched that a live child still maps stay
+    mapped (and charged) there, so the child with the largest share now counts them."""
+    heirs = [c for c in t.children if c in alive and c.shared]
+    if not heirs or not t.anon:
+        return
+    c = max(heirs, key=lambda c: c.shared)
+    kept = min(t.anon, c.shared)
+    c.anon += kept
+    c.shared -= kept
+    t.anon -= kept
 
 
 def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
@@ -316,7 +333,9 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
                     orphans.add(pid)   # no live process to fork it from: the replay cannot make it
                     continue
                 t = _Task(f"cmd-{len(order)}", pid,
-                          ProcSample(p.ppid, min(p.rss_anon, parent.last.rss_anon), 0, 0, 0, 0))
+                          ProcSample(p.ppid, min(p.rss_anon, parent.last.rss_anon), 0, 0, 0, 0),
+                          shared=parent.anon + parent.shared)
+                parent.children.append(t)
                 add(at, task=parent.name, fork=t.name)
             tasks[pid] = t
             order.append(t)
@@ -344,6 +363,7 @@ def replay_steps(rec: Recording) -> tuple[list[dict], dict[str, dict]]:
         for t in gone:
             alive.remove(t)
             add(at, task=t.name, exit=True)
+            _hand_down(t, alive)
         # page cache: what was brought in is at least what io says and what is cached
         for t in alive:
             p = s.procs[t.pid]

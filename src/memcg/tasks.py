@@ -20,8 +20,8 @@ from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, s
 from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, CHARGE_THROTTLED,
                          OBJCG_POINTER_SIZE,
                          THREAD_SIZE, KmemPages)
-from .mm.memory import (AnonVma, do_anonymous_faults, munmap_anon, nr_pages_of, pgtables_pages,
-                     zap_anon)
+from .mm.memory import (AnonVma, do_anonymous_faults, do_wp_faults, dup_mmap, exit_mmap,
+                        munmap_anon, nr_pages_of, pgtables_pages)
 from .net import tcp
 from .net.socket import SimSocket
 
@@ -305,6 +305,12 @@ class SimTask(kernel.Task):
             return
         self._submit(lambda: munmap_anon(self._sys, self.mm, nbytes, oldest_first, self.cpu) or 0)
 
+    def write_anon(self, nbytes: int) -> None:
+        """Write to the first nbytes of the anonymous memory, oldest mapping first: write
+        faults on the entries a fork write-protected (mm/memory.py: do_wp_faults)."""
+        self._alive()
+        self._submit(lambda: do_wp_faults(self._sys, self, int(nbytes)))
+
     def touch_shm(self, name: str, nbytes: int) -> None:
         obj = filemap.shmem_object(self._sys, name)
         if obj not in self.mm.shm_objects:
@@ -339,26 +345,34 @@ class SimTask(kernel.Task):
     # --- processes --------------------------------------------------------------------
 
     def fork(self) -> SimTask:
-        """copy_process(): a child in the same group with a fresh, empty mm.
+        """copy_process(): a child in the same group.
 
         The new process's kernel memory (stack, task_struct, mm, tables: calibrated
         kmem_fork_bytes) is charged to the group; OSError(ENOMEM) when a charge fails -
         at a 3.8 kmem limit at once, at today's memory limit once reclaim and the OOM
-        killer found nothing.  The child's share of the parent's pages (copy-on-write)
-        is not modelled.
+        killer found nothing.  Its mm is a copy of the parent's anonymous mappings
+        (dup_mmap: their objects and page tables charged too), sharing their pages
+        copy-on-write; shared tmpfs mappings it maps afresh when it touches them.
         """
         self._alive()
         sys = self._sys
         kmem = copy_process_kmem(sys, self)
-        if not slab.charge_failed(kmem) and self.oom_victim:
-            release_task_kmem(sys, kmem, self.cpu)  # fatal_signal_pending(): fork fails
-            kmem = CHARGE_KILLED
+        mm = MmStruct()
+        if not slab.charge_failed(kmem):
+            ret = dup_mmap(sys, self, mm)  # copy_mm(), after the task structures
+            if not ret and self.oom_victim:
+                ret = CHARGE_KILLED  # fatal_signal_pending(): fork fails
+            if ret:
+                exit_mmap(sys, mm, self.cpu)
+                release_task_kmem(sys, kmem, self.cpu)
+                kmem = ret
         if slab.charge_failed(kmem):
             if self.oom_victim and self._state == "running":
                 self.do_exit("oom_killed")
             sched.exit_to_user_mode(sys.clock)
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
         child = kernel_clone(sys, self.memcg)
+        child.mm = mm
         child.kmem = kmem
         self.children.append(child)
         sched.exit_to_user_mode(sys.clock)
@@ -409,11 +423,7 @@ class SimTask(kernel.Task):
         sched.hrtimer_cancel(self.throttle_timer)
         self._state = state
         self._work.clear()
-        while self.mm.vmas:
-            vma = self.mm.vmas[-1]
-            zap_anon(sys, vma, 0, self.cpu)
-            self.mm.vmas.pop()
-            filemap.unregister_mapping(sys, vma)
+        exit_mmap(sys, self.mm, self.cpu)
         for obj in self.mm.shm_objects:
             shmem_unmap(sys, obj, self.mm)
         self.mm.shm_objects.clear()

@@ -34,7 +34,7 @@ import tty
 from .linux import LinuxKernel
 
 # What the host may call on a task, a socket and the kernel; nothing else is reachable.
-TASK_CALLS = {"touch_anon", "free_anon", "touch_shm", "read_file", "write_file", "unlink",
+TASK_CALLS = {"touch_anon", "free_anon", "write_anon", "touch_shm", "read_file", "write_file", "unlink",
               "mkdirs", "create_files", "move", "exit", "fork", "connect_tcp", "info"}
 SOCKET_CALLS = {"send", "recv", "info", "close"}
 KERNEL_CALLS = {"mkdir", "rmdir", "listdir", "read", "write", "advance", "settle", "debugfs",

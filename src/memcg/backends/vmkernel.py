@@ -515,6 +515,9 @@ class VMTask(Task):
     def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
         self._do("free_anon", int(nbytes), bool(oldest_first))
 
+    def write_anon(self, nbytes: int) -> None:
+        self._do("write_anon", int(nbytes))
+
     def touch_shm(self, name: str, nbytes: int) -> None:
         self._do("touch_shm", name, int(nbytes))
 

@@ -61,30 +61,47 @@ libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 # A forked child runs no Python: it is made by this x86-64 code, called as
-# long fork_light(void *data, int chan), which takes only raw system calls.  The parent
-# returns fork()'s result.  The child keeps to registers (its stack is not copied):
+# long fork_light(void *data, int chan, void *slot), which takes only raw system calls.
+# The parent returns fork()'s result.  The child keeps to registers (its stack is not
+# copied) and to its slot of the shared data page for the commands it reads:
 #   dup2(chan, 0); close_range(3, ~0U, 0); write(0, data + 16, 12)   - {"ready":0}
-#   loop: n = read(0, data, 1), again on EINTR
-#   if n == 1 and data[0] == 'e': execve(argv[0], argv, envp) with argv at data + 64 and
+#   loop: n = read(0, slot, 24), again on EINTR
+#   if n == 24 and slot[0] == 'w': write a byte to every page of [slot[8..16], + slot[16..24])
+#     from user space (its inherited anonymous memory: copy-on-write faults), then
+#     madvise(data, PAGE, MADV_COLD) for the lru_add_drain() and write(0, data + 32, 12)
+#     - {"ok":true} - and read again
+#   if n == 1 and slot[0] == 'e': execve(argv[0], argv, envp) with argv at data + 64 and
 #     envp at data + 128 (the worker, on fd 0), exit_group(127) if that fails
-#   else exit_group(0): the channel closed, or any other byte
+#   else exit_group(0): the channel closed, or any other command
 # Assembled from this listing (GNU as, .intel_syntax noprefix):
-#   mov r8, rdi; mov r9, rsi; mov eax, 57; syscall; test rax, rax; jz 1f; ret
+#   mov r8, rdi; mov r9, rsi; mov r10, rdx; mov eax, 57; syscall; test rax, rax; jz 1f; ret
 #   1: mov rdi, r9; xor esi, esi; mov eax, 33; syscall
 #      mov edi, 3; mov esi, -1; xor edx, edx; mov eax, 436; syscall
 #      xor edi, edi; lea rsi, [r8+16]; mov edx, 12; mov eax, 1; syscall
-#   2: xor edi, edi; mov rsi, r8; mov edx, 1; xor eax, eax; syscall
-#      cmp rax, -4; je 2b; xor edi, edi; cmp rax, 1; jne 3f
-#      cmp byte ptr [r8], 0x65; jne 3f
+#   2: xor edi, edi; mov rsi, r10; mov edx, 24; xor eax, eax; syscall
+#      cmp rax, -4; je 2b; xor edi, edi; cmp rax, 24; jne 5f
+#      cmp byte ptr [r10], 0x77; jne 3f
+#      mov rsi, [r10+8]; mov rdx, [r10+16]; test rdx, rdx; jz 7f
+#   6: mov byte ptr [rsi], 2; add rsi, 4096; sub rdx, 4096; ja 6b
+#   7: mov rdi, r8; mov esi, 4096; mov edx, 20; mov eax, 28; syscall
+#      xor edi, edi; lea rsi, [r8+32]; mov edx, 12; mov eax, 1; syscall; jmp 2b
+#   5: cmp rax, 1; jne 3f; cmp byte ptr [r10], 0x65; jne 3f
 #      mov rdi, [r8+64]; lea rsi, [r8+64]; lea rdx, [r8+128]; mov eax, 59; syscall
 #      mov edi, 127
 #   3: mov eax, 231; syscall; jmp 3b
 FORK_CODE = bytes.fromhex(
-    "4989f84989f1b8390000000f054885c07401c34c89cf31f6b8210000000f05bf03000000beffffffff"
-    "31d2b8b40100000f0531ff498d7010ba0c000000b8010000000f0531ff4c89c6ba0100000031c00f05"
-    "4883f8fc74ec31ff4883f801752141803865751b498b7840498d7040498d9080000000b83b0000000f05"
-    "bf7f000000b8e70000000f05ebf7")
+    "4989f84989f14989d2b8390000000f054885c07401c34c89cf31f6b8210000000f05bf03000000beff"
+    "ffffff31d2b8b40100000f0531ff498d7010ba0c000000b8010000000f0531ff4c89d6ba1800000031"
+    "c00f054883f8fc74ec31ff4883f818754e41803a77756f498b7208498b52104885d27413c606024881"
+    "c6001000004881ea0010000077ed4c89c7be00100000ba14000000b81c0000000f0531ff498d7020ba"
+    "0c000000b8010000000f05eb964883f801752141803a65751b498b7840498d7040498d908000000"
+    "0b83b0000000f05bf7f000000b8e70000000f05ebf7")
 FORK_READY = b'{"ready":0}\n'
+FORK_OK = b'{"ok":true}\n'             # a child's reply to "w", at data + 32
+# The children's command slots in the data page: each child reads its commands into a
+# slot of its own (the n-th fork of a worker gets slot n % FORK_SLOTS).
+FORK_SLOT_BASE, FORK_SLOT_SIZE = 1024, 32
+FORK_SLOTS = (PAGE - FORK_SLOT_BASE) // FORK_SLOT_SIZE
 # The child's return from fork() must not touch the parent's memory: glibc registers the
 # thread's rseq area (in its TLS, which the child does not get), and the kernel would
 # update it on the way out (kernel/rseq.c: rseq_handle_notify_resume, SIGSEGV on a
@@ -113,6 +130,7 @@ class Worker:
         base = _fork_region()
         self.fork_light = _fork_code(base)
         self.fork_data = _fork_data(base + PAGE)
+        self.forks = 0
 
     # --- the channel ----------------------------------------------------------------
 
@@ -203,6 +221,15 @@ class Worker:
                 self.anon[-1][1] = length - cut
         self.drain()
 
+    def op_write_anon(self, cmd):
+        """Write a byte to every page of the first n bytes of the anonymous mappings,
+        oldest first: a page shared copy-on-write with a child (or parent) gets a copy
+        of its own (mm/memory.c: do_wp_page -> wp_page_copy), any other is written in
+        place."""
+        for addr, length in _ranges(self.anon, _pages(int(cmd["n"])) * PAGE):
+            _touch(addr, length)
+        self.drain()
+
     def op_touch_shm(self, cmd):
         path, n = cmd["path"], _pages(int(cmd["n"])) * PAGE
         old = self.shm.get(path)
@@ -279,18 +306,22 @@ class Worker:
         interpreter is marked MADV_DONTFORK first, so the child's mm holds only the
         task's own mappings (anonymous ones shared copy-on-write, shared ones shared) and
         the fork code: its cost is the kernel's fork of a small process, and the
-        parent's heap stays its own (no copy-on-write pages for either)."""
+        parent's heap stays its own (no copy-on-write pages for either).  The reply
+        lists the anonymous mappings the child shares, oldest first (what it writes
+        when told "w")."""
         if not self.fds:
             raise OSError(errno.EBADF, "fork needs a channel descriptor")
         fd = self.fds.pop(0)
         try:
             self.dontfork()
-            pid = self.fork_light(self.fork_data, fd)
+            slot = self.fork_data + FORK_SLOT_BASE + FORK_SLOT_SIZE * (self.forks % FORK_SLOTS)
+            pid = self.fork_light(self.fork_data, fd, slot)
         finally:
             os.close(fd)
         if pid < 0:
             raise OSError(-pid, os.strerror(-pid))
-        return {"pid": pid}
+        self.forks += 1
+        return {"pid": pid, "anon": [list(m) for m in self.anon]}
 
     def dontfork(self) -> None:
         """madvise(MADV_DONTFORK) on every mapping but the task's own and the fork code's
@@ -419,18 +450,19 @@ def _fork_code(at: int):
     ctypes.memmove(addr, FORK_CODE, len(FORK_CODE))
     if libc.mprotect(addr, PAGE, 0x1 | PROT_EXEC) != 0:
         _raise_errno("mprotect")
-    fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_int)(addr)
+    fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(addr)
     fn.addr = addr
     return fn
 
 
 def _fork_data(at: int) -> int:
-    """The fork code's data: a shared page (children write their command byte into it
-    without a copy-on-write fault), the ready message, and the argv and envp of the
-    worker a child execs on fd 0."""
+    """The fork code's data: a shared page (children read their commands into their
+    slots of it without a copy-on-write fault), the ready and ok messages, the argv
+    and envp of the worker a child execs on fd 0, and the slots."""
     addr = _mmap(PAGE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, at)
     page = (ctypes.c_char * PAGE).from_address(addr)
     page[16:16 + len(FORK_READY)] = FORK_READY
+    page[32:32 + len(FORK_OK)] = FORK_OK
     strings = [os.fsencode(sys.executable), b"-I", b"-S", os.fsencode(os.path.abspath(__file__)), b"0"]
     off = 256
     ptrs = []
@@ -442,11 +474,22 @@ def _fork_data(at: int) -> int:
     page[off:off + len(env)] = env
     envp = [addr + off, None]
     off += len(env)
-    if off > PAGE:
+    if off > FORK_SLOT_BASE:
         raise OSError(errno.ENAMETOOLONG, "the worker's path does not fit the fork page")
     ctypes.memmove(addr + 64, (ctypes.c_void_p * (len(ptrs) + 1))(*ptrs), 8 * (len(ptrs) + 1))
     ctypes.memmove(addr + 128, (ctypes.c_void_p * 2)(*envp), 16)
     return addr
+
+
+def _ranges(maps, n: int):
+    """[address, length] pieces of the first n bytes of maps ([address, length], oldest
+    first): the pages write_anon() writes."""
+    for addr, length in maps:
+        if n <= 0:
+            return
+        cut = min(n, length)
+        yield addr, cut
+        n -= cut
 
 
 def _pages(n: int) -> int:

@@ -24,6 +24,18 @@ layout modelled:
   PTE pages.  On the real kernel a warm worker's 1-, 64- and 65-page mappings charged no
   objects and 0 or 1 PTE page (tests/data/kernel_v1_behaviour.json "b").
 PMD pages (one per 1 GiB) are not charged.
+
+Fork (kernel/fork.c: dup_mmap) gives the child a copy of every mapping that shares the
+parent's pages copy-on-write: copy_page_range() allocates the child's PTE pages (kmem of
+the forking task's group) and write-protects the pages' entries on both sides
+(copy_present_pte).  The pages stay charged to the group that faulted them in.  A write
+to a write-protected entry is a fault (do_wp_page): a page mapped by one mapping only is
+written in place (wp_page_reuse), charging nothing; a page still mapped by another gets
+a copy of its own, charged to the writer's group (wp_page_copy -> mem_cgroup_charge on
+the faulting mm).  Unmapping a shared page frees it only with its last mapping, and it
+stays charged where it was until then (no recharge, v1 or v2).  Every mapper's rss
+counts it (get_mm_rss).  A mapping's copies share one anon_vma tree (mm/rmap.c), which
+is how the model finds a page's mappers: a shared page sits at the same index in each.
 """
 
 from __future__ import annotations
@@ -34,7 +46,8 @@ import numpy as np
 
 from . import fastpath, filemap, page_alloc, slab, swap, swapfile
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
-from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, PGFAULT, KmemPages
+from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT,
+                         KmemPages)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_UNEVICTABLE, PG_anon, PG_mapped, PG_mlocked,
                      PG_swapbacked, PG_young)
 from .swapfile import swp_offset
@@ -67,6 +80,11 @@ class AnonVma(AddressSpace):
         self.ptes: list = []
         self.vm_area = None
         self.anon_vma: list | None = None
+        # since a fork: the mappings of this one's anon_vma tree (this one, its parent's
+        # and its children's copies: rmap_walk_anon), and which entries are
+        # write-protected (copy_present_pte); None for a mapping never forked
+        self.anon_vma_tree: list[AnonVma] | None = None
+        self.wrprotect: np.ndarray | None = None
         # where page 0 sits in its 2 MiB region: 0 for a 2 MiB-aligned mapping; else the
         # mapping ends on a region boundary and its first region is the neighbour's
         self.thp_aligned = nr_pages % PTRS_PER_PTE == 0
@@ -82,13 +100,26 @@ class AnonVma(AddressSpace):
             self.slots = grown
 
     def evict(self, sys: System, pfns: np.ndarray, batches: list[int] | None = None) -> np.ndarray:
-        """pageout() + try_to_unmap(): move pages to swap while slots last.  batches: the
-        pages are several reclaim batches' in a row (release_pages)."""
+        """pageout() + try_to_unmap(): move pages to swap while slots last.  A page
+        shared with other mappings of the anon_vma tree leaves the same swap entry in
+        each (try_to_unmap_one per mapper, swap_duplicate).  batches: the pages are
+        several reclaim batches' in a row (release_pages)."""
         pfns, idx, ids = add_to_swap(sys, self, pfns)
         if len(pfns):
             sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
             self.mm.anon_rss -= len(pfns)
             self.mm.swapents += len(pfns)
+            if self.anon_vma_tree is not None:
+                entries = self.slots[idx]
+                for v in self.anon_vma_tree:
+                    hit = v.slots[idx] == pfns if v is not self else None
+                    if hit is None or not hit.any():
+                        continue
+                    v.slots[idx[hit]] = entries[hit]
+                    n = int(np.count_nonzero(hit))
+                    v.mm.anon_rss -= n
+                    v.mm.swapents += n
+                    swapfile.swap_duplicate(sys, swp_offset(entries[hit]))
             swap.release_pages(sys, pfns, memsw=False, batches=batches)
         return pfns
 
@@ -149,6 +180,17 @@ def zap_anon(sys: System, vma: AnonVma, start: int, cpu: int | None = None) -> N
     s = vma.slots[start:vma.nr_faulted]
     pfns = s[s >= 0]
     swapped = s[s <= -2]
+    if len(pfns) and vma.anon_vma_tree is not None:
+        # folio_remove_rmap_ptes(): a page another mapping still maps stays, charged
+        # where it is; only a page's last unmap frees it
+        pos = np.flatnonzero(s >= 0) + start
+        shared = folio_mapcount(vma, pos, pfns) > 1
+        if shared.any():
+            rmap_move_mapping(sys, vma, pos[shared], pfns[shared])
+            if vma.locked:
+                munlock_folios(sys, pfns[shared])
+            vma.mm.anon_rss -= int(np.count_nonzero(shared))
+            pfns = pfns[~shared]
     if len(pfns):
         sys.stats.mod_many(sys.mem.memcg[pfns], NR_ANON_MAPPED, -1)
         swap.lruvec_del_folio(sys, pfns)
@@ -161,6 +203,8 @@ def zap_anon(sys: System, vma: AnonVma, start: int, cpu: int | None = None) -> N
     vma.nr_faulted = min(vma.nr_faulted, start)
     vma.nr_pages = start
     if not start:
+        if vma.anon_vma_tree is not None:
+            vma.anon_vma_tree.remove(vma)
         unlink_anon_vmas(sys, vma, cpu)
     free_pte_range(sys, vma, own_ptes(vma, start), cpu)
     if not start:
@@ -180,6 +224,206 @@ def munmap_anon(sys: System, mm, nbytes: int, oldest_first: bool = False,
         if vma.nr_pages == 0:
             mm.vmas.remove(vma)
             filemap.unregister_mapping(sys, vma)
+
+
+def exit_mmap(sys: System, mm, cpu: int) -> None:
+    """exit_mmap(): unmap every anonymous mapping of mm, newest first."""
+    while mm.vmas:
+        vma = mm.vmas[-1]
+        zap_anon(sys, vma, 0, cpu)
+        mm.vmas.pop()
+        filemap.unregister_mapping(sys, vma)
+
+
+# --- fork and copy-on-write -------------------------------------------------------------
+
+def folio_mapcount(vma: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """folio_mapcount() of the pages pfns at indices pos of vma: how many mappings of its
+    anon_vma tree map each (a shared page sits at the same index in every copy)."""
+    count = np.zeros(len(pfns), np.int32)
+    for v in vma.anon_vma_tree or (vma,):
+        count += v.slots[pos] == pfns
+    return count
+
+
+def rmap_move_mapping(sys: System, vma: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> None:
+    """vma stops mapping the shared pages pfns (at indices pos): those that record it as
+    their address space record another mapping of the tree that maps them (the kernel's
+    folio->mapping is the anon_vma they all share; the model's is one mapping of it)."""
+    need = sys.mem.mapping[pfns] == vma.id
+    for v in vma.anon_vma_tree:
+        if not need.any():
+            return
+        if v is vma:
+            continue
+        hit = need & (v.slots[pos] == pfns)
+        sys.mem.mapping[pfns[hit]] = v.id
+        need &= ~hit
+
+
+def munlock_folios(sys: System, pfns: np.ndarray) -> None:
+    """mm/mlock.c: munlock_folio() as a VM_LOCKED mapping unmaps pages others still map
+    (their copies are never VM_LOCKED: fork does not inherit mlock): PG_mlocked is
+    cleared and each goes from the unevictable list to its group's inactive anon list."""
+    mem = sys.mem
+    pfns = pfns[(mem.flags[pfns] & PG_mlocked) != 0]
+    if not len(pfns):
+        return
+    swap.lruvec_del_folio(sys, pfns)
+    mem.flags[pfns] &= np.uint8(~PG_mlocked & 0xFF)
+    for memcg_id in np.unique(mem.memcg[pfns]).tolist():
+        part = pfns[mem.memcg[pfns] == memcg_id]
+        memcg = sys.memcgs[memcg_id]
+        memcg.lruvec.lists[LRU_INACTIVE_ANON].add(mem, part)
+        sys.stats.mod(memcg_id, NR_LRU_BASE + LRU_INACTIVE_ANON, len(part))
+
+
+def dup_mmap(sys: System, parent: Task, mm) -> int:
+    """dup_mmap(): copy each of parent's anonymous mappings into mm (the child's); 0 or
+    the failed charge (the caller unmaps what was copied).  The objects and page tables
+    are charged to the forking task's group (current)."""
+    for vma in parent.mm.vmas:
+        if not vma.nr_pages:
+            continue
+        # vm_area_dup(): the copy is not VM_LOCKED (mlock is not inherited)
+        child = AnonVma(sys, mm, vma.nr_pages, False)
+        mm.vmas.append(child)
+        ret = (vm_area_dup(sys, parent, vma, child) or anon_vma_fork(sys, parent, vma, child)
+               or copy_page_range(sys, parent, vma, child))
+        if ret:
+            return ret
+    return 0
+
+
+def vm_area_dup(sys: System, task: Task, src: AnonVma, dst: AnonVma) -> int:
+    """vm_area_dup() (kernel/fork.c, vm_area_cachep SLAB_ACCOUNT): the child's
+    vm_area_struct - where the parent's mapping has one of its own (not merged)."""
+    if src.vm_area is None:
+        return 0
+    obj = _charged_as(sys, task, slab.kmem_cache_alloc, sys, "vm_area_struct", task)
+    if slab.charge_failed(obj):
+        return obj
+    dst.vm_area = obj
+    return 0
+
+
+def anon_vma_fork(sys: System, task: Task, src: AnonVma, dst: AnonVma) -> int:
+    """anon_vma_fork() (mm/rmap.c): anon_vma_clone() links the copy to every anon_vma of
+    the parent's chain (an anon_vma_chain each), then the copy gets an anon_vma of its
+    own and the chain to it.  Nothing where the parent's has no accounted anon_vma."""
+    if not src.anon_vma:
+        dst.anon_vma = None if src.anon_vma is None else []
+        return 0
+    got: list = []
+    for name in ["anon_vma_chain"] * (len(src.anon_vma) - 1) + ["anon_vma", "anon_vma_chain"]:
+        obj = _charged_as(sys, task, slab.kmem_cache_alloc, sys, name, task)
+        if slab.charge_failed(obj):
+            for o in got:
+                slab.kmem_cache_free(sys, o, task.cpu)
+            return obj
+        got.append(obj)
+    dst.anon_vma = got
+    return 0
+
+
+def copy_page_range(sys: System, task: Task, src: AnonVma, dst: AnonVma) -> int:
+    """copy_page_range(): a PTE page for the child in each 2 MiB region where the parent
+    has one (copy_pte_range -> pte_alloc_map_lock), then the entries: present pages are
+    mapped by both (their rss counts in the child's mm too) and write-protected on both
+    sides (copy_present_pte, a COW mapping); swap entries gain a reference
+    (copy_nonpresent_pte -> swap_duplicate)."""
+    for _ in range(len(src.ptes)):
+        pages = pte_alloc_one(sys, task, user_fault=False)
+        if isinstance(pages, int):
+            return pages
+        dst.ptes.append(pages)
+    n = src.nr_faulted
+    s = src.slots[:n]
+    dst.slots[:n] = s
+    dst.nr_faulted = n
+    present = s >= 0
+    swapped = s <= -2
+    dst.mm.anon_rss += int(np.count_nonzero(present))
+    dst.mm.swapents += int(np.count_nonzero(swapped))
+    if swapped.any():
+        swapfile.swap_duplicate(sys, swp_offset(s[swapped]))
+    if src.wrprotect is None:
+        src.wrprotect = np.zeros(len(src.slots), bool)
+    src.wrprotect[:n] |= present
+    dst.wrprotect = np.zeros(len(dst.slots), bool)
+    dst.wrprotect[:n] = present
+    if src.anon_vma_tree is None:
+        src.anon_vma_tree = [src]
+    dst.anon_vma_tree = src.anon_vma_tree
+    dst.anon_vma_tree.append(dst)
+    return 0
+
+
+def do_wp_faults(sys: System, task: Task, nbytes: int) -> int:
+    """A write from user space to the first nbytes of task's anonymous memory, oldest
+    mapping first; 0 or the failed charge.
+
+    Each write-protected entry it meets is a write fault (do_wp_page), page by page in
+    address order, in steps of FAULT_BATCH: a page no other mapping maps is written in
+    place (wp_page_reuse); a shared one is copied (wp_page_copy) - a new page charged to
+    task's group as an anonymous fault's, put on its LRU, mapped here instead; the old
+    page stays with its other mappers, charged where it was.  Each fault counts in
+    pgfault of task's group; a written page is young.  Run again after a failed charge,
+    it goes on where it stopped (the pages done are writable).  Pages not faulted in yet
+    (a mapping still being populated) and swapped-out ones are left: the model swaps
+    anonymous pages in nowhere.
+    """
+    left = nr_pages_of(nbytes)
+    for vma in list(task.mm.vmas):
+        if left <= 0:
+            break
+        cut = min(left, vma.nr_pages)
+        left -= cut
+        end = min(cut, vma.nr_faulted)
+        s = vma.slots[:end]
+        sys.mem.flags[s[s >= 0]] |= PG_young
+        if vma.wrprotect is None:
+            continue
+        for i in range(0, end, FAULT_BATCH):
+            ret = wp_fault_step(sys, task, vma, i, min(end, i + FAULT_BATCH))
+            if ret:
+                return ret
+    return 0
+
+
+def wp_fault_step(sys: System, task: Task, vma: AnonVma, i: int, j: int) -> int:
+    """The write faults of vma's pages [i, j) (do_wp_faults)."""
+    s = vma.slots[i:j]
+    pos = np.flatnonzero(vma.wrprotect[i:j] & (s >= 0)) + i
+    if not len(pos):
+        return 0
+    old = vma.slots[pos]
+    shared = folio_mapcount(vma, pos, old) > 1
+    reuse, copy = pos[~shared], pos[shared]
+    ret = 0
+    if len(copy):
+        memcg = task.memcg
+        pfns, ret = page_alloc.alloc_and_charge(sys, task, memcg, len(copy), user_fault=True)
+        if len(pfns) < len(copy):
+            # the fault whose charge failed stops the walk: later reuses wait too
+            reuse = reuse[reuse < copy[len(pfns)]]
+        done, gone = copy[:len(pfns)], old[shared][:len(pfns)]
+        if len(pfns):
+            vma.slots[done] = pfns
+            vma.wrprotect[done] = False
+            rmap_move_mapping(sys, vma, done, gone)
+            flags = PG_anon | PG_swapbacked | PG_mapped | PG_young
+            lru = LRU_INACTIVE_ANON
+            if vma.locked:
+                flags |= PG_mlocked  # folio_add_lru_vma(): mlocked in a VM_LOCKED mapping
+                lru = LRU_UNEVICTABLE
+            swap.folio_add_lru(sys, task, memcg, vma, done.astype(np.int64), pfns, flags, lru,
+                               (NR_ANON_MAPPED, PGFAULT))
+    if len(reuse):
+        vma.wrprotect[reuse] = False
+        # handle_mm_fault(): count_memcg_event_mm(vma->vm_mm, PGFAULT)
+        sys.stats.mod(task.memcg.id, PGFAULT, len(reuse))
+    return ret
 
 
 def pgtables_pages(mm) -> int:
@@ -235,17 +479,22 @@ def pte_alloc(sys: System, task: Task, vma: AnonVma, n: int) -> int:
     exist (the OOM badness counts them) but are not charged.
     """
     for _ in range(ptes_needed(vma, n)):
-        if sys.semantics == "3.8":
-            pfns = page_alloc.alloc_kernel_pages(sys, 1, task, "PageTables")
-            if pfns is None:
-                return CHARGE_KILLED if task.oom_victim else CHARGE_NOMEM
-            pages = KmemPages(None, 1, pfns, "PageTables")
-        else:
-            pages = page_alloc.alloc_kmem_pages(sys, task, 1, "PageTables", user_fault=True)
-            if isinstance(pages, int):
-                return pages
+        pages = pte_alloc_one(sys, task, user_fault=True)
+        if isinstance(pages, int):
+            return pages
         vma.ptes.append(pages)
     return 0
+
+
+def pte_alloc_one(sys: System, task: Task, user_fault: bool):
+    """pte_alloc_one(): one page-table page, charged to task's group (uncharged under
+    the 3.8 rules); the KmemPages or the failed charge's result."""
+    if sys.semantics == "3.8":
+        pfns = page_alloc.alloc_kernel_pages(sys, 1, task, "PageTables")
+        if pfns is None:
+            return CHARGE_KILLED if task.oom_victim else CHARGE_NOMEM
+        return KmemPages(None, 1, pfns, "PageTables")
+    return page_alloc.alloc_kmem_pages(sys, task, 1, "PageTables", user_fault=user_fault)
 
 
 def free_pte_range(sys: System, vma: AnonVma, keep: int, cpu: int) -> None:

@@ -19,11 +19,15 @@ if TYPE_CHECKING:
 
 
 class SwapInfo:
-    """One swap device: free slots and swap_cgroup (the memcg id of each used slot)."""
+    """One swap device: free slots, swap_cgroup (the memcg id of each used slot) and
+    swap_map (how many page-table entries and caches refer to each used slot:
+    include/linux/swap.h, si->swap_map - an anonymous page swapped out while shared
+    copy-on-write after a fork is one entry in every mapper's page table)."""
 
     def __init__(self, nr_pages: int):
         self.nr_pages = nr_pages
         self.swap_cgroup = np.zeros(max(nr_pages, 1), np.uint16)
+        self.swap_map = np.zeros(max(nr_pages, 1), np.uint16)
         self._free = np.arange(nr_pages - 1, -1, -1, dtype=np.int64)
         self.nr_free = nr_pages
 
@@ -37,6 +41,7 @@ class SwapInfo:
         top = self.nr_free
         slots = self._free[top - n:top][::-1].copy()
         self.nr_free -= n
+        self.swap_map[slots] = 1
         return slots
 
     def free(self, slots: np.ndarray) -> None:
@@ -45,13 +50,24 @@ class SwapInfo:
         if not n:
             return
         self.swap_cgroup[slots] = 0
+        self.swap_map[slots] = 0
         self._free[self.nr_free:self.nr_free + n] = slots
         self.nr_free += n
 
 
+def swap_duplicate(sys: System, slots: np.ndarray) -> None:
+    """swap_duplicate(): one more reference to each slot (copy_nonpresent_pte() at fork);
+    slots holds each one once."""
+    sys.swap.swap_map[slots] += 1
+
+
 def swap_free(sys: System, slots: np.ndarray) -> None:
-    """swap_free() -> swap_entry_free() -> mem_cgroup_uncharge_swap(): memsw goes back to
-    the memcg recorded in swap_cgroup, then the slots are free."""
+    """swap_free() -> swap_entry_free() -> mem_cgroup_uncharge_swap(): one reference to
+    each slot (each given once) goes; for the slots left with none memsw goes back to the
+    memcg recorded in swap_cgroup, then the slots are free."""
+    swap_map = sys.swap.swap_map
+    swap_map[slots] -= 1
+    slots = slots[swap_map[slots] == 0]
     ids = sys.swap.swap_cgroup[slots]
     uids, counts = np.unique(ids, return_counts=True)
     for memcg_id, n in zip(uids.tolist(), counts.tolist()):

@@ -136,7 +136,7 @@ def tcp_init(net: Net) -> None:
 class Skb:
     """struct sk_buff of one TCP segment: sequence range, truesize, and pcount."""
 
-    __slots__ = ("seq", "end_seq", "truesize", "pcount", "nr_frags")
+    __slots__ = ("seq", "end_seq", "truesize", "pcount", "nr_frags", "ack_clocked")
 
     def __init__(self, seq: int, truesize: int):
         self.seq = seq
@@ -144,6 +144,7 @@ class Skb:
         self.truesize = truesize
         self.pcount = 1
         self.nr_frags = 0  # page fragments holding the payload
+        self.ack_clocked = False  # sent as an ACK's window let it go (a model figure)
 
     @property
     def len(self) -> int:
@@ -154,6 +155,7 @@ class Skb:
         c = Skb(self.seq, self.truesize)
         c.end_seq = self.end_seq
         c.nr_frags = self.nr_frags
+        c.ack_clocked = self.ack_clocked
         return c
 
 
@@ -217,6 +219,8 @@ class TcpSock:
         self.rcvq_space = 0
         self.rcvq_seq = 0
         self.rcvq_time = None  # tick of the last autotuning measurement
+        self.rcvq_round_trip = False  # ACK-clocked data arrived since that measurement
+        self.in_ack = False  # tcp_ack() is sending what the peer's window lets go
         self.rcv_rtt_valid = False
         self.read_bytes = 0
         self.drops = 0  # segments this end dropped for want of memory or window
@@ -593,6 +597,7 @@ def tcp_transmit(tp: TcpSock, skb: Skb) -> None:
     sched.del_timer(tp.probe_timer)
     if skb.len < tp.mss_cache:
         tp.snd_sml = skb.end_seq
+    skb.ack_clocked = tp.in_ack
     deliver(tp.peer, ("data", skb.clone()))
 
 
@@ -651,8 +656,12 @@ def tcp_ack(tp: TcpSock, ack_seq: int, window: int) -> None:
     if acked:
         tp.snd_cwnd += acked  # slow start: one segment more per segment acknowledged
         tcp_rearm_rto(tp)
-    # tcp_data_snd_check()
-    tcp_write_xmit(tp)
+    # tcp_data_snd_check(): what goes now is clocked by the peer's ACK (a round trip)
+    tp.in_ack = True
+    try:
+        tcp_write_xmit(tp)
+    finally:
+        tp.in_ack = False
     tcp_check_space(tp)
     tcp_check_probe_timer(tp)
 
@@ -795,6 +804,8 @@ def tcp_event_data_recv(tp: TcpSock, skb: Skb) -> None:
     tp.ack_pending |= ICSK_ACK_SCHED
     tcp_measure_rcv_mss(tp, skb)
     tp.rcv_rtt_valid = True
+    if skb.ack_clocked:
+        tp.rcvq_round_trip = True
     now = tp.net.sys.clock.now
     if not tp.ato:
         tcp_incr_quickack(tp, TCP_MAX_QUICKACKS)
@@ -828,11 +839,14 @@ def tcp_rcv_data(tp: TcpSock, skb: Skb) -> None:
         tcp_event_data_recv(tp, skb)
         tcp_ack_snd_check(tp)
         return
+    # Either way the segment is freed by tcp_drop_reason(), which counts it in sk_drops
+    # (SO_MEMINFO's drops): a retransmission of data already here (SKB_DROP_REASON_
+    # TCP_OLD_DATA) as well as one out of order after a drop.
     if skb.end_seq <= tp.rcv_nxt:
         net.mib_inc("DelayedACKLost")  # a retransmission of data already here
     else:
         net.mib_inc("TCPOFODrop")  # out of order after a drop: not queued in the model
-        tp.drops += 1
+    tp.drops += 1
     tcp_enter_quickack_mode(tp)
     tcp_send_ack(tp)
 
@@ -946,14 +960,21 @@ def tcp_rcv_space_adjust(tp: TcpSock) -> None:
     """tcp_rcv_space_adjust(): receive buffer autotuning (DRS).  When the application
     read more in the last round trip than the buffer was sized for, grow it.
 
-    The kernel measures once per receive round trip; the model once per tick: reads in
-    the same tick count as one round trip (a reader that keeps up), reads in later
-    ticks start a new measurement (a reader slower than the network).
+    The kernel measures once per receive round trip (time since the last measurement
+    at least rcv_rtt_est.rtt_us, about a millisecond on loopback).  The model has no
+    time within a tick: a measurement ends at the next read in a later tick, or at a
+    read in the same tick once data has arrived that the sender sent in answer to this
+    end's ACKs (the window update of an earlier read let it go: a round trip has
+    passed).  A reader draining its queue in a burst of reads thus grows the buffer
+    step by step, as the real one did (6.18.44: 131072 -> 1615485 in the 40-read
+    drain of tcp-bloat), not once for everything read in the tick; data the sender's
+    own send() calls push (a sender and reader in lockstep) is not a round trip.
     """
     now = tp.net.sys.clock.now
-    if not tp.rcv_rtt_valid or tp.rcvq_time == now:
+    if not tp.rcv_rtt_valid or (tp.rcvq_time == now and not tp.rcvq_round_trip):
         return
     tp.rcvq_time = now
+    tp.rcvq_round_trip = False
     copied = tp.copied_seq - tp.rcvq_seq
     inq = tp.rcv_nxt - tp.copied_seq
     copied -= inq

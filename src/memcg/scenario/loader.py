@@ -85,7 +85,7 @@ MAX_EVENTS = 1_000_000
 # Task actions whose size is bounded by the machine's memory + swap: mm/util.c:
 # __vm_enough_memory() (OVERCOMMIT_GUESS) refuses a mapping larger than totalram_pages()
 # + total_swap_pages, and no more can be mapped, cached in a task or queued on a socket.
-_MAPPED_SIZES = ("touch_anon", "free_anon", "touch_shm", "send", "recv", "chunk")
+_MAPPED_SIZES = ("touch_anon", "free_anon", "write_anon", "touch_shm", "send", "recv", "chunk")
 _FILE_SIZES = ("read_file", "write_file")
 
 _TOP_KEYS = ("name", "description", "ticks", "machine", "params", "group", "task", "event", "step")
@@ -100,6 +100,7 @@ _EVENT_KEYS = ("path", "args", "on_fire")
 _TASK_ACTIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "touch_anon": ("size", ("locked",), ()),
     "free_anon": ("size", (), ()),
+    "write_anon": ("size", (), ()),
     "touch_shm": ("name", ("size",), ("size",)),
     "read_file": ("name", ("size",), ("size",)),
     "write_file": ("name", ("size",), ("size",)),

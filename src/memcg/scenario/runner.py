@@ -93,6 +93,8 @@ class _Run:
         self.socket_groups: dict[str, str] = {}
         self.socket_bytes: dict[str, list[int]] = {}
         self.has_sockets = any(st.action == "connect_tcp" for st in scenario.steps)
+        # the TCP figures at the end of the last tick, taken before the kernel settles
+        self.tcp_final: tuple[dict, dict] | None = None
         if self.has_sockets:
             for g in scenario.groups:
                 self.series["groups"][g.path].update({name: [] for name in TCP_SERIES})
@@ -145,7 +147,13 @@ class _Run:
 
     def play(self, settle: bool) -> None:
         """Every tick: its steps in order, then one tick of time, then a sample.  With
-        `settle`, the kernel settles after the last tick, before the last sample."""
+        `settle`, the kernel settles after the last tick, before the last sample.
+
+        The TCP figures (the connections' and the groups' memory.kmem.tcp.* files) are
+        taken before the settle: they never lag (sock_getsockopt, tcp_get_info and the
+        tcpmem page counter are read as they are), and while a real kernel settles
+        (seconds of real time) its TCP timers go on retransmitting, probing and
+        acknowledging, whereas the simulated kernel settles without time passing."""
         steps = self.sc.steps
         pos = 0
         for tick in range(self.sc.ticks):
@@ -154,6 +162,8 @@ class _Run:
                 pos += 1
             self.k.advance(1)
             if settle and tick == self.sc.ticks - 1:
+                if self.has_sockets:
+                    self.tcp_final = self.tcp_files(), self.final_sockets()
                 self.k.settle()
             self.sample(tick)
             self.fire_events(tick)
@@ -299,6 +309,8 @@ class _Run:
             t.touch_anon(step.size, locked=step.locked)
         elif a == "free_anon":
             t.free_anon(step.size)
+        elif a == "write_anon":
+            t.write_anon(step.size)
         elif a == "touch_shm":
             t.touch_shm(step.arg, step.size)
         elif a == "read_file":
@@ -407,6 +419,21 @@ class _Run:
 
     # -- the result
 
+    def tcp_files(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for g in self.sc.groups:
+            out[g.path] = {}
+            for fname in TCP_FILES:
+                try:
+                    out[g.path][fname] = self.k.read(_join(g.path, fname))
+                except OSError:
+                    continue
+        return out
+
+    def final_sockets(self) -> dict[str, dict]:
+        return {name: {"group": self.socket_groups[name], **self.socket_figures(name)}
+                for name in self.sockets}
+
     def group_files(self) -> dict[str, dict[str, str]]:
         if self.sc.machine.hierarchy == "v2" and not self.sc.mapped_from:
             names = REPORTED_FILES_V2 + (SWAP_FILES_V2 if self.sc.machine.swap_bytes > 0 else ())
@@ -422,6 +449,9 @@ class _Run:
                 except OSError:
                     continue
             out[g.path] = files
+        if self.tcp_final is not None:
+            for path, files in self.tcp_final[0].items():
+                out[path].update(files)
         return out
 
     def debugfs(self) -> dict:
@@ -448,8 +478,8 @@ class _Run:
             "params": dict(self.sc.params),
             "ticks": self.sc.ticks,
             "debugfs": self.debugfs(),
-            **({"sockets": {name: {"group": self.socket_groups[name], **self.socket_figures(name)}
-                            for name in self.sockets}} if self.has_sockets else {}),
+            **({"sockets": self.tcp_final[1] if self.tcp_final is not None else self.final_sockets()}
+               if self.has_sockets else {}),
         }
 
 

@@ -15,11 +15,12 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from ...kernel import Socket, Task
+from ...kernel import PAGE_SIZE, Socket, Task
 from . import procfs
 
 if TYPE_CHECKING:
@@ -62,8 +63,10 @@ class LinuxTask(Task):
         self.cpu: int | None = None
         self.exit_signal: int | None = None
         self.exit_code: int | None = None
-        # a forked child that runs no Python yet (worker.py: FORK_CODE)
+        # a forked child that runs no Python yet (worker.py: FORK_CODE), and the
+        # [address, length] of the anonymous mappings it shares with its parent
         self.light = False
+        self.inherited: list[list[int]] = []
 
     def __repr__(self) -> str:
         return f"<LinuxTask {self.pid} {self.group} {self.state}>"
@@ -218,6 +221,32 @@ class LinuxTask(Task):
             raise ProcessLookupError(errno.ESRCH, f"task {self.pid} has {self._final}")
 
     @_locked
+    def _send_light(self, data: bytes) -> None:
+        """A command to a forked child that runs FORK_CODE: raw bytes, not JSON."""
+        try:
+            self._chan.sendall(data)
+        except OSError:
+            raise TaskGone() from None
+        self._pending += 1
+        self._k._touched()
+
+    @_locked
+    def _call_light(self, addr: int, length: int) -> None:
+        """FORK_CODE's "w": the child writes [addr, addr + length) from user space; its
+        reply comes once it is done (none while it is blocked in the charge path)."""
+        self._k._dispatch_shrinkers()
+        self._alive()
+        if self._pending:
+            self._wait(grace=0.05)
+            self._alive()
+        try:
+            self._send_light(b"w" + bytes(7) + struct.pack("<QQ", addr, length))
+        except TaskGone:
+            self._collect(0)
+            return
+        self._wait()
+
+    @_locked
     def _call(self, cmd: dict, fds: list[int] | None = None, queue: bool = True) -> dict | None:
         """Run one command.  A blocked task queues it (the reply comes when it wakes up,
         as the simulated kernel queues work behind a sleep) when `queue`; commands that
@@ -227,6 +256,12 @@ class LinuxTask(Task):
         self._k._dispatch_shrinkers()
         self._alive()
         if self.light and cmd.get("op") != "exit":
+            if self._pending:   # a write_anon ("w") still running: its reply comes first
+                self._wait(grace=0.05)
+                self._alive()
+                if self._pending:
+                    raise OSError(errno.EAGAIN, f"task {self.pid} is blocked in the kernel "
+                                                "(mem_cgroup_oom_synchronize)")
             self._k._become_worker(self)
             self._alive()
         if self._pending:
@@ -256,6 +291,21 @@ class LinuxTask(Task):
     def free_anon(self, nbytes: int, oldest_first: bool = False) -> None:
         """Unmap nbytes, newest mappings first (oldest first with oldest_first)."""
         self._call({"op": "free_anon", "n": int(nbytes), "oldest": bool(oldest_first)})
+
+    def write_anon(self, nbytes: int) -> None:
+        """Write the first nbytes of the anonymous memory, oldest mapping first.  A
+        forked child that runs no Python writes its share of the parent's mappings
+        itself (FORK_CODE "w"), staying the same process."""
+        if not self.light:
+            self._call({"op": "write_anon", "n": int(nbytes)})
+            return
+        left = -(-max(0, int(nbytes)) // PAGE_SIZE) * PAGE_SIZE
+        for addr, length in self.inherited:
+            if left <= 0 or self._final is not None:
+                break
+            cut = min(left, length)
+            self._call_light(addr, cut)
+            left -= cut
 
     def touch_shm(self, name: str, nbytes: int) -> None:
         self._alive()
@@ -287,7 +337,9 @@ class LinuxTask(Task):
         if reply is None:
             mine.close()
             raise ProcessLookupError(errno.ESRCH, f"task {self.pid} died while forking")
-        return self._k._adopt(reply["pid"], mine, self.group)
+        child = self._k._adopt(reply["pid"], mine, self.group)
+        child.inherited = [list(m) for m in reply.get("anon", [])]
+        return child
 
     def mkdirs(self, n: int, fs: str = "ext4", where: str | None = None) -> None:
         """n new directories on fs ("ext4": the working file system, "tmpfs": /dev/shm),

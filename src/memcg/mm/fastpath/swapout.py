@@ -242,6 +242,10 @@ def _plan_episode(sys: System, sc):
         return None
     if mem.large and mem.order[pfns].any():
         return None
+    # pages shared copy-on-write with a forked mm (one anon_vma tree): each mapper's swap
+    # entry is duplicated batch by batch - the slow path
+    if getattr(sys.mappings[int(mapping[0])], "anon_vma_tree", None) is not None:
+        return None
     return passes, total
 
 
