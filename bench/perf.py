@@ -16,6 +16,10 @@ Targets (the performance issue):
   listener, threshold, anon_swap, shmem_swap, memsw_listener, global_soft, writes
                the workloads that are watched, swap or write: each at least 5x the
                real kernel's fault+charge rate measured in the same run
+  hog_scale    `memcg run hog` on a 256 GiB machine with 10,000 more groups vs a 2 GiB
+               machine: boot + run at most 1.2x as long
+  sweep        the backup scenario at 1,000 limits in one process, and in a fresh
+               process each (50 of them): wall time per run, for information
 
 Every simulated measurement runs in a fresh Python process (so its peak RSS is its
 own); timings are the best of 3 such runs.  The real kernel's side runs in a new child
@@ -46,7 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # against the real kernel's fault-and-charge rate of the same run.
 WORKLOADS = ("listener", "threshold", "anon_swap", "shmem_swap", "memsw_listener",
              "global_soft", "writes")
-TARGETS = ("fault", "reclaim", "memory", "static_keys", "scale", "churn") + WORKLOADS
+TARGETS = ("fault", "reclaim", "memory", "static_keys", "scale", "churn") + WORKLOADS + \
+    ("hog_scale", "sweep")
+# Measurements that are a part of a target's row, each in its own process.
+PARTS = ("hog_small", "hog_large", "sweep_fresh")
 RUNS = 3  # best of RUNS for timings
 PAGE = 4096
 GiB, MiB = 1 << 30, 1 << 20
@@ -59,6 +66,14 @@ BYTES_PER_PAGE_MAX = 16.0
 STATIC_KEY_LOSS_MAX = 0.01
 SCALE_SECONDS_MAX, SCALE_RSS_MAX_MIB = 60.0, 512
 CHURN_SECONDS_MAX = 60.0
+# Cost grows with work, not with machine size or group count: the hog scenario on a
+# 256 GiB machine with 10,000 more groups takes about as long as on a 2 GiB machine.
+HOG_SMALL, HOG_LARGE, HOG_GROUPS = "2G", "256G", 10_000
+HOG_RATIO_MAX = 1.2
+# The sweep figure: the backup scenario at this many limits one after another in one
+# process, and at the first SWEEP_FRESH of them in a fresh `memcg run` process each
+# (a process start-up and import per run: fewer, for the time they take).
+SWEEP_RUNS, SWEEP_FRESH = 1000, 50
 REAL_FAULT_BYTES = 256 * MiB  # the machine's rules allow small real experiments only
 REAL_FAULT_REPS = 10
 
@@ -75,7 +90,8 @@ def peak_rss_bytes() -> int:
 # starts, so that a timing measures the simulation, not one-time imports (tens of
 # milliseconds: most of a 1 GiB streaming run).
 LAZY_IMPORTS = ("numpy.ma", "memcg.mm.fastpath.fault", "memcg.mm.fastpath.read",
-                "memcg.mm.fastpath.stream")
+                "memcg.mm.fastpath.stream", "memcg.mm.fastpath.softlimit",
+                "memcg.mm.fastpath.window")
 
 
 def warm_imports() -> None:
@@ -119,7 +135,7 @@ def sim_reclaim() -> dict:
 
 def sim_memory() -> dict:
     """4 tasks each touching 4 GiB in one group of a 24 GiB machine: peak RSS growth."""
-    import numpy  # noqa: F401 - part of the baseline
+    __import__("numpy")  # part of the baseline
     from memcg import SimKernel  # the model's modules (imported on first use) too
     base = peak_rss_bytes()
     k = SimKernel(memory="24G", cpus=2, swap="0")
@@ -256,6 +272,77 @@ def sim_writes() -> dict:
     row = _timed(k, lambda: t.write_file("w", 512 * MiB), 512 * MiB)
     assert t.state == "running"
     return row
+
+
+def hog_run(memory: str, groups: int, with_tasks: bool = False) -> dict:
+    """`memcg run hog` through the API the CLI uses (load_scenario, the scenario's
+    machine with `memory`, run_scenario with settle), after `groups` more groups were
+    made in the root (each with a task when with_tasks).  Times: boot (SimKernel()),
+    the groups, the run; boot + run is the figure compared."""
+    from memcg.backends.sim import SimKernel
+    from memcg.scenario import load_scenario, run_scenario
+    scenario = load_scenario("hog", {})
+    kw = dict(scenario.machine.sim_kwargs(), memory=memory)
+    warm_imports()
+    start, cpu0 = time.perf_counter(), time.process_time()
+    k = SimKernel(**kw)
+    booted, cpu1 = time.perf_counter(), time.process_time()
+    for i in range(groups):
+        k.mkdir(f"/extra{i}")
+        if with_tasks:
+            k.spawn(f"/extra{i}")
+    made, cpu2 = time.perf_counter(), time.process_time()
+    result = run_scenario(scenario, k, settle=True)
+    end, cpu3 = time.perf_counter(), time.process_time()
+    assert all(e["ok"] for e in result.get("expectations", [])), "the hog scenario failed"
+    rss = peak_rss_bytes()
+    return {"memory": memory, "groups": groups, "boot_seconds": booted - start,
+            "groups_seconds": made - booted, "run_seconds": end - made,
+            "seconds": (booted - start) + (end - made),
+            "cpu_seconds": (cpu1 - cpu0) + (cpu3 - cpu2), "peak_rss": rss,
+            "rss_per_page": rss / k.sys.mem.nr_pages,
+            "array_bytes_per_page": k.sys.mem.bytes_used() / k.sys.mem.nr_pages}
+
+
+def sim_hog_small() -> dict:
+    return hog_run(HOG_SMALL, 0)
+
+
+def sim_hog_large() -> dict:
+    return hog_run(HOG_LARGE, HOG_GROUPS)
+
+
+def _sweep_limits(n: int) -> list[str]:
+    """n different limits for the backup scenario: 16M, 17M, ... (MiB steps)."""
+    return [f"{16 + i}M" for i in range(n)]
+
+
+def sim_sweep(runs: int | None = None) -> dict:
+    """The backup scenario at `runs` limits, one after another in this process through
+    the public sweep API (memcg.sweep.run_point: `memcg run backup --param limit=...`)."""
+    from memcg import sweep
+    runs = runs or int(os.environ.get("PERF_SWEEP_RUNS", SWEEP_RUNS))
+    limits = _sweep_limits(runs)
+    warm_imports()
+    start, cpu = time.perf_counter(), time.process_time()
+    for lim in limits:
+        sweep.run_point("backup", {"limit": lim})
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"runs": runs, "seconds": seconds, "cpu_seconds": cpu,
+            "per_run": seconds / runs, "peak_rss": peak_rss_bytes()}
+
+
+def sim_sweep_fresh(runs: int | None = None) -> dict:
+    """The first `runs` limits, each in a fresh `python -m memcg run backup` process."""
+    runs = runs or int(os.environ.get("PERF_SWEEP_FRESH", SWEEP_FRESH))
+    limits = _sweep_limits(runs)
+    start = time.perf_counter()
+    for lim in limits:
+        subprocess.run([sys.executable, "-m", "memcg", "run", "backup", "--param",
+                        f"limit={lim}"], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    return {"runs": runs, "seconds": seconds, "per_run": seconds / runs,
+            "peak_rss": peak_rss_bytes()}
 
 
 # --- static keys: hooks present but unused vs removed ------------------------------------
@@ -542,7 +629,9 @@ CHILDREN = {"fault": sim_fault, "reclaim": sim_reclaim, "memory": sim_memory,
             "static_keys": sim_static_keys, "scale": sim_scale, "churn": sim_churn,
             "listener": sim_listener, "threshold": sim_threshold, "anon_swap": sim_anon_swap,
             "shmem_swap": sim_shmem_swap, "memsw_listener": sim_memsw_listener,
-            "global_soft": sim_global_soft, "writes": sim_writes}
+            "global_soft": sim_global_soft, "writes": sim_writes,
+            "hog_small": sim_hog_small, "hog_large": sim_hog_large, "sweep": sim_sweep,
+            "sweep_fresh": sim_sweep_fresh}
 
 WORKLOAD_TITLES = {
     "listener": "6a 1 GiB file read, one memory.pressure_level listener",
@@ -637,6 +726,32 @@ def measure(name: str) -> dict:
                 "real_kernel": "", "ratio": "",
                 "limit": f"<= {CHURN_SECONDS_MAX:g} s, array <= max(4, 2 x ids in use)",
                 "pass": sim["seconds"] <= CHURN_SECONDS_MAX and bounded}
+    if name == "hog_scale":
+        small, large = best_of("hog_small"), best_of("hog_large")
+        ratio = large["seconds"] / small["seconds"]
+        # the CPU time of the same runs, for a machine shared with other jobs (the
+        # fastest run of each by its own CPU time)
+        cpu_small, cpu_large = min(small["all_cpu_seconds"]), min(large["all_cpu_seconds"])
+        sim = {"small": small, "large": large, "ratio": ratio, "cpu_ratio": cpu_large / cpu_small,
+               "peak_rss": max(small["peak_rss"], large["peak_rss"])}
+        return {"target": f"5c hog scenario, {HOG_LARGE} machine + {HOG_GROUPS:,} groups "
+                          f"vs {HOG_SMALL}", "sim": sim,
+                "measured": f"{large['seconds']:.3f} s vs {small['seconds']:.3f} s boot + run "
+                            f"(CPU {cpu_large:.3f} vs {cpu_small:.3f} s, "
+                            f"{sim['cpu_ratio']:.2f}x); peak RSS {large['peak_rss'] / MiB:.0f} vs "
+                            f"{small['peak_rss'] / MiB:.0f} MiB",
+                "real_kernel": "", "ratio": f"{ratio:.2f}x",
+                "limit": f"<= {HOG_RATIO_MAX:g}x, peak RSS <= {BYTES_PER_PAGE_MAX:g} B/page",
+                "pass": ratio <= HOG_RATIO_MAX and large["rss_per_page"] <= BYTES_PER_PAGE_MAX}
+    if name == "sweep":
+        one = run_child("sweep")
+        fresh = run_child("sweep_fresh")
+        sim = {"one_process": one, "fresh": fresh, "peak_rss": one["peak_rss"]}
+        return {"target": "7 sweep, backup scenario at different limits", "sim": sim,
+                "measured": f"{one['per_run']:.2f} s per run in one process ({one['runs']:,} runs), "
+                            f"{fresh['per_run']:.2f} s per run in a fresh process each "
+                            f"({fresh['runs']} runs)",
+                "real_kernel": "", "ratio": "", "limit": "for information", "pass": True}
     if name in WORKLOADS:
         sim = best_of(name)
         real = real_once()
@@ -766,6 +881,25 @@ NOTES.update({
 })
 for _name in WORKLOADS:
     NOTES[_name] += _WORKLOAD_METHOD.format(runs=RUNS)
+NOTES["hog_scale"] = (
+    "The built-in `hog` scenario as `memcg run hog` runs it (load_scenario, the scenario's "
+    "machine, run_scenario with settle), its machine's memory set to "
+    f"{HOG_SMALL} in one process and to {HOG_LARGE} in another, where "
+    f"{HOG_GROUPS:,} empty groups `/extraN` are made in the root after boot and before "
+    "the run. Figure: the wall time of SimKernel() plus the run (making the groups is "
+    "timed apart: it is work, one mkdir each), best of 3 fresh processes each; ratio = "
+    "large / small; beside it the CPU time (process time) of the same runs, the fastest of "
+    "each by CPU, since on shared cores the wall times of runs this short swing by 2x. "
+    "Peak RSS (ru_maxrss) of the whole process, the largest of the three; "
+    "bytes of per-page arrays per simulated page of the large machine.")
+NOTES["sweep"] = (
+    f"The built-in `backup` scenario at {SWEEP_RUNS:,} different limits (16M, 17M, ...), one "
+    "after another in one fresh process through the public sweep API "
+    "(`memcg.sweep.run_point`, what each point of `memcg sweep` runs), and at the first "
+    f"{SWEEP_FRESH} of those limits in a fresh `python -m memcg run backup --param limit=...` "
+    f"process each ({SWEEP_FRESH} rather than {SWEEP_RUNS:,}: every run pays a process "
+    "start and the imports). Wall time per run; one measurement each. PERF_SWEEP_RUNS and "
+    "PERF_SWEEP_FRESH in the environment change the counts (the row says which were run).")
 
 
 
@@ -802,6 +936,23 @@ def detail(row: dict) -> str:
                 f"versions timed one by one {100 * sim['estimated_loss']:+.2f}% of a run; "
                 f"{sim['hook_bindings_replaced']} bindings replaced; same results: "
                 f"{sim['same_results']}")
+    if row["name"] == "hog_scale":
+        parts = []
+        for key in ("small", "large"):
+            r = sim[key]
+            parts.append(f"{r['memory']} with {r['groups']:,} more groups: runs {r['all_seconds']} s"
+                         f"{_cpu(r)} (fastest: boot {r['boot_seconds']:.3f} s, run "
+                         f"{r['run_seconds']:.3f} s; making the groups {r['groups_seconds']:.2f} s), "
+                         f"peak RSS {r['peak_rss'] >> 20} MiB"
+                         + (f" = {r['rss_per_page']:.2f} B per simulated page "
+                            f"({r['array_bytes_per_page']:.0f} B/page of per-page arrays, "
+                            "resident only where touched)" if key == "large" else ""))
+        return "; ".join(parts)
+    if row["name"] == "sweep":
+        one, fresh = sim["one_process"], sim["fresh"]
+        return (f"one process: {one['runs']:,} runs in {one['seconds']:.1f} s (CPU "
+                f"{one['cpu_seconds']:.1f} s), peak RSS {one['peak_rss'] >> 20} MiB; fresh "
+                f"processes: {fresh['runs']} runs in {fresh['seconds']:.1f} s")
     line = f"runs {sim['all_seconds']} s{_cpu(sim)}, peak RSS {sim['peak_rss'] >> 20} MiB"
     if row["name"] in WORKLOADS:
         line += (f", best {sim['pages'] / sim['seconds'] / 1e6:.3f}M pages/s, "
@@ -854,7 +1005,7 @@ def main(argv=None) -> int:
                     help=f"measure only this target ({', '.join(TARGETS)}); repeatable")
     ap.add_argument("--json", metavar="OUT", help="write the rows and raw figures as JSON")
     ap.add_argument("--write", metavar="MD", help="write the report (BENCHMARKS.md)")
-    ap.add_argument("--child", choices=TARGETS + ("real_fault",), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=TARGETS + PARTS + ("real_fault",), help=argparse.SUPPRESS)
     ap.add_argument("--cgroup", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child == "real_fault":

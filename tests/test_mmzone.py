@@ -526,3 +526,34 @@ def test_spans_match_steps_on_random_workloads(monkeypatch, ops, swap):
         return observe(k, tasks, [e for e in events if not isinstance(e, int)]) | {
             "errnos": [e for e in events if isinstance(e, int)]}
     run_both(workload, monkeypatch)
+
+
+def test_lru_of_frames_written_only_when_first_handed_out():
+    """A machine larger than LRU_LAZY_CHUNK writes LRU_NONE into `lru` only ahead of the
+    frames the allocator hands out (the zeros of the rest stay unwritten, not resident);
+    every frame handed out, from either end, is LRU_NONE, and so is every free frame once
+    all were handed out."""
+    from memcg.mm.mmzone import LRU_LAZY_CHUNK
+    nr = 3 * LRU_LAZY_CHUNK + 5
+    mem = MemMap(nr)
+    assert mem._lru_hi - mem._lru_lo == nr  # nothing written at boot
+    rng = np.random.default_rng(7)
+    held = []
+    first = mem.alloc(100)
+    assert (mem.lru[first] == LRU_NONE).all()
+    assert mem._lru_hi - mem._lru_lo >= nr - LRU_LAZY_CHUNK  # one chunk written
+    held.append(first)
+    while mem.nr_free:
+        n = int(min(mem.nr_free, rng.integers(1, 60_000)))
+        pfns = mem.alloc_unmovable(n) if rng.random() < 0.3 else mem.alloc(n)
+        assert (mem.lru[pfns] == LRU_NONE).all()
+        mem.lru[pfns] = LRU_INACTIVE_FILE  # in use
+        held.append(pfns)
+        if rng.random() < 0.3:
+            back = held.pop(int(rng.integers(len(held))))
+            mem.free(back)
+            assert (mem.lru[back] == LRU_NONE).all()
+    assert (mem.lru == LRU_INACTIVE_FILE).all()
+    for pfns in held:
+        mem.free(pfns)
+    assert (mem.lru == LRU_NONE).all() and mem.nr_free == nr

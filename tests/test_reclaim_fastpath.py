@@ -136,9 +136,9 @@ def skipped(monkeypatch, semantics):
     real = stream.filemap_stream_cycles
     real_folio = folio.folio_stream_cycles
 
-    def counting(sys, task, mapping, start, n):
+    def counting(sys, task, mapping, start, n, steals):
         count[0] += n
-        real(sys, task, mapping, start, n)
+        real(sys, task, mapping, start, n, steals)
 
     def counting_folio(sys, task, mapping, q, w, steps, order):
         count[0] += w * steps
@@ -469,3 +469,166 @@ def test_folio_stream_skips_whole_windows(monkeypatch, skipped, semantics):
     are skipped; under 3.8 the page-by-page stream is."""
     run_both(_stream("32M", 512 * MiB), monkeypatch)
     assert skipped[0] > 64 * MiB // 4096
+
+
+# --- global reclaim: soft-limit walks (fastpath.softlimit) -----------------------------
+
+@pytest.fixture
+def soft_walks(monkeypatch):
+    """Counts the soft-limit walks the fast path took at once."""
+    from memcg.mm.fastpath import softlimit
+    count = [0]
+    real = softlimit.soft_reclaim_walks
+
+    def counting(sys, root, excess, total, loop):
+        out = real(sys, root, excess, total, loop)
+        count[0] += out[0] - loop
+        return out
+    monkeypatch.setattr(softlimit, "soft_reclaim_walks", counting)
+    return count
+
+
+def _global_soft(memory="64M", groups=4, soft="4M", size=24 * MiB, swap="0", setup=None,
+                 files=1):
+    """groups readers with a soft limit and a `low` listener each on a machine they
+    overfill: kswapd's soft-limit reclaim (balance_pgdat -> memcg1_soft_limit_reclaim)
+    first, then global reclaim.  Also compares the free stack and the soft-limit tree."""
+    def workload():
+        k = memcg.SimKernel(memory=memory, cpus=2, swap=swap)
+        events, tasks = [], []
+        for i in range(groups):
+            k.mkdir(f"/s{i}")
+            k.write(f"/s{i}/memory.soft_limit_in_bytes", soft)
+            events.append(k.event(f"/s{i}/memory.pressure_level", "low"))
+            tasks.append(k.spawn(f"/s{i}"))
+        events.append(k.event("/memory.pressure_level", "low,hierarchy"))
+        if setup:
+            events += setup(k, tasks)
+        for i, t in enumerate(tasks):
+            for j in range(files):
+                t.read_file(f"f{i}.{j}", size // files)
+        obs = observe(k, tasks, events)
+        sys = k.sys
+        obs["free"] = sys.mem.free_pfns().tolist()
+        obs["free_runs"] = sys.mem.nr_free_runs
+        obs["soft_tree"] = (sorted(sys.soft_limit_tree.items()), sys.soft_limit_seq)
+        obs["rng"] = sys.rng.getstate()
+        return obs
+    return workload
+
+
+def test_global_soft_limit_reclaim_same_both_ways(monkeypatch, soft_walks):
+    obs = run_both(_global_soft(), monkeypatch)
+    assert soft_walks[0] > 0  # the fast path took walks
+    assert int(obs["files"]["/s0/memory.usage_in_bytes"]) < 24 * MiB  # s0 was reclaimed
+
+
+@pytest.mark.parametrize("memory,groups,soft,size", [
+    ("48M", 3, "2M", 20 * MiB), ("80M", 6, "6M", 18 * MiB), ("32M", 8, "1M", 6 * MiB),
+    ("64M", 2, "16M", 60 * MiB)])
+def test_global_soft_limit_shapes_same_both_ways(memory, groups, soft, size, monkeypatch,
+                                                 soft_walks):
+    run_both(_global_soft(memory, groups, soft, size), monkeypatch)
+    assert soft_walks[0] > 0
+
+
+def test_global_soft_limit_several_files_same_both_ways(monkeypatch, soft_walks):
+    """Each group reads three files: a walk may evict pages of two address spaces."""
+    run_both(_global_soft(files=3), monkeypatch)
+    assert soft_walks[0] > 0
+
+
+def test_global_soft_limit_with_thresholds_and_rereads_same_both_ways(monkeypatch):
+    """A usage threshold on one group (its walks stay in the slow path) and re-read
+    pages (activated: the lruvec is not inactive-only) on another."""
+    def setup(k, tasks):
+        tasks[1].read_file("again", 2 * MiB)
+        tasks[1].read_file("again", 2 * MiB)
+        return [k.event("/s0/memory.usage_in_bytes", "3M")]
+    run_both(_global_soft(setup=setup), monkeypatch)
+
+
+def test_global_soft_limit_with_swap_and_anon_same_both_ways(monkeypatch):
+    def setup(k, tasks):
+        tasks[2].touch_anon(2 * MiB)
+        return []
+    run_both(_global_soft(swap="32M", setup=setup), monkeypatch)
+
+
+def test_global_soft_limit_nested_groups_same_both_ways(monkeypatch):
+    """A soft limit on a parent whose child reads: the parent's walks cover a subtree
+    (slow path), the child's own walks are taken at once."""
+    def workload():
+        k = memcg.SimKernel(memory="48M", cpus=2, swap="0")
+        k.mkdir("/p")
+        k.write("/p/memory.soft_limit_in_bytes", "4M")
+        k.mkdir("/p/c")
+        k.write("/p/c/memory.soft_limit_in_bytes", "2M")
+        k.mkdir("/q")
+        k.write("/q/memory.soft_limit_in_bytes", "3M")
+        ev = [k.event("/p/memory.pressure_level", "low,hierarchy"),
+              k.event("/q/memory.pressure_level", "medium")]
+        a, b = k.spawn("/p/c"), k.spawn("/q")
+        a.read_file("a", 30 * MiB)
+        b.read_file("b", 30 * MiB)
+        a.read_file("a2", 10 * MiB)
+        obs = observe(k, [a, b], ev)
+        obs["free"] = k.sys.mem.free_pfns().tolist()
+        obs["soft_tree"] = (sorted(k.sys.soft_limit_tree.items()), k.sys.soft_limit_seq)
+        return obs
+    run_both(workload, monkeypatch)
+
+
+def test_global_soft_limit_bench_shape_same_both_ways(monkeypatch, soft_walks):
+    """bench/perf.py's global_soft row scaled down by 8: a 128M machine, 8 groups with a
+    4M soft limit and a listener each, each reading 32M in turn."""
+    run_both(_global_soft("128M", 8, "4M", 32 * MiB), monkeypatch)
+    assert soft_walks[0] > 0
+
+
+# --- readahead windows with room (fastpath.window) ----------------------------------------
+
+@pytest.fixture
+def window_folios(monkeypatch):
+    """Counts the pages the window fast path added at once."""
+    from memcg.mm.fastpath import window
+    count = [0]
+    real = window.ra_alloc_folios
+
+    def counting(sys, task, mapping, index, limit, new_order, mark):
+        end = real(sys, task, mapping, index, limit, new_order, mark)
+        count[0] += end - index
+        return end
+    monkeypatch.setattr(window, "ra_alloc_folios", counting)
+    return count
+
+
+def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics):
+    """Reads with room in the group and on the machine: a file read whole, part of
+    another read first (the window meets cached pages: -EEXIST), re-reads after the
+    pages were dropped (shadows: refaults), a second reader on another CPU, a soft limit
+    the reads go past (the event ratelimit re-keys the tree between the folios), a
+    parent with a limit that leaves room."""
+    def workload():
+        k = memcg.SimKernel(memory="256M", cpus=2, swap="0")
+        k.mkdir("/p")
+        k.write("/p/memory.limit_in_bytes", "200M")
+        k.mkdir("/p/a")
+        k.write("/p/a/memory.soft_limit_in_bytes", "3M")
+        k.mkdir("/b")
+        ev = [k.event("/p/memory.pressure_level", "low"), k.event("/b/memory.usage_in_bytes", "9M")]
+        a, a2, b = k.spawn("/p/a"), k.spawn("/p/a"), k.spawn("/b")
+        a.read_file("one", 24 * MiB)
+        a2.read_file("two", 3 * MiB + 8192)
+        a2.read_file("two", 20 * MiB)
+        b.read_file("three", 12 * MiB)  # a threshold on /b: its windows go page by page
+        k.write("/p/a/memory.force_empty", "0")
+        a.read_file("one", 24 * MiB)  # refaults
+        a2.read_file("four", 40 * MiB)
+        obs = observe(k, [a, a2, b], ev)
+        obs["free"] = k.sys.mem.free_pfns().tolist()
+        obs["soft_tree"] = (sorted(k.sys.soft_limit_tree.items()), k.sys.soft_limit_seq)
+        return obs
+    run_both(workload, monkeypatch)
+    if semantics == "6.18":
+        assert window_folios[0] > 0

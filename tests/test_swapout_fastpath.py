@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import memcg
 from memcg.mm import mmzone
-from memcg.mm.fastpath import swapout
+from memcg.mm.fastpath import folio, stream, swapout
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -249,13 +249,12 @@ _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "
 @example(ops=[("anon", 0, 4000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=None, listener="low", threshold_kb=4000, swappiness=None,
          semantics="3.8")
+@example(ops=[("read", 0, 2048)], limit_kb=2048, swap_mb=4, memsw_extra_kb=None,
+         listener=None, threshold_kb=None, swappiness=None, semantics="3.8")
 def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                   threshold_kb, swappiness, semantics, monkeypatch):
     """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
     episodes are taken at once) give identical traces both ways."""
-    # the known difference of the page-cache stream fast path under 3.8 rules
-    # (test_stream_read_under_3_8_at_1m_limit) shows at a 2048K limit too
-    assume(not (semantics == "3.8" and any(op[0] == "read" for op in ops)))
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     threshold = None if threshold_kb is None else f"{threshold_kb}K"
     run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
@@ -275,24 +274,117 @@ _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read
        parent_limit=st.booleans(), semantics=st.sampled_from(["6.18", "3.8"]))
 @example(ops=[("anon", 0, 3000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=8,
          memsw_extra_kb=None, listener="low", parent_limit=False, semantics="6.18")
+@example(ops=[("read", 0, 1280)], limit_kb=1024, swap_mb=0, memsw_extra_kb=None,
+         listener=None, parent_limit=False, semantics="3.8")
+@example(ops=[("anon", 1, 200), ("read", 0, 3000), ("read", 1, 2000)], limit_kb=1500,
+         swap_mb=8, memsw_extra_kb=None, listener="low", parent_limit=True, semantics="3.8")
 def test_hypothesis_swap_workloads(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                    parent_limit, semantics, monkeypatch):
     """Random anon/shmem/swap workloads of two tasks give identical traces both ways."""
-    # a known difference of the page-cache stream fast path, not of swap-out: under 3.8
-    # rules a read through a 1M limit (test_stream_read_under_3_8_at_1m_limit)
-    assume(not (semantics == "3.8" and limit_kb < 2048 and any(op[0] == "read" for op in ops)))
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
                             listener=listener, parent_limit=parent_limit, semantics=semantics),
              monkeypatch)
 
 
-@pytest.mark.xfail(strict=True, reason="known: the page-cache stream fast path under 3.8 rules "
-                   "leaves the free stack, the LRU order and the mapping's slots in another order "
-                   "than the reference path when a read goes through a 1M limit")
-def test_stream_read_under_3_8_at_1m_limit(monkeypatch):
+@pytest.fixture
+def streamed(monkeypatch):
+    """Counts the pages fastpath.stream skipped (whole reclaim cycles of a 3.8 read)."""
+    count = [0]
+    real = stream.filemap_stream_cycles
+
+    def counting(sys, task, mapping, start, n, steals):
+        count[0] += n
+        real(sys, task, mapping, start, n, steals)
+    monkeypatch.setattr(stream, "filemap_stream_cycles", counting)
+    return count
+
+
+def test_stream_read_under_3_8_at_1m_limit(monkeypatch, streamed):
+    """A read through a 1M limit under 3.8 rules: each batch's reclaim frees its pages
+    in pieces of 1, 3, 7, ... (the priority levels), the cycle is 3 batches long, and the
+    cycles skipped leave every frame, the free stack and the LRU as the batches do."""
     run_both(_swap_workload([("read", 0, 1280)], limit="1024K", swap="0M", semantics="3.8"),
              monkeypatch)
+    assert streamed[0] > 0
+
+
+@pytest.mark.parametrize("limit,size,reads", [("8M", 64 * MiB, 1), ("4M", 40 * MiB + 12288, 1),
+                                              ("3000K", 30 * MiB, 1), ("16M", 96 * MiB, 1),
+                                              ("4M", 32 * MiB, 2)])
+def test_stream_reads_exact_under_3_8(limit, size, reads, monkeypatch, streamed):
+    """test_reclaim_fastpath's streaming reads (and a re-read that refaults), frame for frame."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0", semantics="3.8")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", limit)
+        t = k.spawn("/b")
+        for _ in range(reads):
+            t.read_file("big", size)
+        return observe_exact(k, [t])
+    run_both(workload, monkeypatch)
+    assert streamed[0] > 0
+
+
+@pytest.mark.parametrize("limit,size,reads", [("32M", 512 * MiB, 1), ("24M", 512 * MiB, 1),
+                                              ("32M", 512 * MiB, 2)])
+def test_folio_stream_exact(limit, size, reads, monkeypatch):
+    """A 6.18 read in large folios whose readahead windows reach their full size: the
+    windows fastpath.folio skips leave every frame as the folio-by-folio path does."""
+    count = [0]
+    real = folio.folio_stream_cycles
+
+    def counting(sys, task, mapping, q, w, steps, order):
+        count[0] += w * steps
+        real(sys, task, mapping, q, w, steps, order)
+    monkeypatch.setattr(folio, "folio_stream_cycles", counting)
+
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0", semantics="6.18")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", limit)
+        t = k.spawn("/b")
+        for _ in range(reads):
+            t.read_file("big", size)
+        return observe_exact(k, [t])
+    run_both(workload, monkeypatch)
+    assert count[0] > 0
+
+
+def _stream_workload(reads, limit_kb, parent_limit, swap_mb, anon):
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap=f"{swap_mb}M", semantics="3.8")
+        k.mkdir("/p")
+        k.mkdir("/p/g")
+        k.write(f"{'/p' if parent_limit else '/p/g'}/memory.limit_in_bytes", f"{limit_kb}K")
+        tasks = [k.spawn("/p/g"), k.spawn("/p/g")]
+        if anon:
+            tasks[1].touch_anon(anon * 4096)
+        for name, who, pages in reads:
+            if tasks[who].state == "running":
+                tasks[who].read_file(name, pages * 4096)
+        return observe_exact(k, tasks)
+    return workload
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reads=st.lists(st.tuples(st.sampled_from(["x", "y", "z"]), st.integers(0, 1),
+                                st.integers(1, 16 * 256)), min_size=1, max_size=4),
+       limit_kb=st.integers(1024, 4 * 1024), parent_limit=st.booleans(),
+       swap_mb=st.sampled_from([0, 8]), anon=st.sampled_from([0, 64, 300]))
+@example(reads=[("x", 0, 1280)], limit_kb=1024, parent_limit=False, swap_mb=0, anon=0)
+@example(reads=[("y", 0, 600), ("x", 1, 4000), ("y", 0, 4000)], limit_kb=1024,
+         parent_limit=True, swap_mb=0, anon=0)
+@example(reads=[("z", 0, 2000), ("x", 0, 2000), ("z", 1, 4096)], limit_kb=2048,
+         parent_limit=False, swap_mb=8, anon=64)
+def test_hypothesis_stream_reads_3_8_small_limits(reads, limit_kb, parent_limit, swap_mb, anon,
+                                                  monkeypatch):
+    """Reads of a few files through a limit of 1-4M under 3.8 rules (page by page, the
+    stream fast path skipping whole reclaim cycles): frame for frame the same both ways,
+    including files read after others (the old pages of other address spaces at the
+    tail of the list) and an anon neighbour."""
+    run_both(_stream_workload(reads, limit_kb, parent_limit, swap_mb, anon), monkeypatch)
 
 
 def _split_runs_numpy(pfns):

@@ -114,9 +114,10 @@ class System:
 
 
 # The largest machine the model holds: 16 bytes of page metadata per page of memory and
-# of swap (64G + 64G is 512 MiB of arrays), and per-CPU stocks and counters in every group.
+# of swap (256G + 64G is 1.25 GiB of arrays, resident only where pages were touched but
+# for one byte a page of `lru`), and per-CPU stocks and counters in every group.
 # Scenario files are held to the same bounds where they are read (scenario/loader.py).
-MAX_MEMORY_PAGES = (64 << 30) // PAGE_SIZE
+MAX_MEMORY_PAGES = (256 << 30) // PAGE_SIZE
 MAX_SWAP_PAGES = (64 << 30) // PAGE_SIZE
 MAX_CPUS = 256
 

@@ -874,12 +874,11 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
 
 def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:
     """nr_page_events accounting and memcg1_check_events() at the ratelimit targets."""
-    from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
-
     val = memcg.nr_page_events[cpu] + n
     memcg.nr_page_events[cpu] = val
     # mm/memcontrol-v1.c: mem_cgroup_event_ratelimit
     if val - memcg.thresh_target[cpu] >= 0:
+        from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
         memcg.thresh_target[cpu] = val + THRESHOLDS_EVENTS_TARGET
         do_softlimit = val - memcg.softlimit_target[cpu] >= 0
         if do_softlimit:

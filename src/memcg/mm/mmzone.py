@@ -50,6 +50,9 @@ LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file", "un
 MAX_NR_PAGES = (1 << 31) - 1
 # A list is compacted once its stale entries outnumber its live ones by this much.
 LRU_COMPACT_SLACK = 4096
+# Frames whose `lru` is set to LRU_NONE at a time, ahead of their first allocation
+# (MemMap: a machine costs what its touched pages cost; 1 GiB of frames, 256 KiB).
+LRU_LAZY_CHUNK = 1 << 18
 
 
 def is_file_lru(lru: int) -> bool:
@@ -154,7 +157,15 @@ class MemMap:
             raise ValueError(f"nr_pages: expected 1..{MAX_NR_PAGES}, got {nr_pages}")
         self.nr_pages = nr_pages
         self.memcg = np.zeros(nr_pages, np.uint16)
-        self.lru = np.full(nr_pages, LRU_NONE, np.int8)
+        # `lru` is LRU_NONE for every free frame.  Zeros are not resident until written,
+        # LRU_NONE is: the frames never handed out yet, a stretch [_lru_lo, _lru_hi) of
+        # the bottom run, hold zeros that stand for LRU_NONE, and get it written in
+        # LRU_LAZY_CHUNK steps just before the allocator first hands them out.  A machine
+        # up to LRU_LAZY_CHUNK pages is written at once.
+        self.lru = np.zeros(nr_pages, np.int8)
+        self._lru_lo, self._lru_hi = 0, nr_pages
+        if nr_pages <= LRU_LAZY_CHUNK:
+            self._lru_ready(0, nr_pages)
         self.flags = np.zeros(nr_pages, np.uint8)
         self.seq = np.zeros(nr_pages, np.uint32)
         self.mapping = np.zeros(nr_pages, np.int32)
@@ -174,6 +185,40 @@ class MemMap:
 
     # --- the free stack -----------------------------------------------------------------
 
+    def _lru_ready(self, a: int, b: int) -> None:
+        """Frames a..b-1 are about to be handed out: write LRU_NONE into those of them
+        (and a chunk beyond, on the same side) that were never handed out."""
+        lo, hi = self._lru_lo, self._lru_hi
+        if a >= hi or b <= lo:
+            return
+        if a <= lo and b < hi:  # user allocations pop the bottom run upwards from lo
+            new = min(hi, max(b, lo + LRU_LAZY_CHUNK))
+            self.lru[lo:new] = LRU_NONE
+            self._lru_lo = new
+        elif b >= hi and a > lo:  # unmovable ones take its far end downwards from hi
+            new = max(lo, min(a, hi - LRU_LAZY_CHUNK))
+            self.lru[new:hi] = LRU_NONE
+            self._lru_hi = new
+        else:
+            self.lru[lo:hi] = LRU_NONE
+            self._lru_lo = self._lru_hi = lo
+
+    def _lru_ready_bottom(self, n: int) -> None:
+        """An allocation of n frames from the top of the stack: those it takes from the
+        bottom run, from its `last` end, get their `lru` ready (_lru_ready)."""
+        if self._lru_lo >= self._lru_hi or not self._nr_runs:
+            return
+        first, last = int(self._first[0]), int(self._last[0])
+        size = abs(last - first) + 1
+        k = n - (self.nr_free - size)  # the frames above the bottom run come first
+        if k <= 0:
+            return
+        k = min(k, size)
+        if last <= first:
+            self._lru_ready(last, last + k)
+        else:
+            self._lru_ready(last - k + 1, last + 1)
+
     def top_run(self) -> int:
         """Frames the next allocation can take as one contiguous run."""
         r = self._nr_runs
@@ -184,6 +229,8 @@ class MemMap:
     def alloc_run(self, n: int) -> range:
         """Take n free frames from the top run (n <= top_run()), as a range in pop order."""
         r = self._nr_runs
+        if r == 1:
+            self._lru_ready_bottom(n)
         first, last = int(self._first[r - 1]), int(self._last[r - 1])
         step = -1 if last >= first else 1  # popping walks from last back to first
         size = abs(last - first) + 1
@@ -202,6 +249,7 @@ class MemMap:
             return np.empty(0, np.int32)
         if n <= self.top_run():
             return run_pfns(self.alloc_run(n))
+        self._lru_ready_bottom(n)
         r = self._nr_runs
         m = min(r, n)  # every run holds a frame at least
         firsts = self._first[r - m:r][::-1].astype(np.int64)
@@ -240,6 +288,10 @@ class MemMap:
             step = -1 if last >= first else 1  # popping walks from last back to first
             size = abs(last - first) + 1
             k = min(n - got, size)
+            if last >= first:
+                self._lru_ready(first, first + k)
+            else:
+                self._lru_ready(first - k + 1, first + 1)
             # the bottom run's far end is `first`: take from there, towards `last`
             out[got:got + k] = np.arange(first, first - step * k, -step, dtype=np.int32)
             got += k
@@ -266,6 +318,56 @@ class MemMap:
             self.order[pfns] = 0
         self._push(pfns)
         self.nr_free += n
+
+    def free_each(self, pfns: np.ndarray, bounds) -> None:
+        """free() of the slices of pfns cut at bounds, one after the other: the same
+        free stack (runs included) as that many free() calls."""
+        n = len(pfns)
+        if not n:
+            return
+        self.memcg[pfns] = 0
+        self.lru[pfns] = LRU_NONE
+        self.flags[pfns] = 0
+        self.mapping[pfns] = 0
+        if self.large:
+            self.order[pfns] = 0
+        # A slice that is one run of consecutive frames (a folio, as allocated) is pushed
+        # as that run; split_runs() of it would give the same single run.
+        p = np.asarray(pfns, np.int64)
+        d = np.diff(p)
+        unit = np.concatenate([[0], np.cumsum((d == 1) | (d == -1))])
+        turn = np.concatenate([[0, 0], np.cumsum(d[1:] != d[:-1])]) if n > 1 else np.zeros(2, np.int64)
+        starts = np.concatenate([[0], np.asarray(bounds, np.int64)])
+        ends = np.concatenate([starts[1:], [n]])
+        keep = ends > starts
+        starts, ends = starts[keep], ends[keep]
+        last = ends - 1
+        second = np.minimum(starts + 1, n - 1)
+        single = (last == starts) | ((unit[last] - unit[starts] == last - starts) &
+                                     (turn[last] == turn[second]))
+        for a, b, one, first_pfn, last_pfn in zip(starts.tolist(), ends.tolist(), single.tolist(),
+                                                  p[starts].tolist(), p[last].tolist()):
+            if one:
+                self._push_run(first_pfn, last_pfn)
+            else:
+                self._push(pfns[a:b])
+        self.nr_free += n
+
+    def _push_run(self, first: int, last: int) -> None:
+        """_push() of one run of consecutive frames, first to last."""
+        r = self._nr_runs
+        if r and self._extends_top(first, last):
+            self._last[r - 1] = last
+            return
+        if r + 1 > len(self._first):
+            cap = 2 * len(self._first)
+            for name in ("_first", "_last"):
+                grown = np.empty(cap, np.int32)
+                grown[:r] = getattr(self, name)[:r]
+                setattr(self, name, grown)
+        self._first[r] = first
+        self._last[r] = last
+        self._nr_runs = r + 1
 
     def _push(self, pfns: np.ndarray) -> None:
         firsts, lasts = split_runs(pfns)
@@ -474,6 +576,17 @@ class LruList:
         mem.lru[taken] = LRU_NONE
         self.nr -= len(taken)
         return taken
+
+    def pages(self, mem: MemMap) -> np.ndarray:
+        """The live pages of the list, oldest first (the list is left as it is)."""
+        parts = []
+        for pfns, base, start in self.chunks:
+            window = _chunk_pfns(pfns, start, len(pfns))
+            if self.entries != self.nr:
+                window = window[(mem.seq[window] == _stamps(base, start, len(pfns)))
+                                & (mem.lru[window] == self.lru)]
+            parts.append(window)
+        return np.concatenate(parts) if parts else np.empty(0, np.int32)
 
     def forget(self, n: int) -> None:
         """n pages left this list from the middle (freed or moved): their entries go stale."""

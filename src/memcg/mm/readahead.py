@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import fastpath
+
 if TYPE_CHECKING:
     from ..system import System
     from ..tasks import Task
@@ -192,6 +194,9 @@ def page_cache_ra_order(sys: System, task: Task, mapping: AddressSpace, ra: File
     new_order = min(new_order, ilog2(ra.size))
     ra.order = new_order
     err = 0
+    if fastpath.ENABLED and new_order:  # folios with room for all of them, at once
+        from .fastpath import window  # the fast path builds on filemap: a cycle
+        index = window.ra_alloc_folios(sys, task, mapping, index, limit, new_order, mark)
     while index <= limit:
         order = new_order
         if index & ((1 << order) - 1):  # align with smaller pages if needed

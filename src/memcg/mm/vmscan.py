@@ -471,7 +471,13 @@ def mem_cgroup_soft_reclaim(sys: System, root: MemCgroup) -> int:
     excess = memcontrol_v1.soft_limit_excess(root)
     total = 0
     loop = 0
+    if fastpath.ENABLED:
+        from .fastpath import softlimit  # the fast path builds on the page cache: a cycle
     while True:
+        if fastpath.ENABLED:  # walks that only evict clean page cache, taken at once
+            loop, total, finished = softlimit.soft_reclaim_walks(sys, root, excess, total, loop)
+            if finished:
+                return total
         loop += 1
         reclaimed_this_walk = 0
         for victim in list(root.subtree()):

@@ -62,9 +62,10 @@ MAX_SCENARIO_BYTES = 4 << 20
 # read, so that a mistyped size or count is one line at load time rather than a run that
 # cannot finish or an allocation the model cannot hold (docs/scenarios.md, "Limits").
 # The machine: SimKernel keeps 16 bytes of metadata per page of memory and of swap, so
-# 64G + 64G is 512 MiB of arrays; per-CPU stocks and counters are kept per group.
+# 256G + 64G is 1.25 GiB of arrays (resident where pages were touched); per-CPU stocks
+# and counters are kept per group.
 MIN_MEMORY = 4 << 20
-MAX_MEMORY = 64 << 30
+MAX_MEMORY = 256 << 30
 MAX_SWAP = 64 << 30
 MAX_CPUS = 256
 # A file one step reads or writes: its page-cache index is 4 bytes a page in the model.

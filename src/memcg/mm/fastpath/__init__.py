@@ -10,6 +10,10 @@ goes on step by step.
   swapout.py    small reclaim batches of anon and shmem pages decided in plain integers
                 (mm/vmscan.c shrink_folio_list), and whole limit-reclaim episodes of a
                 leaf group's anon list into swap at once (do_try_to_free_pages)
+  softlimit.py  the walks of soft-limit reclaim that evict clean page cache, at once
+                (mm/vmscan.c mem_cgroup_soft_reclaim)
+  window.py     the large folios of a readahead window with room for all of them
+                (mm/readahead.c page_cache_ra_order)
 
 The fast paths build on the kernel modules they serve, so those reach them through
 late imports at their seams; this package itself imports nothing.

@@ -22,9 +22,11 @@ import numpy as np
 
 from ..filemap import HOLE, SHADOW
 from ..memcontrol import PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, WORKINGSET_REFAULT_FILE, hierarchy_margin
-from ..mmzone import LRU_INACTIVE_FILE, PG_referenced
+from ..mmzone import PG_referenced
 from ..readahead import MAX_PAGECACHE_ORDER, ilog2
-from .stream import STREAM_MAX_PERIOD, StreamReclaim, _Accumulators, _stream_snapshot, stream_pages_ok
+from ..vmscan import SWAP_CLUSTER_MAX
+from .stream import (STREAM_MAX_PERIOD, StreamReclaim, _Accumulators, _stream_snapshot, stream_frames,
+                     stream_frames_ok, stream_pages_ok)
 
 if TYPE_CHECKING:
     from ...system import System
@@ -132,6 +134,12 @@ class FolioStream(StreamReclaim):
         n = steps // period
         if n < 1 or not stream_pages_ok(sys, memcg) or not self._uniform(order):
             return 0
+        # Each folio's charge reclaims one folio from the tail (nr_to_reclaim is the
+        # folio, at least SWAP_CLUSTER_MAX: mm/vmscan.c try_to_free_mem_cgroup_pages),
+        # whose frames the next folio takes: replayable frame by frame.
+        nr = 1 << order
+        if nr < SWAP_CLUSTER_MAX or not stream_frames_ok(sys, memcg, mapping, (nr,), nr):
+            return 0
         if any(m != q and q < m < q + (n * period + 2) * w for m in mapping.ra_marks):
             return 0
         n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc, trace))
@@ -157,38 +165,29 @@ def folio_stream_cycles(sys: System, task: Task, mapping: AddressSpace, q: int, 
     Windows q + w .. q + (steps + 1) * w are added in folios of 2**order pages, at the head
     of the group's inactive file list in file order; the same number of the oldest pages
     of that list are evicted (shadow entries left), first the old ones, then those of the
-    new windows the evictions reach.  Folios from q to q + steps * w that are still cached
-    were read: PG_referenced.  The PG_readahead mark moves from q to q + steps * w.
+    new windows the evictions reach; each folio takes the frames the folio its charge
+    reclaimed gave back (stream.stream_frames, one folio per step).  Folios from q to
+    q + steps * w that are still cached were read: PG_referenced.  The PG_readahead mark
+    moves from q to q + steps * w.
 
     Counters and statistics are the caller's (FolioStream._apply_counters).
     """
     mem = sys.mem
     memcg = task.memcg
-    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
     total = steps * w
     end = q + steps * w  # the next marked folio
-    old = lst.isolate(mem, min(total, lst.nr))
-    lst.maybe_compact(mem)
-    mids = mem.mapping[old]
-    index = mem.index[old].astype(np.int64)
-    for mid in np.unique(mids).tolist():
-        evicted = sys.mappings[mid]
-        evicted.slots[index[mids == mid]] = SHADOW
-        if evicted.ra_marks:
-            evicted.ra_marks.difference_update(index[mids == mid].tolist())
-    gone = total - len(old)
-    ins = np.arange(q + w, q + w + total, dtype=np.int64)
-    mapping.slots[ins[:gone]] = SHADOW
-    keep = ins[gone:]
-    pfns = np.asarray(old)
+    nr = 1 << order
+    # the old pages leave shadows (and their PG_readahead marks) in stream_frames
+    pfns, gone = stream_frames(sys, memcg, q + w, total, (nr,), nr)
+    mapping.slots[q + w:q + w + gone] = SHADOW
+    keep = np.arange(q + w + gone, q + w + total, dtype=np.int64)
     mapping.slots[keep] = pfns
     mem.mapping[pfns] = mapping.id
-    mem.index[pfns] = keep
+    mem.memcg[pfns] = memcg.id
     mem.order[pfns] = order
     mem.flags[pfns] = np.where(keep < end, PG_referenced, 0).astype(np.uint8)
     first = mapping.slots[q:q + w]
     first = first[first >= 0]
     mem.flags[first] |= PG_referenced
-    lst.add(mem, pfns)
     mapping.ra_marks.discard(q)
     mapping.ra_marks.add(end)

@@ -255,7 +255,10 @@ class StreamReclaim:
       vmpressure window could wake a reader or ask a user-space shrinker (pressure_quiet)
       is not skipped;
     - the batches skipped are whole and their slots all holes (or all shadows) as in the
-      cycles watched; the read goes on in the slow path after them.
+      cycles watched; the read goes on in the slow path after them;
+    - each batch of the two cycles reclaimed the same number of pages as its counterpart
+      and the frames can be replayed from those numbers (stream_frames_ok): the skipped
+      cycles leave every frame, the free stack and the list as the batches would.
     """
 
     def __init__(self, sys: System, task, mapping):
@@ -356,11 +359,15 @@ class StreamReclaim:
         n = span // pages
         if n < 1 or not stream_pages_ok(sys, memcg):
             return 0
+        steals = _batch_steals(memcg, snaps[last - period:last + 1])
+        if steals != _batch_steals(memcg, snaps[last - 2 * period:last - period + 1]) or \
+                not stream_frames_ok(sys, memcg, self.mapping, steals):
+            return 0
         n, state, fired = acc.run(acc.state_of(c.acc), n, self._forbidden(acc, trace))
         if n < 1:
             return 0
         self._apply_counters(acc, c, b, n, state, fired, grow)
-        filemap_stream_cycles(sys, self.task, self.mapping, start, n * pages)
+        filemap_stream_cycles(sys, self.task, self.mapping, start, n * pages, steals)
         return n * pages
 
     def _replay_matches(self, acc: _Accumulators, b: _StreamSnap, c: _StreamSnap) -> bool:
@@ -446,34 +453,171 @@ def stream_pages_ok(sys: System, memcg) -> bool:
                for mid in mids)
 
 
+def _batch_steals(memcg: MemCgroup, snaps: list) -> tuple:
+    """The pages each batch between consecutive snapshots reclaimed from memcg (PGSTEAL)."""
+    return tuple(int(y.stats[memcg.id, PGSTEAL] - x.stats[memcg.id, PGSTEAL])
+                 for x, y in zip(snaps, snaps[1:]))
+
+
+def _stack_depth(steals: tuple, unit: int = FILEMAP_BATCH) -> int:
+    """How deep into the free stack a cycle reaches: each step takes `unit` frames from
+    its top (mm/filemap.c: __page_cache_alloc / filemap_alloc_folio, before the charge)
+    and its reclaim then gives back `steal` (mm/vmscan.c: shrink_folio_list ->
+    free_unref_folios)."""
+    need, net = 0, 0
+    for steal in steals:
+        need = max(need, unit - net)
+        net += steal - unit
+    return need
+
+
+def stream_frames_ok(sys: System, memcg: MemCgroup, mapping: AddressSpace, steals: tuple,
+                     unit: int = FILEMAP_BATCH) -> bool:
+    """Whether filemap_stream_cycles() can give each page the frame the batch-by-batch
+    path gives it, from the pages each step (a read batch, or a folio: `unit` pages) of a
+    cycle reclaims:
+    - the cycle evicts what it adds, and no step reclaims pages not yet on the list;
+    - the group's inactive file list has no stale entries: one isolation of many pages
+      leaves it as the reclaim's isolations of SWAP_CLUSTER_MAX pages do;
+    - along the list, oldest first, the pages' address spaces never go down and end at
+      the read's: reclaim_pages() frees the pages of one isolation grouped by address
+      space in ascending order (__remove_mapping of each), which is then list order;
+    - no page there has buffer heads (their freeing is kernel memory, not in the cycle).
+    """
+    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
+    if sum(steals) != unit * len(steals) or lst.entries != lst.nr or \
+            _stack_depth(steals, unit) > sys.mem.nr_free:
+        return False
+    freed = 0
+    for b, steal in enumerate(steals):
+        freed += steal
+        if steal < 0 or freed > lst.nr + b * unit:
+            return False
+    mids = sys.mem.mapping[lst.pages(sys.mem)]
+    if len(mids) and (mids[-1] > mapping.id or (np.diff(mids) < 0).any()):
+        return False
+    return not any(sys.mappings[mid].buffers.any() for mid in np.unique(mids).tolist())
+
+
+def _replay_frames(old: np.ndarray, stack: np.ndarray, n: int, steals: tuple,
+                   unit: int) -> tuple[int, np.ndarray, list, int]:
+    """stream_frames() step by step: (first_k, the frames of pages start + first_k .. in
+    order, the free stack's top at the end bottom to top, pages of the stream evicted)."""
+    # The list, oldest first: the old pages, then each step's frames as they are added.
+    # queue[i] is entry head + i; entries more than `keep` before the list's tail are
+    # dropped: every frame left on the stack at the end was pushed in the last cycle
+    # (each cycle pops down to its deepest point, taking every frame above it), so the
+    # last page any frame held is among the kept entries.
+    period = len(steals)
+    keep = 2 * unit * period + unit
+    queue = old.tolist()
+    stack = stack.tolist()
+    head = freed = 0
+    for b in range(n // unit):
+        got = stack[-unit:]
+        del stack[-unit:]
+        got.reverse()  # popped top first
+        steal = steals[b % period]
+        stack.extend(queue[freed - head:freed - head + steal])
+        freed += steal
+        queue.extend(got)
+        if freed - head > keep + len(queue) // 2:
+            del queue[:freed - head - keep]
+            head = freed - keep
+    nr_old = len(old)
+    gone = freed - nr_old  # pages of the stream evicted again within the n
+    # entries from the kept ones on that are pages of the stream: page start + k in frame
+    first_k = max(head, nr_old) - nr_old
+    ins = np.array(queue[first_k + nr_old - head:], np.int32)  # pages start + first_k ..
+    return first_k, ins, stack, gone
+
+
+def _steady_frames(old: np.ndarray, top: np.ndarray, steps: int, blocks: int,
+                   unit: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """stream_frames() when every step reclaims exactly its own size (a folio's charge
+    reclaims one folio) and the list holds `blocks` whole steps: each step takes the
+    frames the step before it freed, so the list's blocks repeat every blocks + 1 steps,
+    reversed.  Block i of the list (the old blocks, then one per step) is block i - blocks
+    - 1 reversed, and block -1 is the free stack's top before the first step."""
+    def block(i: int) -> np.ndarray:
+        t, r = divmod(i + 1, blocks + 1)
+        b = top if r == 0 else old[(r - 1) * unit:r * unit]
+        return b[::-1] if t % 2 else b
+    first = max(0, steps - blocks - 1)
+    ins = np.concatenate([block(blocks + j) for j in range(first, steps)]).astype(np.int32)
+    return first * unit, ins, block(steps - 1)
+
+
+def stream_frames(sys: System, memcg: MemCgroup, start: int, n: int, steals: tuple,
+                  unit: int = FILEMAP_BATCH) -> tuple[np.ndarray, int]:
+    """The frames of n pages streamed through memcg's inactive file list, as the steps
+    would leave them: each step of `unit` pages (a read batch, a folio) takes the frames at
+    the top of the free stack (mm/filemap.c: __page_cache_alloc / filemap_alloc_folio,
+    before the charge); its charge's reclaim isolates the oldest pages of the list, leaves
+    shadow entries and frees their frames onto the stack in list order (mm/vmscan.c:
+    shrink_folio_list -> __remove_mapping, mm/workingset.c); then the step's pages go to
+    the head of the list in the order of their frames, one list chunk per step
+    (folio_add_lru).  steals: the pages each step of one cycle reclaims, in order
+    (stream_frames_ok holds).  A freed frame keeps the index and LRU stamp of the last page
+    it held.  The pages are start .. start + n of the reader's mapping.
+
+    Returns (the frames of the pages still cached, pages start + gone .. start + n, in
+    order; gone, how many of the first pages were evicted again).  The caller fills the
+    mapping's slots and the pages' flags, mapping and group.
+    """
+    mem = sys.mem
+    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
+    stack = mem.alloc(_stack_depth(steals, unit))[::-1]  # bottom to top
+    nr_lru = lst.nr
+    old = lst.isolate(mem, min(n, nr_lru))
+    mids = mem.mapping[old]
+    index = mem.index[old].astype(np.int64)
+    for mid in np.unique(mids).tolist():
+        evicted = sys.mappings[mid]
+        idx = index[mids == mid]
+        evicted.slots[idx] = SHADOW
+        if evicted.ra_marks:
+            evicted.ra_marks.difference_update(idx.tolist())
+    nr_old = len(old)
+    if set(steals) == {unit} and nr_lru % unit == 0:
+        first_k, ins, stack = _steady_frames(old, np.asarray(stack, np.int32), n // unit,
+                                             nr_lru // unit, unit)
+        gone = n - nr_old
+    else:
+        first_k, ins, stack, gone = _replay_frames(old, stack, n, steals, unit)
+    base = mem.next_seq(0)
+    frames, first = np.unique(ins[::-1], return_index=True)
+    k = first_k + len(ins) - 1 - first  # the last page each frame held
+    mem.index[frames] = start + k
+    mem.seq[frames] = ((k + base) & 0xFFFFFFFF).astype(np.uint32)
+    mem.free(np.asarray(stack, np.int32))
+    # The steps' list entries: each step's pages were added as one chunk, stamped in
+    # turn; the first step still on the list has lost its oldest pages to reclaim.
+    b = gone // unit
+    assert b * unit >= first_k, "the first step still on the list was not kept"
+    mem.next_seq(b * unit)
+    for j in range(b, n // unit):
+        lst.add(mem, ins[j * unit - first_k:(j + 1) * unit - first_k])
+        if j == b and gone > b * unit:
+            lst.isolate(mem, gone - b * unit)
+    return ins[gone - first_k:], gone
+
+
 def filemap_stream_cycles(sys: System, task: Task, mapping: AddressSpace, start: int,
-                          n: int) -> None:
-    """The page side of n streamed pages (StreamReclaim): the n oldest pages of the
-    group's inactive file list are evicted (shadow entries left, frames freed), and pages
-    [start, start + n) of mapping are inserted at the head of the list, referenced, in
-    file order; those of them that the n evictions reach are evicted in turn.
+                          n: int, steals: tuple) -> None:
+    """The page side of n streamed pages (StreamReclaim) from start, frame by frame as
+    the read batches would leave it (stream_frames): the oldest pages of the group's
+    inactive file list are evicted (shadow entries left), pages [start, start + n) are
+    inserted at the head of the list, referenced, in file order; those of them that the
+    evictions reach are evicted in turn.  steals: the pages each batch of one cycle
+    reclaims.
 
     Counters and statistics are the caller's: it adds the growth of the cycles it skips.
     """
     mem = sys.mem
-    memcg = task.memcg
-    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
-    old = lst.isolate(mem, min(n, lst.nr))
-    lst.maybe_compact(mem)
-    mids = mem.mapping[old]
-    index = mem.index[old].astype(np.int64)
-    for mid in np.unique(mids).tolist():
-        sys.mappings[mid].slots[index[mids == mid]] = SHADOW
-    gone = n - len(old)  # inserted and evicted again within the n
+    live, gone = stream_frames(sys, task.memcg, start, n, steals)
     mapping.slots[start:start + gone] = SHADOW
-    # Each frame freed is taken again by a later insertion: the survivors reuse the
-    # evicted frames and the free lists are left as they are (which frame holds which
-    # page differs from the batch-by-batch path, nothing else does).
-    idx = np.arange(start + gone, start + n, dtype=np.int64)
-    pfns = np.asarray(old)
-    mapping.slots[idx] = pfns
-    mem.flags[pfns] = PG_referenced
-    mem.mapping[pfns] = mapping.id
-    mem.index[pfns] = idx
-    lst.add(mem, pfns)
-
+    mapping.slots[start + gone:start + n] = live
+    mem.flags[live] = PG_referenced
+    mem.mapping[live] = mapping.id
+    mem.memcg[live] = task.memcg.id
