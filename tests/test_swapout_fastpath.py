@@ -1,8 +1,12 @@
 """Anon and shmem reclaim into swap is the same with and without the fast paths.
 
 fastpath.swapout decides small isolated batches of swap-backed pages in plain integers
-(mm/vmscan.c shrink_folio_list: folio_check_references, add_to_swap, pageout), and
-mmzone.split_runs cuts short frame lists without NumPy.  Every workload runs both ways
+(mm/vmscan.c shrink_folio_list: folio_check_references, add_to_swap, pageout), takes
+whole limit-reclaim episodes of a leaf group's inactive anon list at once
+(do_try_to_free_pages: every priority's batches evicted in one go, each batch's
+uncharge and event check in its turn) and runs of batches that keep every page they
+scan (shrink_lruvec), and mmzone.split_runs cuts short frame lists
+without NumPy.  Every workload runs both ways
 and everything must come out the same, frames included: every file of every group,
 memory.stat, event counts, task states, the RNG state, every per-page array, each LRU
 in order, the free stack frame by frame, every swap slot and its owner.
@@ -66,8 +70,37 @@ def taken(monkeypatch):
     return count
 
 
+@pytest.fixture
+def episodes(monkeypatch):
+    """Counts the limit-reclaim episodes fastpath.swapout took at once."""
+    count = [0]
+    real = swapout.reclaim_swap_episode
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r
+        return r
+    monkeypatch.setattr(swapout, "reclaim_swap_episode", counting)
+    return count
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once."""
+    count = [0]
+    real = swapout.keep_batches
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r
+        return r
+    monkeypatch.setattr(swapout, "keep_batches", counting)
+    return count
+
+
 def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, threshold=None,
-                   semantics="6.18", parent_limit=False, memory="1G"):
+                   semantics="6.18", parent_limit=False, memory="1G", swappiness=None,
+                   soft_limit=None):
     def workload():
         k = memcg.SimKernel(memory=memory, cpus=2, swap=swap, semantics=semantics)
         k.mkdir("/p")
@@ -76,6 +109,10 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
         k.write(f"{where}/memory.limit_in_bytes", limit)
         if memsw:
             k.write(f"{where}/memory.memsw.limit_in_bytes", memsw)
+        if swappiness is not None:
+            k.write("/p/g/memory.swappiness", str(swappiness))
+        if soft_limit:
+            k.write("/p/g/memory.soft_limit_in_bytes", soft_limit)
         events = []
         if listener:
             events.append(k.event(f"{where}/memory.pressure_level", listener))
@@ -111,9 +148,9 @@ def test_shared_anon_swaps_out_the_same_both_ways(semantics, monkeypatch):
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 @pytest.mark.parametrize("kind", ["anon", "shm"])
-def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken):
+def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken, episodes):
     run_both(_swap_workload([(kind, 0, 40 * 256)], semantics=semantics), monkeypatch)
-    assert taken[0] > 100
+    assert taken[0] > 0 and episodes[0] > 100  # single batches and whole episodes
 
 
 def test_memsw_listener_same_both_ways(monkeypatch, taken):
@@ -156,6 +193,73 @@ def test_swapin_and_free_same_both_ways(monkeypatch, taken):
                              ("free", 1, 5 * 256), ("anon", 1, 6 * 256), ("shm", 1, 10 * 256)]),
              monkeypatch)
     assert taken[0]
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("kind", ["anon", "shm"])
+@pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
+                                         ("16M", 48 * 256)])
+def test_swap_episodes_same_both_ways(kind, limit, pages, semantics, monkeypatch, episodes,
+                                     kept):
+    """Whole limit-reclaim episodes of a leaf group's anon list at once (6c, 6d), and the
+    first reclaims' runs of batches that keep every freshly faulted (young) page."""
+    run_both(_swap_workload([(kind, 0, pages)], limit=limit, semantics=semantics), monkeypatch)
+    assert episodes[0] > 50 and kept[0] > 0
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_episodes_listener_threshold_same_both_ways(semantics, monkeypatch, episodes):
+    """A pressure listener and a usage threshold the episodes' uncharges cross (6e): each
+    reclaim batch's uncharge checks the threshold at its own usage."""
+    obs = run_both(_swap_workload([("anon", 0, 24 * 256), ("shm", 1, 8 * 256)], limit="6M",
+                                  memsw="64M", listener="low", threshold="6140K",
+                                  semantics=semantics), monkeypatch)
+    assert episodes[0] > 50 and obs["events"][0] > 0 and obs["events"][1] > 2
+
+
+@pytest.mark.parametrize("swappiness", [0, 1, 100, 200])
+def test_swap_episodes_swappiness_same_both_ways(swappiness, monkeypatch, episodes):
+    """Other scan splits of get_scan_count (swappiness 0: no anon scan but at priority 0)."""
+    run_both(_swap_workload([("anon", 0, 16 * 256), ("shm", 1, 4 * 256)], limit="4M",
+                            swappiness=swappiness, soft_limit="2M"), monkeypatch)
+    assert episodes[0] > 0 or swappiness == 0
+
+
+def test_swap_episodes_swap_nearly_full_same_both_ways(monkeypatch, episodes):
+    """Swap runs out during the run: the episodes stop short of it, the slow path goes on."""
+    obs = run_both(_swap_workload([("anon", 0, 12 * 256), ("anon", 1, 8 * 256)], limit="4M",
+                                  swap="6M"), monkeypatch)
+    assert episodes[0] > 0 and "oom_killed" in obs["tasks"]
+
+
+_LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
+                               st.integers(0, 1), st.integers(1, 16 * 256)),
+                     min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_LEAF_OPS, limit_kb=st.integers(2048, 12 * 1024),
+       swap_mb=st.sampled_from([4, 16, 64]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 32 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
+       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
+       swappiness=st.one_of(st.none(), st.integers(0, 200)),
+       semantics=st.sampled_from(["6.18", "3.8"]))
+@example(ops=[("anon", 0, 4000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=16,
+         memsw_extra_kb=None, listener="low", threshold_kb=4000, swappiness=None,
+         semantics="3.8")
+@example(ops=[("read", 0, 2048)], limit_kb=2048, swap_mb=4, memsw_extra_kb=None,
+         listener=None, threshold_kb=None, swappiness=None, semantics="3.8")
+def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
+                                  threshold_kb, swappiness, semantics, monkeypatch):
+    """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
+    episodes are taken at once) give identical traces both ways."""
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    threshold = None if threshold_kb is None else f"{threshold_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, threshold=threshold, swappiness=swappiness,
+                            semantics=semantics), monkeypatch)
 
 
 _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),

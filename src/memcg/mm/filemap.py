@@ -101,8 +101,9 @@ class ShmemObject(AddressSpace):
     def mapped_extent(self) -> int:
         return max(self.mappers.values(), default=0)
 
-    def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
-        """shmem_writeout(): move pages to swap while slots last; the rest stay."""
+    def evict(self, sys: System, pfns: np.ndarray, batches: list[int] | None = None) -> np.ndarray:
+        """shmem_writeout(): move pages to swap while slots last; the rest stay.  batches:
+        the pages are several reclaim batches' in a row (release_pages)."""
         pfns, idx, ids = add_to_swap(sys, self, pfns)
         if len(pfns):
             mapped = (sys.mem.flags[pfns] & PG_mapped) != 0
@@ -111,7 +112,7 @@ class ShmemObject(AddressSpace):
             sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
             for mm, extent in self.mappers.items():
                 mm.shmem_rss -= int(np.count_nonzero(idx < extent))
-            swap.release_pages(sys, pfns, memsw=False)
+            swap.release_pages(sys, pfns, memsw=False, batches=batches)
         return pfns
 
 

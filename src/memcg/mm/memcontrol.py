@@ -832,10 +832,14 @@ def nr_folios(sys: System, pfns: np.ndarray) -> int:
     return int(sum(int(c) >> k for k, c in enumerate(counts.tolist())))
 
 
-def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = True) -> None:
+def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = True,
+                   batches: list[int] | None = None) -> None:
     """mem_cgroup_uncharge_folios(): drop the charges of pages being freed.
 
     memsw=False is the swap-out case: the memsw charge stays with the swap entry.
+    batches: the pages are the frees of several calls in a row (reclaim batches of
+    single-page folios of one group taken at once): each batch is uncharged and counted
+    in the event ratelimit in its turn, as its own call would.
     """
     if not len(pfns):
         return
@@ -849,15 +853,18 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
         if memcg_id == 0:
             continue
         memcg = sys.memcgs[memcg_id]
-        if not memcg.is_root():
-            memcg.memory.uncharge(n)
-            if memsw:
-                memcg.memsw.uncharge(n)
         # mm/memcontrol.c: uncharge_folio() - one PGPGOUT per folio (ug->pgpgout++)
         folios = n if not sys.mem.large else \
             nr_folios(sys, pfns if len(ids) == 1 else pfns[owners == memcg_id])
         sys.stats.mod(memcg_id, PGPGOUT, folios)
-        page_events(sys, memcg, n, cpu)
+        if batches and memcg.nr_page_events[cpu] + n - memcg.thresh_target[cpu] < 0:
+            batches = None  # no event check in any of them: as one call
+        for part in (batches or (n,)):
+            if not memcg.is_root():
+                memcg.memory.uncharge(part)
+                if memsw:
+                    memcg.memsw.uncharge(part)
+            page_events(sys, memcg, part, cpu)
         if memcg.under_oom:
             from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
             memcontrol_v1.memcg1_oom_recover(sys, memcg)

@@ -99,10 +99,11 @@ class AnonVma(AddressSpace):
             grown[:len(self.slots)] = self.slots
             self.slots = grown
 
-    def evict(self, sys: System, pfns: np.ndarray) -> np.ndarray:
+    def evict(self, sys: System, pfns: np.ndarray, batches: list[int] | None = None) -> np.ndarray:
         """pageout() + try_to_unmap(): move pages to swap while slots last.  A page
         shared with other mappings of the anon_vma tree leaves the same swap entry in
-        each (try_to_unmap_one per mapper, swap_duplicate)."""
+        each (try_to_unmap_one per mapper, swap_duplicate).  batches: the pages are
+        several reclaim batches' in a row (release_pages)."""
         pfns, idx, ids = add_to_swap(sys, self, pfns)
         if len(pfns):
             sys.stats.mod_many(ids, NR_ANON_MAPPED, -1)
@@ -119,7 +120,7 @@ class AnonVma(AddressSpace):
                     v.mm.anon_rss -= n
                     v.mm.swapents += n
                     swapfile.swap_duplicate(sys, swp_offset(entries[hit]))
-            swap.release_pages(sys, pfns, memsw=False)
+            swap.release_pages(sys, pfns, memsw=False, batches=batches)
         return pfns
 
 

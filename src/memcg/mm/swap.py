@@ -115,16 +115,18 @@ def folio_mark_accessed(sys: System, pfns: np.ndarray) -> None:
     mem.flags[promote] &= np.uint8(~PG_referenced & 0xFF)
 
 
-def release_pages(sys: System, pfns: np.ndarray, memsw: bool = True) -> None:
+def release_pages(sys: System, pfns: np.ndarray, memsw: bool = True,
+                  batches: list[int] | None = None) -> None:
     """release_pages(): uncharge pages (mem_cgroup_uncharge_folios) and give the frames
     back (free_unref_folios).  The pages are off the LRU already: the caller took them
     off (lruvec_del_folio) or reclaim isolated them.  memsw=False: the memsw charge
-    stays with the swap entry the page went to."""
+    stays with the swap entry the page went to.  batches: the pages are the frees of
+    several calls in a row, of one group (uncharge_pages)."""
     cpu = sys.cpu
     if sys.reclaim_trace is not None and len(pfns):
         memcgs = [sys.memcgs[i] for i in np.unique(sys.mem.memcg[pfns]).tolist() if i]
         _traced_events(sys, memcgs, cpu, memcontrol.uncharge_pages, sys, pfns, cpu,
                        memsw=memsw)
     else:
-        memcontrol.uncharge_pages(sys, pfns, cpu, memsw=memsw)
+        memcontrol.uncharge_pages(sys, pfns, cpu, memsw=memsw, batches=batches)
     sys.mem.free(pfns)

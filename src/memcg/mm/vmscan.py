@@ -84,6 +84,10 @@ def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
 
 def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     """do_try_to_free_pages(): priority loop, then the no-progress retries."""
+    # A leaf group's anon pages into swap: if the fast path can take the episode at once,
+    # let it.
+    if fastpath.ENABLED and swapout.reclaim_swap_episode(sys, sc):
+        return sc.nr_reclaimed
     initial_priority = sc.priority
     while True:
         while True:
@@ -283,6 +287,15 @@ def shrink_lruvec(sys: System, memcg: MemCgroup, sc: ScanControl) -> None:
     nr_reclaimed = 0
     scan_adjusted = False
     while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
+        # Only the inactive anon list to scan, nothing reclaimed yet to stop at: if the
+        # fast path can take a run of batches that keep every page at once, let it.
+        if (fastpath.ENABLED and nr_reclaimed < nr_to_reclaim and not scan_adjusted
+                and not (nr[LRU_ACTIVE_ANON] or nr[LRU_INACTIVE_FILE] or nr[LRU_ACTIVE_FILE])
+                and nr[LRU_INACTIVE_ANON] >= 2 * SWAP_CLUSTER_MAX):
+            taken = swapout.keep_batches(sys, memcg, nr[LRU_INACTIVE_ANON], sc)
+            if taken:
+                nr[LRU_INACTIVE_ANON] -= taken
+                continue
         for lru in EVICTABLE_LRUS:
             if nr[lru]:
                 nr_to_scan = min(nr[lru], SWAP_CLUSTER_MAX)

@@ -10,6 +10,10 @@ page of a batch in which every page is swap-backed, clean and evictable, the com
 batch of an anon or shmem workload, and applies it with one write per array.  Pages go
 to swap through the same vmscan.reclaim_pages(), and back onto the lists in the same
 order: the result is the slow path's, step for step.
+
+reclaim_swap_episode() goes one level up: a whole do_try_to_free_pages() of a leaf
+group whose every scanned page goes to swap, all its priorities' batches planned in
+integers and evicted in one go.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # vmscan imports this module for its seam; each needs the other only inside functions
-from .. import vmscan
-from ..memcontrol import PGACTIVATE, PGSTEAL, mem_cgroup_get_nr_swap_pages
-from ..mmzone import PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young
+from .. import vmpressure, vmscan
+from ..memcontrol import (NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL, lruvec_page_state_lru,
+                          mem_cgroup_get_nr_swap_pages)
+from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                      PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young, _chunk_pfns)
 
 if TYPE_CHECKING:
     from ...system import System
@@ -111,3 +117,205 @@ def _take(pfns: np.ndarray, which, n: int) -> np.ndarray:
     if len(which) == n:
         return pfns.copy()  # all of them: no index array
     return pfns[list(which)]
+
+
+# --- whole limit-reclaim episodes of one group's anon LRU --------------------------------
+
+def reclaim_swap_episode(sys: System, sc) -> bool:
+    """do_try_to_free_pages() for a limit reclaim of a leaf group whose only evictable
+    pages are on its inactive anon list, taken at once; False (nothing done) when the
+    episode is not of that kind.
+
+    Anon or shmem pushed through a limit into swap reclaims for nearly every fault: each
+    episode walks priorities DEF_PRIORITY down (mm/vmscan.c: get_scan_count() scans
+    size >> priority, split by swappiness) in SWAP_CLUSTER_MAX batches until it has
+    reclaimed nr_to_reclaim.  When every page those batches reach is an unreferenced,
+    clean, swap-backed page of one address space (folio_check_references:
+    FOLIOREF_RECLAIM), every batch evicts all it scans, so the batch sizes follow from
+    the list size alone and the pages are the list's oldest, in order.  They go to
+    swap in one eviction whose slots and freed frames come in the order of the batches
+    one after another; the uncharges keep their batches, so the event ratelimit and the
+    thresholds it checks see each batch's usage (mm/memcontrol-v1.c:
+    memcg1_check_events); vmpressure sees each priority's pass (mm/vmpressure.c).
+    """
+    plan = _plan_episode(sys, sc)
+    if plan is None:
+        return False
+    memcg = sc.target
+    passes, total = plan
+    mem = sys.mem
+    pfns = memcg.lruvec.lists[LRU_INACTIVE_ANON].isolate(mem, total)  # the batches' pages
+    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -total)
+    sys.stats.mod(memcg.id, PGSCAN, total)
+    sys.stats.mod(memcg.id, PGSTEAL, total)
+    batches = [b for _, prio_batches in passes for b in prio_batches]
+    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
+    assert len(freed) == total
+    # vmpressure_prio() before each priority's pass, vmpressure() after it (shrink_node)
+    for prio, prio_batches in passes:
+        vmpressure.vmpressure_prio(sys, memcg, prio)
+        scanned = sum(prio_batches)
+        vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+    sc.nr_reclaimed = total
+    sc.priority = passes[-1][0]
+    # mem_cgroup_iter_partial(): a walk that stopped at the goal keeps its position
+    memcg.reclaim_iter = memcg if total >= sc.nr_to_reclaim else None
+    return True
+
+
+def _plan_episode(sys: System, sc):
+    """The episode's passes [(priority, [batch sizes])] and its pages in all, or None
+    when some step of it could do anything but evict every page it scans."""
+    memcg = sc.target
+    if (memcg is None or memcg.is_root() or memcg.children or sys.cgroup_dfl
+            or sys.reclaim_trace is not None or sc.priority != vmscan.DEF_PRIORITY
+            or sc.force_deactivate or sc.memcg_full_walk or sc.kswapd or not sc.may_swap
+            or sc.proactive_swappiness is not None or memcg.under_oom
+            or sys.root.thresholds or sys.root.memsw_thresholds):
+        return None
+    lists = memcg.lruvec.lists
+    inactive = lists[LRU_INACTIVE_ANON]
+    # the other lists empty, with no stale entries that an isolation would walk past
+    for lru in (LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
+        if lists[lru].entries:
+            return None
+    size = inactive.nr
+    if not size or inactive.entries != size:
+        return None
+    swappiness = memcg.swappiness
+    if not swappiness or swappiness > vmscan.MAX_SWAPPINESS:
+        return None
+    # prepare_scan_control(): cache-trim mode from the file lists as last flushed
+    # (under 3.8 exact: empty); the file lists being empty, nothing else of it counts
+    file = lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_FILE)
+    deactivate_file = vmscan.inactive_is_low(file, lruvec_page_state_lru(sys, memcg,
+                                                                          LRU_ACTIVE_FILE))
+    counts = []
+    if sys.semantics != "3.8" and memcg.online:
+        counts = [(s.count_objects(sys, s, memcg), s.seeks) for s in sys.shrinkers]
+    nr_to_reclaim = sc.nr_to_reclaim
+    passes = []
+    total = 0
+    prio = vmscan.DEF_PRIORITY
+    while True:
+        # shrink_slab() at this priority must scan nothing (do_shrink_slab)
+        for freeable, seeks in counts:
+            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
+                return None
+        left = size - total
+        cache_trim = bool(file >> prio) and not deactivate_file
+        # get_scan_count() of the inactive anon list (swap free all along: checked below)
+        if not prio:
+            scan = left  # SCAN_EQUAL
+        elif cache_trim:
+            scan = 0  # SCAN_FILE
+        else:
+            scan = left >> prio
+            if not scan and not memcg.online:
+                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
+            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if memcg.online else \
+                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
+        prio_batches = []
+        reclaimed = 0
+        while scan:
+            b = min(scan, vmscan.SWAP_CLUSTER_MAX)
+            scan -= b
+            prio_batches.append(b)
+            reclaimed += b
+            if reclaimed >= nr_to_reclaim:
+                break  # no file pages to keep in proportion
+        total += reclaimed
+        passes.append((prio, prio_batches))
+        if total >= nr_to_reclaim or not prio:
+            break
+        prio -= 1
+    if not total or total >= memcg.memory.usage or total >= mem_cgroup_get_nr_swap_pages(sys, memcg):
+        return None
+    if _signals_may_interleave(sys, memcg, passes, total):
+        return None
+    pfns = _peek(inactive, total)
+    mem = sys.mem
+    flags = mem.flags[pfns]
+    mapping = mem.mapping[pfns]
+    if ((flags & (_CLASS_MASK | PG_young)) != PG_swapbacked).any() or (mapping != mapping[0]).any():
+        return None
+    if mem.large and mem.order[pfns].any():
+        return None
+    # pages shared copy-on-write with a forked mm (one anon_vma tree): each mapper's swap
+    # entry is duplicated batch by batch - the slow path
+    if getattr(sys.mappings[int(mapping[0])], "anon_vma_tree", None) is not None:
+        return None
+    return passes, total
+
+
+def _signals_may_interleave(sys: System, memcg: MemCgroup, passes, total: int) -> bool:
+    """Could the episode signal both a pressure level and a threshold?  The episode
+    checks thresholds (its uncharges' event checks) before it counts the priorities'
+    vmpressure passes; each signal queues its readers' wakeup (eventfd_signal), so
+    while both kinds can come the slow path keeps their order."""
+    vmpr = sys._vmpressure.get(memcg.id)
+    scanned = vmpr.tree_scanned if vmpr is not None else 0
+    window = scanned + total >= vmpressure.vmpressure_win or \
+        passes[-1][0] <= vmpressure.vmpressure_level_critical_prio
+    if not window:
+        return False
+    cpu = sys.cpu
+    if memcg.nr_page_events[cpu] + total - memcg.thresh_target[cpu] < 0:
+        return False  # no event check: no threshold signal
+    return any(m.thresholds or m.memsw_thresholds for m in memcg.ancestors())
+
+
+def _peek(lst, n: int) -> np.ndarray:
+    """The n oldest pages of a list without stale entries, without isolating them."""
+    out = []
+    for pfns, _, start in lst.chunks:
+        stop = min(len(pfns), start + n)
+        out.append(_chunk_pfns(pfns, start, stop))
+        n -= stop - start
+        if not n:
+            break
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
+# --- runs of batches that keep every page they scan ---------------------------------------
+
+def keep_batches(sys: System, memcg: MemCgroup, nr_to_scan: int, sc) -> int:
+    """Whole SWAP_CLUSTER_MAX batches of memcg's inactive anon list in which every page
+    is kept (young ptes, no referenced flag: FOLIOREF_KEEP, one more trip around the
+    list), taken at once; the pages scanned (0: none taken).
+
+    mm/vmscan.c: shrink_lruvec() with only this list to scan, and nothing reclaimed
+    between its batches: each batch is isolated from the tail, marked referenced, and
+    put back at the head.  While the batches together reach no further than the pages
+    on the list, none of them meets a page put back by an earlier one, so their pages
+    are the list's oldest, in order, and they go back at the head in that order with
+    the same LRU stamps as batch after batch.
+    """
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    if lst.entries != lst.nr or sys.reclaim_trace is not None:
+        return 0
+    k = min(nr_to_scan, lst.nr) // vmscan.SWAP_CLUSTER_MAX
+    if k < 2:
+        return 0
+    mem = sys.mem
+    n = k * vmscan.SWAP_CLUSTER_MAX
+    pfns = _peek(lst, n)
+    flags = mem.flags[pfns]
+    other = np.flatnonzero((flags & (_CLASS_MASK | PG_young | PG_referenced))
+                           != (PG_swapbacked | PG_young))
+    if mem.large:
+        other = np.union1d(other, np.flatnonzero(mem.order[pfns]))
+    if len(other):
+        k = int(other[0]) // vmscan.SWAP_CLUSTER_MAX  # the batches before the first other page
+        if k < 2:
+            return 0
+        n = k * vmscan.SWAP_CLUSTER_MAX
+        flags = flags[:n]
+    pfns = lst.isolate(mem, n)
+    sc.nr_scanned += n
+    sys.stats.mod(memcg.id, PGSCAN, n)
+    # folio_referenced() clears the young bits; FOLIOREF_KEEP sets the referenced flag
+    mem.flags[pfns] = (flags & _CLEAR) | PG_referenced
+    lst.add(mem, pfns)  # NR_LRU unchanged: off the list and back on
+    return n
