@@ -118,8 +118,9 @@ class StreamWrite(StreamReclaim):
       only event counts grow;
     - every batch of the two cycles wrote pages that were not cached (holes or shadow
       entries: filemap_write treats both alike), and so do the batches skipped;
-    - the page state seen from the write position (write_page_state) at the start of a
-      further cycle of P batches was that at its end: every page of every group's LRU
+    - the page state seen from the write position (write_page_state) at the start of
+      the second cycle was that at its end (or, when it was not kept then, at the end of
+      a further cycle): every page of every group's LRU
       lists in the same order, with the same flags, the written file's pages at the
       same offsets behind the write position with the same buffers, none ahead of it;
     - the ratelimited checks and vmpressure windows of the skipped cycles are replayed
@@ -132,7 +133,8 @@ class StreamWrite(StreamReclaim):
     def __init__(self, sys: System, task: Task, mapping: AddressSpace):
         super().__init__(sys, task, mapping)
         self.batch = 0  # batches begun
-        self.pending = None  # (period, batch, page state) of a cycle being confirmed
+        # period -> (batch, page state at its start) of a cycle being confirmed
+        self.pending: dict = {}
 
     def begin(self, start: int, nr: int) -> int:
         """Called before the write batch at start runs in the slow path.
@@ -144,7 +146,7 @@ class StreamWrite(StreamReclaim):
         self.batch += 1
         if self.watched >= WRITE_MAX_WATCH or not self._at_limit():
             self.snaps.clear()
-            self.pending = None
+            self.pending.clear()
             return start
         s = self.mapping.slots[start:min(nr, start + FILEMAP_BATCH)]
         snap = _stream_snapshot(sys, "h" if (s < 0).all() else "x")
@@ -155,7 +157,7 @@ class StreamWrite(StreamReclaim):
             skipped = self._search(start, nr)
             if skipped:
                 self.snaps.clear()
-                self.pending = None
+                self.pending.clear()
                 self.watched = 0
                 return start + skipped
         if len(self.snaps) > 2 * WRITE_MAX_PERIOD + 1:
@@ -168,12 +170,26 @@ class StreamWrite(StreamReclaim):
         snaps = self.snaps
         last = len(snaps) - 1
         now = snaps[last].phase
-        for period in range(1, min(WRITE_MAX_PERIOD, last // 2) + 1):
-            if snaps[last - period].phase == now and snaps[last - 2 * period].phase == now:
+        for period in range(1, min(WRITE_MAX_PERIOD, last) + 1):
+            if snaps[last - period].phase != now:
+                continue
+            if period <= last // 2 and snaps[last - 2 * period].phase == now:
                 found = self._cycle(snaps, period, start, nr)
                 if found is not None:
                     return found
+            else:
+                self._propose(period, snaps[last].batch, start)
         return 0
+
+    def _propose(self, period: int, batch: int, start: int) -> None:
+        """The phase came back after period batches once: keep the page state now, so
+        that the cycle can be confirmed when the phase comes back a second time."""
+        p = self.pending.get(period)
+        if p is not None and batch - p[0] < period:
+            return  # a cycle from p[0] is being confirmed
+        state = write_page_state(self.sys, self.mapping, start)
+        if state is not None:
+            self.pending[period] = (batch, state)
 
     def _cycle(self, snaps: list, period: int, start: int, nr: int) -> int | None:
         """Check a cycle of period batches; None if it is not one, else the pages skipped
@@ -203,15 +219,15 @@ class StreamWrite(StreamReclaim):
         if self.mapping.ra_marks:
             return None  # evictions would drop PG_readahead marks (filemap.AddressSpace.evict)
         pages = period * FILEMAP_BATCH
-        p = self.pending
-        if p is not None and p[0] == period and c.batch - p[1] < period:
-            return 0  # a cycle from p[1] is being confirmed
+        p = self.pending.get(period)
+        if p is not None and c.batch - p[0] < period:
+            return 0  # a cycle from p[0] is being confirmed
         state = write_page_state(sys, self.mapping, start)
         if state is None:
             return None
-        if p is None or p[0] != period or p[1] != c.batch - period or p[2] != state:
+        if p is None or p[0] != c.batch - period or p[1] != state:
             # confirm over the next cycle that the page state comes back
-            self.pending = (period, c.batch, state)
+            self.pending[period] = (c.batch, state)
             return 0
         # How many cycles: whole batches of uncached slots, before the write ends.
         slots = self.mapping.slots[start:(nr // FILEMAP_BATCH) * FILEMAP_BATCH]
