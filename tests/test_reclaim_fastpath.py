@@ -637,6 +637,13 @@ def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics)
         assert window_folios[0] > 0
 # --- write streams: dirty pages written back by reclaim (fastpath.write) ---------------
 
+@pytest.fixture(autouse=True)
+def stream_writes(monkeypatch):
+    """The write-stream fast path on (it is off by default: its skips keep each page's
+    frame, which these comparisons do not look at)."""
+    monkeypatch.setattr(write, "STREAM_WRITES", True)
+
+
 @pytest.fixture
 def write_skipped(monkeypatch):
     """Counts the pages the write-stream fast path skipped."""

@@ -429,7 +429,8 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
     fast = None
     if fastpath.ENABLED and mapping.kind == "file":
         from .fastpath import write  # the fast path builds on this module: a cycle
-        fast = write.StreamWrite(sys, task, mapping)
+        if write.STREAM_WRITES:
+            fast = write.StreamWrite(sys, task, mapping)
     start = 0
     try:
         while start < nr:

@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from ...system import System
     from ...tasks import Task
 
+# Whether filemap_write() takes the fast path.  Off for now: the skipped cycles leave
+# each cached page in the frame it had, where the batch-by-batch path would have moved
+# it to another (everything but frame numbers is the same); fastpath.stream gives every
+# page the frame the slow path gives it, and this one must too before it is on.
+STREAM_WRITES = False
+
 # The longest cycle looked for, in write batches.  A cycle must bring back the slab
 # pages of the buffer heads and the objcg stock's bytes too (64 pages of buffer heads
 # are 7168 bytes: 1.75 pages), and the written-back pages' way through the active list,
