@@ -20,7 +20,7 @@ from . import fastpath, memcontrol, memcontrol_v1, mempressure, page_writeback, 
 from .memcontrol import (MEMCG_LOW, NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN,
                          PGSTEAL, MemCgroup, lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
 # the swap-out fast path reaches back into this module only inside its functions
-from .fastpath import swapout
+from .fastpath import lruvec, swapout
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
@@ -296,6 +296,10 @@ def shrink_lruvec(sys: System, memcg: MemCgroup, sc: ScanControl) -> None:
             if taken:
                 nr[LRU_INACTIVE_ANON] -= taken
                 continue
+        if fastpath.ENABLED and (nr_reclaimed < nr_to_reclaim or scan_adjusted) and \
+                lruvec.skip_idle_rounds(nr, sc.may_deactivate, DEACTIVATE_ANON, DEACTIVATE_FILE):
+            sc.skipped_deactivate = True  # what each idle round's shrink_list() noted
+            break
         for lru in EVICTABLE_LRUS:
             if nr[lru]:
                 nr_to_scan = min(nr[lru], SWAP_CLUSTER_MAX)

@@ -83,6 +83,8 @@ def _stream_snapshot(sys: System, kind: str) -> _StreamSnap:
                        tuple(lst.nr for lst in m.lruvec.lists),
                        tuple((c.usage, c.max, c.watermark) for c in _counters(m))))
         linear.extend(c.failcnt for c in _counters(m))
+        # memory.events (memcg_memory_event: MEMCG_MAX at every reclaim attempt, on v1 too)
+        linear.extend(m.memory_events + m.memory_events_local)
         v = sys._vmpressure.get(mid)
         acc[("v", mid)] = (v.tree_scanned, v.tree_reclaimed) if v is not None else (0, 0)
         for cpu in range(sys.cpus):
@@ -235,8 +237,8 @@ class StreamReclaim:
     - the last 2P batches ran at the group's limit (mm/memcontrol.c: try_charge_memcg
       reclaims for every batch) and formed two cycles with equal effects: everything in
       _StreamSnap.phase came back (usages, watermarks, stocks, LRU sizes, the reclaim
-      iterator, free and swap pages, the RNG, soft-limit tree, queues), failcnt and
-      sys.stats grew by the same amounts, and the traces (vmpressure reports, page-event
+      iterator, free and swap pages, the RNG, soft-limit tree, queues), failcnt,
+      memory.events and sys.stats grew by the same amounts, and the traces (vmpressure reports, page-event
       counts) were identical;
     - the growth of sys.stats is exactly that of clean file pages evicted and inserted
       one for one in the reader's group only: pgpgin = pgpgout = pgscan = pgsteal =
@@ -414,6 +416,10 @@ class StreamReclaim:
             for counter in _counters(m):
                 counter.failcnt += n * lin[i]
                 i += 1
+            for events in (m.memory_events, m.memory_events_local):
+                for j in range(len(events)):
+                    events[j] += n * lin[i]
+                    i += 1
         for j, mid in enumerate(acc.vkeys):
             v = vmpressure.memcg_to_vmpressure(sys, sys.memcgs[mid])
             v.tree_scanned, v.tree_reclaimed = state[j]
