@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.cgroupfs import v1 as cgroupfs
 from memcg.mm import fastpath
-from memcg.mm.fastpath import folio, stream, write
+from memcg.mm.fastpath import folio, stream
 from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS
 
 MiB = 1 << 20
@@ -635,27 +635,9 @@ def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics)
     run_both(workload, monkeypatch)
     if semantics == "6.18":
         assert window_folios[0] > 0
-# --- write streams: dirty pages written back by reclaim (fastpath.write) ---------------
-
-@pytest.fixture(autouse=True)
-def stream_writes(monkeypatch):
-    """The write-stream fast path on (it is off by default: its skips keep each page's
-    frame, which these comparisons do not look at)."""
-    monkeypatch.setattr(write, "STREAM_WRITES", True)
 
 
-@pytest.fixture
-def write_skipped(monkeypatch):
-    """Counts the pages the write-stream fast path skipped."""
-    count = [0]
-    real = write.filemap_write_cycles
-
-    def counting(sys, mapping, start, n):
-        count[0] += n
-        real(sys, mapping, start, n)
-    monkeypatch.setattr(write, "filemap_write_cycles", counting)
-    return count
-
+# --- write streams: dirty pages written back by reclaim ----------------------------------
 
 def _write_stream(limit, size, memory="1G", setup=None, ops=None):
     """A task in /b (limited) writes a file of size bytes, or runs ops: [(op, name, bytes)]."""
@@ -673,21 +655,14 @@ def _write_stream(limit, size, memory="1G", setup=None, ops=None):
 
 @pytest.mark.parametrize("limit,size", [("8M", 64 * MiB), ("4M", 40 * MiB + 12288),
                                         ("6M", 37 * MiB), ("3000K", 30 * MiB)])
-def test_streaming_write_same_both_ways(limit, size, monkeypatch, write_skipped, semantics):
+def test_streaming_write_same_both_ways(limit, size, monkeypatch):
     run_both(_write_stream(limit, size), monkeypatch)
-    if semantics == "6.18" and limit != "6M":
-        # the steady state was found and skipped (6M: the file ends within the cycle
-        # after the one confirmed; 3.8 ages the active list by its live size and
-        # settles later)
-        assert write_skipped[0] > 0
 
 
-def test_streaming_write_bench_shape_skips(monkeypatch, write_skipped, semantics):
+def test_streaming_write_bench_shape_same_both_ways(monkeypatch):
     """The shape of the benchmark's write row (a 64M limit, eight times that written) on a
-    smaller scale: a 16M limit and 160 MiB, most of it skipped under 6.18."""
+    smaller scale: a 16M limit and 160 MiB."""
     run_both(_write_stream("16M", 160 * MiB), monkeypatch)
-    if semantics == "6.18":
-        assert write_skipped[0] >= 3 * 86 * 64  # three cycles of 86 batches
 
 
 def test_write_threshold_listener_same_both_ways(monkeypatch):
@@ -698,14 +673,12 @@ def test_write_threshold_listener_same_both_ways(monkeypatch):
     assert obs["events"][0] > 0
 
 
-def test_write_quiet_threshold_skips(monkeypatch, write_skipped, semantics):
-    """A threshold far from the usage of the cycle: nothing to signal, cycles skipped."""
+def test_write_quiet_threshold_same_both_ways(monkeypatch):
+    """A threshold far from the usage of the stream: nothing to signal."""
     def setup(k):
         return [k.event("/b/memory.usage_in_bytes", "2M"),
                 k.event("/memory.usage_in_bytes", "900M")]
     run_both(_write_stream("8M", 64 * MiB, setup=setup), monkeypatch)
-    if semantics == "6.18":
-        assert write_skipped[0] > 0
 
 
 def test_write_pressure_listener_same_both_ways(monkeypatch):
@@ -732,7 +705,7 @@ def test_write_mixed_with_reads_same_both_ways(ops, monkeypatch):
     run_both(_write_stream("6M", 0, ops=ops), monkeypatch)
 
 
-def test_write_parent_limit_and_sibling_same_both_ways(monkeypatch, write_skipped):
+def test_write_parent_limit_and_sibling_same_both_ways(monkeypatch):
     def workload():
         k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
         k.mkdir("/p")

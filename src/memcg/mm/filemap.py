@@ -420,61 +420,31 @@ def ra_alloc_run(sys: System, task: Task, mapping: AddressSpace, index: int, n: 
 
 
 def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
-    """generic_perform_write(): write the first nbytes; new pages are added dirty.
-
-    Batches run one by one: a charge may reclaim between them.  The fast path
-    (fastpath/write.py) takes whole cycles of a write streaming through a full group.
-    """
+    """generic_perform_write(): write the first nbytes; new pages are added dirty."""
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
-    fast = None
-    if fastpath.ENABLED and mapping.kind == "file":
-        from .fastpath import write  # the fast path builds on this module: a cycle
-        if write.STREAM_WRITES:
-            fast = write.StreamWrite(sys, task, mapping)
-    start = 0
-    try:
-        while start < nr:
-            if fast is not None:
-                # If the fast path can take whole cycles of batches from here, let it.
-                new = fast.begin(start, nr)
-                if new != start:
-                    start = new
-                    continue
-            _filemap_write_batch(sys, task, mapping, start, min(nr, start + FILEMAP_BATCH))
-            if fast is not None:
-                fast.end()
-            start += FILEMAP_BATCH
-    finally:
-        if fast is not None:
-            fast.close()
-
-
-def _filemap_write_batch(sys: System, task: Task, mapping: AddressSpace, start: int,
-                         end: int) -> None:
-    """One batch of filemap_write(): dirty the cached pages, charge and add the missing
-    ones dirty, with their buffer heads (ext4)."""
-    idx = np.arange(start, end, dtype=np.int64)
-    slots = mapping.slots[idx]
-    present = slots[slots >= 0]
-    if len(present):
-        page_writeback.folio_mark_dirty(sys, present)
-    missing = idx[slots < 0]
-    if len(missing):
-        pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
-                                                user_fault=False)
-        if len(pfns):
-            got = missing[:len(pfns)]
-            mapping.slots[got] = pfns
-            swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
-                               LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
-            if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
-                from ..fs import buffer  # late: fs builds on the page cache
-                buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
-                mapping.buffers[got] = True
-        if ret:
-            raise OSError(errno.ENOMEM, "Cannot allocate memory")
-    mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
+    for start in range(0, nr, FILEMAP_BATCH):
+        idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
+        slots = mapping.slots[idx]
+        present = slots[slots >= 0]
+        if len(present):
+            page_writeback.folio_mark_dirty(sys, present)
+        missing = idx[slots < 0]
+        if len(missing):
+            pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
+                                                    user_fault=False)
+            if len(pfns):
+                got = missing[:len(pfns)]
+                mapping.slots[got] = pfns
+                swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
+                                   LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
+                if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
+                    from ..fs import buffer  # late: fs builds on the page cache
+                    buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
+                    mapping.buffers[got] = True
+            if ret:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
 
 
 def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:

@@ -14,8 +14,6 @@ goes on step by step.
                 (mm/vmscan.c mem_cgroup_soft_reclaim)
   window.py     the large folios of a readahead window with room for all of them
                 (mm/readahead.c page_cache_ra_order)
-  write.py      whole reclaim cycles of a write streaming through a full group: dirty
-                pages written back and evicted (mm/filemap.c, mm/vmscan.c)
 
 The fast paths build on the kernel modules they serve, so those reach them through
 late imports at their seams; this package itself imports nothing.
