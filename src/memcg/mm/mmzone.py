@@ -310,14 +310,18 @@ class MemMap:
         n = len(pfns)
         if not n:
             return
+        self._clear(pfns)
+        self._push(pfns)
+        self.nr_free += n
+
+    def _clear(self, pfns: np.ndarray) -> None:
+        """A freed frame's state: no group, no list, no flags, no address space."""
         self.memcg[pfns] = 0
         self.lru[pfns] = LRU_NONE
         self.flags[pfns] = 0
         self.mapping[pfns] = 0
         if self.large:
             self.order[pfns] = 0
-        self._push(pfns)
-        self.nr_free += n
 
     def free_each(self, pfns: np.ndarray, bounds) -> None:
         """free() of the slices of pfns cut at bounds, one after the other: the same
@@ -325,12 +329,7 @@ class MemMap:
         n = len(pfns)
         if not n:
             return
-        self.memcg[pfns] = 0
-        self.lru[pfns] = LRU_NONE
-        self.flags[pfns] = 0
-        self.mapping[pfns] = 0
-        if self.large:
-            self.order[pfns] = 0
+        self._clear(pfns)
         # A slice that is one run of consecutive frames (a folio, as allocated) is pushed
         # as that run; split_runs() of it would give the same single run.
         p = np.asarray(pfns, np.int64)

@@ -82,6 +82,17 @@ def ffs0(n: int) -> int:
     return (n & -n).bit_length() - 1
 
 
+def ra_folio_order(index: int, limit: int, new_order: int) -> int:
+    """The order of the folio page_cache_ra_order() adds at index: new_order, smaller
+    where index is not aligned to it, and none that reaches past limit."""
+    order = new_order
+    if index & ((1 << order) - 1):  # align with smaller pages if needed
+        order = ffs0(index)
+    while order > 0 and index + (1 << order) - 1 > limit:  # nothing past EOF
+        order -= 1
+    return order
+
+
 def get_init_ra_size(size: int, max_pages: int) -> int:
     """get_init_ra_size(): the first window, 4x or 2x the request, at most max_pages."""
     newsize = roundup_pow_of_two(size)
@@ -198,11 +209,7 @@ def page_cache_ra_order(sys: System, task: Task, mapping: AddressSpace, ra: File
         from .fastpath import window  # the fast path builds on filemap: a cycle
         index = window.ra_alloc_folios(sys, task, mapping, index, limit, new_order, mark)
     while index <= limit:
-        order = new_order
-        if index & ((1 << order) - 1):  # align with smaller pages if needed
-            order = ffs0(index)
-        while order > 0 and index + (1 << order) - 1 > limit:  # nothing past EOF
-            order -= 1
+        order = ra_folio_order(index, limit, new_order)
         if order:
             err = filemap.ra_alloc_folio(sys, task, mapping, index, mark, order)
             if err:

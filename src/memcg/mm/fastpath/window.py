@@ -24,7 +24,7 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_FILE_PAGES, NR_LRU_BASE, PGPGIN
                           WORKINGSET_REFAULT_FILE, hierarchy_margin, page_events,
                           try_charge_memcg)
 from ..mmzone import LRU_COMPACT_SLACK, LRU_INACTIVE_FILE
-from ..readahead import ffs0
+from ..readahead import ra_folio_order
 
 if TYPE_CHECKING:
     from ...system import System
@@ -37,11 +37,7 @@ def _window_folios(index: int, limit: int, new_order: int) -> list[tuple[int, in
     to the first single page (its loop's order rules)."""
     out = []
     while index <= limit:
-        order = new_order
-        if index & ((1 << order) - 1):  # align with smaller pages if needed
-            order = ffs0(index)
-        while order > 0 and index + (1 << order) - 1 > limit:  # nothing past EOF
-            order -= 1
+        order = ra_folio_order(index, limit, new_order)
         if not order:
             break
         out.append((index, order))
