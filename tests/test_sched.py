@@ -6,22 +6,38 @@ from memcg import sched
 def test_timers_of_one_tick_run_by_kind_then_owner_then_arming_order():
     c = sched.Clock()
     ran = []
-    probe = sched.Timer(sched.TCP_PROBE, 1, ran.append, "probe1")
-    delack2 = sched.Timer(sched.TCP_DELACK, 2, ran.append, "delack2")
-    delack1 = sched.Timer(sched.TCP_DELACK, 1, ran.append, "delack1")
+    # TCP's timers rank by (timeout in jiffies, kind, socket): a loss probe of 1 jiffy
+    # before the 40 ms delayed ACKs (by socket), before a 200 ms zero-window probe
+    probe = sched.Timer(sched.TCP_TIMER, (50, sched.TCP_PROBE, 1), ran.append, "probe1")
+    delack2 = sched.Timer(sched.TCP_TIMER, (10, sched.TCP_DELACK, 2), ran.append, "delack2")
+    delack1 = sched.Timer(sched.TCP_TIMER, (10, sched.TCP_DELACK, 1), ran.append, "delack1")
+    tlp3 = sched.Timer(sched.TCP_TIMER, (1, sched.TCP_RETRANSMIT, 3), ran.append, "tlp3")
     retry_a = sched.Timer(sched.NOMEM_RETRY, 0, ran.append, "retry_a")
     retry_b = sched.Timer(sched.NOMEM_RETRY, 0, ran.append, "retry_b")
-    for t in (probe, delack2, delack1, retry_b, retry_a):
+    for t in (probe, delack2, tlp3, delack1, retry_b, retry_a):
         sched.mod_timer(c, t, 1)
     sched.run_until(c, 1)
-    assert ran == ["retry_b", "retry_a", "delack1", "delack2", "probe1"]
-    assert not any(sched.timer_pending(t) for t in (probe, delack1, retry_a))
+    assert ran == ["retry_b", "retry_a", "tlp3", "delack1", "delack2", "probe1"]
+    assert not any(sched.timer_pending(t) for t in (probe, delack1, retry_a, tlp3))
+
+
+def test_mod_timer_with_a_new_order_moves_the_timer_within_its_tick():
+    c = sched.Clock()
+    ran = []
+    rto = sched.Timer(sched.TCP_TIMER, (51, sched.TCP_RETRANSMIT, 1), ran.append, "rto")
+    delack = sched.Timer(sched.TCP_TIMER, (10, sched.TCP_DELACK, 2), ran.append, "delack")
+    sched.mod_timer(c, rto, 1)
+    sched.mod_timer(c, delack, 1)
+    rto.order = (2, sched.TCP_RETRANSMIT, 1)  # re-armed as a loss probe, same tick
+    sched.mod_timer(c, rto, 1)
+    sched.run_until(c, 1)
+    assert ran == ["rto", "delack"]
 
 
 def test_mod_timer_moves_a_pending_timer_and_del_timer_stops_it():
     c = sched.Clock()
     ran = []
-    t = sched.Timer(sched.TCP_RETRANSMIT, 0, lambda: ran.append(c.now))
+    t = sched.Timer(sched.TCP_TIMER, (51, sched.TCP_RETRANSMIT, 0), lambda: ran.append(c.now))
     sched.mod_timer(c, t, 1)
     sched.mod_timer(c, t, 3)
     sched.run_until(c, 2)

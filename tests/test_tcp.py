@@ -17,6 +17,7 @@ import pytest
 import memcg
 from memcg import report, scenario
 from memcg.net.sock import SOCK_MIN_SNDBUF
+from memcg.net import tcp as tcpmod
 from memcg.net.tcp import MAX_TCP_HEADER, SKB_HEAD_TRUESIZE
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -299,7 +300,10 @@ def test_limit_1m_holds_the_sender_back_like_the_real_kernel():
     assert c["failcnt"] == real["tcp"]["failcnt"] == 0  # 6.18: tcpmem tracks no failcnt
     info = s.info()
     assert near(info["sndbuf"], real["sender_sndbuf"], 0.02)
-    assert info["pressure"] and info["drops"] == 0
+    # One drop: the tail loss probe (its copy of the last segment, which the receiver
+    # already had, is dropped as old data); Linux 6.18.44, this fill on a 1M group:
+    # drops 1 and retransmits 1 in 3 of 3 runs.
+    assert info["pressure"] and info["drops"] == 1 and info["retransmits"] == 1
     assert s.send(CHUNK) == 0
 
 
@@ -524,6 +528,11 @@ def test_tcp_bloat_scenario_holds_the_limited_group_back(tmp_path):
     # 0.57M at the sender in some runs, everything got across in others).
     drain = int(sc.params["drain_at"])
     assert lim["tcp_drops"][drain] > lim["tcp_drops"][drain - 1]
+    # The -1 neighbour drops too: the copies its sender's tail loss probes sent of
+    # segments the reader had but not yet acknowledged (its ACK was delayed).  Linux
+    # 6.18.44: 3 - 9 by the end (memcg compare tcp-bloat), each a TCPLossProbes +
+    # TCPDSACKOldSent; the model: 13.
+    assert result["sockets"]["free"]["drops"] > 0
     assert result["groups"]["/limited"][f"{TCP}limit_in_bytes"] == f"{MiB}\n"
     text = report.summary(result)
     assert "tcp (the group's memory.kmem.tcp.usage_in_bytes" in text and "/limited" in text
@@ -593,8 +602,7 @@ def test_final_tcp_figures_are_taken_before_the_kernel_settles():
                          '[[step]]\nat = 0\ntask = "u"\nconnect_tcp = "c"\npeer = "v"\n'
                          '[[step]]\nat = 0\ntask = "u"\nsend = "c"\nsize = "1M"\nrepeat = 4\n'
                          '[[step]]\nat = 1\ntask = "v"\nrecv = "c"\nsize = "64K"\nrepeat = 3\n'
-                         '[[step]]\nat = 3\ntask = "v"\nrecv = "c"\nsize = "8M"\nrepeat = 40\n'
-                         'every = 0\n')
+                         '[[step]]\nat = 3\ntask = "v"\nrecv = "c"\nsize = "256K"\n')
     sc = scenario.parse_scenario(text, "t.toml")
     plain = scenario.run_scenario(sc, memcg.SimKernel(memory="1G"), settle=True)
     after_settle = {}
@@ -604,10 +612,68 @@ def test_final_tcp_figures_are_taken_before_the_kernel_settles():
     settled = scenario.run_scenario(sc, SettlingTakesTime(memory="1G"), settle=True, inspect=look)
     assert settled["sockets"] == plain["sockets"]
     assert settled["groups"]["/b"][f"{TCP}usage_in_bytes"] == plain["groups"]["/b"][f"{TCP}usage_in_bytes"]
-    # the settle's time did move TCP: segments dropped in the burst of reads were sent
-    # again by the retransmission timer
+    # the settle's time did move TCP: what the last read's window let through beyond
+    # what the group holds was dropped and is sent again by the retransmission timer
+    # (an 8M drain no longer shows it: its loss probes repair the drops in the drain,
+    # as the real kernel's often did)
     assert after_settle["usage"] != plain["groups"]["/b"][f"{TCP}usage_in_bytes"]
 
 
 def test_model_constants_follow_the_reference_config():
     assert MAX_TCP_HEADER == 192 and SKB_HEAD_TRUESIZE == 832
+
+
+@pytest.mark.parametrize("semantics, probes", [("6.18", 1), ("3.8", 0)])
+def test_a_tail_loss_probe_goes_before_the_delayed_ack_and_its_copy_is_dropped(semantics, probes):
+    """A sender with segments out and a reader that delays its ACK: the probe timeout
+    (2 * srtt + 2 ms, srtt a few microseconds on loopback) ends before the 40 ms
+    delayed ACK, so the last segment goes again; the reader has it and drops the copy
+    as old data, answering at once with a D-SACK (net/ipv4/tcp_output.c:
+    tcp_send_loss_probe; tcp_input.c: tcp_data_queue, tcp_process_tlp_ack).  Linux
+    6.18.44, a lone -1 connection sending 1M a tick (20 ms) and never read: drops 1,
+    TCPLossProbes 1, TCPDSACKOldSent 1 after the first tick, then no more; accepted
+    1048576 three times, then 868971 (model 854176).  3.8 had no loss probes (3.10+)."""
+    k = make("/a", limits=[("/a", "-1")], semantics=semantics)
+    s = k.spawn("/a").connect_tcp(k.spawn("/a"))
+    accepted = []
+    for _ in range(4):
+        accepted.append(s.send(MiB))
+        k.advance(1)
+    mib = k.debugfs()["tcp"]["mib"]
+    assert accepted[:3] == [MiB] * 3 and near(accepted[3], 868971, 0.05)
+    info = s.info()
+    assert info["drops"] == info["retransmits"] == probes
+    assert mib.get("TCPLossProbes", 0) == mib.get("TCPDSACKOldSent", 0) == probes
+    assert mib.get("TCPDSACKRecv", 0) == probes and "TCPTimeouts" not in mib
+    assert mib.get("DelayedACKs", 0) == 1 - probes  # 3.8: the delayed ACK went instead
+
+
+def test_delayed_ack_samples_lengthen_the_probe_timeout_past_the_delayed_ack():
+    """tcp_rtt_estimator() and tcp_schedule_loss_probe(): the handshake's sample on
+    loopback is next to nothing (srtt 1 us), so the first probe comes a jiffy after
+    the segments; each 40 ms sample of a delayed ACK moves srtt an eighth of the way:
+    5000, 9375, 13203, 16552, 19483 us, the probe timeout (two segments out) 3, 6, 8, 9,
+    11 jiffies - after five the delayed ACK (TCP_ATO_MIN, 10 jiffies) comes first.
+    With one segment out the probe allows for a delayed ACK (+ TCP_RTO_MIN) and is
+    bounded by the RTO."""
+    k = make("/a")
+    k.spawn("/a").connect_tcp(k.spawn("/a"))
+    tp = k.sys.net.connections[-1]
+    assert tp.srtt_us == 1 and tp.rttvar_us == 200_000 and tp.icsk_rto == 50
+    tp.packets_out = 2
+    tcpmod.tcp_schedule_loss_probe(tp, False)
+    assert tp.icsk_pending == tcpmod.ICSK_TIME_LOSS_PROBE and tp.retransmit_timer.order[0] == 1
+    srtts, timeouts = [], []
+    for _ in range(5):
+        tcpmod.tcp_ack_update_rtt(tp, 40_000, None)
+        tcpmod.tcp_schedule_loss_probe(tp, False)
+        srtts.append(tp.srtt_us >> 3)
+        timeouts.append(tp.retransmit_timer.order[0])
+    assert srtts == [5000, 9375, 13203, 16552, 19483]
+    assert timeouts == [3, 6, 8, 9, 11] and timeouts[-1] > tcpmod.TCP_ATO_MIN
+    tp.packets_out = 1
+    tcpmod.tcp_schedule_loss_probe(tp, False)
+    assert tp.retransmit_timer.order[0] == tp.icsk_rto == 55
+    tp.packets_out = 0
+    tcpmod.tcp_rearm_rto(tp)
+    assert not tp.icsk_pending

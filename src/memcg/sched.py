@@ -14,9 +14,11 @@ so that what runs next is decided by the key alone, the same on every run.  Work
 "when the current operation returns to user space" is an event at the current time;
 a timer is an event at its expiry.  The priority says which kind of event goes first
 within one instant (the order of a tick's work: softirq packets, the flusher, fault
-retries, TCP's delayed ACKs, retransmissions and zero-window probes, then user-space
-threads and woken tasks); `order` ranks timers of one kind by their owner (a socket's
-number, as the sockets were made); the sequence number keeps everything else
+retries, TCP's timers, then user-space threads and woken tasks); `order` ranks timers
+of one kind by their owner (a socket's number, as the sockets were made) - TCP's by
+their timeout first (the real delay before they fire, all armed in the tick before:
+a loss probe of a few milliseconds before a 40 ms delayed ACK before a 200 ms
+retransmission), then by kind and socket; the sequence number keeps everything else
 first-queued, first-run.  Each scheduling point runs the due events of its own kinds
 only: the loopback softirq its packets, a tick its timers, cond_resched() the user
 threads, the return to user space the threads and then the woken tasks - so a thread
@@ -44,14 +46,16 @@ from heapq import heapify, heappop, heappush
 NET_RX = 0  # net/core/dev.c: net_rx_action(), the loopback softirq's packets
 WRITEBACK = 1  # fs/fs-writeback.c: wb_workfn(), the flusher's periodic wakeup
 NOMEM_RETRY = 2  # a fault that found nobody to OOM-kill is retried (tasks.py)
-TCP_DELACK = 3  # net/ipv4/tcp_timer.c: tcp_delack_timer()
-TCP_RETRANSMIT = 4  # net/ipv4/tcp_timer.c: tcp_retransmit_timer()
-TCP_PROBE = 5  # net/ipv4/tcp_timer.c: tcp_probe_timer()
-USER = 6  # a user-space thread became runnable (an eventfd reader woken by a signal)
-TASK = 7  # a woken task resumes the operations it was blocked in
+TCP_TIMER = 3  # net/ipv4/tcp_timer.c: a socket's delayed ACK, retransmit and probe timers
+USER = 4  # a user-space thread became runnable (an eventfd reader woken by a signal)
+TASK = 5  # a woken task resumes the operations it was blocked in
+# The kinds of TCP timers, which rank timers with the same timeout (below)
+TCP_DELACK = 0  # tcp_delack_timer()
+TCP_RETRANSMIT = 1  # tcp_retransmit_timer() (ICSK_TIME_RETRANS, ICSK_TIME_LOSS_PROBE)
+TCP_PROBE = 2  # tcp_probe_timer() (ICSK_TIME_PROBE0)
 
 # What the timer softirq of a tick runs (__run_timers)
-TIMERS = (WRITEBACK, NOMEM_RETRY, TCP_DELACK, TCP_RETRANSMIT, TCP_PROBE)
+TIMERS = (WRITEBACK, NOMEM_RETRY, TCP_TIMER)
 
 # include/vdso/time64.h
 NSEC_PER_SEC = 1_000_000_000
@@ -76,7 +80,7 @@ def nsecs_to_jiffies(n: int) -> int:
 
 # A heap entry: [time, priority, order, sequence number, fn, args]; fn is None once
 # the event was cancelled (it is dropped when it comes to the top).
-_TIME, _PRIO, _FN, _ARGS = 0, 1, 4, 5
+_TIME, _PRIO, _ORDER, _FN, _ARGS = 0, 1, 2, 4, 5
 
 
 class Clock:
@@ -97,7 +101,7 @@ class Timer:
     """struct timer_list: one timer of an owner (a socket's, a task's, the flusher's).
 
     fn(*args) runs when the clock reaches the expiry; `order` ranks the timers of one
-    kind that expire in the same tick.
+    kind that expire in the same tick (the owner may change it before mod_timer()).
     """
 
     __slots__ = ("prio", "order", "fn", "args", "entry")
@@ -129,10 +133,11 @@ def _expire(timer: Timer) -> None:
 
 
 def mod_timer(clock: Clock, timer: Timer, expires: int) -> None:
-    """mod_timer(): the timer fires at tick expires (and only then, if it was pending)."""
+    """mod_timer(): the timer fires at tick expires (and only then, if it was pending),
+    ranked by its current order."""
     entry = timer.entry
     if entry is not None:
-        if entry[_TIME] == expires:
+        if entry[_TIME] == expires and entry[_ORDER] == timer.order:
             return
         entry[_FN] = None
     timer.entry = _push(clock, expires, timer.prio, timer.order, _expire, (timer,))

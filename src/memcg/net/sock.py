@@ -117,6 +117,7 @@ class Net:
         self.last_ino = 0  # get_next_ino(): the number of the last socket made
         self.connections: list = []  # the connecting ends of open connections, in order made
         self.in_rx = False  # the loopback softirq is running (its packets: sched.NET_RX)
+        self.tcp_timer_us = None  # TCP's clock while a TCP timer runs (tcp.tcp_clock_us)
 
     def mib_inc(self, name: str, n: int = 1) -> None:
         """NET_INC_STATS()/NET_ADD_STATS() of a TcpExt counter."""

@@ -95,6 +95,22 @@ SNDBUF_EXPAND = {"cubic": 2, "reno": 2, "bbr": 3}
 # (CONFIG_DEFAULT_TCP_CONG); set Net.tcp_congestion_control to compare with one.
 REFERENCE_CONGESTION_CONTROL = "bbr"
 
+# include/net/tcp.h: timer constants, in jiffies (sched.HZ) unless named _US
+TCP_RTO_MAX = 120 * sched.HZ
+TCP_RTO_MIN = sched.HZ // 5
+TCP_TIMEOUT_MIN_US = 2 * 1000  # 2 ms
+TCP_TIMEOUT_INIT = 1 * sched.HZ
+TCP_ATO_MIN = sched.HZ // 25  # = TCP_DELACK_MIN: the delayed ACK timeout (40 ms)
+TCP_TS_HZ = 1000  # TCP timestamps count milliseconds
+USEC_PER_SEC = 1_000_000
+USEC_PER_JIFFY = USEC_PER_SEC // sched.HZ
+# include/net/inet_connection_sock.h: what icsk_retransmit_timer is armed for
+ICSK_TIME_RETRANS = 1
+ICSK_TIME_LOSS_PROBE = 5
+# include/net/tcp.h: enum tcp_ca_state (those the model enters)
+TCP_CA_Open = 0
+TCP_CA_Loss = 4
+
 # inet_connection_sock icsk_ack.pending bits (include/net/inet_connection_sock.h)
 ICSK_ACK_SCHED = 1
 ICSK_ACK_TIMER = 2
@@ -105,6 +121,15 @@ ICSK_ACK_NOMEM = 32
 
 def roundup_pow_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length()
+
+
+def usecs_to_jiffies(us: int) -> int:
+    """include/linux/jiffies.h: usecs_to_jiffies(), rounding up."""
+    return -(-us // USEC_PER_JIFFY)
+
+
+def jiffies_to_usecs(j: int) -> int:
+    return j * USEC_PER_JIFFY
 
 
 # --- boot-time sysctls (net/ipv4/tcp.c) --------------------------------------------------
@@ -136,7 +161,8 @@ def tcp_init(net: Net) -> None:
 class Skb:
     """struct sk_buff of one TCP segment: sequence range, truesize, and pcount."""
 
-    __slots__ = ("seq", "end_seq", "truesize", "pcount", "nr_frags", "ack_clocked")
+    __slots__ = ("seq", "end_seq", "truesize", "pcount", "nr_frags", "ack_clocked", "mstamp",
+                 "tsval", "retrans")
 
     def __init__(self, seq: int, truesize: int):
         self.seq = seq
@@ -145,6 +171,9 @@ class Skb:
         self.pcount = 1
         self.nr_frags = 0  # page fragments holding the payload
         self.ack_clocked = False  # sent as an ACK's window let it go (a model figure)
+        self.mstamp = 0  # skb_mstamp_ns: when it was last sent (tcp_clock_us())
+        self.tsval = 0  # the timestamp option it was last sent with (ms)
+        self.retrans = False  # TCPCB_RETRANS: sent more than once
 
     @property
     def len(self) -> int:
@@ -156,6 +185,9 @@ class Skb:
         c.end_seq = self.end_seq
         c.nr_frags = self.nr_frags
         c.ack_clocked = self.ack_clocked
+        c.mstamp = self.mstamp
+        c.tsval = self.tsval
+        c.retrans = self.retrans
         return c
 
 
@@ -171,11 +203,28 @@ class TcpSock:
         # sockets that expire in the same tick (the order the sockets were made in)
         net.last_ino += 1
         self.ino = net.last_ino
-        # inet_csk_init_xmit_timers(): the delayed ACK, retransmission and probe timers
-        self.delack_timer = sched.Timer(sched.TCP_DELACK, self.ino, tcp_delack_timer, self)
-        self.retransmit_timer = sched.Timer(sched.TCP_RETRANSMIT, self.ino,
-                                            tcp_retransmit_timer, self)
-        self.probe_timer = sched.Timer(sched.TCP_PROBE, self.ino, tcp_probe_timer, self)
+        # inet_csk_init_xmit_timers(): the delayed ACK, retransmission (and loss probe)
+        # and zero-window probe timers; their order within a tick is set as they are
+        # armed (tcp_reset_xmit_timer)
+        self.delack_timer = sched.Timer(sched.TCP_TIMER, None, tcp_timer_expire,
+                                        self, sched.TCP_DELACK)
+        self.retransmit_timer = sched.Timer(sched.TCP_TIMER, None, tcp_timer_expire,
+                                            self, sched.TCP_RETRANSMIT)
+        self.probe_timer = sched.Timer(sched.TCP_TIMER, None, tcp_timer_expire,
+                                       self, sched.TCP_PROBE)
+        self.icsk_pending = 0  # what the retransmission timer is armed for (ICSK_TIME_*)
+        self.icsk_rto = TCP_TIMEOUT_INIT
+        self.icsk_ca_state = TCP_CA_Open
+        self.high_seq = 0  # snd_nxt when loss recovery began
+        # the RTT estimator (tcp_rtt_estimator): all in microseconds, srtt << 3
+        self.srtt_us = self.mdev_us = self.mdev_max_us = self.rttvar_us = 0
+        self.rtt_seq = 0
+        # tail loss probe: snd_nxt when one was sent (0: none out), and whether it was
+        # a retransmission
+        self.tlp_high_seq = 0
+        self.tlp_retrans = False
+        self.ts_recent = 0  # the peer's timestamp this end echoes (rx_opt.ts_recent)
+        self.dsack = None  # (seq, end_seq) of old data the next ACK reports (D-SACK)
         # struct sock
         self.sk_memcg = None
         self.sk_sndbuf = net.tcp_wmem[1]
@@ -334,6 +383,9 @@ def tcp_connect(sys: System, task, peer) -> TcpSock:
         tcp_select_initial_window(net, tp, tp.tcp_full_space(), tp.advmss)
     for tp in (client, server):
         other = tp.peer
+        # tcp_ack_update_rtt() of the SYN-ACK / the handshake's last ACK: on loopback
+        # the answer comes in the same instant
+        tcp_ack_update_rtt(tp, 0, None)
         tp.snd_wscale = other.rcv_wscale
         tp.snd_wnd = tp.max_window = other.rcv_wnd  # the SYN's window is not scaled
         tcp_sync_mss(tp)
@@ -421,7 +473,7 @@ def tcp_v4_do_rcv(tp: TcpSock, pkt: tuple) -> None:
     if kind == "data":
         tcp_rcv_data(tp, pkt[1])
     elif kind == "ack":
-        tcp_ack(tp, pkt[1], pkt[2])
+        tcp_ack(tp, pkt[1], pkt[2], pkt[3], pkt[4])
     elif kind == "probe":
         tcp_send_ack(tp)  # an old-sequence probe is answered with the current window
 
@@ -536,12 +588,14 @@ def tcp_nagle_test(tp: TcpSock, skb: Skb, cur_mss: int, nonagle: bool) -> bool:
     return not (partial and tp.packets_out and tp.snd_una < tp.snd_sml <= tp.snd_nxt)
 
 
-def tcp_write_xmit(tp: TcpSock, nonagle: bool = False, push_one: bool = False) -> None:
+def tcp_write_xmit(tp: TcpSock, nonagle: bool = False, push_one: int = 0) -> None:
     """tcp_write_xmit(): send queued segments while the congestion and receive windows
-    allow; each goes to the peer at once (loopback)."""
+    allow; each goes to the peer at once (loopback).  push_one: 1 sends one segment,
+    2 one segment as a loss probe; otherwise a loss probe is scheduled after sending."""
     if tp.closed:
         return
     mss_now = tp.mss_cache
+    sent_pkts = 0
     while tp.write_queue:
         skb = tp.write_queue[0]
         skb.pcount = max(1, -(-skb.len // mss_now))
@@ -556,8 +610,12 @@ def tcp_write_xmit(tp: TcpSock, nonagle: bool = False, push_one: bool = False) -
             if skb.len > limit:
                 tcp_fragment(tp, skb, limit)
         tcp_transmit(tp, skb)
+        sent_pkts += skb.pcount
         if push_one:
             break
+    # Send one loss probe per tail loss episode (not for what a probe itself sent)
+    if sent_pkts and push_one != 2:
+        tcp_schedule_loss_probe(tp, False)
 
 
 def tcp_mss_split_point(tp: TcpSock, skb: Skb, mss_now: int) -> int:
@@ -569,8 +627,10 @@ def tcp_mss_split_point(tp: TcpSock, skb: Skb, mss_now: int) -> int:
     return needed - needed % mss_now or needed
 
 
-def tcp_fragment(tp: TcpSock, skb: Skb, length: int) -> Skb:
-    """tcp_fragment(): split skb at length; the second part gets a new head, charged."""
+def tcp_fragment(tp: TcpSock, skb: Skb, length: int, queue: deque | None = None) -> Skb:
+    """tcp_fragment(): split skb at length; the second part gets a new head, charged.
+    queue: the one skb is on (the write queue, or the retransmission queue:
+    TCP_FRAG_IN_RTX_QUEUE)."""
     buff = Skb(skb.seq + length, SKB_HEAD_TRUESIZE)
     sk_forced_mem_schedule(tp, buff.truesize)
     tp.sk_wmem_queued += buff.truesize
@@ -580,8 +640,10 @@ def tcp_fragment(tp: TcpSock, skb: Skb, length: int) -> Skb:
     buff.truesize += nlen
     skb.truesize -= nlen
     skb.end_seq = skb.seq + length
-    idx = tp.write_queue.index(skb)
-    tp.write_queue.insert(idx + 1, buff)
+    buff.mstamp, buff.tsval, buff.retrans = skb.mstamp, skb.tsval, skb.retrans
+    queue = tp.write_queue if queue is None else queue
+    idx = queue.index(skb)
+    queue.insert(idx + 1, buff)
     return buff
 
 
@@ -591,13 +653,22 @@ def tcp_transmit(tp: TcpSock, skb: Skb) -> None:
     tp.write_queue.popleft()
     tp.rtx_queue.append(skb)
     tp.snd_nxt = max(tp.snd_nxt, skb.end_seq)
-    if not tp.packets_out:
-        tcp_reset_xmit_timer(tp, tp.retransmit_timer)  # tcp_rearm_rto()
+    prior_packets = tp.packets_out
     tp.packets_out += skb.pcount
+    if not prior_packets or tp.icsk_pending == ICSK_TIME_LOSS_PROBE:
+        tcp_rearm_rto(tp)
     sched.del_timer(tp.probe_timer)
     if skb.len < tp.mss_cache:
         tp.snd_sml = skb.end_seq
     skb.ack_clocked = tp.in_ack
+    tcp_transmit_skb(tp, skb)
+
+
+def tcp_transmit_skb(tp: TcpSock, skb: Skb) -> None:
+    """tcp_transmit_skb(): stamp the skb (skb_mstamp_ns, the timestamp option) and
+    send a clone to the peer."""
+    skb.mstamp = tcp_clock_us(tp.net)
+    skb.tsval = tcp_time_stamp_ts(tp.net)
     deliver(tp.peer, ("data", skb.clone()))
 
 
@@ -634,28 +705,50 @@ def tcp_check_space(tp: TcpSock) -> None:
         tp.nospace = False
 
 
-def tcp_ack(tp: TcpSock, ack_seq: int, window: int) -> None:
-    """tcp_ack(): the peer acknowledged up to ack_seq and offers window bytes."""
+def tcp_ack(tp: TcpSock, ack_seq: int, window: int, tsecr: int | None = None,
+            dsack: tuple | None = None) -> None:
+    """tcp_ack(): the peer acknowledged up to ack_seq and offers window bytes; tsecr is
+    the timestamp it echoes, dsack the old data it reports having received twice."""
     prior_una = tp.snd_una
     if ack_seq > tp.snd_nxt:
         return
+    dsack_tlp = dsack is not None and tcp_check_dsack(tp, dsack)
     # tcp_ack_update_window() / tcp_may_update_window()
     if ack_seq > prior_una or window > tp.snd_wnd or window == 0:
         tp.snd_wnd = window
         if window > tp.max_window:
             tp.max_window = window
             tcp_sync_mss(tp)
+    # tcp_clean_rtx_queue(): free what is acknowledged; an RTT sample from the first
+    # skb sent once, none if a retransmitted one is among them (Karn)
     acked = 0
+    first_ackt = None
+    retrans_acked = False
     while tp.rtx_queue and tp.rtx_queue[0].end_seq <= ack_seq:
         skb = tp.rtx_queue.popleft()
         acked += skb.pcount
+        if skb.retrans:
+            retrans_acked = True  # FLAG_RETRANS_DATA_ACKED
+        elif first_ackt is None:
+            first_ackt = skb.mstamp
         tcp_wmem_free_skb(tp, skb)
     if ack_seq > tp.snd_una:
         tp.snd_una = ack_seq
     tp.packets_out = sum(s.pcount for s in tp.rtx_queue)
     if acked:
+        seq_rtt_us = -1
+        if first_ackt is not None and not retrans_acked:
+            seq_rtt_us = max(0, tcp_clock_us(tp.net) - first_ackt)
+        tcp_ack_update_rtt(tp, seq_rtt_us, tsecr)
         tp.snd_cwnd += acked  # slow start: one segment more per segment acknowledged
-        tcp_rearm_rto(tp)
+    if tp.tlp_high_seq:
+        tcp_process_tlp_ack(tp, ack_seq, ack_seq > prior_una, dsack_tlp)
+    if acked:
+        tcp_set_xmit_timer(tp)  # FLAG_SET_XMIT_TIMER
+    # tcp_fastretrans_alert() -> tcp_process_loss(): loss recovery ends once
+    # everything sent before the timeout is acknowledged
+    if tp.icsk_ca_state == TCP_CA_Loss and tp.snd_una >= tp.high_seq:
+        tp.icsk_ca_state = TCP_CA_Open
     # tcp_data_snd_check(): what goes now is clocked by the peer's ACK (a round trip)
     tp.in_ack = True
     try:
@@ -669,7 +762,7 @@ def tcp_ack(tp: TcpSock, ack_seq: int, window: int) -> None:
 def tcp_check_probe_timer(tp: TcpSock) -> None:
     """tcp_check_probe_timer(): nothing in flight but data waiting for window."""
     if not tp.packets_out and tp.write_queue and not sched.timer_pending(tp.probe_timer):
-        tcp_reset_xmit_timer(tp, tp.probe_timer)
+        tcp_reset_xmit_timer(tp, tp.probe_timer, sched.TCP_PROBE, tp.icsk_rto)
 
 
 # --- receiving (net/ipv4/tcp_input.c, tcp.c) ----------------------------------------------
@@ -820,6 +913,10 @@ def tcp_event_data_recv(tp: TcpSock, skb: Skb) -> None:
 def tcp_rcv_data(tp: TcpSock, skb: Skb) -> None:
     """tcp_data_queue() and the ACK decision that follows (tcp_ack_snd_check)."""
     net = tp.net
+    # tcp_replace_ts_recent(): echo the timestamp of the segment at the left edge of
+    # the window last advertised (RFC 7323)
+    if skb.seq <= tp.rcv_wup:
+        tp.ts_recent = skb.tsval
     if skb.seq == tp.rcv_nxt and skb.len:
         if tp.tcp_receive_window() == 0:
             net.mib_inc("TCPZeroWindowDrop")
@@ -843,7 +940,11 @@ def tcp_rcv_data(tp: TcpSock, skb: Skb) -> None:
     # (SO_MEMINFO's drops): a retransmission of data already here (SKB_DROP_REASON_
     # TCP_OLD_DATA) as well as one out of order after a drop.
     if skb.end_seq <= tp.rcv_nxt:
-        net.mib_inc("DelayedACKLost")  # a retransmission of data already here
+        # a retransmission of data already here: tcp_rcv_spurious_retrans(), and
+        # tcp_dsack_set() reports it in the ACK that follows
+        net.mib_inc("DelayedACKLost")
+        net.mib_inc("TCPDSACKOldSent")
+        tp.dsack = (skb.seq, skb.end_seq)
     else:
         net.mib_inc("TCPOFODrop")  # out of order after a drop: not queued in the model
     tp.drops += 1
@@ -889,7 +990,8 @@ def tcp_ack_snd_check(tp: TcpSock) -> None:
         tcp_send_ack(tp)
     else:
         tp.ack_pending |= ICSK_ACK_TIMER  # tcp_send_delayed_ack(): the next tick
-        tcp_reset_xmit_timer(tp, tp.delack_timer)
+        if not sched.timer_pending(tp.delack_timer):  # an older timeout stays
+            tcp_reset_xmit_timer(tp, tp.delack_timer, sched.TCP_DELACK, TCP_ATO_MIN)
 
 
 def __tcp_select_window(tp: TcpSock) -> int:
@@ -953,7 +1055,9 @@ def tcp_send_ack(tp: TcpSock) -> None:
         tp.quick = 0 if pkts >= tp.quick else tp.quick - pkts
     window = tcp_select_window(tp)
     tp.ack_pending = 0
-    deliver(tp.peer, ("ack", tp.rcv_nxt, window))
+    sched.del_timer(tp.delack_timer)  # tcp_event_ack_sent(): inet_csk_clear_xmit_timer
+    dsack, tp.dsack = tp.dsack, None
+    deliver(tp.peer, ("ack", tp.rcv_nxt, window, tp.ts_recent, dsack))
 
 
 def tcp_rcv_space_adjust(tp: TcpSock) -> None:
@@ -1040,19 +1144,229 @@ def tcp_recvmsg(tp: TcpSock, size: int) -> int:
 
 # --- timers (net/ipv4/tcp_timer.c) ---------------------------------------------------------
 
-def tcp_reset_xmit_timer(tp: TcpSock, timer: sched.Timer) -> None:
+def tcp_clock_us(net: Net) -> int:
+    """tcp_clock_us(): TCP's microsecond clock (skb_mstamp_ns, tcp_mstamp).  The model's
+    tick is a second; what runs in a tick's user-space work is at the tick.  A TCP timer
+    armed in one tick fires at the next, yet as TCP's clock goes it fires after its
+    timeout (a delayed ACK 40 ms, a loss probe a few ms after the segments sent in the
+    tick before), so while it runs the clock reads the tick before plus that timeout:
+    an ACK the delayed ACK timer sends measures 40 ms of RTT, one sent at once none."""
+    timer_us = net.tcp_timer_us
+    if timer_us is not None:
+        return timer_us
+    return net.sys.clock.now * USEC_PER_SEC
+
+
+def tcp_time_stamp_ts(net: Net) -> int:
+    """tcp_time_stamp_ts(): the timestamp option's clock (milliseconds, TCP_TS_HZ)."""
+    return tcp_clock_us(net) // (USEC_PER_SEC // TCP_TS_HZ)
+
+
+def tcp_timer_expire(tp: TcpSock, kind: int) -> None:
+    """One of the socket's timers fires: tcp_delack_timer(), tcp_write_timer() or
+    tcp_probe_timer() (its timeout is timer.order[0], in jiffies)."""
+    net = tp.net
+    if kind == sched.TCP_DELACK:
+        timer, handler = tp.delack_timer, tcp_delack_timer
+    elif kind == sched.TCP_RETRANSMIT:
+        timer, handler = tp.retransmit_timer, tcp_write_timer_handler
+    else:
+        timer, handler = tp.probe_timer, tcp_probe_timer
+    # No timer waits longer than the tick it fires in
+    offset = min(jiffies_to_usecs(timer.order[0]), USEC_PER_SEC - 1)
+    net.tcp_timer_us = (net.sys.clock.now - 1) * USEC_PER_SEC + offset
+    try:
+        handler(tp)
+    finally:
+        net.tcp_timer_us = None
+
+
+def tcp_reset_xmit_timer(tp: TcpSock, timer: sched.Timer, kind: int, timeout: int,
+                         this_tick: bool = False) -> None:
     """inet_csk_reset_xmit_timer() -> sk_reset_timer(): the timer fires at the next tick
-    (the model's delayed ACK timeout, RTO and probe interval are all one tick)."""
+    (the model's delayed ACK timeout, RTO and probe interval all end within one);
+    among the timers of that tick it ranks by its timeout (jiffies), then by kind and
+    socket.  this_tick: it fires later in the timer run going on (what is left of an
+    RTO a loss probe took the place of)."""
+    timer.order = (timeout, kind, tp.ino)
     clock = tp.net.sys.clock
-    sched.mod_timer(clock, timer, clock.now + 1)
+    sched.mod_timer(clock, timer, clock.now if this_tick else clock.now + 1)
+
+
+def tcp_reset_retransmit_timer(tp: TcpSock, what: int, timeout: int,
+                               this_tick: bool = False) -> None:
+    """tcp_reset_xmit_timer() of icsk_retransmit_timer: armed for an RTO or a probe."""
+    tp.icsk_pending = what
+    tcp_reset_xmit_timer(tp, tp.retransmit_timer, sched.TCP_RETRANSMIT, timeout, this_tick)
 
 
 def tcp_rearm_rto(tp: TcpSock) -> None:
-    """tcp_rearm_rto(): a new RTO while data is in flight, none once everything is acked."""
+    """tcp_rearm_rto(): a new RTO while data is in flight, none once everything is acked.
+    A timer armed for a loss probe keeps the time the RTO had: in a timer run, the RTO
+    still fires in it (tcp_rto_delta_us())."""
     if tp.packets_out:
-        tcp_reset_xmit_timer(tp, tp.retransmit_timer)
+        in_timer = tp.icsk_pending == ICSK_TIME_LOSS_PROBE and tp.net.tcp_timer_us is not None
+        timeout = tp.icsk_rto
+        if in_timer:
+            timeout = max(timeout, tp.retransmit_timer.order[0])
+        tcp_reset_retransmit_timer(tp, ICSK_TIME_RETRANS, timeout, in_timer)
     else:
+        tp.icsk_pending = 0
         sched.del_timer(tp.retransmit_timer)
+
+
+def tcp_set_xmit_timer(tp: TcpSock) -> None:
+    """tcp_set_xmit_timer(): after an ACK that acknowledged data, a loss probe if one
+    may be sent, else the RTO."""
+    if not tcp_schedule_loss_probe(tp, True):
+        tcp_rearm_rto(tp)
+
+
+# --- RTT (net/ipv4/tcp_input.c) -----------------------------------------------------------
+
+def tcp_rtt_estimator(tp: TcpSock, mrtt_us: int) -> None:
+    """tcp_rtt_estimator(): Jacobson's smoothed RTT (srtt_us holds 8 times it) and mean
+    deviation, from one sample."""
+    m = mrtt_us
+    srtt = tp.srtt_us
+    if srtt:
+        m -= srtt >> 3
+        srtt += m
+        if m < 0:
+            m = -m
+            m -= tp.mdev_us >> 2
+            if m > 0:
+                m >>= 3
+        else:
+            m -= tp.mdev_us >> 2
+        tp.mdev_us += m
+        if tp.mdev_us > tp.mdev_max_us:
+            tp.mdev_max_us = tp.mdev_us
+            if tp.mdev_max_us > tp.rttvar_us:
+                tp.rttvar_us = tp.mdev_max_us
+        if tp.snd_una > tp.rtt_seq:
+            if tp.mdev_max_us < tp.rttvar_us:
+                tp.rttvar_us -= (tp.rttvar_us - tp.mdev_max_us) >> 2
+            tp.rtt_seq = tp.snd_nxt
+            tp.mdev_max_us = jiffies_to_usecs(TCP_RTO_MIN)
+    else:
+        srtt = m << 3
+        tp.mdev_us = m << 1
+        tp.rttvar_us = max(tp.mdev_us, jiffies_to_usecs(TCP_RTO_MIN))
+        tp.mdev_max_us = tp.rttvar_us
+        tp.rtt_seq = tp.snd_nxt
+    tp.srtt_us = max(1, srtt)
+
+
+def tcp_set_rto(tp: TcpSock) -> None:
+    """tcp_set_rto(): RTO = srtt + 4 * rttvar (at least TCP_RTO_MIN through rttvar),
+    at most TCP_RTO_MAX."""
+    tp.icsk_rto = min(usecs_to_jiffies((tp.srtt_us >> 3) + tp.rttvar_us), TCP_RTO_MAX)
+
+
+def tcp_rtt_tsopt_us(tp: TcpSock, tsecr: int, min_ms: int) -> int:
+    """tcp_rtt_tsopt_us(): an RTT from the echoed timestamp, in whole milliseconds (at
+    least min_ms)."""
+    delta = tcp_time_stamp_ts(tp.net) - tsecr
+    if delta < 0:
+        return -1
+    return (delta or min_ms) * (USEC_PER_SEC // TCP_TS_HZ)
+
+
+def tcp_ack_update_rtt(tp: TcpSock, seq_rtt_us: int, tsecr: int | None) -> None:
+    """tcp_ack_update_rtt(): an ACK that acknowledged data gives an RTT sample, from the
+    skbs' send times or, if a retransmission was among them, from the echoed
+    timestamp (RFC 7323)."""
+    if seq_rtt_us < 0 and tsecr:
+        seq_rtt_us = tcp_rtt_tsopt_us(tp, tsecr, 1)
+    if seq_rtt_us < 0:
+        return
+    tcp_rtt_estimator(tp, seq_rtt_us)
+    tcp_set_rto(tp)
+
+
+# --- tail loss probe (net/ipv4/tcp_output.c, tcp_input.c) -------------------------------
+
+def tcp_schedule_loss_probe(tp: TcpSock, advancing_rto: bool) -> bool:
+    """tcp_schedule_loss_probe(): with data in flight and not in loss recovery, probe
+    after 2 * srtt plus 2 ms (plus TCP_RTO_MIN with one packet out, for the peer's
+    delayed ACK), or after the RTO if that comes first.  Linux 3.10+
+    (net.ipv4.tcp_early_retrans = 3; SACK is on, as on loopback)."""
+    if tp.net.semantics == "3.8" or not tp.packets_out or tp.icsk_ca_state != TCP_CA_Open:
+        return False
+    if tp.srtt_us:
+        timeout_us = tp.srtt_us >> 2
+        timeout_us += jiffies_to_usecs(TCP_RTO_MIN) if tp.packets_out == 1 else TCP_TIMEOUT_MIN_US
+        timeout = usecs_to_jiffies(timeout_us)
+    else:
+        timeout = TCP_TIMEOUT_INIT
+    # advancing_rto: the RTO would be re-armed from now; otherwise it runs from the
+    # first skb in flight, which in the model went in this tick or the one before
+    timeout = min(timeout, tp.icsk_rto)
+    tcp_reset_retransmit_timer(tp, ICSK_TIME_LOSS_PROBE, timeout)
+    return True
+
+
+def tcp_send_loss_probe(tp: TcpSock) -> None:
+    """tcp_send_loss_probe(): the ACK did not come in time.  Send new data if the
+    window allows, else the last segment again (the peer, if it has it, drops the copy
+    as old data and reports it with a D-SACK); then the RTO, from now."""
+    sent = False
+    if not tp.tlp_high_seq:
+        tp.tlp_retrans = False
+        mss = tp.mss_cache
+        skb = tp.write_queue[0] if tp.write_queue else None
+        if skb is not None and tcp_snd_wnd_test(tp, skb, mss):
+            pcount = tp.packets_out
+            tcp_write_xmit(tp, nonagle=True, push_one=2)
+            sent = tp.packets_out > pcount
+        elif tp.rtx_queue:
+            skb = tp.rtx_queue[-1]
+            if skb.pcount > 1 and skb.len > (skb.pcount - 1) * mss:
+                skb = tcp_fragment(tp, skb, (skb.pcount - 1) * mss, tp.rtx_queue)
+                skb.pcount = 1
+                tp.rtx_queue[-2].pcount -= 1
+            __tcp_retransmit_skb(tp, skb)
+            tp.tlp_retrans = sent = True
+    if sent:
+        tp.tlp_high_seq = tp.snd_nxt
+        tp.net.mib_inc("TCPLossProbes")
+    # The kernel restarts the RTO from the probe (icsk_pending = 0 first): PTO + RTO
+    # after the segments, a few ms more than the RTO alone.  The model's RTO ends
+    # within the tick after the segments, so it still fires in this timer run, where
+    # the RTO the probe took the place of would have.
+    tcp_rearm_rto(tp)
+
+
+def __tcp_retransmit_skb(tp: TcpSock, skb: Skb) -> None:
+    """__tcp_retransmit_skb(): send a segment of the retransmission queue again."""
+    skb.retrans = True
+    tp.retransmits += 1  # tcpi_total_retrans
+    tcp_transmit_skb(tp, skb)
+
+
+def tcp_check_dsack(tp: TcpSock, dsack: tuple) -> bool:
+    """tcp_check_dsack(): the peer got data twice (TCPDSACKRecv); True when that was
+    the loss probe's retransmission (FLAG_DSACK_TLP)."""
+    tp.net.mib_inc("TCPDSACKRecv")
+    return bool(tp.tlp_high_seq and tp.tlp_retrans and dsack[1] == tp.tlp_high_seq)
+
+
+def tcp_process_tlp_ack(tp: TcpSock, ack: int, una_advanced: bool, dsack_tlp: bool) -> None:
+    """tcp_process_tlp_ack(): the ACK covers the probe.  A D-SACK of it (or a pure
+    duplicate ACK) says the original arrived too: no loss.  An ACK beyond it without
+    one says the probe repaired a loss: the congestion window would be reduced
+    (TCPLossProbeRecovery; bbr, the reference machine's, does its own cwnd control and
+    keeps it)."""
+    if ack < tp.tlp_high_seq:
+        return
+    if not tp.tlp_retrans or dsack_tlp:
+        tp.tlp_high_seq = 0
+    elif ack > tp.tlp_high_seq:
+        tp.tlp_high_seq = 0
+        tp.net.mib_inc("TCPLossProbeRecovery")
+    elif not una_advanced:
+        tp.tlp_high_seq = 0
 
 
 def tcp_delack_timer(tp: TcpSock) -> None:
@@ -1062,14 +1376,31 @@ def tcp_delack_timer(tp: TcpSock) -> None:
         tcp_send_ack(tp)
 
 
+def tcp_write_timer_handler(tp: TcpSock) -> None:
+    """tcp_write_timer_handler(): the retransmission timer fired for a loss probe or
+    an RTO."""
+    event = tp.icsk_pending
+    if event == ICSK_TIME_LOSS_PROBE:
+        tcp_send_loss_probe(tp)
+    elif event == ICSK_TIME_RETRANS:
+        tp.icsk_pending = 0
+        tcp_retransmit_timer(tp)
+
+
 def tcp_retransmit_timer(tp: TcpSock) -> None:
     """tcp_retransmit_timer() -> tcp_enter_loss(): everything outstanding is resent,
-    starting again from a congestion window of one."""
+    starting again from a congestion window of one; loss recovery lasts until all of
+    it is acknowledged (no loss probes meanwhile)."""
     if not tp.packets_out or not tp.rtx_queue:
         return
     tp.net.mib_inc("TCPTimeouts")
+    tp.icsk_ca_state = TCP_CA_Loss
+    tp.high_seq = tp.snd_nxt
+    tp.tlp_high_seq = 0
     while tp.rtx_queue:
-        tp.write_queue.appendleft(tp.rtx_queue.pop())
+        skb = tp.rtx_queue.pop()
+        skb.retrans = True
+        tp.write_queue.appendleft(skb)
     tp.retransmits += 1
     tp.snd_nxt = tp.snd_una
     tp.packets_out = 0
@@ -1082,7 +1413,8 @@ def tcp_probe_timer(tp: TcpSock) -> None:
     what the window has room for, or a zero-window probe that the peer answers."""
     if tp.packets_out or not tp.write_queue:
         return
-    tcp_reset_xmit_timer(tp, tp.probe_timer)  # ICSK_TIME_PROBE0: again at the next tick
+    # ICSK_TIME_PROBE0: again at the next tick
+    tcp_reset_xmit_timer(tp, tp.probe_timer, sched.TCP_PROBE, tp.icsk_rto)
     skb = tp.write_queue[0]
     if tcp_snd_wnd_test(tp, skb, tp.mss_cache):
         tcp_write_xmit(tp, nonagle=True)
