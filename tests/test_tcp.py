@@ -520,7 +520,7 @@ def test_tcp_bloat_scenario_holds_the_limited_group_back(tmp_path):
     assert any(lim["tcp_pressure"]) and not any(free["tcp_pressure"])
     # The drain at tick 25 grows the limited reader's buffer by autotuning, a round trip
     # at a time: Linux 6.18.44 ended the run with 1615485 (memcg compare tcp-bloat, every
-    # run); the model's steps are coarser (2971021), within a factor of two.
+    # run); the model's steps are coarser (2976535), within a factor of two.
     real_rcvbuf = 1615485
     assert real_rcvbuf // 2 <= result["sockets"]["lim"]["rcvbuf"] <= 2 * real_rcvbuf
     # ... and the window it opens lets through more than the group holds: segments are
