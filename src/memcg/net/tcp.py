@@ -5,8 +5,9 @@ tcp_cleanup_rbuf), tcp_input.c (tcp_data_queue, tcp_try_rmem_schedule, tcp_prune
 tcp_clamp_window, tcp_grow_window, tcp_measure_rcv_mss, tcp_rcv_space_adjust,
 tcp_rcvbuf_grow, tcp_sndbuf_expand, tcp_new_space, tcp_ack) and tcp_output.c
 (tcp_write_xmit, __tcp_select_window, tcp_select_window, tcp_write_wakeup,
-tcp_fragment) and tcp_timer.c (the delayed ACK, retransmission and zero-window probe
-timers, armed on the machine's clock: sched.py).  Memory accounting is in sock.py; the
+tcp_fragment, tcp_schedule_loss_probe, tcp_send_loss_probe) and tcp_timer.c (the delayed
+ACK, retransmission - and tail loss probe - and zero-window probe timers, armed on the
+machine's clock: sched.py).  Memory accounting is in sock.py; the
 Socket of the Kernel interface is the system-call face in socket.py.
 
 What the model keeps and what it leaves out (docs/tcp.md):
@@ -19,11 +20,15 @@ What the model keeps and what it leaves out (docs/tcp.md):
   merges a segment into the tail of its queue (tcp_try_coalesce) once the sender has
   freed its copy of the tail.
 - Out-of-order segments (after a drop) are dropped, not queued; losses are repaired by
-  the retransmission timer.  No SACK, no fast retransmit, no collapse of queues.
+  the retransmission timer.  No SACK blocks, no fast retransmit, no collapse of queues;
+  a D-SACK reports old data received again (what a tail loss probe needs).
 - Time is in ticks (one second).  A delayed ACK goes at the next tick; a
-  retransmission or zero-window probe timer armed in one tick fires at the next
-  (40 ms and 200 ms on a real machine).  Receive autotuning measures once per tick:
-  reads in the same tick count as one round trip.
+  retransmission, loss probe or zero-window probe timer armed in one tick fires at the
+  next (40 ms, 200 ms and 2 * srtt + 2 ms on a real machine); the timers of a tick run
+  in the order of their timeouts, and TCP's clock (tcp_clock_us) reads the tick before
+  plus the timeout while one runs, which gives the RTT samples of the estimator
+  (tcp_rtt_estimator).  The RTO has no backoff.  Receive autotuning measures once per
+  tick: reads in the same tick count as one round trip.
 - Congestion control: slow start (cwnd grows by the segments each ACK covers);
   tcp_congestion_control only selects the send buffer factor of tcp_sndbuf_expand()
   (2, or 3 for bbr).
