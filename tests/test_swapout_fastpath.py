@@ -72,7 +72,8 @@ def taken(monkeypatch):
 
 @pytest.fixture
 def episodes(monkeypatch):
-    """Counts the limit-reclaim episodes fastpath.swapout took at once."""
+    """Counts the limit-reclaim episodes fastpath.swapout took at once, alone or in runs
+    of charges."""
     count = [0]
     real = swapout.reclaim_swap_episode
 
@@ -81,6 +82,13 @@ def episodes(monkeypatch):
         count[0] += r
         return r
     monkeypatch.setattr(swapout, "reclaim_swap_episode", counting)
+    real_plan = swapout._plan_charge_episodes
+
+    def counting_plan(*args):  # the episodes of runs of charges (charge_swap_episodes)
+        r = real_plan(*args)
+        count[0] += len(r or ())
+        return r
+    monkeypatch.setattr(swapout, "_plan_charge_episodes", counting_plan)
     return count
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from .. import cgroup, psi, sched
 from ..kernel import PAGE_SIZE
 from ..net import sock
-from . import list_lru
+from . import fastpath, list_lru
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter, page_counter_calculate_protection
 
@@ -773,6 +773,14 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
             if total > used:
                 refill_stock(sys, memcg, total - used, cpu)
             continue
+        # At the limit, each page reclaiming an episode into swap: if the fast path can
+        # take a run of these charges and their episodes at once, let it.
+        if fastpath.ENABLED:
+            from .fastpath import swapout  # late: the fast path builds on this module
+            k = swapout.charge_swap_episodes(sys, memcg, n - done, task)
+            if k:
+                done += k
+                continue
         ret = try_charge_memcg(sys, memcg, 1, task, user_fault)
         if ret != 0:
             return done, ret
