@@ -388,13 +388,12 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
     freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
     assert len(freed) == evicted
     charged = 0
-    memsw = list(memcg.memsw.ancestors())
+    peak = 0  # the most the memsw levels saw charged above their usage at the start
     failcnt = memcg.memory.track_failcnt
     for passes, total in episodes:
         # try_charge_memcg(): the batch attempt passes every memsw level (its watermark
         # sees it) and fails at the group, then the page alone fails there too
-        for c in memsw:
-            c.watermark = max(c.watermark, c.usage + charged + MEMCG_CHARGE_BATCH)
+        peak = charged + MEMCG_CHARGE_BATCH
         if failcnt:
             memcg.memory.failcnt += 2
         memcontrol.memcg_memory_event(sys, memcg, memcontrol.MEMCG_MAX)
@@ -408,10 +407,13 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
         # attempt passes memsw, raising its watermark, and fails at the group
         singles = min(total, nr_pages - charged) - 1
         if singles:
-            for c in memsw:
-                c.watermark = max(c.watermark, c.usage + charged + singles + MEMCG_CHARGE_BATCH)
+            peak = charged + singles + MEMCG_CHARGE_BATCH
             memcg.memory.failcnt += singles
         charged += singles + 1
+    # memsw usage only grows through the run: the last episode's attempts reach highest
+    for c in memcg.memsw.ancestors():
+        if c.usage + peak > c.watermark:
+            c.watermark = c.usage + peak
     memcg.memsw.charge(charged)
     memcg.memory.charge(charged)
     # mem_cgroup_iter_partial(): the last walk, stopped at its goal, keeps its position
