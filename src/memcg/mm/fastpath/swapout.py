@@ -220,12 +220,29 @@ def _episode_setup(sys: System, memcg: MemCgroup):
     return file, deactivate_file, counts
 
 
+# The plans made, by everything they depend on: a group swapping through its limit
+# plans the same few list sizes over and over.
+_plans: dict = {}
+_PLANS_KEPT = 4096
+
+
 def _plan_passes(memcg: MemCgroup, setup, size: int, nr_to_reclaim: int):
     """do_try_to_free_pages()'s priority loop over an inactive anon list of `size` pages
-    of which every page scanned is evicted: [(priority, [batch sizes])] and the pages in
-    all, or None when a shrinker would scan at some priority."""
+    of which every page scanned is evicted: ((priority, (batch sizes)), ...) and the
+    pages in all, or None when a shrinker would scan at some priority."""
     file, deactivate_file, counts = setup
-    swappiness = memcg.swappiness
+    key = (size, nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness,
+           memcg.online)
+    plan = _plans.get(key, False)
+    if plan is False:
+        if len(_plans) >= _PLANS_KEPT:
+            _plans.clear()
+        plan = _plans[key] = _make_plan(key)
+    return plan
+
+
+def _make_plan(key):
+    size, nr_to_reclaim, file, deactivate_file, counts, swappiness, online = key
     passes = []
     total = 0
     prio = vmscan.DEF_PRIORITY
@@ -244,9 +261,9 @@ def _plan_passes(memcg: MemCgroup, setup, size: int, nr_to_reclaim: int):
             scan = 0  # SCAN_FILE
         else:
             scan = left >> prio
-            if not scan and not memcg.online:
+            if not scan and not online:
                 scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if memcg.online else \
+            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
                 -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
         # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
         prio_batches = []
@@ -259,11 +276,11 @@ def _plan_passes(memcg: MemCgroup, setup, size: int, nr_to_reclaim: int):
             if reclaimed >= nr_to_reclaim:
                 break  # no file pages to keep in proportion
         total += reclaimed
-        passes.append((prio, prio_batches))
+        passes.append((prio, tuple(prio_batches)))
         if total >= nr_to_reclaim or not prio:
             break
         prio -= 1
-    return passes, total
+    return tuple(passes), total
 
 
 def _pages_evictable(sys: System, inactive, total: int) -> bool:
@@ -401,8 +418,9 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
         # vmpressure() after it (shrink_node)
         for prio, prio_batches in passes:
             vmpressure.vmpressure_prio(sys, memcg, prio)
-            scanned = sum(prio_batches)
-            vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+            if prio_batches:  # vmpressure() of a pass that scanned nothing does nothing
+                scanned = sum(prio_batches)
+                vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
         # the page charged, then the rest one by one (_charge_singles): each batch
         # attempt passes memsw, raising its watermark, and fails at the group
         singles = min(total, nr_pages - charged) - 1
