@@ -13,7 +13,9 @@ order: the result is the slow path's, step for step.
 
 reclaim_swap_episode() goes one level up: a whole do_try_to_free_pages() of a leaf
 group whose every scanned page goes to swap, all its priorities' batches planned in
-integers and evicted in one go.
+integers and evicted in one go.  charge_swap_episodes() goes one more level up: the
+one-page charges of a charge_pages() call at the limit, each of which fails, reclaims
+such an episode and charges, taken together with all their episodes.
 """
 
 from __future__ import annotations
