@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import memcg
 from memcg.mm import mmzone
+from memcg.mm.memcontrol import MEMCG_MAX
 from memcg.mm.fastpath import folio, stream, swapout
 
 from test_reclaim_fastpath import observe, run_both
@@ -72,7 +73,8 @@ def taken(monkeypatch):
 
 @pytest.fixture
 def episodes(monkeypatch):
-    """Counts the limit-reclaim episodes fastpath.swapout took at once."""
+    """Counts the limit-reclaim episodes fastpath.swapout took at once, alone or in runs
+    of charges."""
     count = [0]
     real = swapout.reclaim_swap_episode
 
@@ -81,6 +83,29 @@ def episodes(monkeypatch):
         count[0] += r
         return r
     monkeypatch.setattr(swapout, "reclaim_swap_episode", counting)
+    real_plan = swapout._plan_charge_episodes
+
+    def counting_plan(*args):  # the episodes of runs of charges (charge_swap_episodes)
+        r = real_plan(*args)
+        count[0] += len(r or ())
+        return r
+    monkeypatch.setattr(swapout, "_plan_charge_episodes", counting_plan)
+    return count
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Counts the episodes fastpath.swapout took in runs of one-page charges
+    (charge_swap_episodes)."""
+    count = [0]
+    real = swapout.charge_swap_episodes
+
+    def counting(sys, memcg, nr_pages, task):
+        before = memcg.memory_events_local[MEMCG_MAX]
+        r = real(sys, memcg, nr_pages, task)
+        count[0] += memcg.memory_events_local[MEMCG_MAX] - before
+        return r
+    monkeypatch.setattr(swapout, "charge_swap_episodes", counting)
     return count
 
 
@@ -100,7 +125,7 @@ def kept(monkeypatch):
 
 def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, threshold=None,
                    semantics="6.18", parent_limit=False, memory="1G", swappiness=None,
-                   soft_limit=None):
+                   soft_limit=None, watch=None):
     def workload():
         k = memcg.SimKernel(memory=memory, cpus=2, swap=swap, semantics=semantics)
         k.mkdir("/p")
@@ -119,6 +144,15 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
         if threshold:
             events.append(k.event(f"{where}/memory.usage_in_bytes", threshold))
         tasks = [k.spawn("/p/g"), k.spawn("/p/g")]
+        woken = []
+        if watch and events:
+            # a user-space reader of the first eventfd, woken by each signal; "free" also
+            # gives back some of the second task's anon memory when it runs
+            def reader(n):
+                woken.append((n, k.sys.mem.nr_free))
+                if watch == "free" and tasks[1].state == "running":
+                    tasks[1].free_anon(64 * 4096)
+            events[0].watch(reader)
         for i, (op, who, pages) in enumerate(ops):
             t = tasks[who]
             if t.state != "running":
@@ -131,7 +165,9 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
              "exit": lambda: t.exit(), "mlock": lambda: t.touch_anon(n, locked=True),
              "shm": lambda: t.touch_shm(f"s{i % 3}", n), "free": lambda: t.free_anon(n),
              "read": lambda: t.read_file("f", n), "write": lambda: t.write_file(f"w{i}", n)}[op]()
-        return observe_exact(k, tasks, events)
+        out = observe_exact(k, tasks, events)
+        out["woken"] = woken
+        return out
     return workload
 
 
@@ -200,11 +236,65 @@ def test_swapin_and_free_same_both_ways(monkeypatch, taken):
 @pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
                                          ("16M", 48 * 256)])
 def test_swap_episodes_same_both_ways(kind, limit, pages, semantics, monkeypatch, episodes,
-                                     kept):
-    """Whole limit-reclaim episodes of a leaf group's anon list at once (6c, 6d), and the
-    first reclaims' runs of batches that keep every freshly faulted (young) page."""
+                                     kept, runs):
+    """Whole limit-reclaim episodes of a leaf group's anon list at once (6c, 6d), alone
+    and in runs of one-page charges, and the first reclaims' runs of batches that keep
+    every freshly faulted (young) page."""
     run_both(_swap_workload([(kind, 0, pages)], limit=limit, semantics=semantics), monkeypatch)
-    assert episodes[0] > 50 and kept[0] > 0
+    assert episodes[0] > 50 and kept[0] > 0 and runs[0] > 50
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("watch", ["count", "free"])
+def test_swap_episodes_woken_reader_same_both_ways(watch, semantics, monkeypatch, runs):
+    """A pressure listener whose reader thread wakes on each signal (and, "free", frees
+    memory when it runs): cond_resched() after a reclaim runs it, so no run of charges
+    goes past a signal; the reader sees the same signals at the same free memory."""
+    obs = run_both(_swap_workload([("anon", 0, 24 * 256), ("shm", 1, 8 * 256),
+                                   ("anon", 1, 8 * 256)], limit="6M", listener="low",
+                                  watch=watch, semantics=semantics), monkeypatch)
+    assert obs["events"][0] > 5 and len(obs["woken"]) > 5
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_episodes_listener_without_reader_same_both_ways(semantics, monkeypatch, runs):
+    """A pressure listener nobody reads (6e): its signals only count, and runs of charges
+    take the windows' signals in their order."""
+    obs = run_both(_swap_workload([("anon", 0, 32 * 256)], limit="6M", memsw="200M",
+                                  listener="low", semantics=semantics), monkeypatch)
+    assert obs["events"][0] > 5 and runs[0] > 50
+
+
+@pytest.mark.parametrize("extra_kb", [40, 400, 1000, 4000])
+def test_swap_episodes_memsw_limit_near_same_both_ways(extra_kb, monkeypatch, runs):
+    """The memsw limit comes near while the group swaps: the runs stop where a batch
+    attempt could fail at memsw, and the slow path goes on into the memsw reclaim."""
+    obs = run_both(_swap_workload([("anon", 0, 12 * 256), ("anon", 1, 6 * 256)], limit="4M",
+                                  memsw=f"{4096 + extra_kb}K"), monkeypatch)
+    assert runs[0] > 0 or extra_kb < 1000
+    assert "oom_killed" in obs["tasks"]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_swap_episodes_limited_parent_room_same_both_ways(nested, monkeypatch, runs):
+    """A limit on the parent too, a little above the group's: the runs need room there
+    for all their charges and a batch."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="64M")
+        k.mkdir("/p")
+        k.mkdir("/p/g")
+        k.write("/p/memory.limit_in_bytes", "4200K")
+        k.write("/p/g/memory.limit_in_bytes", "4M")
+        tasks = [k.spawn("/p/g")]
+        if nested:
+            k.mkdir("/p/h")
+            tasks.append(k.spawn("/p/h"))
+            tasks[1].touch_anon(20 * 4096)
+        tasks[0].touch_anon(12 * MiB)
+        if nested:
+            tasks[1].touch_anon(40 * 4096)
+        return observe_exact(k, tasks)
+    run_both(workload, monkeypatch)
 
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
@@ -245,21 +335,31 @@ _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "
        listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
        threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
        swappiness=st.one_of(st.none(), st.integers(0, 200)),
-       semantics=st.sampled_from(["6.18", "3.8"]))
+       semantics=st.sampled_from(["6.18", "3.8"]),
+       soft_limit_kb=st.one_of(st.none(), st.integers(512, 8 * 1024)),
+       watch=st.sampled_from([None, None, "count", "free"]))
 @example(ops=[("anon", 0, 4000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=None, listener="low", threshold_kb=4000, swappiness=None,
-         semantics="3.8")
+         semantics="3.8", soft_limit_kb=None, watch=None)
 @example(ops=[("read", 0, 2048)], limit_kb=2048, swap_mb=4, memsw_extra_kb=None,
-         listener=None, threshold_kb=None, swappiness=None, semantics="3.8")
+         listener=None, threshold_kb=None, swappiness=None, semantics="3.8",
+         soft_limit_kb=None, watch=None)
+@example(ops=[("anon", 0, 4000), ("anon", 1, 2000)], limit_kb=4096, swap_mb=16,
+         memsw_extra_kb=200, listener="low", threshold_kb=None, swappiness=None,
+         semantics="6.18", soft_limit_kb=None, watch="free")
 def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
-                                  threshold_kb, swappiness, semantics, monkeypatch):
+                                  threshold_kb, swappiness, semantics, soft_limit_kb, watch,
+                                  monkeypatch):
     """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
-    episodes are taken at once) give identical traces both ways."""
+    episodes are taken at once, alone or in runs of one-page charges) give identical
+    traces both ways."""
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     threshold = None if threshold_kb is None else f"{threshold_kb}K"
+    soft_limit = None if soft_limit_kb is None else f"{soft_limit_kb}K"
     run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
                             listener=listener, threshold=threshold, swappiness=swappiness,
-                            semantics=semantics), monkeypatch)
+                            semantics=semantics, soft_limit=soft_limit, watch=watch),
+             monkeypatch)
 
 
 _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),

@@ -212,6 +212,12 @@ _USER = (USER,)
 _TASK = (TASK,)
 
 
+def user_work_due(clock: Clock) -> bool:
+    """Would cond_resched() run anything now: a due user-space thread's event?"""
+    now = clock.now
+    return any(e[_FN] is not None and e[_TIME] <= now and e[_PRIO] == USER for e in clock.queue)
+
+
 def cond_resched(clock: Clock) -> None:
     """Let the runnable user-space threads run: at every return to user space, and while
     a charging task waits in reclaim (they run concurrently with it on a real machine).

@@ -19,7 +19,7 @@ import numpy as np
 from .. import cgroup, psi, sched
 from ..kernel import PAGE_SIZE
 from ..net import sock
-from . import list_lru
+from . import fastpath, list_lru
 from .mmzone import Lruvec, NR_LRU_LISTS, run_slice
 from .page_counter import PAGE_COUNTER_MAX, PageCounter, page_counter_calculate_protection
 
@@ -773,6 +773,14 @@ def charge_pages(sys: System, memcg: MemCgroup, n: int, task: Task | None,
             if total > used:
                 refill_stock(sys, memcg, total - used, cpu)
             continue
+        # At the limit, each page reclaiming an episode into swap: if the fast path can
+        # take a run of these charges and their episodes at once, let it.
+        if fastpath.ENABLED:
+            from .fastpath import swapout  # late: the fast path builds on this module
+            k = swapout.charge_swap_episodes(sys, memcg, n - done, task)
+            if k:
+                done += k
+                continue
         ret = try_charge_memcg(sys, memcg, 1, task, user_fault)
         if ret != 0:
             return done, ret
@@ -857,19 +865,33 @@ def uncharge_pages(sys: System, pfns: np.ndarray, cpu: int = 0, memsw: bool = Tr
         folios = n if not sys.mem.large else \
             nr_folios(sys, pfns if len(ids) == 1 else pfns[owners == memcg_id])
         sys.stats.mod(memcg_id, PGPGOUT, folios)
-        if batches and memcg.nr_page_events[cpu] + n - memcg.thresh_target[cpu] < 0:
-            batches = None  # no event check in any of them: as one call
+        # Each batch is uncharged and counted in its turn; a batch whose count reaches no
+        # ratelimit target has no event check, and nothing sees its uncharge before the
+        # next check: it is uncharged together with the next batch that has one.
+        held = 0
         for part in (batches or (n,)):
-            if not memcg.is_root():
-                memcg.memory.uncharge(part)
-                if memsw:
-                    memcg.memsw.uncharge(part)
+            held += part
+            if memcg.nr_page_events[cpu] + part - memcg.thresh_target[cpu] < 0:
+                memcg.nr_page_events[cpu] += part  # page_events() without an event check
+                continue
+            _uncharge_memcg(memcg, held, memsw)
+            held = 0
             page_events(sys, memcg, part, cpu)
+        if held:
+            _uncharge_memcg(memcg, held, memsw)
         if memcg.under_oom:
             from . import memcontrol_v1  # late: memcontrol_v1 imports names from here at load
             memcontrol_v1.memcg1_oom_recover(sys, memcg)
     sys.mem.memcg[pfns] = 0
     maybe_free_dying(sys)
+
+
+def _uncharge_memcg(memcg: MemCgroup, n: int, memsw: bool) -> None:
+    """uncharge_batch(): the memory (and memsw) counters of memcg give back n pages."""
+    if not memcg.is_root():
+        memcg.memory.uncharge(n)
+        if memsw:
+            memcg.memsw.uncharge(n)
 
 
 def page_events(sys: System, memcg: MemCgroup, n: int, cpu: int) -> None:

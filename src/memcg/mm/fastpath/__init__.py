@@ -8,8 +8,10 @@ goes on step by step.
   read.py       reads of many batches at once with room in the group (mm/filemap.c)
   stream.py     whole reclaim cycles of a read streaming through a full group (mm/vmscan.c)
   swapout.py    small reclaim batches of anon and shmem pages decided in plain integers
-                (mm/vmscan.c shrink_folio_list), and whole limit-reclaim episodes of a
-                leaf group's anon list into swap at once (do_try_to_free_pages)
+                (mm/vmscan.c shrink_folio_list), whole limit-reclaim episodes of a
+                leaf group's anon list into swap at once (do_try_to_free_pages), and
+                runs of one-page charges each through such an episode
+                (mm/memcontrol.c try_charge_memcg)
   softlimit.py  the walks of soft-limit reclaim that evict clean page cache, at once
                 (mm/vmscan.c mem_cgroup_soft_reclaim)
   window.py     the large folios of a readahead window with room for all of them

@@ -13,7 +13,9 @@ order: the result is the slow path's, step for step.
 
 reclaim_swap_episode() goes one level up: a whole do_try_to_free_pages() of a leaf
 group whose every scanned page goes to swap, all its priorities' batches planned in
-integers and evicted in one go.
+integers and evicted in one go.  charge_swap_episodes() goes one more level up: the
+one-page charges of a charge_pages() call at the limit, each of which fails, reclaims
+such an episode and charges, taken together with all their episodes.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # vmscan imports this module for its seam; each needs the other only inside functions
-from .. import vmpressure, vmscan
-from ..memcontrol import (NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL, lruvec_page_state_lru,
-                          mem_cgroup_get_nr_swap_pages)
+from ... import sched
+from .. import memcontrol, vmpressure, vmscan
+from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL,
+                          lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
+from ..page_counter import PAGE_COUNTER_MAX
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                       PG_dirty, PG_mlocked, PG_referenced, PG_swapbacked, PG_young, _chunk_pfns)
 
@@ -167,10 +171,33 @@ def _plan_episode(sys: System, sc):
     """The episode's passes [(priority, [batch sizes])] and its pages in all, or None
     when some step of it could do anything but evict every page it scans."""
     memcg = sc.target
-    if (memcg is None or memcg.is_root() or memcg.children or sys.cgroup_dfl
-            or sys.reclaim_trace is not None or sc.priority != vmscan.DEF_PRIORITY
-            or sc.force_deactivate or sc.memcg_full_walk or sc.kswapd or not sc.may_swap
-            or sc.proactive_swappiness is not None or memcg.under_oom
+    if (memcg is None or sc.priority != vmscan.DEF_PRIORITY or sc.force_deactivate
+            or sc.memcg_full_walk or sc.kswapd or not sc.may_swap
+            or sc.proactive_swappiness is not None):
+        return None
+    setup = _episode_setup(sys, memcg)
+    if setup is None:
+        return None
+    inactive = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    plan = _plan_passes(memcg, setup, inactive.nr, sc.nr_to_reclaim)
+    if plan is None:
+        return None
+    passes, total = plan
+    if not total or total >= memcg.memory.usage or total >= mem_cgroup_get_nr_swap_pages(sys, memcg):
+        return None
+    if _signals_may_interleave(sys, memcg, passes, total):
+        return None
+    if not _pages_evictable(sys, inactive, total):
+        return None
+    return passes, total
+
+
+def _episode_setup(sys: System, memcg: MemCgroup):
+    """What every episode of memcg's limit reclaim plans with while nothing but its
+    inactive anon list changes - (file, deactivate_file, shrinker counts) - or None when
+    the group or its lists are not of the kind the episodes take."""
+    if (memcg.is_root() or memcg.children or sys.cgroup_dfl
+            or sys.reclaim_trace is not None or memcg.under_oom
             or sys.root.thresholds or sys.root.memsw_thresholds):
         return None
     lists = memcg.lruvec.lists
@@ -179,8 +206,7 @@ def _plan_episode(sys: System, sc):
     for lru in (LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
         if lists[lru].entries:
             return None
-    size = inactive.nr
-    if not size or inactive.entries != size:
+    if not inactive.nr or inactive.entries != inactive.nr:
         return None
     swappiness = memcg.swappiness
     if not swappiness or swappiness > vmscan.MAX_SWAPPINESS:
@@ -193,7 +219,32 @@ def _plan_episode(sys: System, sc):
     counts = []
     if sys.semantics != "3.8" and memcg.online:
         counts = [(s.count_objects(sys, s, memcg), s.seeks) for s in sys.shrinkers]
-    nr_to_reclaim = sc.nr_to_reclaim
+    return file, deactivate_file, counts
+
+
+# The plans made, by everything they depend on: a group swapping through its limit
+# plans the same few list sizes over and over.
+_plans: dict = {}
+_PLANS_KEPT = 4096
+
+
+def _plan_passes(memcg: MemCgroup, setup, size: int, nr_to_reclaim: int):
+    """do_try_to_free_pages()'s priority loop over an inactive anon list of `size` pages
+    of which every page scanned is evicted: ((priority, (batch sizes)), ...) and the
+    pages in all, or None when a shrinker would scan at some priority."""
+    file, deactivate_file, counts = setup
+    key = (size, nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness,
+           memcg.online)
+    plan = _plans.get(key, False)
+    if plan is False:
+        if len(_plans) >= _PLANS_KEPT:
+            _plans.clear()
+        plan = _plans[key] = _make_plan(key)
+    return plan
+
+
+def _make_plan(key):
+    size, nr_to_reclaim, file, deactivate_file, counts, swappiness, online = key
     passes = []
     total = 0
     prio = vmscan.DEF_PRIORITY
@@ -204,16 +255,17 @@ def _plan_episode(sys: System, sc):
                 return None
         left = size - total
         cache_trim = bool(file >> prio) and not deactivate_file
-        # get_scan_count() of the inactive anon list (swap free all along: checked below)
+        # get_scan_count() of the inactive anon list (swap free all along: checked by
+        # the caller)
         if not prio:
             scan = left  # SCAN_EQUAL
         elif cache_trim:
             scan = 0  # SCAN_FILE
         else:
             scan = left >> prio
-            if not scan and not memcg.online:
+            if not scan and not online:
                 scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if memcg.online else \
+            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
                 -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
         # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
         prio_batches = []
@@ -226,27 +278,27 @@ def _plan_episode(sys: System, sc):
             if reclaimed >= nr_to_reclaim:
                 break  # no file pages to keep in proportion
         total += reclaimed
-        passes.append((prio, prio_batches))
+        passes.append((prio, tuple(prio_batches)))
         if total >= nr_to_reclaim or not prio:
             break
         prio -= 1
-    if not total or total >= memcg.memory.usage or total >= mem_cgroup_get_nr_swap_pages(sys, memcg):
-        return None
-    if _signals_may_interleave(sys, memcg, passes, total):
-        return None
+    return tuple(passes), total
+
+
+def _pages_evictable(sys: System, inactive, total: int) -> bool:
+    """Are the `total` oldest pages of the list clean, swap-backed, not mlocked, not
+    young, of order 0 and of one address space that no fork shares?"""
     pfns = _peek(inactive, total)
     mem = sys.mem
     flags = mem.flags[pfns]
     mapping = mem.mapping[pfns]
     if ((flags & (_CLASS_MASK | PG_young)) != PG_swapbacked).any() or (mapping != mapping[0]).any():
-        return None
+        return False
     if mem.large and mem.order[pfns].any():
-        return None
+        return False
     # pages shared copy-on-write with a forked mm (one anon_vma tree): each mapper's swap
     # entry is duplicated batch by batch - the slow path
-    if getattr(sys.mappings[int(mapping[0])], "anon_vma_tree", None) is not None:
-        return None
-    return passes, total
+    return getattr(sys.mappings[int(mapping[0])], "anon_vma_tree", None) is None
 
 
 def _signals_may_interleave(sys: System, memcg: MemCgroup, passes, total: int) -> bool:
@@ -319,3 +371,133 @@ def keep_batches(sys: System, memcg: MemCgroup, nr_to_scan: int, sc) -> int:
     mem.flags[pfns] = (flags & _CLEAR) | PG_referenced
     lst.add(mem, pfns)  # NR_LRU unchanged: off the list and back on
     return n
+
+
+# --- runs of one-page charges, each through a limit-reclaim episode -----------------------
+
+def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> int:
+    """The next one-page charges of charge_pages() for a group at its limit, each
+    try_charge_memcg() failing and reclaiming an episode into swap (reclaim_swap_episode),
+    taken together; the pages charged (0: none, nothing done).
+
+    mm/memcontrol.c: try_charge_memcg() of one page with no margin - the batch attempt
+    fails at the group (failcnt), the single page fails too (failcnt), MEMCG_MAX is
+    counted, try_to_free_mem_cgroup_pages() reclaims an episode of r pages, cond_resched()
+    has nothing to run, and the page is charged; charge_pages() then takes the next r - 1
+    pages one by one (_charge_singles: each batch attempt fails at the group), and the
+    margin gone, the next page repeats it.  The episodes' pages are the list's oldest,
+    episode after episode, so they are isolated and evicted at once, with their batches
+    uncharged in turn (uncharge_pages); the charge side is then counted in plain integers.
+    The uncharges coming before the charges between them is seen by nothing: there is no
+    usage threshold and no soft limit to look at usage at an event check, the group's
+    usage never goes over its limit either way and its ancestors' never over where it
+    started, and memsw (swap-out keeps it) sees the charges in their order.
+    """
+    episodes = _plan_charge_episodes(sys, memcg, nr_pages, task)
+    if not episodes:
+        return 0
+    mem = sys.mem
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    evicted = sum(total for _, total in episodes)
+    pfns = lst.isolate(mem, evicted)
+    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
+    sys.stats.mod(memcg.id, PGSCAN, evicted)
+    sys.stats.mod(memcg.id, PGSTEAL, evicted)
+    batches = [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches]
+    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
+    assert len(freed) == evicted
+    charged = 0
+    peak = 0  # the most the memsw levels saw charged above their usage at the start
+    failcnt = memcg.memory.track_failcnt
+    for passes, total in episodes:
+        # try_charge_memcg(): the batch attempt passes every memsw level (its watermark
+        # sees it) and fails at the group, then the page alone fails there too
+        peak = charged + MEMCG_CHARGE_BATCH
+        if failcnt:
+            memcg.memory.failcnt += 2
+        memcontrol.memcg_memory_event(sys, memcg, memcontrol.MEMCG_MAX)
+        # do_try_to_free_pages(): vmpressure_prio() before each priority's pass, and
+        # vmpressure() after it (shrink_node)
+        for prio, prio_batches in passes:
+            vmpressure.vmpressure_prio(sys, memcg, prio)
+            if prio_batches:  # vmpressure() of a pass that scanned nothing does nothing
+                scanned = sum(prio_batches)
+                vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+        # the page charged, then the rest one by one (_charge_singles): each batch
+        # attempt passes memsw, raising its watermark, and fails at the group
+        singles = min(total, nr_pages - charged) - 1
+        if singles:
+            peak = charged + singles + MEMCG_CHARGE_BATCH
+            memcg.memory.failcnt += singles
+        charged += singles + 1
+    # memsw usage only grows through the run: the last episode's attempts reach highest
+    for c in memcg.memsw.ancestors():
+        if c.usage + peak > c.watermark:
+            c.watermark = c.usage + peak
+    memcg.memsw.charge(charged)
+    memcg.memory.charge(charged)
+    # mem_cgroup_iter_partial(): the last walk, stopped at its goal, keeps its position
+    memcg.reclaim_iter = memcg if episodes[-1][1] >= vmscan.SWAP_CLUSTER_MAX else None
+    return charged
+
+
+def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
+    """The episodes [(passes, pages)] that charge_swap_episodes() can take for the next
+    nr_pages one-page charges, or None."""
+    if (not nr_pages or task is None or sys.clock.in_resched
+            or memcg.memory.usage != memcg.memory.max):
+        return None
+    setup = _episode_setup(sys, memcg)
+    if setup is None:
+        return None
+    cpu = task.cpu
+    stock = sys.stock[cpu]
+    if any(c is memcg and n for c, n in zip(stock.cached, stock.nr_pages)):
+        return None  # consume_stock() would take pages
+    # every level but the group has room for all the charges and a batch: only the
+    # group's memory counter fails (the memsw counter keeps each swapped page's charge)
+    room = nr_pages + MEMCG_CHARGE_BATCH
+    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
+        return None
+    if any(c.max - c.usage < room for c in memcg.memory.ancestors() if c is not memcg.memory):
+        return None
+    # nothing can see the usage between the uncharges and the charges: no thresholds,
+    # no soft limit (mem_cgroup_threshold, memcg1_update_tree at the event checks)
+    for m in memcg.ancestors():
+        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
+                or m.soft_limit != PAGE_COUNTER_MAX:
+            return None
+    # cond_resched() after each reclaim runs nothing: no user-space thread due, and no
+    # signal of the run wakes one (a pressure level, MEMCG_MAX's file notification, a
+    # user-space shrinker's request)
+    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
+        return None
+    for m in memcg.ancestors():
+        vmpr = sys._vmpressure.get(m.id)
+        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
+            return None
+    for name in ("memory.events", "memory.events.local"):
+        if sys.file_watchers.get((memcg.id, name)):
+            return None
+    size = memcg.lruvec.lists[LRU_INACTIVE_ANON].nr
+    usage = memcg.memory.usage  # at each episode: the limit, all charged back
+    swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
+    nr_to_reclaim = vmscan.SWAP_CLUSTER_MAX  # try_to_free_mem_cgroup_pages(1 page)
+    episodes = []
+    evicted = charged = 0
+    while charged < nr_pages:
+        plan = _plan_passes(memcg, setup, size - evicted, nr_to_reclaim)
+        if plan is None:
+            break
+        total = plan[1]
+        # the episode evicts what it scans; its margin takes charge_pages() to one-page
+        # charges (no batch fits)
+        if not total or total >= usage or total >= swap_free - evicted \
+                or total - 1 >= MEMCG_CHARGE_BATCH:
+            break
+        episodes.append(plan)
+        evicted += total
+        charged += min(total, nr_pages - charged)
+    if not episodes or not _pages_evictable(sys, memcg.lruvec.lists[LRU_INACTIVE_ANON], evicted):
+        return None
+    return episodes
