@@ -43,7 +43,8 @@ def kernel(request, tmp_path):
         # this machine's costs for a Python worker (`memcg calibrate`), so the model's
         # kernel-memory figures are those of the workers the real side runs
         costs = {"kmem_fork_bytes": 130048, "kmem_mkdir_bytes_ext4": 1444,
-                 "kmem_mkdir_bytes_tmpfs": 963, "kmem_socket_bytes": 6656}
+                 "kmem_mkdir_bytes_tmpfs": 963, "kmem_socket_bytes": 6656,
+                 "fork_child_faults": 1}
         profile = tmp_path / "profile.json"
         profile.write_text(json.dumps({key: v for key, v in costs.items() if key in PROFILE_KEYS}))
         k = memcg.SimKernel(memory="4G", cpus=2, profile=str(profile))
@@ -506,6 +507,29 @@ def test_kmem_per_fork(kernel):
     assert str(children[0].pid) in k.read("/g/cgroup.procs").split()
     # at least the kernel stack (THREAD_SIZE, 16 KiB on x86-64) plus task_struct and mm
     assert 16 * KiB <= per_fork <= 1 * MiB
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_forked_children_fault_in_their_own_group(kernel):
+    """Each child faults once on its way to its first wait (the real worker's child
+    reads its ready message from a shared page fork did not copy: mm/memory.c
+    vma_needs_copy), counted in the group of the child's mm (handle_mm_fault ->
+    count_memcg_event_mm); a minor fault on a page already charged: no pgpgin.  The
+    forking worker's own heap may fault a page or two while it forks."""
+    k = kernel
+    t = group_with_task(k)
+    k.settle()
+    before = stat(k, "/g")
+    children = [t.fork() for _ in range(20)]
+    k.settle()
+    after = stat(k, "/g")
+    faults, charged = after["pgfault"] - before["pgfault"], after["pgpgin"] - before["pgpgin"]
+    if k.backend == "sim":
+        assert faults == 20 and charged == 0
+    else:
+        assert 20 <= faults <= 20 + 4 and charged <= 4
+    for c in children:
+        c.exit()
 
 
 @pytest.mark.parametrize("fs", ["ext4", "tmpfs"])
