@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 from .. import sched
 from ..kernel import PAGE_SIZE
 from ..mm.shrink_plan import (SETTLE, backoff_seconds, default_margin, level_shortfall,
-                              over_high_mark, request_settled, shrink_plan, usage_shortfall,
-                              usage_thresholds)
+                              over_high_mark, report_may_cross, request_settled, shrink_plan,
+                              usage_shortfall, usage_thresholds)
 
 if TYPE_CHECKING:
     from ..fs.eventfd import EventFd
@@ -61,6 +61,8 @@ class Group:
     asked_round: list = field(default_factory=list)
     dropped: bool = True
     last_ask: float = -1e9
+    usage_read: int = -1   # usage as last read, and the bytes reported ("+N") since
+    reported: int = 0
 
 
 class SimShrinkerd:
@@ -83,9 +85,10 @@ class SimShrinkerd:
 
     def usage(self, g: Group) -> int:
         try:
-            return int(self.k.read(_join(g.path, "memory.usage_in_bytes")))
+            g.usage_read, g.reported = int(self.k.read(_join(g.path, "memory.usage_in_bytes"))), 0
         except OSError:
-            return -1
+            g.usage_read = -1
+        return g.usage_read
 
     # --- clients ---------------------------------------------------------------------
     def register(self, group: str, efd: "EventFd", chunk_size: int) -> None:
@@ -99,7 +102,10 @@ class SimShrinkerd:
                 c.chunks = max(0, c.chunks + delta)
                 if delta > 0:   # the daemon's usage check at a "+N" (shrinkerd.py)
                     for g in self.ancestors(group):
-                        self.reclaim_check(g, "report")
+                        g.reported += delta * c.chunk_size
+                        if 0 <= g.limit < UNLIMITED and report_may_cross(
+                                g.usage_read, g.reported, g.limit, self.margin(g.limit)):
+                            self.reclaim_check(g, "report")
                 return
         raise OSError(errno.EBADF, "Bad file descriptor")
 
