@@ -21,6 +21,7 @@ import time
 import pytest
 
 import memcg
+from memcg.cache import ChunkCache
 from conftest import GuestCase, guest_fixture
 from memcg.profile import PROFILE_KEYS
 
@@ -43,7 +44,8 @@ def kernel(request, tmp_path):
         # this machine's costs for a Python worker (`memcg calibrate`), so the model's
         # kernel-memory figures are those of the workers the real side runs
         costs = {"kmem_fork_bytes": 130048, "kmem_mkdir_bytes_ext4": 1444,
-                 "kmem_mkdir_bytes_tmpfs": 963, "kmem_socket_bytes": 6656}
+                 "kmem_mkdir_bytes_tmpfs": 963, "kmem_socket_bytes": 6656,
+                 "fork_child_faults": 1}
         profile = tmp_path / "profile.json"
         profile.write_text(json.dumps({key: v for key, v in costs.items() if key in PROFILE_KEYS}))
         k = memcg.SimKernel(memory="4G", cpus=2, profile=str(profile))
@@ -508,6 +510,29 @@ def test_kmem_per_fork(kernel):
     assert 16 * KiB <= per_fork <= 1 * MiB
 
 
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_forked_children_fault_in_their_own_group(kernel):
+    """Each child faults once on its way to its first wait (the real worker's child
+    reads its ready message from a shared page fork did not copy: mm/memory.c
+    vma_needs_copy), counted in the group of the child's mm (handle_mm_fault ->
+    count_memcg_event_mm); a minor fault on a page already charged: no pgpgin.  The
+    forking worker's own heap may fault a page or two while it forks."""
+    k = kernel
+    t = group_with_task(k)
+    k.settle()
+    before = stat(k, "/g")
+    children = [t.fork() for _ in range(20)]
+    k.settle()
+    after = stat(k, "/g")
+    faults, charged = after["pgfault"] - before["pgfault"], after["pgpgin"] - before["pgpgin"]
+    if k.backend == "sim":
+        assert faults == 20 and charged == 0
+    else:
+        assert 20 <= faults <= 20 + 4 and charged <= 4
+    for c in children:
+        c.exit()
+
+
 @pytest.mark.parametrize("fs", ["ext4", "tmpfs"])
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
 def test_kmem_per_mkdir(kernel, fs):
@@ -794,6 +819,60 @@ def test_forkbomb_victims_agree(real_memcg):
              (("sim", sim), ("linux", real))}
     assert abs(count["sim"] - count["linux"]) <= 1, count
     assert 300 <= count["sim"] <= 400
+
+
+# --------------------------------------------------------------------------- shrinkerd's sawtooth
+
+
+class LoggedCache(ChunkCache):
+    """A ChunkCache that keeps the requests it was asked, in order."""
+
+    def __init__(self, *args, **kwargs):
+        self.asked: list[int] = []
+        super().__init__(*args, **kwargs)
+
+    def shrink(self, n: int) -> None:
+        self.asked.append(n)
+        super().shrink(n)
+
+
+@pytest.mark.parametrize("backend", ["sim", LINUX])
+def test_shrinkerd_sawtooth_ends_where_the_model_says(backend, request):
+    """A 1 MiB-chunk cache allocating eight times its 64M limit, served by memcg
+    shrinkerd at a 12 MiB margin (the model running the daemon's policy): every request
+    comes at the chunk that takes usage over the 52 MiB high mark - the daemon checks
+    usage at each report and the real backend lets it react before the task goes on,
+    rather than waiting for the threshold event that mm/memcontrol-v1.c memcg1_check_events
+    ratelimits - and asks for the 12 chunks that bring usage back to 40 MiB; so both
+    kernels end with 44 chunks (512 = 52 + 38 * 12 + 4) and 44 MiB of rss."""
+    from memcg.backends.linux.shrinker import SHRINKER_MARGIN
+    if backend == "sim":
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0", shrinker="shrinkerd",
+                            shrinkerd_margin=SHRINKER_MARGIN)
+    else:
+        request.getfixturevalue("real_memcg")
+        k = memcg.LinuxKernel(memory="1G", swap="0")
+    try:
+        k.mkdir("/stress")
+        k.write("/stress/memory.limit_in_bytes", "64M")
+        t = k.spawn("/stress")
+        cache = LoggedCache(k, t, "/stress", MiB)
+        for i in range(8 * 64):
+            assert cache.put(i)
+            if i % 64 == 63:
+                k.advance(1)
+        k.settle()
+        st = stat(k, "/stress")
+        assert cache.asked == [12] * 39
+        assert len(cache.entries) == 44
+        assert near(k, st["rss"], 44 * MiB, pages=16) and st["inactive_anon"] == st["rss"]
+        assert 52 * MiB <= num(k, "/stress/memory.max_usage_in_bytes") < 53 * MiB
+        assert num(k, "/stress/memory.failcnt") == 0
+        cache.close()
+        t.exit()
+        k.rmdir("/stress")
+    finally:
+        k.close()
 
 
 # /P limited to 64M; /P/A reads a file twice (all of it active), then /P/B reads 256 MiB.

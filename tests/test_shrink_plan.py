@@ -3,7 +3,7 @@
 from hypothesis import given, strategies as st
 
 from memcg.mm import mempressure
-from memcg.mm.shrink_plan import PAGE_SIZE, shrink_plan
+from memcg.mm.shrink_plan import PAGE_SIZE, report_may_cross, shrink_plan
 
 MiB = 1 << 20
 
@@ -88,3 +88,14 @@ def test_the_model_asks_what_the_plan_says(shortfalls, holdings):
             state[i] = (state[i][0] - n, state[i][1])
         debt = plan.debt_pages
         assert sys.shrinker_debt[1] == debt
+
+
+def test_a_report_is_checked_once_it_may_reach_the_high_mark():
+    """A "+N" is a usage check once usage as last read plus what was reported since
+    reaches limit - margin (or usage was never read); short of that it is not read."""
+    MiB = 1 << 20
+    limit, margin = 64 * MiB, 12 * MiB
+    assert report_may_cross(-1, 0, limit, margin)
+    assert not report_may_cross(40 * MiB, 11 * MiB, limit, margin)
+    assert report_may_cross(40 * MiB, 12 * MiB, limit, margin)
+    assert report_may_cross(53 * MiB, 0, limit, margin)

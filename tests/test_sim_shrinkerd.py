@@ -93,6 +93,20 @@ def test_first_request_at_the_high_mark_is_the_daemons(k):
     assert k.read("/app/memory.failcnt").strip() == "0"
 
 
+def test_a_report_over_the_high_mark_asks_when_no_threshold_did(k):
+    """Usage the threshold's event did not report (here: the high mark already passed
+    when the daemon started serving the group) is caught by the next "+N"."""
+    t = k.spawn("/app")
+    t.touch_anon(53 * MiB)              # over the 52 MiB high mark, nobody registered yet
+    cache = ChunkCache(k, t, "/app", MiB)
+    assert not k.shrinkerd.asks
+    cache.put(0)                        # reported: a usage check, over the high mark
+    assert k.shrinkerd.asks == [("/app", 1, "report")] and cache.requested == 1
+    cache.put(1)                        # still over it, no new crossing: re-asking is
+    cache.put(2)                        # the tick's, not a report's
+    assert len(k.shrinkerd.asks) == 1
+
+
 def test_four_times_the_limit_never_meets_it(k):
     t = k.spawn("/app")
     cache = ChunkCache(k, t, "/app", MiB)

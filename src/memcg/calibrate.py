@@ -7,6 +7,8 @@ that was moved into a fresh group, divided by the number of repetitions:
 - kmem_fork_bytes: fork() of a worker's child (kernel stack, task_struct, mm, the VMAs
   and page tables of the fork code's two pages: the interpreter's own mappings are not
   copied, worker.py FORK_CODE), which is what a `fork` step costs on the Linux backend;
+- fork_child_faults: the minor faults of such a child by the time it waits for its first
+  command (/proc/PID/stat minflt: the fork code's shared data page, not copied at fork);
 - kmem_mkdir_bytes_<fs>, kmem_file_bytes_<fs>: mkdir() and creat() of an empty file on
   tmpfs (/dev/shm) and on the working file system (ext4 where it is one);
 - kmem_socket_bytes: one connected loopback TCP socket pair (both ends, plus the
@@ -37,10 +39,10 @@ import os
 import platform
 from typing import Callable
 
-from .backends.linux import LinuxKernel
+from .backends.linux import LinuxKernel, procfs
 from .profile import PROFILE_KEYS
 
-__all__ = ["calibrate", "profile_json", "summary", "measure_fork", "measure_fs", "measure_sockets",
+__all__ = ["calibrate", "profile_json", "summary", "measure_fork", "measure_fork_faults", "measure_fs", "measure_sockets",
            "measure_baseline", "measure_worker_mm", "measure_disk"]
 
 FORKS = 8
@@ -65,6 +67,14 @@ def measure_fork(k: LinuxKernel, n: int = FORKS) -> float:
     for _ in range(n):
         t.fork()
     return (_kmem(k, "/fork") - before) / n
+
+
+def measure_fork_faults(k: LinuxKernel, n: int = FORKS) -> float:
+    """Minor faults per forked child of an idle worker, once fork() has returned (the
+    child has written its ready message: it waits for a command)."""
+    t = _group_with_worker(k, "/forkfault")
+    faults = [procfs.min_flt(t.fork().pid) or 0 for _ in range(n)]
+    return sum(faults) / n
 
 
 def measure_fs(k: LinuxKernel, fs: str, n: int = FS_OBJECTS) -> tuple[float, float]:
@@ -139,6 +149,8 @@ def calibrate(kernel: LinuxKernel | None = None,
     try:
         say("measuring kmem per fork")
         prof["kmem_fork_bytes"] = measure_fork(k)
+        say("measuring faults per forked child")
+        prof["fork_child_faults"] = measure_fork_faults(k)
         for space, fstype in fs_of.items():
             key = "tmpfs" if space == "tmpfs" else fstype
             if f"kmem_mkdir_bytes_{key}" not in PROFILE_KEYS:
@@ -175,7 +187,7 @@ def summary(profile: dict) -> str:
     width = max(len(k) for k in PROFILE_KEYS)
     for key, (_, what) in PROFILE_KEYS.items():
         value = profile.get(key)
-        unit = "KiB" if key.endswith("_kb") else "bytes"
+        unit = "KiB" if key.endswith("_kb") else "faults" if key.endswith("_faults") else "bytes"
         shown = "not measured (default applies)" if value is None else f"{value} {unit}"
         lines.append(f"  {key.ljust(width)}  {shown:>12}  {what}")
     return "\n".join(lines) + "\n"

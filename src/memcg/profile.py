@@ -41,6 +41,11 @@ PROFILE_KEYS: dict[str, tuple[float | None, str]] = {
     # `memcg calibrate` 2026-12-03, Python 3.11): 12.5-12.6 MiB, 64-72 KiB.
     "worker_rss_bytes": (13164544, "resident set of a spawned task, charged where it started"),
     "worker_pgtables_bytes": (69632, "page tables of a spawned task"),
+    # A child's faults on its way from fork() to where it first blocks: the entries fork
+    # did not copy (mm/memory.c: vma_needs_copy - a shared mapping's "page fault will
+    # fill them"; a private one's copies are write-protected, copy_present_pte), each a
+    # handle_mm_fault() counted in the child's group.  Not measured for a C program.
+    "fork_child_faults": (None, "page faults a forked child takes before it first blocks"),
 }
 
 
@@ -49,7 +54,12 @@ PROFILE_KEYS: dict[str, tuple[float | None, str]] = {
 # own mappings (backends/worker.py FORK_CODE).  `memcg calibrate`, 2026-12-03, Linux
 # 6.18, 2 CPUs: 45547.52 bytes per fork in every run (3 x 100 forks, and 8 runs of 25):
 # the C program's libc mappings, their VMAs and page tables, are what it saves.
-WORKER_FIGURES = {"kmem_fork_bytes": 45547.52}
+# Its child takes one fault before it blocks in read(): its first write(2) reads the
+# ready message from the fork code's shared data page, whose entry fork did not copy
+# (mm/memory.c: vma_needs_copy, no anon_vma), so copy_from_user faults it in
+# (/proc/PID/stat minflt 1 for every child, memory.stat pgfault +1 per fork, pgpgin 0:
+# the page is in the page cache already; 2026-12-04, 1 + 10 + 50 forks).
+WORKER_FIGURES = {"kmem_fork_bytes": 45547.52, "fork_child_faults": 1}
 
 
 def default_profile() -> dict:

@@ -95,6 +95,18 @@ def kernel_clone(sys: System, memcg) -> SimTask:
     return task
 
 
+def ret_from_fork_faults(sys: System, child: SimTask) -> None:
+    """The faults the new child takes on its way to where it first blocks (the profile's
+    fork_child_faults): first touches of pages in the mappings fork left to fill
+    (mm/memory.c: vma_needs_copy is false for a shared mapping without an anon_vma).
+    Each is a minor fault on a page already in the page cache - no charge - counted
+    in the child's group: handle_mm_fault() -> count_memcg_event_mm(vma->vm_mm,
+    PGFAULT), the mm's owner being the child."""
+    faults = int(sys.profile.get("fork_child_faults") or 0)
+    if faults:
+        sys.stats.mod(child.memcg.id, memcontrol.PGFAULT, faults)
+
+
 def spawned_image(sys: System, task: SimTask) -> None:
     """A spawned task stands for a process started elsewhere and then moved in (as the
     real backend's workers are): its own resident set and page tables were charged where
@@ -375,6 +387,7 @@ class SimTask(kernel.Task):
         child.mm = mm
         child.kmem = kmem
         self.children.append(child)
+        ret_from_fork_faults(sys, child)
         sched.exit_to_user_mode(sys.clock)
         return child
 

@@ -8,7 +8,8 @@ comes from inside limit reclaim.  To predict such a kernel, SimKernel(shrinker=
 simulated machine that registers the same eventfds through the Kernel interface (k.event
 of memory.usage_in_bytes at limit - margin and limit - margin/2, memory.pressure_level
 low/medium/critical in local mode), wakes when the model signals them (a watcher, run
-when the model lets user space run, as the daemon's loop wakes on a real machine), and
+when the model lets user space run, as the daemon's loop wakes on a real machine) and
+at each "+N" report (a usage check, as the daemon makes one), and
 decides with the daemon's own arithmetic (memcg.mm.shrink_plan: the shortfall above the
 high mark, the level's share of a vmpressure window, the in-flight rule, the back-off,
 and shrink_plan's split).  Its 50 ms tick is the model's tick (SimKernel.advance).
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING
 from .. import sched
 from ..kernel import PAGE_SIZE
 from ..mm.shrink_plan import (SETTLE, backoff_seconds, default_margin, level_shortfall,
-                              over_high_mark, request_settled, shrink_plan, usage_shortfall,
-                              usage_thresholds)
+                              over_high_mark, report_may_cross, request_settled, shrink_plan,
+                              usage_shortfall, usage_thresholds)
 
 if TYPE_CHECKING:
     from ..fs.eventfd import EventFd
@@ -60,6 +61,8 @@ class Group:
     asked_round: list = field(default_factory=list)
     dropped: bool = True
     last_ask: float = -1e9
+    usage_read: int = -1   # usage as last read, and the bytes reported ("+N") since
+    reported: int = 0
 
 
 class SimShrinkerd:
@@ -82,9 +85,10 @@ class SimShrinkerd:
 
     def usage(self, g: Group) -> int:
         try:
-            return int(self.k.read(_join(g.path, "memory.usage_in_bytes")))
+            g.usage_read, g.reported = int(self.k.read(_join(g.path, "memory.usage_in_bytes"))), 0
         except OSError:
-            return -1
+            g.usage_read = -1
+        return g.usage_read
 
     # --- clients ---------------------------------------------------------------------
     def register(self, group: str, efd: "EventFd", chunk_size: int) -> None:
@@ -96,6 +100,12 @@ class SimShrinkerd:
         for c in self.clients:
             if c.group == group and not c.efd.closed and c.efd.is_fd(fd):
                 c.chunks = max(0, c.chunks + delta)
+                if delta > 0:   # the daemon's usage check at a "+N" (shrinkerd.py)
+                    for g in self.ancestors(group):
+                        g.reported += delta * c.chunk_size
+                        if 0 <= g.limit < UNLIMITED and report_may_cross(
+                                g.usage_read, g.reported, g.limit, self.margin(g.limit)):
+                            self.reclaim_check(g, "report")
                 return
         raise OSError(errno.EBADF, "Bad file descriptor")
 
@@ -172,6 +182,17 @@ class SimShrinkerd:
             ev.watch(lambda n, g=g: self.reclaim_check(g, "threshold"))
             g.thresholds.append(ev)
 
+    def ancestors(self, path: str) -> list[Group]:
+        """The served group at path and those above it: whose limits its memory counts
+        against."""
+        out, p = [], path.rstrip("/") or "/"
+        while True:
+            if p in self.groups:
+                out.append(self.groups[p])
+            if p == "/":
+                return out[::-1]
+            p = p.rsplit("/", 1)[0] or "/"
+
     def subtree(self, g: Group) -> list[Client]:
         pre = g.path.rstrip("/") + "/"
         return [c for c in self.live() if c.group == g.path or c.group.startswith(pre)]
@@ -214,6 +235,8 @@ class SimShrinkerd:
             return
         if reason == "tick" and (pending or now - g.last_ask < SETTLE):
             return   # the tick only re-asks once a request has settled
+        if reason == "report" and not g.dropped:
+            return   # a report asks at a crossing only: re-asking is the tick's
         short = usage_shortfall(usage, g.limit, m, pending)
         if short <= 0:
             return

@@ -94,6 +94,13 @@ def over_high_mark(usage: int, limit: int, margin: int) -> bool:
     return usage >= limit - margin
 
 
+def report_may_cross(usage_read: int, reported: int, limit: int, margin: int) -> bool:
+    """Whether a client's "+N" is worth a usage check: usage as last read plus the bytes
+    reported since reaches the high mark (or usage was never read).  Memory nobody
+    reports is left to the usage threshold's own event."""
+    return usage_read < 0 or over_high_mark(usage_read + reported, limit, margin)
+
+
 def usage_shortfall(usage: int, limit: int, margin: int, pending: int) -> int:
     """Bytes to ask for at a usage check above the high mark: what brings usage to
     limit - 2 * margin, less what is asked and cannot show in usage yet."""

@@ -234,7 +234,7 @@ class LinuxTask(Task):
     def _call_light(self, addr: int, length: int) -> None:
         """FORK_CODE's "w": the child writes [addr, addr + length) from user space; its
         reply comes once it is done (none while it is blocked in the charge path)."""
-        self._k._dispatch_shrinkers()
+        self._k._dispatch_shrinkers(sync=True)
         self._alive()
         if self._pending:
             self._wait(grace=0.05)
@@ -253,7 +253,7 @@ class LinuxTask(Task):
         need an answer refuse instead.  None when the task blocked or died meanwhile.
         Shrinker requests waiting are served first, as the simulated kernel runs their
         watchers before the task goes on."""
-        self._k._dispatch_shrinkers()
+        self._k._dispatch_shrinkers(sync=True)
         self._alive()
         if self.light and cmd.get("op") != "exit":
             if self._pending:   # a write_anon ("w") still running: its reply comes first

@@ -624,9 +624,11 @@ class LinuxKernel(Kernel):
         if ev not in self._watched:
             self._watched.append(ev)
 
-    def _dispatch_shrinkers(self) -> None:
+    def _dispatch_shrinkers(self, sync: bool = False) -> None:
         """Run the callbacks of the shrinker requests waiting (under the task lock; a
-        callback's own task commands do not dispatch again)."""
+        callback's own task commands do not dispatch again).  `sync` (before a task
+        command): first wait until the daemon has reacted to what the kernel signalled
+        it (LinuxShrinkerEvent.sync)."""
         if self._dispatching or not self._watched:
             return
         with self._task_lock:
@@ -637,6 +639,8 @@ class LinuxKernel(Kernel):
                         self._watched.remove(ev)
                         continue
                     try:
+                        if sync:
+                            ev.sync()
                         ev.dispatch()
                     except OSError as e:   # e.g. the task to free memory of has died
                         self.shrinker_errors.append(f"{ev.label}: {e.strerror or e}")
@@ -649,7 +653,7 @@ class LinuxKernel(Kernel):
         """Let real time pass: tasks finish what they were asked, then `tick` seconds per
         tick go by (event work items, writeback, the kernel's own pace)."""
         self._quiesce()
-        self._dispatch_shrinkers()
+        self._dispatch_shrinkers(sync=True)
         if ticks > 0 and self.tick > 0:
             time.sleep(self.tick * ticks)
         self._quiesce()

@@ -45,6 +45,17 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], code
 
 
+def min_flt(pid: int) -> int | None:
+    """Field 10 of /proc/PID/stat, minflt: the task's minor faults so far (fs/proc/array.c:
+    do_task_stat, task->min_flt, counted by mm/memory.c: mm_account_fault).  None if
+    there is no such process."""
+    text = files.read_quiet(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    fields = stat_fields(text)
+    return int(fields[7]) if len(fields) > 7 else None
+
+
 PF_EXITING = 0x4          # include/linux/sched.h
 SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 

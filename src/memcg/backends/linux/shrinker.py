@@ -17,7 +17,11 @@ Requests arrive on the eventfd.  A watcher (Event.watch) runs its callback where
 simulated kernel runs it, between two operations of the tasks: at the start of each
 task command of this kernel (the callback may unmap memory of the very task that
 allocates), and from a thread when the caller is idle; one lock keeps a task's
-channel to one user at a time.
+channel to one user at a time.  Before a task command the daemon is given time to
+react (LinuxShrinkerEvent.sync): a request the last command's charges called for is
+served before the task goes on, as the simulated daemon's watcher is.  Without that,
+where in its sawtooth a cache ends depended on how quickly the daemon woke (one to
+three chunks late, at random, in each of some 38 requests of shrinker-stress).
 """
 
 from __future__ import annotations
@@ -202,6 +206,17 @@ class LinuxShrinkerEvent(LinuxEvent):
         self._sock.sendall(b"?\n")
         reply = self._line()
         return int(reply.split()[1])
+
+    def sync(self) -> None:
+        """Return once the daemon has handled every notification the kernel gave it
+        before this call: its usage thresholds are signalled by the charging task itself
+        (mm/memcontrol-v1.c: memcg1_check_events -> mem_cgroup_threshold, in the charge
+        path), so a task command that crossed one has signalled it before it returned.
+        The daemon handles each batch its poll returns in full before polling again, so
+        the reply to a second "?" (sent once the first is answered, hence seen by a
+        later poll) comes after the batch that saw the threshold, request included."""
+        self.held()
+        self.held()
 
     def watch(self, callback: Callable[[int], None]) -> None:
         """callback(n) for each request of n chunks, run between two task operations of
