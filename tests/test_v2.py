@@ -45,12 +45,6 @@ def is_618(k) -> bool:
     return k.release == "6.18"
 
 
-def stat_key(k, key: str) -> str:
-    """VMKernel reads memory.stat through its v1-name layer (backends/linux/v2names.py:
-    V2Files turns the v2 keys into v1 ones), so on the guest "anon" reads as "rss"."""
-    return {"anon": "rss", "file": "cache"}.get(key, key) if not is_618(k) else key
-
-
 def values_close(a: int, b: int, err: int) -> bool:
     """test_memcontrol.c: values_close() - within err percent of their mean."""
     return abs(a - b) <= (a + b) / 100 * err
@@ -190,7 +184,7 @@ def test_current_and_peak(k):
     t = k.spawn("/t/a")
     t.touch_anon(50 * MiB)
     current = int(k.read("/t/a/memory.current"))
-    anon = events(k, "/t/a/memory.stat")[stat_key(k, "anon")]
+    anon = events(k, "/t/a/memory.stat")["anon"]
     assert values_close(current, 50 * MiB, 3) and values_close(anon, current, 3)
     t.free_anon(50 * MiB)
     assert int(k.read("/t/a/memory.peak")) >= 50 * MiB
@@ -249,10 +243,7 @@ def test_events_files(k):
         assert set(events(k, f"/t/a/{f}").values()) == {0}
     assert list(events(k, "/t/a/memory.swap.events")) == ["high", "max", "fail"]
     # memory.stat: v2 keys, in the kernel's order; 6.18 prints every key 6.1 does, in the
-    # same order, and a few more (the guest's 6.1 keys were taken from a shell in the
-    # guest: VMKernel shows memory.stat with v1 names)
-    if not is_618(k):
-        return
+    # same order, and a few more
     stat = list(events(k, "/t/a/memory.stat"))
     assert stat[:3] == ["anon", "file", "kernel"]
     for key in ("sock", "shmem", "file_mapped", "file_dirty", "file_writeback", "anon_thp",
@@ -271,6 +262,8 @@ def test_events_files(k):
                 "pgmajfault", "pgrefill", "pgactivate", "pgdeactivate", "pglazyfree",
                 "pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc"]
     assert [key for key in stat if key in guest_61] == guest_61
+    if not is_618(k):
+        assert stat == guest_61    # the guest shows the kernel's own v2 keys, no others
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
@@ -765,10 +758,8 @@ def test_random_tree_operations_keep_the_rules(seed):
 # --- sockets ---------------------------------------------------------------------------------
 
 def sock_bytes(k, group: str) -> int:
-    """memory.stat sock (VMKernel's v1-name layer gives it as memory.kmem.tcp.usage_in_bytes)."""
-    if is_618(k):
-        return events(k, f"{group}/memory.stat")["sock"]
-    return int(k.read(f"{group}/memory.kmem.tcp.usage_in_bytes"))
+    """memory.stat sock (mm/memcontrol.c: MEMCG_SOCK)."""
+    return events(k, f"{group}/memory.stat")["sock"]
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
