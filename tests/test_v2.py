@@ -202,6 +202,35 @@ def test_current_and_peak(k):
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_kernel_memory_lines_of_memory_stat(k):
+    """memory.stat's kernel memory by kind: a page-table page per 512 pages of anon
+    (__pagetable_ctor), a child's 16 KiB kernel stack (account_kernel_stack), its task
+    objects as unreclaimable slab (mod_objcg_state), a child group's per-CPU data in its
+    parent (MEMCG_PERCPU_B); all of it gone again with the child and the memory."""
+    top(k)
+    k.mkdir("/t/a")
+    t = k.spawn("/t/a")
+    t.touch_anon(64 * MiB)
+    stat = events(k, "/t/a/memory.stat")
+    assert 32 <= stat["pagetables"] // 4096 <= 34          # 64M / (512 * 4 KiB), and a PMD page
+    assert stat["kernel_stack"] == 0                       # spawned elsewhere, moved in
+    assert stat["slab"] == stat["slab_reclaimable"] + stat["slab_unreclaimable"]
+    c = t.fork()
+    stat = events(k, "/t/a/memory.stat")
+    assert stat["kernel_stack"] == 16384                   # THREAD_SIZE (x86-64, no KASAN)
+    assert stat["slab_unreclaimable"] >= 4288              # the task_struct at least
+    assert stat["kernel"] >= stat["kernel_stack"] + stat["pagetables"] + stat["slab"]
+    c.exit()
+    t.free_anon(64 * MiB)
+    t.exit()
+    k.write("/t/a/cgroup.subtree_control", "+memory")
+    k.mkdir("/t/a/b")
+    stat = events(k, "/t/a/memory.stat")
+    assert stat["kernel_stack"] == 0 and stat["pagetables"] == 0
+    assert stat["percpu"] > 0                              # /t/a/b's, charged to its parent
+
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
 def test_knobs_read_back_and_bad_writes(k):
     """memory.min/low/high/max and swap.max/high: "max" or bytes, rounded down to pages;
     bad text is EINVAL; read-only files refuse writes with EINVAL."""
