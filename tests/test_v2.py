@@ -319,6 +319,30 @@ def test_max_oom_kills_and_counts(k):
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_a_group_without_memory_counts_in_its_nearest_ancestor(k):
+    """A group whose parent does not enable memory has no memory css: its tasks' css is
+    the nearest ancestor's (task_css), so their pages count in that ancestor's figures and
+    an OOM kill in its memory.events.local (memcg_memory_event_mm: mem_cgroup_from_task)."""
+    top(k)
+    k.mkdir("/t/a")
+    k.mkdir("/t/a/b")
+    if "memory" in k.read("/t/a/cgroup.subtree_control").split():
+        k.write("/t/a/cgroup.subtree_control", "-memory")   # the real backend enables it
+    assert "memory.current" not in k.listdir("/t/a/b")
+    k.write("/t/a/memory.max", "30M")
+    k.write("/t/a/memory.swap.max", "0")
+    t = k.spawn("/t/a/b")
+    t.touch_anon(16 * MiB)
+    assert values_close(events(k, "/t/a/memory.stat")["anon"], 16 * MiB, 3)
+    assert 16 * MiB <= int(k.read("/t/a/memory.current")) <= 20 * MiB
+    t.touch_anon(100 * MiB)
+    assert t.state == "oom_killed"
+    assert events(k, "/t/a/memory.events.local")["oom_kill"] == 1
+    assert events(k, "/t/memory.events")["oom_kill"] == 1
+    assert events(k, "/t/memory.events.local")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
 def test_max_write_sets_the_limit_first_then_oom_kills(k):
     """memory_max_write: unlike v1's limit_in_bytes (EBUSY when usage cannot come down),
     the limit is set at once, reclaim fails (no swap), and the OOM killer makes room."""

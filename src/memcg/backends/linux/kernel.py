@@ -426,6 +426,7 @@ class LinuxKernel(Kernel):
         right after the signal is sent, so a short bounded wait covers that window."""
         if group == OUTSIDE:
             return False
+        group = self._memory_css_group(group)
         deadline = time.monotonic() + 0.2
         while True:
             try:
@@ -439,6 +440,15 @@ class LinuxKernel(Kernel):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
+
+    def _memory_css_group(self, group: str) -> str:
+        """The group whose memory css a task of `group` has: on v2, where the parent does
+        not enable memory (no memory files), the nearest ancestor that has them, which
+        counts the task's OOM kill (mm/memcontrol.c: memcg_memory_event_mm)."""
+        while (self.version == 2 and group.strip("/")
+               and not os.path.exists(os.path.join(self._group_dir(group), "memory.events"))):
+            group = "/" + group.strip("/").rpartition("/")[0]
+        return group
 
     def _touched(self) -> None:
         self._last_activity = time.monotonic()
