@@ -45,12 +45,6 @@ def is_618(k) -> bool:
     return k.release == "6.18"
 
 
-def stat_key(k, key: str) -> str:
-    """VMKernel reads memory.stat through its v1-name layer (backends/linux/v2names.py:
-    V2Files turns the v2 keys into v1 ones), so on the guest "anon" reads as "rss"."""
-    return {"anon": "rss", "file": "cache"}.get(key, key) if not is_618(k) else key
-
-
 def values_close(a: int, b: int, err: int) -> bool:
     """test_memcontrol.c: values_close() - within err percent of their mean."""
     return abs(a - b) <= (a + b) / 100 * err
@@ -190,7 +184,7 @@ def test_current_and_peak(k):
     t = k.spawn("/t/a")
     t.touch_anon(50 * MiB)
     current = int(k.read("/t/a/memory.current"))
-    anon = events(k, "/t/a/memory.stat")[stat_key(k, "anon")]
+    anon = events(k, "/t/a/memory.stat")["anon"]
     assert values_close(current, 50 * MiB, 3) and values_close(anon, current, 3)
     t.free_anon(50 * MiB)
     assert int(k.read("/t/a/memory.peak")) >= 50 * MiB
@@ -205,6 +199,35 @@ def test_current_and_peak(k):
     else:
         assert errno_of(k.write, "/t/a/memory.peak", "reset") == "EINVAL"
     t.exit()
+
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_kernel_memory_lines_of_memory_stat(k):
+    """memory.stat's kernel memory by kind: a page-table page per 512 pages of anon
+    (__pagetable_ctor), a child's 16 KiB kernel stack (account_kernel_stack), its task
+    objects as unreclaimable slab (mod_objcg_state), a child group's per-CPU data in its
+    parent (MEMCG_PERCPU_B); all of it gone again with the child and the memory."""
+    top(k)
+    k.mkdir("/t/a")
+    t = k.spawn("/t/a")
+    t.touch_anon(64 * MiB)
+    stat = events(k, "/t/a/memory.stat")
+    assert 32 <= stat["pagetables"] // 4096 <= 34          # 64M / (512 * 4 KiB), and a PMD page
+    assert stat["kernel_stack"] == 0                       # spawned elsewhere, moved in
+    assert stat["slab"] == stat["slab_reclaimable"] + stat["slab_unreclaimable"]
+    c = t.fork()
+    stat = events(k, "/t/a/memory.stat")
+    assert stat["kernel_stack"] == 16384                   # THREAD_SIZE (x86-64, no KASAN)
+    assert stat["slab_unreclaimable"] >= 4288              # the task_struct at least
+    assert stat["kernel"] >= stat["kernel_stack"] + stat["pagetables"] + stat["slab"]
+    c.exit()
+    t.free_anon(64 * MiB)
+    t.exit()
+    k.write("/t/a/cgroup.subtree_control", "+memory")
+    k.mkdir("/t/a/b")
+    stat = events(k, "/t/a/memory.stat")
+    assert stat["kernel_stack"] == 0 and stat["pagetables"] == 0
+    assert stat["percpu"] > 0                              # /t/a/b's, charged to its parent
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
@@ -249,10 +272,7 @@ def test_events_files(k):
         assert set(events(k, f"/t/a/{f}").values()) == {0}
     assert list(events(k, "/t/a/memory.swap.events")) == ["high", "max", "fail"]
     # memory.stat: v2 keys, in the kernel's order; 6.18 prints every key 6.1 does, in the
-    # same order, and a few more (the guest's 6.1 keys were taken from a shell in the
-    # guest: VMKernel shows memory.stat with v1 names)
-    if not is_618(k):
-        return
+    # same order, and a few more
     stat = list(events(k, "/t/a/memory.stat"))
     assert stat[:3] == ["anon", "file", "kernel"]
     for key in ("sock", "shmem", "file_mapped", "file_dirty", "file_writeback", "anon_thp",
@@ -271,6 +291,8 @@ def test_events_files(k):
                 "pgmajfault", "pgrefill", "pgactivate", "pgdeactivate", "pglazyfree",
                 "pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc"]
     assert [key for key in stat if key in guest_61] == guest_61
+    if not is_618(k):
+        assert stat == guest_61    # the guest shows the kernel's own v2 keys, no others
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
@@ -292,6 +314,30 @@ def test_max_oom_kills_and_counts(k):
     assert int(k.read("/t/a/memory.current")) <= 30 * MiB
     assert 29 * MiB <= int(k.read("/t/a/memory.peak")) <= 30 * MiB
     # hierarchical: the parent counts its child's events, its local file does not
+    assert events(k, "/t/memory.events")["oom_kill"] == 1
+    assert events(k, "/t/memory.events.local")["oom_kill"] == 0
+
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_a_group_without_memory_counts_in_its_nearest_ancestor(k):
+    """A group whose parent does not enable memory has no memory css: its tasks' css is
+    the nearest ancestor's (task_css), so their pages count in that ancestor's figures and
+    an OOM kill in its memory.events.local (memcg_memory_event_mm: mem_cgroup_from_task)."""
+    top(k)
+    k.mkdir("/t/a")
+    k.mkdir("/t/a/b")
+    if "memory" in k.read("/t/a/cgroup.subtree_control").split():
+        k.write("/t/a/cgroup.subtree_control", "-memory")   # the real backend enables it
+    assert "memory.current" not in k.listdir("/t/a/b")
+    k.write("/t/a/memory.max", "30M")
+    k.write("/t/a/memory.swap.max", "0")
+    t = k.spawn("/t/a/b")
+    t.touch_anon(16 * MiB)
+    assert values_close(events(k, "/t/a/memory.stat")["anon"], 16 * MiB, 3)
+    assert 16 * MiB <= int(k.read("/t/a/memory.current")) <= 20 * MiB
+    t.touch_anon(100 * MiB)
+    assert t.state == "oom_killed"
+    assert events(k, "/t/a/memory.events.local")["oom_kill"] == 1
     assert events(k, "/t/memory.events")["oom_kill"] == 1
     assert events(k, "/t/memory.events.local")["oom_kill"] == 0
 
@@ -765,10 +811,8 @@ def test_random_tree_operations_keep_the_rules(seed):
 # --- sockets ---------------------------------------------------------------------------------
 
 def sock_bytes(k, group: str) -> int:
-    """memory.stat sock (VMKernel's v1-name layer gives it as memory.kmem.tcp.usage_in_bytes)."""
-    if is_618(k):
-        return events(k, f"{group}/memory.stat")["sock"]
-    return int(k.read(f"{group}/memory.kmem.tcp.usage_in_bytes"))
+    """memory.stat sock (mm/memcontrol.c: MEMCG_SOCK)."""
+    return events(k, f"{group}/memory.stat")["sock"]
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)

@@ -207,6 +207,8 @@ def _protection_tree(k, r, attr):
     folios of up to 2M (6.18), and reclaim takes whole folios."""
     for p in ("/A", "/A/B", "/A/G") + tuple(f"/A/B/{c}" for c in "CDEF"):
         k.mkdir(r + p)
+    for p in ("/A", "/A/B"):  # the selftest's cg_write(parent, "cgroup.subtree_control", "+memory")
+        k.write(f"{r}{p}/cgroup.subtree_control", "+memory")
     _set(k, r + "/A", "memory.max", 200 * MB)
     _set(k, r + "/A", "memory.swap.max", 0)
     readers = [k.spawn(f"{r}/A/B/{c}") for c in "CDE"]

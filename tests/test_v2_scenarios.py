@@ -107,6 +107,11 @@ def _discrete(row: dict) -> bool:
     return len(parts) == 3 and parts[1] == "memory.events" and parts[2] in DISCRETE_EVENTS
 
 
+# compared figures of each v2 built-in once the guest's memory.stat is read in v2 keys
+# (before: 80, 102, 78, 80 with the v1-name view)
+COMPARED_V2 = {"high-throttle": 134, "low-protect": 183, "oom-group": 132, "psi-oomd": 134}
+
+
 @pytest.mark.vm
 @pytest.mark.parametrize("name", V2_BUILTINS)
 def test_builtin_agrees_with_the_guest(name, v2_swap_guest):
@@ -117,6 +122,7 @@ def test_builtin_agrees_with_the_guest(name, v2_swap_guest):
     bad = [r for r in rows if r["class"] == "compared" and _discrete(r) and not r["agree"]]
     assert not bad, bad
     assert result["agreement"] >= 0.95, [r for r in rows if not r["agree"]]
+    assert result["counts"]["compared"] >= COMPARED_V2.get(name, 0)
 
 
 def test_compare_json_of_a_builtin_is_written(tmp_path):
@@ -148,8 +154,9 @@ def test_v2_tolerances_say_why():
 
 
 def test_a_mapped_run_shows_memory_stat_as_a_v2_kernel_object_does():
-    """hog --hierarchy v2: the model's memory.stat under v1 names has the lines the
-    guest's (backends/linux/v2names.py) has, plus 6.18's swapcached, and swap."""
+    """hog --hierarchy v2: the model's memory.stat under v1 names has the lines
+    LinuxKernel on v2 shows (backends/linux/v2names.py), swapcached, and swap; the guest's
+    v2 text is mapped the same way (scenario/v2map.py)."""
     from memcg.backends.linux.v2names import V2_STAT_KEYS
     from memcg.scenario.v2map import on_hierarchy
     sc = on_hierarchy(load_scenario("hog"), "v2")
@@ -168,3 +175,27 @@ def test_v2_stat_rows_are_the_lines_both_kernels_print():
     assert [(r["what"], r["class"]) for r in rows] == [("/a memory.stat cache", "compared"),
                                                        ("/a memory.stat swap", "not comparable"),
                                                        ("/a memory.stat swapcached", "model-only")]
+
+
+def test_a_v2_kernel_object_shows_memory_stat_with_v2_keys_when_asked(tmp_path):
+    """LinuxKernel(v2_stat=True), as the VM guest's agent makes it: memory.stat is the
+    kernel's own text; without it, its lines under the v1 keys a v1 scenario reads."""
+    from memcg.backends.linux.v2names import V2Files
+    text = "anon 8192\nfile 4096\nkernel 0\nswapcached 0\npgsteal 3\n"
+    (tmp_path / "memory.stat").write_text(text)
+    (tmp_path / "memory.swap.current").write_text("0\n")
+    assert V2Files(v2_stat=True).read(str(tmp_path), "memory.stat") == text
+    assert V2Files().read(str(tmp_path), "memory.stat") == "cache 4096\nrss 8192\nswap 0\n"
+
+
+def test_v2_stat_counters_have_tolerances_of_their_own():
+    """v2's reclaim counters are pages: pgsteal within 512 + 5% (the limits decide), the
+    aging counters within 512 + 25%; the kernel memory lines are kmem's."""
+    from memcg.compare import AGING, KMEM, RECLAIMED, tolerance_for
+    assert tolerance_for("/a memory.stat pgsteal", v2=True) is RECLAIMED
+    for key in ("pgscan", "pgscan_direct", "pgrefill", "pgactivate", "pgdeactivate"):
+        assert tolerance_for(f"/a memory.stat {key}", v2=True) is AGING
+    for key in ("kernel", "kernel_stack", "pagetables", "percpu", "slab", "slab_reclaimable"):
+        assert tolerance_for(f"/a memory.stat {key}", v2=True) is KMEM
+    assert RECLAIMED.agree(45312, 45285) and not RECLAIMED.agree(4864, 8292)
+    assert AGING.agree(40803, 49442) and not AGING.agree(4864, 8292)

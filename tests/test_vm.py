@@ -373,7 +373,7 @@ def test_v2_page_cache_of_an_ext4_file_is_charged_and_reclaimed(v2):
     t = v2.spawn("/pc")
     t.read_file("data", 16 << 20)
     stat = dict(line.split() for line in v2.read("/pc/memory.stat").splitlines())
-    assert int(stat["cache"]) >= 16 << 20 and int(stat["shmem"]) == 0    # not tmpfs
+    assert int(stat["file"]) >= 16 << 20 and int(stat["shmem"]) == 0    # not tmpfs
     v2.write("/pc/memory.max", "8M")               # reclaims the clean cache to fit
     t.read_file("big", 64 << 20)
     assert t.state == "running" and int(v2.read("/pc/memory.current")) <= 8 << 20

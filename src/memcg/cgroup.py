@@ -61,7 +61,8 @@ def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
 # parent does not enable memory (its tasks are charged to the nearest ancestor that has
 # one), the model keeps charging the group's own counters, which are children of its
 # parent's - limits and hierarchical figures come out the same; only files and local
-# figures of such a group differ, and those files are hidden.
+# figures of such a group differ, and those files are hidden.  The events the kernel
+# counts in a task's memcg count in task_css(), the ancestor's, as on the kernel.
 
 # the controllers of this kernel on the default hierarchy (cgroup_subsys[]); the model's
 # machine has the memory controller only
@@ -107,6 +108,18 @@ def cgroup_css_online(sys: System, memcg: MemCgroup, ss: str = "memory") -> bool
     if not sys.cgroup_dfl:
         return True
     return memcg.is_root() or ss in cgrp(sys, memcg.parent).subtree_control
+
+
+def task_css(sys: System, task) -> MemCgroup:
+    """task_css(task, memory_cgrp_id), as mem_cgroup_from_task() reads it: the group whose
+    memory css the task's css_set holds - its own group, or, where its parent does not
+    enable memory, the nearest ancestor that has a memory css (cgroup_apply_control()
+    moves the css_sets there).  Events the kernel counts "in the task's memcg" count
+    there (memory.events.local of that ancestor)."""
+    memcg = task.memcg
+    while not cgroup_css_online(sys, memcg):
+        memcg = memcg.parent
+    return memcg
 
 
 def cgroup_is_populated(sys: System, memcg: MemCgroup) -> bool:

@@ -105,7 +105,9 @@ def make_kernel(scenario: Scenario, backend: str = "sim", profile: str | dict | 
         raise _Fatal(f"the {backend} backend is not available (backends: {', '.join(KERNELS)})")
     if backend == "linux":
         try:
-            kernel = cls(memory=scenario.machine.memory, swap=scenario.machine.swap)
+            # a v2 scenario reads memory.stat with v2 keys (a mapped v1 one converts it)
+            kernel = cls(memory=scenario.machine.memory, swap=scenario.machine.swap,
+                         v2_stat=scenario.machine.hierarchy == "v2")
         except Exception as e:  # the boundary to the real system: report it in one line
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             msg = " ".join(msg.split()) or type(e).__name__

@@ -50,7 +50,8 @@ class Agent:
         self.fd = fd
         self.inbuf = b""
         self.workdir = workdir
-        self.kernel = LinuxKernel(version=version, workdir=workdir)
+        # v2: a VMKernel shows the v2 files as they are (v1 scenarios are mapped on the host)
+        self.kernel = LinuxKernel(version=version, workdir=workdir, v2_stat=version == 2)
         self.sockets: dict[int, object] = {}
         self.events: dict[int, object] = {}
         self.next_id = 1
@@ -150,7 +151,8 @@ class Agent:
         self.events.clear()
         self.sockets.clear()
         self.kernel.close()
-        self.kernel = LinuxKernel(version=self.kernel.version, workdir=self.workdir)
+        self.kernel = LinuxKernel(version=self.kernel.version, workdir=self.workdir,
+                                  v2_stat=self.kernel.version == 2)
 
     def task_call(self, task, call: str, args: list):
         if call not in TASK_CALLS:

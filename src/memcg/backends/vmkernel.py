@@ -276,7 +276,9 @@ class VMKernel(Kernel):
     cache of a real file system ("0": no disk, files on tmpfs); accel: "auto" (KVM
     where a probe boot succeeds, else TCG), "kvm" or "tcg".
     Paths, file names and texts are those of the guest's hierarchy; on v2 the v1 names
-    a scenario uses are mapped as LinuxKernel maps them (linux/v2names.py).
+    a scenario uses are mapped as LinuxKernel maps them (linux/v2names.py), and
+    memory.stat is the guest kernel's own v2 text (LinuxKernel(v2_stat=True)): a v1
+    scenario run on v2 reads it through scenario/v2map.py, as the model's.
     The guest boots on first use (boot()); close() powers it off.
     """
 

@@ -26,9 +26,11 @@ from ..kernel import PAGE_SIZE
 from ..mm import memcontrol
 from ..mm.memcontrol import (MEMCG_HIGH, MEMCG_LOW, MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_GROUP_KILL,
                              MEMCG_OOM_KILL, MEMCG_SOCK_THROTTLED, MEMCG_SWAP_FAIL,
-                             MEMCG_SWAP_HIGH, MEMCG_SWAP_MAX, NR_ANON_MAPPED, NR_ANON_THPS,
-                             NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_LRU_BASE, NR_SHMEM,
-                             NR_SWAPCACHE, NR_WRITEBACK, PGACTIVATE, PGDEACTIVATE, PGFAULT,
+                             MEMCG_SWAP_HIGH, MEMCG_SWAP_MAX, MEMCG_PERCPU_B, NR_ANON_MAPPED,
+                             NR_ANON_THPS, NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES,
+                             NR_KERNEL_STACK_KB, NR_LRU_BASE, NR_PAGETABLE, NR_SHMEM,
+                             NR_SLAB_RECLAIMABLE_B, NR_SLAB_UNRECLAIMABLE_B, NR_SWAPCACHE,
+                             NR_WRITEBACK, PGACTIVATE, PGDEACTIVATE, PGFAULT,
                              PGMAJFAULT, PGREFILL, PGSCAN, PGSTEAL, WORKINGSET_ACTIVATE_ANON,
                              WORKINGSET_ACTIVATE_FILE, WORKINGSET_REFAULT_ANON,
                              WORKINGSET_REFAULT_FILE, MemCgroup)
@@ -258,10 +260,10 @@ MEMORY_STATS = [
     ("anon", NR_ANON_MAPPED, PAGE_SIZE),
     ("file", NR_FILE_PAGES, PAGE_SIZE),
     ("kernel", _kernel_pages, PAGE_SIZE),
-    ("kernel_stack", None, 1024),
-    ("pagetables", None, PAGE_SIZE),
+    ("kernel_stack", NR_KERNEL_STACK_KB, 1024),
+    ("pagetables", NR_PAGETABLE, PAGE_SIZE),
     ("sec_pagetables", None, PAGE_SIZE),
-    ("percpu", None, 1),
+    ("percpu", MEMCG_PERCPU_B, 1),
     ("sock", _sock_pages, PAGE_SIZE),
     ("vmalloc", None, PAGE_SIZE),
     ("shmem", NR_SHMEM, PAGE_SIZE),
@@ -277,8 +279,8 @@ MEMORY_STATS = [
     ("inactive_file", _LRU["inactive_file"], PAGE_SIZE),
     ("active_file", _LRU["active_file"], PAGE_SIZE),
     ("unevictable", _LRU["unevictable"], PAGE_SIZE),
-    ("slab_reclaimable", None, 1),
-    ("slab_unreclaimable", None, 1),
+    ("slab_reclaimable", NR_SLAB_RECLAIMABLE_B, 1),
+    ("slab_unreclaimable", NR_SLAB_UNRECLAIMABLE_B, 1),
     # the memory events (counts, not pages: memcg_page_state_output_unit)
     ("workingset_refault_anon", WORKINGSET_REFAULT_ANON, 1),
     ("workingset_refault_file", WORKINGSET_REFAULT_FILE, 1),
@@ -329,8 +331,10 @@ def _memory_stat(k, memcg: MemCgroup) -> str:
     out = []
     for name, item, unit in MEMORY_STATS:
         out.append(f"{name} {_stat_value(sys, memcg, item) * unit}")
-        if name == "slab_unreclaimable":
-            out.append("slab 0")
+        if name == "slab_unreclaimable":  # memcg_stat_format(): the two slab lines' sum
+            slab = (_memory_state(sys, memcg, NR_SLAB_RECLAIMABLE_B)
+                    + _memory_state(sys, memcg, NR_SLAB_UNRECLAIMABLE_B))
+            out.append(f"slab {slab}")
     out.append(f"pgscan {_memory_state(sys, memcg, PGSCAN)}")
     out.append(f"pgsteal {_memory_state(sys, memcg, PGSTEAL)}")
     for name, item in VM_EVENTS:

@@ -59,5 +59,6 @@ def try_to_free_buffers(sys: System, pfns: np.ndarray, cpu: int = 0) -> None:
         memcg.buffer_heads -= count
         cache.nr_objects -= count
         size = count * (cache.object_size + memcontrol.OBJCG_POINTER_SIZE)
+        memcontrol.mod_objcg_state(sys, memcg.orig_objcg, slab.cache_vmstat_idx("buffer_head"), -size)
         memcontrol.obj_cgroup_uncharge(sys, memcg.orig_objcg, size, cpu)
         slab.discard_slabs(sys, cache)

@@ -49,7 +49,13 @@ SOFTLIMIT_EVENTS_TARGET = 1024
  PGPGIN, PGPGOUT, PGFAULT, PGMAJFAULT, NR_LRU_BASE) = range(16)
 (WORKINGSET_ACTIVATE_ANON, WORKINGSET_ACTIVATE_FILE, PGSCAN, PGSTEAL, PGREFILL,
  PGACTIVATE, PGDEACTIVATE) = range(NR_LRU_BASE + NR_LRU_LISTS, NR_LRU_BASE + NR_LRU_LISTS + 7)
-NR_STAT_ITEMS = NR_LRU_BASE + NR_LRU_LISTS + 7
+# the kernel's own memory by kind (cgroup v2's memory.stat): slab bytes (mod_objcg_state),
+# kernel stacks in KiB (kernel/fork.c: account_kernel_stack), page-table pages
+# (include/linux/mm.h: __pagetable_ctor), per-CPU bytes (mm/percpu.c:
+# pcpu_memcg_post_alloc_hook)
+(NR_SLAB_RECLAIMABLE_B, NR_SLAB_UNRECLAIMABLE_B, NR_KERNEL_STACK_KB, NR_PAGETABLE,
+ MEMCG_PERCPU_B) = range(NR_LRU_BASE + NR_LRU_LISTS + 7, NR_LRU_BASE + NR_LRU_LISTS + 12)
+NR_STAT_ITEMS = NR_LRU_BASE + NR_LRU_LISTS + 12
 
 # include/linux/memcontrol.h: enum memcg_memory_event - the counts of memory.events,
 # memory.events.local and memory.swap.events (v2), and of oom_control's oom_kill (v1)
@@ -1541,6 +1547,21 @@ def _memcg_kmem_charge_page(sys: System, task: Task | None, nr_pages: int,
         return ret
     objcg.nr_live_bytes += nr_pages * PAGE_SIZE
     return KmemPages(objcg, nr_pages)
+
+
+def obj_cgroup_memcg(objcg) -> MemCgroup | None:
+    """obj_cgroup_memcg(): the group an objcg charges now (an ancestor once reparented)."""
+    return objcg.memcg if isinstance(objcg, ObjCgroup) else objcg
+
+
+def mod_objcg_state(sys: System, objcg, item: int, delta: int) -> None:
+    """mod_objcg_state() / mod_lruvec_page_state() of a kernel page or object: the
+    statistic moves in the group its objcg charges at that moment, so what a removed
+    group's objects give back later comes off the ancestor that took them over
+    (whose subtree sum still holds the removed group's share, mem_cgroup_css_free)."""
+    memcg = obj_cgroup_memcg(objcg)
+    if memcg is not None:
+        sys.stats.mod(memcg.id, item, delta)
 
 
 def memcg_kmem_uncharge_page(sys: System, pages: KmemPages, cpu: int = 0) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..kernel import PAGE_SIZE
 from . import memcontrol, oom_kill, vmscan
 from .memcontrol import CHARGE_KILLED, CHARGE_NOMEM
 
@@ -126,11 +127,28 @@ def alloc_kmem_pages(sys: System, task, nr_pages: int, item: str,
         free_kernel_pages(sys, pfns, item)
         return pages
     pages.pfns, pages.item = pfns, item
+    mod_kmem_page_state(sys, pages, 1)
     return pages
+
+
+# the group statistic of a kind of accounted kernel page, and its unit per page
+KMEM_PAGE_STAT = {"KernelStack": (memcontrol.NR_KERNEL_STACK_KB, PAGE_SIZE // 1024),
+                  "PageTables": (memcontrol.NR_PAGETABLE, 1)}
+
+
+def mod_kmem_page_state(sys: System, pages, sign: int) -> None:
+    """mod_lruvec_page_state() of charged kernel pages: a kernel stack's pages in KiB
+    (kernel/fork.c: account_kernel_stack), a page table's page (include/linux/mm.h:
+    __pagetable_ctor / pagetable_dtor), in the group that pays for them."""
+    stat = KMEM_PAGE_STAT.get(pages.item)
+    if stat is not None and pages.owner is not None:
+        item, unit = stat
+        memcontrol.mod_objcg_state(sys, pages.owner, item, sign * pages.nr_pages * unit)
 
 
 def free_kmem_pages(sys: System, pages, cpu: int = 0) -> None:
     """__free_pages() of accounted pages: the uncharge, then the frames go back."""
+    mod_kmem_page_state(sys, pages, -1)
     memcontrol.memcg_kmem_uncharge_page(sys, pages, cpu)
     pfns, pages.pfns = pages.pfns, None
     free_kernel_pages(sys, pfns, pages.item)

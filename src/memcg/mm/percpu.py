@@ -16,8 +16,9 @@ import numpy as np
 
 from . import page_alloc
 from ..kernel import PAGE_SIZE
-from .memcontrol import (CHARGE_NOMEM, OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
-                         obj_cgroup_charge, obj_cgroup_uncharge)
+from .memcontrol import (CHARGE_NOMEM, MEMCG_PERCPU_B, OBJCG_POINTER_SIZE, ObjCgroup,
+                         get_obj_cgroup_from_current, mod_objcg_state, obj_cgroup_charge,
+                         obj_cgroup_uncharge)
 
 if TYPE_CHECKING:
     from ..system import System
@@ -88,6 +89,8 @@ def pcpu_alloc(sys: System, size: int, task: Task | None) -> PcpuObject | int:
         if objcg is not None:
             obj_cgroup_uncharge(sys, objcg, full, task.cpu if task is not None else 0)
         return CHARGE_NOMEM
+    if objcg is not None:
+        mod_objcg_state(sys, objcg, MEMCG_PERCPU_B, full)  # pcpu_memcg_post_alloc_hook()
     return PcpuObject(objcg, full, size * sys.cpus)
 
 
@@ -96,6 +99,7 @@ def free_percpu(sys: System, obj: PcpuObject, cpu: int = 0) -> None:
     and the chunk space goes back."""
     objcg, obj.objcg = obj.objcg, None
     if objcg is not None:
+        mod_objcg_state(sys, objcg, MEMCG_PERCPU_B, -obj.charged)
         obj_cgroup_uncharge(sys, objcg, obj.charged, cpu)
     size, obj.size = obj.size, 0
     if size:

@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import list_lru, page_alloc, shrinker, vmscan
-from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
+from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, NR_SLAB_RECLAIMABLE_B, NR_SLAB_UNRECLAIMABLE_B,
+                         OBJCG_POINTER_SIZE, ObjCgroup, get_obj_cgroup_from_current,
                          maybe_free_dying, memcg_can_account_kmem, memcg_charge_kmem,
-                         memcg_uncharge_kmem, obj_cgroup_charge, obj_cgroup_uncharge)
+                         memcg_uncharge_kmem, mod_objcg_state, obj_cgroup_charge,
+                         obj_cgroup_uncharge)
 
 if TYPE_CHECKING:
     from .memcontrol import MemCgroup
@@ -71,6 +73,10 @@ ROOT_CACHES = {
     "anon_vma_chain": (64, 64, 1),  # mm/rmap.c: anon_vma_chain_cachep
     "kmalloc-cg": (1, 4096, 1),
 }
+# The caches created with SLAB_RECLAIM_ACCOUNT, whose objects count as slab_reclaimable
+# (mm/slab.h: cache_vmstat_idx): fs/dcache.c dentry_cache, fs/ext4/super.c
+# ext4_inode_cache, fs/buffer.c bh_cachep; every other cache here is unreclaimable.
+SLAB_RECLAIM_ACCOUNT = frozenset({"dentry", "ext4_inode_cache", "buffer_head"})
 # mm/slab_common.c: kmalloc_info[] - the accounted kmalloc caches (KMALLOC_CGROUP,
 # "kmalloc-cg-<size>"), as /proc/slabinfo of the reference machine lists them
 KMALLOC_CG_CACHES = {
@@ -323,7 +329,13 @@ def _memcg_slab_alloc(sys: System, root: KmemCache, task: Task | None, count: in
     if ret:
         discard_slabs(sys, root)  # memcg_alloc_abort_single(): the objects go back
         return ret
+    mod_objcg_state(sys, objcg, cache_vmstat_idx(root.name), size)  # __memcg_slab_post_alloc_hook
     return SlabObject(root, count, objcg, size)
+
+
+def cache_vmstat_idx(name: str) -> int:
+    """cache_vmstat_idx(): the statistic a cache's objects count under."""
+    return NR_SLAB_RECLAIMABLE_B if name in SLAB_RECLAIM_ACCOUNT else NR_SLAB_UNRECLAIMABLE_B
 
 
 def _uncharge_empty_slabs(sys: System, cache: KmemCache) -> None:
@@ -353,6 +365,8 @@ def kmem_cache_free(sys: System, obj: SlabObject, cpu: int = 0) -> None:
     cache.nr_objects -= obj.count
     if obj.objcg is not None:
         objcg, obj.objcg = obj.objcg, None
+        # __memcg_slab_free_hook(): the statistic, then the uncharge
+        mod_objcg_state(sys, objcg, cache_vmstat_idx(cache.name), -obj.charged)
         obj_cgroup_uncharge(sys, objcg, obj.charged, cpu)
     discard_slabs(sys, cache)  # empty slabs go back to the page allocator
     if cache.is_root_cache():

@@ -45,9 +45,10 @@ NO_V2: dict[str, str] = {
     "memory.move_charge_at_immigrate": "v2 never moves charges",
     "mempressure.shrinker": "the userspace shrinker is served on v1 only",
 }
-# v1 memory.stat key -> v2 key (both in bytes, or both counts): the keys a v2 kernel object
-# shows a v1 scenario (backends/linux/v2names.py: V2_STAT_KEYS), so a mapped run reads the
-# same memory.stat lines on the model as on a real v2 kernel, plus swapcached (6.6+)
+# v1 memory.stat key -> v2 key (both in bytes, or both counts): the keys LinuxKernel on v2
+# shows a v1 scenario (backends/linux/v2names.py: V2_STAT_KEYS) and swapcached, which
+# 6.1 and 6.18 both print, so a mapped run reads the same memory.stat lines on the model
+# as on a real v2 kernel (VMKernel shows the v2 text and is mapped here)
 STAT_V1_TO_V2 = {**V2_STAT_KEYS, "swapcached": "swapcached"}
 
 

@@ -74,7 +74,9 @@ class LinuxKernel(Kernel):
     on a disk file system so page cache behaves as it does for real files);
     tick: real seconds one advance() tick waits (default 0.02);
     pin: pin tasks to CPUs round-robin, the way the simulated kernel places them;
-    sparse_files: make data files as holes (fast) instead of real blocks.
+    sparse_files: make data files as holes (fast) instead of real blocks;
+    v2_stat: on cgroup v2, show memory.stat as the kernel prints it (v2 keys: a v2
+    scenario's view) instead of under the v1 keys a v1 scenario reads (v2names.V2Files).
     Raises LinuxUnavailable (one line) when real cgroups cannot be used.
     """
 
@@ -82,7 +84,8 @@ class LinuxKernel(Kernel):
 
     def __init__(self, parent: str | None = None, *, version: int | None = None,
                  memory: str | None = None, workdir: str | None = None, tick: float = 0.02,
-                 pin: bool = True, sparse_files: bool = False, swap: str | None = None):
+                 pin: bool = True, sparse_files: bool = False, swap: str | None = None,
+                 v2_stat: bool = False):
         if parent is None:
             if os.geteuid() != 0:
                 raise host.LinuxUnavailable(errno.EPERM, "real cgroups need root (run as root, or "
@@ -94,7 +97,7 @@ class LinuxKernel(Kernel):
             raise ValueError(f"version: expected 1 or 2, got {version!r}")
         host.check_usable(parent, version)
         self.version = version
-        self._fs = v2names.V1Files() if version == 1 else v2names.V2Files()
+        self._fs = v2names.V1Files() if version == 1 else v2names.V2Files(v2_stat)
         self.tick = float(tick)
         self.pin = pin
         self.sparse_files = sparse_files
@@ -423,6 +426,7 @@ class LinuxKernel(Kernel):
         right after the signal is sent, so a short bounded wait covers that window."""
         if group == OUTSIDE:
             return False
+        group = self._memory_css_group(group)
         deadline = time.monotonic() + 0.2
         while True:
             try:
@@ -436,6 +440,15 @@ class LinuxKernel(Kernel):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
+
+    def _memory_css_group(self, group: str) -> str:
+        """The group whose memory css a task of `group` has: on v2, where the parent does
+        not enable memory (no memory files), the nearest ancestor that has them, which
+        counts the task's OOM kill (mm/memcontrol.c: memcg_memory_event_mm)."""
+        while (self.version == 2 and group.strip("/")
+               and not os.path.exists(os.path.join(self._group_dir(group), "memory.events"))):
+            group = "/" + group.strip("/").rpartition("/")[0]
+        return group
 
     def _touched(self) -> None:
         self._last_activity = time.monotonic()

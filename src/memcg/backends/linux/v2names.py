@@ -106,9 +106,16 @@ class V1Files:
         pass
 
 class V2Files(V1Files):
-    """cgroup v2 files behind the v1 names a scenario uses (V2_MAP)."""
+    """cgroup v2 files behind the v1 names a scenario uses (V2_MAP).
+
+    memory.stat has the same name on both versions: with v2_stat it is the kernel's own
+    text (v2 keys, for a v2 scenario), else its lines under their v1 keys (V2_STAT_KEYS).
+    """
 
     version = 2
+
+    def __init__(self, v2_stat: bool = False):
+        self.v2_stat = v2_stat
 
     def _target(self, name: str) -> tuple[str, str]:
         entry = V2_MAP.get(name)
@@ -132,6 +139,8 @@ class V2Files(V1Files):
         if how == "memsw":
             swap = files.read_quiet(os.path.join(gdir, "memory.swap.current")).strip() or "0"
             return f"{int(text) + int(swap)}\n"
+        if how == "stat" and self.v2_stat:
+            return text
         if how == "stat":
             v2stat = parse.parse_stat(text)
             lines = [f"{k1} {v2stat[k2]}" for k1, k2 in V2_STAT_KEYS.items() if k2 in v2stat]

@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import memory
 from ...kernel import PAGE_SIZE
-from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT, KmemPages,
-                          charge_pages, hierarchy_margin)
+from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_ANON_MAPPED, NR_LRU_BASE, NR_PAGETABLE, PGFAULT,
+                          KmemPages, charge_pages, hierarchy_margin)
 from ..memory import (FAULT_BATCH, PTRS_PER_PTE, AnonVma, anon_vma_prepare, pgtables_accounted,
                       ptes_needed)
 from ..mmzone import put_in_run_order, run_pfns, run_slice
@@ -158,4 +158,5 @@ def pte_alloc_span(sys: System, task: Task, vma: AnonVma, n: int) -> None:
     pfns = sys.mem.alloc_unmovable(p)
     sys.kernel_pages["PageTables"] += p
     vma.ptes.extend(KmemPages(objcg, 1, pfns[j:j + 1], "PageTables") for j in range(p))
+    sys.stats.mod(memcg.id, NR_PAGETABLE, p)  # page_alloc.mod_kmem_page_state() of each
 
