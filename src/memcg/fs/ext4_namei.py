@@ -14,7 +14,11 @@ entry is still there (mm/filemap.c: filemap_add_folio -> workingset_refault).
 Measured on 6.18 (a fresh ext4, a 16M group making 20000 directories d0..d19999 in
 one directory): pgpgin 21393 - 21544 against the model's 21250 without directory
 blocks (one directory block each and an inode-table block per 16 inodes), so 150-300
-pages more, and workingset_refault_file 12 - 122 in seven runs, never 0.
+pages more, and workingset_refault_file 7 - 218 in twenty runs, never 0.  A trace of
+the block device's page cache (filemap:mm_filemap_add_to_page_cache) showed what
+refaults: in four runs every page the loop read back after its group's reclaim had
+evicted it was a leaf of this directory (7, 84, 33, 103: the runs' refaults exactly),
+none an inode-table block or a bitmap; the directory had 126 leaves at the end.
 
 An entry takes EXT4_DIR_REC_LEN(name length) bytes: 12 for names of up to 4
 characters, 16 for 5 to 8; with metadata_csum (mke2fs's default) a leaf ends in a

@@ -417,11 +417,12 @@ def shrink_inactive_list(sys: System, memcg: MemCgroup, nr_to_scan: int, lru: in
     keep = young & ~referenced & ~unevictable
     f[keep] |= PG_referenced
     rest = ~young & ~unevictable
-    # FOLIOREF_RECLAIM_CLEAN: a referenced dirty file folio stays on the inactive list.
-    keep |= rest & ~swapbacked & dirty & referenced
-    # Dirty file folios in direct reclaim: PG_reclaim, wake the flushers, activate.  The
-    # flusher's writeback completes at once in the model: the folio comes back clean.
-    to_flush = rest & ~swapbacked & dirty & ~referenced
+    # Dirty file folios, referenced or not: PG_reclaim, wake the flushers, activate
+    # (shrink_folio_list: a dirty file folio goes to activate_locked before the
+    # FOLIOREF_RECLAIM_CLEAN test, which only keeps dirty folios reclaim could write
+    # itself).  The flusher's writeback completes at once in the model: the folio
+    # comes back clean.
+    to_flush = rest & ~swapbacked & dirty
     f[to_flush] = (f[to_flush] | PG_reclaim) & np.uint8(~PG_dirty & 0xFF)
     activate |= to_flush
     evict = rest & ~dirty
