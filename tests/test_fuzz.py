@@ -20,11 +20,29 @@ def test_same_seed_same_ops():
                                        fuzz.Op("spawn", group="/a", task=0)]
 
 
-def test_forked_children_only_move_or_exit():
+def test_forked_children_only_move_exit_or_write_anon():
     for seed in range(30):
         ops = fuzz.generate(seed, 60)
         children = {op.size for op in ops if op.kind == "fork"}
-        assert all(op.kind in ("move", "exit") for op in ops if op.task in children)
+        assert all(op.kind in ("move", "exit", "write_anon") for op in ops if op.task in children)
+
+
+def test_write_anon_follows_forks_and_leaves_the_other_ops_alone(monkeypatch):
+    writes = 0
+    for seed in range(40):
+        ops = fuzz.generate(seed, 30)
+        forks = [i for i, op in enumerate(ops) if op.kind == "fork"]
+        sharers = {op.task for op in ops if op.kind == "fork"} | {op.size for op in ops if op.kind == "fork"}
+        for i, op in enumerate(ops):
+            if op.kind == "write_anon":
+                writes += 1
+                assert forks and i > forks[0] and op.task in sharers and op.size in (1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB)
+    assert writes >= 40
+    # the other ops are those the seed gives without write_anon, in the same order
+    with_writes = {seed: [op for op in fuzz.generate(seed, 30) if op.kind != "write_anon"] for seed in range(40)}
+    monkeypatch.setattr(fuzz, "WRITE_ANON_CHANCE", 0.0)
+    for seed, ops in with_writes.items():
+        assert fuzz.generate(seed, 30)[:len(ops)] == ops
 
 
 def _outcome(discrete, **byte_figs):
