@@ -54,6 +54,13 @@ KINDS = {"limit": 3, "memsw": 1, "spawn": 3, "anon": 5, "free": 2, "shm": 2, "re
          "write": 2, "fork": 1, "mkdirs": 1, "move": 2, "exit": 1, "mkdir": 1, "rmdir": 1,
          "threshold": 1, "pressure": 1, "advance": 2}
 
+# write_anon comes from a stream of its own (random.Random(f"write_anon {seed}")), drawn
+# after each op once some task has forked: with this chance a parent or a child writes
+# part of the range it shares copy-on-write (mm/memory.c: do_wp_page), so the copies are
+# charged to the writer's group.  The other ops keep the draws they had before it existed.
+WRITE_ANON_CHANCE = 0.3
+WRITE_ANON_SIZES = [1, 2, 4, 8]
+
 
 @dataclass(frozen=True)
 class Op:
@@ -88,9 +95,14 @@ def generate(seed: int, n: int) -> list[Op]:
 
     It starts with /a and /b made and one task in /a; task numbers refer to the
     spawns and forks generated before the op (whether they succeed is the kernels'
-    business).  Forked children are only moved or exited: on a real kernel the child
-    of a Python worker copies-on-write its interpreter's heap when it runs code."""
+    business).  Forked children are only moved, exited or made to write_anon: on a real
+    kernel the child of a Python worker copies-on-write its interpreter's heap when it
+    runs Python code, and write_anon it does without.  The write_anon ops are drawn from
+    a second stream, so the other ops of a seed are those it had without them, in the
+    same order (the list is cut at n, so the last few fall off)."""
     rng = random.Random(seed)
+    wrng = random.Random(f"write_anon {seed}")
+    sharers: list[int] = []     # forked, and forks: they share anonymous pages
     ops = [Op("mkdir", group="/a"), Op("mkdir", group="/b"), Op("spawn", group="/a", task=0)]
     tasks = [0]                 # task numbers that may run commands
     children: list[int] = []    # forked: move and exit only
@@ -120,6 +132,7 @@ def generate(seed: int, n: int) -> list[Op]:
         elif kind == "fork":
             ops.append(Op(kind, task=t, size=next_task))
             children.append(next_task)
+            sharers += [n for n in (t, next_task) if n not in sharers]
             next_task += 1
         elif kind == "mkdirs":
             ops.append(Op(kind, task=t, size=rng.choice([16, 64, 256])))
@@ -134,6 +147,8 @@ def generate(seed: int, n: int) -> list[Op]:
             ops.append(Op(kind, group=g, text=rng.choice(PRESSURE_ARGS)))
         else:
             ops.append(Op("advance", size=rng.choice([1, 2, 5])))
+        if sharers and len(ops) < n and wrng.random() < WRITE_ANON_CHANCE:
+            ops.append(Op("write_anon", task=wrng.choice(sharers), size=wrng.choice(WRITE_ANON_SIZES) * MiB))
     return ops
 
 
@@ -179,7 +194,8 @@ def _drain(k: Kernel, events: list) -> list[int]:
 
 def _apply(k: Kernel, op: Op, tasks: dict, events: list, labels: list) -> str | None:
     """Run one op; its result: None, an errno name, or "skip: <why>"."""
-    if op.kind in ("anon", "free", "shm", "read", "write", "fork", "mkdirs", "move", "exit"):
+    if op.kind in ("anon", "free", "write_anon", "shm", "read", "write", "fork", "mkdirs", "move",
+                   "exit"):
         t = tasks.get(op.task)
         if t is None:
             return "skip: no task"
@@ -196,6 +212,8 @@ def _apply(k: Kernel, op: Op, tasks: dict, events: list, labels: list) -> str | 
             t.touch_anon(op.size)
         elif op.kind == "free":
             t.free_anon(op.size)
+        elif op.kind == "write_anon":
+            t.write_anon(op.size)
         elif op.kind == "shm":
             t.touch_shm(op.text, op.size)
         elif op.kind == "read":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel import PAGE_SIZE
-from . import fastpath, memcontrol, page_alloc, page_writeback, readahead, swap, swapfile
+from . import fastpath, memcontrol, page_alloc, page_writeback, readahead, slab, swap, swapfile
 from .memcontrol import (NR_FILE_DIRTY, NR_FILE_MAPPED, NR_FILE_PAGES, NR_SHMEM, MEMCG_SWAP,
                          WORKINGSET_REFAULT_FILE, PGFAULT)
 from .mmzone import (LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty, PG_mapped, PG_swapbacked,
@@ -31,6 +31,8 @@ SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workings
 # Pages handled per step of a read or write: a threshold check and a reclaim can run
 # between steps, as they would between the kernel's per-folio charges.
 FILEMAP_BATCH = 64
+# include/linux/xarray.h: XA_CHUNK_SHIFT - each node of the page-cache xarray has 64 slots
+XA_CHUNK_SHIFT = 6
 
 
 def nr_pages_of(nbytes: int) -> int:
@@ -97,6 +99,8 @@ class ShmemObject(AddressSpace):
         super().__init__(sys, name)
         self.mappers: dict = {}  # mm -> pages of the object it maps (from offset 0)
         self.unlinked = False  # deleted while mapped: freed when the last mapping goes
+        self.xa_extent = 0  # indices [0, xa_extent) hold entries (pages or swap entries)
+        self.xa_nodes: list = []  # the radix_tree_node objects of i_pages, as allocated
 
     def mapped_extent(self) -> int:
         return max(self.mappers.values(), default=0)
@@ -465,6 +469,8 @@ def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:
     swapped = s[s <= SHADOW] if mapping.kind == "shmem" else s[:0]
     if len(swapped):
         swapfile.swap_free(sys, swp_offset(swapped))
+    if mapping.kind == "shmem":
+        shmem_xa_free(sys, mapping)
     mapping.slots = np.full(0, HOLE, np.int64)
     mapping.ra_marks.clear()
     mapping.i_size = 0
@@ -499,6 +505,7 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
                 swap.folio_add_lru(sys, task, task.memcg, obj, got, pfns,
                                    PG_swapbacked | PG_mapped | PG_young, LRU_INACTIVE_ANON,
                                    (NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED, PGFAULT))
+                ret = ret or shmem_xa_grow(sys, task, obj, int(got[-1]) + 1)
             if ret:
                 _shmem_map(sys, obj, mm, max(already, int(missing[0])))
                 return ret
@@ -516,6 +523,60 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
         # (oom_badness() counts them) - not a task with no rss.
         _shmem_map(sys, obj, mm, max(already, int(idx[-1]) + 1))
     return 0
+
+
+def xa_nr_nodes(nr: int) -> int:
+    """The nodes of an xarray with entries at indices [0, nr): none while index 0 alone
+    is used (the entry sits in xa_head), else per level one node for each chunk of 64
+    slots the range reaches, up to the single top node (lib/xarray.c: xas_expand grows
+    the tree until it holds the largest index, xas_create makes the missing nodes on
+    the way down)."""
+    nodes, span = 0, 1
+    while span < nr:
+        span <<= XA_CHUNK_SHIFT
+        nodes += -(-nr // span)
+    return nodes
+
+
+def shmem_xa_grow(sys: System, task: Task, obj: ShmemObject, extent: int) -> int:
+    """The i_pages nodes that storing entries up to index extent - 1 allocates; 0 or the
+    failed charge.
+
+    The page cache's xarray is made with XA_FLAGS_ACCOUNT (fs/inode.c:
+    __address_space_init_once), so lib/xarray.c xas_alloc / xas_nomem add __GFP_ACCOUNT
+    and each radix_tree_node is charged to the current task's group - the task that
+    faults the page in (mm/shmem.c: shmem_add_to_page_cache -> xas_store, xas_nomem).
+    The nodes stay while the object's entries do (a swapped-out page leaves a swap entry
+    in its slot) and go with them at truncation.  Under the 3.8 rules (before 4.6
+    radix_tree_node was not __GFP_ACCOUNT) none is charged.  The kernel allocates a
+    folio's node after charging the folio, and a failed node charge fails that folio's
+    fault; here a batch's nodes follow its pages, and a failed charge stops the faults.
+    """
+    if sys.semantics == "3.8" or extent <= obj.xa_extent:
+        return 0
+    need = xa_nr_nodes(extent) - xa_nr_nodes(obj.xa_extent)
+    obj.xa_extent = extent
+    if need <= 0:
+        return 0
+    prev, sys.current = sys.current, task  # current: the task the OOM killer sees charging
+    try:
+        node = slab.kmem_cache_alloc(sys, "radix_tree_node", task, need, user_fault=True)
+    finally:
+        sys.current = prev
+    if slab.charge_failed(node):
+        return node
+    obj.xa_nodes.append(node)
+    return 0
+
+
+def shmem_xa_free(sys: System, obj: ShmemObject) -> None:
+    """truncate_inode_pages() of a shmem object: with its last entry every node of
+    i_pages is freed (lib/xarray.c: xas_delete_node), uncharged from the group that
+    allocated it."""
+    for node in obj.xa_nodes:
+        slab.kmem_cache_free(sys, node)
+    obj.xa_nodes = []
+    obj.xa_extent = 0
 
 
 def _shmem_map(sys: System, obj: ShmemObject, mm, extent: int) -> None:

@@ -66,6 +66,7 @@ ROOT_CACHES = {
     "pid": (192, 21, 1),  # kernel/pid.c: pid_cachep (init_struct_pid size)
     "dentry": (192, 21, 1),  # fs/dcache.c: dentry_cache
     "shmem_inode_cache": (752, 21, 4),  # mm/shmem.c: shmem_inode_cachep
+    "radix_tree_node": (584, 14, 2),  # lib/radix-tree.c: radix_tree_node_cachep (xa_node)
     "ext4_inode_cache": (1128, 14, 4),  # fs/ext4/super.c: ext4_inode_cachep
     "buffer_head": (104, 39, 1),  # fs/buffer.c: bh_cachep
     "vm_area_struct": (192, 21, 1),  # mm/vma_init.c: vm_area_cachep
