@@ -411,6 +411,52 @@ def test_oom_kills_the_largest_task_not_the_one_that_asked(kernel):
 
 
 @pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_score_adj_min_spares_the_largest_task(kernel):
+    """oom_badness() skips a task with oom_score_adj -1000 (OOM_SCORE_ADJ_MIN): the
+    largest task survives and the next largest is killed (mm/oom_kill.c)."""
+    k = kernel
+    big = group_with_task(k, limit="64M")
+    try:
+        big.oom_score_adj = -1000
+    except PermissionError:
+        pytest.skip("lowering oom_score_adj needs CAP_SYS_RESOURCE, which this process lacks")
+    assert big.oom_score_adj == -1000
+    small = k.spawn("/g")
+    big.touch_anon(40 * MiB)
+    small.touch_anon(8 * MiB)
+    small.touch_anon(24 * MiB)       # over the limit: big would score highest
+    assert big.state == "running"
+    assert small.state == "oom_killed"
+    assert oom(k, "/g")["oom_kill"] == 1
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+def test_oom_score_adj_max_is_chosen_first(kernel):
+    """oom_score_adj 1000 adds totalpages (the limit's pages) to the badness, so a small
+    task with it goes before a big one (mm/oom_kill.c: oom_badness)."""
+    k = kernel
+    big = group_with_task(k, limit="64M")
+    big.touch_anon(40 * MiB)
+    tiny = k.spawn("/g")
+    tiny.oom_score_adj = 1000
+    tiny.touch_anon(8 * MiB)
+    charger = k.spawn("/g")
+    charger.touch_anon(20 * MiB)     # 68M, over the limit: one kill is enough
+    assert tiny.state == "oom_killed"
+    assert big.state == "running" and charger.state == "running"
+    assert oom(k, "/g")["oom_kill"] == 1
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
+@pytest.mark.parametrize("value", [-1001, 1001])
+def test_oom_score_adj_out_of_range_is_einval(kernel, value):
+    """fs/proc/base.c: oom_score_adj_write() takes -1000..1000 only."""
+    t = group_with_task(kernel)
+    assert errno_of(lambda: setattr(t, "oom_score_adj", value)) == errno.EINVAL
+    assert t.oom_score_adj == 0
+
+
+@pytest.mark.parametrize("kernel", BOTH, indirect=True)
 @pytest.mark.parametrize("efd", [0, 1, 2])
 def test_event_control_with_a_standard_descriptor_is_einval(kernel, efd):
     """memcg_write_event_control(): descriptors 0-2 are open in every process but are

@@ -504,11 +504,11 @@ def test_oom_group_parent_events(k):
     assert ev["oom_kill"] == 5 if is_618(k) else ev["oom_kill"] in (4, 5)
 
 
-def test_oom_group_score_events():
+@pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_oom_group_score_events(k):
     """test_memcg_oom_group_score_events: a task with oom_score_adj -1000 survives its
     group's OOM; the others die, and oom_kill is 3 for two dead tasks (the victim counts
-    twice).  Model only: the Kernel interface sets no oom_score_adj on a real task."""
-    k = memcg.SimKernel(memory="1G", hierarchy="v2")
+    twice)."""
     top(k)
     k.mkdir("/t/a")
     k.write("/t/a/memory.max", "50M")
@@ -521,10 +521,12 @@ def test_oom_group_score_events():
     other.touch_anon(1 * MiB)
     big = k.spawn("/t/a")
     big.touch_anon(100 * MiB)
+    k.settle()
     assert big.state == "oom_killed" and other.state == "oom_killed"
-    assert safe.state == "running"
+    assert safe.state == "running" and safe.oom_score_adj == -1000
     ev = events(k, "/t/a/memory.events")
     assert ev["oom_kill"] == 3 and ev["oom_group_kill"] == 1
+    safe.exit()
 
 
 def test_oom_group_is_v2_only():

@@ -82,7 +82,10 @@ class Socket(abc.ABC):
 
 
 class Task(abc.ABC):
-    """A process placed in a memory cgroup."""
+    """A process placed in a memory cgroup.
+
+    Every backend's task also has ``oom_score_adj``, read and set as an int (-1000..1000,
+    OSError(EINVAL) otherwise; mm/oom_kill.c: oom_badness adds it, -1000 is never chosen)."""
 
     pid: int
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import cgroup, kernel, psi, sched
 from .fs import dcache, namei
 from .kernel import PAGE_SIZE
-from .mm import filemap, memcontrol, memcontrol_v1, page_alloc, slab
+from .mm import filemap, memcontrol, memcontrol_v1, oom_kill, page_alloc, slab
 from .mm.filemap import ShmemObject, filemap_read, filemap_write, shmem_fault, shmem_unmap
 from .mm.memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, CHARGE_OOM_WAIT, CHARGE_THROTTLED,
                          OBJCG_POINTER_SIZE,
@@ -149,7 +149,7 @@ class SimTask(kernel.Task):
         self.memcg = memcg
         self.cpu = cpu
         self.mm = MmStruct()
-        self.oom_score_adj = 0
+        self._oom_score_adj = 0
         self.oom_victim = False
         self.memcg_in_oom = None
         self.oom_wait = None
@@ -176,6 +176,18 @@ class SimTask(kernel.Task):
     @property
     def state(self) -> str:
         return self._state
+
+    @property
+    def oom_score_adj(self) -> int:
+        """What oom_badness() adds, in thousandths of the OOM domain's pages."""
+        return self._oom_score_adj
+
+    @oom_score_adj.setter
+    def oom_score_adj(self, value: int) -> None:
+        # fs/proc/base.c: oom_score_adj_write() refuses values out of range with EINVAL
+        if not oom_kill.OOM_SCORE_ADJ_MIN <= value <= oom_kill.OOM_SCORE_ADJ_MAX:
+            raise OSError(errno.EINVAL, f"oom_score_adj {value}: expected -1000 to 1000")
+        self._oom_score_adj = int(value)
 
     def __repr__(self):
         return f"<task {self.pid} {self.memcg.path} {self._state}>"
@@ -386,6 +398,7 @@ class SimTask(kernel.Task):
         child = kernel_clone(sys, self.memcg)
         child.mm = mm
         child.kmem = kmem
+        child._oom_score_adj = self._oom_score_adj   # kernel/fork.c: copy_signal()
         self.children.append(child)
         ret_from_fork_faults(sys, child)
         sched.exit_to_user_mode(sys.clock)

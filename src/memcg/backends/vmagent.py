@@ -35,11 +35,12 @@ from .linux import LinuxKernel
 
 # What the host may call on a task, a socket and the kernel; nothing else is reachable.
 TASK_CALLS = {"touch_anon", "free_anon", "write_anon", "touch_shm", "read_file", "write_file", "unlink",
-              "mkdirs", "create_files", "move", "exit", "fork", "connect_tcp", "info"}
+              "mkdirs", "create_files", "move", "exit", "fork", "connect_tcp", "info",
+              "set_oom_score_adj"}
 SOCKET_CALLS = {"send", "recv", "info", "close"}
 KERNEL_CALLS = {"mkdir", "rmdir", "listdir", "read", "write", "advance", "settle", "debugfs",
                 "scratch_dir"}
-TASK_INFO = ("state", "group", "cpu", "exit_signal", "exit_code", "late_errors")
+TASK_INFO = ("state", "group", "cpu", "exit_signal", "exit_code", "late_errors", "oom_score_adj")
 PYTHON_TIMEOUT = 300.0   # one "python" command (a program of the host's, run in the guest)
 
 
@@ -163,6 +164,9 @@ class Agent:
             return self.task_info(task.fork())
         if call == "connect_tcp":
             return self._number(self.sockets, task.connect_tcp(self.kernel.task(args[0])))
+        if call == "set_oom_score_adj":
+            task.oom_score_adj = int(args[0])
+            return self.task_info(task)
         getattr(task, call)(*args)
         return self.task_info(task)
 

@@ -511,6 +511,15 @@ class VMTask(Task):
     def late_errors(self) -> list[str]:
         return self._do("info")["late_errors"]
 
+    @property
+    def oom_score_adj(self) -> int:
+        """The guest task's /proc/PID/oom_score_adj."""
+        return self._do("info")["oom_score_adj"]
+
+    @oom_score_adj.setter
+    def oom_score_adj(self, value: int) -> None:
+        self._do("set_oom_score_adj", int(value))
+
     def touch_anon(self, nbytes: int, locked: bool = False) -> None:
         self._do("touch_anon", int(nbytes), bool(locked))
 

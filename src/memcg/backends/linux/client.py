@@ -67,6 +67,7 @@ class LinuxTask(Task):
         # [address, length] of the anonymous mappings it shares with its parent
         self.light = False
         self.inherited: list[list[int]] = []
+        self._oom_score_adj = 0
 
     def __repr__(self) -> str:
         return f"<LinuxTask {self.pid} {self.group} {self.state}>"
@@ -352,6 +353,23 @@ class LinuxTask(Task):
         """n new empty files (a dentry and an inode each), placed as mkdirs() places them."""
         self._alive()
         self._call({"op": "mkfiles", "base": self._k._base_dir(self.pid, fs, where), "n": int(n)})
+
+    @property
+    def oom_score_adj(self) -> int:
+        """The task's /proc/PID/oom_score_adj (the last value set once it is dead)."""
+        if not self._dead():
+            value = procfs.oom_score_adj(self.pid)
+            if value is not None:
+                self._oom_score_adj = value
+        return self._oom_score_adj
+
+    @oom_score_adj.setter
+    def oom_score_adj(self, value: int) -> None:
+        # A dead task's pid may be anybody's: only a live task of ours is written.
+        if self._dead():
+            raise OSError(errno.ESRCH, f"oom_score_adj: task {self.pid} has exited")
+        procfs.set_oom_score_adj(self.pid, int(value))
+        self._oom_score_adj = int(value)
 
     def move(self, path: str) -> None:
         self._alive()

@@ -6,6 +6,7 @@ dying (an OOM victim being reaped) or blocked in the memcg charge path.
 
 from __future__ import annotations
 
+import errno
 import signal
 
 from . import files
@@ -54,6 +55,26 @@ def min_flt(pid: int) -> int | None:
         return None
     fields = stat_fields(text)
     return int(fields[7]) if len(fields) > 7 else None
+
+
+# include/uapi/linux/oom.h
+OOM_SCORE_ADJ_MIN = -1000
+OOM_SCORE_ADJ_MAX = 1000
+
+
+def oom_score_adj(pid: int) -> int | None:
+    """/proc/PID/oom_score_adj, what the OOM killer adds to the task's badness
+    (fs/proc/base.c: oom_score_adj_read).  None if there is no such process."""
+    text = files.read_quiet(f"/proc/{pid}/oom_score_adj")
+    return int(text) if text.strip() else None
+
+
+def set_oom_score_adj(pid: int, value: int) -> None:
+    """Write /proc/PID/oom_score_adj.  Outside -1000..1000 is EINVAL, as
+    fs/proc/base.c: oom_score_adj_write returns it; lowering it needs CAP_SYS_RESOURCE."""
+    if not OOM_SCORE_ADJ_MIN <= value <= OOM_SCORE_ADJ_MAX:
+        raise OSError(errno.EINVAL, f"oom_score_adj {value}: expected -1000 to 1000")
+    files.write_file(f"/proc/{pid}/oom_score_adj", f"{value}\n")
 
 
 PF_EXITING = 0x4          # include/linux/sched.h
