@@ -772,3 +772,32 @@ def test_v2_kernel_memory_lines_same_both_ways(monkeypatch, semantics):
     out = run_both(workload, monkeypatch)
     stat = memcg.parse.parse_stat(out["stat"])
     assert stat["pagetables"] > 0 and stat["slab"] > 0
+
+
+def test_v2_css_less_group_charges_its_ancestor_same_both_ways(monkeypatch, semantics):
+    """cgroup v2: the tasks of a group whose parent does not enable memory charge the
+    ancestor's css (task_css) on every path - anon faults under the ancestor's limit with
+    swap, file reads and writes - and, after +memory, the group's new css."""
+    if semantics == "3.8":
+        pytest.skip("cgroup v2 is modelled with the 6.18 rules")
+
+    def workload():
+        k = memcg.SimKernel(memory="256M", cpus=2, swap="64M", hierarchy="v2")
+        k.mkdir("/a")
+        k.mkdir("/a/b")
+        k.write("/a/memory.max", "48M")
+        t = k.spawn("/a/b")
+        t.touch_anon(64 * MiB)
+        t.read_file("f", 8 * MiB)
+        t.write_file("g", 4 * MiB)
+        k.write("/a/cgroup.subtree_control", "+memory")
+        t.touch_anon(16 * MiB)
+        t.read_file("h", 4 * MiB)
+        k.advance(5)
+        out = {"a": k.read("/a/memory.stat"), "b": k.read("/a/b/memory.stat"),
+               "current": [k.read("/a/memory.current"), k.read("/a/b/memory.current")],
+               "internal": _internal(k), "tasks": [t.state]}
+        k.close()
+        return out
+    out = run_both(workload, monkeypatch)
+    assert int(out["current"][0]) > int(out["current"][1]) > 0

@@ -125,7 +125,7 @@ class MemcgMachine(RuleBasedStateMachine):
             return
         path = self.pick(self.groups[1:], i)
         busy = any(g.startswith(path + "/") for g in self.groups) or any(
-            t.memcg.path == path for t in self.alive())
+            t.cgroup.path == path for t in self.alive())
         if busy:
             try:
                 self.k.rmdir(path)
@@ -287,7 +287,7 @@ class MemcgMachine(RuleBasedStateMachine):
         self.tasks.append(t)
         self.expect_oserror(lambda: t.read_file(name, n * PAGE), errno.ENOMEM)
         for u in self.alive():
-            if u.memcg.path == path:
+            if u.cgroup.path == path:
                 u.exit()
         self.k.rmdir(path)
         self.groups.remove(path)
@@ -414,7 +414,7 @@ class MemcgMachine(RuleBasedStateMachine):
         for t in self.tasks:
             if t.state in ("exited", "oom_killed"):
                 assert t.mm.anon_rss == 0 and t.mm.swapents == 0
-                assert t not in t.memcg.tasks
+                assert t not in t.cgroup.tasks
 
     @invariant()
     def swap_references_match_mappings(self):

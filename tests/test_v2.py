@@ -343,6 +343,41 @@ def test_a_group_without_memory_counts_in_its_nearest_ancestor(k):
 
 
 @pytest.mark.parametrize("k", BOTH, indirect=True)
+def test_charges_follow_the_memory_css_as_memory_is_enabled_and_disabled(k):
+    """A css-less group's tasks charge the nearest ancestor's css (mem_cgroup_from_task):
+    the ancestor's memory.current grows, the group has none.  Enabling memory in the
+    parent gives the group a new css starting at 0 (cgroup_apply_control): the pages
+    charged before stay where they are, only new charges go to the new css.  Disabling it
+    again sends new charges back up; what the group's css holds still counts in the
+    parent's memory.current (the dying css's counters stay children of the parent's)."""
+    top(k)
+    k.mkdir("/t/a")
+    k.mkdir("/t/a/b")
+    if "memory" in k.read("/t/a/cgroup.subtree_control").split():
+        k.write("/t/a/cgroup.subtree_control", "-memory")   # the real backend enables it
+    t = k.spawn("/t/a/b")
+    base = int(k.read("/t/a/memory.current"))   # the task's own kernel memory
+    t.touch_anon(16 * MiB)
+    assert "memory.current" not in k.listdir("/t/a/b")
+    assert values_close(int(k.read("/t/a/memory.current")) - base, 16 * MiB, 3)
+    k.write("/t/a/cgroup.subtree_control", "+memory")
+    assert int(k.read("/t/a/b/memory.current")) < 1 * MiB   # a new css: nothing yet
+    assert values_close(int(k.read("/t/a/memory.current")) - base, 16 * MiB, 3)
+    t.touch_anon(8 * MiB)
+    assert values_close(int(k.read("/t/a/b/memory.current")), 8 * MiB, 5)
+    assert values_close(int(k.read("/t/a/memory.current")) - base, 24 * MiB, 3)
+    assert values_close(events(k, "/t/a/b/memory.stat")["anon"], 8 * MiB, 3)
+    k.write("/t/a/cgroup.subtree_control", "-memory")
+    assert "memory.current" not in k.listdir("/t/a/b")
+    assert values_close(int(k.read("/t/a/memory.current")) - base, 24 * MiB, 3)
+    t.touch_anon(4 * MiB)
+    assert values_close(int(k.read("/t/a/memory.current")) - base, 28 * MiB, 3)
+    assert values_close(events(k, "/t/a/memory.stat")["anon"], 28 * MiB, 3)
+    assert k.read("/t/a/b/cgroup.procs") == f"{t.pid}\n"   # membership did not move
+    assert "populated 1" in k.read("/t/a/b/cgroup.events")
+
+
+@pytest.mark.parametrize("k", BOTH, indirect=True)
 def test_max_write_sets_the_limit_first_then_oom_kills(k):
     """memory_max_write: unlike v1's limit_in_bytes (EBUSY when usage cannot come down),
     the limit is set at once, reclaim fails (no swap), and the OOM killer makes room."""

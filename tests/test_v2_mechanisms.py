@@ -338,6 +338,7 @@ def check_throttled_pressure(k, r):
     """A task throttled at memory.high stalls its group and every ancestor; alone in its
     group and asleep in the stall, its some and full times are the same."""
     k.mkdir(r + "/a")
+    k.write(r + "/a/cgroup.subtree_control", "+memory")  # /a/b needs a memory css of its own
     k.mkdir(r + "/a/b")
     _set(k, r + "/a/b", "memory.swap.max", 0)
     _set(k, r + "/a/b", "memory.high", 8 * MB)

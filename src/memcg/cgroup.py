@@ -33,14 +33,16 @@ def cgroup_get_from_path(sys: System, path: str) -> MemCgroup:
 
 def cgroup_attach_task(sys: System, task, memcg: MemCgroup) -> None:
     """cgroup_attach_task(): the task changes group; its charges stay where they were
-    (charge moving at immigration is gone from today's kernel)."""
-    if task.memcg is memcg:
+    (charge moving at immigration is gone from today's kernel).  Its new css_set holds the
+    memory css new charges go to (task_css)."""
+    if task.cgroup is memcg:
         return
-    old = task.memcg
+    old = task.cgroup
     cgroup_update_populated(sys, old, -1)
     old.tasks.remove(task)
     memcg.tasks.append(task)
-    task.memcg = memcg
+    task.cgroup = memcg
+    task.memcg = task_css(sys, task)
     cgroup_update_populated(sys, memcg, 1)
     if getattr(task, "psi_flags", 0):
         psi.cgroup_move_task(sys, task, old, memcg)  # its stall states move with it
@@ -57,12 +59,17 @@ def cgroup_file_notify(sys: System, memcg: MemCgroup, name: str) -> None:
 # --- cgroup v2: the default hierarchy's core rules (kernel/cgroup/cgroup.c, 6.18) -------------
 #
 # The model has one controller, memory, so a subsystem mask is the set {"memory"} or empty.
-# Each group is still one MemCgroup: where the kernel has no memory css for a group whose
-# parent does not enable memory (its tasks are charged to the nearest ancestor that has
-# one), the model keeps charging the group's own counters, which are children of its
-# parent's - limits and hierarchical figures come out the same; only files and local
-# figures of such a group differ, and those files are hidden.  The events the kernel
-# counts in a task's memcg count in task_css(), the ancestor's, as on the kernel.
+# Each group is one MemCgroup.  A task has two: task.cgroup, the group it is a member of
+# (cgroup.procs, cgroup.events populated, PSI, cgroup.kill), and task.memcg, the memory css
+# its css_set holds, which every charge and memcg event of the task goes to.  They differ
+# where the group's parent does not enable memory: the group has no memory css and its
+# tasks charge the nearest ancestor that has one (task_css).  task.memcg is resolved again
+# whenever the task migrates and whenever a subtree_control write adds or removes memory
+# css below (cgroup_apply_control -> cgroup_update_dfl_csses moves the css_sets).
+# Not modelled: the css of a group whose memory is disabled is killed in the kernel and a
+# later enable makes a new one starting at 0; here the group keeps its one MemCgroup, so
+# pages it charged before the disable stay on its counters (as they stay on the dying
+# css, counted in the parent's) and show again in its memory.current after a re-enable.
 
 # the controllers of this kernel on the default hierarchy (cgroup_subsys[]); the model's
 # machine has the memory controller only
@@ -114,9 +121,9 @@ def task_css(sys: System, task) -> MemCgroup:
     """task_css(task, memory_cgrp_id), as mem_cgroup_from_task() reads it: the group whose
     memory css the task's css_set holds - its own group, or, where its parent does not
     enable memory, the nearest ancestor that has a memory css (cgroup_apply_control()
-    moves the css_sets there).  Events the kernel counts "in the task's memcg" count
-    there (memory.events.local of that ancestor)."""
-    memcg = task.memcg
+    moves the css_sets there).  Resolved into task.memcg at fork, migration and
+    subtree_control writes; charges and memcg events go there."""
+    memcg = task.cgroup
     while not cgroup_css_online(sys, memcg):
         memcg = memcg.parent
     return memcg
@@ -209,6 +216,16 @@ def cgroup_subtree_control_write(sys: System, memcg: MemCgroup, text: str) -> No
     if "memory" in disable or "memory" in enable:
         for child in memcg.online_children.values():
             mem_cgroup_css_reset(child)
+        cgroup_update_dfl_csses(sys, memcg)
+
+
+def cgroup_update_dfl_csses(sys: System, memcg: MemCgroup) -> None:
+    """cgroup_update_dfl_csses(): the tasks below memcg move to css_sets holding the memory
+    css they now resolve to; what they charged stays with the css it was charged to
+    (folio->memcg_data is not rewritten), only new charges go to the new css."""
+    for m in memcg.subtree():
+        for task in m.tasks:
+            task.memcg = task_css(sys, task)
 
 
 def mem_cgroup_css_reset(memcg: MemCgroup) -> None:

@@ -267,7 +267,7 @@ def psi_group_change(sys, group: PsiGroup, cpu: int, clear: int, set_: int, now:
 
 def task_psi_group(sys, task) -> PsiGroup:
     """task_psi_group(): the psi_group of the task's cgroup on the default hierarchy."""
-    return cgroup_psi(sys, task.memcg)
+    return cgroup_psi(sys, task.cgroup)
 
 
 def psi_task_change(sys, task, clear: int, set_: int) -> None:
@@ -339,9 +339,9 @@ def cgroup_move_task(sys, task, old_memcg, new_memcg) -> None:
     flags = task.psi_flags if sys.cgroup_dfl else 0
     if not flags:
         return
-    task.memcg = old_memcg
+    task.cgroup = old_memcg
     psi_task_change(sys, task, flags, 0)
-    task.memcg = new_memcg
+    task.cgroup = new_memcg
     psi_task_change(sys, task, 0, flags)
 
 

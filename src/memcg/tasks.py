@@ -146,7 +146,9 @@ class SimTask(kernel.Task):
     def __init__(self, sys: System, pid: int, memcg, cpu: int):
         self._sys = sys
         self.pid = pid
-        self.memcg = memcg
+        # the group the task is a member of, and the memory css it charges (cgroup.py)
+        self.cgroup = memcg
+        self.memcg = cgroup.task_css(sys, self)
         self.cpu = cpu
         self.mm = MmStruct()
         self._oom_score_adj = 0
@@ -190,7 +192,7 @@ class SimTask(kernel.Task):
         self._oom_score_adj = int(value)
 
     def __repr__(self):
-        return f"<task {self.pid} {self.memcg.path} {self._state}>"
+        return f"<task {self.pid} {self.cgroup.path} {self._state}>"
 
     # --- scheduling -----------------------------------------------------------------
 
@@ -395,7 +397,7 @@ class SimTask(kernel.Task):
                 self.do_exit("oom_killed")
             sched.exit_to_user_mode(sys.clock)
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
-        child = kernel_clone(sys, self.memcg)
+        child = kernel_clone(sys, self.cgroup)
         child.mm = mm
         child.kmem = kmem
         child._oom_score_adj = self._oom_score_adj   # kernel/fork.c: copy_signal()
@@ -453,9 +455,9 @@ class SimTask(kernel.Task):
         for obj in self.mm.shm_objects:
             shmem_unmap(sys, obj, self.mm)
         self.mm.shm_objects.clear()
-        if self in self.memcg.tasks:
-            self.memcg.tasks.remove(self)
-            cgroup.cgroup_update_populated(sys, self.memcg, -1)
+        if self in self.cgroup.tasks:
+            self.cgroup.tasks.remove(self)
+            cgroup.cgroup_update_populated(sys, self.cgroup, -1)
         release_task_kmem(sys, self.kmem, self.cpu)  # the stack and task structures go back
         tcp.tcp_task_exit(sys, self)  # exit_files(): its connections are closed
         psi.psi_dequeue(sys, self)  # its PSI states go with it

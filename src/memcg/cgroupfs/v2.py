@@ -114,7 +114,7 @@ def _threads_write(k, memcg: MemCgroup, text: str) -> None:
     """cgroup_threads_write(): a thread may only move within its domain - every group of the
     model is a domain of its own, so a move to another group is EOPNOTSUPP."""
     task = _task_of(k, text)
-    if task.memcg is not memcg:
+    if task.cgroup is not memcg:
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import cgroup
 from .memcontrol import (MEMCG_OOM_GROUP_KILL, MEMCG_OOM_KILL, MemCgroup, mem_cgroup_margin,
                          memcg_memory_event)
 
@@ -78,7 +77,7 @@ def mem_cgroup_get_oom_group(sys: System, victim: Task, oom_domain: MemCgroup | 
         return None
     if oom_domain is None:
         oom_domain = sys.root
-    memcg = cgroup.task_css(sys, victim)  # mem_cgroup_from_task(victim)
+    memcg = victim.memcg  # mem_cgroup_from_task(victim)
     if memcg.is_root() or not memcg.is_descendant(oom_domain):
         return None
     oom_group = None
@@ -116,7 +115,7 @@ def __oom_kill_process(sys: System, victim: Task) -> None:
     necessarily the group whose limit was hit.
     """
     # memcg_memory_event_mm() -> mem_cgroup_from_task(): the victim's memory css
-    memcg_memory_event(sys, cgroup.task_css(sys, victim), MEMCG_OOM_KILL)
+    memcg_memory_event(sys, victim.memcg, MEMCG_OOM_KILL)
     if victim.oom_victim or victim.state in ("exited", "oom_killed"):
         return  # SIGKILL already pending
     victim.oom_victim = True
