@@ -606,3 +606,88 @@ def test_cow_copy_after_its_page_was_swapped_out_keeps_the_swap_reference():
         assert not m.sys.swap.swap_map[:m.sys.swap.nr_pages].any()
     finally:
         m.k.close()
+
+
+def _buffer_heads_match_pages(sys):
+    """Each group's buffer heads: one per page of the file cache with buffers charged to it."""
+    want = {}
+    for mapping in sys.mappings.values():
+        if mapping.kind != "file" or not len(mapping.buffers):
+            continue
+        s = mapping.slots[:len(mapping.buffers)]
+        assert not (mapping.buffers & (s < 0)).any(), mapping.name  # buffers of no page
+        for memcg_id in sys.mem.memcg[s[mapping.buffers & (s >= 0)]].tolist():
+            want[memcg_id] = want.get(memcg_id, 0) + 1
+    for m in sys.memcgs.values():
+        if not m.is_root():
+            assert m.buffer_heads <= want.get(m.id, 0), m.path
+
+
+def test_write_whose_buffer_heads_reclaim_keeps_its_new_pages():
+    """A buffered write near the limit: the charge of the new pages' buffer heads
+    reclaims.  The new folios are locked until their buffers are attached, so that
+    reclaim takes other pages, never them: no buffer head outlives its page, and once
+    everything is gone no kernel memory is left in the groups beyond their statistics."""
+    m = TinyWithSwap()
+    steps = [
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("spawn", dict(i=74546)),
+        ("spawn", dict(i=1000000)),
+        ("mkdir", dict(name='a', parent=457)),
+        ("touch_anon", dict(i=173, locked=True, n=713)),
+        ("write_memsw_limit", dict(i=4970, limit=1048576)),
+        ("advance", dict(ticks=2)),
+        ("touch_anon", dict(i=1383, locked=True, n=425)),
+        ("move", dict(g=317, i=2605)),
+        ("rmdir", dict(i=463)),
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("advance", dict(ticks=1)),
+        ("spawn", dict(i=297)),
+        ("spawn", dict(i=214)),
+        ("spawn", dict(i=506)),
+        ("spawn", dict(i=74546)),
+        ("touch_anon", dict(i=2502, locked=True, n=178)),
+        ("mkdir", dict(name='a', parent=56705)),
+        ("oom_kill_disable", dict(i=16881, value='0')),
+        ("mkdir", dict(name='a', parent=182070)),
+        ("write_limit", dict(i=26, limit=16777216)),
+        ("spawn", dict(i=214)),
+        ("mkdir", dict(name='c', parent=4202)),
+        ("read_file", dict(i=23507, n=1, name='f3')),
+        ("rmdir", dict(i=60594)),
+        ("mkdir", dict(name='b', parent=16458)),
+        ("rmdir", dict(i=5054)),
+        ("rmdir", dict(i=2454)),
+        ("move", dict(g=7443, i=757)),
+        ("advance", dict(ticks=2)),
+        ("write_limit", dict(i=42009, limit=1048576)),
+        ("move", dict(g=362880, i=6894)),
+        ("write_memsw_limit", dict(i=2065, limit=33554432)),
+        ("oom_kill_disable", dict(i=951, value='0')),
+        ("write_file", dict(i=4096, n=479, name='f0')),
+        ("touch_anon", dict(i=3364, locked=True, n=79)),
+        ("spawn", dict(i=365)),
+        ("oom_kill_disable", dict(i=113484, value='1')),
+        ("oom_kill_disable", dict(i=16384, value='1')),
+        ("mkdir", dict(name='b', parent=448)),
+        ("rmdir", dict(i=90)),
+        ("spawn", dict(i=374)),
+        ("write_memsw_limit", dict(i=5714, limit=33554432)),
+        ("spawn", dict(i=427)),
+        ("touch_anon", dict(i=458, locked=True, n=211)),
+    ]
+    try:
+        _check(m)
+        for name, kwargs in steps:
+            getattr(m, name)(**kwargs)
+            _check(m)
+            _buffer_heads_match_pages(m.sys)
+        m.drain_everything()
+        assert all(g.buffer_heads == 0 for g in m.sys.memcgs.values())
+    finally:
+        m.k.close()
