@@ -112,7 +112,7 @@ class AnonVma(AddressSpace):
             if self.anon_vma_tree is not None:
                 entries = self.slots[idx]
                 for v in self.anon_vma_tree:
-                    hit = v.slots[idx] == pfns if v is not self else None
+                    hit = maps_at(v, idx, pfns) if v is not self else None
                     if hit is None or not hit.any():
                         continue
                     v.slots[idx[hit]] = entries[hit]
@@ -237,12 +237,22 @@ def exit_mmap(sys: System, mm, cpu: int) -> None:
 
 # --- fork and copy-on-write -------------------------------------------------------------
 
+def maps_at(v: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """Whether mapping v maps pfns at indices pos.  The copies of a tree can differ in
+    length (one forked after the mapping lost its tail: vm_area_dup of the shorter
+    vma): an index past a copy's end is not mapped by it."""
+    inside = pos < len(v.slots)
+    hit = np.zeros(len(pos), bool)
+    hit[inside] = v.slots[pos[inside]] == pfns[inside]
+    return hit
+
+
 def folio_mapcount(vma: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> np.ndarray:
     """folio_mapcount() of the pages pfns at indices pos of vma: how many mappings of its
     anon_vma tree map each (a shared page sits at the same index in every copy)."""
     count = np.zeros(len(pfns), np.int32)
     for v in vma.anon_vma_tree or (vma,):
-        count += v.slots[pos] == pfns
+        count += maps_at(v, pos, pfns)
     return count
 
 
@@ -256,7 +266,7 @@ def rmap_move_mapping(sys: System, vma: AnonVma, pos: np.ndarray, pfns: np.ndarr
             return
         if v is vma:
             continue
-        hit = need & (v.slots[pos] == pfns)
+        hit = need & maps_at(v, pos, pfns)
         sys.mem.mapping[pfns[hit]] = v.id
         need &= ~hit
 
