@@ -701,3 +701,58 @@ def test_write_whose_buffer_heads_reclaim_keeps_its_new_pages():
         assert all(g.buffer_heads == 0 for g in m.sys.memcgs.values())
     finally:
         m.k.close()
+
+
+def test_oom_kill_of_a_mapper_whose_tree_has_a_shorter_copy():
+    """A mapping loses its tail (free_anon) and is forked again: its anon_vma tree holds
+    copies of different lengths.  Unmapping the longer one (an OOM kill's exit_mmap)
+    counts the mappers of its pages past the shorter copy's end without indexing it."""
+    m = TinyWithSwap()
+    steps = [
+        ("advance", dict(ticks=1)),
+        ("mkdir", dict(name='a', parent=0)),
+        ("spawn", dict(i=13523)),
+        ("oom_kill_disable", dict(i=0, value='1')),
+        ("write_memsw_limit", dict(i=0, limit=2097152)),
+        ("touch_shm", dict(i=0, n=334, name='s1')),
+        ("write_limit", dict(i=0, limit=1048576)),
+        ("touch_shm", dict(i=0, n=1, name='s0')),
+        ("touch_shm", dict(i=0, n=384, name='s0')),
+        ("exit", dict(i=0)),
+        ("advance", dict(ticks=3)),
+        ("advance", dict(ticks=3)),
+        ("rmdir", dict(i=277)),
+        ("force_empty", dict(i=19593)),
+        ("force_empty", dict(i=4961)),
+        ("force_empty", dict(i=1740)),
+        ("rmdir", dict(i=323463)),
+        ("spawn", dict(i=39379)),
+        ("force_empty", dict(i=366609)),
+        ("touch_anon", dict(i=163301, locked=False, n=208)),
+        ("fork", dict(i=8240)),
+        ("touch_anon", dict(i=482, locked=True, n=1020)),
+        ("move", dict(g=1223, i=5454)),
+        ("mkdir", dict(name='a', parent=20546)),
+        ("mkdir", dict(name='a', parent=486)),
+        ("fork", dict(i=22722)),
+        ("write_file", dict(i=22553, n=56, name='f0')),
+        ("touch_anon", dict(i=880, locked=True, n=267)),
+        ("retire", dict(i=60882, n=288, name='f3')),
+        ("advance", dict(ticks=2)),
+        ("free_anon", dict(i=25, n=10)),
+        ("fork", dict(i=1000000)),
+        ("write_anon", dict(i=7724, n=995)),
+        ("move", dict(g=4185, i=4648)),
+        ("read_file", dict(i=95172, n=36, name='f2')),
+        ("fork", dict(i=2887)),
+        ("touch_anon", dict(i=836411, locked=False, n=525)),
+    ]
+    try:
+        _check(m)
+        for name, kwargs in steps:
+            getattr(m, name)(**kwargs)
+            _check(m)
+        m.drain_everything()
+        assert m.sys.mem.nr_free + sum(m.sys.kernel_pages.values()) == m.sys.mem.nr_pages
+    finally:
+        m.k.close()
