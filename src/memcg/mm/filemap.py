@@ -440,12 +440,17 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
             if len(pfns):
                 got = missing[:len(pfns)]
                 mapping.slots[got] = pfns
-                swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
-                                   LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
                 if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
+                    # The new folios stay locked from write_begin to write_end, so the
+                    # reclaim the buffer heads' charge may run cannot take them
+                    # (mm/vmscan.c: shrink_folio_list - folio_trylock fails, keep): they
+                    # go on the LRU once their buffers are attached, or that reclaim
+                    # would free them and their buffers would be charged for no page.
                     from ..fs import buffer  # late: fs builds on the page cache
                     buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
                     mapping.buffers[got] = True
+                swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
+                                   LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
             if ret:
                 raise OSError(errno.ENOMEM, "Cannot allocate memory")
         mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import fastpath, filemap, page_alloc, slab, swap, swapfile
+from . import fastpath, filemap, memcontrol, page_alloc, slab, swap, swapfile
 from .filemap import HOLE, AddressSpace, add_to_swap, nr_pages_of
 from .memcontrol import (CHARGE_KILLED, CHARGE_NOMEM, NR_ANON_MAPPED, NR_LRU_BASE, PGFAULT,
                          KmemPages)
@@ -112,7 +112,7 @@ class AnonVma(AddressSpace):
             if self.anon_vma_tree is not None:
                 entries = self.slots[idx]
                 for v in self.anon_vma_tree:
-                    hit = v.slots[idx] == pfns if v is not self else None
+                    hit = maps_at(v, idx, pfns) if v is not self else None
                     if hit is None or not hit.any():
                         continue
                     v.slots[idx[hit]] = entries[hit]
@@ -237,12 +237,22 @@ def exit_mmap(sys: System, mm, cpu: int) -> None:
 
 # --- fork and copy-on-write -------------------------------------------------------------
 
+def maps_at(v: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """Whether mapping v maps pfns at indices pos.  The copies of a tree can differ in
+    length (one forked after the mapping lost its tail: vm_area_dup of the shorter
+    vma): an index past a copy's end is not mapped by it."""
+    inside = pos < len(v.slots)
+    hit = np.zeros(len(pos), bool)
+    hit[inside] = v.slots[pos[inside]] == pfns[inside]
+    return hit
+
+
 def folio_mapcount(vma: AnonVma, pos: np.ndarray, pfns: np.ndarray) -> np.ndarray:
     """folio_mapcount() of the pages pfns at indices pos of vma: how many mappings of its
     anon_vma tree map each (a shared page sits at the same index in every copy)."""
     count = np.zeros(len(pfns), np.int32)
     for v in vma.anon_vma_tree or (vma,):
-        count += v.slots[pos] == pfns
+        count += maps_at(v, pos, pfns)
     return count
 
 
@@ -256,7 +266,7 @@ def rmap_move_mapping(sys: System, vma: AnonVma, pos: np.ndarray, pfns: np.ndarr
             return
         if v is vma:
             continue
-        hit = need & (v.slots[pos] == pfns)
+        hit = need & maps_at(v, pos, pfns)
         sys.mem.mapping[pfns[hit]] = v.id
         need &= ~hit
 
@@ -409,6 +419,8 @@ def wp_fault_step(sys: System, task: Task, vma: AnonVma, i: int, j: int) -> int:
             reuse = reuse[reuse < copy[len(pfns)]]
         done, gone = copy[:len(pfns)], old[shared][:len(pfns)]
         if len(pfns):
+            done, gone, pfns = wp_recheck_pte(sys, task, vma, done, gone, pfns)
+        if len(pfns):
             vma.slots[done] = pfns
             vma.wrprotect[done] = False
             rmap_move_mapping(sys, vma, done, gone)
@@ -419,11 +431,43 @@ def wp_fault_step(sys: System, task: Task, vma: AnonVma, i: int, j: int) -> int:
                 lru = LRU_UNEVICTABLE
             swap.folio_add_lru(sys, task, memcg, vma, done.astype(np.int64), pfns, flags, lru,
                                (NR_ANON_MAPPED, PGFAULT))
+            free_unmapped_folios(sys, vma, done, gone)
     if len(reuse):
         vma.wrprotect[reuse] = False
         # handle_mm_fault(): count_memcg_event_mm(vma->vm_mm, PGFAULT)
         sys.stats.mod(task.memcg.id, PGFAULT, len(reuse))
     return ret
+
+
+def wp_recheck_pte(sys: System, task: Task, vma: AnonVma, done: np.ndarray,
+                   gone: np.ndarray, pfns: np.ndarray):
+    """wp_page_copy() after the new folio is charged: the page table lock was dropped
+    for the allocation, whose reclaim may have swapped the old page out of every
+    mapper (try_to_unmap).  "Re-check the pte": only an entry that still maps the old
+    page (pte_same) takes the copy; for any other the fault is over, the new folio
+    goes back (folio_put -> mem_cgroup_uncharge, after its charge was committed by
+    mem_cgroup_charge) and the swap entry stays, with its reference.  Returns the
+    indices, old pages and new pages that go on."""
+    same = vma.slots[done] == gone
+    if same.all():
+        return done, gone, pfns
+    stale = pfns[~same]
+    memcontrol.commit_charge(sys, task.memcg, stale, task.cpu)
+    swap.release_pages(sys, stale)
+    return done[same], gone[same], pfns[same]
+
+
+def free_unmapped_folios(sys: System, vma: AnonVma, pos: np.ndarray, old: np.ndarray) -> None:
+    """wp_page_copy(): folio_remove_rmap_pte() on the old page, then folio_put(): a
+    page no mapping of the tree maps any more (its other mappers unmapped it while the
+    copy was being allocated: an OOM kill, an exit) is freed with its last reference,
+    as zap_pte_range() would have freed it."""
+    gone = old[folio_mapcount(vma, pos, old) == 0]
+    if not len(gone):
+        return
+    sys.stats.mod_many(sys.mem.memcg[gone], NR_ANON_MAPPED, -1)
+    swap.lruvec_del_folio(sys, gone)
+    swap.release_pages(sys, gone)
 
 
 def pgtables_pages(mm) -> int:
