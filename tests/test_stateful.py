@@ -556,6 +556,17 @@ def _check(m):
     m.task_states()
 
 
+def _replay(m, steps, *checks) -> None:
+    """Run a shrunk sequence of the machine's rules, checking the invariants (and any
+    extra checks, given the kernel's System) before the first and after every step."""
+    _check(m)
+    for name, kwargs in steps:
+        getattr(m, name)(**kwargs)
+        _check(m)
+        for check in checks:
+            check(m.sys)
+
+
 def test_cow_copy_after_its_page_was_swapped_out_keeps_the_swap_reference():
     """A write fault on a page shared copy-on-write allocates the copy; that allocation
     reclaims and swaps the shared page out of both mappers.  wp_page_copy() re-checks
@@ -607,10 +618,7 @@ def test_cow_copy_after_its_page_was_swapped_out_keeps_the_swap_reference():
         ("write_anon", dict(i=36477, n=224)),
     ]
     try:
-        _check(m)
-        for name, kwargs in steps:
-            getattr(m, name)(**kwargs)
-            _check(m)
+        _replay(m, steps)
         m.drain_everything()
         assert m.sys.swap.nr_free == m.sys.swap.nr_pages
         assert not m.sys.swap.swap_map[:m.sys.swap.nr_pages].any()
@@ -692,11 +700,7 @@ def test_write_whose_buffer_heads_reclaim_keeps_its_new_pages():
         ("touch_anon", dict(i=458, locked=True, n=211)),
     ]
     try:
-        _check(m)
-        for name, kwargs in steps:
-            getattr(m, name)(**kwargs)
-            _check(m)
-            _buffer_heads_match_pages(m.sys)
+        _replay(m, steps, _buffer_heads_match_pages)
         m.drain_everything()
         assert all(g.buffer_heads == 0 for g in m.sys.memcgs.values())
     finally:
@@ -748,10 +752,7 @@ def test_oom_kill_of_a_mapper_whose_tree_has_a_shorter_copy():
         ("touch_anon", dict(i=836411, locked=False, n=525)),
     ]
     try:
-        _check(m)
-        for name, kwargs in steps:
-            getattr(m, name)(**kwargs)
-            _check(m)
+        _replay(m, steps)
         m.drain_everything()
         assert m.sys.mem.nr_free + sum(m.sys.kernel_pages.values()) == m.sys.mem.nr_pages
     finally:

@@ -428,7 +428,8 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
         singles = min(total, nr_pages - charged) - 1
         if singles:
             peak = charged + singles + MEMCG_CHARGE_BATCH
-            memcg.memory.failcnt += singles
+            if failcnt:
+                memcg.memory.failcnt += singles
         charged += singles + 1
     # memsw usage only grows through the run: the last episode's attempts reach highest
     for c in memcg.memsw.ancestors():
