@@ -79,7 +79,9 @@ def _distinct(ids: np.ndarray) -> list[int]:
 
 
 def _tail(lst, n: int) -> np.ndarray:
-    """The n oldest pages of a list without stale entries, oldest first (not isolated)."""
+    """The n oldest pages of a list without stale entries, oldest first (not isolated),
+    as np.intp: the per-page arrays are indexed with them many times, and NumPy would
+    convert narrower indices at each of those."""
     out = []
     need = n
     for pfns, _, start in lst.chunks:
@@ -88,30 +90,15 @@ def _tail(lst, n: int) -> np.ndarray:
         stop = min(len(pfns), start + need)
         out.append(_chunk_pfns(pfns, start, stop))
         need -= stop - start
-    return np.concatenate(out) if out else np.empty(0, np.int32)
-
-
-def _evictable(sys: System, pfns: np.ndarray) -> int:
-    """How many of pfns, from the first, shrink_folio_list() would evict as clean file
-    pages of an address space without buffer heads."""
-    mem = sys.mem
-    bad = (mem.flags[pfns] & _NOT_CLEAN) != 0
-    mids = mem.mapping[pfns]
-    for mid in _distinct(mids):
-        mapping = sys.mappings.get(mid)
-        sel = mids == mid
-        if mapping is None or type(mapping) is not AddressSpace or mapping.kind != "file":
-            bad |= sel
-        elif mapping.buffers.any():  # filemap_release_folio() would free buffer heads
-            bad |= sel & mapping.buffers[np.where(sel, mem.index[pfns], 0)]
-    first = np.flatnonzero(bad)
-    return int(first[0]) if len(first) else len(pfns)
+    if not out:
+        return np.empty(0, np.intp)
+    return np.concatenate(out).astype(np.intp, copy=False)
 
 
 class _Tail:
     """The oldest pages of the list, with what the walks need to know of them: each
-    page's address space and folio order, looked up once; the rest (a folio's run among
-    the isolated pages, the folios of a walk) walk by walk, on the few pages concerned."""
+    page's address space and folio order, looked up once; where the run of pages of a
+    folio that ends at a page starts, when first needed."""
 
     def __init__(self, sys: System, pfns: np.ndarray):
         mem = sys.mem
@@ -120,6 +107,30 @@ class _Tail:
         self.mids = mem.mapping[pfns]
         self.large = mem.large
         self.orders = mem.order[pfns] if self.large else None
+
+    def run_starts(self) -> np.ndarray | None:
+        """For each page, the first of the pages before it, in the tail's order, that
+        are in its folio without a page of another folio between them: where
+        MemMap.folio_tail_missing()'s trailing run of an isolation ending at that page
+        starts, if the isolation starts no later.
+
+        That trailing run takes the pages before the last one while their address
+        space and index >> (the last one's order) are the last one's; neighbours with
+        the same address space, order and index >> order are in one folio.  The two
+        agree unless some neighbour of another order passes the first test (no folio of
+        the page cache overlaps another): None then, the walks are sized one by one.
+        """
+        mids, orders = self.mids, self.orders
+        index = self.mem.index[self.pfns]
+        key = index >> orders
+        same_mid = mids[1:] == mids[:-1]
+        same_order = orders[1:] == orders[:-1]
+        if (same_mid & ~same_order & ((index[:-1] >> orders[1:]) == key[1:])).any():
+            return None
+        cut = np.flatnonzero(~(same_mid & same_order & (key[1:] == key[:-1]))) + 1
+        starts = np.zeros(len(mids), np.intp)
+        starts[cut] = cut
+        return np.maximum.accumulate(starts)
 
     def trailing_run(self, pos: int, last: int, size: int) -> int:
         """MemMap.folio_tail_missing()'s run: of the isolated pages pos..last, how many
@@ -134,20 +145,40 @@ class _Tail:
             return len(same)
         return len(same) - (int(np.flatnonzero(~same)[-1]) + 1)
 
-    def folios(self, a: int, b: int) -> int:
-        """memcontrol.nr_folios() of pages a..b-1."""
+    def folio_counts(self, bounds: np.ndarray) -> np.ndarray:
+        """memcontrol.nr_folios() of the pages between each two of bounds (positions in
+        the tail, ascending): per order, the pages of that order >> order."""
+        sizes = np.diff(bounds)
         if not self.large:
-            return b - a
-        o = self.orders[a:b]
-        first = int(o[0])
+            return sizes
+        o = self.orders[:bounds[-1]]
+        first = o[0]
         if o[-1] == first and (o == first).all():
-            return (b - a) >> first
-        counts = np.bincount(o)
-        return int(sum(int(c) >> k for k, c in enumerate(counts.tolist())))
+            return sizes >> int(first)
+        out = np.zeros(len(sizes), np.int64)
+        for k in np.flatnonzero(np.bincount(o)).tolist():
+            cum = np.zeros(len(o) + 1, np.int64)
+            np.cumsum(o == k, out=cum[1:])
+            out += (cum[bounds[1:]] - cum[bounds[:-1]]) >> k
+        return out
 
-    def one_mapping(self, a: int, b: int) -> bool:
-        seg = self.mids[a:b]
-        return bool(seg[-1] == seg[0] and (seg == seg[0]).all())
+
+def _evictable(sys: System, tail: _Tail) -> int:
+    """How many of the tail's pages, from the first, shrink_folio_list() would evict as
+    clean file pages of an address space without buffer heads."""
+    mem = sys.mem
+    pfns = tail.pfns
+    bad = (mem.flags[pfns] & _NOT_CLEAN) != 0
+    mids = tail.mids
+    for mid in _distinct(mids):
+        mapping = sys.mappings.get(mid)
+        if mapping is None or type(mapping) is not AddressSpace or mapping.kind != "file":
+            bad |= mids == mid
+        elif mapping.buffers.any():  # filemap_release_folio() would free buffer heads
+            sel = mids == mid
+            bad |= sel & mapping.buffers[np.where(sel, mem.index[pfns], 0)]
+    first = np.flatnonzero(bad)
+    return int(first[0]) if len(first) else len(pfns)
 
 
 def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
@@ -158,6 +189,8 @@ def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
     counts whole folios, so the rest of the last folio comes too (MemMap.folio_tail_missing:
     the pages of that folio among the isolated ones are their trailing run).
     """
+    starts = tail.run_starts() if tail.large else None
+    orders = tail.orders
     sizes = []
     pos = 0
     while pos < usable:
@@ -168,10 +201,13 @@ def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
         n = s
         if tail.large:
             last = pos + s - 1
-            order = int(tail.orders[last])
+            order = int(orders[last])
             if order:
                 size = 1 << order
-                run = tail.trailing_run(pos, last, size)
+                if starts is not None:
+                    run = last + 1 - max(pos, last + 1 - size, int(starts[last]))
+                else:
+                    run = tail.trailing_run(pos, last, size)
                 n = s + min(size - run, left - s)
         if pos + n > usable:
             break
@@ -182,21 +218,30 @@ def _walk_sizes(tail: _Tail, nr: int, usable: int) -> list[int]:
 
 def _parts(sys: System, tail: _Tail, sizes: list[int]) -> list[list[tuple]]:
     """Per walk, what reclaim_pages() hands each address space's evict(), in its order
-    (mapping ids ascending): (positions in the tail, folios)."""
+    (mapping ids ascending): (positions in the tail, pages, folios)."""
     mem = sys.mem
+    bounds = np.zeros(len(sizes) + 1, np.intp)
+    np.cumsum(sizes, out=bounds[1:])
+    taken = int(bounds[-1])
+    mids = tail.mids[:taken]
+    if mids[-1] == mids[0] and (mids == mids[0]).all():
+        one = [True] * len(sizes)
+    else:  # a walk is of one address space when no change of mapping falls inside it
+        change = np.zeros(taken, np.int64)
+        np.cumsum(mids[1:] != mids[:-1], out=change[1:])
+        one = (change[bounds[1:] - 1] == change[bounds[:-1]]).tolist()
+    folios = tail.folio_counts(bounds).tolist()
     out = []
-    pos = 0
-    for n in sizes:
-        if tail.one_mapping(pos, pos + n):
-            out.append([(slice(pos, pos + n), n, tail.folios(pos, pos + n))])
+    for w, (pos, n) in enumerate(zip(bounds.tolist(), sizes)):
+        if one[w]:
+            out.append([(slice(pos, pos + n), n, folios[w])])
         else:
-            seg = mem.mapping[tail.pfns[pos:pos + n]]
+            seg = mids[pos:pos + n]
             walk = []
             for mid in np.unique(seg).tolist():
                 where = pos + np.flatnonzero(seg == mid)
                 walk.append((where, len(where), _nr_folios(mem, tail.pfns[where])))
             out.append(walk)
-        pos += n
     return out
 
 
@@ -226,9 +271,8 @@ def soft_reclaim_walks(sys: System, root: MemCgroup, excess: int, total: int,
     # Enough of the tail for the walks up to a quarter of the excess and a few more
     want = min(nr, (excess >> 2) + 4 * SWAP_CLUSTER_MAX + 2 * (1 << 10))
     while True:
-        pfns = _tail(lst, want)
-        usable = _evictable(sys, pfns)
-        tail = _Tail(sys, pfns)
+        tail = _Tail(sys, _tail(lst, want))
+        usable = _evictable(sys, tail)
         sizes = _walk_sizes(tail, nr, usable)
         # The walks the loop makes: each reclaims its pages; the loop ends after a walk
         # once the excess is gone, once a quarter of it came back (from the second walk
@@ -243,56 +287,99 @@ def soft_reclaim_walks(sys: System, root: MemCgroup, excess: int, total: int,
                     walk > MEM_CGROUP_MAX_RECLAIM_LOOPS:
                 finished = True
                 break
-        if finished or usable < len(pfns) or want >= nr:
+        if finished or usable < len(tail.pfns) or want >= nr:
             break
         want = min(nr, 2 * want)
     if not k:
         return loop, total, False
     sizes = sizes[:k]
-    taken = sum(sizes)
     parts = _parts(sys, tail, sizes)
-    _evict(sys, root, lst, pfns[:taken], parts)
+    _evict(sys, root, lst, tail, sum(sizes), parts)
     return loop + k, got, finished
 
 
-def _evict(sys: System, memcg: MemCgroup, lst, pfns: np.ndarray, parts: list) -> None:
+def _evict(sys: System, memcg: MemCgroup, lst, tail: _Tail, n: int, parts: list) -> None:
     """The effects of the walks: isolation, eviction, uncharge, freeing (see the module)."""
     mem = sys.mem
-    n = len(pfns)
     isolated = lst.isolate(mem, n)
     assert len(isolated) == n, "the list's tail changed under the soft-limit walks"
     lst.maybe_compact(mem)
+    pfns = tail.pfns[:n]  # the pages isolated, as np.intp
     stats = sys.stats
     # _isolate(), shrink_inactive_list(): the list's size, pages scanned and stolen
     stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_FILE, -n)
     stats.mod(memcg.id, PGSCAN, n)
     stats.mod(memcg.id, PGSTEAL, n)
     # AddressSpace.evict(): shadow entries, readahead marks, the file pages' count
-    idx = mem.index[isolated].astype(np.int64)
-    mids = mem.mapping[isolated]
-    for mid in _distinct(mids):
-        mapping = sys.mappings[mid]
-        sel = idx[mids == mid]
-        mapping.slots[sel] = SHADOW
-        if mapping.ra_marks:
-            mapping.ra_marks.difference_update(sel.tolist())
+    idx = mem.index[pfns].astype(np.int64)
+    mids = tail.mids[:n]
+    distinct = _distinct(mids)
+    for mid in distinct:
+        _leave_shadows(sys.mappings[mid], idx if len(distinct) == 1 else idx[mids == mid])
     stats.mod(memcg.id, NR_FILE_PAGES, -n)
     # release_pages() -> uncharge_pages(), walk by walk and address space by address
     # space: the event ratelimit sees each uncharge (and may re-key the tree)
-    cpu = sys.cpu
-    for walk in parts:
-        for _, k, folios in walk:
-            memcg.memory.uncharge(k)
-            memcg.memsw.uncharge(k)
-            stats.mod(memcg.id, PGPGOUT, folios)
-            page_events(sys, memcg, k, cpu)
-            maybe_free_dying(sys)
-    mem.memcg[isolated] = 0
-    # free_unref_folios(): the frames go back in the order each evict() gave them
+    _uncharge_walks(sys, memcg, parts)
+    # free_unref_folios(): the frames go back in the order each evict() gave them (the
+    # group's id with the rest of their state: MemMap.free_each)
     cuts = [k for walk in parts for _, k, _ in walk]
     if all(len(walk) == 1 for walk in parts):  # one address space a walk: isolation order
-        freed = isolated
+        freed = pfns
     else:
-        freed = isolated[np.concatenate([np.arange(len(isolated))[where] for walk in parts
-                                         for where, _, _ in walk])]
+        freed = pfns[np.concatenate([np.arange(n)[where] for walk in parts
+                                     for where, _, _ in walk])]
     mem.free_each(freed, np.cumsum(cuts)[:-1])
+
+
+def _leave_shadows(mapping: AddressSpace, idx: np.ndarray) -> None:
+    """AddressSpace.evict()'s page cache side: shadows at idx, and the PG_readahead marks
+    of the folios there go (a mark names a cached folio's head: it goes when the slot
+    turns from a page into a shadow; a few marks are looked up one by one)."""
+    slots = mapping.slots
+    marks = mapping.ra_marks
+    if not marks or len(marks) > 64:
+        slots[idx] = SHADOW
+        if marks:
+            marks.difference_update(idx.tolist())
+        return
+    cached = [m for m in marks if m < len(slots) and slots[m] >= 0]
+    slots[idx] = SHADOW
+    marks.difference_update([m for m in cached if slots[m] == SHADOW])
+
+
+def _uncharge_walks(sys: System, memcg: MemCgroup, parts: list) -> None:
+    """uncharge_pages() of each walk's pages, address space by address space, in turn.
+
+    Only the event check of an uncharge at a ratelimit target looks at the counters
+    (the soft-limit tree is re-keyed with the usage then): the uncharges before it are
+    made together with its own.  maybe_free_dying() finds nothing while no group is
+    dying (an uncharge here does not make one go); with one, walk by walk.
+    """
+    cpu = sys.cpu
+    stats = sys.stats
+    if sys.dying:
+        for walk in parts:
+            for _, k, folios in walk:
+                memcg.memory.uncharge(k)
+                memcg.memsw.uncharge(k)
+                stats.mod(memcg.id, PGPGOUT, folios)
+                page_events(sys, memcg, k, cpu)
+                maybe_free_dying(sys)
+        return
+    events, target = memcg.nr_page_events, memcg.thresh_target
+    held = pgpgout = 0
+    for walk in parts:
+        for _, k, folios in walk:
+            held += k
+            pgpgout += folios
+            if events[cpu] + k - target[cpu] < 0:
+                events[cpu] += k  # page_events() without an event check
+                continue
+            memcg.memory.uncharge(held)
+            memcg.memsw.uncharge(held)
+            held = 0
+            page_events(sys, memcg, k, cpu)
+    if held:
+        memcg.memory.uncharge(held)
+        memcg.memsw.uncharge(held)
+    stats.mod(memcg.id, PGPGOUT, pgpgout)
