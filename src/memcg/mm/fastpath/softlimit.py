@@ -25,8 +25,9 @@ import numpy as np
 
 from ..filemap import SHADOW, AddressSpace
 from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, PGPGOUT, PGSCAN, PGSTEAL,
+                          SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
                           lruvec_page_state_lru, maybe_free_dying, page_events)
-from ..memcontrol_v1 import MEM_CGROUP_MAX_RECLAIM_LOOPS
+from ..memcontrol_v1 import MEM_CGROUP_MAX_RECLAIM_LOOPS, memcg1_update_tree
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty,
                       PG_mlocked, PG_swapbacked, PG_young, _chunk_pfns)
 
@@ -350,10 +351,13 @@ def _leave_shadows(mapping: AddressSpace, idx: np.ndarray) -> None:
 def _uncharge_walks(sys: System, memcg: MemCgroup, parts: list) -> None:
     """uncharge_pages() of each walk's pages, address space by address space, in turn.
 
-    Only the event check of an uncharge at a ratelimit target looks at the counters
-    (the soft-limit tree is re-keyed with the usage then): the uncharges before it are
-    made together with its own.  maybe_free_dying() finds nothing while no group is
-    dying (an uncharge here does not make one go); with one, walk by walk.
+    Their event checks (memcontrol.page_events, mm/memcontrol-v1.c:
+    memcg1_check_events) run at the same uncharges as in the slow path.  With no usage
+    threshold in the hierarchy (_walkable) mem_cgroup_threshold() finds nothing; only
+    the soft-limit update looks at the counters (it re-keys the tree with the usage
+    then), so the uncharges before one are made together with its own.
+    maybe_free_dying() finds nothing while no group is dying (an uncharge here does not
+    make one go); with one, walk by walk.
     """
     cpu = sys.cpu
     stats = sys.stats
@@ -366,19 +370,26 @@ def _uncharge_walks(sys: System, memcg: MemCgroup, parts: list) -> None:
                 page_events(sys, memcg, k, cpu)
                 maybe_free_dying(sys)
         return
-    events, target = memcg.nr_page_events, memcg.thresh_target
+    events, target, soft = memcg.nr_page_events, memcg.thresh_target, memcg.softlimit_target
+    val, thresh, soft_at = events[cpu], target[cpu], soft[cpu]
     held = pgpgout = 0
     for walk in parts:
         for _, k, folios in walk:
             held += k
             pgpgout += folios
-            if events[cpu] + k - target[cpu] < 0:
-                events[cpu] += k  # page_events() without an event check
+            val += k
+            # mm/memcontrol-v1.c: mem_cgroup_event_ratelimit
+            if val - thresh < 0:
                 continue
-            memcg.memory.uncharge(held)
-            memcg.memsw.uncharge(held)
-            held = 0
-            page_events(sys, memcg, k, cpu)
+            thresh = val + THRESHOLDS_EVENTS_TARGET
+            if val - soft_at >= 0:
+                soft_at = val + SOFTLIMIT_EVENTS_TARGET
+                memcg.memory.uncharge(held)
+                memcg.memsw.uncharge(held)
+                held = 0
+                events[cpu], target[cpu], soft[cpu] = val, thresh, soft_at
+                memcg1_update_tree(sys, memcg)
+    events[cpu], target[cpu], soft[cpu] = val, thresh, soft_at
     if held:
         memcg.memory.uncharge(held)
         memcg.memsw.uncharge(held)
