@@ -215,6 +215,8 @@ def page_cache_ra_order(sys: System, task: Task, mapping: AddressSpace, ra: File
             if err:
                 break
             index += 1 << order
+            if fastpath.ENABLED:  # the reclaim this folio ran may have left room for the rest
+                index = window.ra_alloc_folios(sys, task, mapping, index, limit, new_order, mark)
             continue
         # A run of single pages (order 0 until the next aligned index or the end),
         # added in lru_add batches: the first cached one is -EEXIST.
