@@ -61,10 +61,20 @@ def folio_add_lru(sys: System, task, memcg: MemCgroup, mapping: AddressSpace, id
         sys.stats.mod(memcg.id, item, n)
     cpu = task.cpu if task is not None else 0
     step = events_batch or max(n, 1)
-    for i in range(0, max(n, 1), step):
+    i = 0
+    while i < max(n, 1):
+        if fastpath.ENABLED and n - i >= 4 * step and not order and sys.reclaim_trace is None:
+            # If the event checks of a run of these commits find nothing, count them at once.
+            from .fastpath import ratelimit  # late: the fast path builds on memcontrol
+            k = ratelimit.page_events_quiet_steps(sys, memcg, step, (n - i) // step, cpu)
+            if k > 1:
+                ratelimit.commit_charge_steps(sys, memcg, pfns[i:i + k * step], cpu, step)
+                i += k * step
+                continue
         # one commit per folio batch of the caller: the event ratelimit sees each
         _traced_events(sys, [memcg], cpu, memcontrol.commit_charge, sys, memcg,
                        pfns[i:i + step], cpu, order)
+        i += step
 
 
 def _by_memcg_lru(sys: System, pfns: np.ndarray):
@@ -101,6 +111,9 @@ def folio_mark_accessed(sys: System, pfns: np.ndarray) -> None:
         return
     f = mem.flags[pfns]
     unref = (f & PG_referenced) == 0
+    if unref.all():  # a first access to all of them (a read's): none is activated
+        mem.flags[pfns] = f | PG_referenced
+        return
     mem.flags[pfns[unref]] |= PG_referenced
     lru = mem.lru[pfns]
     promote = pfns[~unref & ((lru == LRU_INACTIVE_ANON) | (lru == LRU_INACTIVE_FILE))]
