@@ -1,16 +1,19 @@
-"""The large folios of a readahead window with room for all of them, added at once
+"""The large folios of a readahead window with room for them, added at once
 (mm/readahead.c page_cache_ra_order).
 
 page_cache_ra_order() cuts a window into aligned folios and adds them one by one
 (filemap.ra_alloc_folio: __alloc_pages, mem_cgroup_charge, filemap_add_folio and the
-lru_add).  While free memory stays above the low watermark after all of them (no kswapd,
-no direct reclaim, mm/page_alloc.c) and every level of the group has room for them plus
-a charge batch (try_charge_memcg never reclaims), nothing can happen between two of
-them but the charges and their page events: ra_alloc_folios() takes the frames of all
-of them at once (the free stack hands out the same frames, in the same order, as one
-allocation per folio), charges and commits folio by folio (the per-CPU stock and the
-event ratelimit, which may re-key the soft-limit tree, see each one as the slow path has
-them), then sets up the pages and adds them to the LRU together.
+lru_add).  For as many of them as leave free memory at the low watermark or above (no
+kswapd, no direct reclaim, mm/page_alloc.c), leave every level of the group room for a
+charge batch more (try_charge_memcg never reclaims) and cannot take a level's usage
+across a usage threshold, nothing can happen between two of them but the charges and
+their page events: ra_alloc_folios() takes the frames of all of them at once (the free
+stack hands out the same frames, in the same order, as one allocation per folio),
+charges and commits folio by folio (the per-CPU stock and the event ratelimit, which
+may re-key the soft-limit tree, see each one as the slow path has them), then sets up
+the pages and adds them to the LRU together.  The slow path adds the folio after them;
+once it has (its allocation may have woken kswapd), the rest of the window is offered
+here again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 from ..filemap import SHADOW
 from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_FILE_PAGES, NR_LRU_BASE, PGPGIN,
                           SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
-                          WORKINGSET_REFAULT_FILE, hierarchy_margin, refill_stock)
+                          WORKINGSET_REFAULT_FILE, hierarchy_margin, mem_cgroup_usage,
+                          refill_stock)
 from ..memcontrol_v1 import memcg1_update_tree
 from ..mmzone import LRU_COMPACT_SLACK, LRU_INACTIVE_FILE, put_in_run_order, run_slice
 from ..readahead import ra_folio_order
@@ -33,16 +37,17 @@ if TYPE_CHECKING:
     from ..filemap import AddressSpace
 
 
-def _window_folios(index: int, limit: int, new_order: int) -> list[tuple[int, int]]:
+def _window_folios(index: int, limit: int, new_order: int, room: int) -> list[tuple[int, int]]:
     """The (index, order) of the large folios page_cache_ra_order() adds from index, up
-    to the first single page (its loop's order rules)."""
+    to the first single page (its loop's order rules), as many as room pages hold."""
     out = []
     while index <= limit:
         order = ra_folio_order(index, limit, new_order)
-        if not order:
+        if not order or 1 << order > room:
             break
         out.append((index, order))
         index += 1 << order
+        room -= 1 << order
     return out
 
 
@@ -50,14 +55,6 @@ def ra_alloc_folios(sys: System, task: Task, mapping: AddressSpace, index: int, 
                     new_order: int, mark: int) -> int:
     """Add the window's large folios from index at once, as many of them as nothing can
     happen between (see the module); returns the index after them (index: none taken)."""
-    folios = _window_folios(index, limit, new_order)
-    if not folios:
-        return index
-    end = folios[-1][0] + (1 << folios[-1][1])
-    cached = np.flatnonzero(mapping.slots[index:end] >= 0)
-    if len(cached):  # the folio with a cached page fails with -EEXIST: the slow path's
-        stop = index + int(cached[0])
-        folios = [(i, o) for i, o in folios if i + (1 << o) <= stop]
     memcg = task.memcg
     mem = sys.mem
     if task.oom_victim or sys.cgroup_dfl or sys.reclaim_trace is not None:
@@ -67,21 +64,25 @@ def ra_alloc_folios(sys: System, task: Task, mapping: AddressSpace, index: int, 
     room = mem.nr_free - sys.wmark_low
     if not memcg.is_root():
         room = min(room, hierarchy_margin(memcg) - MEMCG_CHARGE_BATCH)
-    total = 0
-    for k, (_, order) in enumerate(folios):
-        if total + (1 << order) > room:
-            folios = folios[:k]
-            break
-        total += 1 << order
+    room = _threshold_room(sys, memcg, room)
+    if room < 2:
+        return index
+    folios = _window_folios(index, limit, new_order, room)
     if not folios:
         return index
-    if any(m.thresholds or m.memsw_thresholds for m in memcg.ancestors()):
-        return index  # mem_cgroup_threshold() at a page event could signal
+    end = folios[-1][0] + (1 << folios[-1][1])
+    cached = np.flatnonzero(mapping.slots[index:end] >= 0)
+    if len(cached):  # the folio with a cached page fails with -EEXIST: the slow path's
+        stop = index + int(cached[0])
+        folios = [(i, o) for i, o in folios if i + (1 << o) <= stop]
+        if not folios:
+            return index
+        end = folios[-1][0] + (1 << folios[-1][1])
     lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
     first = 1 << folios[0][1]
     if lst.entries + first >= 2 * (lst.nr + first) + LRU_COMPACT_SLACK:
         return index  # the first folio's lru_add compacts the list (LruList.add)
-    end = index + total
+    total = end - index
     prev, sys.current = sys.current, task
     try:
         # __alloc_pages() of each folio in turn: the same frames, in the same order, as
@@ -94,6 +95,32 @@ def ra_alloc_folios(sys: System, task: Task, mapping: AddressSpace, index: int, 
     return end
 
 
+def _threshold_room(sys: System, memcg, room: int) -> int:
+    """room, or less: the pages that can be charged while no usage threshold of the
+    group or an ancestor can be crossed, so that mem_cgroup_threshold() at the event
+    checks finds nothing (0: none; the root's usage is read from statistics the folios
+    change after their charges here).
+
+    During the charges a level's usage stays within a few charge batches below its
+    present usage (the per-CPU stock's pages given back: this group's, and one other
+    group's slot evicted at a refill) and a charge batch above it plus the pages
+    charged."""
+    for m in memcg.ancestors():
+        for memsw in (False, True):
+            lst = m.memsw_thresholds if memsw else m.thresholds
+            if not lst:
+                continue
+            if m.is_root():
+                return 0
+            usage = mem_cgroup_usage(sys, m, memsw)
+            i = m.memsw_current_threshold if memsw else m.current_threshold
+            if i >= 0 and lst[i][0] > usage - 4 * MEMCG_CHARGE_BATCH:
+                return 0  # a crossing downwards is pending, or a drain could make one
+            if i + 1 < len(lst):
+                room = min(room, lst[i + 1][0] - usage - MEMCG_CHARGE_BATCH - 1)
+    return room
+
+
 def _charge_folios(sys: System, memcg, folios: list, cpu: int) -> None:
     """mem_cgroup_charge() of each folio, then commit_charge()'s page events, in turn
     (memcontrol.try_charge_memcg, page_events), where every charge passes at once.
@@ -102,8 +129,8 @@ def _charge_folios(sys: System, memcg, folios: list, cpu: int) -> None:
     covers it, else charges a batch and parks the rest (refill_stock); a larger one
     charges itself.  Nothing looks at the counters in between but refill_stock (a
     drain uncharges) and the soft-limit update of an event check (the tree is keyed
-    with the usage then; with no threshold in the hierarchy mem_cgroup_threshold()
-    finds nothing): the charges before either are made together, just before it.
+    with the usage then; mem_cgroup_threshold() finds nothing, _threshold_room): the
+    charges before either are made together, just before it.
     The root's folios are not charged, only counted.
     """
     stock = sys.stock[cpu]
