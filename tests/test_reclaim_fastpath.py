@@ -582,25 +582,199 @@ def test_global_soft_limit_nested_groups_same_both_ways(monkeypatch):
     run_both(workload, monkeypatch)
 
 
-def test_global_soft_limit_bench_shape_same_both_ways(monkeypatch, soft_walks):
+def test_global_soft_limit_bench_shape_same_both_ways(monkeypatch, global_soft_paths, semantics):
     """bench/perf.py's global_soft row scaled down by 8: a 128M machine, 8 groups with a
     4M soft limit and a listener each, each reading 32M in turn."""
     run_both(_global_soft("128M", 8, "4M", 32 * MiB), monkeypatch)
-    assert soft_walks[0] > 0
+    assert global_soft_paths["walks"] > 0
+    if semantics == "6.18":
+        # walks sized from folio runs; a window's rest at once after a folio that
+        # reclaimed; the single pages of the first window's commits counted at once
+        assert global_soft_paths["runs"] > 0
+        assert global_soft_paths["rest"] > 0
+        assert global_soft_paths["commits"] > 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(memory_mb=st.sampled_from([16, 24, 32]), groups=st.integers(1, 5),
+       softs_kb=st.lists(st.sampled_from([None, 512, 1024, 3000, 4096, 8192]), min_size=5,
+                         max_size=5),
+       reads=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3), st.integers(4 * 256, 24 * 256)),
+                      min_size=3, max_size=6),
+       threshold=st.one_of(st.none(), st.tuples(st.integers(0, 4), st.booleans(),
+                                                st.integers(256, 24 * 1024))),
+       swap=st.booleans(), anon=st.one_of(st.none(), st.integers(1, 4 * 256)))
+@example(memory_mb=48, groups=3, softs_kb=[2048, 4096, None, None, None],
+         reads=[(0, 0, 5120), (1, 0, 5120), (2, 1, 4096), (0, 0, 5120), (1, 2, 3000)],
+         threshold=(1, False, 6000), swap=False, anon=None)
+def test_hypothesis_global_soft_limit(memory_mb, groups, softs_kb, reads, threshold, swap, anon,
+                                      monkeypatch):
+    """Random readers of random files in groups with and without soft limits overfilling
+    a small machine (kswapd's soft-limit reclaim, then global reclaim), with a usage
+    threshold, swap and anonymous memory as drawn: the soft-limit walks and the window
+    folios at once give what the step-by-step path gives."""
+    def workload():
+        k = memcg.SimKernel(memory=f"{memory_mb}M", cpus=2, swap="16M" if swap else "0")
+        tasks, events = [], []
+        for i in range(groups):
+            k.mkdir(f"/s{i}")
+            if softs_kb[i] is not None:
+                k.write(f"/s{i}/memory.soft_limit_in_bytes", f"{softs_kb[i]}K")
+            events.append(k.event(f"/s{i}/memory.pressure_level", "low"))
+            tasks.append(k.spawn(f"/s{i}"))
+        if threshold is not None:
+            g, memsw, kb = threshold
+            events.append(k.event(f"/s{g % groups}/memory.{'memsw.' if memsw else ''}usage_in_bytes",
+                                  f"{kb}K"))
+        if anon:
+            tasks[-1].touch_anon(anon * 4096)
+        for g, f, pages in reads:  # file 0 is shared by the groups, the others are their own
+            t = tasks[g % groups]
+            if t.state == "running":
+                t.read_file(f"f{g % groups}.{f}" if f else "f", pages * 4096)
+        obs = observe(k, tasks, events)
+        sys = k.sys
+        obs["free"] = sys.mem.free_pfns().tolist()
+        obs["soft_tree"] = (sorted(sys.soft_limit_tree.items()), sys.soft_limit_seq)
+        obs["rng"] = sys.rng.getstate()
+        return obs
+    run_both(workload, monkeypatch)
+
+
+def _slow_walk_sizes(mem, pfns, nr, usable):
+    """The walks' sizes as the slow path isolates them (vmscan._isolate): SWAP_CLUSTER_MAX
+    pages, then the rest of the last folio (MemMap.folio_tail_missing)."""
+    sizes, pos = [], 0
+    while pos < usable:
+        left = nr - pos
+        s = min(left, 32)
+        if pos + s > usable:
+            break
+        n = s + min(mem.folio_tail_missing(pfns[pos:pos + s]), left - s)
+        if pos + n > usable:
+            break
+        sizes.append(n)
+        pos += n
+    return sizes
+
+
+_FOLIO_TAILS = st.lists(st.tuples(st.integers(1, 3), st.integers(0, 4), st.integers(0, 40),
+                                  st.integers(1, 24)), min_size=1, max_size=16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=_FOLIO_TAILS, aligned=st.booleans(), cut=st.integers(0, 64),
+       usable_cut=st.integers(0, 64))
+@example(runs=[(1, 2, 0, 3), (1, 0, 1, 1), (1, 2, 0, 1)], aligned=False, cut=0, usable_cut=0)
+def test_soft_walk_sizes_from_folio_runs(runs, aligned, cut, usable_cut):
+    """softlimit._walk_sizes() and _Tail.folio_counts() give the sizes and folio counts of
+    walk-by-walk isolation of any list tail: whole aligned folios (the page cache's),
+    folios cut short at the tail, and arbitrary orders and indices (neighbours of
+    another order that the slow path's test would count in a folio: sized one by one)."""
+    from memcg.mm.fastpath import softlimit
+    from memcg.mm.memcontrol import nr_folios
+    from memcg.mm.mmzone import MemMap
+    mids, orders, index = [], [], []
+    free = {}  # per address space, the index its folios so far end at
+    for mid, order, base, count in runs:
+        if aligned:  # whole folios of that order at aligned indices, none overlapping
+            start = max(base << order, free.get(mid, 0))
+            start = -(-start >> order)
+            free[mid] = (start + count) << order
+            for f in range(count):
+                first = (start + f) << order
+                mids += [mid] * (1 << order)
+                orders += [order] * (1 << order)
+                index += list(range(first, first + (1 << order)))
+        else:
+            mids += [mid] * count
+            orders += [order] * count
+            index += list(range(base, base + count))
+    mids, orders, index = mids[cut % len(mids):], orders[cut % len(mids):], index[cut % len(mids):]
+    mem = MemMap(1 << 16)
+    pfns = np.arange(len(mids), dtype=np.intp) * 2 + 7
+    mem.mapping[pfns], mem.order[pfns], mem.index[pfns] = mids, orders, index
+    mem.large = True
+
+    class _Sys:
+        pass
+    sys = _Sys()
+    sys.mem = mem
+    tail = softlimit._Tail(sys, pfns)
+    nr = len(pfns) + 5
+    usable = max(0, len(pfns) - usable_cut)
+    sizes = softlimit._walk_sizes(tail, nr, usable)
+    assert sizes == _slow_walk_sizes(mem, pfns, nr, usable)
+    if aligned and not cut:
+        assert tail.run_starts() is not None
+    if sizes:
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        counts = tail.folio_counts(bounds).tolist()
+        assert counts == [nr_folios(sys, pfns[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@pytest.fixture
+def global_soft_paths(monkeypatch):
+    """Counts what the fast paths of a global soft-limit run took: soft-limit walks,
+    walks sized from the tail's folio runs, window folios added at once after the slow
+    path added one of the same window (its reclaim left room), and runs of commits
+    counted at once by folio_add_lru."""
+    from memcg.mm import filemap
+    from memcg.mm.fastpath import ratelimit, softlimit, window
+    count = {"walks": 0, "runs": 0, "rest": 0, "commits": 0}
+    real_walks, real_starts = softlimit.soft_reclaim_walks, softlimit._Tail.run_starts
+    real_window, real_steps = window.ra_alloc_folios, ratelimit.commit_charge_steps
+    real_folio = filemap.ra_alloc_folio
+    after_slow = [False]
+
+    def walks(sys, root, excess, total, loop):
+        out = real_walks(sys, root, excess, total, loop)
+        count["walks"] += out[0] - loop
+        return out
+
+    def starts(self):
+        out = real_starts(self)
+        count["runs"] += out is not None
+        return out
+
+    def slow_folio(sys, task, mapping, index, mark, order):
+        err = real_folio(sys, task, mapping, index, mark, order)
+        after_slow[0] = not err
+        return err
+
+    def folios(sys, task, mapping, index, limit, new_order, mark):
+        after, after_slow[0] = after_slow[0], False
+        end = real_window(sys, task, mapping, index, limit, new_order, mark)
+        if after:
+            count["rest"] += end - index
+        return end
+
+    def steps(sys, memcg, pfns, cpu, step):
+        count["commits"] += len(pfns) // step
+        real_steps(sys, memcg, pfns, cpu, step)
+    monkeypatch.setattr(filemap, "ra_alloc_folio", slow_folio)
+    monkeypatch.setattr(softlimit, "soft_reclaim_walks", walks)
+    monkeypatch.setattr(softlimit._Tail, "run_starts", starts)
+    monkeypatch.setattr(window, "ra_alloc_folios", folios)
+    monkeypatch.setattr(ratelimit, "commit_charge_steps", steps)
+    return count
 
 
 # --- readahead windows with room (fastpath.window) ----------------------------------------
 
 @pytest.fixture
 def window_folios(monkeypatch):
-    """Counts the pages the window fast path added at once."""
+    """Counts the pages the window fast path added at once: [all, those of a group
+    with a usage threshold]."""
     from memcg.mm.fastpath import window
-    count = [0]
+    count = [0, 0]
     real = window.ra_alloc_folios
 
     def counting(sys, task, mapping, index, limit, new_order, mark):
         end = real(sys, task, mapping, index, limit, new_order, mark)
         count[0] += end - index
+        if any(m.thresholds or m.memsw_thresholds for m in task.memcg.ancestors()):
+            count[1] += end - index
         return end
     monkeypatch.setattr(window, "ra_alloc_folios", counting)
     return count
@@ -624,7 +798,7 @@ def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics)
         a.read_file("one", 24 * MiB)
         a2.read_file("two", 3 * MiB + 8192)
         a2.read_file("two", 20 * MiB)
-        b.read_file("three", 12 * MiB)  # a threshold on /b: its windows go page by page
+        b.read_file("three", 12 * MiB)  # a threshold on /b: folios at once up to near it
         k.write("/p/a/memory.force_empty", "0")
         a.read_file("one", 24 * MiB)  # refaults
         a2.read_file("four", 40 * MiB)
@@ -635,6 +809,47 @@ def test_windows_with_room_same_both_ways(monkeypatch, window_folios, semantics)
     run_both(workload, monkeypatch)
     if semantics == "6.18":
         assert window_folios[0] > 0
+        assert window_folios[1] > 0  # /b's windows below and above its threshold
+
+
+def test_windows_under_thresholds_same_both_ways(monkeypatch, window_folios, semantics):
+    """Windows of groups with usage and memsw usage thresholds on them and their parent
+    (taken at once up to where a usage could reach one, the folio that may cross it by
+    the slow path), a threshold on the root (its usage comes from statistics: page by
+    page), and more groups charging on one CPU than the stock has slots (refills evict
+    random slots, drains lower the common parent's usage)."""
+    def workload():
+        k = memcg.SimKernel(memory="512M", cpus=1, swap="0")
+        k.mkdir("/p")
+        k.write("/p/memory.limit_in_bytes", "400M")
+        ev = [k.event("/p/memory.usage_in_bytes", "30M"),
+              k.event("/p/memory.memsw.usage_in_bytes", "61M")]
+        tasks = []
+        for i in range(9):
+            k.mkdir(f"/p/g{i}")
+            tasks.append(k.spawn(f"/p/g{i}"))
+        ev += [k.event("/p/g0/memory.usage_in_bytes", "3M"),
+               k.event("/p/g0/memory.usage_in_bytes", "9M"),
+               k.event("/p/g0/memory.memsw.usage_in_bytes", "17M"),
+               k.event("/p/g1/memory.usage_in_bytes", "100K")]
+        for i, t in enumerate(tasks):
+            t.read_file(f"small{i}", 300 * 1024)
+        tasks[0].read_file("a", 24 * MiB)
+        tasks[1].read_file("b", 20 * MiB)
+        for i, t in enumerate(tasks[2:]):
+            t.read_file(f"small{i}.2", 200 * 1024)
+        tasks[0].read_file("c", 8 * MiB)
+        k.write("/p/g0/memory.force_empty", "0")  # below its thresholds again
+        tasks[0].read_file("a", 24 * MiB)
+        root_ev = k.event("/memory.usage_in_bytes", "200M")
+        tasks[2].read_file("d", 40 * MiB)
+        obs = observe(k, tasks, ev + [root_ev])
+        obs["free"] = k.sys.mem.free_pfns().tolist()
+        obs["rng"] = k.sys.rng.getstate()
+        return obs
+    run_both(workload, monkeypatch)
+    if semantics == "6.18":
+        assert window_folios[1] > 0
 
 
 # --- write streams: dirty pages written back by reclaim ----------------------------------
