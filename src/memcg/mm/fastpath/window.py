@@ -18,6 +18,7 @@ here again.
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -233,6 +234,6 @@ def _add_folios(sys: System, memcg, mapping: AddressSpace, index: int, end: int,
     stats.mod(memcg.id, PGPGIN, len(folios))  # one per folio (memcg1_charge_statistics)
     if refaults:
         stats.mod(memcg.id, WORKINGSET_REFAULT_FILE, refaults)
-    for i, o in folios:
-        if i == mark >> o << o:
-            mapping.ra_marks.add(i)  # folio_set_readahead()
+    if index <= mark < end:  # folio_set_readahead() of the (aligned) folio that holds it
+        heads = [i for i, _ in folios]
+        mapping.ra_marks.add(heads[bisect.bisect_right(heads, mark) - 1])
