@@ -14,7 +14,8 @@ goes on step by step.
                 (mm/memcontrol.c try_charge_memcg)
   softlimit.py  the walks of soft-limit reclaim that evict clean page cache, at once
                 (mm/vmscan.c mem_cgroup_soft_reclaim)
-  window.py     the large folios of a readahead window with room for all of them
+  window.py     the large folios of a readahead window with room for them: up to the low
+                watermark, the group's margin and its usage thresholds
                 (mm/readahead.c page_cache_ra_order)
 
 The fast paths build on the kernel modules they serve, so those reach them through

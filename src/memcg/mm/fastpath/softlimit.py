@@ -10,11 +10,12 @@ shrink_lruvec() isolates SWAP_CLUSTER_MAX pages from its tail and the rest of th
 folio (isolate_lru_folios), shrink_folio_list() evicts them all (FOLIOREF_RECLAIM_CLEAN,
 __remove_mapping leaves shadows) and the reclaimed-enough check ends the lruvec's scan.
 
-soft_reclaim_walks() works out the pages of each walk from the list's tail, the walk at
-which the loop ends, and applies them: the uncharges and their page events walk by walk
-(the event ratelimit may re-key the soft-limit tree between walks, as the slow path
-does), the page side for all walks at once, the frames freed walk by walk in the order
-the slow path frees them.
+soft_reclaim_walks() works out the pages of each walk from the list's tail (where each
+folio's run of pages starts, found for the whole tail at once), the walk at which the
+loop ends, and applies them: the uncharges and their page events walk by walk in plain
+integers (the event ratelimit may re-key the soft-limit tree between walks, as the slow
+path does, and only that looks at the counters), the page side for all walks at once,
+the frames freed walk by walk in the order the slow path frees them.
 """
 
 from __future__ import annotations
