@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.mm import mmzone
 from memcg.mm.memcontrol import MEMCG_MAX
-from memcg.mm.fastpath import folio, stream, swapout
+from memcg.mm.fastpath import folio, shmem, stream, swapout
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -90,7 +90,18 @@ def episodes(monkeypatch):
         count[0] += len(r or ())
         return r
     monkeypatch.setattr(swapout, "_plan_charge_episodes", counting_plan)
+    _count_span_episodes(monkeypatch, count)
     return count
+
+
+def _count_span_episodes(monkeypatch, count):
+    """Also count the episodes of the spans of shmem faults fastpath.shmem took."""
+    real = shmem._apply_span
+
+    def counting(sys, task, obj, start, plan):
+        count[0] += plan.episodes
+        real(sys, task, obj, start, plan)
+    monkeypatch.setattr(shmem, "_apply_span", counting)
 
 
 @pytest.fixture
@@ -106,6 +117,21 @@ def runs(monkeypatch):
         count[0] += memcg.memory_events_local[MEMCG_MAX] - before
         return r
     monkeypatch.setattr(swapout, "charge_swap_episodes", counting)
+    _count_span_episodes(monkeypatch, count)
+    return count
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    """Counts the steps of shmem faults fastpath.shmem took in spans."""
+    count = [0]
+    real = shmem.take_span
+
+    def counting(sys, task, obj, start, nr):
+        r = real(sys, task, obj, start, nr)
+        count[0] += r // 64
+        return r
+    monkeypatch.setattr(shmem, "take_span", counting)
     return count
 
 
@@ -320,6 +346,28 @@ def test_swap_episodes_swap_nearly_full_same_both_ways(monkeypatch, episodes):
     obs = run_both(_swap_workload([("anon", 0, 12 * 256), ("anon", 1, 8 * 256)], limit="4M",
                                   swap="6M"), monkeypatch)
     assert episodes[0] > 0 and "oom_killed" in obs["tasks"]
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
+                                         ("16M", 80 * 256), ("8M", 40 * 256)])
+def test_shmem_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans):
+    """Shmem faults through the limit into swap in spans of many steps (6d): the steps'
+    charges, episodes, frames, node charges and events as step by step."""
+    run_both(_swap_workload([("shm", 0, pages)], limit=limit, semantics=semantics),
+             monkeypatch)
+    assert spans[0] > pages // 64 // 2
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, spans):
+    """Spans after other objects' pages, anon pages and swap-ins at the list's tail, on
+    two CPUs, with a pressure listener nobody reads and a memsw limit far off."""
+    obs = run_both(_swap_workload([("shm", 0, 12 * 256), ("anon", 1, 6 * 256),
+                                   ("shm", 1, 20 * 256), ("shm", 0, 16 * 256),
+                                   ("shm", 0, 30 * 256)], limit="6M", memsw="300M",
+                                  listener="low", semantics=semantics), monkeypatch)
+    assert spans[0] > 50 and obs["events"][0] > 5
 
 
 _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
