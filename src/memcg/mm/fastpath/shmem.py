@@ -68,21 +68,23 @@ def take_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int) ->
 class _Span:
     """What the planned steps do, in integers."""
 
-    __slots__ = ("steps", "evicted", "ops", "charged", "failcnt", "episodes", "usage",
-                 "last_total", "events", "windows", "pressure", "kmem", "slab_pages",
-                 "nodes", "xa_extent", "ostock_bytes", "hits", "mapping", "peek")
+    __slots__ = ("steps", "evicted", "ops", "usage", "usage_peak", "memsw", "memsw_peak",
+                 "failcnt", "episodes", "last_total", "stock", "events", "windows",
+                 "pressure", "kmem", "slab_pages", "nodes", "xa_extent", "ostock_bytes",
+                 "hits", "mapping")
+
+
+class _Stop(Exception):
+    """The step being planned cannot be taken with the others: the span ends before it."""
 
 
 def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
     """Nothing can look between the steps' charges (as _plan_charge_episodes requires of
     one run of them), and the task is not to be stopped between faults."""
-    if (task.oom_victim or sys.reclaim_trace is not None or sys.cgroup_dfl
-            or sys.clock.in_resched or sys.dying or task.memcg_high_penalty
-            or task.memcg_nr_pages_over_high):
+    if (memcg.is_root() or task.oom_victim or sys.reclaim_trace is not None
+            or sys.cgroup_dfl or sys.clock.in_resched or sys.dying
+            or task.memcg_high_penalty or task.memcg_nr_pages_over_high):
         return False
-    stock = sys.stock[task.cpu]
-    if any(c is memcg and n for c, n in zip(stock.cached, stock.nr_pages)):
-        return False  # consume_stock() would take pages
     for m in memcg.ancestors():
         if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
                 or m.soft_limit != PAGE_COUNTER_MAX:
@@ -99,6 +101,23 @@ def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
     return True
 
 
+# The episodes planned, by the group's reclaim setup and then by list size:
+# (pages, reclaim batches, (priority, pages) per pass, a pass at or below the critical
+# priority, pages scanned in all).
+_episodes: dict = {}
+_EPISODES_KEPT = 4096
+
+
+def _episode_plans(memcg, setup) -> dict:
+    key = (setup[0], setup[1], tuple(setup[2]), memcg.swappiness, memcg.online)
+    plans = _episodes.get(key)
+    if plans is None or len(plans) >= _EPISODES_KEPT:
+        if len(_episodes) >= 64:
+            _episodes.clear()
+        plans = _episodes[key] = {}
+    return plans
+
+
 def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     """The span of steps from index start that can be taken at once (at least two), or
     None."""
@@ -110,21 +129,20 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     extent0 = obj.mappers.get(mm, 0)
     if extent0 > start or not _charge_context_ok(sys, task, memcg):
         return None
-    setup = swapout._episode_setup(sys, memcg)
-    if setup is None:
-        return None
     counter = memcg.memory
     limit = counter.max
-    usage = counter.usage
-    if not 0 <= limit - usage < MEMCG_CHARGE_BATCH:
-        return None  # not at the limit: charge_pages() charges whole batches
-    # every level but the group has room for all the charges and a batch: only the
-    # group's memory counter fails (the memsw counter keeps each swapped page's charge);
-    # the ancestors' memory usage rises by less than a batch over the span
-    room = k_max * (FILEMAP_BATCH + 1) + MEMCG_CHARGE_BATCH
-    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
+    usage0 = counter.usage
+    margin0 = limit - usage0
+    if margin0 < 0:
         return None
-    if any(c.max - c.usage < 2 * MEMCG_CHARGE_BATCH for c in counter.ancestors()
+    # Every level but the group keeps room for a batch more than the group has, and
+    # memsw for all the charges and a batch: only the group's memory counter fails (the
+    # memsw counter keeps each swapped page's charge); the ancestors' memory usage
+    # rises as the group's does.
+    if any(c.max - c.usage < k_max * 2 * FILEMAP_BATCH + MEMCG_CHARGE_BATCH
+           for c in memcg.memsw.ancestors()):
+        return None
+    if any(c.max - c.usage < margin0 + 2 * MEMCG_CHARGE_BATCH for c in counter.ancestors()
            if c is not counter):
         return None
     # every step faults all its pages in: none cached or in swap yet
@@ -134,203 +152,247 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
         k_max = min(k_max, int(other[0]) // FILEMAP_BATCH)
         if k_max < 2:
             return None
+    cpu = task.cpu
     kmem = sys.semantics != "3.8"
     if kmem:
         objcg = memcg.objcg
-        ostock = sys.obj_stock[task.cpu]
+        ostock = sys.obj_stock[cpu]
         if (not sys.kmem_key.enabled or sys.active_memcg is not None or objcg is None
                 or ostock.cached_objcg is not objcg):
             return None
         cache = sys.slab.caches["radix_tree_node"]
         node_size = cache.object_size + OBJCG_POINTER_SIZE  # obj_full_size()
+    stock = sys.stock[cpu]
+    st_idx = next((i for i, c in enumerate(stock.cached) if c is memcg), None)
+    st_pages = stock.nr_pages[st_idx] if st_idx is not None else 0
+    st_empty = next((i for i, c in enumerate(stock.cached) if c is None), None)
+
     lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
-    size0 = lst.nr
+    mem = sys.mem
     # The episodes' pages: the list's oldest, each clean, swap-backed, not young, of
     # order 0 and of one shmem object (swapout._pages_evictable); the steps stop before
     # an episode that would reach past them.
-    look = min(size0, k_max * (FILEMAP_BATCH + 1) + MEMCG_CHARGE_BATCH)
-    if not look:
-        return None
-    peek = swapout._peek(lst, look)
-    mem = sys.mem
-    mapping_id = int(mem.mapping[peek[0]])
-    mapping = sys.mappings.get(mapping_id)
-    if not isinstance(mapping, ShmemObject):
-        return None
-    bad = ((mem.flags[peek] & _EVICT_MASK) != PG_swapbacked) | (mem.mapping[peek] != mapping_id)
-    if mem.large:
-        bad |= mem.order[peek] != 0
-    if mapping is obj:
-        # their offsets are mapped by this task already (shmem_rss counts them all)
-        bad |= mem.index[peek] >= extent0
-    first_bad = np.flatnonzero(bad)
-    reach = int(first_bad[0]) if len(first_bad) else look
+    reach = 0
+    mapping = None
+    setup = swapout._episode_setup(sys, memcg) if lst.nr else None
+    if setup is not None:
+        look = min(lst.nr, k_max * (FILEMAP_BATCH + 1) + MEMCG_CHARGE_BATCH)
+        peek = swapout._peek(lst, look)
+        mapping_id = int(mem.mapping[peek[0]])
+        mapping = sys.mappings.get(mapping_id)
+        if isinstance(mapping, ShmemObject):
+            bad = ((mem.flags[peek] & _EVICT_MASK) != PG_swapbacked) | \
+                (mem.mapping[peek] != mapping_id)
+            if mem.large:
+                bad |= mem.order[peek] != 0
+            if mapping is obj:
+                # their offsets are mapped by this task already (shmem_rss counts them)
+                bad |= mem.index[peek] >= extent0
+            first_bad = np.flatnonzero(bad)
+            reach = int(first_bad[0]) if len(first_bad) else look
+        plans = _episode_plans(memcg, setup)
 
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
     wmark_low = sys.wmark_low
-    nr_free = mem.nr_free
     nr_to_reclaim = vmscan.SWAP_CLUSTER_MAX  # try_to_free_mem_cgroup_pages(1 page)
-    plans: dict = {}
+    win = vmpressure.vmpressure_win
+    crit = vmpressure.vmpressure_level_critical_prio
 
-    def episode(size: int, evicted: int):
-        """The episode a one-page charge at the limit reclaims (its plan, as
-        _plan_charge_episodes checks it), or None when the span must stop."""
-        p = plans.get(size)
-        if p is None:
-            plan = swapout._plan_passes(memcg, setup, size, nr_to_reclaim)
-            if plan is None:
-                return None
-            passes, total = plan
-            batches = tuple(b for _, prio_batches in passes for b in prio_batches)
-            windows = tuple((prio, sum(prio_batches)) for prio, prio_batches in passes)
-            deep = any(prio <= vmpressure.vmpressure_level_critical_prio for prio, _ in passes)
-            p = plans[size] = (total, batches, windows, deep)
-        total = p[0]
-        if (not total or total >= limit or total >= swap_free - evicted
-                or total - 1 >= MEMCG_CHARGE_BATCH or evicted + total > reach):
-            return None
-        return p
-
-    # Per CPU [nr_page_events, thresh_target, softlimit_target]: the event ratelimit
-    events = {}
-
-    def ev(cpu: int):
-        e = events.get(cpu)
-        if e is None:
-            e = events[cpu] = [memcg.nr_page_events[cpu], memcg.thresh_target[cpu],
-                               memcg.softlimit_target[cpu]]
-        return e
-
+    # The state after the steps planned so far, in locals: a step that cannot be taken
+    # puts back what it changed (saved at its start).
     vmpr = sys._vmpressure.get(memcg.id)
-    press = [vmpr.tree_scanned, vmpr.tree_reclaimed] if vmpr is not None else [0, 0]
-
-    # The state after the steps accepted so far, and the state during the step being
-    # planned (committed to the former when the step completes).
-    size = size0
-    evicted = 0
-    charged = failcnt = n_ep = 0
-    last_total = 0
-    ops: list = []  # per step: its eviction pushes, in order
+    usage, peak, memsw, memsw_peak = usage0, usage0, 0, 0
+    size, evicted, failcnt, n_ep, last = lst.nr, 0, 0, 0, 0
+    nr_free = mem.nr_free
+    ev_val, ev_thresh, ev_soft = (memcg.nr_page_events[cpu], memcg.thresh_target[cpu],
+                                  memcg.softlimit_target[cpu])
+    scanned_w, reclaimed_w = (vmpr.tree_scanned, vmpr.tree_reclaimed) if vmpr is not None \
+        else (0, 0)
+    xa = obj.xa_extent
+    xa_nodes = xa_nr_nodes(xa)
+    ostock_bytes = ostock.nr_bytes if kmem else 0
+    hits = kmem_pages = 0
+    nobj = cache.nr_objects if kmem else 0
+    npfns = cache.nr_pfns if kmem else 0
+    ops: list = []  # per step: its evictions' pushes, in order
     windows: list = []  # (scanned, reclaimed) of each pressure window that fires
-    kmem_pages = 0
     slab_pages: list = []  # the slab allocations' page counts, in order
     nodes: list = []  # per node allocation: (count, bytes charged)
-    xa_extent = obj.xa_extent
-    ostock_bytes = ostock.nr_bytes if kmem else 0
-    hits = 0
-    nr_objects = cache.nr_objects if kmem else 0
-    nr_pfns = cache.nr_pfns if kmem else 0
-    # the uncharges run inside the task's charges (alloc_and_charge, shmem_xa_grow make
-    # it current): their events count on its CPU, as its commits do
-    cpu_ev = cpu_commit = task.cpu
     steps = 0
+    batch = MEMCG_CHARGE_BATCH
     for i in range(k_max):
-        # --- one step, on copies of the state --------------------------------------
-        s_usage, s_size, s_evicted = usage, size, evicted
-        s_charged, s_failcnt, s_n_ep, s_last = charged, failcnt, n_ep, last_total
-        s_nr_free = nr_free
-        e_ev = list(ev(cpu_ev))
-        e_commit = list(ev(cpu_commit)) if cpu_commit != cpu_ev else e_ev
-        s_press = list(press)
-        s_windows: list = []
-        step_ops: list = []
-        s_kmem, s_slab, s_node = 0, 0, None
-        s_xa, s_ostock, s_hits, s_nobj, s_npfns = xa_extent, ostock_bytes, hits, nr_objects, nr_pfns
+        saved = (usage, peak, memsw, memsw_peak, size, evicted, failcnt, n_ep, last, nr_free,
+                 st_idx, st_pages, ev_val, ev_thresh, ev_soft, scanned_w, reclaimed_w, xa,
+                 xa_nodes, ostock_bytes, hits, kmem_pages, nobj, npfns)
+        n_windows = len(windows)
+        pushes: list = []
         # alloc_pages(): no kswapd work for this allocation
-        if s_nr_free - FILEMAP_BATCH < wmark_low:
+        if nr_free - FILEMAP_BATCH < wmark_low:
             break
-        s_nr_free -= FILEMAP_BATCH
-
-        def one_page_charges(n: int):
-            """n one-page charges at or near the limit; their episodes' pushes (None
-            when the span must stop)."""
-            nonlocal s_usage, s_size, s_evicted, s_charged, s_failcnt, s_n_ep, s_last, s_nr_free
-            pushed = 0
+        nr_free -= FILEMAP_BATCH
+        want = FILEMAP_BATCH  # charge_pages() of the step's pages
+        node = None
+        ok = True
+        while True:
+            # `want` one-page charges, as charge_pages() takes them (a node's page
+            # through try_charge_memcg() is the same single charge)
             done = 0
-            margin = limit - s_usage
-            if margin:
-                k = min(margin, n)  # _charge_singles(): each batch attempt fails here
-                s_failcnt += k
-                s_usage += k
-                s_charged += k
-                done = k
-            while done < n:
-                p = episode(s_size, s_evicted)
-                if p is None:
-                    return None
-                total, batches, wins, deep = p
-                s_n_ep += 1
-                s_last = total
-                s_evicted += total
-                s_size -= total
-                s_nr_free += total
-                pushed += total
-                s_usage -= total  # the episode's uncharges, batch by batch
-                for b in batches:
-                    _event(e_ev, b)
-                _pressure(s_press, s_windows, wins, deep)
-                c = min(total, n - done)
-                # the page fails twice (batch and single) and reclaims; the rest of
-                # the episode's margin is one-page charges failing their batch once
-                s_failcnt += 1 + c
-                s_usage += c
-                s_charged += c
-                done += c
-            return pushed
-
-        pushed = one_page_charges(FILEMAP_BATCH)
-        if pushed is None:
+            while done < want:
+                if st_idx is not None:  # consume_stock()
+                    t = min(st_pages, want - done)
+                    st_pages -= t
+                    done += t
+                    if done == want:
+                        break
+                margin = limit - usage
+                rest = want - done
+                if margin >= batch:  # whole batches, the rest to the stock
+                    total = min(margin // batch, -(-rest // batch)) * batch
+                    usage += total
+                    memsw += total
+                    if usage > peak:
+                        peak = usage
+                    if memsw > memsw_peak:
+                        memsw_peak = memsw
+                    used = min(total, rest)
+                    done += used
+                    if total > used:  # refill_stock(): the group's slot or the first empty
+                        if st_idx is None:
+                            if st_empty is None:
+                                ok = False  # a random slot would be evicted
+                                break
+                            st_idx, st_pages = st_empty, 0
+                        st_pages += total - used
+                        if st_pages > batch:
+                            ok = False  # the slot would be drained
+                            break
+                    continue
+                if margin:  # _charge_singles(): each batch attempt fails at the group
+                    k = min(margin, rest)
+                    failcnt += k
+                    if memsw + k - 1 + batch > memsw_peak:
+                        memsw_peak = memsw + k - 1 + batch
+                    usage += k
+                    memsw += k
+                    done += k
+                    if usage > peak:
+                        peak = usage
+                    continue
+                # at the limit: each charge that finds no margin reclaims an episode
+                # (charge_swap_episodes, or try_charge_memcg -> reclaim_swap_episode)
+                if setup is None:
+                    ok = False
+                    break
+                peak = limit
+                while done < want:
+                    p = plans.get(size)
+                    if p is None:
+                        plan = swapout._plan_passes(memcg, setup, size, nr_to_reclaim)
+                        if plan is None:
+                            ok = False
+                            break
+                        passes, total = plan
+                        p = plans[size] = (
+                            total, tuple(b for _, bs in passes for b in bs),
+                            tuple((prio, sum(bs)) for prio, bs in passes),
+                            any(prio <= crit for prio, _ in passes))
+                    total, batches, wins, deep = p
+                    if (not total or total >= limit or total >= swap_free - evicted
+                            or total - 1 >= batch or evicted + total > reach):
+                        ok = False
+                        break
+                    n_ep += 1
+                    last = total
+                    evicted += total
+                    size -= total
+                    nr_free += total
+                    pushes.append(total)
+                    usage -= total  # the episode's uncharges, batch by batch
+                    if ev_val + total - ev_thresh < 0:
+                        ev_val += total  # no ratelimit target reached
+                    else:
+                        for b in batches:
+                            ev_val += b
+                            if ev_val - ev_thresh >= 0:
+                                ev_thresh = ev_val + THRESHOLDS_EVENTS_TARGET
+                                if ev_val - ev_soft >= 0:
+                                    ev_soft = ev_val + SOFTLIMIT_EVENTS_TARGET
+                    if not deep and scanned_w + total < win:
+                        scanned_w += total  # no pressure window fills
+                        reclaimed_w += total
+                    else:  # vmpressure_prio() and vmpressure() of each pass
+                        for prio, scanned in wins:
+                            for sc, rc in (((win, 0),) if prio <= crit else ()) + \
+                                    (((scanned, scanned),) if scanned else ()):
+                                scanned_w += sc
+                                reclaimed_w += rc
+                                if scanned_w >= win:
+                                    windows.append((scanned_w, reclaimed_w))
+                                    scanned_w = reclaimed_w = 0
+                    c = min(total, want - done)
+                    # the page fails twice (batch and single) and reclaims; the rest of
+                    # the episode's margin is one-page charges failing their batch once;
+                    # each batch attempt passed memsw
+                    failcnt += 1 + c
+                    if memsw + c - 1 + batch > memsw_peak:
+                        memsw_peak = memsw + c - 1 + batch
+                    usage += c
+                    memsw += c
+                    done += c
+                if not ok:
+                    break
+            if not ok or node is not None:
+                break
+            # folio_add_lru(): on the list, committed (one commit of the step's pages)
+            size += FILEMAP_BATCH
+            ev_val += FILEMAP_BATCH
+            if ev_val - ev_thresh >= 0:
+                ev_thresh = ev_val + THRESHOLDS_EVENTS_TARGET
+                if ev_val - ev_soft >= 0:
+                    ev_soft = ev_val + SOFTLIMIT_EVENTS_TARGET
+            extent = start + (i + 1) * FILEMAP_BATCH
+            if not kmem or extent <= xa:
+                break
+            # shmem_xa_grow(): the nodes the new entries need
+            need = xa_nr_nodes(extent) - xa_nodes
+            xa, xa_nodes = extent, xa_nodes + need
+            if need <= 0:
+                break
+            # kmem_cache_alloc(): the slab first (allocate_slab), then the charge
+            hits += 1
+            slab = _slabs_for(cache, nobj + need) * cache.pages_per_slab - npfns
+            if slab > 0:
+                if nr_free - slab < wmark_low:
+                    ok = False
+                    break
+                nr_free -= slab
+                npfns += slab
+            nobj += need
+            nbytes = need * node_size
+            node = (need, nbytes, slab)
+            if ostock_bytes >= nbytes:
+                ostock_bytes -= nbytes  # consume_obj_stock()
+                break
+            if nbytes > PAGE_SIZE:
+                ok = False  # more than a page at once: the slow path
+                break
+            # obj_cgroup_charge_pages(): one page, the rest of it parked in the stock
+            kmem_pages += 1
+            if nbytes & (PAGE_SIZE - 1):
+                ostock_bytes += PAGE_SIZE - (nbytes & (PAGE_SIZE - 1))
+            want = 1
+        if not ok:
+            (usage, peak, memsw, memsw_peak, size, evicted, failcnt, n_ep, last, nr_free,
+             st_idx, st_pages, ev_val, ev_thresh, ev_soft, scanned_w, reclaimed_w, xa,
+             xa_nodes, ostock_bytes, hits, kmem_pages, nobj, npfns) = saved
+            del windows[n_windows:]
             break
-        step_ops.append(pushed)
-        # folio_add_lru(): on the list, committed (one commit of the step's pages)
-        s_size += FILEMAP_BATCH
-        _event(e_commit, FILEMAP_BATCH)
-        extent = start + (i + 1) * FILEMAP_BATCH
-        if kmem and extent > s_xa:
-            need = xa_nr_nodes(extent) - xa_nr_nodes(s_xa)
-            s_xa = extent
-            if need > 0:
-                # kmem_cache_alloc(): the slab first (allocate_slab), then the charge
-                s_hits += 1
-                slab_need = _slabs_for(cache, s_nobj + need) * cache.pages_per_slab - s_npfns
-                if slab_need > 0:
-                    if s_nr_free - slab_need < wmark_low:
-                        break
-                    s_nr_free -= slab_need
-                    s_npfns += slab_need
-                    s_slab = slab_need
-                s_nobj += need
-                nbytes = need * node_size
-                if s_ostock >= nbytes:
-                    s_ostock -= nbytes  # consume_obj_stock()
-                else:
-                    if nbytes > PAGE_SIZE:
-                        break  # more than a page at once: the slow path
-                    # obj_cgroup_charge_pages(): one page through try_charge_memcg(),
-                    # the rest of it parked in the object stock
-                    pushed = one_page_charges(1)
-                    if pushed is None:
-                        break
-                    step_ops.append(pushed)
-                    s_kmem = 1
-                    if nbytes & (PAGE_SIZE - 1):
-                        s_ostock += PAGE_SIZE - (nbytes & (PAGE_SIZE - 1))
-                s_node = (need, nbytes)
-        # --- the step is taken -------------------------------------------------------
-        usage, size, evicted = s_usage, s_size, s_evicted
-        charged, failcnt, n_ep, last_total = s_charged, s_failcnt, s_n_ep, s_last
-        nr_free = s_nr_free
-        events[cpu_ev] = e_ev
-        events[cpu_commit] = e_commit
-        press = s_press
-        windows.extend(s_windows)
-        ops.append(step_ops)
-        kmem_pages += s_kmem
-        if s_slab:
-            slab_pages.append(s_slab)
-        if s_node is not None:
-            nodes.append(s_node)
-        xa_extent, ostock_bytes, hits, nr_objects, nr_pfns = s_xa, s_ostock, s_hits, s_nobj, s_npfns
+        # the step is taken
+        ops.append(pushes)
+        if node is not None:
+            nodes.append(node[:2])
+            if node[2] > 0:
+                slab_pages.append(node[2])
         steps += 1
     if steps < 2:
         return None
@@ -338,62 +400,27 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     plan.steps = steps
     plan.evicted = evicted
     plan.ops = ops
-    plan.charged = charged
+    plan.usage = usage - usage0
+    plan.usage_peak = peak - usage0
+    plan.memsw = memsw
+    plan.memsw_peak = memsw_peak
     plan.failcnt = failcnt
     plan.episodes = n_ep
-    plan.usage = usage
-    plan.last_total = last_total
-    plan.events = events
+    plan.last_total = last
+    plan.stock = (st_idx, st_pages)
+    plan.events = (ev_val, ev_thresh, ev_soft)
     plan.windows = windows
-    plan.pressure = press
+    plan.pressure = (scanned_w, reclaimed_w)
     plan.kmem = kmem_pages
     plan.slab_pages = slab_pages
     plan.nodes = nodes
-    plan.xa_extent = xa_extent
+    plan.xa_extent = xa
     plan.ostock_bytes = ostock_bytes
     plan.hits = hits
     plan.mapping = mapping
-    plan.peek = peek
     if not _frames_plan(sys, plan):
         return None
     return plan
-
-
-def _event(e: list, n: int) -> None:
-    """page_events() of n pages on one CPU's [nr_page_events, thresh, soft]: the checks
-    at the ratelimit targets find nothing to do (no threshold, no soft limit), so only
-    the targets move (mm/memcontrol-v1.c: mem_cgroup_event_ratelimit)."""
-    val = e[0] + n
-    e[0] = val
-    if val - e[1] >= 0:
-        e[1] = val + THRESHOLDS_EVENTS_TARGET
-        if val - e[2] >= 0:
-            e[2] = val + SOFTLIMIT_EVENTS_TARGET
-
-
-def _pressure(press: list, fired: list, wins, deep: bool) -> None:
-    """An episode's vmpressure_prio() and vmpressure() calls on the group's window
-    [scanned, reclaimed]; the windows that fill (vmpressure_work_fn) go to fired."""
-    win = vmpressure.vmpressure_win
-    if not deep:
-        total = sum(s for _, s in wins)
-        if press[0] + total < win:  # no window fills: one add
-            press[0] += total
-            press[1] += total
-            return
-    for prio, scanned in wins:
-        if prio <= vmpressure.vmpressure_level_critical_prio:
-            _press(press, fired, win, 0)
-        if scanned:
-            _press(press, fired, scanned, scanned)
-
-
-def _press(press: list, fired: list, scanned: int, reclaimed: int) -> None:
-    press[0] += scanned
-    press[1] += reclaimed
-    if press[0] >= vmpressure.vmpressure_win:
-        fired.append((press[0], press[1]))
-        press[0] = press[1] = 0
 
 
 def _frames_plan(sys: System, plan: _Span) -> bool:
@@ -403,9 +430,15 @@ def _frames_plan(sys: System, plan: _Span) -> bool:
     totals (the span's pops reach the bottom run that the slab's pages come from, or
     the frames never handed out yet)."""
     stack: list = []  # [offset in the evicted pages, length left], bottom to top
-    pieces: list = []  # (offset, end) of evicted pages taken (reversed), or (-1, depth a, b)
+    # the pieces the pops take, in order: where each starts in the evicted pages
+    # followed by the stack as it was, its length, and whether it runs backwards (a
+    # push is popped top first)
+    firsts: list = []
+    lens: list = []
+    backwards: list = []
     depth = 0  # frames taken from the stack as it was
     offset = 0
+    e = plan.evicted
     for step_ops in plan.ops:
         need = FILEMAP_BATCH  # alloc_pages() of the step, before its charges
         while need:
@@ -413,18 +446,23 @@ def _frames_plan(sys: System, plan: _Span) -> bool:
                 seg = stack[-1]
                 t = min(need, seg[1])
                 seg[1] -= t
-                pieces.append((seg[0] + seg[1], seg[0] + seg[1] + t))
+                firsts.append(seg[0] + seg[1] + t - 1)
+                lens.append(t)
+                backwards.append(True)
                 if not seg[1]:
                     stack.pop()
                 need -= t
             else:
-                pieces.append((-1, depth, depth + need))
+                firsts.append(e + depth)
+                lens.append(need)
+                backwards.append(False)
                 depth += need
                 need = 0
         for n in step_ops:  # each eviction frees its pages in one release_pages()
             if n:
                 stack.append([offset, n])
                 offset += n
+    pieces = (firsts, lens, backwards)
     mem = sys.mem
     r = mem.nr_free_runs
     if depth:
@@ -453,41 +491,55 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
     end = start + n
     pieces, survivors, depth = plan.ops
     e = plan.evicted
-    # The episodes, one after another: the list's oldest pages to swap
-    victims = lst.isolate(mem, e)
-    stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -e)
-    stats.mod(memcg.id, PGSCAN, e)
-    stats.mod(memcg.id, PGSTEAL, e)
-    out = plan.mapping.swap_out(sys, victims)
-    assert len(out) == e
-    # release_pages() of each eviction: uncharged (the counters below), frames freed
-    stats.mod(memcg.id, PGPGOUT, e)
-    mem._clear(victims)
+    if e:
+        # The episodes, one after another: the list's oldest pages to swap
+        victims = lst.isolate(mem, e)
+        stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -e)
+        stats.mod(memcg.id, PGSCAN, e)
+        stats.mod(memcg.id, PGSTEAL, e)
+        out = plan.mapping.swap_out(sys, victims)
+        assert len(out) == e
+        # release_pages() of each eviction: uncharged (the counters below), frames freed
+        stats.mod(memcg.id, PGPGOUT, e)
+        mem._clear(victims)
     # The steps' frames, from the pushes and the stack as it was, in pop order
-    base = mem.alloc(depth) if depth else None
-    parts = []
-    for piece in pieces:
-        if piece[0] < 0:
-            parts.append(base[piece[1]:piece[2]])
-        else:
-            parts.append(victims[piece[0]:piece[1]][::-1])
-    pfns = np.concatenate(parts).astype(np.int32, copy=False)
+    base = mem.alloc(depth) if depth else np.empty(0, np.int32)
+    if not e:
+        pfns = base
+    else:
+        # each piece is a stretch of the pushed pages taken top first (backwards), or
+        # of the stack as it was (in pop order, after the pushed pages here)
+        both = np.concatenate([victims, base])
+        firsts, lens, backwards = pieces
+        first = np.array(firsts, np.int64)
+        lens = np.array(lens, np.int64)
+        step = np.where(np.array(backwards, bool), -1, 1)
+        ends = np.cumsum(lens)
+        within = np.arange(n, dtype=np.int64) - np.repeat(ends - lens, lens)
+        pfns = both[np.repeat(first, lens) + np.repeat(step, lens) * within]
     for off, length in survivors:  # the pushes still on the stack, bottom to top
         mem._push(victims[off:off + length])
         mem.nr_free += length
     # the slab pages, from the far end of the free stack (alloc_kernel_pages)
     if plan.slab_pages:
+        # one allocation after another from the far end: the frames of all at once, in
+        # order, each slab's pages on top of the cache's stack of them (allocate_slab)
         cache = sys.slab.caches["radix_tree_node"]
-        for k in plan.slab_pages:
-            sys.kernel_pages["Slab"] += k
-            got = mem.alloc_unmovable(k)
-            nf = cache.nr_pfns
-            if nf + k > len(cache.pfns):
-                grown = np.empty(max(nf + k, 2 * len(cache.pfns)), np.int32)
-                grown[:nf] = cache.pfns[:nf]
-                cache.pfns = grown
-            cache.pfns[nf:nf + k] = got
-            cache.nr_pfns = nf + k
+        k = sum(plan.slab_pages)
+        sys.kernel_pages["Slab"] += k
+        got = mem.alloc_unmovable(k)
+        nf = cache.nr_pfns
+        cap, end_pfns = len(cache.pfns), nf
+        for j in plan.slab_pages:  # the array grows as each allocation would grow it
+            if end_pfns + j > cap:
+                cap = max(end_pfns + j, 2 * cap)
+            end_pfns += j
+        if cap > len(cache.pfns):
+            grown = np.empty(cap, np.int32)
+            grown[:nf] = cache.pfns[:nf]
+            cache.pfns = grown
+        cache.pfns[nf:nf + k] = got
+        cache.nr_pfns = nf + k
     # folio_add_lru() of every step: set up, on the list in step order, committed
     idx = np.arange(start, end, dtype=np.int64)
     mem.flags[pfns] = _FAULT_FLAGS
@@ -499,24 +551,28 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
     for item in (NR_LRU_BASE + LRU_INACTIVE_ANON, NR_FILE_PAGES, NR_SHMEM, NR_FILE_MAPPED,
                  PGFAULT, PGPGIN):
         stats.mod(memcg.id, item, n)
-    # The counters: memory went up to the limit and ends at the planned usage; every
-    # charge's batch attempt passed memsw, the last one reaching highest
+    # The counters: usage at every level moved as the group's did, its highest is the
+    # watermark; every charge's batch attempt passed memsw, the last one reaching highest
+    for c in memcg.memory.ancestors():
+        c.watermark = max(c.watermark, c.usage + plan.usage_peak)
+        c.usage += plan.usage
+    for c in memcg.memsw.ancestors():
+        c.watermark = max(c.watermark, c.usage + plan.memsw_peak)
+        c.usage += plan.memsw
     counter = memcg.memory
-    rise = counter.max - counter.usage
-    if rise:
-        counter.charge(rise)
-    counter.uncharge(counter.max - plan.usage)
     counter.failcnt += plan.failcnt if counter.track_failcnt else 0
-    c = plan.charged
-    memcg.memsw.charge(c - 1 + MEMCG_CHARGE_BATCH)
-    memcg.memsw.uncharge(MEMCG_CHARGE_BATCH - 1)
-    memcg.memory_events_local[MEMCG_MAX] += plan.episodes
-    memcg.memory_events[MEMCG_MAX] += plan.episodes
-    memcg.reclaim_iter = memcg if plan.last_total >= vmscan.SWAP_CLUSTER_MAX else None
-    for cpu, (val, thresh, soft) in plan.events.items():
-        memcg.nr_page_events[cpu] = val
-        memcg.thresh_target[cpu] = thresh
-        memcg.softlimit_target[cpu] = soft
+    st_idx, st_pages = plan.stock
+    if st_idx is not None:
+        stock = sys.stock[task.cpu]
+        stock.cached[st_idx] = memcg
+        stock.nr_pages[st_idx] = st_pages
+    if plan.episodes:
+        memcg.memory_events_local[MEMCG_MAX] += plan.episodes
+        memcg.memory_events[MEMCG_MAX] += plan.episodes
+        memcg.reclaim_iter = memcg if plan.last_total >= vmscan.SWAP_CLUSTER_MAX else None
+    cpu = task.cpu
+    memcg.nr_page_events[cpu], memcg.thresh_target[cpu], memcg.softlimit_target[cpu] = \
+        plan.events
     if plan.episodes:
         vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
         for scanned, reclaimed in plan.windows:
@@ -532,12 +588,11 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
             memcg.kmem.charge(plan.kmem)
             objcg.nr_pages += plan.kmem
         sys.obj_stock[task.cpu].nr_bytes = plan.ostock_bytes
-        item = cache_vmstat_idx(cache.name)
-        for count, nbytes in plan.nodes:
-            cache.nr_objects += count
-            objcg.nr_live_bytes += nbytes
-            stats.mod(memcg.id, item, nbytes)
-            obj.xa_nodes.append(SlabObject(cache, count, objcg, nbytes))
+        cache.nr_objects += sum(count for count, _ in plan.nodes)
+        nbytes = sum(b for _, b in plan.nodes)
+        objcg.nr_live_bytes += nbytes
+        stats.mod(memcg.id, cache_vmstat_idx(cache.name), nbytes)
+        obj.xa_nodes.extend([SlabObject(cache, count, objcg, b) for count, b in plan.nodes])
     if sys.semantics != "3.8":
         obj.xa_extent = plan.xa_extent
     # finish_fault(): the task maps the steps' pages
