@@ -36,9 +36,9 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_FILE_MAPPED, NR_FILE
                           PGFAULT, PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, SOFTLIMIT_EVENTS_TARGET,
                           THRESHOLDS_EVENTS_TARGET, mem_cgroup_get_nr_swap_pages)
 from ..mmzone import (LRU_INACTIVE_ANON, LRU_LAZY_CHUNK, PG_dirty, PG_mapped, PG_mlocked,
-                      PG_swapbacked, PG_young)
+                      PG_referenced, PG_swapbacked, PG_young)
 from ..page_counter import PAGE_COUNTER_MAX
-from ..slab import SlabObject, _slabs_for, cache_vmstat_idx
+from ..slab import SlabObject, cache_vmstat_idx
 from . import swapout
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ PAGE_SIZE = 4096
 _FAULT_FLAGS = PG_swapbacked | PG_mapped | PG_young
 # What an evictable page of an episode must show (swapout._pages_evictable)
 _EVICT_MASK = PG_swapbacked | PG_dirty | PG_mlocked | PG_young
+_CLEAR_REF = ~(PG_young | PG_referenced) & 0xFF
 
 
 def take_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int) -> int:
@@ -71,7 +72,7 @@ class _Span:
     __slots__ = ("steps", "evicted", "ops", "usage", "usage_peak", "memsw", "memsw_peak",
                  "failcnt", "episodes", "last_total", "stock", "events", "windows",
                  "pressure", "kmem", "slab_pages", "nodes", "xa_extent", "ostock_bytes",
-                 "hits", "mapping")
+                 "hits", "mapping", "rotated")
 
 
 class _Stop(Exception):
@@ -162,6 +163,7 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
             return None
         cache = sys.slab.caches["radix_tree_node"]
         node_size = cache.object_size + OBJCG_POINTER_SIZE  # obj_full_size()
+        objs_per_slab, pages_per_slab = cache.objs_per_slab, cache.pages_per_slab
     stock = sys.stock[cpu]
     st_idx = next((i for i, c in enumerate(stock.cached) if c is memcg), None)
     st_pages = stock.nr_pages[st_idx] if st_idx is not None else 0
@@ -174,6 +176,8 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     # an episode that would reach past them.
     reach = 0
     mapping = None
+    rotation = None  # the plan of the episode that keeps the young rest of the list
+    rotatable = False
     setup = swapout._episode_setup(sys, memcg) if lst.nr else None
     if setup is not None:
         look = min(lst.nr, k_max * (FILEMAP_BATCH + 1) + MEMCG_CHARGE_BATCH)
@@ -181,15 +185,24 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
         mapping_id = int(mem.mapping[peek[0]])
         mapping = sys.mappings.get(mapping_id)
         if isinstance(mapping, ShmemObject):
-            bad = ((mem.flags[peek] & _EVICT_MASK) != PG_swapbacked) | \
-                (mem.mapping[peek] != mapping_id)
+            flags = mem.flags[peek]
+            bad = (mem.mapping[peek] != mapping_id)
             if mem.large:
                 bad |= mem.order[peek] != 0
             if mapping is obj:
                 # their offsets are mapped by this task already (shmem_rss counts them)
                 bad |= mem.index[peek] >= extent0
-            first_bad = np.flatnonzero(bad)
+            young = (flags & _EVICT_MASK) != PG_swapbacked
+            first_bad = np.flatnonzero(bad | young)
             reach = int(first_bad[0]) if len(first_bad) else look
+            if reach < look and look == lst.nr and margin0 < FILEMAP_BATCH:
+                # The list's pages from `reach` on are freshly faulted (young ptes, no
+                # referenced flag): an episode of the first step that meets them keeps
+                # them all (FOLIOREF_KEEP, one more trip around the list) and evicts
+                # what it meets again (_plan_rotation).
+                rest = flags[reach:]
+                rotatable = not bad[reach:].any() and \
+                    ((rest & (_EVICT_MASK | PG_referenced)) == _FAULT_FLAGS & _EVICT_MASK).all()
         plans = _episode_plans(memcg, setup)
 
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
@@ -297,8 +310,49 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
                             tuple((prio, sum(bs)) for prio, bs in passes),
                             any(prio <= crit for prio, _ in passes))
                     total, batches, wins, deep = p
+                    if evicted + total > reach and rotatable and not i and rotation is None:
+                        # the young rest of the list is met: the episode keeps it
+                        rotation = _plan_rotation(memcg, setup, size, reach - evicted)
+                        if rotation is None:
+                            ok = False
+                            break
+                        total, batches, wins, _ = rotation
+                        if not total or total >= limit or total >= swap_free - evicted:
+                            ok = False
+                            break
+                        reach = look
+                        n_ep += 1
+                        last = total
+                        evicted += total
+                        size -= total
+                        nr_free += total
+                        pushes.extend(batches)  # each batch's victims freed in its turn
+                        usage -= total
+                        for b in batches:
+                            ev_val += b
+                            if ev_val - ev_thresh >= 0:
+                                ev_thresh = ev_val + THRESHOLDS_EVENTS_TARGET
+                                if ev_val - ev_soft >= 0:
+                                    ev_soft = ev_val + SOFTLIMIT_EVENTS_TARGET
+                        for sc, rc in wins:
+                            scanned_w += sc
+                            reclaimed_w += rc
+                            if scanned_w >= win:
+                                windows.append((scanned_w, reclaimed_w))
+                                scanned_w = reclaimed_w = 0
+                        # a margin of a batch or more: the next charges take batches
+                        c = 1 if total - 1 >= batch else min(total, want - done)
+                        failcnt += 1 + c
+                        if memsw + c - 1 + batch > memsw_peak:
+                            memsw_peak = memsw + c - 1 + batch
+                        usage += c
+                        memsw += c
+                        done += c
+                        if total - 1 >= batch:
+                            break
+                        continue
                     if (not total or total >= limit or total >= swap_free - evicted
-                            or total - 1 >= batch or evicted + total > reach):
+                            or evicted + total > reach):
                         ok = False
                         break
                     n_ep += 1
@@ -329,16 +383,19 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
                                 if scanned_w >= win:
                                     windows.append((scanned_w, reclaimed_w))
                                     scanned_w = reclaimed_w = 0
-                    c = min(total, want - done)
                     # the page fails twice (batch and single) and reclaims; the rest of
-                    # the episode's margin is one-page charges failing their batch once;
+                    # the episode's margin is one-page charges failing their batch once
+                    # (a margin of a batch or more: charge_pages() takes batches again);
                     # each batch attempt passed memsw
+                    c = 1 if total - 1 >= batch else min(total, want - done)
                     failcnt += 1 + c
                     if memsw + c - 1 + batch > memsw_peak:
                         memsw_peak = memsw + c - 1 + batch
                     usage += c
                     memsw += c
                     done += c
+                    if total - 1 >= batch:
+                        break
                 if not ok:
                     break
             if not ok or node is not None:
@@ -353,14 +410,20 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
             extent = start + (i + 1) * FILEMAP_BATCH
             if not kmem or extent <= xa:
                 break
-            # shmem_xa_grow(): the nodes the new entries need
-            need = xa_nr_nodes(extent) - xa_nodes
+            # shmem_xa_grow(): the nodes the new entries need - past the first two
+            # chunks, one leaf more for each chunk of 64 entries, and the upper levels
+            # change only where a leaf starts a new chunk of theirs
+            if xa == extent - FILEMAP_BATCH and extent > 2 * FILEMAP_BATCH and \
+                    (extent - FILEMAP_BATCH) % (FILEMAP_BATCH * FILEMAP_BATCH):
+                need = 1
+            else:
+                need = xa_nr_nodes(extent) - xa_nodes
             xa, xa_nodes = extent, xa_nodes + need
             if need <= 0:
                 break
             # kmem_cache_alloc(): the slab first (allocate_slab), then the charge
             hits += 1
-            slab = _slabs_for(cache, nobj + need) * cache.pages_per_slab - npfns
+            slab = -(-(nobj + need) // objs_per_slab) * pages_per_slab - npfns  # _slabs_for()
             if slab > 0:
                 if nr_free - slab < wmark_low:
                     ok = False
@@ -417,10 +480,75 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     plan.xa_extent = xa
     plan.ostock_bytes = ostock_bytes
     plan.hits = hits
+    plan.rotated = rotation[3] if rotation is not None else 0
     plan.mapping = mapping
     if not _frames_plan(sys, plan):
         return None
     return plan
+
+
+def _plan_rotation(memcg, setup, size: int, old: int):
+    """do_try_to_free_pages() of a limit reclaim over an inactive anon list of `size`
+    pages whose `old` oldest are evicted when scanned and whose others are young (kept
+    when first scanned, evicted when met again), the list on its own (_episode_setup):
+    (pages evicted, the evicting batches' pages in order, the vmpressure calls'
+    (scanned, reclaimed) in order, the young pages kept), or None when a shrinker
+    would scan.
+
+    mm/vmscan.c: each priority's get_scan_count() sees the list less what was evicted
+    (kept pages go back on it), shrink_lruvec() scans it in SWAP_CLUSTER_MAX batches
+    until that lruvec reclaimed nr_to_reclaim, the loop ends at the goal or priority 0;
+    the batches' pages are the list's in order, each young one put back at the head,
+    where the scan meets it again after all the others (folio_check_references).
+    """
+    file, deactivate_file, counts, = setup
+    swappiness, online = memcg.swappiness, memcg.online
+    nr_to_reclaim = vmscan.SWAP_CLUSTER_MAX
+    pos = 0  # pages scanned so far, in list order (past `size`: the kept ones again)
+    total = 0
+    batches: list = []
+    wins: list = []
+    prio = vmscan.DEF_PRIORITY
+    while True:
+        for freeable, seeks in counts:
+            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
+                return None
+        if prio <= vmpressure.vmpressure_level_critical_prio:
+            wins.append((vmpressure.vmpressure_win, 0))  # vmpressure_prio()
+        left = size - total
+        cache_trim = bool(file >> prio) and not deactivate_file
+        if not prio:
+            scan = left  # SCAN_EQUAL
+        elif cache_trim:
+            scan = 0  # SCAN_FILE
+        else:
+            scan = left >> prio
+            if not scan and not online:
+                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
+            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
+                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        reclaimed = scanned = 0
+        while scan:
+            b = min(scan, vmscan.SWAP_CLUSTER_MAX)
+            scan -= b
+            # pages [pos, pos + b): the old ones and those met a second time go
+            evict = max(0, min(pos + b, old) - pos) + max(0, pos + b - max(pos, size))
+            pos += b
+            scanned += b
+            if evict:
+                batches.append(evict)
+                reclaimed += evict
+            if reclaimed >= nr_to_reclaim:
+                break
+        total += reclaimed
+        if scanned:
+            wins.append((scanned, reclaimed))
+        if total >= nr_to_reclaim or not prio:
+            break
+        prio -= 1
+    if pos < size or pos > 2 * size - old:
+        return None  # not every young page met once, or some met a third time
+    return total, tuple(batches), tuple(wins), pos - total
 
 
 def _frames_plan(sys: System, plan: _Span) -> bool:
@@ -502,6 +630,18 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
         # release_pages() of each eviction: uncharged (the counters below), frames freed
         stats.mod(memcg.id, PGPGOUT, e)
         mem._clear(victims)
+    if plan.rotated:
+        # The first episode kept every young page (folio_check_references: the young
+        # bits cleared, the referenced flag set) and put it back at the head in list
+        # order; the span's later episodes evicted the first of them again.  The rest
+        # are the list now, stamped as they were put back.
+        stats.mod(memcg.id, PGSCAN, plan.rotated)
+        rest = lst.isolate(mem, lst.nr)
+        mem.flags[rest] = (mem.flags[rest] & _CLEAR_REF) | PG_referenced
+        again = plan.rotated - len(rest)  # kept, then evicted: their frames keep the stamp
+        base = mem.next_seq(again)
+        mem.seq[victims[e - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
+        lst.add(mem, rest)
     # The steps' frames, from the pushes and the stack as it was, in pop order
     base = mem.alloc(depth) if depth else np.empty(0, np.int32)
     if not e:
