@@ -426,6 +426,39 @@ def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listen
              monkeypatch)
 
 
+_SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "free", "read"]),
+                              st.integers(0, 1), st.integers(1, 40 * 256)),
+                    min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_SHM_OPS, limit_kb=st.integers(2048, 12 * 1024),
+       swap_mb=st.sampled_from([8, 32, 128]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 64 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
+       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
+       swappiness=st.one_of(st.none(), st.integers(0, 200)),
+       semantics=st.sampled_from(["6.18", "3.8"]),
+       watch=st.sampled_from([None, None, None, "count"]))
+@example(ops=[("shm", 0, 30 * 256), ("anon", 1, 2000), ("shm", 1, 20 * 256)], limit_kb=4096,
+         swap_mb=32, memsw_extra_kb=None, listener="low", threshold_kb=None,
+         swappiness=None, semantics="6.18", watch=None)
+@example(ops=[("shm", 0, 40 * 256), ("shm", 0, 10 * 256)], limit_kb=3000, swap_mb=8,
+         memsw_extra_kb=20000, listener=None, threshold_kb=None, swappiness=30,
+         semantics="3.8", watch=None)
+def test_hypothesis_shmem_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
+                                threshold_kb, swappiness, semantics, watch, monkeypatch):
+    """Random shmem-heavy workloads of two tasks (where fastpath.shmem takes spans of
+    faults through the limit, and declines near a threshold, the memsw limit, full swap
+    or a woken reader) give identical traces both ways."""
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    threshold = None if threshold_kb is None else f"{threshold_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, threshold=threshold, swappiness=swappiness,
+                            semantics=semantics, watch=watch), monkeypatch)
+
+
 _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),
                           st.integers(0, 1), st.integers(1, 12 * 256)), min_size=1, max_size=5)
 

@@ -529,6 +529,14 @@ def _plan_rotation(memcg, setup, size: int, old: int):
                 -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
         reclaimed = scanned = 0
         while scan:
+            if old <= pos < size and scan >= 2 * vmscan.SWAP_CLUSTER_MAX:
+                # whole batches of young pages alone: all kept, nothing reclaimed
+                k = min(scan, size - pos) // vmscan.SWAP_CLUSTER_MAX
+                if k:
+                    pos += k * vmscan.SWAP_CLUSTER_MAX
+                    scanned += k * vmscan.SWAP_CLUSTER_MAX
+                    scan -= k * vmscan.SWAP_CLUSTER_MAX
+                    continue
             b = min(scan, vmscan.SWAP_CLUSTER_MAX)
             scan -= b
             # pages [pos, pos + b): the old ones and those met a second time go
