@@ -15,8 +15,12 @@ episode after episode, are isolated and sent to swap in one go; the frames of th
 are the ones the free stack would have given each of them in turn (its pops and pushes
 replayed on the pushed arrays); the new pages go on the list in one add, with the LRU
 stamps the steps' adds would have; and the counters, events, ratelimit targets and
-pressure windows move as the steps would have moved them.  Nothing may look between
-steps: no usage threshold or soft limit (the uncharges and charges of the span are
+pressure windows move as the steps would have moved them.  Steps with room take
+whole charge batches and the per-CPU stock as charge_pages() does, so a span also
+fills a group up to its limit.  When the list's oldest pages are freshly faulted ones
+(young), the first episode of a span keeps them all and evicts what it meets again
+(_plan_rotation), as each trip of reclaim around such a list does.  Nothing may look
+between steps: no usage threshold or soft limit (the uncharges and charges of the span are
 applied as totals), no reader of a pressure level or memory.events that could run, no
 user-space shrinker, no memory.high (v1 only), free memory above the watermarks, room
 for all the charges at every level but the group's own, and no swap or memsw limit near.
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ... import sched
+from ...kernel import PAGE_SIZE
 from .. import vmpressure, vmscan
 from ..filemap import FILEMAP_BATCH, HOLE, ShmemObject, xa_nr_nodes
 from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_FILE_MAPPED, NR_FILE_PAGES,
@@ -48,7 +53,6 @@ if TYPE_CHECKING:
 # The most steps in one span: bounds the pages looked at ahead (the list's oldest) and
 # the span's temporary arrays.
 SPAN_STEPS_MAX = 256
-PAGE_SIZE = 4096
 # The flags of a freshly faulted shmem page (shmem_fault: written through the mapping)
 _FAULT_FLAGS = PG_swapbacked | PG_mapped | PG_young
 # What an evictable page of an episode must show (swapout._pages_evictable)
@@ -75,15 +79,11 @@ class _Span:
                  "hits", "mapping", "rotated")
 
 
-class _Stop(Exception):
-    """The step being planned cannot be taken with the others: the span ends before it."""
-
-
 def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
     """Nothing can look between the steps' charges (as _plan_charge_episodes requires of
     one run of them), and the task is not to be stopped between faults."""
-    if (memcg.is_root() or task.oom_victim or sys.reclaim_trace is not None
-            or sys.cgroup_dfl or sys.clock.in_resched or sys.dying
+    if (memcg.is_root() or memcg.under_oom or task.oom_victim
+            or sys.reclaim_trace is not None or sys.cgroup_dfl or sys.clock.in_resched or sys.dying
             or task.memcg_high_penalty or task.memcg_nr_pages_over_high):
         return False
     for m in memcg.ancestors():
