@@ -139,9 +139,11 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     # Every level but the group keeps room for a batch more than the group has, and
     # memsw for all the charges and a batch: only the group's memory counter fails (the
     # memsw counter keeps each swapped page's charge); the ancestors' memory usage
-    # rises as the group's does.
-    if any(c.max - c.usage < k_max * 2 * FILEMAP_BATCH + MEMCG_CHARGE_BATCH
-           for c in memcg.memsw.ancestors()):
+    # rises as the group's does.  A step charges at most two batches (its pages, a
+    # node's page with room).
+    memsw_room = min(c.max - c.usage for c in memcg.memsw.ancestors())
+    k_max = min(k_max, (memsw_room - MEMCG_CHARGE_BATCH) // (2 * FILEMAP_BATCH))
+    if k_max < 2:
         return None
     if any(c.max - c.usage < margin0 + 2 * MEMCG_CHARGE_BATCH for c in counter.ancestors()
            if c is not counter):
