@@ -104,12 +104,13 @@ def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
 
 # The episodes planned, by the group's reclaim setup and then by list size:
 # (pages, reclaim batches, (priority, pages) per pass, a pass at or below the critical
-# priority, pages scanned in all).
+# priority) - a group swapping through its limit meets the same list sizes again.
 _episodes: dict = {}
 _EPISODES_KEPT = 4096
 
 
 def _episode_plans(memcg, setup) -> dict:
+    """The episodes planned for memcg's reclaim setup (swapout._episode_setup), by size."""
     key = (setup[0], setup[1], tuple(setup[2]), memcg.swappiness, memcg.online)
     plans = _episodes.get(key)
     if plans is None or len(plans) >= _EPISODES_KEPT:
