@@ -726,9 +726,23 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
         plan.events
     if plan.episodes:
         vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
-        for scanned, reclaimed in plan.windows:
+        windows = plan.windows
+        quiet = False
+        for j, (scanned, reclaimed) in enumerate(windows):
+            if j and quiet:
+                # vmpressure_work_fn() with no listener up the tree and no user-space
+                # shrinker: the level goes to the history, the shrinker debt is dropped
+                # (mempressure.shrinker_request), nobody is signalled
+                level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
+                sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
+                continue
             vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
             vmpressure.vmpressure_work_fn(sys, memcg)
+            # the first window's walk made every ancestor's state: are there listeners?
+            quiet = not sys.user_shrinkers and not any(
+                sys._vmpressure[m.id].events for m in memcg.ancestors())
+        if len(windows) > 1 and quiet:
+            sys.shrinker_debt.pop(memcg.id, None)
         vmpr.tree_scanned, vmpr.tree_reclaimed = plan.pressure
     # shmem_xa_grow() of every step: the nodes, charged to the object cgroup
     if plan.nodes or plan.hits:
