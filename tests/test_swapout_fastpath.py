@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.mm import mmzone
 from memcg.mm.memcontrol import MEMCG_MAX
-from memcg.mm.fastpath import folio, stream, swapout
+from memcg.mm.fastpath import folio, shmem, stream, swapout
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -90,7 +90,18 @@ def episodes(monkeypatch):
         count[0] += len(r or ())
         return r
     monkeypatch.setattr(swapout, "_plan_charge_episodes", counting_plan)
+    _count_span_episodes(monkeypatch, count)
     return count
+
+
+def _count_span_episodes(monkeypatch, count):
+    """Also count the episodes of the spans of shmem faults fastpath.shmem took."""
+    real = shmem._apply_span
+
+    def counting(sys, task, obj, start, plan):
+        count[0] += plan.episodes
+        real(sys, task, obj, start, plan)
+    monkeypatch.setattr(shmem, "_apply_span", counting)
 
 
 @pytest.fixture
@@ -106,6 +117,21 @@ def runs(monkeypatch):
         count[0] += memcg.memory_events_local[MEMCG_MAX] - before
         return r
     monkeypatch.setattr(swapout, "charge_swap_episodes", counting)
+    _count_span_episodes(monkeypatch, count)
+    return count
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    """Counts the steps of shmem faults fastpath.shmem took in spans."""
+    count = [0]
+    real = shmem.take_span
+
+    def counting(sys, task, obj, start, nr):
+        r = real(sys, task, obj, start, nr)
+        count[0] += r // 64
+        return r
+    monkeypatch.setattr(shmem, "take_span", counting)
     return count
 
 
@@ -322,6 +348,44 @@ def test_swap_episodes_swap_nearly_full_same_both_ways(monkeypatch, episodes):
     assert episodes[0] > 0 and "oom_killed" in obs["tasks"]
 
 
+@pytest.fixture
+def rotations(monkeypatch):
+    """Counts the spans of fastpath.shmem whose first episode kept the young rest of
+    the list (_plan_rotation)."""
+    count = [0]
+    real = shmem._apply_span
+
+    def counting(sys, task, obj, start, plan):
+        count[0] += plan.rotated > 0
+        real(sys, task, obj, start, plan)
+    monkeypatch.setattr(shmem, "_apply_span", counting)
+    return count
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
+                                         ("16M", 80 * 256), ("8M", 40 * 256)])
+def test_shmem_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans, rotations):
+    """Shmem faults through the limit into swap in spans of many steps (6d): the steps'
+    charges, episodes, frames, node charges and events as step by step, the fill up to
+    the limit included, and each trip of reclaim through the freshly faulted pages
+    (the episode that keeps them all) at the start of a span."""
+    run_both(_swap_workload([("shm", 0, pages)], limit=limit, semantics=semantics),
+             monkeypatch)
+    assert spans[0] > pages // 64 * 9 // 10 and rotations[0] >= 2
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, spans):
+    """Spans after other objects' pages, anon pages and swap-ins at the list's tail, on
+    two CPUs, with a pressure listener nobody reads and a memsw limit far off."""
+    obs = run_both(_swap_workload([("shm", 0, 12 * 256), ("anon", 1, 6 * 256),
+                                   ("shm", 1, 20 * 256), ("shm", 0, 16 * 256),
+                                   ("shm", 0, 30 * 256)], limit="6M", memsw="300M",
+                                  listener="low", semantics=semantics), monkeypatch)
+    assert spans[0] > 50 and obs["events"][0] > 5
+
+
 _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
                                st.integers(0, 1), st.integers(1, 16 * 256)),
                      min_size=1, max_size=4)
@@ -360,6 +424,39 @@ def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listen
                             listener=listener, threshold=threshold, swappiness=swappiness,
                             semantics=semantics, soft_limit=soft_limit, watch=watch),
              monkeypatch)
+
+
+_SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "free", "read"]),
+                              st.integers(0, 1), st.integers(1, 40 * 256)),
+                    min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_SHM_OPS, limit_kb=st.integers(2048, 12 * 1024),
+       swap_mb=st.sampled_from([8, 32, 128]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 64 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
+       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
+       swappiness=st.one_of(st.none(), st.integers(0, 200)),
+       semantics=st.sampled_from(["6.18", "3.8"]),
+       watch=st.sampled_from([None, None, None, "count"]))
+@example(ops=[("shm", 0, 30 * 256), ("anon", 1, 2000), ("shm", 1, 20 * 256)], limit_kb=4096,
+         swap_mb=32, memsw_extra_kb=None, listener="low", threshold_kb=None,
+         swappiness=None, semantics="6.18", watch=None)
+@example(ops=[("shm", 0, 40 * 256), ("shm", 0, 10 * 256)], limit_kb=3000, swap_mb=8,
+         memsw_extra_kb=20000, listener=None, threshold_kb=None, swappiness=30,
+         semantics="3.8", watch=None)
+def test_hypothesis_shmem_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
+                                threshold_kb, swappiness, semantics, watch, monkeypatch):
+    """Random shmem-heavy workloads of two tasks (where fastpath.shmem takes spans of
+    faults through the limit, and declines near a threshold, the memsw limit, full swap
+    or a woken reader) give identical traces both ways."""
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    threshold = None if threshold_kb is None else f"{threshold_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, threshold=threshold, swappiness=swappiness,
+                            semantics=semantics, watch=watch), monkeypatch)
 
 
 _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),

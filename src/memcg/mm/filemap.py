@@ -108,6 +108,15 @@ class ShmemObject(AddressSpace):
     def evict(self, sys: System, pfns: np.ndarray, batches: list[int] | None = None) -> np.ndarray:
         """shmem_writeout(): move pages to swap while slots last; the rest stay.  batches:
         the pages are several reclaim batches' in a row (release_pages)."""
+        pfns = self.swap_out(sys, pfns)
+        if len(pfns):
+            swap.release_pages(sys, pfns, memsw=False, batches=batches)
+        return pfns
+
+    def swap_out(self, sys: System, pfns: np.ndarray) -> np.ndarray:
+        """The first half of shmem_writeout(): the pages that get a swap slot leave the
+        object (their entries take their slots) and its mappers' counts; returns them,
+        still charged and not yet freed."""
         pfns, idx, ids = add_to_swap(sys, self, pfns)
         if len(pfns):
             mapped = (sys.mem.flags[pfns] & PG_mapped) != 0
@@ -116,7 +125,6 @@ class ShmemObject(AddressSpace):
             sys.stats.mod_many(ids[mapped], NR_FILE_MAPPED, -1)
             for mm, extent in self.mappers.items():
                 mm.shmem_rss -= int(np.count_nonzero(idx < extent))
-            swap.release_pages(sys, pfns, memsw=False, batches=batches)
         return pfns
 
 
@@ -492,7 +500,16 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
     obj.ensure(nr)
     mm = task.mm
     already = obj.mappers.get(mm, 0)
-    for start in range(0, nr, FILEMAP_BATCH):
+    fast = None
+    if fastpath.ENABLED:
+        from .fastpath import shmem as fast  # the fast path builds on this module: a cycle
+    start = 0
+    while start < nr:
+        # If the fast path can take a run of steps from here at once, let it.
+        taken = fast.take_span(sys, task, obj, start, nr) if fast is not None else 0
+        if taken:
+            start += taken
+            continue
         idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
         slots = obj.slots[idx]
         swapped = idx[slots <= SHADOW]
@@ -527,6 +544,7 @@ def shmem_fault(sys: System, task: Task, obj: ShmemObject, nbytes: int) -> int:
         # fault, so an OOM kill later in this same call sees the pages already mapped
         # (oom_badness() counts them) - not a task with no rss.
         _shmem_map(sys, obj, mm, max(already, int(idx[-1]) + 1))
+        start += FILEMAP_BATCH
     return 0
 
 

@@ -12,6 +12,9 @@ goes on step by step.
                 leaf group's anon list into swap at once (do_try_to_free_pages), and
                 runs of one-page charges each through such an episode
                 (mm/memcontrol.c try_charge_memcg)
+  shmem.py      shmem faults in spans of many FILEMAP_BATCH steps, through a full group
+                into swap: their charges, episodes and node charges planned in integers
+                (mm/shmem.c shmem_fault)
   softlimit.py  the walks of soft-limit reclaim that evict clean page cache, at once
                 (mm/vmscan.c mem_cgroup_soft_reclaim)
   window.py     the large folios of a readahead window with room for them: up to the low
