@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.mm import mmzone
 from memcg.mm.memcontrol import MEMCG_MAX
-from memcg.mm.fastpath import folio, stream, swapout
+from memcg.mm.fastpath import folio, stream, swapout, swapspan
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -90,13 +90,25 @@ def episodes(monkeypatch):
         count[0] += len(r or ())
         return r
     monkeypatch.setattr(swapout, "_plan_charge_episodes", counting_plan)
+    _count_span_episodes(monkeypatch, count)
     return count
+
+
+def _count_span_episodes(monkeypatch, count):
+    """Add the episodes of the fault spans fastpath.swapspan took to count[0]."""
+    real = swapspan.swap_span
+
+    def counting(sys, task, memcg, vma, flags, span):
+        count[0] += sum(len(a) + len(b) for a, b in span[0])
+        return real(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting)
 
 
 @pytest.fixture
 def runs(monkeypatch):
     """Counts the episodes fastpath.swapout took in runs of one-page charges
-    (charge_swap_episodes)."""
+    (charge_swap_episodes), and those of the fault spans of such charges
+    (fastpath.swapspan)."""
     count = [0]
     real = swapout.charge_swap_episodes
 
@@ -106,6 +118,21 @@ def runs(monkeypatch):
         count[0] += memcg.memory_events_local[MEMCG_MAX] - before
         return r
     monkeypatch.setattr(swapout, "charge_swap_episodes", counting)
+    _count_span_episodes(monkeypatch, count)
+    return count
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    """Counts the fault steps fastpath.swapspan took in spans at the limit, and the spans."""
+    count = [0, 0]
+    real = swapspan.swap_span
+
+    def counting(sys, task, memcg, vma, flags, span):
+        count[0] += len(span[0])
+        count[1] += 1
+        return real(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting)
     return count
 
 
@@ -347,12 +374,18 @@ _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "
 @example(ops=[("anon", 0, 4000), ("anon", 1, 2000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=200, listener="low", threshold_kb=None, swappiness=None,
          semantics="6.18", soft_limit_kb=None, watch="free")
+@example(ops=[("anon", 0, 16 * 256), ("anon", 1, 12 * 256)], limit_kb=3000, swap_mb=64,
+         memsw_extra_kb=30000, listener="low", threshold_kb=None, swappiness=None,
+         semantics="6.18", soft_limit_kb=None, watch=None)
+@example(ops=[("anon", 0, 16 * 256), ("shm", 1, 2000), ("anon", 1, 9 * 256)], limit_kb=5000,
+         swap_mb=16, memsw_extra_kb=None, listener="medium", threshold_kb=None,
+         swappiness=100, semantics="3.8", soft_limit_kb=None, watch=None)
 def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                   threshold_kb, swappiness, semantics, soft_limit_kb, watch,
                                   monkeypatch):
     """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
-    episodes are taken at once, alone or in runs of one-page charges) give identical
-    traces both ways."""
+    episodes are taken at once, alone, in runs of one-page charges or in spans of fault
+    steps) give identical traces both ways."""
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     threshold = None if threshold_kb is None else f"{threshold_kb}K"
     soft_limit = None if soft_limit_kb is None else f"{soft_limit_kb}K"
@@ -506,3 +539,35 @@ def test_split_runs_small_same_as_numpy(start, steps):
     ref_firsts, ref_lasts = _split_runs_numpy(pfns)
     assert firsts.dtype == ref_firsts.dtype and lasts.dtype == ref_lasts.dtype
     assert firsts.tolist() == ref_firsts.tolist() and lasts.tolist() == ref_lasts.tolist()
+
+
+# --- spans of fault steps at the limit (fastpath.swapspan) --------------------------------
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
+                                         ("16M", 64 * 256)])
+def test_swap_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans):
+    """Spans of fault steps whose charges each reclaim episodes into swap (6c), their
+    page-table pages charged on the way (6.18), taken at once."""
+    run_both(_swap_workload([("anon", 0, pages)], limit=limit, semantics=semantics),
+             monkeypatch)
+    assert spans[0] > 20 and spans[1] > 2
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_listener_memsw_same_both_ways(semantics, monkeypatch, spans):
+    """A pressure listener nobody reads and a memsw limit (6e): the windows' signals
+    counted in their order inside the spans, the memsw watermark of the last batch."""
+    obs = run_both(_swap_workload([("anon", 0, 40 * 256), ("anon", 1, 8 * 256)], limit="6M",
+                                  memsw="120M", listener="low", semantics=semantics),
+                   monkeypatch)
+    assert obs["events"][0] > 5 and spans[0] > 20
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_stop_before_swap_full_same_both_ways(semantics, monkeypatch, spans):
+    """Swap runs out during the faults: the spans end before the step that would find
+    it full, the rest go step by step (and to the OOM killer)."""
+    run_both(_swap_workload([("anon", 0, 20 * 256), ("anon", 1, 4 * 256)], limit="4M",
+                            swap="12M", semantics=semantics), monkeypatch)
+    assert spans[0] > 5
