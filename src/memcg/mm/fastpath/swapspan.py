@@ -45,7 +45,7 @@ from ..mmzone import LRU_INACTIVE_ANON, PG_swapbacked, PG_young
 from ..page_counter import PAGE_COUNTER_MAX
 from ..vmscan import SWAP_CLUSTER_MAX
 from .fault import FAULT_SPAN_PAGES
-from .swapout import _CLASS_MASK, _episode_setup, _peek, _plan_passes
+from .swapout import _CLASS_MASK, _episode_setup, _peek, _plan_passes, _plans
 
 if TYPE_CHECKING:
     from ...system import System
@@ -135,6 +135,8 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     faulted = vma.nr_faulted
     first_ptes = len(vma.ptes)
     plans = {}  # the episodes' plans by list size: the setup stays as it is in the span
+    file, deactivate_file, counts = setup
+    key = (nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness, memcg.online)
     for j in range(k):
         # pte_alloc(): the page-table pages this step's faults reach, then its pages
         p = own_ptes(vma, faulted + FAULT_BATCH) - first_ptes - ptes
@@ -156,7 +158,10 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
                 at = size - (ev - evicted)
                 plan = plans.get(at, False)
                 if plan is False:
-                    plan = plans[at] = _plan_passes(memcg, setup, at, nr_to_reclaim)
+                    plan = _plans.get((at, *key), False)  # swapout._plan_passes' key
+                    if plan is False:
+                        plan = _plan_passes(memcg, setup, at, nr_to_reclaim)
+                    plans[at] = plan
                 if plan is None:
                     ok = False
                     break
@@ -225,6 +230,33 @@ def _episode_shape(plan):
     return shape
 
 
+def _push_slices(segs: list, eps, pos: int) -> int:
+    """The frames of episodes eps pushed: the next slices of victims from pos on, one
+    with the top slice when nothing was popped from it since; the end of them."""
+    if not eps:
+        return pos
+    end = pos + sum(total for _, total in eps)
+    if segs and segs[-1][1] == pos:
+        segs[-1][1] = end
+    else:
+        segs.append([pos, end])
+    return end
+
+
+def _popped(victims: np.ndarray, older: list, tops: list, n: int) -> np.ndarray:
+    """The n frames of the pieces `tops` in order: a slice of victims ending at `end`
+    popped from its end, or (end < 0) the next frames of `older` as they came."""
+    source = np.concatenate([victims, *older]) if older else victims
+    ends = np.array([e for e, _ in tops], np.int64)
+    lens = np.array([k for _, k in tops], np.int64)
+    starts = np.cumsum(lens) - lens  # where each piece begins in the result
+    fwd = ends < 0  # the older frames come in their order
+    base = np.where(fwd, len(victims) + (-1 - ends) - starts, ends - 1 + starts)
+    sign = np.where(fwd, 1, -1)
+    at = np.arange(n, dtype=np.int64)
+    return source[np.repeat(base, lens) + np.repeat(sign, lens) * at]
+
+
 def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: int,
               span) -> None:
     """Take the planned span of steps at once (plan_swap_span)."""
@@ -253,34 +285,38 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
         mem._clear(victims)
     else:
         victims = np.empty(0, np.int32)
-    # --- the frames: each step pops the free stack after the frees before it
+    # --- the frames: each step pops the free stack after the frees before it.  The
+    # pops are cut into pieces: the top of a pushed slice of victims (popped in
+    # reverse), or frames of the stack from before the span (taken as they are popped).
     segs = []  # slices [lo, hi) of victims pushed and not yet popped, in push order
-    pieces = []
+    tops = []  # the pieces: (end, length) of a popped slice of victims (end < 0: older)
+    older = []  # frames popped from the stack from before the span, in order
+    nr_older = 0
     pos = 0
     for pte_eps, page_eps in steps:
-        for eps in (pte_eps, None, page_eps):
-            if eps is None:  # alloc_pages() of the step's pages
-                need = FAULT_BATCH
-                while need:
-                    if segs:
-                        s = segs[-1]
-                        take = min(need, s[1] - s[0])
-                        pieces.append(victims[s[1] - take:s[1]][::-1])
-                        s[1] -= take
-                        if s[1] == s[0]:
-                            segs.pop()
-                    else:
-                        take = need
-                        pieces.append(mem.alloc(need))  # the stack from before the span
-                    need -= take
-                continue
-            for _, total in eps:  # release_pages(): the episode's frames pushed
-                segs.append([pos, pos + total])
-                pos += total
-    for lo, hi in segs:
-        mem._push(victims[lo:hi])
-        mem.nr_free += hi - lo
-    pfns = np.concatenate(pieces)
+        pos = _push_slices(segs, pte_eps, pos)  # release_pages(): the episodes' frames
+        need = FAULT_BATCH  # alloc_pages() of the step's pages
+        while need:
+            if segs:
+                s = segs[-1]
+                take = min(need, s[1] - s[0])
+                tops.append((s[1], take))
+                s[1] -= take
+                if s[1] == s[0]:
+                    segs.pop()
+            else:
+                take = need
+                older.append(mem.alloc(need))
+                tops.append((-1 - nr_older, take))
+                nr_older += take
+            need -= take
+        pos = _push_slices(segs, page_eps, pos)
+    left = [victims[lo:hi] for lo, hi in segs if hi > lo]
+    if left:
+        back = np.concatenate(left) if len(left) > 1 else left[0]
+        mem._push(back)
+        mem.nr_free += len(back)
+    pfns = _popped(victims, older, tops, n)
     # --- the pages: mapped, set up, on the list (folio_add_lru), committed
     start = vma.nr_faulted
     vma.slots[start:start + n] = pfns
