@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import memcg
 from memcg.mm import mmzone
 from memcg.mm.memcontrol import MEMCG_MAX
-from memcg.mm.fastpath import folio, stream, swapout, swapspan
+from memcg.mm.fastpath import folio, stream, swaprotate, swapout, swapspan
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -59,8 +59,15 @@ def mem_lru_order(sys, m, lru):
 
 @pytest.fixture
 def taken(monkeypatch):
-    """Counts the batches fastpath.swapout decided."""
+    """Counts the batches fastpath.swapout decided, and those of the episodes
+    fastpath.swaprotate took at once."""
     count = [0]
+    real_rotate = swaprotate.rotate
+
+    def counting_rotate(sys, sc, plan):
+        count[0] += sum(len(batches) for _, batches in plan[0])
+        return real_rotate(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
     real = swapout.shrink_swapbacked
 
     def counting(*args):
@@ -137,9 +144,44 @@ def spans(monkeypatch):
 
 
 @pytest.fixture
-def kept(monkeypatch):
+def rotations(monkeypatch):
+    """Counts the episodes fastpath.swaprotate took at once, and the pages they kept."""
+    count = [0, 0]
+    real = swaprotate.rotate
+
+    def counting(sys, sc, plan):
+        count[0] += 1
+        count[1] += int(plan[1].sum())
+        return real(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting)
+    return count
+
+
+@pytest.fixture
+def kept_batches(monkeypatch):
     """Counts the pages of the runs of keeping batches fastpath.swapout took at once."""
     count = [0]
+    real = swapout.keep_batches
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r
+        return r
+    monkeypatch.setattr(swapout, "keep_batches", counting)
+    return count
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once, and
+    those kept by the episodes fastpath.swaprotate took at once."""
+    count = [0]
+    real_rotate = swaprotate.rotate
+
+    def counting_rotate(sys, sc, plan):
+        count[0] += int(plan[1].sum())
+        return real_rotate(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
     real = swapout.keep_batches
 
     def counting(*args):
@@ -571,3 +613,43 @@ def test_swap_spans_stop_before_swap_full_same_both_ways(semantics, monkeypatch,
     run_both(_swap_workload([("anon", 0, 20 * 256), ("anon", 1, 4 * 256)], limit="4M",
                             swap="12M", semantics=semantics), monkeypatch)
     assert spans[0] > 5
+
+
+# --- episodes that keep the young pages at the tail first (fastpath.swaprotate) -----------
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages,swappiness", [("4M", 24 * 256, None),
+                                                    ("6500K", 30 * 256 + 77, None),
+                                                    ("3M", 20 * 256, 150), ("5M", 20 * 256, 10)])
+def test_swap_rotations_same_both_ways(limit, pages, swappiness, semantics, monkeypatch,
+                                       rotations):
+    """The episodes that turn the young pages at the tail around before they evict -
+    down to priority 0, where they get round to the pages they kept - taken at once."""
+    run_both(_swap_workload([("anon", 0, pages), ("anon", 1, 4 * 256)], limit=limit,
+                            swappiness=swappiness, semantics=semantics), monkeypatch)
+    assert rotations[0] > 2 and rotations[1] > 1000
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_rotations_listener_same_both_ways(semantics, monkeypatch, rotations):
+    """A pressure listener sees the rotations' passes, scanned more than reclaimed, and the
+    critical windows of their lowest priorities."""
+    obs = run_both(_swap_workload([("anon", 0, 24 * 256), ("shm", 1, 4 * 256)], limit="5M",
+                                  memsw="64M", listener="medium", semantics=semantics),
+                   monkeypatch)
+    assert rotations[0] > 2 and obs["events"][0] > 0
+
+
+def test_keep_batches_with_threshold_same_both_ways(monkeypatch, kept_batches, rotations):
+    """With a usage threshold the rotations go batch by batch (their uncharges check it in
+    turn): the runs of keeping batches at once, the small batches in plain integers."""
+    decided = [0]
+    real = swapout.shrink_swapbacked
+
+    def counting(*args):
+        r = real(*args)
+        decided[0] += r is not None
+        return r
+    monkeypatch.setattr(swapout, "shrink_swapbacked", counting)
+    run_both(_swap_workload([("anon", 0, 24 * 256)], limit="4M", threshold="3M"), monkeypatch)
+    assert kept_batches[0] > 1000 and decided[0] > 20 and not rotations[0]
