@@ -90,7 +90,7 @@ def peak_rss_bytes() -> int:
 # starts, so that a timing measures the simulation, not one-time imports (tens of
 # milliseconds: most of a 1 GiB streaming run).
 LAZY_IMPORTS = ("numpy.ma", "memcg.mm.fastpath.fault", "memcg.mm.fastpath.swapspan",
-                "memcg.mm.fastpath.read",
+                "memcg.mm.fastpath.swaprotate", "memcg.mm.fastpath.read",
                 "memcg.mm.fastpath.stream", "memcg.mm.fastpath.softlimit",
                 "memcg.mm.fastpath.window")
 

@@ -65,7 +65,7 @@ def taken(monkeypatch):
     real_rotate = swaprotate.rotate
 
     def counting_rotate(sys, sc, plan):
-        count[0] += sum(len(batches) for _, batches in plan[0])
+        count[0] += sum(k for _, batches in plan[0] for *_, k in batches)
         return real_rotate(sys, sc, plan)
     monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
     real = swapout.shrink_swapbacked
@@ -422,6 +422,9 @@ _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "
 @example(ops=[("anon", 0, 16 * 256), ("shm", 1, 2000), ("anon", 1, 9 * 256)], limit_kb=5000,
          swap_mb=16, memsw_extra_kb=None, listener="medium", threshold_kb=None,
          swappiness=100, semantics="3.8", soft_limit_kb=None, watch=None)
+@example(ops=[("shm", 1, 3000), ("anon", 0, 16 * 256), ("anon", 1, 2000)], limit_kb=4096,
+         swap_mb=16, memsw_extra_kb=None, listener="low", threshold_kb=None, swappiness=None,
+         semantics="3.8", soft_limit_kb=None, watch=None)
 def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                   threshold_kb, swappiness, semantics, soft_limit_kb, watch,
                                   monkeypatch):
@@ -653,3 +656,14 @@ def test_keep_batches_with_threshold_same_both_ways(monkeypatch, kept_batches, r
     monkeypatch.setattr(swapout, "shrink_swapbacked", counting)
     run_both(_swap_workload([("anon", 0, 24 * 256)], limit="4M", threshold="3M"), monkeypatch)
     assert kept_batches[0] > 1000 and decided[0] > 20 and not rotations[0]
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_after_shmem_same_both_ways(semantics, monkeypatch, spans, rotations):
+    """Another task's shmem pages are the oldest on the group's list: the spans take no
+    episode of them (their object keeps its own counters); the rotations do, through
+    the object's own eviction."""
+    run_both(_swap_workload([("shm", 1, 12 * 256), ("anon", 0, 24 * 256),
+                             ("shm", 1, 6 * 256), ("anon", 0, 8 * 256)], limit="4M",
+                            semantics=semantics), monkeypatch)
+    assert spans[0] > 5 and rotations[0] > 0

@@ -46,7 +46,8 @@ def rotate_swap_episode(sys: System, sc) -> bool:
 
 
 def plan_rotation(sys: System, sc):
-    """The episode's passes [(priority, [(scanned, kept, evicted) per batch])], which of
+    """The episode's passes [(priority, [(scanned, kept, evicted, how many such batches in
+    a row)])], which of
     the pages it scans on the list it keeps, how many it scans, and evicts; or None."""
     memcg = sc.target
     if (memcg is None or sc.priority != vmscan.DEF_PRIORITY or sc.force_deactivate
@@ -97,9 +98,23 @@ def _plan(sys: System, memcg, setup, lst, n: int, nr_to_reclaim: int):
         return None
     bad = np.flatnonzero(~ok)
     reach = int(bad[0]) if len(bad) else n  # the pages of the two kinds from the tail
-    if not keep[:reach].any():
+    if not reach:
+        return None
+    # the runs of one kind of page, and those of young pages among them
+    change = np.flatnonzero(keep[1:reach] != keep[:reach - 1]) + 1
+    bounds = [0, *change.tolist(), reach]
+    young_runs = [(bounds[i], bounds[i + 1])
+                  for i in range(0 if keep[0] else 1, len(bounds) - 1, 2)]
+    if not young_runs:
         return None  # nothing to keep: another kind of episode
-    kept_upto = np.concatenate([[0], np.cumsum(keep[:reach])]).tolist()
+    # the pages kept among the first i: one run of young pages (the common list), or more
+    lo, hi = young_runs[0] if len(young_runs) == 1 else (0, 0)
+    if len(young_runs) == 1:
+
+        def kept_upto(i: int) -> int:
+            return min(max(i - lo, 0), hi - lo)
+    else:
+        kept_upto = np.concatenate([[0], np.cumsum(keep[:reach])]).tolist().__getitem__
     file, deactivate_file, counts = setup
     swappiness = memcg.swappiness
     online = memcg.online
@@ -130,6 +145,13 @@ def _plan(sys: System, memcg, setup, lst, n: int, nr_to_reclaim: int):
         reclaimed = 0
         while scan:
             b = min(scan, vmscan.SWAP_CLUSTER_MAX)
+            if lo <= pos and pos + 2 * b <= hi:
+                # whole batches inside the run of young pages: all kept, nothing reclaimed
+                k = min(scan, hi - pos) // b
+                batches.append((b, b, 0, k))
+                pos += k * b
+                scan -= k * b
+                continue
             scan -= b
             end = pos + b
             if end > reach:
@@ -139,11 +161,11 @@ def _plan(sys: System, memcg, setup, lst, n: int, nr_to_reclaim: int):
                     return False  # past the pages looked at
                 # past the list's end come the pages kept by this episode, their ptes no
                 # longer young: evicted in turn (those kept before this batch only)
-                if end - size > kept_upto[min(pos, size)]:
+                if end - size > kept_upto(min(pos, size)):
                     return None
-            kept = kept_upto[min(end, size)] - kept_upto[min(pos, size)]
+            kept = kept_upto(min(end, size)) - kept_upto(min(pos, size))
             pos = end
-            batches.append((b, kept, b - kept))
+            batches.append((b, kept, b - kept, 1))
             reclaimed += b - kept
             if reclaimed >= nr_to_reclaim:
                 break
@@ -176,15 +198,16 @@ def rotate(sys: System, sc, plan) -> None:
         # the last batches got round to the pages kept first: oldest on the list now
         victims = np.concatenate([victims, lst.isolate(mem, scanned - len(pfns))])
     stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
-    batches = [ev for _, prio_batches in passes for _, _, ev in prio_batches if ev]
+    batches = [ev for _, prio_batches in passes for _, _, ev, k in prio_batches if ev
+               for _ in range(k)]
     freed = sys.mappings[int(mem.mapping[victims[0]])].evict(sys, victims, batches)
     assert len(freed) == evicted
     stats.mod(memcg.id, PGSTEAL, evicted)
     # vmpressure_prio() before each priority's pass, vmpressure() after it (shrink_node)
     for prio, prio_batches in passes:
         vmpressure.vmpressure_prio(sys, memcg, prio)
-        vmpressure.vmpressure(sys, memcg, True, sum(b for b, _, _ in prio_batches),
-                              sum(ev for _, _, ev in prio_batches))
+        vmpressure.vmpressure(sys, memcg, True, sum(b * k for b, _, _, k in prio_batches),
+                              sum(ev * k for _, _, ev, k in prio_batches))
     sc.nr_reclaimed = evicted
     sc.priority = passes[-1][0]
     # mem_cgroup_iter_partial(): a walk that stopped at the goal keeps its position

@@ -194,15 +194,18 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
 def evictable_prefix(sys: System, lst, n: int) -> int:
     """How many of the n oldest pages of a list without stale entries an episode would
     evict one after the other (swapout._pages_evictable of each prefix): clean,
-    swap-backed, not mlocked, not young, of order 0 and of one address space that no
+    swap-backed, not mlocked, not young, of order 0 and of one anonymous mapping that no
     fork shares."""
     if not n:
         return 0
     pfns = _peek(lst, n)
     mem = sys.mem
     mapping = mem.mapping[pfns]
-    if getattr(sys.mappings[int(mapping[0])], "anon_vma_tree", None) is not None:
-        return 0  # each mapper's swap entry duplicated batch by batch: the slow path
+    owner = sys.mappings[int(mapping[0])]
+    if getattr(owner, "kind", None) != "anon" or owner.anon_vma_tree is not None:
+        # shmem pages (their object's own counters), or each mapper's swap entry
+        # duplicated batch by batch: the slow path
+        return 0
     bad = ((mem.flags[pfns] & (_CLASS_MASK | PG_young)) != PG_swapbacked) | (mapping != mapping[0])
     if mem.large:
         bad |= mem.order[pfns] != 0
