@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import memcg
@@ -667,3 +667,30 @@ def test_swap_spans_after_shmem_same_both_ways(semantics, monkeypatch, spans, ro
                              ("shm", 1, 6 * 256), ("anon", 0, 8 * 256)], limit="4M",
                             semantics=semantics), monkeypatch)
     assert spans[0] > 5 and rotations[0] > 0
+
+
+_SPAN_OPS = st.lists(st.tuples(st.sampled_from(["anon", "anon", "anon", "shm", "free"]),
+                               st.integers(0, 1), st.integers(256, 24 * 256)),
+                     min_size=1, max_size=4)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_SPAN_OPS, limit_kb=st.integers(2048, 8 * 1024), swap_mb=st.sampled_from([6, 16, 64]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 48 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium", "critical"])),
+       swappiness=st.one_of(st.none(), st.integers(1, 200)),
+       semantics=st.sampled_from(["6.18", "3.8"]))
+@example(ops=[("anon", 0, 24 * 256), ("anon", 1, 12 * 256)], limit_kb=3000, swap_mb=64,
+         memsw_extra_kb=20000, listener="critical", swappiness=None, semantics="6.18")
+def test_hypothesis_swap_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener, swappiness,
+                               semantics, monkeypatch, spans, rotations):
+    """Random anon-heavy workloads through a leaf group's limit, where spans of fault
+    steps and rotations are taken at once, give identical traces both ways."""
+    spans[:] = [0, 0]  # the fixtures count across examples: this one's alone
+    rotations[:] = [0, 0]
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, swappiness=swappiness, semantics=semantics),
+             monkeypatch)
+    event(f"spans taken: {spans[0] > 0}, rotations taken: {rotations[0] > 0}")
