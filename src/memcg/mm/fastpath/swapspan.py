@@ -139,7 +139,7 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     key = (nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness, memcg.online)
     for j in range(k):
         # pte_alloc(): the page-table pages this step's faults reach, then its pages
-        p = own_ptes(vma, faulted + FAULT_BATCH) - first_ptes - ptes
+        p = max(0, own_ptes(vma, faulted + FAULT_BATCH) - first_ptes - ptes)
         size = size0 + j * FAULT_BATCH - evicted
         m = margin
         ev = evicted
