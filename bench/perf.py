@@ -89,7 +89,8 @@ def peak_rss_bytes() -> int:
 # NumPy imports at the first np.unique() call.  Each child imports them before its timer
 # starts, so that a timing measures the simulation, not one-time imports (tens of
 # milliseconds: most of a 1 GiB streaming run).
-LAZY_IMPORTS = ("numpy.ma", "memcg.mm.fastpath.fault", "memcg.mm.fastpath.read",
+LAZY_IMPORTS = ("numpy.ma", "memcg.mm.fastpath.fault", "memcg.mm.fastpath.swapspan",
+                "memcg.mm.fastpath.swaprotate", "memcg.mm.fastpath.read",
                 "memcg.mm.fastpath.shmem",
                 "memcg.mm.fastpath.stream", "memcg.mm.fastpath.softlimit",
                 "memcg.mm.fastpath.window")

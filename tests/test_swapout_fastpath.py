@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import memcg
 from memcg.mm import mmzone
 from memcg.mm.memcontrol import MEMCG_MAX
-from memcg.mm.fastpath import folio, shmem, stream, swapout
+from memcg.mm.fastpath import folio, shmem, stream, swaprotate, swapout, swapspan
 
 from test_reclaim_fastpath import observe, run_both
 
@@ -59,8 +59,15 @@ def mem_lru_order(sys, m, lru):
 
 @pytest.fixture
 def taken(monkeypatch):
-    """Counts the batches fastpath.swapout decided."""
+    """Counts the batches fastpath.swapout decided, and those of the episodes
+    fastpath.swaprotate took at once."""
     count = [0]
+    real_rotate = swaprotate.rotate
+
+    def counting_rotate(sys, sc, plan):
+        count[0] += sum(k for _, batches in plan[0] for *_, k in batches)
+        return real_rotate(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
     real = swapout.shrink_swapbacked
 
     def counting(*args):
@@ -95,7 +102,14 @@ def episodes(monkeypatch):
 
 
 def _count_span_episodes(monkeypatch, count):
-    """Also count the episodes of the spans of shmem faults fastpath.shmem took."""
+    """Add the episodes of the fault spans fastpath.swapspan took, and those of the
+    spans of shmem faults fastpath.shmem took, to count[0]."""
+    real = swapspan.swap_span
+
+    def counting(sys, task, memcg, vma, flags, span):
+        count[0] += sum(len(a) + len(b) for a, b in span[0])
+        return real(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting)
     real = shmem._apply_span
 
     def counting(sys, task, obj, start, plan):
@@ -107,7 +121,8 @@ def _count_span_episodes(monkeypatch, count):
 @pytest.fixture
 def runs(monkeypatch):
     """Counts the episodes fastpath.swapout took in runs of one-page charges
-    (charge_swap_episodes)."""
+    (charge_swap_episodes), and those of the fault spans of such charges
+    (fastpath.swapspan)."""
     count = [0]
     real = swapout.charge_swap_episodes
 
@@ -123,6 +138,48 @@ def runs(monkeypatch):
 
 @pytest.fixture
 def spans(monkeypatch):
+    """Counts the fault steps fastpath.swapspan took in spans at the limit, and the spans."""
+    count = [0, 0]
+    real = swapspan.swap_span
+
+    def counting(sys, task, memcg, vma, flags, span):
+        count[0] += len(span[0])
+        count[1] += 1
+        return real(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting)
+    return count
+
+
+@pytest.fixture
+def rotations(monkeypatch):
+    """Counts the episodes fastpath.swaprotate took at once, and the pages they kept."""
+    count = [0, 0]
+    real = swaprotate.rotate
+
+    def counting(sys, sc, plan):
+        count[0] += 1
+        count[1] += int(plan[1].sum())
+        return real(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting)
+    return count
+
+
+@pytest.fixture
+def kept_batches(monkeypatch):
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once."""
+    count = [0]
+    real = swapout.keep_batches
+
+    def counting(*args):
+        r = real(*args)
+        count[0] += r
+        return r
+    monkeypatch.setattr(swapout, "keep_batches", counting)
+    return count
+
+
+@pytest.fixture
+def shm_spans(monkeypatch):
     """Counts the steps of shmem faults fastpath.shmem took in spans."""
     count = [0]
     real = shmem.take_span
@@ -137,8 +194,15 @@ def spans(monkeypatch):
 
 @pytest.fixture
 def kept(monkeypatch):
-    """Counts the pages of the runs of keeping batches fastpath.swapout took at once."""
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once, and
+    those kept by the episodes fastpath.swaprotate took at once."""
     count = [0]
+    real_rotate = swaprotate.rotate
+
+    def counting_rotate(sys, sc, plan):
+        count[0] += int(plan[1].sum())
+        return real_rotate(sys, sc, plan)
+    monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
     real = swapout.keep_batches
 
     def counting(*args):
@@ -349,7 +413,7 @@ def test_swap_episodes_swap_nearly_full_same_both_ways(monkeypatch, episodes):
 
 
 @pytest.fixture
-def rotations(monkeypatch):
+def shm_rotations(monkeypatch):
     """Counts the spans of fastpath.shmem whose first episode kept the young rest of
     the list (_plan_rotation)."""
     count = [0]
@@ -365,25 +429,26 @@ def rotations(monkeypatch):
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 @pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
                                          ("16M", 80 * 256), ("8M", 40 * 256)])
-def test_shmem_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans, rotations):
+def test_shmem_spans_same_both_ways(limit, pages, semantics, monkeypatch, shm_spans,
+                                    shm_rotations):
     """Shmem faults through the limit into swap in spans of many steps (6d): the steps'
     charges, episodes, frames, node charges and events as step by step, the fill up to
     the limit included, and each trip of reclaim through the freshly faulted pages
     (the episode that keeps them all) at the start of a span."""
     run_both(_swap_workload([("shm", 0, pages)], limit=limit, semantics=semantics),
              monkeypatch)
-    assert spans[0] > pages // 64 * 9 // 10 and rotations[0] >= 2
+    assert shm_spans[0] > pages // 64 * 9 // 10 and shm_rotations[0] >= 2
 
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
-def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, spans):
+def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, shm_spans):
     """Spans after other objects' pages, anon pages and swap-ins at the list's tail, on
     two CPUs, with a pressure listener nobody reads and a memsw limit far off."""
     obs = run_both(_swap_workload([("shm", 0, 12 * 256), ("anon", 1, 6 * 256),
                                    ("shm", 1, 20 * 256), ("shm", 0, 16 * 256),
                                    ("shm", 0, 30 * 256)], limit="6M", memsw="300M",
                                   listener="low", semantics=semantics), monkeypatch)
-    assert spans[0] > 50 and obs["events"][0] > 5
+    assert shm_spans[0] > 50 and obs["events"][0] > 5
 
 
 _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
@@ -411,12 +476,21 @@ _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "
 @example(ops=[("anon", 0, 4000), ("anon", 1, 2000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=200, listener="low", threshold_kb=None, swappiness=None,
          semantics="6.18", soft_limit_kb=None, watch="free")
+@example(ops=[("anon", 0, 16 * 256), ("anon", 1, 12 * 256)], limit_kb=3000, swap_mb=64,
+         memsw_extra_kb=30000, listener="low", threshold_kb=None, swappiness=None,
+         semantics="6.18", soft_limit_kb=None, watch=None)
+@example(ops=[("anon", 0, 16 * 256), ("shm", 1, 2000), ("anon", 1, 9 * 256)], limit_kb=5000,
+         swap_mb=16, memsw_extra_kb=None, listener="medium", threshold_kb=None,
+         swappiness=100, semantics="3.8", soft_limit_kb=None, watch=None)
+@example(ops=[("shm", 1, 3000), ("anon", 0, 16 * 256), ("anon", 1, 2000)], limit_kb=4096,
+         swap_mb=16, memsw_extra_kb=None, listener="low", threshold_kb=None, swappiness=None,
+         semantics="3.8", soft_limit_kb=None, watch=None)
 def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                   threshold_kb, swappiness, semantics, soft_limit_kb, watch,
                                   monkeypatch):
     """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
-    episodes are taken at once, alone or in runs of one-page charges) give identical
-    traces both ways."""
+    episodes are taken at once, alone, in runs of one-page charges or in spans of fault
+    steps) give identical traces both ways."""
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     threshold = None if threshold_kb is None else f"{threshold_kb}K"
     soft_limit = None if soft_limit_kb is None else f"{soft_limit_kb}K"
@@ -603,3 +677,113 @@ def test_split_runs_small_same_as_numpy(start, steps):
     ref_firsts, ref_lasts = _split_runs_numpy(pfns)
     assert firsts.dtype == ref_firsts.dtype and lasts.dtype == ref_lasts.dtype
     assert firsts.tolist() == ref_firsts.tolist() and lasts.tolist() == ref_lasts.tolist()
+
+
+# --- spans of fault steps at the limit (fastpath.swapspan) --------------------------------
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages", [("4M", 24 * 256), ("6500K", 30 * 256 + 77),
+                                         ("16M", 64 * 256)])
+def test_swap_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans):
+    """Spans of fault steps whose charges each reclaim episodes into swap (6c), their
+    page-table pages charged on the way (6.18), taken at once."""
+    run_both(_swap_workload([("anon", 0, pages)], limit=limit, semantics=semantics),
+             monkeypatch)
+    assert spans[0] > 20 and spans[1] > 2
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_listener_memsw_same_both_ways(semantics, monkeypatch, spans):
+    """A pressure listener nobody reads and a memsw limit (6e): the windows' signals
+    counted in their order inside the spans, the memsw watermark of the last batch."""
+    obs = run_both(_swap_workload([("anon", 0, 40 * 256), ("anon", 1, 8 * 256)], limit="6M",
+                                  memsw="120M", listener="low", semantics=semantics),
+                   monkeypatch)
+    assert obs["events"][0] > 5 and spans[0] > 20
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_stop_before_swap_full_same_both_ways(semantics, monkeypatch, spans):
+    """Swap runs out during the faults: the spans end before the step that would find
+    it full, the rest go step by step (and to the OOM killer)."""
+    run_both(_swap_workload([("anon", 0, 20 * 256), ("anon", 1, 4 * 256)], limit="4M",
+                            swap="12M", semantics=semantics), monkeypatch)
+    assert spans[0] > 5
+
+
+# --- episodes that keep the young pages at the tail first (fastpath.swaprotate) -----------
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages,swappiness", [("4M", 24 * 256, None),
+                                                    ("6500K", 30 * 256 + 77, None),
+                                                    ("3M", 20 * 256, 150), ("5M", 20 * 256, 10)])
+def test_swap_rotations_same_both_ways(limit, pages, swappiness, semantics, monkeypatch,
+                                       rotations):
+    """The episodes that turn the young pages at the tail around before they evict -
+    down to priority 0, where they get round to the pages they kept - taken at once."""
+    run_both(_swap_workload([("anon", 0, pages), ("anon", 1, 4 * 256)], limit=limit,
+                            swappiness=swappiness, semantics=semantics), monkeypatch)
+    assert rotations[0] > 2 and rotations[1] > 1000
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_rotations_listener_same_both_ways(semantics, monkeypatch, rotations):
+    """A pressure listener sees the rotations' passes, scanned more than reclaimed, and the
+    critical windows of their lowest priorities."""
+    obs = run_both(_swap_workload([("anon", 0, 24 * 256), ("shm", 1, 4 * 256)], limit="5M",
+                                  memsw="64M", listener="medium", semantics=semantics),
+                   monkeypatch)
+    assert rotations[0] > 2 and obs["events"][0] > 0
+
+
+def test_keep_batches_with_threshold_same_both_ways(monkeypatch, kept_batches, rotations):
+    """With a usage threshold the rotations go batch by batch (their uncharges check it in
+    turn): the runs of keeping batches at once, the small batches in plain integers."""
+    decided = [0]
+    real = swapout.shrink_swapbacked
+
+    def counting(*args):
+        r = real(*args)
+        decided[0] += r is not None
+        return r
+    monkeypatch.setattr(swapout, "shrink_swapbacked", counting)
+    run_both(_swap_workload([("anon", 0, 24 * 256)], limit="4M", threshold="3M"), monkeypatch)
+    assert kept_batches[0] > 1000 and decided[0] > 20 and not rotations[0]
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+def test_swap_spans_after_shmem_same_both_ways(semantics, monkeypatch, spans, rotations):
+    """Another task's shmem pages are the oldest on the group's list: the spans take no
+    episode of them (their object keeps its own counters); the rotations do, through
+    the object's own eviction."""
+    run_both(_swap_workload([("shm", 1, 12 * 256), ("anon", 0, 24 * 256),
+                             ("shm", 1, 6 * 256), ("anon", 0, 8 * 256)], limit="4M",
+                            semantics=semantics), monkeypatch)
+    assert spans[0] > 5 and rotations[0] > 0
+
+
+_SPAN_OPS = st.lists(st.tuples(st.sampled_from(["anon", "anon", "anon", "shm", "free"]),
+                               st.integers(0, 1), st.integers(256, 24 * 256)),
+                     min_size=1, max_size=4)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_SPAN_OPS, limit_kb=st.integers(2048, 8 * 1024), swap_mb=st.sampled_from([6, 16, 64]),
+       memsw_extra_kb=st.one_of(st.none(), st.integers(0, 48 * 1024)),
+       listener=st.one_of(st.none(), st.sampled_from(["low", "medium", "critical"])),
+       swappiness=st.one_of(st.none(), st.integers(1, 200)),
+       semantics=st.sampled_from(["6.18", "3.8"]))
+@example(ops=[("anon", 0, 24 * 256), ("anon", 1, 12 * 256)], limit_kb=3000, swap_mb=64,
+         memsw_extra_kb=20000, listener="critical", swappiness=None, semantics="6.18")
+def test_hypothesis_swap_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener, swappiness,
+                               semantics, monkeypatch, spans, rotations):
+    """Random anon-heavy workloads through a leaf group's limit, where spans of fault
+    steps and rotations are taken at once, give identical traces both ways."""
+    spans[:] = [0, 0]  # the fixtures count across examples: this one's alone
+    rotations[:] = [0, 0]
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                            listener=listener, swappiness=swappiness, semantics=semantics),
+             monkeypatch)
+    event(f"spans taken: {spans[0] > 0}, rotations taken: {rotations[0] > 0}")

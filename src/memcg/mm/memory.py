@@ -131,7 +131,7 @@ def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
     (pte_alloc), and the first step the mapping's anon_vma (anon_vma_prepare), then its
     pages.  Run again after a failed charge, it goes on where it stopped.
     """
-    from .fastpath import fault  # the fast path builds on this module: a cycle
+    from .fastpath import fault, swapspan  # the fast paths build on this module: a cycle
 
     if not vma.nr_pages:
         return 0  # unmapped before the task got to it
@@ -148,8 +148,10 @@ def do_anonymous_faults(sys: System, task: Task, vma: AnonVma) -> int:
     # space between its pages, unlike faults (the task clears it when the call returns)
     task.mm_populate = vma.locked
     while vma.nr_faulted < vma.nr_pages:
-        # If the fast path can take a span of steps from here at once, let it.
-        if fastpath.ENABLED and fault.take_span(sys, task, memcg, vma, flags, lru):
+        # If a fast path can take a span of steps from here at once - with room, or
+        # each step reclaiming into swap at the limit - let it.
+        if fastpath.ENABLED and (fault.take_span(sys, task, memcg, vma, flags, lru) or
+                                 swapspan.take_swap_span(sys, task, memcg, vma, flags, lru)):
             continue
         n = min(FAULT_BATCH, vma.nr_pages - vma.nr_faulted)
         ret = pte_alloc(sys, task, vma, n) or anon_vma_prepare(sys, task, vma)

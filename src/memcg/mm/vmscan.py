@@ -84,10 +84,12 @@ def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
 
 def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     """do_try_to_free_pages(): priority loop, then the no-progress retries."""
-    # A leaf group's anon pages into swap: if the fast path can take the episode at once,
-    # let it.
-    if fastpath.ENABLED and swapout.reclaim_swap_episode(sys, sc):
-        return sc.nr_reclaimed
+    # A leaf group's anon pages into swap: if the fast path can take the episode at once
+    # (or one that first keeps the young pages at the tail), let it.
+    if fastpath.ENABLED:
+        from .fastpath import swaprotate  # late: it builds on swapout, which imports this
+        if swapout.reclaim_swap_episode(sys, sc) or swaprotate.rotate_swap_episode(sys, sc):
+            return sc.nr_reclaimed
     initial_priority = sc.priority
     while True:
         while True:

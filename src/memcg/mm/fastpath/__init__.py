@@ -12,6 +12,10 @@ goes on step by step.
                 leaf group's anon list into swap at once (do_try_to_free_pages), and
                 runs of one-page charges each through such an episode
                 (mm/memcontrol.c try_charge_memcg)
+  swapspan.py   anonymous fault steps at the limit in spans, each step's charges through
+                limit-reclaim episodes into swap, planned in integers (mm/memory.c)
+  swaprotate.py a limit-reclaim episode that keeps the young pages at the tail of the
+                anon list and evicts those behind them, taken at once (mm/vmscan.c)
   shmem.py      shmem faults in spans of many FILEMAP_BATCH steps, through a full group
                 into swap: their charges, episodes and node charges planned in integers
                 (mm/shmem.c shmem_fault)

@@ -1,0 +1,422 @@
+"""Anonymous faults at the limit in spans: many FAULT_BATCH steps, each charging its
+pages through limit-reclaim episodes into swap, taken at once (mm/memory.c,
+mm/memcontrol.c try_charge_memcg, mm/vmscan.c do_try_to_free_pages).
+
+A task faulting anon memory through a v1 group's limit into swap repeats one pattern:
+each step (do_anonymous_faults) allocates FAULT_BATCH frames, charges them one page at a
+time - each charge at no margin fails, reclaims an episode of the list's oldest pages
+into swap and charges (charge_swap_episodes) - and puts them on the inactive anon list;
+every PTRS_PER_PTE faults a page-table page is charged the same way first (pte_alloc).
+While the span evicts fewer pages than were on the list when it started, every
+episode's pages are pages from before the span, the list's oldest in order, so the
+whole span's evictions are isolated and sent to swap at once.  The span is planned in
+plain integers step by step - each episode from the list size it sees
+(swapout._plan_passes), the margins, the failures, the memsw watermark - and its effects
+are applied at once, in the order the steps have them where anything can tell:
+
+- frames: each step's allocation pops the free stack after the frees of the episodes
+  before it, so the frames are replayed through a stack of slices of the evicted pages
+  (the pre-span stack below them), exactly as free() and alloc() would hand them out;
+- the event ratelimit sees each uncharged batch and each step's commit in turn
+  (mm/memcontrol-v1.c: memcg1_check_events, with nothing to check but the targets);
+- vmpressure sees every priority's pass in turn (mm/vmpressure.c), its windows
+  computed and signalled as they fill (a listener without readers is only counted).
+
+What could see the usage between an uncharge and the charges after it is ruled out as
+for charge_swap_episodes(): no thresholds, no soft limit, no watcher to wake.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ... import sched
+from ...kernel import PAGE_SIZE
+from .. import vmpressure
+from ..filemap import add_to_swap
+from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_ANON_MAPPED, NR_LRU_BASE,
+                          NR_PAGETABLE, PGFAULT, PGPGIN, PGPGOUT, PGSCAN, PGSTEAL,
+                          SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET, KmemPages,
+                          hierarchy_margin, mem_cgroup_get_nr_swap_pages)
+from ..memory import FAULT_BATCH, own_ptes, pgtables_accounted
+from ..mmzone import LRU_INACTIVE_ANON, PG_swapbacked, PG_young
+from ..page_counter import PAGE_COUNTER_MAX
+from ..vmscan import SWAP_CLUSTER_MAX
+from .fault import FAULT_SPAN_PAGES
+from .swapout import _CLASS_MASK, _episode_setup, _peek, _plan_passes, _plans
+
+if TYPE_CHECKING:
+    from ...system import System
+    from ...tasks import Task
+    from ..memcontrol import MemCgroup
+    from ..memory import AnonVma
+
+
+def take_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: int,
+                   lru: int) -> bool:
+    """Fault in a span of vma's next steps at the limit at once if it has more than one
+    step; True if it did."""
+    span = plan_swap_span(sys, task, memcg, vma, lru)
+    if span is None:
+        return False
+    swap_span(sys, task, memcg, vma, flags, span)
+    return True
+
+
+def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru: int):
+    """The span's steps [(page-table charges' episodes, the pages' episodes)], its
+    page-table pages and its charges, or None when fewer than two steps can be taken."""
+    if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or task.oom_victim
+            or task.memcg_high_penalty or task.memcg_nr_pages_over_high
+            or sys.cpu != task.cpu or sys.dying or sys.active_memcg is not None
+            or sys.clock.in_resched or vma.nr_pages - vma.nr_faulted < 2 * FAULT_BATCH):
+        return None
+    counter = memcg.memory
+    margin = counter.max - counter.usage
+    # no charge batch fits anywhere in the span: every charge is a one-page charge
+    if not 0 <= margin < MEMCG_CHARGE_BATCH or hierarchy_margin(memcg) != margin:
+        return None
+    setup = _episode_setup(sys, memcg)
+    if setup is None:
+        return None
+    stock = sys.stock[task.cpu]
+    if any(c is memcg and n for c, n in zip(stock.cached, stock.nr_pages)):
+        return None  # consume_stock() would take pages
+    for m in memcg.ancestors():
+        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
+                or m.soft_limit != PAGE_COUNTER_MAX or m.memory.protection_support:
+            return None
+    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
+        return None
+    for m in memcg.ancestors():
+        vmpr = sys._vmpressure.get(m.id)
+        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
+            return None
+    for name in ("memory.events", "memory.events.local"):
+        if sys.file_watchers.get((memcg.id, name)):
+            return None
+    accounted = pgtables_accounted(sys, task)
+    if accounted:
+        objcg = memcg.objcg
+        if objcg is None or objcg.memcg is not memcg:
+            return None
+    mem = sys.mem
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    size0 = lst.nr
+    # The span's allocations, frames and charges all bounded up front: free memory stays
+    # above the low watermark at every allocation (no frees counted), the frames the
+    # span takes from the bottom run's two ends do not meet, every level above the
+    # group's memory counter has room for every charge and a batch.
+    k = min(vma.nr_pages - vma.nr_faulted, FAULT_SPAN_PAGES, size0) // FAULT_BATCH
+    most = k * FAULT_BATCH + own_ptes(vma, vma.nr_faulted + k * FAULT_BATCH) - len(vma.ptes) + 1
+    bottom = abs(int(mem._last[0]) - int(mem._first[0])) + 1 if mem.nr_free_runs else 0
+    if mem.nr_free - most - FAULT_BATCH < sys.wmark_low or bottom <= 2 * most:
+        return None
+    room = most + MEMCG_CHARGE_BATCH
+    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
+        return None
+    if any(c.max - c.usage < room or c.high - c.usage < room
+           for c in counter.ancestors() if c is not counter):
+        return None
+    # the episodes evict the list's oldest pages while they are evictable, and only
+    # pages from before the span
+    reach = evictable_prefix(sys, lst, min(size0, 2 * most + 4 * MEMCG_CHARGE_BATCH))
+    if not reach:
+        return None
+    swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
+    limit = counter.max  # the usage at every episode
+    nr_to_reclaim = SWAP_CLUSTER_MAX  # try_to_free_mem_cgroup_pages() of one page
+    steps = []
+    evicted = 0  # pages evicted by the steps planned
+    charges = 0  # one-page charges of the steps planned
+    ptes = 0
+    faulted = vma.nr_faulted
+    first_ptes = len(vma.ptes)
+    plans = {}  # the episodes' plans by list size: the setup stays as it is in the span
+    file, deactivate_file, counts = setup
+    key = (nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness, memcg.online)
+    for j in range(k):
+        # pte_alloc(): the page-table pages this step's faults reach, then its pages
+        p = max(0, own_ptes(vma, faulted + FAULT_BATCH) - first_ptes - ptes)
+        size = size0 + j * FAULT_BATCH - evicted
+        m = margin
+        ev = evicted
+        pte_eps = []
+        page_eps = []
+        ok = True
+        for want, eps in ((p if accounted else 0, pte_eps), (FAULT_BATCH, page_eps)):
+            left = want
+            while left:
+                if m:  # _charge_singles() of as many as the margin takes
+                    if m >= left:
+                        m -= left
+                        break
+                    left -= m
+                    m = 0
+                at = size - (ev - evicted)
+                plan = plans.get(at, False)
+                if plan is False:
+                    plan = _plans.get((at, *key), False)  # swapout._plan_passes' key
+                    if plan is False:
+                        plan = _plan_passes(memcg, setup, at, nr_to_reclaim)
+                    plans[at] = plan
+                if plan is None:
+                    ok = False
+                    break
+                total = plan[1]
+                # the episode evicts what it scans, pages from before the span; its
+                # margin takes the charges to one-page charges (no batch fits)
+                if not total or total >= limit or total >= swap_free - ev \
+                        or total - 1 >= MEMCG_CHARGE_BATCH or ev + total > reach:
+                    ok = False
+                    break
+                eps.append(plan)
+                ev += total
+                m = total - 1  # the page charged after the episode
+                left -= 1
+            if not ok:
+                break
+        if not ok:
+            break
+        steps.append((pte_eps, page_eps))
+        margin = m
+        evicted = ev
+        charges += FAULT_BATCH + (p if accounted else 0)
+        ptes += p
+        faulted += FAULT_BATCH
+    if len(steps) < 2:
+        return None
+    return steps, ptes, charges, evicted, accounted
+
+
+def evictable_prefix(sys: System, lst, n: int) -> int:
+    """How many of the n oldest pages of a list without stale entries an episode would
+    evict one after the other (swapout._pages_evictable of each prefix): clean,
+    swap-backed, not mlocked, not young, of order 0 and of one anonymous mapping that no
+    fork shares."""
+    if not n:
+        return 0
+    pfns = _peek(lst, n)
+    mem = sys.mem
+    mapping = mem.mapping[pfns]
+    owner = sys.mappings[int(mapping[0])]
+    if getattr(owner, "kind", None) != "anon" or owner.anon_vma_tree is not None:
+        # shmem pages (their object's own counters), or each mapper's swap entry
+        # duplicated batch by batch: the slow path
+        return 0
+    bad = ((mem.flags[pfns] & (_CLASS_MASK | PG_young)) != PG_swapbacked) | (mapping != mapping[0])
+    if mem.large:
+        bad |= mem.order[pfns] != 0
+    hit = np.flatnonzero(bad)
+    return int(hit[0]) if len(hit) else n
+
+
+# The shapes of the episodes planned, by plan: a span sees the same few over and over.
+_shapes: dict = {}
+_SHAPES_KEPT = 4096
+
+
+def _episode_shape(plan):
+    """An episode's pages, its batches in order, its passes' (priority, pages) and
+    whether every pass is above the critical priority (vmpressure_prio does nothing)."""
+    shape = _shapes.get(plan)
+    if shape is None:
+        if len(_shapes) >= _SHAPES_KEPT:
+            _shapes.clear()
+        passes, total = plan
+        batches = tuple(b for _, prio_batches in passes for b in prio_batches)
+        shape = _shapes[plan] = (
+            total, batches, tuple((prio, sum(b)) for prio, b in passes),
+            all(prio > vmpressure.vmpressure_level_critical_prio for prio, _ in passes))
+    return shape
+
+
+def _push_slices(segs: list, eps, pos: int) -> int:
+    """The frames of episodes eps pushed: the next slices of victims from pos on, one
+    with the top slice when nothing was popped from it since; the end of them."""
+    if not eps:
+        return pos
+    end = pos + sum(total for _, total in eps)
+    if segs and segs[-1][1] == pos:
+        segs[-1][1] = end
+    else:
+        segs.append([pos, end])
+    return end
+
+
+def _popped(victims: np.ndarray, older: list, tops: list, n: int) -> np.ndarray:
+    """The n frames of the pieces `tops` in order: a slice of victims ending at `end`
+    popped from its end, or (end < 0) the next frames of `older` as they came."""
+    source = np.concatenate([victims, *older]) if older else victims
+    ends = np.array([e for e, _ in tops], np.int64)
+    lens = np.array([k for _, k in tops], np.int64)
+    starts = np.cumsum(lens) - lens  # where each piece begins in the result
+    fwd = ends < 0  # the older frames come in their order
+    base = np.where(fwd, len(victims) + (-1 - ends) - starts, ends - 1 + starts)
+    sign = np.where(fwd, 1, -1)
+    at = np.arange(n, dtype=np.int64)
+    return source[np.repeat(base, lens) + np.repeat(sign, lens) * at]
+
+
+def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: int,
+              span) -> None:
+    """Take the planned span of steps at once (plan_swap_span)."""
+    steps, ptes, charges, evicted, accounted = span
+    mem = sys.mem
+    cpu = task.cpu
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    stats = sys.stats
+    n = len(steps) * FAULT_BATCH
+    counter = memcg.memory
+    usage0 = counter.usage
+    # --- the evictions: the list's oldest pages, to swap (AnonVma.evict) and uncharged
+    # (uncharge_pages: the ratelimit below sees each batch)
+    if evicted:
+        victims = lst.isolate(mem, evicted)
+        stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
+        stats.mod(memcg.id, PGSCAN, evicted)
+        stats.mod(memcg.id, PGSTEAL, evicted)
+        owner = sys.mappings[int(mem.mapping[victims[0]])]
+        swapped, _, _ = add_to_swap(sys, owner, victims)
+        assert len(swapped) == evicted
+        stats.mod(memcg.id, NR_ANON_MAPPED, -evicted)
+        owner.mm.anon_rss -= evicted
+        owner.mm.swapents += evicted
+        stats.mod(memcg.id, PGPGOUT, evicted)  # one per folio: order-0 pages
+        mem._clear(victims)
+    else:
+        victims = np.empty(0, np.int32)
+    # --- the frames: each step pops the free stack after the frees before it.  The
+    # pops are cut into pieces: the top of a pushed slice of victims (popped in
+    # reverse), or frames of the stack from before the span (taken as they are popped).
+    segs = []  # slices [lo, hi) of victims pushed and not yet popped, in push order
+    tops = []  # the pieces: (end, length) of a popped slice of victims (end < 0: older)
+    older = []  # frames popped from the stack from before the span, in order
+    nr_older = 0
+    pos = 0
+    for pte_eps, page_eps in steps:
+        pos = _push_slices(segs, pte_eps, pos)  # release_pages(): the episodes' frames
+        need = FAULT_BATCH  # alloc_pages() of the step's pages
+        while need:
+            if segs:
+                s = segs[-1]
+                take = min(need, s[1] - s[0])
+                tops.append((s[1], take))
+                s[1] -= take
+                if s[1] == s[0]:
+                    segs.pop()
+            else:
+                take = need
+                older.append(mem.alloc(need))
+                tops.append((-1 - nr_older, take))
+                nr_older += take
+            need -= take
+        pos = _push_slices(segs, page_eps, pos)
+    left = [victims[lo:hi] for lo, hi in segs if hi > lo]
+    if left:
+        back = np.concatenate(left) if len(left) > 1 else left[0]
+        mem._push(back)
+        mem.nr_free += len(back)
+    pfns = _popped(victims, older, tops, n)
+    # --- the pages: mapped, set up, on the list (folio_add_lru), committed
+    start = vma.nr_faulted
+    vma.slots[start:start + n] = pfns
+    mem.flags[pfns] = flags
+    mem.mapping[pfns] = vma.id
+    mem.index[pfns] = np.arange(start, start + n, dtype=np.uint32)
+    mem.memcg[pfns] = memcg.id
+    lst.add(mem, pfns)
+    vma.nr_faulted += n
+    task.mm.anon_rss += n
+    for item in (NR_LRU_BASE + LRU_INACTIVE_ANON, NR_ANON_MAPPED, PGFAULT, PGPGIN):
+        stats.mod(memcg.id, item, n)
+    # --- the page-table pages (pte_alloc_one), from the unmovable end of the stack
+    if ptes:
+        frames = mem.alloc_unmovable(ptes)
+        sys.kernel_pages["PageTables"] += ptes
+        objcg = memcg.objcg if accounted else None
+        if accounted:
+            sys.kmem_key.hits += ptes
+            memcg.kmem.charge(ptes)  # memcg1_account_kmem()
+            objcg.nr_pages += ptes
+            objcg.nr_live_bytes += ptes * PAGE_SIZE
+            stats.mod(memcg.id, NR_PAGETABLE, ptes)
+        vma.ptes.extend(KmemPages(objcg, 1, frames[j:j + 1], "PageTables")
+                        for j in range(ptes))
+    # --- the charges: every one a one-page charge whose batch attempt passes every memsw
+    # level (raising its watermark) and fails at the group; one more failure and a
+    # MEMCG_MAX per episode
+    nr_eps = sum(len(a) + len(b) for a, b in steps)
+    memsw_peak = charges - 1 + MEMCG_CHARGE_BATCH
+    for c in memcg.memsw.ancestors():
+        if c.usage + memsw_peak > c.watermark:
+            c.watermark = c.usage + memsw_peak
+    memcg.memsw.charge(charges)
+    # the group's usage is at its limit at each episode: its levels' highest usage then
+    peak = counter.max if nr_eps else usage0 + charges
+    marks = [max(c.watermark, c.usage + peak - usage0) for c in counter.ancestors()]
+    counter.charge(charges)
+    counter.uncharge(evicted)
+    for c, w in zip(counter.ancestors(), marks):
+        c.watermark = w
+    if counter.track_failcnt:
+        counter.failcnt += charges + nr_eps
+    memcg.memory_events_local[MEMCG_MAX] += nr_eps  # memcg_memory_event(), v1: here only
+    memcg.memory_events[MEMCG_MAX] += nr_eps
+    # --- in order: each episode's uncharged batches and passes, each step's commit
+    vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
+    win = vmpressure.vmpressure_win
+    critical = vmpressure.vmpressure_level_critical_prio
+    val = memcg.nr_page_events[cpu]
+    thresh = memcg.thresh_target[cpu]
+    soft = memcg.softlimit_target[cpu]
+    scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
+    shapes = {}
+    last = None
+    for pte_eps, page_eps in steps:
+        for eps in (pte_eps, page_eps):
+            for plan in eps:
+                last = plan
+                shape = shapes.get(id(plan))
+                if shape is None:
+                    shape = shapes[id(plan)] = _episode_shape(plan)
+                total, batches, passes, quiet = shape
+                if val + total - thresh < 0:
+                    val += total  # no batch's uncharge reaches an event check
+                else:
+                    for b in batches:  # page_events() of each batch's uncharge
+                        val += b
+                        if val - thresh >= 0:
+                            thresh = val + THRESHOLDS_EVENTS_TARGET
+                            if val - soft >= 0:
+                                soft = val + SOFTLIMIT_EVENTS_TARGET
+                if quiet and scanned + total < win:
+                    scanned += total  # no pass fills the window
+                    reclaimed += total
+                    continue
+                for prio, s in passes:  # vmpressure_prio(), vmpressure() per pass
+                    if prio <= critical:
+                        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+                        vmpressure.vmpressure_prio(sys, memcg, prio)
+                        scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
+                    if s:
+                        scanned += s
+                        reclaimed += s
+                        if scanned >= win:
+                            vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+                            vmpressure.vmpressure_work_fn(sys, memcg)
+                            scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
+        val += FAULT_BATCH  # commit_charge() of the step's pages
+        if val - thresh >= 0:
+            thresh = val + THRESHOLDS_EVENTS_TARGET
+            if val - soft >= 0:
+                soft = val + SOFTLIMIT_EVENTS_TARGET
+    vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+    memcg.nr_page_events[cpu] = val
+    memcg.thresh_target[cpu] = thresh
+    memcg.softlimit_target[cpu] = soft
+    if last is not None:
+        # mem_cgroup_iter_partial(): the last walk, stopped at its goal, keeps its position
+        memcg.reclaim_iter = memcg if last[1] >= SWAP_CLUSTER_MAX else None
