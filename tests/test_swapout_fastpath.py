@@ -104,18 +104,18 @@ def episodes(monkeypatch):
 def _count_span_episodes(monkeypatch, count):
     """Add the episodes of the fault spans fastpath.swapspan took, and those of the
     spans of shmem faults fastpath.shmem took, to count[0]."""
-    real = swapspan.swap_span
+    real_span = swapspan.swap_span
+    real_shmem = shmem._apply_span
 
-    def counting(sys, task, memcg, vma, flags, span):
+    def counting_span(sys, task, memcg, vma, flags, span):
         count[0] += sum(len(a) + len(b) for a, b in span[0])
-        return real(sys, task, memcg, vma, flags, span)
-    monkeypatch.setattr(swapspan, "swap_span", counting)
-    real = shmem._apply_span
+        return real_span(sys, task, memcg, vma, flags, span)
 
-    def counting(sys, task, obj, start, plan):
+    def counting_shmem(sys, task, obj, start, plan):
         count[0] += plan.episodes
-        real(sys, task, obj, start, plan)
-    monkeypatch.setattr(shmem, "_apply_span", counting)
+        real_shmem(sys, task, obj, start, plan)
+    monkeypatch.setattr(swapspan, "swap_span", counting_span)
+    monkeypatch.setattr(shmem, "_apply_span", counting_shmem)
 
 
 @pytest.fixture
