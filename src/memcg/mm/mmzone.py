@@ -340,12 +340,19 @@ class MemMap:
         n = len(pfns)
         if not n:
             return
+        if n == 1:  # one frame (a slab page): a run of one, no arrays to cut
+            pfn = int(pfns[0])
+            self._clear(pfn)
+            self._push_run(pfn, pfn)
+            self.nr_free += 1
+            return
         self._clear(pfns)
         self._push(pfns)
         self.nr_free += n
 
-    def _clear(self, pfns: np.ndarray) -> None:
-        """A freed frame's state: no group, no list, no flags, no address space."""
+    def _clear(self, pfns) -> None:
+        """A freed frame's state: no group, no list, no flags, no address space (pfns:
+        an array of frames, or one frame)."""
         self.memcg[pfns] = 0
         self.lru[pfns] = LRU_NONE
         self.flags[pfns] = 0
