@@ -49,8 +49,13 @@ def try_to_free_buffers(sys: System, pfns: np.ndarray, cpu: int = 0) -> None:
     after the group's removal charges an ancestor)."""
     if not len(pfns):
         return
-    ids, counts = np.unique(sys.mem.memcg[pfns], return_counts=True)
-    for memcg_id, n in zip(ids.tolist(), counts.tolist()):
+    owners = sys.mem.memcg[pfns]
+    first = owners[0]
+    if owners[-1] == first and (owners == first).all():  # one group (the usual case)
+        ids, counts = [int(first)], [len(pfns)]
+    else:
+        ids, counts = (x.tolist() for x in np.unique(owners, return_counts=True))
+    for memcg_id, n in zip(ids, counts):
         memcg = sys.memcgs.get(memcg_id)
         if memcg is not None:
             free_buffer_heads(sys, memcg, n, cpu)
