@@ -942,3 +942,39 @@ def test_hypothesis_clean_episodes_were_taken(clean_episodes):
     t = k.spawn("/g")
     t.write_file("f0", 8192 * 4096)
     assert clean_episodes[0] > before
+
+
+@pytest.mark.parametrize("swap", ["0", "32M"])
+def test_clean_episodes_v2_same_both_ways(swap, monkeypatch, semantics, clean_episodes):
+    """cgroup v2: a write stream through memory.max and then memory.high (reclaim_high),
+    with memory.low on the group (the target of its own reclaim is never protected) and
+    a protected sibling; with swap, memory.swap.max 0 leaves only file pages to scan."""
+    if semantics == "3.8":
+        pytest.skip("cgroup v2 is modelled with the 6.18 rules")
+
+    def workload():
+        k = memcg.SimKernel(memory="512M", cpus=2, swap=swap, hierarchy="v2")
+        k.write("/cgroup.subtree_control", "+memory")
+        for g in ("/a", "/s"):
+            k.mkdir(g)
+        k.write("/a/memory.max", "8M")
+        k.write("/a/memory.low", "4M")
+        k.write("/s/memory.min", "2M")
+        if swap != "0":
+            k.write("/a/memory.swap.max", "0")
+        s = k.spawn("/s")
+        s.read_file("s", 3 * MiB)
+        t = k.spawn("/a")
+        t.write_file("w", 40 * MiB)
+        k.write("/a/memory.max", "max")
+        k.write("/a/memory.high", "6M")
+        t.write_file("x", 24 * MiB)
+        t.read_file("w", 8 * MiB)
+        out = {name: k.read(f"/a/{name}") for name in
+               ("memory.stat", "memory.events", "memory.current", "memory.peak")}
+        out.update(root=k.read("/memory.stat"), internal=_internal(k), pages=_pages(k),
+                   frames=_frames(k), tasks=[t.state, s.state])
+        k.close()
+        return out
+    run_both(workload, monkeypatch)
+    assert clean_episodes[0] > 0

@@ -3,8 +3,8 @@
 A write streaming through a full group (or a read without large folios) charges page
 after page at the limit, and each charge that fails reclaims: try_to_free_mem_cgroup_pages()
 -> do_try_to_free_pages() runs shrink_node() at priority 12, 11, ... until
-SWAP_CLUSTER_MAX pages came back.  For a group without children on cgroup v1 whose
-lruvec holds no anon pages, with no swap to scan for (or swappiness 0), each pass is
+SWAP_CLUSTER_MAX pages came back.  For a group without children whose lruvec holds
+no anon pages, with no swap to scan for (or swappiness 0), each pass is
 plain arithmetic: get_scan_count() scans the file lists only (size >> priority),
 shrink_lruvec() isolates SWAP_CLUSTER_MAX pages at a time from the inactive file tail,
 and when those pages are clean, unmapped by any young pte and not mlocked,
@@ -131,7 +131,9 @@ def _plan(sys: System, sc, memcg, lst) -> list | None:
 
 def _qualifies(sys: System, sc, memcg) -> bool:
     """The group and the scan control are of the kind the module's docstring names."""
-    if sys.reclaim_trace is not None or sys.cgroup_dfl or sc.kswapd or sc.target is not memcg:
+    # (cgroup v2: the reclaim target itself is never protected - mem_cgroup_unprotected -
+    # so memory.min and memory.low change nothing here)
+    if sys.reclaim_trace is not None or sc.kswapd or sc.target is not memcg:
         return False
     if memcg.is_root() or memcg.children or not memcg.online or sc.memcg_full_walk:
         return False
