@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+# vmscan imports this module for its seam; each needs the other only inside functions
+from .. import memcontrol_v1, vmpressure, vmscan
 from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, PGPGOUT, PGSCAN, PGSTEAL,
                           lruvec_page_state_lru, maybe_free_dying, mem_cgroup_get_nr_swap_pages,
                           page_events)
@@ -62,7 +64,8 @@ def _plan(sys: System, sc, memcg, lst) -> list | None:
     """The passes of do_try_to_free_pages() for this episode: [(priority, batch sizes)],
     with sc updated as the slow path leaves it; None when some pass would do more than
     evict pages from the inactive file list's tail or note the active list skipped."""
-    from ..vmscan import DEACTIVATE_ANON, DEACTIVATE_FILE, inactive_is_low  # late: a cycle
+    DEACTIVATE_ANON, DEACTIVATE_FILE = vmscan.DEACTIVATE_ANON, vmscan.DEACTIVATE_FILE
+    inactive_is_low = vmscan.inactive_is_low
     v38 = sys.semantics == "3.8"
     # prepare_scan_control()'s view of the lists: the flushed statistics (6.18) do not
     # move during the episode; 3.8's exact counters lose each pass's isolated pages
@@ -151,8 +154,7 @@ def _qualifies(sys: System, sc, memcg) -> bool:
     # shrink_lruvec() ages the active anon list when swap is left and the flushed
     # statistics say it is large
     if sys.swap.nr_free > 0 and sc.may_swap:
-        from ..vmscan import inactive_is_low  # late: vmscan reaches this module at its seam
-        if inactive_is_low(lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
+        if vmscan.inactive_is_low(lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
                            lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON)):
             return False
     # shrink_slab(): 6.18 asks every shrinker of the group; with nothing to count it
@@ -210,8 +212,7 @@ def reclaim_clean_episode(sys: System, sc) -> bool:
 def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool) -> None:
     """The effects of the episode's passes (see the module's docstring)."""
     from ..filemap import SHADOW  # late: the page cache builds on vmscan
-    from ...fs import buffer  # late: fs builds on the page cache
-    from .. import memcontrol_v1, vmpressure  # late: both reach vmscan
+    from ...fs.buffer import free_buffer_heads  # late: fs builds on the page cache
     mem = sys.mem
     stats = sys.stats
     # isolate_lru_folios() of every batch: the list's tail, the list's size
@@ -241,7 +242,7 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
             if has is not None:
                 with_buffers = int(np.count_nonzero(has[pos:pos + n]))
                 if with_buffers:
-                    buffer.free_buffer_heads(sys, memcg, with_buffers, cpu)
+                    free_buffer_heads(sys, memcg, with_buffers, cpu)
             stats.mod(memcg.id, NR_FILE_PAGES, -n)
             stats.mod(memcg.id, PGPGOUT, n)
             memcg.memory.uncharge(n)
