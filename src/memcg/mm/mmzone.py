@@ -141,14 +141,16 @@ def _split_runs_small(p: list) -> tuple[np.ndarray, np.ndarray]:
     firsts = [p[0]]
     lasts = []
     prev = None  # the step from element i-2 to i-1
-    for i in range(1, len(p)):
-        d = p[i] - p[i - 1]
+    a = p[0]  # element i-1
+    for b in p[1:]:
+        d = b - a
         if (d == 1 or d == -1) and (prev is None or d == prev or (prev != 1 and prev != -1)):
             pass  # continues the run
         else:
-            lasts.append(p[i - 1])
-            firsts.append(p[i])
+            lasts.append(a)
+            firsts.append(b)
         prev = d
+        a = b
     lasts.append(p[-1])
     return np.array(firsts, np.int64), np.array(lasts, np.int64)
 
