@@ -108,6 +108,38 @@ def test_free_stack_is_a_stack_of_frames(ops):
     assert sorted(held + model) == list(range(NR_PAGES))
 
 
+@settings(max_examples=100, deadline=None)
+@given(free_ops)
+def test_small_batches_in_plain_integers_give_the_vectorised_stack(ops):
+    """alloc() and free() of a few dozen frames (split_runs, alloc from several runs in
+    plain integers) leave the same runs, not only the same frames, as the NumPy paths."""
+    from memcg.mm import mmzone
+    stacks = []
+    for small in (mmzone.SPLIT_RUNS_SMALL, 0):
+        real, mmzone.SPLIT_RUNS_SMALL = mmzone.SPLIT_RUNS_SMALL, small
+        try:
+            mem = MemMap(NR_PAGES)
+            held: list[int] = []
+            trace = []
+            for op in ops:
+                if op[0] in ("alloc", "run"):
+                    got = mem.alloc(min(op[1] % 70, mem.nr_free)).tolist()
+                    held += got
+                    trace.append(got)
+                elif held:
+                    rng = np.random.default_rng(op[1])
+                    k = int(rng.integers(1, min(len(held), 70) + 1))
+                    part = held[:k][::-1] if op[2] else rng.permutation(held[:k]).tolist()
+                    del held[:k]
+                    mem.free(np.array(part, np.int32))
+                r = mem.nr_free_runs
+                trace.append((mem._first[:r].tolist(), mem._last[:r].tolist()))
+            stacks.append(trace)
+        finally:
+            mmzone.SPLIT_RUNS_SMALL = real
+    assert stacks[0] == stacks[1]
+
+
 def test_free_stack_of_whole_mappings_stays_a_few_runs():
     """Freeing what was allocated run by run, in whatever direction, keeps runs long."""
     mem = MemMap(1 << 16)

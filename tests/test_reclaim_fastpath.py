@@ -854,8 +854,9 @@ def test_windows_under_thresholds_same_both_ways(monkeypatch, window_folios, sem
 
 # --- write streams: dirty pages written back by reclaim ----------------------------------
 
-def _write_stream(limit, size, memory="1G", setup=None, ops=None):
-    """A task in /b (limited) writes a file of size bytes, or runs ops: [(op, name, bytes)]."""
+def _write_stream(limit, size, memory="1G", setup=None, ops=None, frames=False):
+    """A task in /b (limited) writes a file of size bytes, or runs ops: [(op, name, bytes)].
+    frames: observe which frame holds each page, and the free stack, too."""
     def workload():
         k = memcg.SimKernel(memory=memory, cpus=2, swap="0")
         k.mkdir("/b")
@@ -864,8 +865,19 @@ def _write_stream(limit, size, memory="1G", setup=None, ops=None):
         t = k.spawn("/b")
         for op, name, n in ops or [("write", "big", size)]:
             (t.write_file if op == "write" else t.read_file)(name, n)
-        return observe(k, [t], events)
+        out = observe(k, [t], events)
+        if frames:
+            out["frames"] = _frames(k)
+        return out
     return workload
+
+
+def _frames(k):
+    """The frame of every cached page and the free stack, bottom to top, in runs."""
+    mem = k.sys.mem
+    return ({m.name: m.slots.tolist() for m in k.sys.mappings.values() if hasattr(m, "slots")},
+            mem.free_pfns().tolist(), mem._first[:mem.nr_free_runs].tolist(),
+            mem._last[:mem.nr_free_runs].tolist())
 
 
 @pytest.mark.parametrize("limit,size", [("8M", 64 * MiB), ("4M", 40 * MiB + 12288),
@@ -1016,3 +1028,168 @@ def test_v2_css_less_group_charges_its_ancestor_same_both_ways(monkeypatch, sema
         return out
     out = run_both(workload, monkeypatch)
     assert int(out["current"][0]) > int(out["current"][1]) > 0
+
+
+# --- limit-reclaim episodes of clean page cache (fastpath.cleanfile) ----------------------
+
+@pytest.fixture
+def clean_episodes(monkeypatch):
+    """Counts the limit-reclaim episodes fastpath.cleanfile took at once."""
+    from memcg.mm.fastpath import cleanfile
+    count = [0]
+    real = cleanfile.reclaim_clean_episode
+
+    def counting(sys, sc):
+        took = real(sys, sc)
+        count[0] += took
+        return took
+    monkeypatch.setattr(cleanfile, "reclaim_clean_episode", counting)
+    return count
+
+
+@pytest.mark.parametrize("limit,size", [("8M", 64 * MiB), ("4M", 40 * MiB + 12288),
+                                        ("3000K", 30 * MiB), ("16M", 160 * MiB)])
+def test_write_stream_clean_episodes_same_both_ways(limit, size, monkeypatch, clean_episodes):
+    """A write stream's limit reclaim evicts written-back pages episode by episode at
+    once (the flusher's wake-ups and the dirty pages in between go the slow way)."""
+    run_both(_write_stream(limit, size, frames=True), monkeypatch)
+    assert clean_episodes[0] > 0
+
+
+def test_clean_episodes_with_listeners_thresholds_soft_limit(monkeypatch, clean_episodes):
+    def setup(k):
+        k.write("/b/memory.soft_limit_in_bytes", "2M")
+        return [k.event("/b/memory.usage_in_bytes", "7M"),
+                k.event("/b/memory.usage_in_bytes", "7900K"),
+                k.event("/memory.usage_in_bytes", "1M"),
+                k.event("/b/memory.memsw.usage_in_bytes", "7M"),
+                k.event("/b/memory.pressure_level", "low"),
+                k.event("/memory.pressure_level", "critical,hierarchy")]
+    obs = run_both(_write_stream("8M", 64 * MiB, setup=setup, frames=True), monkeypatch)
+    assert clean_episodes[0] > 0 and obs["events"][0] > 0
+
+
+def test_clean_episodes_with_swap_and_swappiness_0(monkeypatch, clean_episodes):
+    """With swap to go to, only a group with swappiness 0 scans file pages alone; anon in
+    another group reclaims the slow way."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="64M")
+        k.mkdir("/a")
+        k.write("/a/memory.limit_in_bytes", "8M")
+        k.mkdir("/b")
+        k.write("/b/memory.limit_in_bytes", "8M")
+        k.write("/b/memory.swappiness", "0")
+        a = k.spawn("/a")
+        a.touch_anon(12 * MiB)
+        t = k.spawn("/b")
+        t.write_file("w", 48 * MiB)
+        t.read_file("w", 48 * MiB)
+        a.write_file("x", 16 * MiB)
+        return dict(observe(k, [a, t]), frames=_frames(k))
+    run_both(workload, monkeypatch)
+    assert clean_episodes[0] > 0
+
+
+def test_clean_episodes_several_files_and_rmdir(monkeypatch, clean_episodes):
+    """Writes and reads of several files (the episodes that would reach another file's
+    pages go the slow way), then the group's removal while its cache stays."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+        k.mkdir("/p")
+        k.mkdir("/p/b")
+        k.write("/p/b/memory.limit_in_bytes", "6M")
+        t = k.spawn("/p/b")
+        for name, n in [("x", 10 * MiB), ("y", 20 * MiB), ("x", 30 * MiB), ("z", 3 * MiB)]:
+            t.write_file(name, n)
+            t.read_file("y", 2 * MiB)
+        t.exit()
+        k.rmdir("/p/b")
+        k.write("/p/memory.limit_in_bytes", "4M")
+        u = k.spawn("/p")
+        u.write_file("q", 12 * MiB)
+        return dict(observe(k, [t, u]), frames=_frames(k))
+    run_both(workload, monkeypatch)
+    assert clean_episodes[0] > 0
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit_kb=st.integers(1024, 12 * 1024),
+       ops=st.lists(st.tuples(st.sampled_from(["read", "write"]), st.integers(0, 2),
+                              st.integers(1, 40 * 256)), min_size=1, max_size=4),
+       swap=st.booleans(), swappiness=st.sampled_from([0, 60]),
+       soft_kb=st.one_of(st.none(), st.integers(1, 12 * 1024)),
+       threshold_kb=st.one_of(st.none(), st.integers(1, 12 * 1024)),
+       root_threshold=st.booleans(), listener=st.one_of(st.none(), _LEVEL_ARGS))
+@example(limit_kb=4096, ops=[("write", 0, 8192), ("read", 1, 2048), ("write", 0, 9000)],
+         swap=False, swappiness=60, soft_kb=None, threshold_kb=4000, root_threshold=True,
+         listener="low")
+def test_hypothesis_clean_episodes(limit_kb, ops, swap, swappiness, soft_kb, threshold_kb,
+                                   root_threshold, listener, monkeypatch, clean_episodes):
+    """Random writes and reads through a limit, with swap or not, a soft limit, thresholds
+    and a listener as drawn: the episodes taken at once give what the passes give."""
+    def workload():
+        k = memcg.SimKernel(memory="1G", cpus=2, swap="32M" if swap else "0")
+        k.mkdir("/g")
+        k.write("/g/memory.limit_in_bytes", f"{limit_kb}K")
+        k.write("/g/memory.swappiness", str(swappiness))
+        if soft_kb:
+            k.write("/g/memory.soft_limit_in_bytes", f"{soft_kb}K")
+        events = []
+        if listener:
+            events.append(k.event("/g/memory.pressure_level", listener))
+        if threshold_kb:
+            events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
+            if root_threshold:
+                events.append(k.event("/memory.usage_in_bytes", f"{threshold_kb}K"))
+        t = k.spawn("/g")
+        for op, f, pages in ops:
+            (t.write_file if op == "write" else t.read_file)(f"f{f}", pages * 4096)
+        return dict(observe(k, [t], events), frames=_frames(k))
+    run_both(workload, monkeypatch)
+
+
+def test_hypothesis_clean_episodes_were_taken(clean_episodes):
+    """The property above is not vacuous: its explicit example takes episodes at once."""
+    before = clean_episodes[0]
+    k = memcg.SimKernel(memory="1G", cpus=2, swap="0")
+    k.mkdir("/g")
+    k.write("/g/memory.limit_in_bytes", "4096K")
+    t = k.spawn("/g")
+    t.write_file("f0", 8192 * 4096)
+    assert clean_episodes[0] > before
+
+
+@pytest.mark.parametrize("swap", ["0", "32M"])
+def test_clean_episodes_v2_same_both_ways(swap, monkeypatch, semantics, clean_episodes):
+    """cgroup v2: a write stream through memory.max and then memory.high (reclaim_high),
+    with memory.low on the group (the target of its own reclaim is never protected) and
+    a protected sibling; with swap, memory.swap.max 0 leaves only file pages to scan."""
+    if semantics == "3.8":
+        pytest.skip("cgroup v2 is modelled with the 6.18 rules")
+
+    def workload():
+        k = memcg.SimKernel(memory="512M", cpus=2, swap=swap, hierarchy="v2")
+        k.write("/cgroup.subtree_control", "+memory")
+        for g in ("/a", "/s"):
+            k.mkdir(g)
+        k.write("/a/memory.max", "8M")
+        k.write("/a/memory.low", "4M")
+        k.write("/s/memory.min", "2M")
+        if swap != "0":
+            k.write("/a/memory.swap.max", "0")
+        s = k.spawn("/s")
+        s.read_file("s", 3 * MiB)
+        t = k.spawn("/a")
+        t.write_file("w", 40 * MiB)
+        k.write("/a/memory.max", "max")
+        k.write("/a/memory.high", "6M")
+        t.write_file("x", 24 * MiB)
+        t.read_file("w", 8 * MiB)
+        out = {name: k.read(f"/a/{name}") for name in
+               ("memory.stat", "memory.events", "memory.current", "memory.peak")}
+        out.update(root=k.read("/memory.stat"), internal=_internal(k), pages=_pages(k),
+                   frames=_frames(k), tasks=[t.state, s.state])
+        k.close()
+        return out
+    run_both(workload, monkeypatch)
+    assert clean_episodes[0] > 0

@@ -49,16 +49,28 @@ def try_to_free_buffers(sys: System, pfns: np.ndarray, cpu: int = 0) -> None:
     after the group's removal charges an ancestor)."""
     if not len(pfns):
         return
-    ids, counts = np.unique(sys.mem.memcg[pfns], return_counts=True)
-    cache = sys.slab.caches["buffer_head"]
-    for memcg_id, n in zip(ids.tolist(), counts.tolist()):
+    owners = sys.mem.memcg[pfns]
+    first = owners[0]
+    if owners[-1] == first and (owners == first).all():  # one group (the usual case)
+        ids, counts = [int(first)], [len(pfns)]
+    else:
+        ids, counts = (x.tolist() for x in np.unique(owners, return_counts=True))
+    for memcg_id, n in zip(ids, counts):
         memcg = sys.memcgs.get(memcg_id)
-        if memcg is None or memcg.orig_objcg is None or not memcg.buffer_heads:
-            continue
-        count = min(n * BH_PER_PAGE, memcg.buffer_heads)
-        memcg.buffer_heads -= count
-        cache.nr_objects -= count
-        size = count * (cache.object_size + memcontrol.OBJCG_POINTER_SIZE)
-        memcontrol.mod_objcg_state(sys, memcg.orig_objcg, slab.cache_vmstat_idx("buffer_head"), -size)
-        memcontrol.obj_cgroup_uncharge(sys, memcg.orig_objcg, size, cpu)
-        slab.discard_slabs(sys, cache)
+        if memcg is not None:
+            free_buffer_heads(sys, memcg, n, cpu)
+
+
+def free_buffer_heads(sys: System, memcg: MemCgroup, nr_pages: int, cpu: int = 0) -> None:
+    """try_to_free_buffers() of nr_pages pages charged to memcg: their buffer heads are
+    freed and uncharged from memcg's orig_objcg, and the slabs left empty go."""
+    if memcg.orig_objcg is None or not memcg.buffer_heads:
+        return
+    cache = sys.slab.caches["buffer_head"]
+    count = min(nr_pages * BH_PER_PAGE, memcg.buffer_heads)
+    memcg.buffer_heads -= count
+    cache.nr_objects -= count
+    size = count * (cache.object_size + memcontrol.OBJCG_POINTER_SIZE)
+    memcontrol.mod_objcg_state(sys, memcg.orig_objcg, slab.cache_vmstat_idx("buffer_head"), -size)
+    memcontrol.obj_cgroup_uncharge(sys, memcg.orig_objcg, size, cpu)
+    slab.discard_slabs(sys, cache)

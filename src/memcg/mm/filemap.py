@@ -433,6 +433,7 @@ def ra_alloc_run(sys: System, task: Task, mapping: AddressSpace, index: int, n: 
 
 def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
     """generic_perform_write(): write the first nbytes; new pages are added dirty."""
+    from ..fs import buffer  # late: fs builds on the page cache
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
     for start in range(0, nr, FILEMAP_BATCH):
@@ -454,7 +455,6 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
                     # (mm/vmscan.c: shrink_folio_list - folio_trylock fails, keep): they
                     # go on the LRU once their buffers are attached, or that reclaim
                     # would free them and their buffers would be charged for no page.
-                    from ..fs import buffer  # late: fs builds on the page cache
                     buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
                     mapping.buffers[got] = True
                 swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,

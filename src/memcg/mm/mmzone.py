@@ -134,17 +134,23 @@ def _split_runs_small(p: list) -> tuple[np.ndarray, np.ndarray]:
     """split_runs() of a short list of frames (len >= 2), the same cuts one by one:
     element i extends the run of element i-1 when their step is +1 or -1 and either the
     step before was the same or was not a unit step."""
+    d = p[1] - p[0]
+    if (d == 1 or d == -1) and p[-1] - p[0] == d * (len(p) - 1) and \
+            p == list(range(p[0], p[-1] + d, d)):
+        return np.array(p[:1], np.int64), np.array(p[-1:], np.int64)  # one run
     firsts = [p[0]]
     lasts = []
     prev = None  # the step from element i-2 to i-1
-    for i in range(1, len(p)):
-        d = p[i] - p[i - 1]
+    a = p[0]  # element i-1
+    for b in p[1:]:
+        d = b - a
         if (d == 1 or d == -1) and (prev is None or d == prev or (prev != 1 and prev != -1)):
             pass  # continues the run
         else:
-            lasts.append(p[i - 1])
-            firsts.append(p[i])
+            lasts.append(a)
+            firsts.append(b)
         prev = d
+        a = b
     lasts.append(p[-1])
     return np.array(firsts, np.int64), np.array(lasts, np.int64)
 
@@ -250,6 +256,8 @@ class MemMap:
         if n <= self.top_run():
             return run_pfns(self.alloc_run(n))
         self._lru_ready_bottom(n)
+        if n <= SPLIT_RUNS_SMALL:
+            return self._alloc_small(n)
         r = self._nr_runs
         m = min(r, n)  # every run holds a frame at least
         firsts = self._first[r - m:r][::-1].astype(np.int64)
@@ -270,6 +278,30 @@ class MemMap:
             self._last[r - 1 - j] = lasts[j] + steps[j] * counts[j]
         self.nr_free -= n
         return pfns
+
+    def _alloc_small(self, n: int) -> np.ndarray:
+        """alloc() of a few frames from several runs, run by run in plain integers (for a
+        batch of a few dozen, cheaper than the cumulative sums): the same frames."""
+        out = []
+        r = self._nr_runs
+        m = min(r, n)  # every run holds a frame at least
+        firsts = self._first[r - m:r].tolist()
+        lasts = self._last[r - m:r].tolist()
+        need = n
+        while need:
+            first, last = firsts.pop(), lasts.pop()
+            step = -1 if last >= first else 1  # popping walks from last back to first
+            size = abs(last - first) + 1
+            k = min(need, size)
+            out.extend(range(last, last + step * k, step))
+            need -= k
+            r -= 1
+            if k < size:
+                self._last[r] = last + step * k
+                r += 1
+        self._nr_runs = r
+        self.nr_free -= n
+        return np.array(out, np.int32)
 
     def alloc_unmovable(self, n: int) -> np.ndarray:
         """Take n free frames for the kernel's own use from the bottom of the stack.
@@ -310,12 +342,19 @@ class MemMap:
         n = len(pfns)
         if not n:
             return
+        if n == 1:  # one frame (a slab page): a run of one, no arrays to cut
+            pfn = int(pfns[0])
+            self._clear(pfn)
+            self._push_run(pfn, pfn)
+            self.nr_free += 1
+            return
         self._clear(pfns)
         self._push(pfns)
         self.nr_free += n
 
-    def _clear(self, pfns: np.ndarray) -> None:
-        """A freed frame's state: no group, no list, no flags, no address space."""
+    def _clear(self, pfns) -> None:
+        """A freed frame's state: no group, no list, no flags, no address space (pfns:
+        an array of frames, or one frame)."""
         self.memcg[pfns] = 0
         self.lru[pfns] = LRU_NONE
         self.flags[pfns] = 0
@@ -370,6 +409,9 @@ class MemMap:
 
     def _push(self, pfns: np.ndarray) -> None:
         firsts, lasts = split_runs(pfns)
+        if len(firsts) == 1:  # one run (frames freed in the order they were taken)
+            self._push_run(int(firsts[0]), int(lasts[0]))
+            return
         r = self._nr_runs
         if r and self._extends_top(int(firsts[0]), int(lasts[0])):
             self._last[r - 1] = lasts[0]

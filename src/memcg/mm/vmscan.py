@@ -20,7 +20,7 @@ from . import fastpath, memcontrol, memcontrol_v1, mempressure, page_writeback, 
 from .memcontrol import (MEMCG_LOW, NR_LRU_BASE, PGACTIVATE, PGDEACTIVATE, PGREFILL, PGSCAN,
                          PGSTEAL, MemCgroup, lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
 # the swap-out fast path reaches back into this module only inside its functions
-from .fastpath import lruvec, swapout
+from .fastpath import cleanfile, lruvec, swapout
 from .mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                      LRU_UNEVICTABLE, PG_dirty, PG_mlocked, PG_reclaim, PG_referenced,
                      PG_swapbacked, PG_young, is_active_lru, is_file_lru)
@@ -84,11 +84,15 @@ def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
 
 def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     """do_try_to_free_pages(): priority loop, then the no-progress retries."""
-    # A leaf group's anon pages into swap: if the fast path can take the episode at once
-    # (or one that first keeps the young pages at the tail), let it.
     if fastpath.ENABLED:
         from .fastpath import swaprotate  # late: it builds on swapout, which imports this
+        # A leaf group's anon pages into swap: if the fast path can take the episode at
+        # once (or one that first keeps the young pages at the tail), let it.
         if swapout.reclaim_swap_episode(sys, sc) or swaprotate.rotate_swap_episode(sys, sc):
+            return sc.nr_reclaimed
+        # Only clean page cache to evict from a leaf group's inactive file list: if the
+        # fast path can take the episode at once, let it.
+        if cleanfile.reclaim_clean_episode(sys, sc):
             return sc.nr_reclaimed
     initial_priority = sc.priority
     while True:

@@ -3,6 +3,8 @@ one by one.  They have no kernel counterpart; each kernel function that has one 
 at a single seam ("if the fast path can take this run at once, let it") and otherwise
 goes on step by step.
 
+  cleanfile.py  limit-reclaim episodes that only evict clean page cache from a leaf
+                group's inactive file list, at once (mm/vmscan.c do_try_to_free_pages)
   fault.py      anonymous faults in spans of many FAULT_BATCH steps (mm/memory.c)
   ratelimit.py  the event ratelimit of many commits in closed form (mm/memcontrol-v1.c)
   read.py       reads of many batches at once with room in the group (mm/filemap.c)

@@ -1,0 +1,261 @@
+"""Limit-reclaim episodes that evict only clean page cache, taken at once (mm/vmscan.c).
+
+A write streaming through a full group (or a read without large folios) charges page
+after page at the limit, and each charge that fails reclaims: try_to_free_mem_cgroup_pages()
+-> do_try_to_free_pages() runs shrink_node() at priority 12, 11, ... until
+SWAP_CLUSTER_MAX pages came back.  For a group without children whose lruvec holds
+no anon pages, with no swap to scan for (or swappiness 0), each pass is
+plain arithmetic: get_scan_count() scans the file lists only (size >> priority),
+shrink_lruvec() isolates SWAP_CLUSTER_MAX pages at a time from the inactive file tail,
+and when those pages are clean, unmapped by any young pte and not mlocked,
+shrink_folio_list() evicts them all (__remove_mapping leaves shadows, the buffer heads
+go with try_to_free_buffers); the active file list is only noted as skipped while
+prepare_scan_control() does not let it be deactivated.
+
+reclaim_clean_episode() works the passes out in plain integers from the list sizes
+(as the kernel's heuristics read them: the flushed statistics on 6.18, the exact ones
+on 3.8), checks that every page they reach is such a page, and applies them: the page
+side (isolation, shadows, frame state) for the whole episode at once, and in the slow
+path's order, batch by batch, everything that other state can see in between - the
+buffer heads' uncharge and the slabs it empties, the file pages' count, the uncharge
+and its page events, the frames going back to the free stack, vmpressure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+# vmscan imports this module for its seam; each needs the other only inside functions
+from .. import memcontrol_v1, vmpressure, vmscan
+from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, PGPGOUT, PGSCAN, PGSTEAL,
+                          lruvec_page_state_lru, maybe_free_dying, mem_cgroup_get_nr_swap_pages,
+                          page_events)
+from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                      PG_dirty, PG_mlocked, PG_swapbacked, PG_young, _chunk_pfns)
+
+if TYPE_CHECKING:
+    from ...system import System
+
+# include/linux/swap.h: SWAP_CLUSTER_MAX (the most shrink_lruvec() scans of a list per
+# round)
+SWAP_CLUSTER_MAX = 32
+# Pages whose isolation shrink_folio_list() would not end with their eviction.
+_NOT_CLEAN = PG_young | PG_mlocked | PG_dirty | PG_swapbacked
+
+
+def _tail(lst, n: int) -> np.ndarray:
+    """The n oldest pages of a list without stale entries, oldest first (not isolated)."""
+    out = []
+    need = n
+    for pfns, _, start in lst.chunks:
+        if not need:
+            break
+        stop = min(len(pfns), start + need)
+        out.append(_chunk_pfns(pfns, start, stop))
+        need -= stop - start
+    if len(out) == 1:
+        return out[0]
+    return np.concatenate(out) if out else np.empty(0, np.int32)
+
+
+def _plan(sys: System, sc, memcg, lst) -> list | None:
+    """The passes of do_try_to_free_pages() for this episode: [(priority, batch sizes)],
+    with sc updated as the slow path leaves it; None when some pass would do more than
+    evict pages from the inactive file list's tail or note the active list skipped."""
+    DEACTIVATE_ANON, DEACTIVATE_FILE = vmscan.DEACTIVATE_ANON, vmscan.DEACTIVATE_FILE
+    inactive_is_low = vmscan.inactive_is_low
+    v38 = sys.semantics == "3.8"
+    # prepare_scan_control()'s view of the lists: the flushed statistics (6.18) do not
+    # move during the episode; 3.8's exact counters lose each pass's isolated pages
+    ia = lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON)
+    aa = lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON)
+    inactive = lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_FILE)
+    active = lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_FILE)
+    anon_low = inactive_is_low(ia, aa)
+    live, active_size = lst.nr, memcg.lruvec.size(LRU_ACTIVE_FILE)
+    goal = sc.nr_to_reclaim
+    evicted = 0
+    passes = []
+    while True:
+        # prepare_scan_control()
+        if sc.force_deactivate:
+            sc.may_deactivate = DEACTIVATE_ANON | DEACTIVATE_FILE
+        else:
+            sc.may_deactivate = DEACTIVATE_ANON if anon_low else 0
+            if inactive_is_low(inactive - evicted if v38 else inactive, active):
+                sc.may_deactivate |= DEACTIVATE_FILE
+        file = inactive - evicted if v38 else inactive
+        sc.cache_trim_mode = bool(file >> sc.priority) and not (sc.may_deactivate & DEACTIVATE_FILE)
+        # get_scan_count(): SCAN_FILE (the caller checked), the file lists by priority
+        nr_if = (live - evicted) >> sc.priority
+        nr_af = active_size >> sc.priority
+        # shrink_lruvec()
+        batches = []
+        reclaimed = 0
+        while nr_if or nr_af:
+            if reclaimed < goal and not nr_if:
+                # lruvec.skip_idle_rounds(): only the active list left
+                if sc.may_deactivate & DEACTIVATE_FILE:
+                    return None
+                sc.skipped_deactivate = True
+                break
+            if nr_if:
+                n = min(nr_if, SWAP_CLUSTER_MAX)
+                nr_if -= n
+                if n > live - evicted - 1:
+                    return None  # the list would run out (or the group's usage)
+                batches.append(n)
+                evicted += n
+                reclaimed += n
+            if nr_af:
+                nr_af -= min(nr_af, SWAP_CLUSTER_MAX)
+                if sc.may_deactivate & DEACTIVATE_FILE:
+                    return None  # shrink_active_list() would move pages
+                sc.skipped_deactivate = True
+            if reclaimed < goal:
+                continue
+            break  # reclaimed enough, and no anon to keep the scan's ratio with
+        sc.nr_reclaimed += reclaimed
+        scanned = sum(batches)
+        sc.nr_scanned = scanned
+        sc.total_scanned += scanned
+        passes.append((sc.priority, batches))
+        if sc.nr_reclaimed >= goal:
+            break
+        sc.priority -= 1
+        if sc.priority < 0:
+            break
+    if not sc.nr_reclaimed:
+        return None
+    return passes
+
+
+def _qualifies(sys: System, sc, memcg) -> bool:
+    """The group and the scan control are of the kind the module's docstring names."""
+    # (cgroup v2: the reclaim target itself is never protected - mem_cgroup_unprotected -
+    # so memory.min and memory.low change nothing here)
+    if sys.reclaim_trace is not None or sc.kswapd or sc.target is not memcg:
+        return False
+    if memcg.is_root() or memcg.children or not memcg.online or sc.memcg_full_walk:
+        return False
+    if sc.proactive_swappiness is not None:
+        return False
+    lists = memcg.lruvec.lists
+    if lists[LRU_INACTIVE_ANON].nr or lists[LRU_ACTIVE_ANON].nr:
+        return False
+    lst = lists[LRU_INACTIVE_FILE]
+    if lst.nr < 2 or lst.entries != lst.nr:  # stale entries: isolation skips over them
+        return False
+    # get_scan_count(): SCAN_FILE - no swap to reclaim anon into, or swappiness 0
+    if sc.may_swap and mem_cgroup_get_nr_swap_pages(sys, memcg) > 0 and memcg.swappiness:
+        return False
+    # shrink_lruvec() ages the active anon list when swap is left and the flushed
+    # statistics say it is large
+    if sys.swap.nr_free > 0 and sc.may_swap:
+        if vmscan.inactive_is_low(lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
+                           lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON)):
+            return False
+    # shrink_slab(): 6.18 asks every shrinker of the group; with nothing to count it
+    # does nothing (3.8 shrinks slab in global reclaim only)
+    if sys.semantics != "3.8":
+        for shrinker in sys.shrinkers:
+            if shrinker.count_objects(sys, shrinker, memcg):
+                return False
+    return True
+
+
+def _evictable(sys: System, memcg, pfns: np.ndarray):
+    """The one address space of pfns, if shrink_folio_list() would evict every one of
+    them as a clean small file page of it charged to memcg; else None."""
+    from ..filemap import AddressSpace  # late: the page cache builds on vmscan
+    mem = sys.mem
+    f = mem.flags[pfns]
+    if (np.bitwise_or.reduce(f) & _NOT_CLEAN) != 0:
+        return None
+    mids = mem.mapping[pfns]
+    mid = mids[0]
+    if mids[-1] != mid or not (mids == mid).all():
+        return None
+    mapping = sys.mappings.get(int(mid))
+    if mapping is None or type(mapping) is not AddressSpace or mapping.kind != "file":
+        return None
+    owners = mem.memcg[pfns]
+    if not (owners == memcg.id).all():
+        return None
+    if mem.large and mem.order[pfns].any():
+        return None  # isolate_lru_folios() would take whole large folios
+    return mapping
+
+
+def reclaim_clean_episode(sys: System, sc) -> bool:
+    """do_try_to_free_pages(sc) taken at once when its every pass only evicts clean file
+    pages of the target's inactive list (see the module); False: nothing done."""
+    memcg = sc.target
+    if memcg is None or not _qualifies(sys, sc, memcg):
+        return False
+    lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
+    saved = (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+             sc.cache_trim_mode, sc.skipped_deactivate)
+    passes = _plan(sys, sc, memcg, lst)
+    total = sc.nr_reclaimed - saved[3] if passes is not None else 0
+    mapping = _evictable(sys, memcg, _tail(lst, total)) if passes is not None else None
+    if mapping is None:
+        (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+         sc.cache_trim_mode, sc.skipped_deactivate) = saved
+        return False
+    _apply(sys, memcg, lst, mapping, total, passes, sc.nr_reclaimed >= sc.nr_to_reclaim)
+    return True
+
+
+def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool) -> None:
+    """The effects of the episode's passes (see the module's docstring)."""
+    from ..filemap import SHADOW  # late: the page cache builds on vmscan
+    from ...fs.buffer import free_buffer_heads  # late: fs builds on the page cache
+    mem = sys.mem
+    stats = sys.stats
+    # isolate_lru_folios() of every batch: the list's tail, the list's size
+    pfns = lst.isolate(mem, total)
+    lst.maybe_compact(mem)
+    stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_FILE, -total)
+    stats.mod(memcg.id, PGSCAN, total)
+    stats.mod(memcg.id, PGSTEAL, total)
+    # __remove_mapping(): shadow entries, readahead marks; the frames' state is cleared
+    # as free_unref_folios() clears it
+    idx = mem.index[pfns].astype(np.int64)
+    mapping.slots[idx] = SHADOW
+    if mapping.ra_marks:
+        mapping.ra_marks.difference_update(idx.tolist())
+    has = mapping.buffers[idx] if mapping.buffers.any() else None
+    if has is not None:
+        mapping.buffers[idx] = False
+    mem._clear(pfns)
+    cpu = sys.cpu
+    target = memcg
+    pos = 0
+    for priority, batches in passes:
+        vmpressure.vmpressure_prio(sys, target, priority)
+        for n in batches:
+            # AddressSpace.evict() of the batch: buffer heads, the file pages' count,
+            # release_pages() -> uncharge_pages(), free_unref_folios()
+            if has is not None:
+                with_buffers = int(np.count_nonzero(has[pos:pos + n]))
+                if with_buffers:
+                    free_buffer_heads(sys, memcg, with_buffers, cpu)
+            stats.mod(memcg.id, NR_FILE_PAGES, -n)
+            stats.mod(memcg.id, PGPGOUT, n)
+            memcg.memory.uncharge(n)
+            memcg.memsw.uncharge(n)
+            page_events(sys, memcg, n, cpu)
+            if memcg.under_oom:
+                memcontrol_v1.memcg1_oom_recover(sys, memcg)
+            maybe_free_dying(sys)
+            mem._push(pfns[pos:pos + n])
+            mem.nr_free += n
+            pos += n
+        scanned = sum(batches)
+        vmpressure.vmpressure(sys, target, True, scanned, scanned)
+    # mem_cgroup_iter_partial(): the last pass's walk stopped at the group if it
+    # reached the goal, else went on to the end of the subtree
+    target.reclaim_iter = target if met else None
