@@ -484,14 +484,25 @@ def hierarchy_margin(memcg: MemCgroup) -> int:
     on v2, going over its memory.high (a charge past it takes try_charge_memcg()'s
     over-high path): 0 while any level's swap is over its swap.high."""
     m = PAGE_COUNTER_MAX
-    for c in memcg.memory.ancestors():
-        m = min(m, c.max - c.usage, c.high - c.usage)
-    for c in memcg.memsw.ancestors():
-        m = min(m, c.max - c.usage)
-    for c in memcg.swap.ancestors():
+    c = memcg.memory
+    while c is not None:  # (plain walks up the levels: this runs at every charge batch)
+        u = c.usage
+        if c.max - u < m:
+            m = c.max - u
+        if c.high - u < m:
+            m = c.high - u
+        c = c.parent
+    c = memcg.memsw
+    while c is not None:
+        if c.max - c.usage < m:
+            m = c.max - c.usage
+        c = c.parent
+    c = memcg.swap
+    while c is not None:
         if c.usage > c.high:
             return 0
-    return max(0, m)
+        c = c.parent
+    return m if m > 0 else 0
 
 
 def high_limited(memcg: MemCgroup) -> bool:
@@ -804,16 +815,25 @@ def _charge_singles(memcg: MemCgroup, k: int) -> None:
     pages smaller, so level c passes the batch for j < margin(c) - (batch - 1).
     """
     bound = k  # pages whose batch attempt reaches the current level
-    for c in list(memcg.memsw.ancestors()) + list(memcg.memory.ancestors()):
-        start = max(0, c.max - c.usage - (MEMCG_CHARGE_BATCH - 1))
-        passed = min(bound, start)
+    c = memcg.memsw
+    memory = memcg.memory
+    while c is not None:  # the memsw levels bottom up, then the memory levels
+        start = c.max - c.usage - (MEMCG_CHARGE_BATCH - 1)
+        if start < 0:
+            start = 0
+        passed = bound if bound < start else start
         if passed:
-            c.watermark = max(c.watermark, c.usage + passed - 1 + MEMCG_CHARGE_BATCH)
+            top = c.usage + passed - 1 + MEMCG_CHARGE_BATCH
+            if top > c.watermark:
+                c.watermark = top
         if start < bound:
             c.failcnt += bound - start
             bound = start
         if not bound:
             break
+        c = c.parent
+        if c is None and memory is not None:
+            c, memory = memory, None
     memcg.memsw.charge(k)
     memcg.memory.charge(k)
 

@@ -62,44 +62,51 @@ class PageCounter:
         Returns None on success, or the counter whose max would have been exceeded.
         The check is `new > max`, so usage may reach max exactly.
         """
-        done = []
-        for c in self.ancestors():
+        # (the walks up the levels are plain loops: these run for every charge)
+        c = self
+        while c is not None:
             new = c.usage + nr_pages
             if new > c.max:
                 # mm/page_counter.c: failcnt is bumped only at the failing level
                 if c.track_failcnt:
                     c.failcnt += 1
-                for d in done:
+                d = self
+                while d is not c:  # undo the levels below it
                     d.usage -= nr_pages
                     if d.protection_support:
                         propagate_protected_usage(d, d.usage)
+                    d = d.parent
                 return c
             c.usage = new
             if c.protection_support:
                 propagate_protected_usage(c, new)
             if new > c.watermark:
                 c.watermark = new
-            done.append(c)
+            c = c.parent
         return None
 
     def charge(self, nr_pages: int) -> None:
         """page_counter_charge(): charge unconditionally; usage may exceed max."""
-        for c in self.ancestors():
+        c = self
+        while c is not None:
             c.usage += nr_pages
             if c.protection_support:
                 propagate_protected_usage(c, c.usage)
             if c.usage > c.watermark:
                 c.watermark = c.usage
+            c = c.parent
 
     def uncharge(self, nr_pages: int) -> None:
         """page_counter_uncharge(): page_counter_cancel() at every level."""
-        for c in self.ancestors():
+        c = self
+        while c is not None:
             c.usage -= nr_pages
             # mm/page_counter.c: page_counter_cancel WARNs on underflow and resets to 0
             if c.usage < 0:
                 c.usage = 0
             if c.protection_support:
                 propagate_protected_usage(c, c.usage)
+            c = c.parent
 
     def set_max(self, nr_pages: int) -> int:
         """page_counter_set_max(): 0, or -EBUSY when usage is already above nr_pages."""

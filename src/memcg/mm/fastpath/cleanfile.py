@@ -233,29 +233,61 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     mem._clear(pfns)
     cpu = sys.cpu
     target = memcg
+    every = has is not None and bool(has.all())
+    # The batches' file-page counts, PGPGOUT and uncharges are added up while nothing
+    # can read them: only the event check (a root threshold reads the statistics, the
+    # others the usage), the OOM wake-up, a dying group's release and a vmpressure
+    # window that fires look, and before each of them the pages so far are counted.
+    pending = 0
+    defer = not sys.dying
+    vmpr = vmpressure.memcg_to_vmpressure(sys, target)
+    events, thresh = memcg.nr_page_events, memcg.thresh_target
     pos = 0
     for priority, batches in passes:
-        vmpressure.vmpressure_prio(sys, target, priority)
+        if priority <= vmpressure.vmpressure_level_critical_prio:
+            pending = _count_freed(sys, memcg, pending)
+            vmpressure.vmpressure_prio(sys, target, priority)
         for n in batches:
             # AddressSpace.evict() of the batch: buffer heads, the file pages' count,
             # release_pages() -> uncharge_pages(), free_unref_folios()
             if has is not None:
-                with_buffers = int(np.count_nonzero(has[pos:pos + n]))
+                with_buffers = n if every else int(np.count_nonzero(has[pos:pos + n]))
                 if with_buffers:
                     free_buffer_heads(sys, memcg, with_buffers, cpu)
-            stats.mod(memcg.id, NR_FILE_PAGES, -n)
-            stats.mod(memcg.id, PGPGOUT, n)
-            memcg.memory.uncharge(n)
-            memcg.memsw.uncharge(n)
-            page_events(sys, memcg, n, cpu)
+            pending += n
+            val = events[cpu] + n
+            if val - thresh[cpu] >= 0 or not defer:  # page_events() checks the events
+                pending = _count_freed(sys, memcg, pending)
+                page_events(sys, memcg, n, cpu)
+            else:
+                events[cpu] = val
             if memcg.under_oom:
+                pending = _count_freed(sys, memcg, pending)
                 memcontrol_v1.memcg1_oom_recover(sys, memcg)
-            maybe_free_dying(sys)
+            if not defer:
+                maybe_free_dying(sys)
             mem._push(pfns[pos:pos + n])
             mem.nr_free += n
             pos += n
         scanned = sum(batches)
-        vmpressure.vmpressure(sys, target, True, scanned, scanned)
+        if vmpr.tree_scanned + scanned >= vmpressure.vmpressure_win:
+            pending = _count_freed(sys, memcg, pending)
+            vmpressure.vmpressure(sys, target, True, scanned, scanned)
+        elif scanned:
+            vmpr.tree_scanned += scanned
+            vmpr.tree_reclaimed += scanned
+    _count_freed(sys, memcg, pending)
     # mem_cgroup_iter_partial(): the last pass's walk stopped at the group if it
     # reached the goal, else went on to the end of the subtree
     target.reclaim_iter = target if met else None
+
+
+def _count_freed(sys: System, memcg, n: int) -> int:
+    """The file-page count, PGPGOUT and uncharge of n evicted pages (0: what is left)."""
+    if n:
+        stats = sys.stats
+        stats.mod(memcg.id, NR_FILE_PAGES, -n)
+        stats.mod(memcg.id, PGPGOUT, n)
+        memcg.memory.uncharge(n)
+        memcg.memsw.uncharge(n)
+    return 0
