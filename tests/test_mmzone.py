@@ -140,6 +140,36 @@ def test_small_batches_in_plain_integers_give_the_vectorised_stack(ops):
     assert stacks[0] == stacks[1]
 
 
+@settings(max_examples=100, deadline=None)
+@given(free_ops)
+def test_push_list_gives_the_runs_of_free(ops):
+    """push_list() of a list of frames (what a reclaim batch frees) leaves the same runs
+    as free() of them as an array."""
+    stacks = []
+    for as_list in (True, False):
+        mem = MemMap(NR_PAGES)
+        held: list[int] = []
+        trace = []
+        for op in ops:
+            if op[0] in ("alloc", "run"):
+                held += mem.alloc(min(op[1] % 70, mem.nr_free)).tolist()
+            elif held:
+                rng = np.random.default_rng(op[1])
+                k = int(rng.integers(1, min(len(held), 70) + 1))
+                part = held[:k][::-1] if op[2] else rng.permutation(held[:k]).tolist()
+                del held[:k]
+                if as_list:
+                    mem._clear(np.array(part, np.int32))
+                    mem.push_list(part)
+                    mem.nr_free += len(part)
+                else:
+                    mem.free(np.array(part, np.int32))
+            r = mem.nr_free_runs
+            trace.append((mem._first[:r].tolist(), mem._last[:r].tolist(), mem.nr_free))
+        stacks.append(trace)
+    assert stacks[0] == stacks[1]
+
+
 def test_free_stack_of_whole_mappings_stays_a_few_runs():
     """Freeing what was allocated run by run, in whatever direction, keeps runs long."""
     mem = MemMap(1 << 16)

@@ -134,10 +134,16 @@ def _split_runs_small(p: list) -> tuple[np.ndarray, np.ndarray]:
     """split_runs() of a short list of frames (len >= 2), the same cuts one by one:
     element i extends the run of element i-1 when their step is +1 or -1 and either the
     step before was the same or was not a unit step."""
+    firsts, lasts = _runs_of_list(p)
+    return np.array(firsts, np.int64), np.array(lasts, np.int64)
+
+
+def _runs_of_list(p: list) -> tuple[list, list]:
+    """_split_runs_small() as lists of plain integers (len(p) >= 2)."""
     d = p[1] - p[0]
     if (d == 1 or d == -1) and p[-1] - p[0] == d * (len(p) - 1) and \
             p == list(range(p[0], p[-1] + d, d)):
-        return np.array(p[:1], np.int64), np.array(p[-1:], np.int64)  # one run
+        return p[:1], p[-1:]  # one run
     firsts = [p[0]]
     lasts = []
     prev = None  # the step from element i-2 to i-1
@@ -152,7 +158,7 @@ def _split_runs_small(p: list) -> tuple[np.ndarray, np.ndarray]:
         prev = d
         a = b
     lasts.append(p[-1])
-    return np.array(firsts, np.int64), np.array(lasts, np.int64)
+    return firsts, lasts
 
 
 class MemMap:
@@ -417,6 +423,35 @@ class MemMap:
             self._last[r - 1] = lasts[0]
             firsts, lasts = firsts[1:], lasts[1:]
         k = len(firsts)
+        if r + k > len(self._first):
+            cap = max(2 * len(self._first), r + k)
+            for name in ("_first", "_last"):
+                grown = np.empty(cap, np.int32)
+                grown[:r] = getattr(self, name)[:r]
+                setattr(self, name, grown)
+        self._first[r:r + k] = firsts
+        self._last[r:r + k] = lasts
+        self._nr_runs = r + k
+
+    def push_list(self, p: list) -> None:
+        """_push() of a few frames given as a list of plain integers (a reclaim batch's,
+        len(p) <= SPLIT_RUNS_SMALL): the same runs, without arrays for the cut."""
+        if len(p) == 1:
+            self._push_run(p[0], p[0])
+            return
+        firsts, lasts = _runs_of_list(p)
+        k = len(firsts)
+        r = self._nr_runs
+        if r and self._extends_top(firsts[0], lasts[0]):
+            if k == 1:
+                self._last[r - 1] = lasts[0]
+                return
+            self._last[r - 1] = lasts[0]
+            firsts, lasts = firsts[1:], lasts[1:]
+            k -= 1
+        elif k == 1:
+            self._push_run(firsts[0], lasts[0])
+            return
         if r + k > len(self._first):
             cap = max(2 * len(self._first), r + k)
             for name in ("_first", "_last"):

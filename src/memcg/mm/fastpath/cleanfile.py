@@ -242,6 +242,7 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     defer = not sys.dying
     vmpr = vmpressure.memcg_to_vmpressure(sys, target)
     events, thresh = memcg.nr_page_events, memcg.thresh_target
+    plist = pfns.tolist()
     pos = 0
     for priority, batches in passes:
         if priority <= vmpressure.vmpressure_level_critical_prio:
@@ -266,7 +267,7 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
                 memcontrol_v1.memcg1_oom_recover(sys, memcg)
             if not defer:
                 maybe_free_dying(sys)
-            mem._push(pfns[pos:pos + n])
+            mem.push_list(plist[pos:pos + n])
             mem.nr_free += n
             pos += n
         scanned = sum(batches)
