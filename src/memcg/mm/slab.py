@@ -266,8 +266,10 @@ def discard_slabs(sys: System, cache: KmemCache) -> None:
     if surplus <= 0:
         return
     cache.nr_pfns -= surplus
-    page_alloc.free_kernel_pages(sys, cache.pfns[cache.nr_pfns:cache.nr_pfns + surplus][::-1].copy(),
-                                 "Slab")
+    n = cache.nr_pfns
+    # (one slab page, the usual case as objects go a few at a time: no reversed copy)
+    pfns = cache.pfns[n:n + 1] if surplus == 1 else cache.pfns[n:n + surplus][::-1].copy()
+    page_alloc.free_kernel_pages(sys, pfns, "Slab")
 
 
 def kmem_cache_alloc(sys: System, name: str, task: Task | None, count: int = 1,
