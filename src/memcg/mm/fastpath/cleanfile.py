@@ -29,9 +29,13 @@ import numpy as np
 
 # vmscan imports this module for its seam; each needs the other only inside functions
 from .. import memcontrol_v1, vmpressure, vmscan
-from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, PGPGOUT, PGSCAN, PGSTEAL,
-                          lruvec_page_state_lru, maybe_free_dying, mem_cgroup_get_nr_swap_pages,
-                          page_events)
+from ...fs.buffer import BH_PER_PAGE, free_buffer_heads
+from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, OBJCG_POINTER_SIZE, PAGE_SHIFT, PGPGOUT,
+                          PGSCAN, PGSTEAL, lruvec_page_state_lru, maybe_free_dying,
+                          mem_cgroup_get_nr_swap_pages, mod_objcg_state,
+                          obj_cgroup_uncharge_pages, page_events)
+from ..slab import cache_vmstat_idx, discard_slabs
+from ...kernel import PAGE_SIZE
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                       PG_dirty, PG_mlocked, PG_swapbacked, PG_young, _chunk_pfns)
 
@@ -212,7 +216,6 @@ def reclaim_clean_episode(sys: System, sc) -> bool:
 def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool) -> None:
     """The effects of the episode's passes (see the module's docstring)."""
     from ..filemap import SHADOW  # late: the page cache builds on vmscan
-    from ...fs.buffer import free_buffer_heads  # late: fs builds on the page cache
     mem = sys.mem
     stats = sys.stats
     # isolate_lru_folios() of every batch: the list's tail, the list's size
@@ -243,9 +246,14 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     vmpr = vmpressure.memcg_to_vmpressure(sys, target)
     events, thresh = memcg.nr_page_events, memcg.thresh_target
     plist = pfns.tolist()
+    # The buffer heads of the batches so far wait likewise, for their slab to empty
+    # or for something to look at the stocks: see _free_buffers().
+    buffers: list = []
+    cache = sys.slab.caches.get("buffer_head")
     pos = 0
     for priority, batches in passes:
         if priority <= vmpressure.vmpressure_level_critical_prio:
+            _free_buffers(sys, memcg, buffers, cpu)
             pending = _count_freed(sys, memcg, pending)
             vmpressure.vmpressure_prio(sys, target, priority)
         for n in batches:
@@ -254,15 +262,20 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
             if has is not None:
                 with_buffers = n if every else int(np.count_nonzero(has[pos:pos + n]))
                 if with_buffers:
-                    free_buffer_heads(sys, memcg, with_buffers, cpu)
+                    buffers.append(with_buffers)
+                    # a slab these frees empty goes onto the free stack before the batch
+                    if not defer or _empties_slab(cache, buffers):
+                        _free_buffers(sys, memcg, buffers, cpu)
             pending += n
             val = events[cpu] + n
             if val - thresh[cpu] >= 0 or not defer:  # page_events() checks the events
+                _free_buffers(sys, memcg, buffers, cpu)
                 pending = _count_freed(sys, memcg, pending)
                 page_events(sys, memcg, n, cpu)
             else:
                 events[cpu] = val
             if memcg.under_oom:
+                _free_buffers(sys, memcg, buffers, cpu)
                 pending = _count_freed(sys, memcg, pending)
                 memcontrol_v1.memcg1_oom_recover(sys, memcg)
             if not defer:
@@ -272,11 +285,13 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
             pos += n
         scanned = sum(batches)
         if vmpr.tree_scanned + scanned >= vmpressure.vmpressure_win:
+            _free_buffers(sys, memcg, buffers, cpu)
             pending = _count_freed(sys, memcg, pending)
             vmpressure.vmpressure(sys, target, True, scanned, scanned)
         elif scanned:
             vmpr.tree_scanned += scanned
             vmpr.tree_reclaimed += scanned
+    _free_buffers(sys, memcg, buffers, cpu)
     _count_freed(sys, memcg, pending)
     # mem_cgroup_iter_partial(): the last pass's walk stopped at the group if it
     # reached the goal, else went on to the end of the subtree
@@ -292,3 +307,50 @@ def _count_freed(sys: System, memcg, n: int) -> int:
         memcg.memory.uncharge(n)
         memcg.memsw.uncharge(n)
     return 0
+
+
+def _empties_slab(cache, buffers: list) -> bool:
+    """Would freeing the buffer heads of these pages leave a slab of the cache empty
+    (discard_slabs)?"""
+    if cache is None:
+        return True
+    objects = cache.nr_objects - sum(buffers) * BH_PER_PAGE
+    return cache.nr_pfns > -(-objects // cache.objs_per_slab) * cache.pages_per_slab
+
+
+def _free_buffers(sys: System, memcg, buffers: list, cpu: int) -> None:
+    """free_buffer_heads() of each batch's pages with buffers in `buffers`, one after the
+    other, at once (and the list emptied): the slab statistic and the objects in one
+    sum, and the per-CPU object stock's bytes batch by batch in integers, with its
+    pages going back (obj_cgroup_uncharge_pages) when and as they did.  Only the last
+    of them may empty a slab, and the objcg must be the stock's (else one by one)."""
+    if not buffers:
+        return
+    objcg = memcg.orig_objcg
+    stock = sys.obj_stock[cpu]
+    count = sum(buffers) * BH_PER_PAGE
+    if len(buffers) == 1 or objcg is None or stock.cached_objcg is not objcg or \
+            memcg.buffer_heads < count:
+        for n in buffers:
+            free_buffer_heads(sys, memcg, n, cpu)
+        buffers.clear()
+        return
+    # fs/buffer.c: free_buffer_head() -> kmem_cache_free() -> memcg_slab_free_hook():
+    # mod_objcg_state() and obj_cgroup_uncharge() -> refill_obj_stock(allow_uncharge)
+    cache = sys.slab.caches["buffer_head"]
+    per = cache.object_size + OBJCG_POINTER_SIZE
+    memcg.buffer_heads -= count
+    cache.nr_objects -= count
+    mod_objcg_state(sys, objcg, cache_vmstat_idx("buffer_head"), -count * per)
+    objcg.nr_live_bytes -= count * per
+    nr_bytes = stock.nr_bytes
+    for n in buffers:
+        nr_bytes += n * BH_PER_PAGE * per
+        if nr_bytes > PAGE_SIZE:
+            nr_pages = nr_bytes >> PAGE_SHIFT
+            nr_bytes &= PAGE_SIZE - 1
+            stock.nr_bytes = nr_bytes
+            obj_cgroup_uncharge_pages(sys, objcg, nr_pages, cpu)
+    stock.nr_bytes = nr_bytes
+    buffers.clear()
+    discard_slabs(sys, cache)
