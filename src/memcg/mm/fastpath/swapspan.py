@@ -41,11 +41,13 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_ANON_MAPPED, NR_LRU_
                           SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET, KmemPages,
                           hierarchy_margin, mem_cgroup_get_nr_swap_pages)
 from ..memory import FAULT_BATCH, own_ptes, pgtables_accounted
-from ..mmzone import LRU_INACTIVE_ANON, PG_swapbacked, PG_young
+from ..mmzone import LRU_INACTIVE_ANON, PG_referenced, PG_swapbacked, PG_young
 from ..page_counter import PAGE_COUNTER_MAX
 from ..vmscan import SWAP_CLUSTER_MAX
 from .fault import FAULT_SPAN_PAGES
-from .swapout import _CLASS_MASK, _episode_setup, _peek, _plan_passes
+from .shmem import _plan_rotation
+from .swapout import _CLASS_MASK, _CLEAR, _episode_setup, _peek, _plan_passes
+from .swaprotate import _KEEP, _KEEP_MASK
 
 if TYPE_CHECKING:
     from ...system import System
@@ -122,8 +124,14 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
         return None
     # the episodes evict the list's oldest pages while they are evictable, and only
     # pages from before the span
-    reach = evictable_prefix(sys, lst, min(size0, 2 * most + 4 * MEMCG_CHARGE_BATCH))
-    if not reach:
+    look = min(size0, 2 * most + 4 * MEMCG_CHARGE_BATCH)
+    reach = evictable_prefix(sys, lst, look)
+    # The pages from `reach` on freshly faulted ones (young ptes, no referenced flag):
+    # the first step's episode that meets them keeps them all (FOLIOREF_KEEP, one more
+    # trip around the list) and evicts what it meets again (shmem._plan_rotation);
+    # after it, every page from before the span is evictable.
+    rotatable = reach < look and young_rest(sys, lst, reach)
+    if not reach and not rotatable:
         return None
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
     # the episodes evict only pages from before the span, and leave swap a slot
@@ -148,6 +156,7 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     charges = 0  # one-page charges of the steps planned
     nr_eps = 0
     last = 0  # the pages of the last episode
+    rotated = 0  # the young pages the rotation kept
     ptes = 0
     faulted = vma.nr_faulted
     first_ptes = len(vma.ptes)
@@ -180,8 +189,41 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
                 # the episode evicts what it scans, pages from before the span; its
                 # margin takes the charges to one-page charges (no batch fits)
                 if not shape or at - shape[0] < floor:
-                    ok = False
-                    break
+                    old = reach - (size0 - at)  # the old pages left (step 0: evicted 0)
+                    if not rotatable or j or rotated or (shape and shape[0] <= old):
+                        ok = False
+                        break
+                    rotation = _plan_rotation(memcg, setup, at, old)
+                    if rotation is None:
+                        ok = False
+                        break
+                    total, batches, wins, rotated = rotation
+                    if not total or total >= counter.max or total - 1 >= MEMCG_CHARGE_BATCH \
+                            or size0 - at + total > swap_free - 1:
+                        ok = False
+                        break
+                    reach = size0  # the kept pages are the list now, evictable
+                    ev_max = min(reach, swap_free - 1)
+                    floor = size0 - ev_max
+                    at -= total
+                    nr_eps += 1
+                    last = total
+                    m = total - 1
+                    left -= 1
+                    for b in batches:  # page_events() of each evicting batch's uncharge
+                        to_thresh -= b
+                        to_soft -= b
+                        if to_thresh <= 0:
+                            to_thresh = THRESHOLDS_EVENTS_TARGET
+                            if to_soft <= 0:
+                                to_soft = SOFTLIMIT_EVENTS_TARGET
+                    for sc, rc in wins:  # vmpressure_prio(), vmpressure() per pass
+                        scanned += sc
+                        reclaimed += rc
+                        if scanned >= win:
+                            windows.append((scanned, reclaimed))
+                            scanned = reclaimed = 0
+                    continue
                 total, batches, passes, quiet = shape
                 at -= total
                 nr_eps += 1
@@ -247,6 +289,7 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     span.events = (val, val + to_thresh, val + to_soft)
     span.windows = windows
     span.pressure = (scanned, reclaimed)
+    span.rotated = rotated
     return span
 
 
@@ -255,10 +298,26 @@ class SwapSpan:
     charges' episodes and its pages' episodes evict; the span's page-table pages,
     one-page charges, pages evicted, episodes and the last one's pages; the ratelimit's
     counter and targets after it, the pressure windows it fills in order and the
-    window's counts after it."""
+    window's counts after it; the young pages its first episode kept (0: none)."""
 
     __slots__ = ("steps", "ptes", "charges", "evicted", "accounted", "episodes",
-                 "last_total", "events", "windows", "pressure")
+                 "last_total", "events", "windows", "pressure", "rotated")
+
+
+def young_rest(sys: System, lst, reach: int) -> bool:
+    """Are the pages of a list without stale entries from `reach` on freshly faulted
+    ones (swap-backed, clean, not mlocked, young, not referenced), and every page of the
+    list of order 0 and of one anonymous mapping that no fork shares?"""
+    pfns = _peek(lst, lst.nr)
+    mem = sys.mem
+    mapping = mem.mapping[pfns]
+    owner = sys.mappings[int(mapping[0])]
+    if getattr(owner, "kind", None) != "anon" or owner.anon_vma_tree is not None:
+        return False
+    if (mapping != mapping[0]).any() or (mem.large and mem.order[pfns].any()):
+        return False
+    rest = mem.flags[pfns[reach:]]
+    return bool(((rest & _KEEP_MASK) == _KEEP).all())
 
 
 def evictable_prefix(sys: System, lst, n: int) -> int:
@@ -373,6 +432,18 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
         mem._clear(victims)
     else:
         victims = np.empty(0, np.int32)
+    if span.rotated:
+        # The first step's episode kept every young page (folio_check_references: the
+        # young bits cleared, the referenced flag set) and put it back at the head in
+        # list order; the span's later episodes evicted the first of them again.  The
+        # rest are the list now, stamped as they were put back.
+        stats.mod(memcg.id, PGSCAN, span.rotated)
+        rest = lst.isolate(mem, lst.nr)
+        mem.flags[rest] = (mem.flags[rest] & _CLEAR) | PG_referenced
+        again = span.rotated - len(rest)  # kept, then evicted: their frames keep the stamp
+        base = mem.next_seq(again)
+        mem.seq[victims[evicted - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
+        lst.add(mem, rest)
     # --- the frames: each step pops the free stack after the frees before it.  The
     # pops are cut into pieces: the top of a pushed slice of victims (popped in
     # reverse), or frames of the stack from before the span (taken as they are popped).
