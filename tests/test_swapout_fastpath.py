@@ -108,7 +108,7 @@ def _count_span_episodes(monkeypatch, count):
     real_shmem = shmem._apply_span
 
     def counting_span(sys, task, memcg, vma, flags, span):
-        count[0] += sum(len(a) + len(b) for a, b in span[0])
+        count[0] += span.episodes
         return real_span(sys, task, memcg, vma, flags, span)
 
     def counting_shmem(sys, task, obj, start, plan):
@@ -143,7 +143,7 @@ def spans(monkeypatch):
     real = swapspan.swap_span
 
     def counting(sys, task, memcg, vma, flags, span):
-        count[0] += len(span[0])
+        count[0] += len(span.steps)
         count[1] += 1
         return real(sys, task, memcg, vma, flags, span)
     monkeypatch.setattr(swapspan, "swap_span", counting)
@@ -152,7 +152,8 @@ def spans(monkeypatch):
 
 @pytest.fixture
 def rotations(monkeypatch):
-    """Counts the episodes fastpath.swaprotate took at once, and the pages they kept."""
+    """Counts the episodes fastpath.swaprotate took at once and those the fault spans of
+    fastpath.swapspan began with, and the pages they kept."""
     count = [0, 0]
     real = swaprotate.rotate
 
@@ -161,6 +162,27 @@ def rotations(monkeypatch):
         count[1] += int(plan[1].sum())
         return real(sys, sc, plan)
     monkeypatch.setattr(swaprotate, "rotate", counting)
+    real_span = swapspan.swap_span
+
+    def counting_span(sys, task, memcg, vma, flags, span):
+        count[0] += span.rotated > 0
+        count[1] += span.rotated
+        return real_span(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting_span)
+    return count
+
+
+@pytest.fixture
+def span_rotations(monkeypatch):
+    """Counts the fault spans of fastpath.swapspan whose first episode kept the young
+    rest of the list."""
+    count = [0]
+    real = swapspan.swap_span
+
+    def counting(sys, task, memcg, vma, flags, span):
+        count[0] += span.rotated > 0
+        return real(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting)
     return count
 
 
@@ -194,8 +216,9 @@ def shm_spans(monkeypatch):
 
 @pytest.fixture
 def kept(monkeypatch):
-    """Counts the pages of the runs of keeping batches fastpath.swapout took at once, and
-    those kept by the episodes fastpath.swaprotate took at once."""
+    """Counts the pages of the runs of keeping batches fastpath.swapout took at once,
+    those kept by the episodes fastpath.swaprotate took at once, and those kept by the
+    first episodes of fastpath.shmem's and fastpath.swapspan's spans."""
     count = [0]
     real_rotate = swaprotate.rotate
 
@@ -203,6 +226,18 @@ def kept(monkeypatch):
         count[0] += int(plan[1].sum())
         return real_rotate(sys, sc, plan)
     monkeypatch.setattr(swaprotate, "rotate", counting_rotate)
+    real_shmem = shmem._apply_span
+
+    def counting_shmem(sys, task, obj, start, plan):
+        count[0] += plan.rotated
+        real_shmem(sys, task, obj, start, plan)
+    monkeypatch.setattr(shmem, "_apply_span", counting_shmem)
+    real_span = swapspan.swap_span
+
+    def counting_span(sys, task, memcg, vma, flags, span):
+        count[0] += span.rotated
+        return real_span(sys, task, memcg, vma, flags, span)
+    monkeypatch.setattr(swapspan, "swap_span", counting_span)
     real = swapout.keep_batches
 
     def counting(*args):
@@ -274,9 +309,12 @@ def test_shared_anon_swaps_out_the_same_both_ways(semantics, monkeypatch):
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 @pytest.mark.parametrize("kind", ["anon", "shm"])
-def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken, episodes):
+def test_swap_stream_same_both_ways(kind, semantics, monkeypatch, taken, episodes,
+                                   shm_rotations, span_rotations):
     run_both(_swap_workload([(kind, 0, 40 * 256)], semantics=semantics), monkeypatch)
-    assert taken[0] > 0 and episodes[0] > 100  # single batches and whole episodes
+    # single batches or the episodes that keep the young list, and whole episodes
+    assert (taken[0] > 0 or shm_rotations[0] > 0 or span_rotations[0] > 0) \
+        and episodes[0] > 100
 
 
 def test_memsw_listener_same_both_ways(monkeypatch, taken):
@@ -693,6 +731,20 @@ def test_swap_spans_same_both_ways(limit, pages, semantics, monkeypatch, spans):
 
 
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
+@pytest.mark.parametrize("limit,pages,listener", [("8M", 64 * 256, None),
+                                                  ("16M", 96 * 256 + 77, "low"),
+                                                  ("8M", 64 * 256, "critical")])
+def test_swap_span_rotations_same_both_ways(limit, pages, listener, semantics, monkeypatch,
+                                            spans, span_rotations):
+    """Spans whose first step's episode meets the freshly faulted rest of the list:
+    it keeps every young page and evicts what it meets again, and the span goes on
+    evicting the kept pages (their stamps and flags as the rotation left them)."""
+    run_both(_swap_workload([("anon", 0, pages)], limit=limit, listener=listener,
+                            semantics=semantics), monkeypatch)
+    assert span_rotations[0] >= 2 and spans[0] > 100
+
+
+@pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 def test_swap_spans_listener_memsw_same_both_ways(semantics, monkeypatch, spans):
     """A pressure listener nobody reads and a memsw limit (6e): the windows' signals
     counted in their order inside the spans, the memsw watermark of the last batch."""
@@ -777,13 +829,16 @@ _SPAN_OPS = st.lists(st.tuples(st.sampled_from(["anon", "anon", "anon", "shm", "
 @example(ops=[("anon", 0, 24 * 256), ("anon", 1, 12 * 256)], limit_kb=3000, swap_mb=64,
          memsw_extra_kb=20000, listener="critical", swappiness=None, semantics="6.18")
 def test_hypothesis_swap_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener, swappiness,
-                               semantics, monkeypatch, spans, rotations):
+                               semantics, monkeypatch, spans, rotations, span_rotations):
     """Random anon-heavy workloads through a leaf group's limit, where spans of fault
-    steps and rotations are taken at once, give identical traces both ways."""
+    steps and rotations (alone or as a span's first episode) are taken at once, give
+    identical traces both ways."""
     spans[:] = [0, 0]  # the fixtures count across examples: this one's alone
     rotations[:] = [0, 0]
+    span_rotations[:] = [0]
     memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
     run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
                             listener=listener, swappiness=swappiness, semantics=semantics),
              monkeypatch)
     event(f"spans taken: {spans[0] > 0}, rotations taken: {rotations[0] > 0}")
+    event(f"spans begun with a rotation: {span_rotations[0] > 0}")

@@ -184,28 +184,36 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     setup = swapout._episode_setup(sys, memcg) if lst.nr else None
     if setup is not None:
         look = min(lst.nr, k_max * (FILEMAP_BATCH + 1) + MEMCG_CHARGE_BATCH)
-        peek = swapout._peek(lst, look)
-        mapping_id = int(mem.mapping[peek[0]])
-        mapping = sys.mappings.get(mapping_id)
-        if isinstance(mapping, ShmemObject):
-            flags = mem.flags[peek]
-            bad = (mem.mapping[peek] != mapping_id)
-            if mem.large:
-                bad |= mem.order[peek] != 0
-            if mapping is obj:
-                # their offsets are mapped by this task already (shmem_rss counts them)
-                bad |= mem.index[peek] >= extent0
-            young = (flags & _EVICT_MASK) != PG_swapbacked
-            first_bad = np.flatnonzero(bad | young)
-            reach = int(first_bad[0]) if len(first_bad) else look
-            if reach < look and look == lst.nr and margin0 < FILEMAP_BATCH:
-                # The list's pages from `reach` on are freshly faulted (young ptes, no
-                # referenced flag): an episode of the first step that meets them keeps
-                # them all (FOLIOREF_KEEP, one more trip around the list) and evicts
-                # what it meets again (_plan_rotation).
-                rest = flags[reach:]
-                rotatable = not bad[reach:].any() and \
-                    ((rest & (_EVICT_MASK | PG_referenced)) == _FAULT_FLAGS & _EVICT_MASK).all()
+        while True:
+            peek = swapout._peek(lst, look)
+            mapping_id = int(mem.mapping[peek[0]])
+            mapping = sys.mappings.get(mapping_id)
+            if isinstance(mapping, ShmemObject):
+                flags = mem.flags[peek]
+                bad = (mem.mapping[peek] != mapping_id)
+                if mem.large:
+                    bad |= mem.order[peek] != 0
+                if mapping is obj:
+                    # their offsets are mapped by this task already (shmem_rss counts them)
+                    bad |= mem.index[peek] >= extent0
+                young = (flags & _EVICT_MASK) != PG_swapbacked
+                first_bad = np.flatnonzero(bad | young)
+                reach = int(first_bad[0]) if len(first_bad) else look
+                if reach < look and look == lst.nr and margin0 < FILEMAP_BATCH:
+                    # The list's pages from `reach` on are freshly faulted (young ptes, no
+                    # referenced flag): an episode of the first step that meets them keeps
+                    # them all (FOLIOREF_KEEP, one more trip around the list) and evicts
+                    # what it meets again (_plan_rotation).
+                    rest = flags[reach:]
+                    rotatable = not bad[reach:].any() and \
+                        ((rest & (_EVICT_MASK | PG_referenced)) == _FAULT_FLAGS & _EVICT_MASK).all()
+            if reach < look < lst.nr and margin0 < FILEMAP_BATCH and \
+                    isinstance(mapping, ShmemObject):
+                # a short span that meets pages it cannot evict: if they are the
+                # young rest of the list, its first step turns them around too
+                look = lst.nr
+                continue
+            break
         plans = _episode_plans(memcg, setup)
 
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)

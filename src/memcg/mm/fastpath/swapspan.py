@@ -41,11 +41,13 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_ANON_MAPPED, NR_LRU_
                           SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET, KmemPages,
                           hierarchy_margin, mem_cgroup_get_nr_swap_pages)
 from ..memory import FAULT_BATCH, own_ptes, pgtables_accounted
-from ..mmzone import LRU_INACTIVE_ANON, PG_swapbacked, PG_young
+from ..mmzone import LRU_INACTIVE_ANON, PG_referenced, PG_swapbacked, PG_young
 from ..page_counter import PAGE_COUNTER_MAX
 from ..vmscan import SWAP_CLUSTER_MAX
 from .fault import FAULT_SPAN_PAGES
-from .swapout import _CLASS_MASK, _episode_setup, _peek, _plan_passes, _plans
+from .shmem import _plan_rotation
+from .swapout import _CLASS_MASK, _CLEAR, _episode_setup, _peek, _plan_passes
+from .swaprotate import _KEEP, _KEEP_MASK
 
 if TYPE_CHECKING:
     from ...system import System
@@ -66,8 +68,8 @@ def take_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flag
 
 
 def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru: int):
-    """The span's steps [(page-table charges' episodes, the pages' episodes)], its
-    page-table pages and its charges, or None when fewer than two steps can be taken."""
+    """The span of steps that can be taken at once (a SwapSpan), or None when fewer
+    than two steps can be."""
     if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or task.oom_victim
             or task.memcg_high_penalty or task.memcg_nr_pages_over_high
             or sys.cpu != task.cpu or sys.dying or sys.active_memcg is not None
@@ -122,32 +124,58 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
         return None
     # the episodes evict the list's oldest pages while they are evictable, and only
     # pages from before the span
-    reach = evictable_prefix(sys, lst, min(size0, 2 * most + 4 * MEMCG_CHARGE_BATCH))
-    if not reach:
+    look = min(size0, 2 * most + 4 * MEMCG_CHARGE_BATCH)
+    reach = evictable_prefix(sys, lst, look)
+    # The pages from `reach` on freshly faulted ones (young ptes, no referenced flag):
+    # the first step's episode that meets them keeps them all (FOLIOREF_KEEP, one more
+    # trip around the list) and evicts what it meets again (shmem._plan_rotation);
+    # after it, every page from before the span is evictable.
+    rotatable = reach < look and young_rest(sys, lst, reach)
+    if not reach and not rotatable:
         return None
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
-    limit = counter.max  # the usage at every episode
-    nr_to_reclaim = SWAP_CLUSTER_MAX  # try_to_free_mem_cgroup_pages() of one page
-    steps = []
+    # the episodes evict only pages from before the span, and leave swap a slot
+    ev_max = min(reach, swap_free - 1)
+    cpu = task.cpu
+    # The state after the steps planned so far: the ratelimit's counter as the pages
+    # to go to each target (page_events() of each episode's uncharged batches, then of
+    # the step's commit: the counter itself is the span's evicted and faulted pages
+    # more), the pressure window and the windows that fill (vmpressure_prio(),
+    # vmpressure() per pass); a step that cannot be taken puts back what it changed.
+    vmpr = sys._vmpressure.get(memcg.id)
+    scanned, reclaimed = (vmpr.tree_scanned, vmpr.tree_reclaimed) if vmpr is not None \
+        else (0, 0)
+    val0 = memcg.nr_page_events[cpu]
+    to_thresh = memcg.thresh_target[cpu] - val0
+    to_soft = memcg.softlimit_target[cpu] - val0
+    win = vmpressure.vmpressure_win
+    critical = vmpressure.vmpressure_level_critical_prio
+    windows = []  # (scanned, reclaimed) of each window that fills, in order
+    steps = []  # per step: the pages evicted for its page-table charges, for its pages
     evicted = 0  # pages evicted by the steps planned
     charges = 0  # one-page charges of the steps planned
+    nr_eps = 0
+    last = 0  # the pages of the last episode
+    rotated = 0  # the young pages the rotation kept
     ptes = 0
     faulted = vma.nr_faulted
     first_ptes = len(vma.ptes)
-    plans = {}  # the episodes' plans by list size: the setup stays as it is in the span
-    file, deactivate_file, counts = setup
-    key = (nr_to_reclaim, file, deactivate_file, tuple(counts), memcg.swappiness, memcg.online)
+    # the episodes' shapes by list size, those the span can take (false: not)
+    plans = _span_shapes(memcg, setup, counter.max)
     for j in range(k):
         # pte_alloc(): the page-table pages this step's faults reach, then its pages
         p = max(0, own_ptes(vma, faulted + FAULT_BATCH) - first_ptes - ptes)
         size = size0 + j * FAULT_BATCH - evicted
+        at = size  # the list at the next episode
+        floor = size - (ev_max - evicted)  # the list below which the step cannot go
         m = margin
-        ev = evicted
-        pte_eps = []
-        page_eps = []
+        saved = (to_thresh, to_soft, scanned, reclaimed, nr_eps, last)
+        n_windows = len(windows)
+        step = []
         ok = True
-        for want, eps in ((p if accounted else 0, pte_eps), (FAULT_BATCH, page_eps)):
+        for want in (p if accounted else 0, FAULT_BATCH):
             left = want
+            at_before = at
             while left:
                 if m:  # _charge_singles() of as many as the margin takes
                     if m >= left:
@@ -155,40 +183,141 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
                         break
                     left -= m
                     m = 0
-                at = size - (ev - evicted)
-                plan = plans.get(at, False)
-                if plan is False:
-                    plan = _plans.get((at, *key), False)  # swapout._plan_passes' key
-                    if plan is False:
-                        plan = _plan_passes(memcg, setup, at, nr_to_reclaim)
-                    plans[at] = plan
-                if plan is None:
-                    ok = False
-                    break
-                total = plan[1]
+                shape = plans.get(at)
+                if shape is None:
+                    shape = plans[at] = _span_shape(memcg, setup, at, counter.max)
                 # the episode evicts what it scans, pages from before the span; its
                 # margin takes the charges to one-page charges (no batch fits)
-                if not total or total >= limit or total >= swap_free - ev \
-                        or total - 1 >= MEMCG_CHARGE_BATCH or ev + total > reach:
-                    ok = False
-                    break
-                eps.append(plan)
-                ev += total
+                if not shape or at - shape[0] < floor:
+                    old = reach - (size0 - at)  # the old pages left (step 0: evicted 0)
+                    if not rotatable or j or rotated or (shape and shape[0] <= old):
+                        ok = False
+                        break
+                    rotation = _plan_rotation(memcg, setup, at, old)
+                    if rotation is None:
+                        ok = False
+                        break
+                    total, batches, wins, rotated = rotation
+                    if not total or total >= counter.max or total - 1 >= MEMCG_CHARGE_BATCH \
+                            or size0 - at + total > swap_free - 1:
+                        ok = False
+                        break
+                    reach = size0  # the kept pages are the list now, evictable
+                    ev_max = min(reach, swap_free - 1)
+                    floor = size0 - ev_max
+                    at -= total
+                    nr_eps += 1
+                    last = total
+                    m = total - 1
+                    left -= 1
+                    for b in batches:  # page_events() of each evicting batch's uncharge
+                        to_thresh -= b
+                        to_soft -= b
+                        if to_thresh <= 0:
+                            to_thresh = THRESHOLDS_EVENTS_TARGET
+                            if to_soft <= 0:
+                                to_soft = SOFTLIMIT_EVENTS_TARGET
+                    for sc, rc in wins:  # vmpressure_prio(), vmpressure() per pass
+                        scanned += sc
+                        reclaimed += rc
+                        if scanned >= win:
+                            windows.append((scanned, reclaimed))
+                            scanned = reclaimed = 0
+                    continue
+                total, batches, passes, quiet = shape
+                at -= total
+                nr_eps += 1
+                last = total
                 m = total - 1  # the page charged after the episode
                 left -= 1
+                if total < to_thresh:
+                    to_thresh -= total  # no batch's uncharge reaches an event check
+                    to_soft -= total
+                else:
+                    for b in batches:  # page_events() of each batch's uncharge
+                        to_thresh -= b
+                        to_soft -= b
+                        if to_thresh <= 0:
+                            to_thresh = THRESHOLDS_EVENTS_TARGET
+                            if to_soft <= 0:
+                                to_soft = SOFTLIMIT_EVENTS_TARGET
+                if quiet and scanned + total < win:
+                    scanned += total  # no pass fills the window
+                    reclaimed += total
+                    continue
+                for prio, s in passes:
+                    if prio <= critical:  # vmpressure_prio(): a window of its own
+                        scanned += win
+                        windows.append((scanned, reclaimed))
+                        scanned = reclaimed = 0
+                    if s:
+                        scanned += s
+                        reclaimed += s
+                        if scanned >= win:
+                            windows.append((scanned, reclaimed))
+                            scanned = reclaimed = 0
             if not ok:
                 break
+            step.append(at_before - at)
         if not ok:
+            to_thresh, to_soft, scanned, reclaimed, nr_eps, last = saved
+            del windows[n_windows:]
             break
-        steps.append((pte_eps, page_eps))
+        to_thresh -= FAULT_BATCH  # commit_charge() of the step's pages
+        to_soft -= FAULT_BATCH
+        if to_thresh <= 0:
+            to_thresh = THRESHOLDS_EVENTS_TARGET
+            if to_soft <= 0:
+                to_soft = SOFTLIMIT_EVENTS_TARGET
+        steps.append(step)
         margin = m
-        evicted = ev
+        evicted += size - at
         charges += FAULT_BATCH + (p if accounted else 0)
         ptes += p
         faulted += FAULT_BATCH
     if len(steps) < 2:
         return None
-    return steps, ptes, charges, evicted, accounted
+    val = val0 + evicted + len(steps) * FAULT_BATCH
+    span = SwapSpan()
+    span.steps = steps
+    span.ptes = ptes
+    span.charges = charges
+    span.evicted = evicted
+    span.accounted = accounted
+    span.episodes = nr_eps
+    span.last_total = last
+    span.events = (val, val + to_thresh, val + to_soft)
+    span.windows = windows
+    span.pressure = (scanned, reclaimed)
+    span.rotated = rotated
+    return span
+
+
+class SwapSpan:
+    """A span planned in integers (plan_swap_span): per step the pages its page-table
+    charges' episodes and its pages' episodes evict; the span's page-table pages,
+    one-page charges, pages evicted, episodes and the last one's pages; the ratelimit's
+    counter and targets after it, the pressure windows it fills in order and the
+    window's counts after it; the young pages its first episode kept (0: none)."""
+
+    __slots__ = ("steps", "ptes", "charges", "evicted", "accounted", "episodes",
+                 "last_total", "events", "windows", "pressure", "rotated")
+
+
+def young_rest(sys: System, lst, reach: int) -> bool:
+    """Are the pages of a list without stale entries from `reach` on freshly faulted
+    ones (swap-backed, clean, not mlocked, young, not referenced), and every page of the
+    list of order 0 and of one anonymous mapping that no fork shares?"""
+    pfns = _peek(lst, lst.nr)
+    mem = sys.mem
+    mapping = mem.mapping[pfns]
+    owner = sys.mappings[int(mapping[0])]
+    if getattr(owner, "kind", None) != "anon" or owner.anon_vma_tree is not None:
+        return False
+    if (mapping != mapping[0]).any() or (mem.large and mem.order[pfns].any()):
+        return False
+    rest = mem.flags[pfns[reach:]]
+    return bool(((rest & _KEEP_MASK) == _KEEP).all())
 
 
 def evictable_prefix(sys: System, lst, n: int) -> int:
@@ -213,32 +342,46 @@ def evictable_prefix(sys: System, lst, n: int) -> int:
     return int(hit[0]) if len(hit) else n
 
 
-# The shapes of the episodes planned, by plan: a span sees the same few over and over.
+# The shapes of the episodes planned, by list size and what else swapout._plan_passes
+# depends on: a group swapping through its limit meets the same list sizes again.
 _shapes: dict = {}
-_SHAPES_KEPT = 4096
+_SHAPES_KEPT = 64
 
 
-def _episode_shape(plan):
-    """An episode's pages, its batches in order, its passes' (priority, pages) and
-    whether every pass is above the critical priority (vmpressure_prio does nothing)."""
-    shape = _shapes.get(plan)
-    if shape is None:
+def _span_shapes(memcg: MemCgroup, setup, limit: int) -> dict:
+    """The episodes' shapes (_span_shape) for memcg's reclaim setup and limit, by size."""
+    key = (setup[0], setup[1], tuple(setup[2]), memcg.swappiness, memcg.online, limit)
+    shapes = _shapes.get(key)
+    if shapes is None or len(shapes) >= 4096:
         if len(_shapes) >= _SHAPES_KEPT:
             _shapes.clear()
-        passes, total = plan
-        batches = tuple(b for _, prio_batches in passes for b in prio_batches)
-        shape = _shapes[plan] = (
-            total, batches, tuple((prio, sum(b)) for prio, b in passes),
+        shapes = _shapes[key] = {}
+    return shapes
+
+
+def _span_shape(memcg: MemCgroup, setup, size: int, limit: int):
+    """The episode over a list of `size` pages (swapout._plan_passes) as a span takes it:
+    its pages, its batches in order, its passes' (priority, pages) and whether every
+    pass is above the critical priority (vmpressure_prio does nothing); False when a
+    span cannot take it (a shrinker would scan, nothing or the whole limit would be
+    reclaimed, or a charge batch would fit in the margin it leaves)."""
+    plan = _plan_passes(memcg, setup, size, SWAP_CLUSTER_MAX)
+    if plan is None:
+        return False
+    passes, total = plan
+    if not total or total >= limit or total - 1 >= MEMCG_CHARGE_BATCH:
+        return False
+    return (total, tuple(b for _, prio_batches in passes for b in prio_batches),
+            tuple((prio, sum(b)) for prio, b in passes),
             all(prio > vmpressure.vmpressure_level_critical_prio for prio, _ in passes))
-    return shape
 
 
-def _push_slices(segs: list, eps, pos: int) -> int:
-    """The frames of episodes eps pushed: the next slices of victims from pos on, one
-    with the top slice when nothing was popped from it since; the end of them."""
-    if not eps:
+def _push_slices(segs: list, nr: int, pos: int) -> int:
+    """The frames of nr pages evicted pushed: the next slice of victims from pos on, one
+    with the top slice when nothing was popped from it since; the end of it."""
+    if not nr:
         return pos
-    end = pos + sum(total for _, total in eps)
+    end = pos + nr
     if segs and segs[-1][1] == pos:
         segs[-1][1] = end
     else:
@@ -263,7 +406,8 @@ def _popped(victims: np.ndarray, older: list, tops: list, n: int) -> np.ndarray:
 def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: int,
               span) -> None:
     """Take the planned span of steps at once (plan_swap_span)."""
-    steps, ptes, charges, evicted, accounted = span
+    steps, ptes, charges, evicted, accounted = (span.steps, span.ptes, span.charges,
+                                                span.evicted, span.accounted)
     mem = sys.mem
     cpu = task.cpu
     lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
@@ -288,6 +432,18 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
         mem._clear(victims)
     else:
         victims = np.empty(0, np.int32)
+    if span.rotated:
+        # The first step's episode kept every young page (folio_check_references: the
+        # young bits cleared, the referenced flag set) and put it back at the head in
+        # list order; the span's later episodes evicted the first of them again.  The
+        # rest are the list now, stamped as they were put back.
+        stats.mod(memcg.id, PGSCAN, span.rotated)
+        rest = lst.isolate(mem, lst.nr)
+        mem.flags[rest] = (mem.flags[rest] & _CLEAR) | PG_referenced
+        again = span.rotated - len(rest)  # kept, then evicted: their frames keep the stamp
+        base = mem.next_seq(again)
+        mem.seq[victims[evicted - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
+        lst.add(mem, rest)
     # --- the frames: each step pops the free stack after the frees before it.  The
     # pops are cut into pieces: the top of a pushed slice of victims (popped in
     # reverse), or frames of the stack from before the span (taken as they are popped).
@@ -296,8 +452,8 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
     older = []  # frames popped from the stack from before the span, in order
     nr_older = 0
     pos = 0
-    for pte_eps, page_eps in steps:
-        pos = _push_slices(segs, pte_eps, pos)  # release_pages(): the episodes' frames
+    for pte_ev, page_ev in steps:
+        pos = _push_slices(segs, pte_ev, pos)  # release_pages(): the episodes' frames
         need = FAULT_BATCH  # alloc_pages() of the step's pages
         while need:
             if segs:
@@ -313,7 +469,7 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
                 tops.append((-1 - nr_older, take))
                 nr_older += take
             need -= take
-        pos = _push_slices(segs, page_eps, pos)
+        pos = _push_slices(segs, page_ev, pos)
     left = [victims[lo:hi] for lo, hi in segs if hi > lo]
     if left:
         back = np.concatenate(left) if len(left) > 1 else left[0]
@@ -348,7 +504,7 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
     # --- the charges: every one a one-page charge whose batch attempt passes every memsw
     # level (raising its watermark) and fails at the group; one more failure and a
     # MEMCG_MAX per episode
-    nr_eps = sum(len(a) + len(b) for a, b in steps)
+    nr_eps = span.episodes
     memsw_peak = charges - 1 + MEMCG_CHARGE_BATCH
     for c in memcg.memsw.ancestors():
         if c.usage + memsw_peak > c.watermark:
@@ -365,58 +521,26 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
         counter.failcnt += charges + nr_eps
     memcg.memory_events_local[MEMCG_MAX] += nr_eps  # memcg_memory_event(), v1: here only
     memcg.memory_events[MEMCG_MAX] += nr_eps
-    # --- in order: each episode's uncharged batches and passes, each step's commit
+    # --- the ratelimit as the steps left it; the pressure windows that filled, each
+    # computed and signalled in turn (vmpressure_work_fn)
+    memcg.nr_page_events[cpu], memcg.thresh_target[cpu], memcg.softlimit_target[cpu] = \
+        span.events
     vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
-    win = vmpressure.vmpressure_win
-    critical = vmpressure.vmpressure_level_critical_prio
-    val = memcg.nr_page_events[cpu]
-    thresh = memcg.thresh_target[cpu]
-    soft = memcg.softlimit_target[cpu]
-    scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
-    shapes = {}
-    last = None
-    for pte_eps, page_eps in steps:
-        for eps in (pte_eps, page_eps):
-            for plan in eps:
-                last = plan
-                shape = shapes.get(id(plan))
-                if shape is None:
-                    shape = shapes[id(plan)] = _episode_shape(plan)
-                total, batches, passes, quiet = shape
-                if val + total - thresh < 0:
-                    val += total  # no batch's uncharge reaches an event check
-                else:
-                    for b in batches:  # page_events() of each batch's uncharge
-                        val += b
-                        if val - thresh >= 0:
-                            thresh = val + THRESHOLDS_EVENTS_TARGET
-                            if val - soft >= 0:
-                                soft = val + SOFTLIMIT_EVENTS_TARGET
-                if quiet and scanned + total < win:
-                    scanned += total  # no pass fills the window
-                    reclaimed += total
-                    continue
-                for prio, s in passes:  # vmpressure_prio(), vmpressure() per pass
-                    if prio <= critical:
-                        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
-                        vmpressure.vmpressure_prio(sys, memcg, prio)
-                        scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
-                    if s:
-                        scanned += s
-                        reclaimed += s
-                        if scanned >= win:
-                            vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
-                            vmpressure.vmpressure_work_fn(sys, memcg)
-                            scanned, reclaimed = vmpr.tree_scanned, vmpr.tree_reclaimed
-        val += FAULT_BATCH  # commit_charge() of the step's pages
-        if val - thresh >= 0:
-            thresh = val + THRESHOLDS_EVENTS_TARGET
-            if val - soft >= 0:
-                soft = val + SOFTLIMIT_EVENTS_TARGET
-    vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
-    memcg.nr_page_events[cpu] = val
-    memcg.thresh_target[cpu] = thresh
-    memcg.softlimit_target[cpu] = soft
-    if last is not None:
+    quiet = False
+    for scanned, reclaimed in span.windows:
+        if quiet:
+            # vmpressure_work_fn() with no listener up the tree and no user-space
+            # shrinker: the level goes to the history, the shrinker debt is already
+            # dropped (mempressure.shrinker_request), nobody is signalled
+            level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
+            sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
+            continue
+        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+        vmpressure.vmpressure_work_fn(sys, memcg)
+        # the first window's walk made every ancestor's state: are there listeners?
+        quiet = not sys.user_shrinkers and not any(
+            sys._vmpressure[m.id].events for m in memcg.ancestors())
+    vmpr.tree_scanned, vmpr.tree_reclaimed = span.pressure
+    if nr_eps:
         # mem_cgroup_iter_partial(): the last walk, stopped at its goal, keeps its position
-        memcg.reclaim_iter = memcg if last[1] >= SWAP_CLUSTER_MAX else None
+        memcg.reclaim_iter = memcg if span.last_total >= SWAP_CLUSTER_MAX else None
