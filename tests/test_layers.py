@@ -62,3 +62,28 @@ def test_the_real_backend_imports_with_the_standard_library_alone(module):
     numpy_loaded, modules = out.split(" ", 1)
     assert numpy_loaded == "False", modules
     assert "memcg.mm" not in modules and "memcg.system" not in modules
+
+
+def _model_modules():
+    root = os.path.normpath(os.path.join(SRC, ".."))
+    out = []
+    for sub in ("mm", "fs", "net"):
+        for dirpath, _, names in os.walk(os.path.join(SRC, sub)):
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(dirpath, name[:-3]), root)
+                    out.append(rel.replace(os.sep, ".").removesuffix(".__init__"))
+    return sorted(out)
+
+
+def test_every_model_module_imports_first():
+    """Whichever model module a program imports first, its imports resolve (no cycle
+    that only an import order elsewhere hides): one fresh interpreter per module."""
+    env = dict(os.environ, PYTHONPATH=os.path.normpath(os.path.join(SRC, "..")))
+    failed = {}
+    for module in _model_modules():
+        r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                           text=True, env=env)
+        if r.returncode:
+            failed[module] = r.stderr.strip().splitlines()[-1]
+    assert failed == {}

@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # vmscan imports this module for its seam; each needs the other only inside functions
-from .. import memcontrol_v1, vmpressure, vmscan
-from ...fs.buffer import BH_PER_PAGE, free_buffer_heads
+from .. import memcontrol_v1, slab, vmpressure, vmscan
+from ...fs import buffer
 from ..memcontrol import (NR_FILE_PAGES, NR_LRU_BASE, OBJCG_POINTER_SIZE, PAGE_SHIFT, PGPGOUT,
                           PGSCAN, PGSTEAL, lruvec_page_state_lru, maybe_free_dying,
                           mem_cgroup_get_nr_swap_pages, mod_objcg_state,
                           obj_cgroup_uncharge_pages, page_events)
-from ..slab import cache_vmstat_idx, discard_slabs
 from ...kernel import PAGE_SIZE
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
                       PG_dirty, PG_mlocked, PG_swapbacked, PG_young, _chunk_pfns)
@@ -314,7 +313,7 @@ def _empties_slab(cache, buffers: list) -> bool:
     (discard_slabs)?"""
     if cache is None:
         return True
-    objects = cache.nr_objects - sum(buffers) * BH_PER_PAGE
+    objects = cache.nr_objects - sum(buffers) * buffer.BH_PER_PAGE
     return cache.nr_pfns > -(-objects // cache.objs_per_slab) * cache.pages_per_slab
 
 
@@ -328,11 +327,11 @@ def _free_buffers(sys: System, memcg, buffers: list, cpu: int) -> None:
         return
     objcg = memcg.orig_objcg
     stock = sys.obj_stock[cpu]
-    count = sum(buffers) * BH_PER_PAGE
+    count = sum(buffers) * buffer.BH_PER_PAGE
     if len(buffers) == 1 or objcg is None or stock.cached_objcg is not objcg or \
             memcg.buffer_heads < count:
         for n in buffers:
-            free_buffer_heads(sys, memcg, n, cpu)
+            buffer.free_buffer_heads(sys, memcg, n, cpu)
         buffers.clear()
         return
     # fs/buffer.c: free_buffer_head() -> kmem_cache_free() -> memcg_slab_free_hook():
@@ -341,11 +340,11 @@ def _free_buffers(sys: System, memcg, buffers: list, cpu: int) -> None:
     per = cache.object_size + OBJCG_POINTER_SIZE
     memcg.buffer_heads -= count
     cache.nr_objects -= count
-    mod_objcg_state(sys, objcg, cache_vmstat_idx("buffer_head"), -count * per)
+    mod_objcg_state(sys, objcg, slab.cache_vmstat_idx("buffer_head"), -count * per)
     objcg.nr_live_bytes -= count * per
     nr_bytes = stock.nr_bytes
     for n in buffers:
-        nr_bytes += n * BH_PER_PAGE * per
+        nr_bytes += n * buffer.BH_PER_PAGE * per
         if nr_bytes > PAGE_SIZE:
             nr_pages = nr_bytes >> PAGE_SHIFT
             nr_bytes &= PAGE_SIZE - 1
@@ -353,4 +352,4 @@ def _free_buffers(sys: System, memcg, buffers: list, cpu: int) -> None:
             obj_cgroup_uncharge_pages(sys, objcg, nr_pages, cpu)
     stock.nr_bytes = nr_bytes
     buffers.clear()
-    discard_slabs(sys, cache)
+    slab.discard_slabs(sys, cache)
