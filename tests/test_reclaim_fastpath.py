@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import memcg
 from memcg.cgroupfs import v1 as cgroupfs
 from memcg.mm import fastpath
-from memcg.mm.fastpath import folio, stream
+from memcg.fs import buffer
+from memcg.mm.fastpath import cleanfile, folio, stream
 from memcg.mm.mmzone import LRU_NONE, NR_LRU_LISTS
 
 MiB = 1 << 20
@@ -1168,10 +1169,9 @@ def test_hypothesis_clean_episodes_were_taken(clean_episodes):
 def merged_buffer_frees(monkeypatch):
     """Counts the frees of several reclaim batches' buffer heads that an episode taken at
     once (fastpath.cleanfile) did as one (without free_buffer_heads() per batch)."""
-    from memcg.mm.fastpath import cleanfile
     count = [0]
     calls = [0]
-    real_free, real_each = cleanfile._free_buffers, cleanfile.free_buffer_heads
+    real_free, real_each = cleanfile._free_buffers, buffer.free_buffer_heads
 
     def each(*args):
         calls[0] += 1
@@ -1181,7 +1181,7 @@ def merged_buffer_frees(monkeypatch):
         several, before = len(buffers) > 1, calls[0]
         real_free(sys, memcg, buffers, cpu)
         count[0] += several and calls[0] == before
-    monkeypatch.setattr(cleanfile, "free_buffer_heads", each)
+    monkeypatch.setattr(buffer, "free_buffer_heads", each)
     monkeypatch.setattr(cleanfile, "_free_buffers", counting)
     return count
 
