@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ... import sched
 from ...kernel import PAGE_SIZE
 from .. import vmpressure, vmscan
 from ..filemap import FILEMAP_BATCH, HOLE, ShmemObject, xa_nr_nodes
@@ -42,7 +41,6 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_FILE_MAPPED, NR_FILE
                           THRESHOLDS_EVENTS_TARGET, mem_cgroup_get_nr_swap_pages)
 from ..mmzone import (LRU_INACTIVE_ANON, LRU_LAZY_CHUNK, PG_dirty, PG_mapped, PG_mlocked,
                       PG_referenced, PG_swapbacked, PG_young)
-from ..page_counter import PAGE_COUNTER_MAX
 from ..slab import SlabObject, cache_vmstat_idx
 from . import swapout
 
@@ -80,26 +78,12 @@ class _Span:
 
 
 def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
-    """Nothing can look between the steps' charges (as _plan_charge_episodes requires of
-    one run of them), and the task is not to be stopped between faults."""
-    if (memcg.is_root() or memcg.under_oom or task.oom_victim
-            or sys.reclaim_trace is not None or sys.cgroup_dfl or sys.clock.in_resched or sys.dying
-            or task.memcg_high_penalty or task.memcg_nr_pages_over_high):
+    """Nothing can look between the steps' charges (swapout.charges_unobserved), and
+    the task is not to be stopped between faults."""
+    if (memcg.is_root() or memcg.under_oom or sys.reclaim_trace is not None
+            or sys.cgroup_dfl):
         return False
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX:
-            return False
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
-        return False
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return False
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return False
-    return True
+    return swapout.charges_unobserved(sys, memcg, task)
 
 
 # The episodes planned, by the group's reclaim setup and then by list size:
@@ -142,12 +126,9 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     # memsw counter keeps each swapped page's charge); the ancestors' memory usage
     # rises as the group's does.  A step charges at most two batches (its pages, a
     # node's page with room).
-    memsw_room = min(c.max - c.usage for c in memcg.memsw.ancestors())
+    memsw_room, upper_room = swapout.level_rooms(memcg)
     k_max = min(k_max, (memsw_room - MEMCG_CHARGE_BATCH) // (2 * FILEMAP_BATCH))
-    if k_max < 2:
-        return None
-    if any(c.max - c.usage < margin0 + 2 * MEMCG_CHARGE_BATCH for c in counter.ancestors()
-           if c is not counter):
+    if k_max < 2 or upper_room < margin0 + 2 * MEMCG_CHARGE_BATCH:
         return None
     # every step faults all its pages in: none cached or in swap yet
     ahead = obj.slots[start:start + k_max * FILEMAP_BATCH]
@@ -521,23 +502,12 @@ def _plan_rotation(memcg, setup, size: int, old: int):
     wins: list = []
     prio = vmscan.DEF_PRIORITY
     while True:
-        for freeable, seeks in counts:
-            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
-                return None
+        if swapout.shrinkers_scan(counts, prio):
+            return None
         if prio <= vmpressure.vmpressure_level_critical_prio:
             wins.append((vmpressure.vmpressure_win, 0))  # vmpressure_prio()
-        left = size - total
-        cache_trim = bool(file >> prio) and not deactivate_file
-        if not prio:
-            scan = left  # SCAN_EQUAL
-        elif cache_trim:
-            scan = 0  # SCAN_FILE
-        else:
-            scan = left >> prio
-            if not scan and not online:
-                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
-                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        scan = swapout.anon_scan_count(size - total, prio, file, deactivate_file, swappiness,
+                                       online)
         reclaimed = scanned = 0
         while scan:
             if old <= pos < size and scan >= 2 * vmscan.SWAP_CLUSTER_MAX:

@@ -249,24 +249,10 @@ def _make_plan(key):
     total = 0
     prio = vmscan.DEF_PRIORITY
     while True:
-        # shrink_slab() at this priority must scan nothing (do_shrink_slab)
-        for freeable, seeks in counts:
-            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
-                return None
-        left = size - total
-        cache_trim = bool(file >> prio) and not deactivate_file
-        # get_scan_count() of the inactive anon list (swap free all along: checked by
-        # the caller)
-        if not prio:
-            scan = left  # SCAN_EQUAL
-        elif cache_trim:
-            scan = 0  # SCAN_FILE
-        else:
-            scan = left >> prio
-            if not scan and not online:
-                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
-                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        if shrinkers_scan(counts, prio):
+            return None
+        # swap free all along: checked by the caller
+        scan = anon_scan_count(size - total, prio, file, deactivate_file, swappiness, online)
         # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
         prio_batches = []
         reclaimed = 0
@@ -283,6 +269,34 @@ def _make_plan(key):
             break
         prio -= 1
     return tuple(passes), total
+
+
+def shrinkers_scan(counts, prio: int) -> bool:
+    """Would shrink_slab() at this priority scan anything of the shrinkers' counts
+    [(freeable, seeks)]?  (mm/shrinker.c: do_shrink_slab)"""
+    for freeable, seeks in counts:
+        if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
+            return True
+    return False
+
+
+def anon_scan_count(left: int, prio: int, file: int, deactivate_file: bool, swappiness: int,
+                    online: bool) -> int:
+    """get_scan_count() of an inactive anon list of `left` pages, the only list with
+    pages, swap free (mm/vmscan.c): SCAN_EQUAL at priority 0, SCAN_FILE in cache-trim
+    mode (file pages as last flushed at this priority, the inactive file list not low),
+    else size >> priority - at least a batch for an offline group - scaled by
+    swappiness (rounded up for an offline group: DIV64_U64_ROUND_UP)."""
+    if not prio:
+        return left  # SCAN_EQUAL
+    if file >> prio and not deactivate_file:
+        return 0  # SCAN_FILE
+    scan = left >> prio
+    if online:
+        return scan * swappiness // vmscan.MAX_SWAPPINESS
+    if not scan:
+        scan = min(left, vmscan.SWAP_CLUSTER_MAX)
+    return -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
 
 
 def _pages_evictable(sys: System, inactive, total: int) -> bool:
@@ -445,8 +459,7 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
 def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     """The episodes [(passes, pages)] that charge_swap_episodes() can take for the next
     nr_pages one-page charges, or None."""
-    if (not nr_pages or task is None or sys.clock.in_resched
-            or memcg.memory.usage != memcg.memory.max):
+    if not nr_pages or task is None or memcg.memory.usage != memcg.memory.max:
         return None
     setup = _episode_setup(sys, memcg)
     if setup is None:
@@ -458,28 +471,8 @@ def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     # every level but the group has room for all the charges and a batch: only the
     # group's memory counter fails (the memsw counter keeps each swapped page's charge)
     room = nr_pages + MEMCG_CHARGE_BATCH
-    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
+    if min(level_rooms(memcg)) < room or not charges_unobserved(sys, memcg):
         return None
-    if any(c.max - c.usage < room for c in memcg.memory.ancestors() if c is not memcg.memory):
-        return None
-    # nothing can see the usage between the uncharges and the charges: no thresholds,
-    # no soft limit (mem_cgroup_threshold, memcg1_update_tree at the event checks)
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX:
-            return None
-    # cond_resched() after each reclaim runs nothing: no user-space thread due, and no
-    # signal of the run wakes one (a pressure level, MEMCG_MAX's file notification, a
-    # user-space shrinker's request)
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
-        return None
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return None
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return None
     size = memcg.lruvec.lists[LRU_INACTIVE_ANON].nr
     usage = memcg.memory.usage  # at each episode: the limit, all charged back
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
@@ -502,3 +495,43 @@ def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     if not episodes or not _pages_evictable(sys, memcg.lruvec.lists[LRU_INACTIVE_ANON], evicted):
         return None
     return episodes
+
+
+# --- what the runs taken at once require of the world around them ---------------------
+
+def charges_unobserved(sys: System, memcg: MemCgroup, task=None) -> bool:
+    """Can nothing see memcg's usage between a run's uncharges and its charges, nor run
+    between its reclaims?  No usage threshold and no soft limit at any level
+    (mem_cgroup_threshold, memcg1_update_tree at the event checks); cond_resched() after
+    each reclaim runs nothing: not called from within it, no user-space thread due, and
+    no signal of the run wakes one (a pressure level's reader, MEMCG_MAX's
+    memory.events notification, a user-space shrinker's request).  With the task whose
+    faults the run takes: it is not to be stopped between them (an OOM victim, owing
+    memory.high reclaim or a penalty, the system going down)."""
+    if sys.clock.in_resched or sys.user_shrinkers:
+        return False
+    if task is not None and (task.oom_victim or task.memcg_high_penalty
+                             or task.memcg_nr_pages_over_high or sys.dying):
+        return False
+    for m in memcg.ancestors():
+        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
+                or m.soft_limit != PAGE_COUNTER_MAX:
+            return False
+        vmpr = sys._vmpressure.get(m.id)
+        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
+            return False
+    for name in ("memory.events", "memory.events.local"):
+        if sys.file_watchers.get((memcg.id, name)):
+            return False
+    return not sched.user_work_due(sys.clock)
+
+
+def level_rooms(memcg: MemCgroup) -> tuple[int, int]:
+    """The least room for charges at memcg's memsw levels, and at its memory levels
+    above its own (to their limit or memory.high, whichever is lower): where a run's
+    charges must never fail but at the group's own memory counter."""
+    memsw = min(c.max - c.usage for c in memcg.memsw.ancestors())
+    counter = memcg.memory
+    upper = min((min(c.max, c.high) - c.usage for c in counter.ancestors()
+                 if c is not counter), default=PAGE_COUNTER_MAX)
+    return memsw, upper

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ... import sched
 from ...kernel import PAGE_SIZE
 from .. import vmpressure
 from ..filemap import add_to_swap
@@ -42,11 +41,11 @@ from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_ANON_MAPPED, NR_LRU_
                           hierarchy_margin, mem_cgroup_get_nr_swap_pages)
 from ..memory import FAULT_BATCH, own_ptes, pgtables_accounted
 from ..mmzone import LRU_INACTIVE_ANON, PG_referenced, PG_swapbacked, PG_young
-from ..page_counter import PAGE_COUNTER_MAX
 from ..vmscan import SWAP_CLUSTER_MAX
 from .fault import FAULT_SPAN_PAGES
 from .shmem import _plan_rotation
-from .swapout import _CLASS_MASK, _CLEAR, _episode_setup, _peek, _plan_passes
+from .swapout import (_CLASS_MASK, _CLEAR, _episode_setup, _peek, _plan_passes,
+                      charges_unobserved, level_rooms)
 from .swaprotate import _KEEP, _KEEP_MASK
 
 if TYPE_CHECKING:
@@ -70,10 +69,8 @@ def take_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flag
 def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru: int):
     """The span of steps that can be taken at once (a SwapSpan), or None when fewer
     than two steps can be."""
-    if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or task.oom_victim
-            or task.memcg_high_penalty or task.memcg_nr_pages_over_high
-            or sys.cpu != task.cpu or sys.dying or sys.active_memcg is not None
-            or sys.clock.in_resched or vma.nr_pages - vma.nr_faulted < 2 * FAULT_BATCH):
+    if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or sys.cpu != task.cpu
+            or sys.active_memcg is not None or vma.nr_pages - vma.nr_faulted < 2 * FAULT_BATCH):
         return None
     counter = memcg.memory
     margin = counter.max - counter.usage
@@ -86,19 +83,9 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     stock = sys.stock[task.cpu]
     if any(c is memcg and n for c, n in zip(stock.cached, stock.nr_pages)):
         return None  # consume_stock() would take pages
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX or m.memory.protection_support:
-            return None
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
+    # (no memory.low protection either: _episode_setup() takes v1 groups alone)
+    if not charges_unobserved(sys, memcg, task):
         return None
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return None
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return None
     accounted = pgtables_accounted(sys, task)
     if accounted:
         objcg = memcg.objcg
@@ -116,11 +103,7 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     bottom = abs(int(mem._last[0]) - int(mem._first[0])) + 1 if mem.nr_free_runs else 0
     if mem.nr_free - most - FAULT_BATCH < sys.wmark_low or bottom <= 2 * most:
         return None
-    room = most + MEMCG_CHARGE_BATCH
-    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
-        return None
-    if any(c.max - c.usage < room or c.high - c.usage < room
-           for c in counter.ancestors() if c is not counter):
+    if min(level_rooms(memcg)) < most + MEMCG_CHARGE_BATCH:
         return None
     # the episodes evict the list's oldest pages while they are evictable, and only
     # pages from before the span
