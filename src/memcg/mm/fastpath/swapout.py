@@ -28,6 +28,7 @@ import numpy as np
 from ... import sched
 from .. import memcontrol, vmpressure, vmscan
 from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL,
+                          SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
                           lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
 from ..page_counter import PAGE_COUNTER_MAX
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -148,10 +149,7 @@ def reclaim_swap_episode(sys: System, sc) -> bool:
     memcg = sc.target
     passes, total = plan
     mem = sys.mem
-    pfns = memcg.lruvec.lists[LRU_INACTIVE_ANON].isolate(mem, total)  # the batches' pages
-    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -total)
-    sys.stats.mod(memcg.id, PGSCAN, total)
-    sys.stats.mod(memcg.id, PGSTEAL, total)
+    pfns = isolate_oldest(sys, memcg, total)  # the batches' pages
     batches = [b for _, prio_batches in passes for b in prio_batches]
     freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
     assert len(freed) == total
@@ -411,12 +409,8 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
     if not episodes:
         return 0
     mem = sys.mem
-    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
     evicted = sum(total for _, total in episodes)
-    pfns = lst.isolate(mem, evicted)
-    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
-    sys.stats.mod(memcg.id, PGSCAN, evicted)
-    sys.stats.mod(memcg.id, PGSTEAL, evicted)
+    pfns = isolate_oldest(sys, memcg, evicted)
     batches = [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches]
     freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
     assert len(freed) == evicted
@@ -535,3 +529,99 @@ def level_rooms(memcg: MemCgroup) -> tuple[int, int]:
     upper = min((min(c.max, c.high) - c.usage for c in counter.ancestors()
                  if c is not counter), default=PAGE_COUNTER_MAX)
     return memsw, upper
+
+
+# --- what the runs taken at once apply alike ----------------------------------------------
+
+def isolate_oldest(sys: System, memcg: MemCgroup, nr: int) -> np.ndarray:
+    """The nr oldest pages of memcg's inactive anon list, isolated by episodes that evict
+    every page they scan: off the list, counted scanned and stolen (mm/vmscan.c:
+    isolate_lru_folios, shrink_folio_list)."""
+    pfns = memcg.lruvec.lists[LRU_INACTIVE_ANON].isolate(sys.mem, nr)
+    stats = sys.stats
+    stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -nr)
+    stats.mod(memcg.id, PGSCAN, nr)
+    stats.mod(memcg.id, PGSTEAL, nr)
+    return pfns
+
+
+def put_back_kept(sys: System, memcg: MemCgroup, victims: np.ndarray, rotated: int) -> None:
+    """A run's first episode kept the `rotated` young pages of memcg's inactive anon
+    list (folio_check_references: FOLIOREF_KEEP, the young bits cleared, the referenced
+    flag set) and put them back at the head in list order; the run's later episodes
+    evicted the first of them again, the last of its `victims`.  The rest are the list
+    now, stamped as they were put back; the frames evicted again keep their stamps."""
+    mem = sys.mem
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    sys.stats.mod(memcg.id, PGSCAN, rotated)
+    rest = lst.isolate(mem, lst.nr)
+    mem.flags[rest] = (mem.flags[rest] & _CLEAR) | PG_referenced
+    again = rotated - len(rest)  # kept, then evicted
+    base = mem.next_seq(again)
+    mem.seq[victims[len(victims) - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
+    lst.add(mem, rest)
+
+
+def replay_windows(sys: System, memcg: MemCgroup, windows, pressure) -> None:
+    """The pressure windows a run filled, (scanned, reclaimed) each, computed and
+    signalled in turn (mm/vmpressure.c: vmpressure_work_fn), then memcg's window as the
+    run left it (`pressure`)."""
+    vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
+    quiet = False
+    for scanned, reclaimed in windows:
+        if quiet:
+            # vmpressure_work_fn() with no listener up the tree and no user-space
+            # shrinker: the level goes to the history, the shrinker debt is already
+            # dropped (mempressure.shrinker_request), nobody is signalled
+            level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
+            sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
+            continue
+        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+        vmpressure.vmpressure_work_fn(sys, memcg)
+        # the first window's walk made every ancestor's state: are there listeners?
+        quiet = not sys.user_shrinkers and not any(
+            sys._vmpressure[m.id].events for m in memcg.ancestors())
+    vmpr.tree_scanned, vmpr.tree_reclaimed = pressure
+
+
+# --- what the runs taken at once plan alike -----------------------------------------------
+
+def batch_events(val: int, thresh: int, soft: int, batches) -> tuple[int, int, int]:
+    """The event ratelimit's counter and targets after the uncharges of `batches` (pages
+    each), one after another (mm/memcontrol-v1.c: memcg1_check_events,
+    mem_cgroup_event_ratelimit; with nothing to check at the targets but the targets)."""
+    for b in batches:
+        val += b
+        if val - thresh >= 0:
+            thresh = val + THRESHOLDS_EVENTS_TARGET
+            if val - soft >= 0:
+                soft = val + SOFTLIMIT_EVENTS_TARGET
+    return val, thresh, soft
+
+
+def pass_windows(passes) -> tuple:
+    """What an episode's passes [(priority, batches)] add to the pressure window, in
+    order, (scanned, reclaimed) each: vmpressure_prio() a window of its own at or below
+    the critical priority, vmpressure() of each pass that scanned pages, all reclaimed."""
+    out = []
+    for prio, prio_batches in passes:
+        if prio <= vmpressure.vmpressure_level_critical_prio:
+            out.append((vmpressure.vmpressure_win, 0))
+        scanned = sum(prio_batches)
+        if scanned:
+            out.append((scanned, scanned))
+    return tuple(out)
+
+
+def fill_windows(windows: list, scanned: int, reclaimed: int, wins) -> tuple[int, int]:
+    """The pressure window after an episode's additions `wins` [(scanned, reclaimed)],
+    each window that fills on the way appended to `windows` (mm/vmpressure.c:
+    vmpressure, vmpressure_prio)."""
+    win = vmpressure.vmpressure_win
+    for sc, rc in wins:
+        scanned += sc
+        reclaimed += rc
+        if scanned >= win:
+            windows.append((scanned, reclaimed))
+            scanned = reclaimed = 0
+    return scanned, reclaimed
