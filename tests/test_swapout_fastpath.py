@@ -500,21 +500,26 @@ def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, s
     assert shm_spans[0] > 50 and obs["events"][0] > 5
 
 
+# What the swap properties draw alike: the group's limit, a pressure listener, a usage
+# threshold, swappiness (None: the default) and the rules modelled.
+_LIMIT_KB = st.integers(2048, 12 * 1024)
+_LISTENER = st.one_of(st.none(), st.sampled_from(["low", "medium"]))
+_THRESHOLD_KB = st.one_of(st.none(), st.integers(1024, 12 * 1024))
+_SWAPPINESS = st.one_of(st.none(), st.integers(0, 200))
+_SEMANTICS = st.sampled_from(["6.18", "3.8"])
+_SWAP_PROPERTY = settings(max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
                                st.integers(0, 1), st.integers(1, 16 * 256)),
                      min_size=1, max_size=4)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=_LEAF_OPS, limit_kb=st.integers(2048, 12 * 1024),
-       swap_mb=st.sampled_from([4, 16, 64]),
+@_SWAP_PROPERTY
+@given(ops=_LEAF_OPS, limit_kb=_LIMIT_KB, swap_mb=st.sampled_from([4, 16, 64]),
        memsw_extra_kb=st.one_of(st.none(), st.integers(0, 32 * 1024)),
-       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
-       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
-       swappiness=st.one_of(st.none(), st.integers(0, 200)),
-       semantics=st.sampled_from(["6.18", "3.8"]),
-       soft_limit_kb=st.one_of(st.none(), st.integers(512, 8 * 1024)),
+       listener=_LISTENER, threshold_kb=_THRESHOLD_KB, swappiness=_SWAPPINESS,
+       semantics=_SEMANTICS, soft_limit_kb=st.one_of(st.none(), st.integers(512, 8 * 1024)),
        watch=st.sampled_from([None, None, "count", "free"]))
 @example(ops=[("anon", 0, 4000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=None, listener="low", threshold_kb=4000, swappiness=None,
@@ -550,16 +555,11 @@ _SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "fre
                     min_size=1, max_size=4)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=_SHM_OPS, limit_kb=st.integers(2048, 12 * 1024),
-       swap_mb=st.sampled_from([8, 32, 128]),
+@_SWAP_PROPERTY
+@given(ops=_SHM_OPS, limit_kb=_LIMIT_KB, swap_mb=st.sampled_from([8, 32, 128]),
        memsw_extra_kb=st.one_of(st.none(), st.integers(0, 64 * 1024)),
-       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
-       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
-       swappiness=st.one_of(st.none(), st.integers(0, 200)),
-       semantics=st.sampled_from(["6.18", "3.8"]),
-       watch=st.sampled_from([None, None, None, "count"]))
+       listener=_LISTENER, threshold_kb=_THRESHOLD_KB, swappiness=_SWAPPINESS,
+       semantics=_SEMANTICS, watch=st.sampled_from([None, None, None, "count"]))
 @example(ops=[("shm", 0, 30 * 256), ("anon", 1, 2000), ("shm", 1, 20 * 256)], limit_kb=4096,
          swap_mb=32, memsw_extra_kb=None, listener="low", threshold_kb=None,
          swappiness=None, semantics="6.18", watch=None)

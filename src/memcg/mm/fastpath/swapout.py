@@ -148,21 +148,32 @@ def reclaim_swap_episode(sys: System, sc) -> bool:
         return False
     memcg = sc.target
     passes, total = plan
-    mem = sys.mem
-    pfns = isolate_oldest(sys, memcg, total)  # the batches' pages
-    batches = [b for _, prio_batches in passes for b in prio_batches]
-    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
-    assert len(freed) == total
-    # vmpressure_prio() before each priority's pass, vmpressure() after it (shrink_node)
-    for prio, prio_batches in passes:
-        vmpressure.vmpressure_prio(sys, memcg, prio)
-        scanned = sum(prio_batches)
-        vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+    _evict_oldest(sys, memcg, total, [b for _, prio_batches in passes for b in prio_batches])
+    _passes_pressure(sys, memcg, passes)
     sc.nr_reclaimed = total
     sc.priority = passes[-1][0]
     # mem_cgroup_iter_partial(): a walk that stopped at the goal keeps its position
     memcg.reclaim_iter = memcg if total >= sc.nr_to_reclaim else None
     return True
+
+
+def _evict_oldest(sys: System, memcg: MemCgroup, nr: int, batches: list) -> None:
+    """The nr oldest pages of memcg's inactive anon list (isolate_oldest) to swap in one
+    eviction, the frees and uncharges in `batches` (pages each) one after another."""
+    pfns = isolate_oldest(sys, memcg, nr)
+    freed = sys.mappings[int(sys.mem.mapping[pfns[0]])].evict(sys, pfns, batches)
+    assert len(freed) == nr
+
+
+def _passes_pressure(sys: System, memcg: MemCgroup, passes) -> None:
+    """vmpressure_prio() before each priority's pass [(priority, batches)], vmpressure()
+    after it (shrink_node), every page scanned reclaimed; a pass that scanned nothing
+    adds nothing (vmpressure)."""
+    for prio, prio_batches in passes:
+        vmpressure.vmpressure_prio(sys, memcg, prio)
+        if prio_batches:
+            scanned = sum(prio_batches)
+            vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
 
 
 def _plan_episode(sys: System, sc):
@@ -408,12 +419,8 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
     episodes = _plan_charge_episodes(sys, memcg, nr_pages, task)
     if not episodes:
         return 0
-    mem = sys.mem
-    evicted = sum(total for _, total in episodes)
-    pfns = isolate_oldest(sys, memcg, evicted)
-    batches = [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches]
-    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
-    assert len(freed) == evicted
+    _evict_oldest(sys, memcg, sum(total for _, total in episodes),
+                  [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches])
     charged = 0
     peak = 0  # the most the memsw levels saw charged above their usage at the start
     failcnt = memcg.memory.track_failcnt
@@ -424,13 +431,7 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
         if failcnt:
             memcg.memory.failcnt += 2
         memcontrol.memcg_memory_event(sys, memcg, memcontrol.MEMCG_MAX)
-        # do_try_to_free_pages(): vmpressure_prio() before each priority's pass, and
-        # vmpressure() after it (shrink_node)
-        for prio, prio_batches in passes:
-            vmpressure.vmpressure_prio(sys, memcg, prio)
-            if prio_batches:  # vmpressure() of a pass that scanned nothing does nothing
-                scanned = sum(prio_batches)
-                vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+        _passes_pressure(sys, memcg, passes)  # do_try_to_free_pages()
         # the page charged, then the rest one by one (_charge_singles): each batch
         # attempt passes memsw, raising its watermark, and fails at the group
         singles = min(total, nr_pages - charged) - 1
