@@ -463,7 +463,7 @@ def _plan_rotation(memcg, setup, size: int, old: int):
     wins: list = []
     prio = vmscan.DEF_PRIORITY
     while True:
-        if swapout.shrinkers_scan(counts, prio):
+        if counts and swapout.shrinkers_scan(counts, prio):
             return None
         if prio <= vmpressure.vmpressure_level_critical_prio:
             wins.append((vmpressure.vmpressure_win, 0))  # vmpressure_prio()

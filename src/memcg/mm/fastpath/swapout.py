@@ -258,7 +258,7 @@ def _make_plan(key):
     total = 0
     prio = vmscan.DEF_PRIORITY
     while True:
-        if shrinkers_scan(counts, prio):
+        if counts and shrinkers_scan(counts, prio):
             return None
         # swap free all along: checked by the caller
         scan = anon_scan_count(size - total, prio, file, deactivate_file, swappiness, online)

@@ -124,7 +124,7 @@ def _plan(sys: System, memcg, setup, lst, n: int, nr_to_reclaim: int):
     pos = 0  # pages scanned from the tail
     prio = vmscan.DEF_PRIORITY
     while True:
-        if shrinkers_scan(counts, prio):
+        if counts and shrinkers_scan(counts, prio):
             return None
         # the kept pages stay on the list
         scan = anon_scan_count(size - evicted, prio, file, deactivate_file, swappiness, online)
