@@ -1118,6 +1118,21 @@ def test_clean_episodes_several_files_and_rmdir(monkeypatch, clean_episodes):
     assert clean_episodes[0] > 0
 
 
+def _drawn_checks(k, soft_kb, listener, threshold_kb, root_threshold):
+    """What looks at group /g as drawn: a soft limit, a pressure listener, a usage
+    threshold and the same one at the root (None or False: not drawn); the eventfds."""
+    if soft_kb:
+        k.write("/g/memory.soft_limit_in_bytes", f"{soft_kb}K")
+    events = []
+    if listener:
+        events.append(k.event("/g/memory.pressure_level", listener))
+    if threshold_kb:
+        events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
+        if root_threshold:
+            events.append(k.event("/memory.usage_in_bytes", f"{threshold_kb}K"))
+    return events
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(limit_kb=st.integers(1024, 12 * 1024),
        ops=st.lists(st.tuples(st.sampled_from(["read", "write"]), st.integers(0, 2),
@@ -1138,15 +1153,7 @@ def test_hypothesis_clean_episodes(limit_kb, ops, swap, swappiness, soft_kb, thr
         k.mkdir("/g")
         k.write("/g/memory.limit_in_bytes", f"{limit_kb}K")
         k.write("/g/memory.swappiness", str(swappiness))
-        if soft_kb:
-            k.write("/g/memory.soft_limit_in_bytes", f"{soft_kb}K")
-        events = []
-        if listener:
-            events.append(k.event("/g/memory.pressure_level", listener))
-        if threshold_kb:
-            events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
-            if root_threshold:
-                events.append(k.event("/memory.usage_in_bytes", f"{threshold_kb}K"))
+        events = _drawn_checks(k, soft_kb, listener, threshold_kb, root_threshold)
         t = k.spawn("/g")
         for op, f, pages in ops:
             (t.write_file if op == "write" else t.read_file)(f"f{f}", pages * 4096)
@@ -1232,15 +1239,7 @@ def test_hypothesis_write_buffer_frees(limit_kb, cpus, ops, threshold_kb, root_t
         k = memcg.SimKernel(memory="1G", cpus=cpus, swap="0")
         k.mkdir("/g")
         k.write("/g/memory.limit_in_bytes", f"{limit_kb}K")
-        if soft_kb:
-            k.write("/g/memory.soft_limit_in_bytes", f"{soft_kb}K")
-        events = []
-        if listener:
-            events.append(k.event("/g/memory.pressure_level", listener))
-        if threshold_kb:
-            events.append(k.event("/g/memory.usage_in_bytes", f"{threshold_kb}K"))
-            if root_threshold:
-                events.append(k.event("/memory.usage_in_bytes", f"{threshold_kb}K"))
+        events = _drawn_checks(k, soft_kb, listener, threshold_kb, root_threshold)
         if rmdir:
             k.mkdir("/s")
             s = k.spawn("/s")

@@ -296,6 +296,17 @@ def _swap_workload(ops, limit="8M", swap="64M", memsw=None, listener=None, thres
     return workload
 
 
+def _drawn_swap_workload(ops, limit_kb, swap_mb, memsw_extra_kb, threshold_kb=None,
+                         soft_limit_kb=None, **kwargs):
+    """_swap_workload() of sizes drawn in KiB (MiB of swap; the memsw limit as the extra
+    over the limit); None draws no such limit."""
+    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
+    threshold = None if threshold_kb is None else f"{threshold_kb}K"
+    soft_limit = None if soft_limit_kb is None else f"{soft_limit_kb}K"
+    return _swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
+                          threshold=threshold, soft_limit=soft_limit, **kwargs)
+
+
 @pytest.mark.parametrize("semantics", ["6.18", "3.8"])
 def test_shared_anon_swaps_out_the_same_both_ways(semantics, monkeypatch):
     """Pages a fork shares copy-on-write go to swap from every mapper at once (one entry,
@@ -489,21 +500,26 @@ def test_shmem_spans_between_other_work_same_both_ways(semantics, monkeypatch, s
     assert shm_spans[0] > 50 and obs["events"][0] > 5
 
 
+# What the swap properties draw alike: the group's limit, a pressure listener, a usage
+# threshold, swappiness (None: the default) and the rules modelled.
+_LIMIT_KB = st.integers(2048, 12 * 1024)
+_LISTENER = st.one_of(st.none(), st.sampled_from(["low", "medium"]))
+_THRESHOLD_KB = st.one_of(st.none(), st.integers(1024, 12 * 1024))
+_SWAPPINESS = st.one_of(st.none(), st.integers(0, 200))
+_SEMANTICS = st.sampled_from(["6.18", "3.8"])
+_SWAP_PROPERTY = settings(max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 _LEAF_OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "anon", "shm", "read"]),
                                st.integers(0, 1), st.integers(1, 16 * 256)),
                      min_size=1, max_size=4)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=_LEAF_OPS, limit_kb=st.integers(2048, 12 * 1024),
-       swap_mb=st.sampled_from([4, 16, 64]),
+@_SWAP_PROPERTY
+@given(ops=_LEAF_OPS, limit_kb=_LIMIT_KB, swap_mb=st.sampled_from([4, 16, 64]),
        memsw_extra_kb=st.one_of(st.none(), st.integers(0, 32 * 1024)),
-       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
-       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
-       swappiness=st.one_of(st.none(), st.integers(0, 200)),
-       semantics=st.sampled_from(["6.18", "3.8"]),
-       soft_limit_kb=st.one_of(st.none(), st.integers(512, 8 * 1024)),
+       listener=_LISTENER, threshold_kb=_THRESHOLD_KB, swappiness=_SWAPPINESS,
+       semantics=_SEMANTICS, soft_limit_kb=st.one_of(st.none(), st.integers(512, 8 * 1024)),
        watch=st.sampled_from([None, None, "count", "free"]))
 @example(ops=[("anon", 0, 4000), ("shm", 1, 3000)], limit_kb=4096, swap_mb=16,
          memsw_extra_kb=None, listener="low", threshold_kb=4000, swappiness=None,
@@ -529,13 +545,9 @@ def test_hypothesis_swap_episodes(ops, limit_kb, swap_mb, memsw_extra_kb, listen
     """Random anon/shmem workloads through a leaf group's limit (where whole reclaim
     episodes are taken at once, alone, in runs of one-page charges or in spans of fault
     steps) give identical traces both ways."""
-    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
-    threshold = None if threshold_kb is None else f"{threshold_kb}K"
-    soft_limit = None if soft_limit_kb is None else f"{soft_limit_kb}K"
-    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
-                            listener=listener, threshold=threshold, swappiness=swappiness,
-                            semantics=semantics, soft_limit=soft_limit, watch=watch),
-             monkeypatch)
+    run_both(_drawn_swap_workload(ops, limit_kb, swap_mb, memsw_extra_kb, threshold_kb,
+                                  soft_limit_kb, listener=listener, swappiness=swappiness,
+                                  semantics=semantics, watch=watch), monkeypatch)
 
 
 _SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "free", "read"]),
@@ -543,16 +555,11 @@ _SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "fre
                     min_size=1, max_size=4)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=_SHM_OPS, limit_kb=st.integers(2048, 12 * 1024),
-       swap_mb=st.sampled_from([8, 32, 128]),
+@_SWAP_PROPERTY
+@given(ops=_SHM_OPS, limit_kb=_LIMIT_KB, swap_mb=st.sampled_from([8, 32, 128]),
        memsw_extra_kb=st.one_of(st.none(), st.integers(0, 64 * 1024)),
-       listener=st.one_of(st.none(), st.sampled_from(["low", "medium"])),
-       threshold_kb=st.one_of(st.none(), st.integers(1024, 12 * 1024)),
-       swappiness=st.one_of(st.none(), st.integers(0, 200)),
-       semantics=st.sampled_from(["6.18", "3.8"]),
-       watch=st.sampled_from([None, None, None, "count"]))
+       listener=_LISTENER, threshold_kb=_THRESHOLD_KB, swappiness=_SWAPPINESS,
+       semantics=_SEMANTICS, watch=st.sampled_from([None, None, None, "count"]))
 @example(ops=[("shm", 0, 30 * 256), ("anon", 1, 2000), ("shm", 1, 20 * 256)], limit_kb=4096,
          swap_mb=32, memsw_extra_kb=None, listener="low", threshold_kb=None,
          swappiness=None, semantics="6.18", watch=None)
@@ -564,11 +571,9 @@ def test_hypothesis_shmem_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener
     """Random shmem-heavy workloads of two tasks (where fastpath.shmem takes spans of
     faults through the limit, and declines near a threshold, the memsw limit, full swap
     or a woken reader) give identical traces both ways."""
-    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
-    threshold = None if threshold_kb is None else f"{threshold_kb}K"
-    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
-                            listener=listener, threshold=threshold, swappiness=swappiness,
-                            semantics=semantics, watch=watch), monkeypatch)
+    run_both(_drawn_swap_workload(ops, limit_kb, swap_mb, memsw_extra_kb, threshold_kb,
+                                  listener=listener, swappiness=swappiness,
+                                  semantics=semantics, watch=watch), monkeypatch)
 
 
 _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read", "write"]),
@@ -590,9 +595,8 @@ _OPS = st.lists(st.tuples(st.sampled_from(["anon", "shm", "free", "mlock", "read
 def test_hypothesis_swap_workloads(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                    parent_limit, semantics, monkeypatch):
     """Random anon/shmem/swap workloads of two tasks give identical traces both ways."""
-    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
-    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
-                            listener=listener, parent_limit=parent_limit, semantics=semantics),
+    run_both(_drawn_swap_workload(ops, limit_kb, swap_mb, memsw_extra_kb, listener=listener,
+                                  parent_limit=parent_limit, semantics=semantics),
              monkeypatch)
 
 
@@ -836,9 +840,7 @@ def test_hypothesis_swap_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
     spans[:] = [0, 0]  # the fixtures count across examples: this one's alone
     rotations[:] = [0, 0]
     span_rotations[:] = [0]
-    memsw = None if memsw_extra_kb is None else f"{limit_kb + memsw_extra_kb}K"
-    run_both(_swap_workload(ops, limit=f"{limit_kb}K", swap=f"{swap_mb}M", memsw=memsw,
-                            listener=listener, swappiness=swappiness, semantics=semantics),
-             monkeypatch)
+    run_both(_drawn_swap_workload(ops, limit_kb, swap_mb, memsw_extra_kb, listener=listener,
+                                  swappiness=swappiness, semantics=semantics), monkeypatch)
     event(f"spans taken: {spans[0] > 0}, rotations taken: {rotations[0] > 0}")
     event(f"spans begun with a rotation: {span_rotations[0] > 0}")

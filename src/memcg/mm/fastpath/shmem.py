@@ -32,17 +32,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ... import sched
 from ...kernel import PAGE_SIZE
 from .. import vmpressure, vmscan
 from ..filemap import FILEMAP_BATCH, HOLE, ShmemObject, xa_nr_nodes
 from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_FILE_MAPPED, NR_FILE_PAGES,
                           NR_LRU_BASE, NR_SHMEM, OBJCG_POINTER_SIZE,
-                          PGFAULT, PGPGIN, PGPGOUT, PGSCAN, PGSTEAL, SOFTLIMIT_EVENTS_TARGET,
+                          PGFAULT, PGPGIN, PGPGOUT, SOFTLIMIT_EVENTS_TARGET,
                           THRESHOLDS_EVENTS_TARGET, mem_cgroup_get_nr_swap_pages)
 from ..mmzone import (LRU_INACTIVE_ANON, LRU_LAZY_CHUNK, PG_dirty, PG_mapped, PG_mlocked,
                       PG_referenced, PG_swapbacked, PG_young)
-from ..page_counter import PAGE_COUNTER_MAX
 from ..slab import SlabObject, cache_vmstat_idx
 from . import swapout
 
@@ -57,7 +55,6 @@ SPAN_STEPS_MAX = 256
 _FAULT_FLAGS = PG_swapbacked | PG_mapped | PG_young
 # What an evictable page of an episode must show (swapout._pages_evictable)
 _EVICT_MASK = PG_swapbacked | PG_dirty | PG_mlocked | PG_young
-_CLEAR_REF = ~(PG_young | PG_referenced) & 0xFF
 
 
 def take_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int) -> int:
@@ -80,26 +77,12 @@ class _Span:
 
 
 def _charge_context_ok(sys: System, task: Task, memcg) -> bool:
-    """Nothing can look between the steps' charges (as _plan_charge_episodes requires of
-    one run of them), and the task is not to be stopped between faults."""
-    if (memcg.is_root() or memcg.under_oom or task.oom_victim
-            or sys.reclaim_trace is not None or sys.cgroup_dfl or sys.clock.in_resched or sys.dying
-            or task.memcg_high_penalty or task.memcg_nr_pages_over_high):
+    """Nothing can look between the steps' charges (swapout.charges_unobserved), and
+    the task is not to be stopped between faults."""
+    if (memcg.is_root() or memcg.under_oom or sys.reclaim_trace is not None
+            or sys.cgroup_dfl):
         return False
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX:
-            return False
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
-        return False
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return False
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return False
-    return True
+    return swapout.charges_unobserved(sys, memcg, task)
 
 
 # The episodes planned, by the group's reclaim setup and then by list size:
@@ -142,12 +125,9 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
     # memsw counter keeps each swapped page's charge); the ancestors' memory usage
     # rises as the group's does.  A step charges at most two batches (its pages, a
     # node's page with room).
-    memsw_room = min(c.max - c.usage for c in memcg.memsw.ancestors())
+    memsw_room, upper_room = swapout.level_rooms(memcg)
     k_max = min(k_max, (memsw_room - MEMCG_CHARGE_BATCH) // (2 * FILEMAP_BATCH))
-    if k_max < 2:
-        return None
-    if any(c.max - c.usage < margin0 + 2 * MEMCG_CHARGE_BATCH for c in counter.ancestors()
-           if c is not counter):
+    if k_max < 2 or upper_room < margin0 + 2 * MEMCG_CHARGE_BATCH:
         return None
     # every step faults all its pages in: none cached or in swap yet
     ahead = obj.slots[start:start + k_max * FILEMAP_BATCH]
@@ -318,8 +298,7 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
                         passes, total = plan
                         p = plans[size] = (
                             total, tuple(b for _, bs in passes for b in bs),
-                            tuple((prio, sum(bs)) for prio, bs in passes),
-                            any(prio <= crit for prio, _ in passes))
+                            swapout.pass_windows(passes), any(prio <= crit for prio, _ in passes))
                     total, batches, wins, deep = p
                     if evicted + total > reach and rotatable and not i and rotation is None:
                         # the young rest of the list is met: the episode keeps it
@@ -332,68 +311,31 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
                             ok = False
                             break
                         reach = look
-                        n_ep += 1
-                        last = total
-                        evicted += total
-                        size -= total
-                        nr_free += total
+                        deep = True  # its passes scan more than they reclaim
                         pushes.extend(batches)  # each batch's victims freed in its turn
-                        usage -= total
-                        for b in batches:
-                            ev_val += b
-                            if ev_val - ev_thresh >= 0:
-                                ev_thresh = ev_val + THRESHOLDS_EVENTS_TARGET
-                                if ev_val - ev_soft >= 0:
-                                    ev_soft = ev_val + SOFTLIMIT_EVENTS_TARGET
-                        for sc, rc in wins:
-                            scanned_w += sc
-                            reclaimed_w += rc
-                            if scanned_w >= win:
-                                windows.append((scanned_w, reclaimed_w))
-                                scanned_w = reclaimed_w = 0
-                        # a margin of a batch or more: the next charges take batches
-                        c = 1 if total - 1 >= batch else min(total, want - done)
-                        failcnt += 1 + c
-                        if memsw + c - 1 + batch > memsw_peak:
-                            memsw_peak = memsw + c - 1 + batch
-                        usage += c
-                        memsw += c
-                        done += c
-                        if total - 1 >= batch:
-                            break
-                        continue
-                    if (not total or total >= limit or total >= swap_free - evicted
+                    elif (not total or total >= limit or total >= swap_free - evicted
                             or evicted + total > reach):
                         ok = False
                         break
+                    else:
+                        pushes.append(total)
                     n_ep += 1
                     last = total
                     evicted += total
                     size -= total
                     nr_free += total
-                    pushes.append(total)
                     usage -= total  # the episode's uncharges, batch by batch
                     if ev_val + total - ev_thresh < 0:
                         ev_val += total  # no ratelimit target reached
                     else:
-                        for b in batches:
-                            ev_val += b
-                            if ev_val - ev_thresh >= 0:
-                                ev_thresh = ev_val + THRESHOLDS_EVENTS_TARGET
-                                if ev_val - ev_soft >= 0:
-                                    ev_soft = ev_val + SOFTLIMIT_EVENTS_TARGET
+                        ev_val, ev_thresh, ev_soft = swapout.batch_events(ev_val, ev_thresh,
+                                                                          ev_soft, batches)
                     if not deep and scanned_w + total < win:
                         scanned_w += total  # no pressure window fills
                         reclaimed_w += total
                     else:  # vmpressure_prio() and vmpressure() of each pass
-                        for prio, scanned in wins:
-                            for sc, rc in (((win, 0),) if prio <= crit else ()) + \
-                                    (((scanned, scanned),) if scanned else ()):
-                                scanned_w += sc
-                                reclaimed_w += rc
-                                if scanned_w >= win:
-                                    windows.append((scanned_w, reclaimed_w))
-                                    scanned_w = reclaimed_w = 0
+                        scanned_w, reclaimed_w = swapout.fill_windows(windows, scanned_w,
+                                                                      reclaimed_w, wins)
                     # the page fails twice (batch and single) and reclaims; the rest of
                     # the episode's margin is one-page charges failing their batch once
                     # (a margin of a batch or more: charge_pages() takes batches again);
@@ -521,23 +463,12 @@ def _plan_rotation(memcg, setup, size: int, old: int):
     wins: list = []
     prio = vmscan.DEF_PRIORITY
     while True:
-        for freeable, seeks in counts:
-            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
-                return None
+        if counts and swapout.shrinkers_scan(counts, prio):
+            return None
         if prio <= vmpressure.vmpressure_level_critical_prio:
             wins.append((vmpressure.vmpressure_win, 0))  # vmpressure_prio()
-        left = size - total
-        cache_trim = bool(file >> prio) and not deactivate_file
-        if not prio:
-            scan = left  # SCAN_EQUAL
-        elif cache_trim:
-            scan = 0  # SCAN_FILE
-        else:
-            scan = left >> prio
-            if not scan and not online:
-                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
-                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        scan = swapout.anon_scan_count(size - total, prio, file, deactivate_file, swappiness,
+                                       online)
         reclaimed = scanned = 0
         while scan:
             if old <= pos < size and scan >= 2 * vmscan.SWAP_CLUSTER_MAX:
@@ -640,27 +571,14 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
     e = plan.evicted
     if e:
         # The episodes, one after another: the list's oldest pages to swap
-        victims = lst.isolate(mem, e)
-        stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -e)
-        stats.mod(memcg.id, PGSCAN, e)
-        stats.mod(memcg.id, PGSTEAL, e)
+        victims = swapout.isolate_oldest(sys, memcg, e)
         out = plan.mapping.swap_out(sys, victims)
         assert len(out) == e
         # release_pages() of each eviction: uncharged (the counters below), frames freed
         stats.mod(memcg.id, PGPGOUT, e)
         mem._clear(victims)
     if plan.rotated:
-        # The first episode kept every young page (folio_check_references: the young
-        # bits cleared, the referenced flag set) and put it back at the head in list
-        # order; the span's later episodes evicted the first of them again.  The rest
-        # are the list now, stamped as they were put back.
-        stats.mod(memcg.id, PGSCAN, plan.rotated)
-        rest = lst.isolate(mem, lst.nr)
-        mem.flags[rest] = (mem.flags[rest] & _CLEAR_REF) | PG_referenced
-        again = plan.rotated - len(rest)  # kept, then evicted: their frames keep the stamp
-        base = mem.next_seq(again)
-        mem.seq[victims[e - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
-        lst.add(mem, rest)
+        swapout.put_back_kept(sys, memcg, victims, plan.rotated)
     # The steps' frames, from the pushes and the stack as it was, in pop order
     base = mem.alloc(depth) if depth else np.empty(0, np.int32)
     if not e:
@@ -733,25 +651,7 @@ def _apply_span(sys: System, task: Task, obj: ShmemObject, start: int, plan: _Sp
     memcg.nr_page_events[cpu], memcg.thresh_target[cpu], memcg.softlimit_target[cpu] = \
         plan.events
     if plan.episodes:
-        vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
-        windows = plan.windows
-        quiet = False
-        for j, (scanned, reclaimed) in enumerate(windows):
-            if j and quiet:
-                # vmpressure_work_fn() with no listener up the tree and no user-space
-                # shrinker: the level goes to the history, the shrinker debt is dropped
-                # (mempressure.shrinker_request), nobody is signalled
-                level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
-                sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
-                continue
-            vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
-            vmpressure.vmpressure_work_fn(sys, memcg)
-            # the first window's walk made every ancestor's state: are there listeners?
-            quiet = not sys.user_shrinkers and not any(
-                sys._vmpressure[m.id].events for m in memcg.ancestors())
-        if len(windows) > 1 and quiet:
-            sys.shrinker_debt.pop(memcg.id, None)
-        vmpr.tree_scanned, vmpr.tree_reclaimed = plan.pressure
+        swapout.replay_windows(sys, memcg, plan.windows, plan.pressure)
     # shmem_xa_grow() of every step: the nodes, charged to the object cgroup
     if plan.nodes or plan.hits:
         objcg = memcg.objcg

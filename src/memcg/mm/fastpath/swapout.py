@@ -28,6 +28,7 @@ import numpy as np
 from ... import sched
 from .. import memcontrol, vmpressure, vmscan
 from ..memcontrol import (MEMCG_CHARGE_BATCH, NR_LRU_BASE, PGACTIVATE, PGSCAN, PGSTEAL,
+                          SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET,
                           lruvec_page_state_lru, mem_cgroup_get_nr_swap_pages)
 from ..page_counter import PAGE_COUNTER_MAX
 from ..mmzone import (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
@@ -147,24 +148,32 @@ def reclaim_swap_episode(sys: System, sc) -> bool:
         return False
     memcg = sc.target
     passes, total = plan
-    mem = sys.mem
-    pfns = memcg.lruvec.lists[LRU_INACTIVE_ANON].isolate(mem, total)  # the batches' pages
-    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -total)
-    sys.stats.mod(memcg.id, PGSCAN, total)
-    sys.stats.mod(memcg.id, PGSTEAL, total)
-    batches = [b for _, prio_batches in passes for b in prio_batches]
-    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
-    assert len(freed) == total
-    # vmpressure_prio() before each priority's pass, vmpressure() after it (shrink_node)
-    for prio, prio_batches in passes:
-        vmpressure.vmpressure_prio(sys, memcg, prio)
-        scanned = sum(prio_batches)
-        vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+    _evict_oldest(sys, memcg, total, [b for _, prio_batches in passes for b in prio_batches])
+    _passes_pressure(sys, memcg, passes)
     sc.nr_reclaimed = total
     sc.priority = passes[-1][0]
     # mem_cgroup_iter_partial(): a walk that stopped at the goal keeps its position
     memcg.reclaim_iter = memcg if total >= sc.nr_to_reclaim else None
     return True
+
+
+def _evict_oldest(sys: System, memcg: MemCgroup, nr: int, batches: list) -> None:
+    """The nr oldest pages of memcg's inactive anon list (isolate_oldest) to swap in one
+    eviction, the frees and uncharges in `batches` (pages each) one after another."""
+    pfns = isolate_oldest(sys, memcg, nr)
+    freed = sys.mappings[int(sys.mem.mapping[pfns[0]])].evict(sys, pfns, batches)
+    assert len(freed) == nr
+
+
+def _passes_pressure(sys: System, memcg: MemCgroup, passes) -> None:
+    """vmpressure_prio() before each priority's pass [(priority, batches)], vmpressure()
+    after it (shrink_node), every page scanned reclaimed; a pass that scanned nothing
+    adds nothing (vmpressure)."""
+    for prio, prio_batches in passes:
+        vmpressure.vmpressure_prio(sys, memcg, prio)
+        if prio_batches:
+            scanned = sum(prio_batches)
+            vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
 
 
 def _plan_episode(sys: System, sc):
@@ -249,24 +258,10 @@ def _make_plan(key):
     total = 0
     prio = vmscan.DEF_PRIORITY
     while True:
-        # shrink_slab() at this priority must scan nothing (do_shrink_slab)
-        for freeable, seeks in counts:
-            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
-                return None
-        left = size - total
-        cache_trim = bool(file >> prio) and not deactivate_file
-        # get_scan_count() of the inactive anon list (swap free all along: checked by
-        # the caller)
-        if not prio:
-            scan = left  # SCAN_EQUAL
-        elif cache_trim:
-            scan = 0  # SCAN_FILE
-        else:
-            scan = left >> prio
-            if not scan and not online:
-                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
-                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        if counts and shrinkers_scan(counts, prio):
+            return None
+        # swap free all along: checked by the caller
+        scan = anon_scan_count(size - total, prio, file, deactivate_file, swappiness, online)
         # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
         prio_batches = []
         reclaimed = 0
@@ -283,6 +278,34 @@ def _make_plan(key):
             break
         prio -= 1
     return tuple(passes), total
+
+
+def shrinkers_scan(counts, prio: int) -> bool:
+    """Would shrink_slab() at this priority scan anything of the shrinkers' counts
+    [(freeable, seeks)]?  (mm/shrinker.c: do_shrink_slab)"""
+    for freeable, seeks in counts:
+        if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
+            return True
+    return False
+
+
+def anon_scan_count(left: int, prio: int, file: int, deactivate_file: bool, swappiness: int,
+                    online: bool) -> int:
+    """get_scan_count() of an inactive anon list of `left` pages, the only list with
+    pages, swap free (mm/vmscan.c): SCAN_EQUAL at priority 0, SCAN_FILE in cache-trim
+    mode (file pages as last flushed at this priority, the inactive file list not low),
+    else size >> priority - at least a batch for an offline group - scaled by
+    swappiness (rounded up for an offline group: DIV64_U64_ROUND_UP)."""
+    if not prio:
+        return left  # SCAN_EQUAL
+    if file >> prio and not deactivate_file:
+        return 0  # SCAN_FILE
+    scan = left >> prio
+    if online:
+        return scan * swappiness // vmscan.MAX_SWAPPINESS
+    if not scan:
+        scan = min(left, vmscan.SWAP_CLUSTER_MAX)
+    return -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
 
 
 def _pages_evictable(sys: System, inactive, total: int) -> bool:
@@ -396,16 +419,8 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
     episodes = _plan_charge_episodes(sys, memcg, nr_pages, task)
     if not episodes:
         return 0
-    mem = sys.mem
-    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
-    evicted = sum(total for _, total in episodes)
-    pfns = lst.isolate(mem, evicted)
-    sys.stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
-    sys.stats.mod(memcg.id, PGSCAN, evicted)
-    sys.stats.mod(memcg.id, PGSTEAL, evicted)
-    batches = [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches]
-    freed = sys.mappings[int(mem.mapping[pfns[0]])].evict(sys, pfns, batches)
-    assert len(freed) == evicted
+    _evict_oldest(sys, memcg, sum(total for _, total in episodes),
+                  [b for passes, _ in episodes for _, prio_batches in passes for b in prio_batches])
     charged = 0
     peak = 0  # the most the memsw levels saw charged above their usage at the start
     failcnt = memcg.memory.track_failcnt
@@ -416,13 +431,7 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
         if failcnt:
             memcg.memory.failcnt += 2
         memcontrol.memcg_memory_event(sys, memcg, memcontrol.MEMCG_MAX)
-        # do_try_to_free_pages(): vmpressure_prio() before each priority's pass, and
-        # vmpressure() after it (shrink_node)
-        for prio, prio_batches in passes:
-            vmpressure.vmpressure_prio(sys, memcg, prio)
-            if prio_batches:  # vmpressure() of a pass that scanned nothing does nothing
-                scanned = sum(prio_batches)
-                vmpressure.vmpressure(sys, memcg, True, scanned, scanned)
+        _passes_pressure(sys, memcg, passes)  # do_try_to_free_pages()
         # the page charged, then the rest one by one (_charge_singles): each batch
         # attempt passes memsw, raising its watermark, and fails at the group
         singles = min(total, nr_pages - charged) - 1
@@ -445,8 +454,7 @@ def charge_swap_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task) -> 
 def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     """The episodes [(passes, pages)] that charge_swap_episodes() can take for the next
     nr_pages one-page charges, or None."""
-    if (not nr_pages or task is None or sys.clock.in_resched
-            or memcg.memory.usage != memcg.memory.max):
+    if not nr_pages or task is None or memcg.memory.usage != memcg.memory.max:
         return None
     setup = _episode_setup(sys, memcg)
     if setup is None:
@@ -458,28 +466,8 @@ def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     # every level but the group has room for all the charges and a batch: only the
     # group's memory counter fails (the memsw counter keeps each swapped page's charge)
     room = nr_pages + MEMCG_CHARGE_BATCH
-    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
+    if min(level_rooms(memcg)) < room or not charges_unobserved(sys, memcg):
         return None
-    if any(c.max - c.usage < room for c in memcg.memory.ancestors() if c is not memcg.memory):
-        return None
-    # nothing can see the usage between the uncharges and the charges: no thresholds,
-    # no soft limit (mem_cgroup_threshold, memcg1_update_tree at the event checks)
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX:
-            return None
-    # cond_resched() after each reclaim runs nothing: no user-space thread due, and no
-    # signal of the run wakes one (a pressure level, MEMCG_MAX's file notification, a
-    # user-space shrinker's request)
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
-        return None
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return None
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return None
     size = memcg.lruvec.lists[LRU_INACTIVE_ANON].nr
     usage = memcg.memory.usage  # at each episode: the limit, all charged back
     swap_free = mem_cgroup_get_nr_swap_pages(sys, memcg)
@@ -502,3 +490,139 @@ def _plan_charge_episodes(sys: System, memcg: MemCgroup, nr_pages: int, task):
     if not episodes or not _pages_evictable(sys, memcg.lruvec.lists[LRU_INACTIVE_ANON], evicted):
         return None
     return episodes
+
+
+# --- what the runs taken at once require of the world around them ---------------------
+
+def charges_unobserved(sys: System, memcg: MemCgroup, task=None) -> bool:
+    """Can nothing see memcg's usage between a run's uncharges and its charges, nor run
+    between its reclaims?  No usage threshold and no soft limit at any level
+    (mem_cgroup_threshold, memcg1_update_tree at the event checks); cond_resched() after
+    each reclaim runs nothing: not called from within it, no user-space thread due, and
+    no signal of the run wakes one (a pressure level's reader, MEMCG_MAX's
+    memory.events notification, a user-space shrinker's request).  With the task whose
+    faults the run takes: it is not to be stopped between them (an OOM victim, owing
+    memory.high reclaim or a penalty, the system going down)."""
+    if sys.clock.in_resched or sys.user_shrinkers:
+        return False
+    if task is not None and (task.oom_victim or task.memcg_high_penalty
+                             or task.memcg_nr_pages_over_high or sys.dying):
+        return False
+    for m in memcg.ancestors():
+        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
+                or m.soft_limit != PAGE_COUNTER_MAX:
+            return False
+        vmpr = sys._vmpressure.get(m.id)
+        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
+            return False
+    for name in ("memory.events", "memory.events.local"):
+        if sys.file_watchers.get((memcg.id, name)):
+            return False
+    return not sched.user_work_due(sys.clock)
+
+
+def level_rooms(memcg: MemCgroup) -> tuple[int, int]:
+    """The least room for charges at memcg's memsw levels, and at its memory levels
+    above its own (to their limit or memory.high, whichever is lower): where a run's
+    charges must never fail but at the group's own memory counter."""
+    memsw = min(c.max - c.usage for c in memcg.memsw.ancestors())
+    counter = memcg.memory
+    upper = min((min(c.max, c.high) - c.usage for c in counter.ancestors()
+                 if c is not counter), default=PAGE_COUNTER_MAX)
+    return memsw, upper
+
+
+# --- what the runs taken at once apply alike ----------------------------------------------
+
+def isolate_oldest(sys: System, memcg: MemCgroup, nr: int) -> np.ndarray:
+    """The nr oldest pages of memcg's inactive anon list, isolated by episodes that evict
+    every page they scan: off the list, counted scanned and stolen (mm/vmscan.c:
+    isolate_lru_folios, shrink_folio_list)."""
+    pfns = memcg.lruvec.lists[LRU_INACTIVE_ANON].isolate(sys.mem, nr)
+    stats = sys.stats
+    stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -nr)
+    stats.mod(memcg.id, PGSCAN, nr)
+    stats.mod(memcg.id, PGSTEAL, nr)
+    return pfns
+
+
+def put_back_kept(sys: System, memcg: MemCgroup, victims: np.ndarray, rotated: int) -> None:
+    """A run's first episode kept the `rotated` young pages of memcg's inactive anon
+    list (folio_check_references: FOLIOREF_KEEP, the young bits cleared, the referenced
+    flag set) and put them back at the head in list order; the run's later episodes
+    evicted the first of them again, the last of its `victims`.  The rest are the list
+    now, stamped as they were put back; the frames evicted again keep their stamps."""
+    mem = sys.mem
+    lst = memcg.lruvec.lists[LRU_INACTIVE_ANON]
+    sys.stats.mod(memcg.id, PGSCAN, rotated)
+    rest = lst.isolate(mem, lst.nr)
+    mem.flags[rest] = (mem.flags[rest] & _CLEAR) | PG_referenced
+    again = rotated - len(rest)  # kept, then evicted
+    base = mem.next_seq(again)
+    mem.seq[victims[len(victims) - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
+    lst.add(mem, rest)
+
+
+def replay_windows(sys: System, memcg: MemCgroup, windows, pressure) -> None:
+    """The pressure windows a run filled, (scanned, reclaimed) each, computed and
+    signalled in turn (mm/vmpressure.c: vmpressure_work_fn), then memcg's window as the
+    run left it (`pressure`)."""
+    vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
+    quiet = False
+    for scanned, reclaimed in windows:
+        if quiet:
+            # vmpressure_work_fn() with no listener up the tree and no user-space
+            # shrinker: the level goes to the history, the shrinker debt is already
+            # dropped (mempressure.shrinker_request), nobody is signalled
+            level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
+            sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
+            continue
+        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
+        vmpressure.vmpressure_work_fn(sys, memcg)
+        # the first window's walk made every ancestor's state: are there listeners?
+        quiet = not sys.user_shrinkers and not any(
+            sys._vmpressure[m.id].events for m in memcg.ancestors())
+    vmpr.tree_scanned, vmpr.tree_reclaimed = pressure
+
+
+# --- what the runs taken at once plan alike -----------------------------------------------
+
+def batch_events(val: int, thresh: int, soft: int, batches) -> tuple[int, int, int]:
+    """The event ratelimit's counter and targets after the uncharges of `batches` (pages
+    each), one after another (mm/memcontrol-v1.c: memcg1_check_events,
+    mem_cgroup_event_ratelimit; with nothing to check at the targets but the targets)."""
+    for b in batches:
+        val += b
+        if val - thresh >= 0:
+            thresh = val + THRESHOLDS_EVENTS_TARGET
+            if val - soft >= 0:
+                soft = val + SOFTLIMIT_EVENTS_TARGET
+    return val, thresh, soft
+
+
+def pass_windows(passes) -> tuple:
+    """What an episode's passes [(priority, batches)] add to the pressure window, in
+    order, (scanned, reclaimed) each: vmpressure_prio() a window of its own at or below
+    the critical priority, vmpressure() of each pass that scanned pages, all reclaimed."""
+    out = []
+    for prio, prio_batches in passes:
+        if prio <= vmpressure.vmpressure_level_critical_prio:
+            out.append((vmpressure.vmpressure_win, 0))
+        scanned = sum(prio_batches)
+        if scanned:
+            out.append((scanned, scanned))
+    return tuple(out)
+
+
+def fill_windows(windows: list, scanned: int, reclaimed: int, wins) -> tuple[int, int]:
+    """The pressure window after an episode's additions `wins` [(scanned, reclaimed)],
+    each window that fills on the way appended to `windows` (mm/vmpressure.c:
+    vmpressure, vmpressure_prio)."""
+    win = vmpressure.vmpressure_win
+    for sc, rc in wins:
+        scanned += sc
+        reclaimed += rc
+        if scanned >= win:
+            windows.append((scanned, reclaimed))
+            scanned = reclaimed = 0
+    return scanned, reclaimed

@@ -24,7 +24,8 @@ import numpy as np
 from .. import vmpressure, vmscan
 from ..memcontrol import NR_LRU_BASE, PGSCAN, PGSTEAL, mem_cgroup_get_nr_swap_pages
 from ..mmzone import LRU_INACTIVE_ANON, PG_referenced, PG_swapbacked, PG_young
-from .swapout import _CLASS_MASK, _CLEAR, _episode_setup, _peek
+from .swapout import (_CLASS_MASK, _CLEAR, _episode_setup, _peek, anon_scan_count,
+                      shrinkers_scan)
 
 if TYPE_CHECKING:
     from ...system import System
@@ -123,23 +124,10 @@ def _plan(sys: System, memcg, setup, lst, n: int, nr_to_reclaim: int):
     pos = 0  # pages scanned from the tail
     prio = vmscan.DEF_PRIORITY
     while True:
-        # shrink_slab() at this priority must scan nothing (do_shrink_slab)
-        for freeable, seeks in counts:
-            if freeable and min((freeable >> prio) * 4 // seeks, 2 * freeable):
-                return None
-        left = size - evicted  # the kept pages stay on the list
-        cache_trim = bool(file >> prio) and not deactivate_file
-        # get_scan_count() of the inactive anon list
-        if not prio:
-            scan = left  # SCAN_EQUAL
-        elif cache_trim:
-            scan = 0  # SCAN_FILE
-        else:
-            scan = left >> prio
-            if not scan and not online:
-                scan = min(left, vmscan.SWAP_CLUSTER_MAX)
-            scan = scan * swappiness // vmscan.MAX_SWAPPINESS if online else \
-                -(-scan * swappiness // vmscan.MAX_SWAPPINESS)
+        if counts and shrinkers_scan(counts, prio):
+            return None
+        # the kept pages stay on the list
+        scan = anon_scan_count(size - evicted, prio, file, deactivate_file, swappiness, online)
         # shrink_lruvec(): SWAP_CLUSTER_MAX batches until this lruvec reclaimed enough
         batches = []
         reclaimed = 0

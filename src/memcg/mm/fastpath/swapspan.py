@@ -32,21 +32,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ... import sched
 from ...kernel import PAGE_SIZE
 from .. import vmpressure
 from ..filemap import add_to_swap
 from ..memcontrol import (MEMCG_CHARGE_BATCH, MEMCG_MAX, NR_ANON_MAPPED, NR_LRU_BASE,
-                          NR_PAGETABLE, PGFAULT, PGPGIN, PGPGOUT, PGSCAN, PGSTEAL,
+                          NR_PAGETABLE, PGFAULT, PGPGIN, PGPGOUT,
                           SOFTLIMIT_EVENTS_TARGET, THRESHOLDS_EVENTS_TARGET, KmemPages,
                           hierarchy_margin, mem_cgroup_get_nr_swap_pages)
 from ..memory import FAULT_BATCH, own_ptes, pgtables_accounted
-from ..mmzone import LRU_INACTIVE_ANON, PG_referenced, PG_swapbacked, PG_young
-from ..page_counter import PAGE_COUNTER_MAX
+from ..mmzone import LRU_INACTIVE_ANON, PG_swapbacked, PG_young
 from ..vmscan import SWAP_CLUSTER_MAX
 from .fault import FAULT_SPAN_PAGES
 from .shmem import _plan_rotation
-from .swapout import _CLASS_MASK, _CLEAR, _episode_setup, _peek, _plan_passes
+from .swapout import (_CLASS_MASK, _episode_setup, _peek, _plan_passes, batch_events,
+                      charges_unobserved, fill_windows, isolate_oldest, level_rooms,
+                      pass_windows, put_back_kept, replay_windows)
 from .swaprotate import _KEEP, _KEEP_MASK
 
 if TYPE_CHECKING:
@@ -70,10 +70,8 @@ def take_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flag
 def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru: int):
     """The span of steps that can be taken at once (a SwapSpan), or None when fewer
     than two steps can be."""
-    if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or task.oom_victim
-            or task.memcg_high_penalty or task.memcg_nr_pages_over_high
-            or sys.cpu != task.cpu or sys.dying or sys.active_memcg is not None
-            or sys.clock.in_resched or vma.nr_pages - vma.nr_faulted < 2 * FAULT_BATCH):
+    if (lru != LRU_INACTIVE_ANON or vma.anon_vma is None or sys.cpu != task.cpu
+            or sys.active_memcg is not None or vma.nr_pages - vma.nr_faulted < 2 * FAULT_BATCH):
         return None
     counter = memcg.memory
     margin = counter.max - counter.usage
@@ -86,19 +84,9 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     stock = sys.stock[task.cpu]
     if any(c is memcg and n for c, n in zip(stock.cached, stock.nr_pages)):
         return None  # consume_stock() would take pages
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX or m.memory.protection_support:
-            return None
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
+    # (no memory.low protection either: _episode_setup() takes v1 groups alone)
+    if not charges_unobserved(sys, memcg, task):
         return None
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return None
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return None
     accounted = pgtables_accounted(sys, task)
     if accounted:
         objcg = memcg.objcg
@@ -116,11 +104,7 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     bottom = abs(int(mem._last[0]) - int(mem._first[0])) + 1 if mem.nr_free_runs else 0
     if mem.nr_free - most - FAULT_BATCH < sys.wmark_low or bottom <= 2 * most:
         return None
-    room = most + MEMCG_CHARGE_BATCH
-    if any(c.max - c.usage < room for c in memcg.memsw.ancestors()):
-        return None
-    if any(c.max - c.usage < room or c.high - c.usage < room
-           for c in counter.ancestors() if c is not counter):
+    if min(level_rooms(memcg)) < most + MEMCG_CHARGE_BATCH:
         return None
     # the episodes evict the list's oldest pages while they are evictable, and only
     # pages from before the span
@@ -149,7 +133,6 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
     to_thresh = memcg.thresh_target[cpu] - val0
     to_soft = memcg.softlimit_target[cpu] - val0
     win = vmpressure.vmpressure_win
-    critical = vmpressure.vmpressure_level_critical_prio
     windows = []  # (scanned, reclaimed) of each window that fills, in order
     steps = []  # per step: the pages evicted for its page-table charges, for its pages
     evicted = 0  # pages evicted by the steps planned
@@ -205,26 +188,9 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
                     reach = size0  # the kept pages are the list now, evictable
                     ev_max = min(reach, swap_free - 1)
                     floor = size0 - ev_max
-                    at -= total
-                    nr_eps += 1
-                    last = total
-                    m = total - 1
-                    left -= 1
-                    for b in batches:  # page_events() of each evicting batch's uncharge
-                        to_thresh -= b
-                        to_soft -= b
-                        if to_thresh <= 0:
-                            to_thresh = THRESHOLDS_EVENTS_TARGET
-                            if to_soft <= 0:
-                                to_soft = SOFTLIMIT_EVENTS_TARGET
-                    for sc, rc in wins:  # vmpressure_prio(), vmpressure() per pass
-                        scanned += sc
-                        reclaimed += rc
-                        if scanned >= win:
-                            windows.append((scanned, reclaimed))
-                            scanned = reclaimed = 0
-                    continue
-                total, batches, passes, quiet = shape
+                    quiet = False  # its passes scan more than they reclaim
+                else:
+                    total, batches, wins, quiet = shape
                 at -= total
                 nr_eps += 1
                 last = total
@@ -233,29 +199,15 @@ def plan_swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, lru:
                 if total < to_thresh:
                     to_thresh -= total  # no batch's uncharge reaches an event check
                     to_soft -= total
-                else:
-                    for b in batches:  # page_events() of each batch's uncharge
-                        to_thresh -= b
-                        to_soft -= b
-                        if to_thresh <= 0:
-                            to_thresh = THRESHOLDS_EVENTS_TARGET
-                            if to_soft <= 0:
-                                to_soft = SOFTLIMIT_EVENTS_TARGET
+                else:  # page_events() of each batch's uncharge (the counter from 0 here)
+                    val, thresh, soft = batch_events(0, to_thresh, to_soft, batches)
+                    to_thresh, to_soft = thresh - val, soft - val
                 if quiet and scanned + total < win:
                     scanned += total  # no pass fills the window
                     reclaimed += total
                     continue
-                for prio, s in passes:
-                    if prio <= critical:  # vmpressure_prio(): a window of its own
-                        scanned += win
-                        windows.append((scanned, reclaimed))
-                        scanned = reclaimed = 0
-                    if s:
-                        scanned += s
-                        reclaimed += s
-                        if scanned >= win:
-                            windows.append((scanned, reclaimed))
-                            scanned = reclaimed = 0
+                # vmpressure_prio(), vmpressure() per pass
+                scanned, reclaimed = fill_windows(windows, scanned, reclaimed, wins)
             if not ok:
                 break
             step.append(at_before - at)
@@ -361,10 +313,10 @@ def _span_shapes(memcg: MemCgroup, setup, limit: int) -> dict:
 
 def _span_shape(memcg: MemCgroup, setup, size: int, limit: int):
     """The episode over a list of `size` pages (swapout._plan_passes) as a span takes it:
-    its pages, its batches in order, its passes' (priority, pages) and whether every
-    pass is above the critical priority (vmpressure_prio does nothing); False when a
-    span cannot take it (a shrinker would scan, nothing or the whole limit would be
-    reclaimed, or a charge batch would fit in the margin it leaves)."""
+    its pages, its batches in order, its passes' pressure windows (pass_windows) and
+    whether every pass is above the critical priority (vmpressure_prio does nothing);
+    False when a span cannot take it (a shrinker would scan, nothing or the whole limit
+    would be reclaimed, or a charge batch would fit in the margin it leaves)."""
     plan = _plan_passes(memcg, setup, size, SWAP_CLUSTER_MAX)
     if plan is None:
         return False
@@ -372,7 +324,7 @@ def _span_shape(memcg: MemCgroup, setup, size: int, limit: int):
     if not total or total >= limit or total - 1 >= MEMCG_CHARGE_BATCH:
         return False
     return (total, tuple(b for _, prio_batches in passes for b in prio_batches),
-            tuple((prio, sum(b)) for prio, b in passes),
+            pass_windows(passes),
             all(prio > vmpressure.vmpressure_level_critical_prio for prio, _ in passes))
 
 
@@ -418,10 +370,7 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
     # --- the evictions: the list's oldest pages, to swap (AnonVma.evict) and uncharged
     # (uncharge_pages: the ratelimit below sees each batch)
     if evicted:
-        victims = lst.isolate(mem, evicted)
-        stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_ANON, -evicted)
-        stats.mod(memcg.id, PGSCAN, evicted)
-        stats.mod(memcg.id, PGSTEAL, evicted)
+        victims = isolate_oldest(sys, memcg, evicted)
         owner = sys.mappings[int(mem.mapping[victims[0]])]
         swapped, _, _ = add_to_swap(sys, owner, victims)
         assert len(swapped) == evicted
@@ -433,17 +382,7 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
     else:
         victims = np.empty(0, np.int32)
     if span.rotated:
-        # The first step's episode kept every young page (folio_check_references: the
-        # young bits cleared, the referenced flag set) and put it back at the head in
-        # list order; the span's later episodes evicted the first of them again.  The
-        # rest are the list now, stamped as they were put back.
-        stats.mod(memcg.id, PGSCAN, span.rotated)
-        rest = lst.isolate(mem, lst.nr)
-        mem.flags[rest] = (mem.flags[rest] & _CLEAR) | PG_referenced
-        again = span.rotated - len(rest)  # kept, then evicted: their frames keep the stamp
-        base = mem.next_seq(again)
-        mem.seq[victims[evicted - again:]] = np.arange(again, dtype=np.uint32) + np.uint32(base)
-        lst.add(mem, rest)
+        put_back_kept(sys, memcg, victims, span.rotated)
     # --- the frames: each step pops the free stack after the frees before it.  The
     # pops are cut into pieces: the top of a pushed slice of victims (popped in
     # reverse), or frames of the stack from before the span (taken as they are popped).
@@ -525,22 +464,7 @@ def swap_span(sys: System, task: Task, memcg: MemCgroup, vma: AnonVma, flags: in
     # computed and signalled in turn (vmpressure_work_fn)
     memcg.nr_page_events[cpu], memcg.thresh_target[cpu], memcg.softlimit_target[cpu] = \
         span.events
-    vmpr = vmpressure.memcg_to_vmpressure(sys, memcg)
-    quiet = False
-    for scanned, reclaimed in span.windows:
-        if quiet:
-            # vmpressure_work_fn() with no listener up the tree and no user-space
-            # shrinker: the level goes to the history, the shrinker debt is already
-            # dropped (mempressure.shrinker_request), nobody is signalled
-            level = vmpressure.vmpressure_calc_level(scanned, reclaimed)
-            sys.pressure_history.append((memcg.path, vmpressure.LEVEL_NAMES[level]))
-            continue
-        vmpr.tree_scanned, vmpr.tree_reclaimed = scanned, reclaimed
-        vmpressure.vmpressure_work_fn(sys, memcg)
-        # the first window's walk made every ancestor's state: are there listeners?
-        quiet = not sys.user_shrinkers and not any(
-            sys._vmpressure[m.id].events for m in memcg.ancestors())
-    vmpr.tree_scanned, vmpr.tree_reclaimed = span.pressure
+    replay_windows(sys, memcg, span.windows, span.pressure)
     if nr_eps:
         # mem_cgroup_iter_partial(): the last walk, stopped at its goal, keeps its position
         memcg.reclaim_iter = memcg if span.last_total >= SWAP_CLUSTER_MAX else None
