@@ -408,6 +408,20 @@ class MemcgMachine(RuleBasedStateMachine):
             (int(used.sum()) + sw.nr_used) * PAGE
 
     @invariant()
+    def stat_rows_noted(self):
+        """StatTable: every row that differs from its flushed LRU sizes waits in `updated`,
+        every nonzero row is noted, and the totals are the sums over every row."""
+        lrus = slice(NR_LRU_BASE, NR_LRU_BASE + NR_LRU_LISTS)
+        for table in (self.sys.stats, self.sys.dead_stats):
+            noted = table.used | table.updated
+            assert set(np.flatnonzero(table.a.any(axis=1)).tolist()) <= noted
+            for item in (0, NR_FILE_DIRTY, NR_FILE_PAGES, NR_ANON_MAPPED):
+                assert table.total(item) == int(table.a[:, item].sum())
+        st = self.sys.stats
+        differ = np.flatnonzero((st.a[:, lrus] != st.flushed).any(axis=1)).tolist()
+        assert set(differ) <= st.updated
+
+    @invariant()
     def task_rss_matches_mappings(self):
         for t in self.alive():
             mm = t.mm

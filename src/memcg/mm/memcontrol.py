@@ -64,13 +64,28 @@ NR_STAT_ITEMS = NR_LRU_BASE + NR_LRU_LISTS + 12
  MEMCG_NR_MEMORY_EVENTS) = range(11)
 
 
+# A table of up to this many rows is summed whole: cheaper than gathering the used rows.
+STAT_ROWS_SUMMED = 512
+
+
 class StatTable:
-    """Per-memcg statistics: one row of counters per memcg id (local values only)."""
+    """Per-memcg statistics: one row of counters per memcg id (local values only).
+
+    Every change goes through mod(), mod_many(), add_table(), add_row() or clear_row(),
+    which note the row: `updated` holds the rows changed since the last flush of every
+    group (the kernel's rstat updated tree, css_rstat_updated(), which css_rstat_flush()
+    walks instead of every cgroup), `used` every row ever changed.  The other rows are all
+    zeros, so a machine-wide total sums the used rows alone: the cost of a flush or a
+    total grows with the groups that did something, not with the groups that exist.
+    """
 
     def __init__(self, rows: int = 64):
         self.a = np.zeros((rows, NR_STAT_ITEMS), np.int64)
         # the LRU sizes (local) as the last periodic flush saw them: flush_memcg_stats_dwork
         self.flushed = np.zeros((rows, NR_LRU_LISTS), np.int64)
+        self.updated: set[int] = set()
+        self.used: set[int] = set()
+        self._used_rows = np.zeros(0, np.intp)  # `used` as an index, made when asked for
 
     def ensure(self, memcg_id: int) -> None:
         if memcg_id >= len(self.a):
@@ -84,6 +99,7 @@ class StatTable:
 
     def mod(self, memcg_id: int, item: int, delta: int) -> None:
         self.a[memcg_id, item] += delta
+        self.updated.add(memcg_id)
 
     def mod_many(self, ids: np.ndarray, item: int, delta: int = 1) -> None:
         """Add delta per page to item of each page's memcg (ids may repeat)."""
@@ -92,8 +108,44 @@ class StatTable:
         first = ids[0]
         if (ids == first).all():  # the common case, pages of one group: one add
             self.a[first, item] += delta * len(ids)
+            self.updated.add(int(first))
         else:
             np.add.at(self.a[:, item], ids, delta)
+            self.updated.update(np.unique(ids).tolist())
+
+    def add_table(self, delta: np.ndarray) -> None:
+        """Add a whole table of changes (rows as in `a`)."""
+        self.a += delta
+        self.updated.update(np.flatnonzero(delta.any(axis=1)).tolist())
+
+    def add_row(self, memcg_id: int, row: np.ndarray) -> None:
+        """Add a row of counts to a group's (a freed child's, mem_cgroup_free)."""
+        self.a[memcg_id] += row
+        self.updated.add(memcg_id)
+
+    def clear_row(self, memcg_id: int) -> None:
+        """Zero the row of a group that goes (mem_cgroup_free)."""
+        self.a[memcg_id] = 0
+        self.updated.add(memcg_id)
+
+    def take_updated(self) -> np.ndarray:
+        """The rows changed since the last call, as an index, and none left pending
+        (css_rstat_flush of the root: the updated tree emptied)."""
+        rows = np.fromiter(sorted(self.updated), np.intp, len(self.updated))
+        self.used |= self.updated
+        self.updated.clear()
+        return rows
+
+    def total(self, item: int) -> int:
+        """item summed over every row: the machine-wide count (global_node_page_state()
+        in the kernel, a node counter kept beside the memcg ones)."""
+        if len(self.a) <= STAT_ROWS_SUMMED or \
+                8 * (len(self.used) + len(self.updated)) >= len(self.a):
+            return int(self.a[:, item].sum())  # few rows, or most of them in use
+        self.used |= self.updated
+        if len(self._used_rows) != len(self.used):  # `used` only grows
+            self._used_rows = np.fromiter(sorted(self.used), np.intp, len(self.used))
+        return int(self.a[self._used_rows, item].sum())
 
 
 class ListHead(dict):
@@ -362,9 +414,9 @@ def mem_cgroup_free(sys: System, memcg: MemCgroup) -> None:
     parent.children.remove(memcg)
     sys.dead_stats.ensure(parent.id)
     sys.dead_stats.ensure(memcg.id)
-    sys.dead_stats.a[parent.id] += sys.stats.a[memcg.id] + sys.dead_stats.a[memcg.id]
-    sys.stats.a[memcg.id] = 0
-    sys.dead_stats.a[memcg.id] = 0
+    sys.dead_stats.add_row(parent.id, sys.stats.a[memcg.id] + sys.dead_stats.a[memcg.id])
+    sys.stats.clear_row(memcg.id)
+    sys.dead_stats.clear_row(memcg.id)
     sys.soft_limit_tree.pop(memcg.id, None)
     sys._vmpressure.pop(memcg.id, None)
     for s in sys.stock:
@@ -997,7 +1049,7 @@ def mem_cgroup_protection(target: MemCgroup | None, memcg: MemCgroup) -> tuple[i
 def mem_cgroup_usage(sys: System, memcg: MemCgroup, swap: bool = False) -> int:
     """mem_cgroup_usage(): the counter, or for the root an estimate from global state."""
     if memcg.is_root():
-        val = int(sys.stats.a[:, NR_FILE_PAGES].sum() + sys.stats.a[:, NR_ANON_MAPPED].sum())
+        val = sys.stats.total(NR_FILE_PAGES) + sys.stats.total(NR_ANON_MAPPED)
         if swap:
             val += sys.swap.nr_used
         return val
@@ -1010,9 +1062,12 @@ FLUSH_TIME = 2
 
 
 def mem_cgroup_flush_root(sys: System) -> None:
-    """__mem_cgroup_flush_stats(root_mem_cgroup, true): every group's statistics flushed."""
+    """__mem_cgroup_flush_stats(root_mem_cgroup, true): every group's statistics flushed,
+    the groups updated since the last such flush copied (css_rstat_flush walks the
+    updated tree; every other group's flushed figures are its current ones already)."""
     lrus = slice(NR_LRU_BASE, NR_LRU_BASE + NR_LRU_LISTS)
-    sys.stats.flushed[:] = sys.stats.a[:, lrus]
+    rows = sys.stats.take_updated()
+    sys.stats.flushed[rows] = sys.stats.a[rows, lrus]
     sys.stats_flushes += 1
     sys.stats_periodic_flush = sys.stats_flushes
 

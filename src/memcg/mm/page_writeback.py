@@ -64,10 +64,10 @@ def wb_writeback(sys: System, start_all: bool = False) -> None:
     """fs/fs-writeback.c: wb_writeback(): write back inodes dirty for longer than the
     expire interval, and the oldest ones while dirty pages exceed the background ratio;
     every dirty inode when `start_all` (wb_check_start_all)."""
-    dirty_total = int(sys.stats.a[:, NR_FILE_DIRTY].sum())
+    dirty_total = sys.stats.total(NR_FILE_DIRTY)
     if not dirty_total:
         return
-    limit = (sys.mem.nr_free + int(sys.stats.a[:, 0].sum())) * DIRTY_BACKGROUND_RATIO // 100
+    limit = (sys.mem.nr_free + sys.stats.total(0)) * DIRTY_BACKGROUND_RATIO // 100
     files = sorted((f for f in sys.files.values() if f.dirtied_when is not None),
                    key=lambda f: f.dirtied_when)
     for f in files:

@@ -409,7 +409,7 @@ class StreamReclaim:
                         state: tuple, fired: list, grow: np.ndarray) -> None:
         """n cycles of counter growth, accumulators and pressure levels."""
         sys = self.sys
-        sys.stats.a += n * grow
+        sys.stats.add_table(n * grow)
         i = 0
         lin = [y - x for x, y in zip(b.linear, c.linear)]
         for _, m in sorted(sys.memcgs.items()):
