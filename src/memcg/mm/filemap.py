@@ -32,7 +32,7 @@ SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workings
 # between steps, as they would between the kernel's per-folio charges.
 FILEMAP_BATCH = 64
 # filemap_write() lets fastpath.writespan take spans of its batches
-WRITE_SPANS = False
+WRITE_SPANS = True
 # include/linux/xarray.h: XA_CHUNK_SHIFT - each node of the page-cache xarray has 64 slots
 XA_CHUNK_SHIFT = 6
 

@@ -35,7 +35,7 @@ from ... import sched
 from .. import page_alloc
 from ..filemap import FILEMAP_BATCH, AddressSpace
 from ..memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, NR_LRU_BASE, PGPGIN, page_events
-from ..mmzone import LRU_INACTIVE_FILE, PG_dirty
+from ..mmzone import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty
 from ..page_counter import PAGE_COUNTER_MAX
 from . import cleanfile
 
@@ -136,8 +136,9 @@ def _context_ok(sys: System, task: Task, memcg) -> bool:
             return False
     lists = memcg.lruvec.lists
     lst = lists[LRU_INACTIVE_FILE]
-    # anon pages would take other reclaim; stale entries other isolation
-    if any(lists[i].nr for i in range(len(lists)) if i != LRU_INACTIVE_FILE):
+    # anon pages would take other reclaim (the active file list only counts: nothing
+    # in a span moves pages to or from it); stale entries other isolation
+    if lists[LRU_INACTIVE_ANON].nr or lists[LRU_ACTIVE_ANON].nr:
         return False
     return lst.entries == lst.nr
 
