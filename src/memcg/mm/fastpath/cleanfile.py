@@ -268,15 +268,17 @@ def evict_tail(sys: System, lst, mapping, total: int):
     return pfns, has
 
 
-def _apply_batches(sys: System, memcg, plist: list, has, passes: list, met: bool) -> None:
+def _apply_batches(sys: System, memcg, plist: list, has, passes: list, met: bool,
+                   every: bool | None = None) -> None:
     """Everything of the episode's passes but the page side, batch by batch in the slow
     path's order: the buffer heads, the counts, the uncharges and their events, the
     frames going back to the free stack, vmpressure; plist: the pages, oldest first;
-    has: which of them had buffers (buffers_of)."""
+    has: which of them had buffers (buffers_of); every: all of them had (if known)."""
     mem = sys.mem
     cpu = sys.cpu
     target = memcg
-    every = has is not None and bool(has.all())
+    if every is None:
+        every = has is not None and bool(has.all())
     # The batches' file-page counts, PGPGOUT and uncharges are added up while nothing
     # can read them: only the event check (a root threshold reads the statistics, the
     # others the usage), the OOM wake-up, a dying group's release and a vmpressure
@@ -343,8 +345,36 @@ def _deferred_episode(sys: System, sc, memcg, span) -> bool:
     span; False: nothing done."""
     saved = (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
              sc.cache_trim_mode, sc.skipped_deactivate)
-    passes = _plan(sys, sc, memcg, span)
+    # the same list sizes (and statistics, on 3.8) give the same passes
+    key = (span.nr, memcg.lruvec.size(LRU_ACTIVE_FILE), sc.nr_to_reclaim,
+           sc.force_deactivate, lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
+           lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON),
+           lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_FILE),
+           lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_FILE)) + saved
+    plan = span.plans.get(key)
+    if plan is None:
+        passes = _plan(sys, sc, memcg, span)
+        span.plans[key] = plan = (passes, (sc.priority, sc.nr_scanned, sc.total_scanned,
+                                           sc.nr_reclaimed, sc.may_deactivate,
+                                           sc.cache_trim_mode, sc.skipped_deactivate))
+    else:
+        passes = plan[0]
+        (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+         sc.cache_trim_mode, sc.skipped_deactivate) = plan[1]
     total = sc.nr_reclaimed - saved[3] if passes is not None else 0
+    if span.clean is None:
+        span.scan_tail()
+    if passes is not None and span.gone + total <= span.clean:
+        # within the list's clean tail of one file, checked once for the span
+        gone = span.gone
+        has = span.has[gone:gone + total] if span.has is not None else None
+        _count_scanned(sys, memcg, total)
+        mapping = span.clean_mapping
+        span.evicted(mapping, total)
+        _apply_batches(sys, memcg, span.clean_list[gone:gone + total], has, passes,
+                       sc.nr_reclaimed >= sc.nr_to_reclaim,
+                       span.all_buffers if has is None or span.all_buffers else None)
+        return True
     pfns = span.tail(total) if passes is not None else None
     mapping = _evictable(sys, memcg, pfns) if pfns is not None else None
     if mapping is None:

@@ -54,7 +54,8 @@ class WriteSpan:
     (mapping, pages) and the new pages (mapping, indices, frames), in their order.  Its
     `nr` is the size of the inactive file list as the batches leave it."""
 
-    __slots__ = ("sys", "memcg", "lst", "gone", "added", "evictions", "adds")
+    __slots__ = ("sys", "memcg", "lst", "gone", "added", "evictions", "adds", "plans",
+                 "clean", "clean_mapping", "clean_list", "has", "all_buffers")
 
     def __init__(self, sys: System, memcg) -> None:
         self.sys = sys
@@ -64,6 +65,42 @@ class WriteSpan:
         self.added = 0  # pages added, not yet on the list
         self.evictions: list = []
         self.adds: list = []
+        self.plans: dict = {}  # the episodes' plans by what they read (cleanfile)
+        self.clean = None
+
+    def scan_tail(self) -> None:
+        """The list's oldest pages that an episode would evict as they are (clean, not
+        young, not mlocked, small, of one file, charged to the group: cleanfile._evictable),
+        checked at once: `clean` of them, as a list of frames, and their buffers."""
+        sys, lst = self.sys, self.lst
+        self.clean = 0
+        self.clean_mapping = None
+        self.clean_list = []
+        self.has = None
+        self.all_buffers = False
+        n = lst.nr - 1
+        if n <= 0:
+            return
+        mem = sys.mem
+        pfns = cleanfile._tail(lst, n)
+        mids = mem.mapping[pfns]
+        mapping = sys.mappings.get(int(mids[0]))
+        if type(mapping) is not AddressSpace or mapping.kind != "file":
+            return
+        bad = (mem.flags[pfns] & cleanfile._NOT_CLEAN) != 0
+        bad |= mids != mids[0]
+        bad |= mem.memcg[pfns] != self.memcg.id
+        if mem.large:
+            bad |= mem.order[pfns] != 0
+        first = np.flatnonzero(bad)
+        clean = int(first[0]) if len(first) else n
+        pfns = pfns[:clean]
+        self.clean = clean
+        self.clean_mapping = mapping
+        self.clean_list = pfns.tolist()
+        has = cleanfile.buffers_of(mapping, pfns, mem)
+        self.has = has
+        self.all_buffers = has is not None and bool(has.all())
 
     @property
     def nr(self) -> int:
@@ -112,6 +149,8 @@ class WriteSpan:
             lst.add(mem, pfns)
             self.adds.clear()
             self.added = 0
+        # the slow path may move pages now: the tail is looked at again when needed
+        self.clean = None
 
 
 def _context_ok(sys: System, task: Task, memcg) -> bool:
