@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ... import sched
-from .. import page_alloc
+from .. import page_alloc, slab
 from ..filemap import FILEMAP_BATCH, AddressSpace
-from ..memcontrol import NR_FILE_DIRTY, NR_FILE_PAGES, NR_LRU_BASE, PGPGIN, page_events
+from ..memcontrol import (NR_FILE_DIRTY, NR_FILE_PAGES, NR_LRU_BASE, OBJCG_POINTER_SIZE, PGPGIN,
+                          mod_objcg_state, page_events, set_active_memcg)
 from ..mmzone import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty
 from ..page_counter import PAGE_COUNTER_MAX
+from ...fs import buffer
 from . import cleanfile
 
 if TYPE_CHECKING:
@@ -204,7 +206,6 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
     k_max = min(k_max, room)
     if k_max < 2:
         return 0
-    from ...fs import buffer  # late: fs builds on the page cache
     span = WriteSpan(sys, memcg)
     cleanfile.deferred = span
     stats = sys.stats
@@ -225,10 +226,11 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
                 cleanfile.deferred = None
                 _finish_batch(sys, task, mapping, idx, pfns, ret)
                 return done + FILEMAP_BATCH  # (not reached when ret: it raises)
-            mapping.slots[idx] = pfns
+            mapping.slots[lo:lo + FILEMAP_BATCH] = pfns
             # the new folios stay locked while their buffers are attached (filemap_write)
-            buffer.folio_alloc_buffers(sys, task, memcg, FILEMAP_BATCH)
-            mapping.buffers[idx] = True
+            if not _alloc_buffers_from_stock(sys, task, memcg, FILEMAP_BATCH):
+                buffer.folio_alloc_buffers(sys, task, memcg, FILEMAP_BATCH)
+            mapping.buffers[lo:lo + FILEMAP_BATCH] = True
             # folio_add_lru(): the statistics and the commit's events now, the page side
             # with the span's
             n = FILEMAP_BATCH
@@ -248,12 +250,41 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
     return done
 
 
+def _alloc_buffers_from_stock(sys: System, task: Task, memcg, nr_pages: int) -> bool:
+    """fs/buffer.c: folio_alloc_buffers() of nr_pages new pages when the CPU's object
+    stock holds the objects' bytes for the group's objcg (obj_cgroup_charge ->
+    consume_obj_stock); False: nothing done (the caller takes the whole path)."""
+    if sys.semantics == "3.8" or not sys.kmem_key.enabled:
+        return False
+    objcg = memcg.objcg
+    stock = sys.obj_stock[task.cpu]
+    cache = sys.slab.caches["buffer_head"]
+    count = nr_pages * buffer.BH_PER_PAGE
+    size = count * (cache.object_size + OBJCG_POINTER_SIZE)  # obj_full_size()
+    if objcg is None or stock.cached_objcg is not objcg or stock.nr_bytes < size:
+        return False
+    # kmem_cache_alloc() -> slab_alloc_node(): the slab pages first (free memory is
+    # far above the watermarks in a span), then memcg_slab_post_alloc_hook()
+    sys.kmem_key.hits += 1
+    old = set_active_memcg(sys, memcg)
+    try:
+        ret = slab.allocate_slab(sys, cache, count, task)
+    finally:
+        set_active_memcg(sys, old)
+    assert not ret
+    stock.nr_bytes -= size
+    objcg.nr_live_bytes += size
+    mod_objcg_state(sys, objcg, slab.cache_vmstat_idx("buffer_head"), size)
+    cache.nr_objects += count
+    memcg.buffer_heads += count
+    return True
+
+
 def _finish_batch(sys: System, task: Task, mapping, idx, pfns, ret: int) -> None:
     """The rest of filemap_write()'s batch after a charge that failed (or came short)."""
     import errno
 
     from .. import swap
-    from ...fs import buffer
     if len(pfns):
         got = idx[:len(pfns)]
         mapping.slots[got] = pfns
