@@ -27,12 +27,13 @@ pages already cached.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ... import sched
-from .. import page_alloc, slab
+from .. import page_alloc, slab, swap
 from ..filemap import FILEMAP_BATCH, AddressSpace
 from ..memcontrol import (NR_FILE_DIRTY, NR_FILE_PAGES, NR_LRU_BASE, OBJCG_POINTER_SIZE, PGPGIN,
                           mod_objcg_state, page_events, set_active_memcg)
@@ -282,9 +283,6 @@ def _alloc_buffers_from_stock(sys: System, task: Task, memcg, nr_pages: int) -> 
 
 def _finish_batch(sys: System, task: Task, mapping, idx, pfns, ret: int) -> None:
     """The rest of filemap_write()'s batch after a charge that failed (or came short)."""
-    import errno
-
-    from .. import swap
     if len(pfns):
         got = idx[:len(pfns)]
         mapping.slots[got] = pfns
