@@ -31,6 +31,8 @@ SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workings
 # Pages handled per step of a read or write: a threshold check and a reclaim can run
 # between steps, as they would between the kernel's per-folio charges.
 FILEMAP_BATCH = 64
+# filemap_write() lets fastpath.writespan take spans of its batches
+WRITE_SPANS = True
 # include/linux/xarray.h: XA_CHUNK_SHIFT - each node of the page-cache xarray has 64 slots
 XA_CHUNK_SHIFT = 6
 
@@ -436,7 +438,16 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
     from ..fs import buffer  # late: fs builds on the page cache
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
-    for start in range(0, nr, FILEMAP_BATCH):
+    fast = None
+    if fastpath.ENABLED and WRITE_SPANS:
+        from .fastpath import writespan as fast  # the fast path builds on this module: a cycle
+    start = 0
+    while start < nr:
+        # If the fast path can take a span of batches from here at once, let it.
+        taken = fast.take_span(sys, task, mapping, start, nr) if fast is not None else 0
+        if taken:
+            start += taken
+            continue
         idx = np.arange(start, min(nr, start + FILEMAP_BATCH), dtype=np.int64)
         slots = mapping.slots[idx]
         present = slots[slots >= 0]
@@ -462,6 +473,7 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
             if ret:
                 raise OSError(errno.ENOMEM, "Cannot allocate memory")
         mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
+        start += FILEMAP_BATCH
 
 
 def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:

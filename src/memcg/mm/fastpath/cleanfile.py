@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 SWAP_CLUSTER_MAX = 32
 # Pages whose isolation shrink_folio_list() would not end with their eviction.
 _NOT_CLEAN = PG_young | PG_mlocked | PG_dirty | PG_swapbacked
+# The span of writes under way (fastpath.writespan.WriteSpan) whose list's page side
+# waits: its episodes are planned on the span's view of the list.
+deferred = None
 
 
 def _tail(lst, n: int) -> np.ndarray:
@@ -196,6 +199,14 @@ def reclaim_clean_episode(sys: System, sc) -> bool:
     """do_try_to_free_pages(sc) taken at once when its every pass only evicts clean file
     pages of the target's inactive list (see the module); False: nothing done."""
     memcg = sc.target
+    span = deferred
+    if span is not None:
+        # A span of writes keeps the page side of its batches for later: the episode is
+        # planned on its view of the list, or the page side is done before the slow path.
+        if span.memcg is memcg and span.nr >= 2 and _qualifies(sys, sc, memcg) \
+                and _deferred_episode(sys, sc, memcg, span):
+            return True
+        span.flush()
     if memcg is None or not _qualifies(sys, sc, memcg):
         return False
     lst = memcg.lruvec.lists[LRU_INACTIVE_FILE]
@@ -214,15 +225,36 @@ def reclaim_clean_episode(sys: System, sc) -> bool:
 
 def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool) -> None:
     """The effects of the episode's passes (see the module's docstring)."""
-    from ..filemap import SHADOW  # late: the page cache builds on vmscan
-    mem = sys.mem
+    _count_scanned(sys, memcg, total)
+    pfns, has = evict_tail(sys, lst, mapping, total)
+    _apply_batches(sys, memcg, pfns.tolist(), has, passes, met)
+
+
+def _count_scanned(sys: System, memcg, total: int) -> None:
+    """isolate_lru_folios() of every batch, as the statistics count it: the list's size,
+    the pages scanned and stolen."""
     stats = sys.stats
-    # isolate_lru_folios() of every batch: the list's tail, the list's size
-    pfns = lst.isolate(mem, total)
-    lst.maybe_compact(mem)
     stats.mod(memcg.id, NR_LRU_BASE + LRU_INACTIVE_FILE, -total)
     stats.mod(memcg.id, PGSCAN, total)
     stats.mod(memcg.id, PGSTEAL, total)
+
+
+def buffers_of(mapping, pfns: np.ndarray, mem):
+    """Which of the pages (of mapping) have buffer heads (None: no page of it has)."""
+    if not mapping.buffers.any():
+        return None
+    return mapping.buffers[mem.index[pfns].astype(np.int64)]
+
+
+def evict_tail(sys: System, lst, mapping, total: int):
+    """The page side of an episode evicting the total oldest pages of lst, all of
+    mapping: their isolation, shadow entries, buffers flags and frame state; the pages
+    (oldest first) and which had buffers (None: none of mapping's pages had)."""
+    from ..filemap import SHADOW  # late: the page cache builds on vmscan
+    mem = sys.mem
+    # isolate_lru_folios() of every batch: the list's tail
+    pfns = lst.isolate(mem, total)
+    lst.maybe_compact(mem)
     # __remove_mapping(): shadow entries, readahead marks; the frames' state is cleared
     # as free_unref_folios() clears it
     idx = mem.index[pfns].astype(np.int64)
@@ -233,9 +265,20 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     if has is not None:
         mapping.buffers[idx] = False
     mem._clear(pfns)
+    return pfns, has
+
+
+def _apply_batches(sys: System, memcg, plist: list, has, passes: list, met: bool,
+                   every: bool | None = None) -> None:
+    """Everything of the episode's passes but the page side, batch by batch in the slow
+    path's order: the buffer heads, the counts, the uncharges and their events, the
+    frames going back to the free stack, vmpressure; plist: the pages, oldest first;
+    has: which of them had buffers (buffers_of); every: all of them had (if known)."""
+    mem = sys.mem
     cpu = sys.cpu
     target = memcg
-    every = has is not None and bool(has.all())
+    if every is None:
+        every = has is not None and bool(has.all())
     # The batches' file-page counts, PGPGOUT and uncharges are added up while nothing
     # can read them: only the event check (a root threshold reads the statistics, the
     # others the usage), the OOM wake-up, a dying group's release and a vmpressure
@@ -244,7 +287,6 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     defer = not sys.dying
     vmpr = vmpressure.memcg_to_vmpressure(sys, target)
     events, thresh = memcg.nr_page_events, memcg.thresh_target
-    plist = pfns.tolist()
     # The buffer heads of the batches so far wait likewise, for their slab to empty
     # or for something to look at the stocks: see _free_buffers().
     buffers: list = []
@@ -295,6 +337,55 @@ def _apply(sys: System, memcg, lst, mapping, total: int, passes: list, met: bool
     # mem_cgroup_iter_partial(): the last pass's walk stopped at the group if it
     # reached the goal, else went on to the end of the subtree
     target.reclaim_iter = target if met else None
+
+
+def _deferred_episode(sys: System, sc, memcg, span) -> bool:
+    """reclaim_clean_episode() inside a span of writes whose list is `span`'s view of
+    lst (its page side kept for later): the episode taken, its page side left to the
+    span; False: nothing done."""
+    saved = (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+             sc.cache_trim_mode, sc.skipped_deactivate)
+    # the same list sizes (and statistics, on 3.8) give the same passes
+    key = (span.nr, memcg.lruvec.size(LRU_ACTIVE_FILE), sc.nr_to_reclaim,
+           sc.force_deactivate, lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_ANON),
+           lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_ANON),
+           lruvec_page_state_lru(sys, memcg, LRU_INACTIVE_FILE),
+           lruvec_page_state_lru(sys, memcg, LRU_ACTIVE_FILE)) + saved
+    plan = span.plans.get(key)
+    if plan is None:
+        passes = _plan(sys, sc, memcg, span)
+        span.plans[key] = plan = (passes, (sc.priority, sc.nr_scanned, sc.total_scanned,
+                                           sc.nr_reclaimed, sc.may_deactivate,
+                                           sc.cache_trim_mode, sc.skipped_deactivate))
+    else:
+        passes = plan[0]
+        (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+         sc.cache_trim_mode, sc.skipped_deactivate) = plan[1]
+    total = sc.nr_reclaimed - saved[3] if passes is not None else 0
+    if span.clean is None:
+        span.scan_tail()
+    if passes is not None and span.gone + total <= span.clean:
+        # within the list's clean tail of one file, checked once for the span
+        gone = span.gone
+        has = span.has[gone:gone + total] if span.has is not None else None
+        _count_scanned(sys, memcg, total)
+        mapping = span.clean_mapping
+        span.evicted(mapping, total)
+        _apply_batches(sys, memcg, span.clean_list[gone:gone + total], has, passes,
+                       sc.nr_reclaimed >= sc.nr_to_reclaim,
+                       span.all_buffers if has is None or span.all_buffers else None)
+        return True
+    pfns = span.tail(total) if passes is not None else None
+    mapping = _evictable(sys, memcg, pfns) if pfns is not None else None
+    if mapping is None:
+        (sc.priority, sc.nr_scanned, sc.total_scanned, sc.nr_reclaimed, sc.may_deactivate,
+         sc.cache_trim_mode, sc.skipped_deactivate) = saved
+        return False
+    _count_scanned(sys, memcg, total)
+    has = buffers_of(mapping, pfns, sys.mem)
+    span.evicted(mapping, total)
+    _apply_batches(sys, memcg, pfns.tolist(), has, passes, sc.nr_reclaimed >= sc.nr_to_reclaim)
+    return True
 
 
 def _count_freed(sys: System, memcg, n: int) -> int:
