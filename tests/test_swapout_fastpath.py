@@ -566,6 +566,8 @@ _SHM_OPS = st.lists(st.tuples(st.sampled_from(["shm", "shm", "shm", "anon", "fre
 @example(ops=[("shm", 0, 40 * 256), ("shm", 0, 10 * 256)], limit_kb=3000, swap_mb=8,
          memsw_extra_kb=20000, listener=None, threshold_kb=None, swappiness=30,
          semantics="3.8", watch=None)
+@example(ops=[("shm", 0, 1344)], limit_kb=5132, swap_mb=8, memsw_extra_kb=None,
+         listener=None, threshold_kb=None, swappiness=None, semantics="6.18", watch=None)
 def test_hypothesis_shmem_spans(ops, limit_kb, swap_mb, memsw_extra_kb, listener,
                                 threshold_kb, swappiness, semantics, watch, monkeypatch):
     """Random shmem-heavy workloads of two tasks (where fastpath.shmem takes spans of

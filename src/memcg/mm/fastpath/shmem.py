@@ -300,8 +300,11 @@ def _plan_span(sys: System, task: Task, obj: ShmemObject, start: int, nr: int):
                             total, tuple(b for _, bs in passes for b in bs),
                             swapout.pass_windows(passes), any(prio <= crit for prio, _ in passes))
                     total, batches, wins, deep = p
-                    if evicted + total > reach and rotatable and not i and rotation is None:
-                        # the young rest of the list is met: the episode keeps it
+                    if evicted + total > reach and rotatable and not i and node is None \
+                            and rotation is None:
+                        # the young rest of the list is met: the episode keeps it (an
+                        # episode of the step's node charge would meet the step's own
+                        # pages too, on the list by then: the slow path takes that one)
                         rotation = _plan_rotation(memcg, setup, size, reach - evicted)
                         if rotation is None:
                             ok = False
