@@ -78,6 +78,9 @@ class System:
         # Reclaim-side events of the current read batch, recorded while vmscan's streaming
         # steady-state detector watches (None otherwise): see vmscan.StreamReclaim.
         self.reclaim_trace: list | None = None
+        # the span of file writes whose page side waits (fastpath.writespan), if one is
+        # under way: the clean episodes of its group are planned on its view of the list
+        self.write_span = None
         self.current = None
         # include/linux/sched/mm.h: set_active_memcg() - the group kernel allocations are
         # charged to instead of the current task's (current->active_memcg), or None

@@ -31,8 +31,6 @@ SHADOW = -2  # workingset shadow entry left by an evicted file page (mm/workings
 # Pages handled per step of a read or write: a threshold check and a reclaim can run
 # between steps, as they would between the kernel's per-folio charges.
 FILEMAP_BATCH = 64
-# filemap_write() lets fastpath.writespan take spans of its batches
-WRITE_SPANS = True
 # include/linux/xarray.h: XA_CHUNK_SHIFT - each node of the page-cache xarray has 64 slots
 XA_CHUNK_SHIFT = 6
 
@@ -435,11 +433,10 @@ def ra_alloc_run(sys: System, task: Task, mapping: AddressSpace, index: int, n: 
 
 def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -> None:
     """generic_perform_write(): write the first nbytes; new pages are added dirty."""
-    from ..fs import buffer  # late: fs builds on the page cache
     nr = nr_pages_of(nbytes)
     mapping.ensure(nr)
     fast = None
-    if fastpath.ENABLED and WRITE_SPANS:
+    if fastpath.ENABLED:
         from .fastpath import writespan as fast  # the fast path builds on this module: a cycle
     start = 0
     while start < nr:
@@ -457,23 +454,32 @@ def filemap_write(sys: System, task: Task, mapping: AddressSpace, nbytes: int) -
         if len(missing):
             pfns, ret = page_alloc.alloc_and_charge(sys, task, task.memcg, len(missing),
                                                     user_fault=False)
-            if len(pfns):
-                got = missing[:len(pfns)]
-                mapping.slots[got] = pfns
-                if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
-                    # The new folios stay locked from write_begin to write_end, so the
-                    # reclaim the buffer heads' charge may run cannot take them
-                    # (mm/vmscan.c: shrink_folio_list - folio_trylock fails, keep): they
-                    # go on the LRU once their buffers are attached, or that reclaim
-                    # would free them and their buffers would be charged for no page.
-                    buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
-                    mapping.buffers[got] = True
-                swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
-                                   LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
-            if ret:
-                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+            write_new_pages(sys, task, mapping, missing, pfns, ret)
         mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
         start += FILEMAP_BATCH
+
+
+def write_new_pages(sys: System, task: Task, mapping: AddressSpace, missing: np.ndarray,
+                    pfns: np.ndarray, ret: int) -> None:
+    """The pages a write's batch allocated and charged for the indices `missing` (the
+    first len(pfns) of them): into the page cache with their buffers, on the LRU dirty;
+    then OSError(ENOMEM) if the charge failed (ret)."""
+    from ..fs import buffer  # late: fs builds on the page cache
+    if len(pfns):
+        got = missing[:len(pfns)]
+        mapping.slots[got] = pfns
+        if mapping.kind == "file":  # ext4: __block_write_begin attaches buffers
+            # The new folios stay locked from write_begin to write_end, so the reclaim
+            # the buffer heads' charge may run cannot take them (mm/vmscan.c:
+            # shrink_folio_list - folio_trylock fails, keep): they go on the LRU once
+            # their buffers are attached, or that reclaim would free them and their
+            # buffers would be charged for no page.
+            buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
+            mapping.buffers[got] = True
+        swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
+                           LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
+    if ret:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
 
 
 def truncate_inode_pages(sys: System, mapping: AddressSpace) -> None:

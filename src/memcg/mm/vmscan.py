@@ -85,15 +85,13 @@ def try_to_free_mem_cgroup_pages(sys: System, memcg: MemCgroup, nr_pages: int,
 def do_try_to_free_pages(sys: System, sc: ScanControl) -> int:
     """do_try_to_free_pages(): priority loop, then the no-progress retries."""
     if fastpath.ENABLED:
-        # Inside a span of writes through this group (fastpath.writespan), which has no
-        # anon pages: its clean episode goes first.
-        span = cleanfile.deferred
-        if span is not None and span.memcg is sc.target and cleanfile.reclaim_clean_episode(sys, sc):
-            return sc.nr_reclaimed
         from .fastpath import swaprotate  # late: it builds on swapout, which imports this
         # A leaf group's anon pages into swap: if the fast path can take the episode at
-        # once (or one that first keeps the young pages at the tail), let it.
-        if swapout.reclaim_swap_episode(sys, sc) or swaprotate.rotate_swap_episode(sys, sc):
+        # once (or one that first keeps the young pages at the tail), let it.  (A span
+        # of writes through the group - fastpath.writespan - has no anon pages to swap.)
+        span = sys.write_span
+        if (span is None or span.memcg is not sc.target) and \
+                (swapout.reclaim_swap_episode(sys, sc) or swaprotate.rotate_swap_episode(sys, sc)):
             return sc.nr_reclaimed
         # Only clean page cache to evict from a leaf group's inactive file list: if the
         # fast path can take the episode at once, let it.

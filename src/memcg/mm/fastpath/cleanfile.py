@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 SWAP_CLUSTER_MAX = 32
 # Pages whose isolation shrink_folio_list() would not end with their eviction.
 _NOT_CLEAN = PG_young | PG_mlocked | PG_dirty | PG_swapbacked
-# The span of writes under way (fastpath.writespan.WriteSpan) whose list's page side
-# waits: its episodes are planned on the span's view of the list.
-deferred = None
-
 
 def _tail(lst, n: int) -> np.ndarray:
     """The n oldest pages of a list without stale entries, oldest first (not isolated)."""
@@ -199,7 +195,7 @@ def reclaim_clean_episode(sys: System, sc) -> bool:
     """do_try_to_free_pages(sc) taken at once when its every pass only evicts clean file
     pages of the target's inactive list (see the module); False: nothing done."""
     memcg = sc.target
-    span = deferred
+    span = sys.write_span
     if span is not None:
         # A span of writes keeps the page side of its batches for later: the episode is
         # planned on its view of the list, or the page side is done before the slow path.

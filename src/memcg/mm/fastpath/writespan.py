@@ -27,20 +27,17 @@ pages already cached.
 
 from __future__ import annotations
 
-import errno
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ... import sched
-from .. import page_alloc, slab, swap
-from ..filemap import FILEMAP_BATCH, AddressSpace
+from .. import page_alloc, slab
+from ..filemap import FILEMAP_BATCH, AddressSpace, write_new_pages
 from ..memcontrol import (NR_FILE_DIRTY, NR_FILE_PAGES, NR_LRU_BASE, OBJCG_POINTER_SIZE, PGPGIN,
                           mod_objcg_state, page_events, set_active_memcg)
 from ..mmzone import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, PG_dirty
-from ..page_counter import PAGE_COUNTER_MAX
 from ...fs import buffer
-from . import cleanfile
+from . import cleanfile, swapout
 
 if TYPE_CHECKING:
     from ...system import System
@@ -158,24 +155,12 @@ class WriteSpan:
 
 def _context_ok(sys: System, task: Task, memcg) -> bool:
     """Nothing but the episodes can look at the list or the frames during the span."""
-    if (memcg.is_root() or memcg.under_oom or task.oom_victim or not memcg.online
-            or sys.reclaim_trace is not None or sys.cgroup_dfl or sys.clock.in_resched
-            or sys.dying or sys.active_memcg is not None or cleanfile.deferred is not None
-            or task.memcg_high_penalty or task.memcg_nr_pages_over_high):
+    if (memcg.is_root() or not memcg.online or sys.reclaim_trace is not None
+            or sys.cgroup_dfl or sys.active_memcg is not None or sys.write_span is not None):
         return False
-    for m in memcg.ancestors():
-        if m.thresholds or m.memsw_thresholds or m.id in sys.soft_limit_tree \
-                or m.soft_limit != PAGE_COUNTER_MAX or m.under_oom:
-            return False
-    if sched.user_work_due(sys.clock) or sys.user_shrinkers:
+    if not swapout.charges_unobserved(sys, memcg, task) or \
+            any(m.under_oom for m in memcg.ancestors()):
         return False
-    for m in memcg.ancestors():
-        vmpr = sys._vmpressure.get(m.id)
-        if vmpr is not None and any(ev.efd.has_watchers() for ev in vmpr.events):
-            return False
-    for name in ("memory.events", "memory.events.local"):
-        if sys.file_watchers.get((memcg.id, name)):
-            return False
     lists = memcg.lruvec.lists
     lst = lists[LRU_INACTIVE_FILE]
     # anon pages would take other reclaim (the active file list only counts: nothing
@@ -208,7 +193,7 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
     if k_max < 2:
         return 0
     span = WriteSpan(sys, memcg)
-    cleanfile.deferred = span
+    sys.write_span = span
     stats = sys.stats
     cpu = task.cpu
     mid = memcg.id
@@ -224,7 +209,7 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
             if ret or len(pfns) < FILEMAP_BATCH:
                 # the slow path's end of this batch, on the page state made whole
                 span.flush()
-                cleanfile.deferred = None
+                sys.write_span = None
                 _finish_batch(sys, task, mapping, idx, pfns, ret)
                 return done + FILEMAP_BATCH  # (not reached when ret: it raises)
             mapping.slots[lo:lo + FILEMAP_BATCH] = pfns
@@ -245,9 +230,9 @@ def take_span(sys: System, task: Task, mapping: AddressSpace, start: int, nr: in
                 mapping.dirtied_when = sys.clock.now
             done += FILEMAP_BATCH
     finally:
-        if cleanfile.deferred is span:
+        if sys.write_span is span:
             span.flush()
-            cleanfile.deferred = None
+            sys.write_span = None
     return done
 
 
@@ -283,13 +268,5 @@ def _alloc_buffers_from_stock(sys: System, task: Task, memcg, nr_pages: int) -> 
 
 def _finish_batch(sys: System, task: Task, mapping, idx, pfns, ret: int) -> None:
     """The rest of filemap_write()'s batch after a charge that failed (or came short)."""
-    if len(pfns):
-        got = idx[:len(pfns)]
-        mapping.slots[got] = pfns
-        buffer.folio_alloc_buffers(sys, task, task.memcg, len(pfns))
-        mapping.buffers[got] = True
-        swap.folio_add_lru(sys, task, task.memcg, mapping, got, pfns, PG_dirty,
-                           LRU_INACTIVE_FILE, (NR_FILE_PAGES, NR_FILE_DIRTY))
-    if ret:
-        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    write_new_pages(sys, task, mapping, idx, pfns, ret)
     mapping.dirtied_when = sys.clock.now if mapping.dirtied_when is None else mapping.dirtied_when
