@@ -91,7 +91,7 @@ def peak_rss_bytes() -> int:
 # milliseconds: most of a 1 GiB streaming run).
 LAZY_IMPORTS = ("numpy.ma", "memcg.mm.fastpath.fault", "memcg.mm.fastpath.swapspan",
                 "memcg.mm.fastpath.swaprotate", "memcg.mm.fastpath.read",
-                "memcg.mm.fastpath.shmem", "memcg.mm.fastpath.folio",
+                "memcg.mm.fastpath.shmem", "memcg.mm.fastpath.folio", "memcg.mm.fastpath.writespan",
                 "memcg.mm.fastpath.stream", "memcg.mm.fastpath.softlimit",
                 "memcg.mm.fastpath.window")
 
